@@ -1,0 +1,133 @@
+//! `cairn`: the services. `migrate`, `api`, `worker`, and `dev` (api + worker in one
+//! process). Configuration comes from flags and the environment (see `--help`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use cairn::config::{ApiArgs, DatabaseArgs, WorkerArgs, WorkflowArgs};
+use cairn::worker::WorkerSettings;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cairn", version, about = "Durable workflows for AI/agent work, on Postgres alone.")]
+struct Cli {
+    /// Log as JSON lines.
+    #[arg(long, env = "CAIRN_LOG_JSON", global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply Cairn's and apalis' database migrations, then exit.
+    Migrate {
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Serve the HTTP API.
+    Api {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        workflows: WorkflowArgs,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Run workflow steps.
+    Worker {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        worker: WorkerArgs,
+    },
+    /// The API and a worker in one process, for a laptop.
+    Dev {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        workflows: WorkflowArgs,
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(flatten)]
+        worker: WorkerArgs,
+    },
+}
+
+async fn connect(db: &DatabaseArgs, migrate: bool) -> Result<sqlx::PgPool> {
+    let pool = cairn::store::connect(&db.database_url, db.db_pool)
+        .await
+        .context("connecting to the database")?;
+    if migrate && !db.no_migrate {
+        cairn::store::migrate(&pool).await.context("applying migrations")?;
+    }
+    Ok(pool)
+}
+
+fn load_workflows(args: &WorkflowArgs) -> Result<Arc<cairn::workflow::Registry>> {
+    let registry = cairn::workflow::Registry::load_dir(&args.workflows_dir)
+        .with_context(|| format!("loading workflows from {}", args.workflows_dir.display()))?;
+    tracing::info!(workflows = ?registry.names(), dir = %args.workflows_dir.display(), "workflows loaded");
+    Ok(Arc::new(registry))
+}
+
+fn worker_settings(w: &WorkerArgs) -> WorkerSettings {
+    let env: BTreeMap<String, String> = w
+        .template_env
+        .iter()
+        .map(|n| n.trim())
+        .filter(|n| !n.is_empty())
+        .filter_map(|n| std::env::var(n).ok().map(|v| (n.to_owned(), v)))
+        .collect();
+    WorkerSettings {
+        concurrency: w.concurrency.max(1),
+        lease: w.lease,
+        poll_interval: w.poll_interval,
+        shutdown_grace: w.shutdown_grace,
+        env,
+    }
+}
+
+async fn serve_api(pool: sqlx::PgPool, workflows: Arc<cairn::workflow::Registry>, api: &ApiArgs, shutdown: tokio_util::sync::CancellationToken) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(&api.listen)
+        .await
+        .with_context(|| format!("listening on {}", api.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "API listening");
+    cairn::api::serve(listener, cairn::api::AppState { pool, workflows }, shutdown).await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    cairn::telemetry::init(cli.log_json);
+    match cli.command {
+        Command::Migrate { db } => {
+            let pool = connect(&db, false).await?;
+            cairn::store::migrate(&pool).await.context("applying migrations")?;
+            println!("migrations applied");
+        }
+        Command::Api { db, workflows, api } => {
+            let registry = load_workflows(&workflows)?;
+            let pool = connect(&db, true).await?;
+            serve_api(pool, registry, &api, cairn::shutdown::on_signal()).await?;
+        }
+        Command::Worker { db, worker } => {
+            let pool = connect(&db, true).await?;
+            cairn::worker::run(pool, worker_settings(&worker), cairn::shutdown::on_signal()).await?;
+        }
+        Command::Dev { db, workflows, api, worker } => {
+            let registry = load_workflows(&workflows)?;
+            let pool = connect(&db, true).await?;
+            let shutdown = cairn::shutdown::on_signal();
+            let (a, w) = tokio::join!(
+                serve_api(pool.clone(), registry, &api, shutdown.clone()),
+                cairn::worker::run(pool, worker_settings(&worker), shutdown.clone()),
+            );
+            a?;
+            w?;
+        }
+    }
+    Ok(())
+}

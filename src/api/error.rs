@@ -1,0 +1,99 @@
+//! The API's one error type: every failure becomes `{ "error": { code, message, details? } }`
+//! with the right status. Server errors are logged in full and answered opaquely.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    BadRequest { message: String, details: Option<Value> },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{message}")]
+    Conflict { message: String, details: Option<Value> },
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{message}")]
+    Unprocessable { message: String, details: Option<Value> },
+    #[error("{0}")]
+    Unavailable(String),
+    /// Any internal failure; its text is logged, never sent.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::BadRequest {
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> ApiError {
+        ApiError::Internal(e.to_string())
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::Unprocessable { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.parts();
+        let (message, details) = match &self {
+            ApiError::Internal(e) => {
+                tracing::error!(error = %e, "internal error");
+                ("internal server error".to_owned(), None)
+            }
+            ApiError::BadRequest { message, details }
+            | ApiError::Conflict { message, details }
+            | ApiError::Unprocessable { message, details } => (message.clone(), details.clone()),
+            other => (other.to_string(), None),
+        };
+        let mut error = json!({ "code": code, "message": message });
+        if let Some(d) = details {
+            error["details"] = d;
+        }
+        (status, Json(json!({ "error": error }))).into_response()
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl From<crate::engine::EngineError> for ApiError {
+    fn from(e: crate::engine::EngineError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        match r.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::PayloadTooLarge("request body is too large".into())
+            }
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                ApiError::bad_request("send a JSON body with `Content-Type: application/json`")
+            }
+            _ => ApiError::bad_request(r.body_text()),
+        }
+    }
+}

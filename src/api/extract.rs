@@ -1,0 +1,21 @@
+//! Extractors whose rejections speak the API's error shape.
+
+use axum::extract::{FromRequest, Request};
+
+use super::ApiError;
+
+/// `Json<T>` that rejects with [`ApiError`].
+pub struct AppJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for AppJson<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = axum::extract::rejection::JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::Json(v) = axum::Json::<T>::from_request(req, state).await?;
+        Ok(AppJson(v))
+    }
+}

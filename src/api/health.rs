@@ -1,0 +1,29 @@
+//! Liveness and readiness.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+use crate::store;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+/// The process is up.
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok", "version": crate::VERSION }))
+}
+
+/// The process can serve: the database answers.
+async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    store::ping(&state.pool).await.map_err(|e| {
+        tracing::warn!(error = %e, "readiness check failed");
+        ApiError::Unavailable("database unreachable".into())
+    })?;
+    Ok(Json(json!({ "status": "ready" })))
+}

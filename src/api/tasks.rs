@@ -1,0 +1,291 @@
+//! `/api/tasks`: submit runs, list them, and show one with its steps, attempts and events.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::extract::AppJson;
+use super::{ApiError, AppState};
+use crate::engine::{self, Rejected, Submitted};
+use crate::store;
+use crate::store::runs::{RunListParams, RunRow};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/tasks", get(list).post(submit))
+        .route("/api/tasks/{id}", get(show))
+}
+
+/// Every run status, in lifecycle order.
+pub const RUN_STATUSES: &[&str] = &[
+    "queued",
+    "running",
+    "waiting",
+    "sleeping",
+    "retrying",
+    "succeeded",
+    "dead",
+    "cancelled",
+];
+
+const MAX_KEY_LEN: usize = 255;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct SubmitRequest {
+    workflow: String,
+    #[serde(default)]
+    input: Value,
+}
+
+/// A run as lists show it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSummary {
+    id: String,
+    workflow: String,
+    status: String,
+    error: Option<String>,
+    idempotency_key: Option<String>,
+    worker: Option<String>,
+    lease_expires_at: Option<DateTime<Utc>>,
+    wake_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<&RunRow> for TaskSummary {
+    fn from(r: &RunRow) -> Self {
+        TaskSummary {
+            id: r.id.clone(),
+            workflow: r.workflow.clone(),
+            status: r.status.clone(),
+            error: r.error.clone(),
+            idempotency_key: r.idempotency_key.clone(),
+            worker: r.lease_owner.clone(),
+            lease_expires_at: r.lease_expires_at,
+            wake_at: r.wake_at,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+async fn submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    AppJson(req): AppJson<SubmitRequest>,
+) -> Result<Response, ApiError> {
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let k = v
+                .to_str()
+                .map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII"))?
+                .trim();
+            if k.is_empty() || k.len() > MAX_KEY_LEN {
+                return Err(ApiError::bad_request(format!(
+                    "Idempotency-Key must be 1 to {MAX_KEY_LEN} characters"
+                )));
+            }
+            Some(k.to_owned())
+        }
+    };
+    let def = state.workflows.get(&req.workflow).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "no workflow named `{}`; known workflows: {}",
+            req.workflow,
+            state.workflows.names().join(", ")
+        ))
+    })?;
+    let submitted = match engine::submit(&state.pool, def, &req.input, key.as_deref()).await? {
+        Ok(s) => s,
+        Err(Rejected::Input(errors)) => {
+            let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            return Err(ApiError::Unprocessable {
+                message: format!("input does not match workflow `{}`: {}", req.workflow, text.join("; ")),
+                details: Some(json!(errors)),
+            });
+        }
+    };
+    let (status, run) = match submitted {
+        Submitted::Created(run) => (StatusCode::CREATED, run),
+        Submitted::Existing(run) => (StatusCode::OK, run),
+        Submitted::KeyConflict(run) => {
+            return Err(ApiError::Conflict {
+                message: "this Idempotency-Key was already used for a different request".into(),
+                details: Some(json!({ "taskId": run.id })),
+            });
+        }
+    };
+    let mut response = (
+        status,
+        Json(json!({ "taskId": run.id, "status": run.status, "workflow": run.workflow })),
+    )
+        .into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/api/tasks/{}", run.id)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ListQuery {
+    status: Option<String>,
+    workflow: Option<String>,
+    /// A duration such as `1h` or `30m`: runs created within it.
+    since: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+fn encode_cursor(r: &RunRow) -> String {
+    format!("{}_{}", r.created_at.timestamp_micros(), r.id)
+}
+
+fn decode_cursor(c: &str) -> Option<(DateTime<Utc>, String)> {
+    let (micros, id) = c.split_once('_')?;
+    let at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+    Some((at, id.to_owned()))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(s) = &q.status
+        && !RUN_STATUSES.contains(&s.as_str())
+    {
+        return Err(ApiError::bad_request(format!(
+            "unknown status `{s}`; expected one of: {}",
+            RUN_STATUSES.join(", ")
+        )));
+    }
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 500"));
+    }
+    let created_after = match &q.since {
+        None => None,
+        Some(s) => {
+            let d = humantime::parse_duration(s).map_err(|e| {
+                ApiError::bad_request(format!("since `{s}` is not a duration such as 1h: {e}"))
+            })?;
+            let d = chrono::Duration::from_std(d)
+                .map_err(|_| ApiError::bad_request("since is too long"))?;
+            Some(Utc::now() - d)
+        }
+    };
+    let before = match &q.cursor {
+        None => None,
+        Some(c) => Some(decode_cursor(c).ok_or_else(|| ApiError::bad_request("bad cursor"))?),
+    };
+    let rows = store::runs::run_list(
+        &state.pool,
+        &RunListParams {
+            status: q.status,
+            workflow: q.workflow,
+            created_after,
+            before,
+            limit: limit + 1,
+        },
+    )
+    .await?;
+    let has_more = rows.len() as i64 > limit;
+    let page = &rows[..rows.len().min(limit as usize)];
+    let next = if has_more { page.last().map(encode_cursor) } else { None };
+    let items: Vec<TaskSummary> = page.iter().map(TaskSummary::from).collect();
+    Ok(Json(json!({ "items": items, "nextCursor": next })))
+}
+
+async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let run = store::runs::run_get(&state.pool, &id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no task with id `{id}`")))?;
+    let steps = store::steps::step_list(&state.pool, &id).await?;
+    let attempts = store::steps::attempt_list(&state.pool, &id).await?;
+    let events = store::events::event_list(&state.pool, &id, 0).await?;
+    let dead_letters = store::dead_letters::dead_letter_list_for_run(&state.pool, &id).await?;
+    let definition = store::definitions::definition_get(&state.pool, &run.definition_hash).await?;
+
+    // Steps in definition order, each with its kind, needs and attempts.
+    let def_steps: Vec<Value> = definition
+        .as_ref()
+        .and_then(|d| d.get("steps"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let order: Vec<String> = def_steps
+        .iter()
+        .filter_map(|s| s.get("id").and_then(Value::as_str).map(str::to_owned))
+        .collect();
+    let mut step_views: Vec<(usize, Value)> = steps
+        .iter()
+        .map(|s| {
+            let def = def_steps
+                .iter()
+                .find(|d| d.get("id").and_then(Value::as_str) == Some(&s.step_id));
+            let tries: Vec<Value> = attempts
+                .iter()
+                .filter(|a| a.step_id == s.step_id)
+                .map(|a| {
+                    json!({
+                        "attempt": a.attempt,
+                        "status": a.status,
+                        "worker": a.worker_id,
+                        "startedAt": a.started_at,
+                        "finishedAt": a.finished_at,
+                        "durationMs": a.finished_at.map(|f| (f - a.started_at).num_milliseconds()),
+                        "error": a.error,
+                        "retryDelayMs": a.retry_delay_ms,
+                    })
+                })
+                .collect();
+            let pos = order.iter().position(|o| o == &s.step_id).unwrap_or(usize::MAX);
+            (
+                pos,
+                json!({
+                    "id": s.step_id,
+                    "kind": def.and_then(|d| d.get("kind")).cloned(),
+                    "needs": def.and_then(|d| d.get("needs")).cloned().unwrap_or(json!([])),
+                    "status": s.status,
+                    "attemptCount": s.attempts,
+                    "attempts": tries,
+                    "output": s.output,
+                    "error": s.error,
+                    "nextAttemptAt": s.next_attempt_at,
+                    "wakeAt": s.wake_at,
+                    "startedAt": s.started_at,
+                    "finishedAt": s.finished_at,
+                }),
+            )
+        })
+        .collect();
+    step_views.sort_by_key(|(pos, _)| *pos);
+    let events: Vec<Value> = events
+        .iter()
+        .map(|e| json!({ "id": e.id, "at": e.at, "kind": e.kind, "stepId": e.step_id, "data": e.data }))
+        .collect();
+    let dead_letter = dead_letters.last().map(|d| {
+        json!({ "id": d.id, "stepId": d.step_id, "error": d.error, "attempts": d.attempts, "createdAt": d.created_at })
+    });
+
+    let mut body = serde_json::to_value(TaskSummary::from(&run)).map_err(ApiError::internal)?;
+    body["definitionHash"] = json!(run.definition_hash);
+    body["input"] = run.input.clone();
+    body["output"] = run.output.clone().unwrap_or(Value::Null);
+    body["steps"] = Value::Array(step_views.into_iter().map(|(_, v)| v).collect());
+    body["events"] = Value::Array(events);
+    body["deadLetter"] = dead_letter.unwrap_or(Value::Null);
+    Ok(Json(body))
+}

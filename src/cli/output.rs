@@ -1,0 +1,253 @@
+//! Rendering for `ctl`: aligned tables with relative times (status coloured on a
+//! terminal only), or one JSON document with `-o json`.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use comfy_table::{Table, presets};
+use serde_json::Value;
+
+use crate::workflow::Diagnostic;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+pub struct Out<'a> {
+    w: &'a mut dyn Write,
+    format: Format,
+    color: bool,
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(presets::NOTHING);
+    t.set_header(header.iter().map(|h| h.to_string()));
+    t
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// "3s ago", "5m ago", "in 2h".
+pub fn relative(v: &Value, now: DateTime<Utc>) -> String {
+    let Some(at) = v.as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()) else {
+        return "-".into();
+    };
+    let secs = (now - at.with_timezone(&Utc)).num_seconds();
+    let (n, future) = (secs.unsigned_abs(), secs < 0);
+    let span = match n {
+        0..=59 => format!("{n}s"),
+        60..=3599 => format!("{}m", n / 60),
+        3600..=86_399 => format!("{}h", n / 3600),
+        _ => format!("{}d", n / 86_400),
+    };
+    if future { format!("in {span}") } else { format!("{span} ago") }
+}
+
+fn duration(start: &Value, end: &Value) -> String {
+    let parse = |v: &Value| v.as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok());
+    match (parse(start), parse(end)) {
+        (Some(s), Some(e)) => {
+            let ms = (e - s).num_milliseconds();
+            if ms < 1000 { format!("{ms}ms") } else { format!("{:.1}s", ms as f64 / 1000.0) }
+        }
+        (Some(_), None) => "…".into(),
+        _ => "-".into(),
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    let one_line = s.replace('\n', " ");
+    if one_line.chars().count() <= n {
+        one_line
+    } else {
+        format!("{}…", one_line.chars().take(n - 1).collect::<String>())
+    }
+}
+
+impl<'a> Out<'a> {
+    pub fn new(w: &'a mut dyn Write, format: Format) -> Out<'a> {
+        Out {
+            w,
+            format,
+            color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        }
+    }
+
+    fn json(&mut self, v: &Value) -> Result<()> {
+        serde_json::to_writer_pretty(&mut *self.w, v)?;
+        writeln!(self.w)?;
+        Ok(())
+    }
+
+    fn status(&self, s: &Value) -> String {
+        let s = text(s);
+        if !self.color {
+            return s;
+        }
+        let code = match s.as_str() {
+            "succeeded" => "32",
+            "dead" | "failed" => "31",
+            "running" | "queued" => "36",
+            "retrying" | "retry_scheduled" | "sleeping" | "waiting" => "33",
+            _ => "2",
+        };
+        format!("\x1b[{code}m{s}\x1b[0m")
+    }
+
+    pub fn submitted(&mut self, body: &Value) -> Result<()> {
+        if self.format == Format::Json {
+            let mut v = body.clone();
+            v["id"] = body["taskId"].clone();
+            return self.json(&v);
+        }
+        writeln!(self.w, "{}  {}", text(&body["taskId"]), self.status(&body["status"]))?;
+        Ok(())
+    }
+
+    pub fn tasks(&mut self, body: &Value) -> Result<()> {
+        if self.format == Format::Json {
+            return self.json(body);
+        }
+        let now = Utc::now();
+        let items = body["items"].as_array().cloned().unwrap_or_default();
+        if items.is_empty() {
+            writeln!(self.w, "no runs")?;
+            return Ok(());
+        }
+        let mut t = table(&["ID", "WORKFLOW", "STATUS", "CREATED", "UPDATED", "ERROR"]);
+        for r in &items {
+            t.add_row(vec![
+                text(&r["id"]),
+                text(&r["workflow"]),
+                self.status(&r["status"]),
+                relative(&r["createdAt"], now),
+                relative(&r["updatedAt"], now),
+                truncate(&text(&r["error"]), 60),
+            ]);
+        }
+        writeln!(self.w, "{t}")?;
+        if let Some(c) = body["nextCursor"].as_str() {
+            writeln!(self.w, "(more: cursor {c})")?;
+        }
+        Ok(())
+    }
+
+    pub fn task(&mut self, run: &Value) -> Result<()> {
+        if self.format == Format::Json {
+            return self.json(run);
+        }
+        let now = Utc::now();
+        writeln!(self.w, "Run       {}", text(&run["id"]))?;
+        writeln!(self.w, "Workflow  {}", text(&run["workflow"]))?;
+        writeln!(self.w, "Status    {}", self.status(&run["status"]))?;
+        writeln!(self.w, "Created   {} ({})", text(&run["createdAt"]), relative(&run["createdAt"], now))?;
+        if !run["worker"].is_null() {
+            writeln!(
+                self.w,
+                "Worker    {} (lease expires {})",
+                text(&run["worker"]),
+                relative(&run["leaseExpiresAt"], now)
+            )?;
+        }
+        if !run["wakeAt"].is_null() {
+            writeln!(self.w, "Wakes     {}", relative(&run["wakeAt"], now))?;
+        }
+        if !run["error"].is_null() {
+            writeln!(self.w, "Error     {}", text(&run["error"]))?;
+        }
+        writeln!(self.w, "Input     {}", run["input"])?;
+        if !run["output"].is_null() {
+            writeln!(self.w, "Output    {}", truncate(&run["output"].to_string(), 200))?;
+        }
+        writeln!(self.w)?;
+        let mut t = table(&["STEP", "KIND", "STATUS", "ATTEMPTS", "DURATION", "ERROR"]);
+        for s in run["steps"].as_array().into_iter().flatten() {
+            t.add_row(vec![
+                text(&s["id"]),
+                text(&s["kind"]),
+                self.status(&s["status"]),
+                text(&s["attemptCount"]),
+                duration(&s["startedAt"], &s["finishedAt"]),
+                truncate(&text(&s["error"]), 60),
+            ]);
+        }
+        writeln!(self.w, "{t}")?;
+        let mut attempts = table(&["STEP", "#", "STATUS", "WORKER", "STARTED", "DURATION", "ERROR"]);
+        let mut any = false;
+        for s in run["steps"].as_array().into_iter().flatten() {
+            for a in s["attempts"].as_array().into_iter().flatten() {
+                any = true;
+                attempts.add_row(vec![
+                    text(&s["id"]),
+                    text(&a["attempt"]),
+                    self.status(&a["status"]),
+                    truncate(&text(&a["worker"]), 28),
+                    relative(&a["startedAt"], now),
+                    duration(&a["startedAt"], &a["finishedAt"]),
+                    truncate(&text(&a["error"]), 50),
+                ]);
+            }
+        }
+        if any {
+            writeln!(self.w, "\nAttempts\n{attempts}")?;
+        }
+        let events = run["events"].as_array().cloned().unwrap_or_default();
+        if !events.is_empty() {
+            let mut t = table(&["AT", "EVENT", "STEP", "DETAIL"]);
+            let skip = events.len().saturating_sub(30);
+            for e in &events[skip..] {
+                t.add_row(vec![
+                    text(&e["at"]),
+                    text(&e["kind"]),
+                    text(&e["stepId"]),
+                    truncate(&e["data"].to_string(), 70),
+                ]);
+            }
+            writeln!(self.w, "\nEvents{}\n{t}", if skip > 0 { " (latest 30)" } else { "" })?;
+        }
+        Ok(())
+    }
+
+    pub fn workflows(&mut self, body: &Value) -> Result<()> {
+        if self.format == Format::Json {
+            return self.json(body);
+        }
+        let mut t = table(&["NAME", "STEPS", "DESCRIPTION"]);
+        for w in body["items"].as_array().into_iter().flatten() {
+            t.add_row(vec![text(&w["name"]), text(&w["steps"]), truncate(&text(&w["description"]), 70)]);
+        }
+        writeln!(self.w, "{t}")?;
+        Ok(())
+    }
+
+    pub fn validation(&mut self, files: &[PathBuf], diagnostics: &[Diagnostic]) -> Result<()> {
+        if self.format == Format::Json {
+            let v = serde_json::json!({
+                "valid": diagnostics.is_empty(),
+                "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+                "errors": diagnostics,
+            });
+            return self.json(&v);
+        }
+        for d in diagnostics {
+            writeln!(self.w, "{d}")?;
+        }
+        if diagnostics.is_empty() {
+            writeln!(self.w, "{} workflow file(s) valid", files.len())?;
+        } else {
+            writeln!(self.w, "{} error(s) in {} file(s)", diagnostics.len(), files.len())?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,59 @@
+//! Configuration shared by the binaries: flags with environment fallbacks. The doc
+//! comments are the `--help` text; `.env.example` lists the same variables.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+/// Where the database is.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    /// Connections this process may hold.
+    #[arg(long, env = "CAIRN_DB_POOL", default_value_t = 10)]
+    pub db_pool: u32,
+    /// Do not apply migrations on start (run `cairn migrate` yourself).
+    #[arg(long, env = "CAIRN_NO_MIGRATE")]
+    pub no_migrate: bool,
+}
+
+/// Where workflow definitions are read from.
+#[derive(Debug, Clone, Args)]
+pub struct WorkflowArgs {
+    /// Directory of `*.toml` workflow definitions.
+    #[arg(long, env = "CAIRN_WORKFLOWS_DIR", default_value = "./workflows")]
+    pub workflows_dir: PathBuf,
+}
+
+/// `cairn api`.
+#[derive(Debug, Clone, Args)]
+pub struct ApiArgs {
+    /// Address to listen on.
+    #[arg(long, env = "CAIRN_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+}
+
+/// `cairn worker`.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Runs advanced at once by this process.
+    #[arg(long, env = "CAIRN_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: usize,
+    /// How long a worker owns a run without renewing; a killed worker's runs resume
+    /// elsewhere after at most this long.
+    #[arg(long, env = "CAIRN_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lease: Duration,
+    /// Fallback poll interval for new jobs (notifications usually arrive first).
+    #[arg(long, env = "CAIRN_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub poll_interval: Duration,
+    /// On SIGTERM, how long running steps may take to finish before their runs are
+    /// handed back to the queue.
+    #[arg(long, env = "CAIRN_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+    /// Comma-separated environment variables that templates may read as `env.NAME`.
+    #[arg(long, env = "CAIRN_TEMPLATE_ENV", value_delimiter = ',')]
+    pub template_env: Vec<String>,
+}

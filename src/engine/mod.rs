@@ -1,0 +1,648 @@
+//! The engine: advances one run at a time, durably.
+//!
+//! [`Engine::advance`] is called for every wake-up the queue delivers. It
+//!
+//! 1. takes the run's **lease** (or returns at once if the run is finished or another
+//!    live worker holds it — duplicate wake-ups are normal);
+//! 2. loads the pinned definition and the step checkpoints, so a resumed run starts at
+//!    the first step without a checkpoint;
+//! 3. runs every ready step — independent steps concurrently — recording each attempt's
+//!    start before it runs and committing its outcome (checkpoint, or failure with the
+//!    next attempt's time) in one fenced transaction with its event;
+//! 4. when nothing can run now, finishes the run (`succeeded`, or `dead` with a dead
+//!    letter) or **parks** it (`retrying`/`sleeping`) and queues the wake-up in the same
+//!    transaction — no worker slot is held while a run waits.
+//!
+//! Every write proves the lease is still held (fencing), so a worker that lost its lease
+//! (paused, partitioned, presumed dead) cannot commit anything more for that run.
+//! On shutdown no new step starts; running steps get a grace period, then the run is
+//! handed back to the queue.
+
+pub mod retry;
+mod submit;
+
+pub use submit::{Rejected, Submitted, submit};
+
+use std::collections::{BTreeMap, HashMap};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
+use serde_json::{Map, Value, json};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::queue::{self, QueueError, Wake};
+use crate::step::{self, StepContext, StepError};
+use crate::store::{self, Lease, StoreError};
+use crate::workflow::template;
+use crate::workflow::{Step, StepKind, Workflow};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("run {run} pins definition {hash}, which is missing or unreadable: {reason}")]
+    Definition {
+        run: String,
+        hash: String,
+        reason: String,
+    },
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// How a call to [`Engine::advance`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The run is finished, or another live worker holds it: nothing to do.
+    NotAcquired,
+    Succeeded,
+    Dead,
+    /// Waiting for a retry or a timer; a wake-up is queued.
+    Parked,
+    /// Handed back to the queue (shutdown).
+    Released,
+    /// The lease expired under us; another worker will continue.
+    LeaseLost,
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// This worker's id (also the lease owner).
+    pub worker_id: String,
+    pub lease_ttl: Duration,
+    /// After shutdown begins, how long running steps may still finish.
+    pub shutdown_grace: Duration,
+    /// Variables templates may read as `env.NAME`.
+    pub env: BTreeMap<String, String>,
+}
+
+/// Advances runs; one per worker process, shared by all its concurrent jobs.
+pub struct Engine {
+    pool: PgPool,
+    config: EngineConfig,
+    http: reqwest::Client,
+    shutdown: CancellationToken,
+    definitions: Mutex<HashMap<String, Arc<Workflow>>>,
+}
+
+/// What the engine knows of one step during an advance.
+#[derive(Debug, Clone)]
+struct StepState {
+    status: String,
+    attempts: i32,
+    output: Option<Value>,
+    next_attempt_at: Option<DateTime<Utc>>,
+    wake_at: Option<DateTime<Utc>>,
+}
+
+impl StepState {
+    fn is_done(&self) -> bool {
+        matches!(self.status.as_str(), "succeeded" | "skipped")
+    }
+}
+
+/// The result of one attempt, carried back to the run loop.
+struct Finished {
+    step_id: String,
+    attempt: i32,
+    result: Result<Value, StepError>,
+}
+
+impl Engine {
+    pub fn new(pool: PgPool, config: EngineConfig, shutdown: CancellationToken) -> Engine {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("cairn/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        Engine {
+            pool,
+            config,
+            http,
+            shutdown,
+            definitions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    async fn definition(&self, run_id: &str, hash: &str) -> Result<Arc<Workflow>> {
+        if let Some(wf) = self
+            .definitions
+            .lock()
+            .ok()
+            .and_then(|m| m.get(hash).cloned())
+        {
+            return Ok(wf);
+        }
+        let err = |reason: String| EngineError::Definition {
+            run: run_id.to_owned(),
+            hash: hash.to_owned(),
+            reason,
+        };
+        let value = store::definitions::definition_get(&self.pool, hash)
+            .await?
+            .ok_or_else(|| err("not found".into()))?;
+        let wf: Workflow = serde_json::from_value(value).map_err(|e| err(e.to_string()))?;
+        let wf = Arc::new(wf);
+        if let Ok(mut m) = self.definitions.lock() {
+            m.insert(hash.to_owned(), wf.clone());
+        }
+        Ok(wf)
+    }
+
+    /// Advances run `run_id` as far as it can go now. See the module docs.
+    pub async fn advance(&self, run_id: &str) -> Result<Outcome> {
+        let acquired = store::runs::run_lease_acquire(
+            &self.pool,
+            run_id,
+            &self.config.worker_id,
+            self.config.lease_ttl,
+        )
+        .await?;
+        let Some(acquired) = acquired else {
+            return Ok(Outcome::NotAcquired);
+        };
+        let lease = acquired.lease;
+        let run = acquired.run;
+        let clock = Clock {
+            base: acquired.db_now,
+            at: Instant::now(),
+        };
+        let wf = self.definition(run_id, &run.definition_hash).await?;
+        let mut states: HashMap<String, StepState> = store::steps::step_list(&self.pool, run_id)
+            .await?
+            .into_iter()
+            .map(|s| {
+                (
+                    s.step_id,
+                    StepState {
+                        status: s.status,
+                        attempts: s.attempts,
+                        output: s.output,
+                        next_attempt_at: s.next_attempt_at,
+                        wake_at: s.wake_at,
+                    },
+                )
+            })
+            .collect();
+        let cx = RunCx {
+            run_id,
+            workflow: &wf,
+            input: &run.input,
+            lease: &lease,
+            clock,
+        };
+        match self.drive(&cx, &mut states).await {
+            Err(EngineError::Store(StoreError::LeaseLost(_))) => {
+                tracing::warn!(run = run_id, "lease lost; another worker continues this run");
+                Ok(Outcome::LeaseLost)
+            }
+            other => other,
+        }
+    }
+
+    async fn drive(&self, cx: &RunCx<'_>, states: &mut HashMap<String, StepState>) -> Result<Outcome> {
+        let mut in_flight = FuturesUnordered::new();
+        let mut running: Vec<String> = Vec::new();
+        let mut dead: Option<(String, String)> = states
+            .iter()
+            .find(|(_, s)| s.status == "failed")
+            .map(|(id, _)| (id.clone(), "failed earlier".to_owned()));
+        let mut grace_deadline: Option<tokio::time::Instant> = None;
+
+        loop {
+            let stopping = self.shutdown.is_cancelled();
+            if stopping && grace_deadline.is_none() {
+                grace_deadline = Some(tokio::time::Instant::now() + self.config.shutdown_grace);
+            }
+            // Start everything that is ready, unless the run is dying or we are stopping.
+            if dead.is_none() && !stopping {
+                let now = cx.clock.now();
+                let ready: Vec<&Step> = cx
+                    .workflow
+                    .steps
+                    .iter()
+                    .filter(|s| !running.contains(&s.id) && self.is_ready(s, states, now))
+                    .collect();
+                let mut progressed = false;
+                for step in ready {
+                    match self.start(cx, step, states).await? {
+                        Started::Attempt(fut) => {
+                            running.push(step.id.clone());
+                            in_flight.push(fut);
+                        }
+                        Started::Settled => progressed = true,
+                        Started::Failed(error) => {
+                            dead = Some((step.id.clone(), error));
+                            break;
+                        }
+                    }
+                }
+                if progressed {
+                    continue;
+                }
+            }
+
+            if in_flight.is_empty() {
+                return self.settle(cx, states, dead, stopping).await;
+            }
+
+            let next = match grace_deadline {
+                Some(deadline) => match tokio::time::timeout_at(deadline, in_flight.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        drop(in_flight);
+                        self.release(cx, "worker shut down before the step finished").await?;
+                        return Ok(Outcome::Released);
+                    }
+                },
+                None => tokio::select! {
+                    next = in_flight.next() => next,
+                    _ = self.shutdown.cancelled() => continue,
+                },
+            };
+            let Some(done) = next else { continue };
+            running.retain(|id| id != &done.step_id);
+            if let Some(error) = self.finish(cx, states, done).await? {
+                dead.get_or_insert(error);
+            }
+        }
+    }
+
+    fn is_ready(&self, step: &Step, states: &HashMap<String, StepState>, now: DateTime<Utc>) -> bool {
+        let Some(state) = states.get(&step.id) else {
+            return false;
+        };
+        let due = match state.status.as_str() {
+            "pending" => true,
+            "retry_scheduled" => state.next_attempt_at.is_none_or(|t| t <= now),
+            "waiting" => state.wake_at.is_some_and(|t| t <= now),
+            _ => false,
+        };
+        due && step
+            .needs
+            .iter()
+            .all(|n| states.get(n).is_some_and(StepState::is_done))
+    }
+
+    fn vars(&self, cx: &RunCx<'_>, states: &HashMap<String, StepState>, attempt: i32) -> minijinja::Value {
+        let steps: Map<String, Value> = states
+            .iter()
+            .filter(|(_, s)| s.is_done())
+            .map(|(id, s)| {
+                (
+                    id.clone(),
+                    json!({ "output": s.output.clone().unwrap_or(Value::Null), "status": s.status }),
+                )
+            })
+            .collect();
+        minijinja::Value::from(minijinja::value::Serde(json!({
+            "input": cx.input,
+            "steps": steps,
+            "run": { "id": cx.run_id, "workflow": cx.workflow.name, "attempt": attempt },
+            "env": self.config.env,
+        })))
+    }
+
+    /// Starts a ready step: evaluates its condition, handles timers, or records the
+    /// attempt's start and returns the attempt to await.
+    async fn start<'a>(
+        &'a self,
+        cx: &'a RunCx<'a>,
+        step: &'a Step,
+        states: &mut HashMap<String, StepState>,
+    ) -> Result<Started<'a>> {
+        let Some(state) = states.get(&step.id).cloned() else {
+            return Ok(Started::Settled);
+        };
+        let attempt = state.attempts + 1;
+        let vars = self.vars(cx, states, attempt);
+
+        if state.status == "pending"
+            && let Some(condition) = &step.condition
+        {
+            match template::eval_condition(condition, &vars) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let mut tx = self.pool.begin().await?;
+                    store::steps::step_skip(&mut tx, cx.lease, &step.id).await?;
+                    tx.commit().await?;
+                    set(states, &step.id, |s| {
+                        s.status = "skipped".into();
+                        s.output = Some(Value::Null);
+                    });
+                    return Ok(Started::Settled);
+                }
+                Err(e) => {
+                    let error = format!("condition: {e}");
+                    let mut tx = self.pool.begin().await?;
+                    store::steps::step_begin(&mut tx, cx.lease, &step.id, attempt).await?;
+                    store::steps::step_fail(&mut tx, cx.lease, &step.id, attempt, &error, None)
+                        .await?;
+                    tx.commit().await?;
+                    set(states, &step.id, |s| {
+                        s.status = "failed".into();
+                        s.attempts = attempt;
+                    });
+                    return Ok(Started::Failed(format!("condition: {e}")));
+                }
+            }
+        }
+
+        if let StepKind::Sleep(sleep) = &step.kind {
+            if state.status == "waiting" {
+                let woke = json!({ "wokeAt": state.wake_at });
+                let attempt = state.attempts;
+                let mut tx = self.pool.begin().await?;
+                store::steps::step_succeed(&mut tx, cx.lease, &step.id, attempt, &woke).await?;
+                tx.commit().await?;
+                set(states, &step.id, |s| {
+                    s.status = "succeeded".into();
+                    s.output = Some(woke.clone());
+                });
+            } else {
+                let duration = Duration::from_millis(sleep.duration_ms);
+                let mut tx = self.pool.begin().await?;
+                let wake_at =
+                    store::steps::step_sleep(&mut tx, cx.lease, &step.id, attempt, duration).await?;
+                tx.commit().await?;
+                set(states, &step.id, |s| {
+                    s.status = "waiting".into();
+                    s.attempts = attempt;
+                    s.wake_at = Some(wake_at);
+                });
+            }
+            return Ok(Started::Settled);
+        }
+
+        let mut tx = self.pool.begin().await?;
+        store::steps::step_begin(&mut tx, cx.lease, &step.id, attempt).await?;
+        tx.commit().await?;
+        set(states, &step.id, |s| {
+            s.status = "running".into();
+            s.attempts = attempt;
+        });
+        let fut = async move {
+            let scx = StepContext {
+                run_id: cx.run_id,
+                step_id: &step.id,
+                attempt: attempt as u32,
+                vars,
+                pool: &self.pool,
+                http: &self.http,
+            };
+            let timeout = step.timeout();
+            let attempt_fut = AssertUnwindSafe(step::execute(step, &scx)).catch_unwind();
+            let result = match tokio::time::timeout(timeout, attempt_fut).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(StepError::fatal("the step panicked")),
+                Err(_) => Err(StepError::retryable(format!(
+                    "timed out after {}",
+                    humantime::format_duration(timeout)
+                ))),
+            };
+            Finished {
+                step_id: step.id.clone(),
+                attempt,
+                result,
+            }
+        }
+        .boxed();
+        Ok(Started::Attempt(fut))
+    }
+
+    /// Commits an attempt's outcome. Returns the error if the step has failed for good.
+    async fn finish(
+        &self,
+        cx: &RunCx<'_>,
+        states: &mut HashMap<String, StepState>,
+        done: Finished,
+    ) -> Result<Option<(String, String)>> {
+        let Finished {
+            step_id,
+            attempt,
+            result,
+        } = done;
+        match result {
+            Ok(output) => {
+                let mut tx = self.pool.begin().await?;
+                store::steps::step_succeed(&mut tx, cx.lease, &step_id, attempt, &output).await?;
+                tx.commit().await?;
+                set(states, &step_id, |s| {
+                    s.status = "succeeded".into();
+                    s.output = Some(output.clone());
+                });
+                Ok(None)
+            }
+            Err(error) => {
+                let step = cx.workflow.step(&step_id);
+                let max = step.map_or(1, |s| s.retry.max_attempts) as i32;
+                let retry_in = match step {
+                    Some(step) if error.is_retryable() && attempt < max => Some(retry::delay(
+                        &step.retry,
+                        attempt as u32,
+                        error.retry_after(),
+                        fastrand::f64(),
+                    )),
+                    _ => None,
+                };
+                let message = if retry_in.is_none() && error.is_retryable() {
+                    format!("{error} (attempt {attempt} of {max}; no attempts left)")
+                } else {
+                    error.to_string()
+                };
+                let mut tx = self.pool.begin().await?;
+                let next =
+                    store::steps::step_fail(&mut tx, cx.lease, &step_id, attempt, &message, retry_in)
+                        .await?;
+                tx.commit().await?;
+                match next {
+                    Some(at) => {
+                        set(states, &step_id, |s| {
+                            s.status = "retry_scheduled".into();
+                            s.next_attempt_at = Some(at);
+                        });
+                        Ok(None)
+                    }
+                    None => {
+                        set(states, &step_id, |s| s.status = "failed".into());
+                        Ok(Some((step_id, message)))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Nothing is running: finish, park or release the run.
+    async fn settle(
+        &self,
+        cx: &RunCx<'_>,
+        states: &HashMap<String, StepState>,
+        dead: Option<(String, String)>,
+        stopping: bool,
+    ) -> Result<Outcome> {
+        if let Some((step_id, error)) = dead {
+            let error = match states.get(&step_id) {
+                Some(_) if error == "failed earlier" => self.failed_error(cx, &step_id).await?,
+                _ => error,
+            };
+            let mut tx = self.pool.begin().await?;
+            store::runs::run_dead(&mut tx, cx.lease, &step_id, &error).await?;
+            tx.commit().await?;
+            return Ok(Outcome::Dead);
+        }
+        if states.values().all(StepState::is_done) {
+            let output = match self.output(cx, states) {
+                Ok(output) => output,
+                Err(e) => {
+                    let mut tx = self.pool.begin().await?;
+                    store::runs::run_dead(&mut tx, cx.lease, "output", &e.to_string()).await?;
+                    tx.commit().await?;
+                    return Ok(Outcome::Dead);
+                }
+            };
+            let mut tx = self.pool.begin().await?;
+            store::runs::run_succeed(&mut tx, cx.lease, &output).await?;
+            tx.commit().await?;
+            return Ok(Outcome::Succeeded);
+        }
+        // Waiting on retries or timers: park until the earliest.
+        let mut earliest: Option<(DateTime<Utc>, &'static str)> = None;
+        for s in states.values() {
+            let candidate = match s.status.as_str() {
+                "retry_scheduled" => s.next_attempt_at.map(|t| (t, "retrying")),
+                "waiting" => s.wake_at.map(|t| (t, "sleeping")),
+                _ => None,
+            };
+            if let Some(c) = candidate
+                && earliest.is_none_or(|e| c.0 < e.0)
+            {
+                earliest = Some(c);
+            }
+        }
+        match earliest {
+            Some((at, status)) if !stopping || at > cx.clock.now() => {
+                let mut tx = self.pool.begin().await?;
+                store::runs::run_park(&mut tx, cx.lease, status, at).await?;
+                queue::enqueue(
+                    &mut tx,
+                    &[Wake {
+                        run_id: cx.run_id.to_owned(),
+                        at: Some(at),
+                    }],
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(Outcome::Parked)
+            }
+            _ => {
+                self.release(cx, "worker shutting down").await?;
+                Ok(Outcome::Released)
+            }
+        }
+    }
+
+    async fn failed_error(&self, cx: &RunCx<'_>, step_id: &str) -> Result<String> {
+        Ok(store::steps::step_list(&self.pool, cx.run_id)
+            .await?
+            .into_iter()
+            .find(|s| s.step_id == step_id)
+            .and_then(|s| s.error)
+            .unwrap_or_else(|| "failed".into()))
+    }
+
+    fn output(
+        &self,
+        cx: &RunCx<'_>,
+        states: &HashMap<String, StepState>,
+    ) -> Result<Value, template::TemplateError> {
+        match &cx.workflow.output {
+            Some(t) => template::render_value(t, &self.vars(cx, states, 0)),
+            None => Ok(Value::Object(
+                cx.workflow
+                    .leaves()
+                    .into_iter()
+                    .map(|s| {
+                        let out = states
+                            .get(&s.id)
+                            .and_then(|st| st.output.clone())
+                            .unwrap_or(Value::Null);
+                        (s.id.clone(), out)
+                    })
+                    .collect(),
+            )),
+        }
+    }
+
+    async fn release(&self, cx: &RunCx<'_>, reason: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        store::runs::run_release(&mut tx, cx.lease, reason).await?;
+        queue::enqueue(&mut tx, &[Wake::now(cx.run_id)]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+enum Started<'a> {
+    Attempt(futures::future::BoxFuture<'a, Finished>),
+    /// Decided without running anything (skipped, timer set or fired).
+    Settled,
+    /// Failed for good before running (a broken condition).
+    Failed(String),
+}
+
+fn set(states: &mut HashMap<String, StepState>, id: &str, f: impl FnOnce(&mut StepState)) {
+    if let Some(s) = states.get_mut(id) {
+        f(s);
+    }
+}
+
+/// The run being advanced.
+struct RunCx<'a> {
+    run_id: &'a str,
+    workflow: &'a Workflow,
+    input: &'a Value,
+    lease: &'a Lease,
+    clock: Clock,
+}
+
+/// The database's clock, read when the lease was taken, advanced by the local monotonic
+/// clock: comparisons with times the database wrote need no agreement between hosts.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    base: DateTime<Utc>,
+    at: Instant,
+}
+
+impl Clock {
+    fn now(&self) -> DateTime<Utc> {
+        self.base + chrono::Duration::from_std(self.at.elapsed()).unwrap_or_default()
+    }
+}
+
+/// Queues wake-ups for runs whose lease expired; returns how many were rescued.
+pub async fn rescue_expired(pool: &PgPool, batch: i64) -> Result<usize> {
+    let mut tx = pool.begin().await?;
+    let ids = store::runs::runs_rescue_expired(&mut tx, batch).await?;
+    if !ids.is_empty() {
+        let wakes: Vec<Wake> = ids.iter().map(Wake::now).collect();
+        queue::enqueue(&mut tx, &wakes).await?;
+    }
+    tx.commit().await?;
+    if !ids.is_empty() {
+        tracing::info!(count = ids.len(), runs = ?ids, "requeued runs whose worker lost its lease");
+    }
+    Ok(ids.len())
+}

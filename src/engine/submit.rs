@@ -1,0 +1,81 @@
+//! Submitting a run: the run row, its steps and its first queue job in one transaction.
+
+use serde_json::Value;
+use sqlx::PgPool;
+
+use super::Result;
+use crate::queue::{self, Wake};
+use crate::store;
+use crate::store::runs::{RunInsertParams, RunInserted, RunRow};
+use crate::workflow::{Definition, InputError, content_hash};
+
+/// What [`submit`] did.
+pub enum Submitted {
+    Created(RunRow),
+    /// The idempotency key was used before, for the same request.
+    Existing(RunRow),
+    /// The idempotency key was used before, for a different request.
+    KeyConflict(RunRow),
+}
+
+/// Why a submission was refused before anything was written.
+pub enum Rejected {
+    Input(Vec<InputError>),
+}
+
+/// Validates `input` against the definition and queues a run. Nothing is written when
+/// the input is refused; the run and its job commit together.
+pub async fn submit(
+    pool: &PgPool,
+    def: &Definition,
+    input: &Value,
+    idempotency_key: Option<&str>,
+) -> Result<Result<Submitted, Rejected>> {
+    let input = match def.workflow.validate_input(input) {
+        Ok(v) => v,
+        Err(errors) => return Ok(Err(Rejected::Input(errors))),
+    };
+    let request_hash = content_hash(&format!("{}\n{}", def.workflow.name, input));
+    let id = ulid::Ulid::generate().to_string();
+    let step_ids: Vec<String> = def.workflow.steps.iter().map(|s| s.id.clone()).collect();
+    let definition = serde_json::to_value(&def.workflow).map_err(|e| super::EngineError::Definition {
+        run: id.clone(),
+        hash: def.hash.clone(),
+        reason: e.to_string(),
+    })?;
+
+    let mut tx = pool.begin().await?;
+    store::definitions::definition_upsert(
+        &mut tx,
+        &def.hash,
+        &def.workflow.name,
+        &definition,
+        &def.source,
+    )
+    .await?;
+    let inserted = store::runs::run_insert(
+        &mut tx,
+        RunInsertParams {
+            id: &id,
+            workflow: &def.workflow.name,
+            definition_hash: &def.hash,
+            input: &input,
+            idempotency_key,
+            request_hash: &request_hash,
+            step_ids: &step_ids,
+        },
+    )
+    .await?;
+    let submitted = match inserted {
+        RunInserted::Created(run) => {
+            queue::enqueue(&mut tx, &[Wake::now(&run.id)]).await?;
+            Submitted::Created(run)
+        }
+        RunInserted::Existing(run) if run.request_hash.as_deref() == Some(&request_hash) => {
+            Submitted::Existing(run)
+        }
+        RunInserted::Existing(run) => Submitted::KeyConflict(run),
+    };
+    tx.commit().await?;
+    Ok(Ok(submitted))
+}

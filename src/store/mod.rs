@@ -1,0 +1,104 @@
+//! Every SQL statement Cairn runs, one file per aggregate.
+//!
+//! Functions are named entity-first (`run_insert`, `step_succeed`). Those that belong to
+//! a larger transaction take `&mut PgConnection`, so the engine can put a checkpoint, its
+//! event and the next queue job in one commit. Every write made on behalf of a leased run
+//! is *fenced*: it first proves, in the same transaction, that the caller's lease is
+//! still the current one and unexpired ([`Lease`]); otherwise it fails with
+//! [`StoreError::LeaseLost`] and the transaction commits nothing.
+
+pub mod dead_letters;
+pub mod definitions;
+pub mod events;
+pub mod runs;
+pub mod step_sql;
+pub mod steps;
+pub mod workers;
+
+use std::time::Duration;
+
+use sqlx::PgConnection;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("apalis setup failed: {0}")]
+    QueueSetup(String),
+    #[error("lease on run {0} is no longer held by this worker")]
+    LeaseLost(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl StoreError {
+    /// The name of the violated constraint, when the database rejected a write.
+    pub fn constraint(&self) -> Option<&str> {
+        match self {
+            StoreError::Database(sqlx::Error::Database(db)) => db.constraint(),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Opens a pool. `max_connections` bounds what one process holds.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
+    let options: PgConnectOptions = url.parse()?;
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options.application_name("cairn"))
+        .await?;
+    Ok(pool)
+}
+
+/// Applies Cairn's migrations and apalis' (in its own `apalis` schema). Safe to run
+/// from several processes at once: both migrators take an advisory lock.
+pub async fn migrate(pool: &PgPool) -> Result<()> {
+    crate::MIGRATOR.run(pool).await?;
+    crate::queue::setup(pool)
+        .await
+        .map_err(|e| StoreError::QueueSetup(e.to_string()))?;
+    Ok(())
+}
+
+/// Proof of ownership of a run, checked by every fenced write.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub run_id: String,
+    pub owner: String,
+    pub token: i64,
+    pub ttl: Duration,
+}
+
+/// Checks that `lease` is current and unexpired and extends it; locks the run row for
+/// the rest of the transaction, so transitions of one run are serialised.
+pub(crate) async fn lease_fence(conn: &mut PgConnection, lease: &Lease) -> Result<()> {
+    let done = sqlx::query(
+        "update runs set lease_expires_at = clock_timestamp() + make_interval(secs => $3)
+          where id = $1 and lease_token = $2 and status = 'running'
+            and lease_expires_at > clock_timestamp()",
+    )
+    .bind(&lease.run_id)
+    .bind(lease.token)
+    .bind(lease.ttl.as_secs_f64())
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::LeaseLost(lease.run_id.clone()))
+    }
+}
+
+/// A readiness probe: the database answers.
+pub async fn ping(pool: &PgPool) -> Result<()> {
+    sqlx::query("select 1").execute(pool).await?;
+    Ok(())
+}

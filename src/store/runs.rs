@@ -1,0 +1,386 @@
+//! `runs`: one row per workflow run, with its status, lease and wake time.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sqlx::{PgConnection, PgPool};
+
+use super::events::event_append;
+use super::{Lease, Result, lease_fence};
+
+pub const RUN_COLUMNS: &str = "id, workflow, definition_hash, status, input, output, error, \
+     idempotency_key, request_hash, lease_owner, lease_expires_at, wake_at, created_at, \
+     started_at, finished_at, updated_at";
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RunRow {
+    pub id: String,
+    pub workflow: String,
+    pub definition_hash: String,
+    pub status: String,
+    pub input: Value,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub request_hash: Option<String>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub wake_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub struct RunInsertParams<'a> {
+    pub id: &'a str,
+    pub workflow: &'a str,
+    pub definition_hash: &'a str,
+    pub input: &'a Value,
+    pub idempotency_key: Option<&'a str>,
+    pub request_hash: &'a str,
+    pub step_ids: &'a [String],
+}
+
+pub enum RunInserted {
+    Created(RunRow),
+    /// The idempotency key was already used: the run it created.
+    Existing(RunRow),
+}
+
+/// Inserts a queued run and its pending steps, unless its idempotency key exists.
+pub async fn run_insert(conn: &mut PgConnection, p: RunInsertParams<'_>) -> Result<RunInserted> {
+    let sql = format!(
+        "insert into runs (id, workflow, definition_hash, input, idempotency_key, request_hash)
+         values ($1, $2, $3, $4, $5, $6)
+         on conflict (idempotency_key) where idempotency_key is not null do nothing
+         returning {RUN_COLUMNS}"
+    );
+    let created: Option<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(p.id)
+        .bind(p.workflow)
+        .bind(p.definition_hash)
+        .bind(p.input)
+        .bind(p.idempotency_key)
+        .bind(p.request_hash)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(run) = created else {
+        let sql = format!("select {RUN_COLUMNS} from runs where idempotency_key = $1");
+        let existing: RunRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(p.idempotency_key)
+            .fetch_one(&mut *conn)
+            .await?;
+        return Ok(RunInserted::Existing(existing));
+    };
+    sqlx::query("insert into steps (run_id, step_id) select $1, unnest($2::text[])")
+        .bind(p.id)
+        .bind(p.step_ids)
+        .execute(&mut *conn)
+        .await?;
+    event_append(
+        conn,
+        p.id,
+        "run_queued",
+        None,
+        json!({ "workflow": p.workflow, "definition": p.definition_hash }),
+    )
+    .await?;
+    Ok(RunInserted::Created(run))
+}
+
+pub async fn run_get(pool: &PgPool, id: &str) -> Result<Option<RunRow>> {
+    let sql = format!("select {RUN_COLUMNS} from runs where id = $1");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?)
+}
+
+/// Filters for [`run_list`]; results are newest first.
+#[derive(Debug, Clone, Default)]
+pub struct RunListParams {
+    pub status: Option<String>,
+    pub workflow: Option<String>,
+    pub created_after: Option<DateTime<Utc>>,
+    /// Keyset cursor: the (created_at, id) of the last row of the previous page.
+    pub before: Option<(DateTime<Utc>, String)>,
+    pub limit: i64,
+}
+
+pub async fn run_list(pool: &PgPool, p: &RunListParams) -> Result<Vec<RunRow>> {
+    let (before_at, before_id) = match &p.before {
+        Some((at, id)) => (Some(*at), Some(id.as_str())),
+        None => (None, None),
+    };
+    let sql = format!(
+        "select {RUN_COLUMNS} from runs
+          where ($1::text is null or status = $1)
+            and ($2::text is null or workflow = $2)
+            and ($3::timestamptz is null or created_at >= $3)
+            and ($4::timestamptz is null or (created_at, id) < ($4, $5))
+          order by created_at desc, id desc
+          limit $6"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(&p.status)
+        .bind(&p.workflow)
+        .bind(p.created_after)
+        .bind(before_at)
+        .bind(before_id)
+        .bind(p.limit)
+        .fetch_all(pool)
+        .await?)
+}
+
+/// A freshly acquired lease and what the run looked like.
+#[derive(Debug)]
+pub struct Acquired {
+    pub run: RunRow,
+    pub lease: Lease,
+    /// The database clock when the lease was taken.
+    pub db_now: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct AcquireRow {
+    #[sqlx(flatten)]
+    run: RunRow,
+    lease_token: i64,
+    previous_status: String,
+    previous_owner: Option<String>,
+    db_now: DateTime<Utc>,
+}
+
+/// Takes the lease on a run that is not finished and not leased by a live worker.
+/// Attempts that a previous owner left running are marked abandoned.
+pub async fn run_lease_acquire(
+    pool: &PgPool,
+    run_id: &str,
+    owner: &str,
+    ttl: std::time::Duration,
+) -> Result<Option<Acquired>> {
+    let mut tx = pool.begin().await?;
+    let sql = format!(
+        "with old as (select id, status, lease_owner from runs where id = $1 for update)
+         update runs r
+            set status = 'running', lease_owner = $2, lease_token = r.lease_token + 1,
+                lease_expires_at = clock_timestamp() + make_interval(secs => $3),
+                started_at = coalesce(r.started_at, now()), wake_at = null
+           from old
+          where r.id = old.id
+            and (r.status in ('queued', 'retrying', 'sleeping', 'waiting')
+                 or (r.status = 'running' and r.lease_expires_at <= clock_timestamp()))
+         returning {cols}, r.lease_token, old.status as previous_status,
+                   old.lease_owner as previous_owner, now() as db_now",
+        cols = RUN_COLUMNS
+            .split(", ")
+            .map(|c| format!("r.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let row: Option<AcquireRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(run_id)
+        .bind(owner)
+        .bind(ttl.as_secs_f64())
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let abandoned: Vec<(String, i32)> = sqlx::query_as(
+        "update step_attempts
+            set status = 'abandoned', finished_at = clock_timestamp(),
+                error = 'abandoned: worker ' || worker_id || ' stopped before the attempt finished'
+          where run_id = $1 and status = 'running'
+            and step_id in (select step_id from steps where run_id = $1 and status = 'running')
+         returning step_id, attempt",
+    )
+    .bind(run_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    if !abandoned.is_empty() {
+        sqlx::query("update steps set status = 'pending' where run_id = $1 and status = 'running'")
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for (step_id, attempt) in &abandoned {
+        event_append(
+            &mut tx,
+            run_id,
+            "step_abandoned",
+            Some(step_id),
+            json!({ "attempt": attempt }),
+        )
+        .await?;
+    }
+    event_append(
+        &mut tx,
+        run_id,
+        "run_running",
+        None,
+        json!({ "worker": owner, "from": row.previous_status, "previousWorker": row.previous_owner }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Some(Acquired {
+        lease: Lease {
+            run_id: run_id.to_owned(),
+            owner: owner.to_owned(),
+            token: row.lease_token,
+            ttl,
+        },
+        run: row.run,
+        db_now: row.db_now,
+    }))
+}
+
+/// Parks a run until `wake_at` (status `retrying`, `sleeping` or `waiting`), giving up
+/// the lease. The caller enqueues the wake-up in the same transaction.
+pub async fn run_park(
+    conn: &mut PgConnection,
+    lease: &Lease,
+    status: &str,
+    wake_at: DateTime<Utc>,
+) -> Result<()> {
+    lease_fence(conn, lease).await?;
+    sqlx::query(
+        "update runs set status = $2, wake_at = $3, lease_owner = null, lease_expires_at = null
+          where id = $1",
+    )
+    .bind(&lease.run_id)
+    .bind(status)
+    .bind(wake_at)
+    .execute(&mut *conn)
+    .await?;
+    event_append(
+        conn,
+        &lease.run_id,
+        &format!("run_{status}"),
+        None,
+        json!({ "wakeAt": wake_at }),
+    )
+    .await
+}
+
+/// Gives a run back to the queue (graceful shutdown); the caller enqueues it again.
+pub async fn run_release(conn: &mut PgConnection, lease: &Lease, reason: &str) -> Result<()> {
+    lease_fence(conn, lease).await?;
+    sqlx::query(
+        "update runs set status = 'queued', lease_owner = null, lease_expires_at = null where id = $1",
+    )
+    .bind(&lease.run_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "update step_attempts set status = 'abandoned', finished_at = clock_timestamp(), error = $2
+          where run_id = $1 and status = 'running'
+            and step_id in (select step_id from steps where run_id = $1 and status = 'running')",
+    )
+    .bind(&lease.run_id)
+    .bind(format!("abandoned: {reason}"))
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("update steps set status = 'pending' where run_id = $1 and status = 'running'")
+        .bind(&lease.run_id)
+        .execute(&mut *conn)
+        .await?;
+    event_append(
+        conn,
+        &lease.run_id,
+        "run_released",
+        None,
+        json!({ "worker": lease.owner, "reason": reason }),
+    )
+    .await
+}
+
+pub async fn run_succeed(conn: &mut PgConnection, lease: &Lease, output: &Value) -> Result<()> {
+    lease_fence(conn, lease).await?;
+    sqlx::query(
+        "update runs set status = 'succeeded', output = $2, finished_at = clock_timestamp(),
+                lease_owner = null, lease_expires_at = null
+          where id = $1",
+    )
+    .bind(&lease.run_id)
+    .bind(output)
+    .execute(&mut *conn)
+    .await?;
+    event_append(conn, &lease.run_id, "run_succeeded", None, json!({})).await
+}
+
+/// Marks the run dead and parks it in `dead_letters` with every attempt of the failed
+/// step.
+pub async fn run_dead(
+    conn: &mut PgConnection,
+    lease: &Lease,
+    step_id: &str,
+    error: &str,
+) -> Result<()> {
+    lease_fence(conn, lease).await?;
+    sqlx::query(
+        "update runs set status = 'dead', error = $2, finished_at = clock_timestamp(),
+                lease_owner = null, lease_expires_at = null
+          where id = $1",
+    )
+    .bind(&lease.run_id)
+    .bind(format!("step {step_id}: {error}"))
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "insert into dead_letters (run_id, workflow, step_id, error, attempts, input)
+         select r.id, r.workflow, $2, $3,
+                coalesce((select jsonb_agg(jsonb_build_object(
+                              'attempt', a.attempt, 'status', a.status, 'worker', a.worker_id,
+                              'startedAt', a.started_at, 'finishedAt', a.finished_at,
+                              'error', a.error, 'retryDelayMs', a.retry_delay_ms)
+                              order by a.attempt)
+                            from step_attempts a where a.run_id = r.id and a.step_id = $2),
+                         '[]'::jsonb),
+                r.input
+           from runs r where r.id = $1",
+    )
+    .bind(&lease.run_id)
+    .bind(step_id)
+    .bind(error)
+    .execute(&mut *conn)
+    .await?;
+    event_append(
+        conn,
+        &lease.run_id,
+        "run_dead",
+        Some(step_id),
+        json!({ "error": error }),
+    )
+    .await
+}
+
+/// Requeues runs whose lease expired (their worker died or stalled); returns their ids
+/// so the caller can enqueue them in the same transaction.
+pub async fn runs_rescue_expired(conn: &mut PgConnection, limit: i64) -> Result<Vec<String>> {
+    let rescued: Vec<(String, Option<String>)> = sqlx::query_as(
+        "with expired as (
+             select id, lease_owner from runs
+              where status = 'running' and lease_expires_at < clock_timestamp()
+              order by lease_expires_at
+              limit $1
+              for update skip locked)
+         update runs r set status = 'queued', lease_owner = null, lease_expires_at = null
+           from expired e where r.id = e.id
+         returning r.id, e.lease_owner",
+    )
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (id, owner) in &rescued {
+        event_append(
+            conn,
+            id,
+            "lease_expired",
+            None,
+            json!({ "previousWorker": owner }),
+        )
+        .await?;
+    }
+    Ok(rescued.into_iter().map(|(id, _)| id).collect())
+}

@@ -1,0 +1,255 @@
+//! `steps` and `step_attempts`: each step's checkpoint and every attempt at it.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sqlx::{PgConnection, PgPool};
+
+use super::events::event_append;
+use super::{Lease, Result, lease_fence};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StepRow {
+    pub run_id: String,
+    pub step_id: String,
+    pub status: String,
+    pub attempts: i32,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub wake_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AttemptRow {
+    pub step_id: String,
+    pub attempt: i32,
+    pub worker_id: String,
+    pub status: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+    pub retry_delay_ms: Option<i64>,
+}
+
+pub async fn step_list(pool: &PgPool, run_id: &str) -> Result<Vec<StepRow>> {
+    Ok(sqlx::query_as(
+        "select run_id, step_id, status, attempts, output, error, next_attempt_at, wake_at,
+                started_at, finished_at
+           from steps where run_id = $1",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await?)
+}
+
+pub async fn attempt_list(pool: &PgPool, run_id: &str) -> Result<Vec<AttemptRow>> {
+    Ok(sqlx::query_as(
+        "select step_id, attempt, worker_id, status, started_at, finished_at, error, retry_delay_ms
+           from step_attempts where run_id = $1 order by started_at, step_id, attempt",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Records the start of attempt `attempt` of a step (committed before the step runs, so
+/// a crash mid-attempt is visible and counted).
+pub async fn step_begin(
+    conn: &mut PgConnection,
+    lease: &Lease,
+    step_id: &str,
+    attempt: i32,
+) -> Result<()> {
+    lease_fence(conn, lease).await?;
+    sqlx::query(
+        "update steps set status = 'running', attempts = $3, next_attempt_at = null,
+                started_at = coalesce(started_at, clock_timestamp())
+          where run_id = $1 and step_id = $2",
+    )
+    .bind(&lease.run_id)
+    .bind(step_id)
+    .bind(attempt)
+    .execute(&mut *conn)
+    .await?;
+    attempt_insert(conn, lease, step_id, attempt).await?;
+    event_append(
+        conn,
+        &lease.run_id,
+        "step_started",
+        Some(step_id),
+        json!({ "attempt": attempt, "worker": lease.owner }),
+    )
+    .await
+}
+
+async fn attempt_insert(
+    conn: &mut PgConnection,
+    lease: &Lease,
+    step_id: &str,
+    attempt: i32,
+) -> Result<()> {
+    sqlx::query(
+        "insert into step_attempts (run_id, step_id, attempt, worker_id) values ($1, $2, $3, $4)",
+    )
+    .bind(&lease.run_id)
+    .bind(step_id)
+    .bind(attempt)
+    .bind(&lease.owner)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Commits a step's checkpoint: its output, final.
+pub async fn step_succeed(
+    conn: &mut PgConnection,
+    lease: &Lease,
+    step_id: &str,
+    attempt: i32,
+    output: &Value,
+) -> Result<()> {
+    lease_fence(conn, lease).await?;
+    sqlx::query(
+        "update steps set status = 'succeeded', output = $3, error = null,
+                finished_at = clock_timestamp()
+          where run_id = $1 and step_id = $2",
+    )
+    .bind(&lease.run_id)
+    .bind(step_id)
+    .bind(output)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "update step_attempts set status = 'succeeded', finished_at = clock_timestamp()
+          where run_id = $1 and step_id = $2 and attempt = $3",
+    )
+    .bind(&lease.run_id)
+    .bind(step_id)
+    .bind(attempt)
+    .execute(&mut *conn)
+    .await?;
+    event_append(
+        conn,
+        &lease.run_id,
+        "step_succeeded",
+        Some(step_id),
+        json!({ "attempt": attempt }),
+    )
+    .await
+}
+
+/// Records a failed attempt. With `retry_in`, the step waits in `retry_scheduled` and
+/// the time of the next attempt is returned; without, it has failed for good.
+pub async fn step_fail(
+    conn: &mut PgConnection,
+    lease: &Lease,
+    step_id: &str,
+    attempt: i32,
+    error: &str,
+    retry_in: Option<Duration>,
+) -> Result<Option<DateTime<Utc>>> {
+    lease_fence(conn, lease).await?;
+    let delay_ms = retry_in.map(|d| d.as_millis() as i64);
+    sqlx::query(
+        "update step_attempts set status = 'failed', finished_at = clock_timestamp(), error = $4,
+                retry_delay_ms = $5
+          where run_id = $1 and step_id = $2 and attempt = $3",
+    )
+    .bind(&lease.run_id)
+    .bind(step_id)
+    .bind(attempt)
+    .bind(error)
+    .bind(delay_ms)
+    .execute(&mut *conn)
+    .await?;
+    let next: Option<DateTime<Utc>> = match delay_ms {
+        Some(ms) => {
+            let at: DateTime<Utc> = sqlx::query_scalar(
+                "update steps set status = 'retry_scheduled', error = $3,
+                        next_attempt_at = clock_timestamp() + make_interval(secs => $4::float8 / 1000)
+                  where run_id = $1 and step_id = $2
+                 returning next_attempt_at",
+            )
+            .bind(&lease.run_id)
+            .bind(step_id)
+            .bind(error)
+            .bind(ms)
+            .fetch_one(&mut *conn)
+            .await?;
+            Some(at)
+        }
+        None => {
+            sqlx::query(
+                "update steps set status = 'failed', error = $3, finished_at = clock_timestamp()
+                  where run_id = $1 and step_id = $2",
+            )
+            .bind(&lease.run_id)
+            .bind(step_id)
+            .bind(error)
+            .execute(&mut *conn)
+            .await?;
+            None
+        }
+    };
+    let (kind, data) = match next {
+        Some(at) => (
+            "step_retry_scheduled",
+            json!({ "attempt": attempt, "error": error, "delayMs": delay_ms, "nextAttemptAt": at }),
+        ),
+        None => ("step_failed", json!({ "attempt": attempt, "error": error })),
+    };
+    event_append(conn, &lease.run_id, kind, Some(step_id), data).await?;
+    Ok(next)
+}
+
+/// Starts a durable timer: the step waits until the returned time.
+pub async fn step_sleep(
+    conn: &mut PgConnection,
+    lease: &Lease,
+    step_id: &str,
+    attempt: i32,
+    duration: Duration,
+) -> Result<DateTime<Utc>> {
+    lease_fence(conn, lease).await?;
+    let wake_at: DateTime<Utc> = sqlx::query_scalar(
+        "update steps set status = 'waiting', attempts = $3, next_attempt_at = null,
+                wake_at = clock_timestamp() + make_interval(secs => $4::float8 / 1000),
+                started_at = coalesce(started_at, clock_timestamp())
+          where run_id = $1 and step_id = $2
+         returning wake_at",
+    )
+    .bind(&lease.run_id)
+    .bind(step_id)
+    .bind(attempt)
+    .bind(duration.as_millis() as i64)
+    .fetch_one(&mut *conn)
+    .await?;
+    attempt_insert(conn, lease, step_id, attempt).await?;
+    event_append(
+        conn,
+        &lease.run_id,
+        "step_waiting",
+        Some(step_id),
+        json!({ "attempt": attempt, "wakeAt": wake_at }),
+    )
+    .await?;
+    Ok(wake_at)
+}
+
+/// Skips a step whose `if` was false.
+pub async fn step_skip(conn: &mut PgConnection, lease: &Lease, step_id: &str) -> Result<()> {
+    lease_fence(conn, lease).await?;
+    sqlx::query(
+        "update steps set status = 'skipped', output = 'null'::jsonb, finished_at = clock_timestamp()
+          where run_id = $1 and step_id = $2",
+    )
+    .bind(&lease.run_id)
+    .bind(step_id)
+    .execute(&mut *conn)
+    .await?;
+    event_append(conn, &lease.run_id, "step_skipped", Some(step_id), json!({})).await
+}

@@ -1,0 +1,181 @@
+//! A worker process: consumes wake-ups from the queue and advances runs with the
+//! [`Engine`], while two background loops keep it honest:
+//!
+//! * the **heartbeat** records the worker as alive and extends the leases of the runs it
+//!   is advancing (every third of the lease time);
+//! * the **rescuer** requeues runs whose lease expired — their worker was killed or
+//!   stalled — so they resume elsewhere within one lease time.
+//!
+//! Any number of workers may run against one database; they coordinate only through
+//! Postgres (`SKIP LOCKED` claims, leases).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{self, Engine, EngineConfig, Outcome};
+use crate::queue::{self, ConsumerConfig};
+use crate::store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Queue(#[from] queue::QueueError),
+}
+
+/// Worker settings (see [`crate::config::WorkerArgs`] for their meaning).
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub concurrency: usize,
+    pub lease: Duration,
+    pub poll_interval: Duration,
+    pub shutdown_grace: Duration,
+    pub env: BTreeMap<String, String>,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            concurrency: 16,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(20),
+            env: BTreeMap::new(),
+        }
+    }
+}
+
+/// A unique id for this process: host, pid and a ULID.
+pub fn worker_id() -> String {
+    format!("{}-{}-{}", hostname(), std::process::id(), ulid::Ulid::generate())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Runs a worker until `shutdown` is cancelled and its in-flight runs are finished or
+/// handed back.
+pub async fn run(
+    pool: PgPool,
+    settings: WorkerSettings,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    let id = worker_id();
+    store::workers::worker_register(
+        &pool,
+        store::workers::WorkerRegisterParams {
+            id: &id,
+            hostname: &hostname(),
+            pid: std::process::id() as i32,
+            version: crate::VERSION,
+            concurrency: settings.concurrency as i32,
+        },
+    )
+    .await?;
+    tracing::info!(worker = %id, concurrency = settings.concurrency, lease = ?settings.lease, "worker started");
+
+    let engine = std::sync::Arc::new(Engine::new(
+        pool.clone(),
+        EngineConfig {
+            worker_id: id.clone(),
+            lease_ttl: settings.lease,
+            shutdown_grace: settings.shutdown_grace,
+            env: settings.env.clone(),
+        },
+        shutdown.clone(),
+    ));
+
+    // The background loops outlive the consumer's own shutdown: in-flight runs still
+    // need their leases renewed while they finish.
+    let stopped = CancellationToken::new();
+    let heartbeat = tokio::spawn(heartbeat_loop(
+        pool.clone(),
+        id.clone(),
+        settings.lease,
+        stopped.clone(),
+    ));
+    let rescuer = tokio::spawn(rescue_loop(pool.clone(), settings.lease, stopped.clone()));
+
+    let handler = {
+        let engine = engine.clone();
+        move |run_id: String| {
+            let engine = engine.clone();
+            async move {
+                match engine.advance(&run_id).await {
+                    Ok(outcome) => {
+                        if outcome != Outcome::NotAcquired {
+                            tracing::debug!(run = %run_id, ?outcome, "advanced run");
+                        }
+                        Ok(())
+                    }
+                    Err(e) => {
+                        tracing::error!(run = %run_id, error = %e, "advancing run failed");
+                        Err(e.to_string())
+                    }
+                }
+            }
+        }
+    };
+    let result = queue::consume(
+        &pool,
+        ConsumerConfig {
+            name: id.clone(),
+            concurrency: settings.concurrency,
+            poll_interval: settings.poll_interval,
+            heartbeat: Duration::from_secs(5),
+            shutdown_timeout: settings.shutdown_grace + Duration::from_secs(5),
+        },
+        handler,
+        shutdown,
+    )
+    .await;
+
+    stopped.cancel();
+    let _ = heartbeat.await;
+    let _ = rescuer.await;
+    if let Err(e) = store::workers::worker_stop(&pool, &id).await {
+        tracing::warn!(error = %e, "could not record the worker's stop");
+    }
+    tracing::info!(worker = %id, "worker stopped");
+    result.map_err(WorkerError::from)
+}
+
+async fn heartbeat_loop(pool: PgPool, id: String, lease: Duration, stopped: CancellationToken) {
+    let period = (lease / 3).max(Duration::from_millis(200));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stopped.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = store::workers::worker_heartbeat(&pool, &id, lease).await {
+            tracing::warn!(error = %e, "heartbeat failed");
+        }
+    }
+}
+
+async fn rescue_loop(pool: PgPool, lease: Duration, stopped: CancellationToken) {
+    let period = (lease / 4).clamp(Duration::from_millis(250), Duration::from_secs(5));
+    loop {
+        // Jitter spreads several workers' scans apart.
+        let wait = period.mul_f64(0.75 + fastrand::f64() * 0.5);
+        tokio::select! {
+            _ = stopped.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        if let Err(e) = engine::rescue_expired(&pool, 500).await {
+            tracing::warn!(error = %e, "rescuing expired leases failed");
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! Workflow definitions: what to run, as declared in `workflows/*.toml`.
+//!
+//! A file is parsed into a raw, span-carrying mirror of the TOML ([`parse`]), then
+//! validated into a [`Workflow`]: a DAG of [`Step`]s with their retry policies, timeouts,
+//! conditions and templates already compiled once, so every mistake is reported at load
+//! time with its file, line and column. Nothing here touches the network or a database;
+//! the engine runs what this module accepts.
+//!
+//! A validated workflow serialises to JSON and is stored once per content hash: a run pins
+//! the hash it started with, so editing a file never changes runs in flight.
+
+mod input;
+mod parse;
+pub mod template;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use input::{InputError, InputField, InputType};
+pub use parse::{Diagnostic, parse_workflow};
+
+/// Errors from loading workflow files.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkflowError {
+    #[error("{}", render_diagnostics(.0))]
+    Invalid(Vec<Diagnostic>),
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl WorkflowError {
+    /// The diagnostics when the definitions were read but are wrong.
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        match self {
+            WorkflowError::Invalid(d) => d,
+            WorkflowError::Io { .. } => &[],
+        }
+    }
+}
+
+fn render_diagnostics(d: &[Diagnostic]) -> String {
+    d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+}
+
+/// A validated workflow definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Workflow {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Declared input fields, in file order.
+    pub input: Vec<InputField>,
+    /// What the run's output is; by default the outputs of the steps nothing depends on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<serde_json::Value>,
+    /// Steps in a topological order (every step after the steps it needs).
+    pub steps: Vec<Step>,
+}
+
+/// One step of a workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    pub id: String,
+    #[serde(flatten)]
+    pub kind: StepKind,
+    pub needs: Vec<String>,
+    /// `if`: a template or expression; the step is skipped when it is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    pub timeout_ms: u64,
+    pub retry: RetryPolicy,
+}
+
+impl Step {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// What a step does, with its kind-specific settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum StepKind {
+    Http(HttpStep),
+    Sql(SqlStep),
+    Sleep(SleepStep),
+}
+
+impl StepKind {
+    pub const NAMES: &'static [&'static str] = &["http", "sql", "sleep"];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            StepKind::Http(_) => "http",
+            StepKind::Sql(_) => "sql",
+            StepKind::Sleep(_) => "sleep",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpStep {
+    pub method: String,
+    /// A template.
+    pub url: serde_json::Value,
+    /// Header name → template.
+    #[serde(default)]
+    pub headers: BTreeMap<String, serde_json::Value>,
+    /// A JSON body whose strings may be templates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqlMode {
+    Read,
+    Write,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SqlStep {
+    pub query: String,
+    /// Bound parameters `$1, $2, …`; each may be a template.
+    #[serde(default)]
+    pub params: Vec<serde_json::Value>,
+    pub mode: SqlMode,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SleepStep {
+    pub duration_ms: u64,
+}
+
+/// How a step's failed attempts are retried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included; 1 means never retry.
+    pub max_attempts: u32,
+    pub initial_delay_ms: u64,
+    pub max_delay_ms: u64,
+    pub multiplier: f64,
+    /// Fraction of the delay added or removed at random (0.2 → ±20%).
+    pub jitter: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 3,
+            initial_delay_ms: 1_000,
+            max_delay_ms: 300_000,
+            multiplier: 2.0,
+            jitter: 0.2,
+        }
+    }
+}
+
+/// The default step timeout when neither the step nor `[defaults]` sets one.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Workflow {
+    pub fn step(&self, id: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+
+    /// Steps that no other step needs: their outputs form the default run output.
+    pub fn leaves(&self) -> Vec<&Step> {
+        let needed: BTreeSet<&str> = self
+            .steps
+            .iter()
+            .flat_map(|s| s.needs.iter().map(String::as_str))
+            .collect();
+        self.steps
+            .iter()
+            .filter(|s| !needed.contains(s.id.as_str()))
+            .collect()
+    }
+
+    /// Checks a submitted input against the schema and fills in defaults.
+    pub fn validate_input(
+        &self,
+        input: &serde_json::Value,
+    ) -> Result<serde_json::Value, Vec<InputError>> {
+        input::validate(&self.input, input)
+    }
+}
+
+/// A workflow together with the source it was read from and its content hash.
+#[derive(Debug, Clone)]
+pub struct Definition {
+    pub workflow: Workflow,
+    pub source: String,
+    /// Hex SHA-256 of the source text.
+    pub hash: String,
+}
+
+impl Definition {
+    /// Parses and validates one workflow named `name` from `source`; `file` is used in
+    /// diagnostics.
+    pub fn parse(name: &str, file: &str, source: &str) -> Result<Definition, WorkflowError> {
+        let workflow = parse_workflow(name, file, source).map_err(WorkflowError::Invalid)?;
+        Ok(Definition {
+            workflow,
+            source: source.to_owned(),
+            hash: content_hash(source),
+        })
+    }
+}
+
+pub fn content_hash(source: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(source.as_bytes()))
+}
+
+/// All workflows of a directory, by name.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    definitions: BTreeMap<String, Definition>,
+}
+
+impl Registry {
+    /// Loads every `*.toml` in `dir`; all files' diagnostics are reported together.
+    pub fn load_dir(dir: &Path) -> Result<Registry, WorkflowError> {
+        let files = toml_files(dir)?;
+        Registry::load_files(&files)
+    }
+
+    /// Loads the given files (each file's stem is its workflow's name).
+    pub fn load_files(files: &[PathBuf]) -> Result<Registry, WorkflowError> {
+        let mut definitions = BTreeMap::new();
+        let mut diagnostics = Vec::new();
+        for path in files {
+            let source = std::fs::read_to_string(path).map_err(|source| WorkflowError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let name = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            let file = path.display().to_string();
+            if !parse::is_identifier(&name) {
+                diagnostics.push(Diagnostic::at_start(
+                    &file,
+                    format!("workflow name `{name}` (the file stem) must be letters, digits and underscores, not starting with a digit"),
+                ));
+                continue;
+            }
+            match Definition::parse(&name, &file, &source) {
+                Ok(def) => {
+                    definitions.insert(name, def);
+                }
+                Err(WorkflowError::Invalid(d)) => diagnostics.extend(d),
+                Err(e) => return Err(e),
+            }
+        }
+        if diagnostics.is_empty() {
+            Ok(Registry { definitions })
+        } else {
+            Err(WorkflowError::Invalid(diagnostics))
+        }
+    }
+
+    pub fn from_definitions(defs: impl IntoIterator<Item = Definition>) -> Registry {
+        Registry {
+            definitions: defs
+                .into_iter()
+                .map(|d| (d.workflow.name.clone(), d))
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Definition> {
+        self.definitions.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Definition> {
+        self.definitions.values()
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.definitions.keys().map(String::as_str).collect()
+    }
+}
+
+/// The `*.toml` files of a directory, sorted.
+pub fn toml_files(dir: &Path) -> Result<Vec<PathBuf>, WorkflowError> {
+    let io = |source| WorkflowError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        if path.extension().is_some_and(|e| e == "toml") && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}

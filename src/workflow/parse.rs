@@ -1,0 +1,889 @@
+//! From TOML text to a validated [`Workflow`], with every problem located.
+//!
+//! The raw structs mirror the file one to one (`deny_unknown_fields`) and keep the byte
+//! span of each value, so validation errors point at the line and column of the value
+//! that is wrong. All problems of a file are collected, not just the first.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Range;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+use toml::Spanned;
+
+use super::input::{InputField, InputType};
+use super::template;
+use super::{
+    DEFAULT_TIMEOUT, HttpStep, RetryPolicy, SleepStep, SqlMode, SqlStep, Step, StepKind, Workflow,
+};
+
+/// One located problem in a workflow file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Diagnostic {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl Diagnostic {
+    pub fn at_start(file: &str, message: String) -> Diagnostic {
+        Diagnostic {
+            file: file.to_owned(),
+            line: 1,
+            column: 1,
+            message,
+        }
+    }
+}
+
+impl std::fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkflow {
+    description: Option<String>,
+    #[serde(default)]
+    input: BTreeMap<Spanned<String>, Spanned<RawInputField>>,
+    defaults: Option<Spanned<RawDefaults>>,
+    output: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    steps: Vec<Spanned<RawStep>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInputField {
+    #[serde(rename = "type")]
+    ty: Spanned<String>,
+    default: Option<Spanned<toml::Value>>,
+    #[serde(rename = "enum")]
+    allowed: Option<Spanned<Vec<toml::Value>>>,
+    required: Option<bool>,
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    timeout: Option<Spanned<String>>,
+    retry: Option<Spanned<RawRetry>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    max_attempts: Option<Spanned<i64>>,
+    initial_delay: Option<Spanned<String>>,
+    max_delay: Option<Spanned<String>>,
+    multiplier: Option<Spanned<toml::Value>>,
+    jitter: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    id: Spanned<String>,
+    kind: Spanned<String>,
+    #[serde(default)]
+    needs: Vec<Spanned<String>>,
+    #[serde(rename = "if")]
+    condition: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    retry: Option<Spanned<RawRetry>>,
+    // http
+    method: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
+    headers: Option<Spanned<BTreeMap<String, String>>>,
+    body: Option<Spanned<toml::Value>>,
+    // sql
+    query: Option<Spanned<String>>,
+    params: Option<Spanned<Vec<toml::Value>>>,
+    mode: Option<Spanned<String>>,
+    // sleep
+    duration: Option<Spanned<String>>,
+}
+
+const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
+
+/// Whether `s` can name a workflow, a step or an input field (usable in templates).
+pub(crate) fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    source: &'a str,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let (line, column) = line_col(self.source, span.start);
+        self.diagnostics.push(Diagnostic {
+            file: self.file.to_owned(),
+            line,
+            column,
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, s: &Spanned<String>, what: &str) -> Option<Duration> {
+        match humantime::parse_duration(s.get_ref().trim()) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.error(
+                    s.span(),
+                    format!(
+                        "bad duration `{}` for `{what}`: {e} (write e.g. \"500ms\", \"30s\", \"5m\")",
+                        s.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(source: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(source.len());
+    let before = source.get(..offset).unwrap_or(source);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = source
+        .get(line_start..offset)
+        .map_or(1, |s| s.chars().count() + 1);
+    (line, column)
+}
+
+fn to_json(v: &toml::Value) -> Value {
+    match v {
+        toml::Value::String(s) => Value::String(s.clone()),
+        toml::Value::Integer(i) => Value::from(*i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+        toml::Value::Boolean(b) => Value::Bool(*b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(a) => Value::Array(a.iter().map(to_json).collect()),
+        toml::Value::Table(t) => {
+            Value::Object(t.iter().map(|(k, v)| (k.clone(), to_json(v))).collect())
+        }
+    }
+}
+
+fn number(v: &toml::Value) -> Option<f64> {
+    match v {
+        toml::Value::Integer(i) => Some(*i as f64),
+        toml::Value::Float(f) => Some(*f),
+        _ => None,
+    }
+}
+
+/// Parses and validates a workflow file. `name` is the file stem.
+pub fn parse_workflow(name: &str, file: &str, source: &str) -> Result<Workflow, Vec<Diagnostic>> {
+    let mut cx = Ctx {
+        file,
+        source,
+        diagnostics: Vec::new(),
+    };
+    let raw: RawWorkflow = match toml::from_str(source) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            cx.error(span, e.message().trim().to_owned());
+            return Err(cx.diagnostics);
+        }
+    };
+
+    let input = parse_input(&mut cx, &raw.input);
+
+    let mut default_timeout = DEFAULT_TIMEOUT;
+    let mut default_retry = RetryPolicy::default();
+    if let Some(defaults) = &raw.defaults {
+        let d = defaults.get_ref();
+        if let Some(t) = &d.timeout
+            && let Some(t) = timeout(&mut cx, t)
+        {
+            default_timeout = t;
+        }
+        if let Some(r) = &d.retry {
+            default_retry = retry(&mut cx, r, &default_retry);
+        }
+    }
+
+    if raw.steps.is_empty() {
+        cx.error(0..0, "a workflow needs at least one [[steps]] entry");
+    }
+
+    // Ids first: references are checked against all of them.
+    let mut ids: HashMap<String, Range<usize>> = HashMap::new();
+    for s in &raw.steps {
+        let id = &s.get_ref().id;
+        if !is_identifier(id.get_ref()) {
+            cx.error(
+                id.span(),
+                format!(
+                    "step id `{}` must be letters, digits and underscores, not starting with a digit",
+                    id.get_ref()
+                ),
+            );
+        } else if ids.contains_key(id.get_ref()) {
+            cx.error(id.span(), format!("duplicate step id `{}`", id.get_ref()));
+        } else {
+            ids.insert(id.get_ref().clone(), id.span());
+        }
+    }
+
+    for s in &raw.steps {
+        for need in &s.get_ref().needs {
+            if !ids.contains_key(need.get_ref()) {
+                cx.error(
+                    need.span(),
+                    format!(
+                        "step `{}` needs unknown step `{}`",
+                        s.get_ref().id.get_ref(),
+                        need.get_ref()
+                    ),
+                );
+            } else if need.get_ref() == s.get_ref().id.get_ref() {
+                cx.error(
+                    need.span(),
+                    format!("step `{}` needs itself", need.get_ref()),
+                );
+            }
+        }
+    }
+
+    let order = match topo_order(&raw.steps) {
+        Ok(order) => order,
+        Err((at, cycle)) => {
+            let span = raw.steps[at].get_ref().id.span();
+            cx.error(
+                span,
+                format!("steps form a cycle: {}", cycle.join(" -> ")),
+            );
+            (0..raw.steps.len()).collect()
+        }
+    };
+
+    // Transitive upstream sets, for template references.
+    let mut upstream: HashMap<&str, BTreeSet<String>> = HashMap::new();
+    for &i in &order {
+        let s = raw.steps[i].get_ref();
+        let mut set = BTreeSet::new();
+        for need in &s.needs {
+            set.insert(need.get_ref().clone());
+            if let Some(up) = upstream.get(need.get_ref().as_str()) {
+                set.extend(up.iter().cloned());
+            }
+        }
+        upstream.insert(s.id.get_ref(), set);
+    }
+
+    let mut steps = Vec::new();
+    for &i in &order {
+        let raw_step = &raw.steps[i];
+        let up = upstream
+            .get(raw_step.get_ref().id.get_ref().as_str())
+            .cloned()
+            .unwrap_or_default();
+        if let Some(step) = parse_step(
+            &mut cx,
+            raw_step,
+            &input,
+            &up,
+            default_timeout,
+            &default_retry,
+        ) {
+            steps.push(step);
+        }
+    }
+
+    let output = raw.output.as_ref().map(|o| {
+        let all: BTreeSet<String> = ids.keys().cloned().collect();
+        let value = to_json(o.get_ref());
+        check_templates(&mut cx, o.span(), &value, &input, &all, "output");
+        value
+    });
+
+    if cx.diagnostics.is_empty() {
+        Ok(Workflow {
+            name: name.to_owned(),
+            description: raw.description,
+            input,
+            output,
+            steps,
+        })
+    } else {
+        cx.diagnostics.sort_by_key(|d| (d.line, d.column));
+        Err(cx.diagnostics)
+    }
+}
+
+fn parse_input(
+    cx: &mut Ctx<'_>,
+    table: &BTreeMap<Spanned<String>, Spanned<RawInputField>>,
+) -> Vec<InputField> {
+    let mut entries: Vec<_> = table.iter().collect();
+    entries.sort_by_key(|(k, _)| k.span().start);
+    let mut fields = Vec::new();
+    for (key, raw) in entries {
+        let name = key.get_ref();
+        let span = key.span();
+        let raw = raw.get_ref();
+        if !is_identifier(name) {
+            cx.error(
+                span.clone(),
+                format!("input field `{name}` must be letters, digits and underscores"),
+            );
+        }
+        let Some(ty) = InputType::parse(raw.ty.get_ref()) else {
+            cx.error(
+                raw.ty.span(),
+                format!(
+                    "input field `{name}` has unknown type `{}`; expected one of: {}",
+                    raw.ty.get_ref(),
+                    InputType::NAMES.join(", ")
+                ),
+            );
+            continue;
+        };
+        let default = raw.default.as_ref().map(|d| to_json(d.get_ref()));
+        if let (Some(d), Some(at)) = (&default, &raw.default)
+            && !ty.matches(d)
+        {
+            cx.error(
+                at.span(),
+                format!("input field `{name}`: default {d} is not a {}", ty.name()),
+            );
+        }
+        let allowed = raw
+            .allowed
+            .as_ref()
+            .map(|a| a.get_ref().iter().map(to_json).collect::<Vec<_>>());
+        if let (Some(allowed), Some(at)) = (&allowed, &raw.allowed) {
+            if let Some(bad) = allowed.iter().find(|v| !ty.matches(v)) {
+                cx.error(
+                    at.span(),
+                    format!("input field `{name}`: enum value {bad} is not a {}", ty.name()),
+                );
+            }
+            if let Some(d) = default.as_ref().filter(|d| !allowed.contains(d)) {
+                cx.error(
+                    at.span(),
+                    format!("input field `{name}`: default {d} is not in its enum"),
+                );
+            }
+        }
+        fields.push(InputField {
+            name: name.clone(),
+            ty,
+            required: raw.required.unwrap_or(default.is_none()),
+            default,
+            allowed,
+            description: raw.description.clone(),
+        });
+    }
+    fields
+}
+
+fn timeout(cx: &mut Ctx<'_>, t: &Spanned<String>) -> Option<Duration> {
+    let d = cx.duration(t, "timeout")?;
+    if d.is_zero() {
+        cx.error(t.span(), "timeout must be greater than zero");
+        return None;
+    }
+    Some(d)
+}
+
+fn retry(cx: &mut Ctx<'_>, r: &Spanned<RawRetry>, base: &RetryPolicy) -> RetryPolicy {
+    let raw = r.get_ref();
+    let mut p = base.clone();
+    if let Some(m) = &raw.max_attempts {
+        if *m.get_ref() < 1 || *m.get_ref() > 1000 {
+            cx.error(m.span(), "max_attempts must be between 1 and 1000");
+        } else {
+            p.max_attempts = *m.get_ref() as u32;
+        }
+    }
+    if let Some(d) = &raw.initial_delay
+        && let Some(d) = cx.duration(d, "initial_delay")
+    {
+        p.initial_delay_ms = d.as_millis() as u64;
+    }
+    if let Some(d) = &raw.max_delay
+        && let Some(d) = cx.duration(d, "max_delay")
+    {
+        p.max_delay_ms = d.as_millis() as u64;
+    }
+    if let Some(m) = &raw.multiplier {
+        match number(m.get_ref()) {
+            Some(x) if (1.0..=100.0).contains(&x) => p.multiplier = x,
+            _ => cx.error(m.span(), "multiplier must be a number from 1 to 100"),
+        }
+    }
+    if let Some(j) = &raw.jitter {
+        match number(j.get_ref()) {
+            Some(x) if (0.0..=1.0).contains(&x) => p.jitter = x,
+            _ => cx.error(j.span(), "jitter must be a number from 0 to 1"),
+        }
+    }
+    if p.max_delay_ms < p.initial_delay_ms {
+        cx.error(r.span(), "max_delay must not be shorter than initial_delay");
+    }
+    p
+}
+
+/// Indices of `steps` in dependency order, or the index and path of a cycle.
+fn topo_order(steps: &[Spanned<RawStep>]) -> Result<Vec<usize>, (usize, Vec<String>)> {
+    let index: HashMap<&str, usize> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.get_ref().id.get_ref().as_str(), i))
+        .collect();
+    // 0 = unvisited, 1 = on the stack, 2 = done
+    let mut state = vec![0u8; steps.len()];
+    let mut order = Vec::with_capacity(steps.len());
+    fn visit(
+        i: usize,
+        steps: &[Spanned<RawStep>],
+        index: &HashMap<&str, usize>,
+        state: &mut [u8],
+        stack: &mut Vec<usize>,
+        order: &mut Vec<usize>,
+    ) -> Result<(), (usize, Vec<String>)> {
+        match state[i] {
+            2 => return Ok(()),
+            1 => {
+                let from = stack.iter().position(|&s| s == i).unwrap_or(0);
+                let mut path: Vec<String> = stack[from..]
+                    .iter()
+                    .map(|&s| steps[s].get_ref().id.get_ref().clone())
+                    .collect();
+                path.push(steps[i].get_ref().id.get_ref().clone());
+                return Err((i, path));
+            }
+            _ => {}
+        }
+        state[i] = 1;
+        stack.push(i);
+        for need in &steps[i].get_ref().needs {
+            if let Some(&j) = index.get(need.get_ref().as_str())
+                && j != i
+            {
+                visit(j, steps, index, state, stack, order)?;
+            }
+        }
+        stack.pop();
+        state[i] = 2;
+        order.push(i);
+        Ok(())
+    }
+    for i in 0..steps.len() {
+        let mut stack = Vec::new();
+        visit(i, steps, &index, &mut state, &mut stack, &mut order)?;
+    }
+    Ok(order)
+}
+
+/// Checks every template in `value`: it compiles, and reads only declared inputs and
+/// steps upstream of the one it belongs to.
+fn check_templates(
+    cx: &mut Ctx<'_>,
+    span: Range<usize>,
+    value: &Value,
+    input: &[InputField],
+    upstream: &BTreeSet<String>,
+    owner: &str,
+) {
+    for s in template::strings(value) {
+        check_template(cx, span.clone(), s, false, input, upstream, owner);
+    }
+}
+
+fn check_template(
+    cx: &mut Ctx<'_>,
+    span: Range<usize>,
+    s: &str,
+    expression: bool,
+    input: &[InputField],
+    upstream: &BTreeSet<String>,
+    owner: &str,
+) {
+    let vars = match template::check(s, expression) {
+        Ok(v) => v,
+        Err(e) => {
+            cx.error(span, format!("{owner}: bad template: {e}"));
+            return;
+        }
+    };
+    for var in vars {
+        let mut parts = var.split('.');
+        let root = parts.next().unwrap_or_default();
+        let second = parts.next();
+        match root {
+            "input" => {
+                if let Some(field) = second
+                    && !input.iter().any(|f| f.name == field)
+                {
+                    cx.error(
+                        span.clone(),
+                        format!("{owner}: template reads `input.{field}`, which [input] does not declare"),
+                    );
+                }
+            }
+            "steps" => {
+                if let Some(step) = second
+                    && !upstream.contains(step)
+                {
+                    cx.error(
+                        span.clone(),
+                        format!(
+                            "{owner}: template reads `steps.{step}`, which is not upstream of it (add it to `needs`, directly or through another step)"
+                        ),
+                    );
+                }
+            }
+            "run" | "env" => {}
+            other => cx.error(
+                span.clone(),
+                format!(
+                    "{owner}: template reads unknown variable `{other}` (available: input, steps, run, env)"
+                ),
+            ),
+        }
+    }
+}
+
+fn parse_step(
+    cx: &mut Ctx<'_>,
+    raw: &Spanned<RawStep>,
+    input: &[InputField],
+    upstream: &BTreeSet<String>,
+    default_timeout: Duration,
+    default_retry: &RetryPolicy,
+) -> Option<Step> {
+    let s = raw.get_ref();
+    let id = s.id.get_ref().clone();
+    let owner = format!("step `{id}`");
+    let kind_name = s.kind.get_ref().as_str();
+
+    // Fields that belong to another kind.
+    let present: [(&str, Option<Range<usize>>); 8] = [
+        ("method", s.method.as_ref().map(Spanned::span)),
+        ("url", s.url.as_ref().map(Spanned::span)),
+        ("headers", s.headers.as_ref().map(Spanned::span)),
+        ("body", s.body.as_ref().map(Spanned::span)),
+        ("query", s.query.as_ref().map(Spanned::span)),
+        ("params", s.params.as_ref().map(Spanned::span)),
+        ("mode", s.mode.as_ref().map(Spanned::span)),
+        ("duration", s.duration.as_ref().map(Spanned::span)),
+    ];
+    let allowed: &[&str] = match kind_name {
+        "http" => &["method", "url", "headers", "body"],
+        "sql" => &["query", "params", "mode"],
+        "sleep" => &["duration"],
+        other => {
+            cx.error(
+                s.kind.span(),
+                format!(
+                    "{owner}: unknown kind `{other}`; expected one of: {}",
+                    super::StepKind::NAMES.join(", ")
+                ),
+            );
+            return None;
+        }
+    };
+    for (field, span) in &present {
+        if let Some(span) = span
+            && !allowed.contains(field)
+        {
+            cx.error(
+                span.clone(),
+                format!("{owner}: field `{field}` does not apply to kind `{kind_name}` (it takes: {})", allowed.join(", ")),
+            );
+        }
+    }
+
+    let missing = |cx: &mut Ctx<'_>, field: &str| {
+        cx.error(
+            raw.span().start..raw.span().start,
+            format!("{owner}: kind `{kind_name}` needs `{field}`"),
+        );
+    };
+
+    let kind = match kind_name {
+        "http" => {
+            let method = match &s.method {
+                Some(m) => {
+                    let up = m.get_ref().to_ascii_uppercase();
+                    if !HTTP_METHODS.contains(&up.as_str()) {
+                        cx.error(
+                            m.span(),
+                            format!("{owner}: unknown HTTP method `{}`; expected one of: {}", m.get_ref(), HTTP_METHODS.join(", ")),
+                        );
+                    }
+                    up
+                }
+                None => "GET".to_owned(),
+            };
+            let url = match &s.url {
+                Some(u) => {
+                    check_template(cx, u.span(), u.get_ref(), false, input, upstream, &owner);
+                    if !template::is_template(u.get_ref())
+                        && reqwest::Url::parse(u.get_ref()).is_err()
+                    {
+                        cx.error(u.span(), format!("{owner}: `{}` is not a URL", u.get_ref()));
+                    }
+                    Value::String(u.get_ref().clone())
+                }
+                None => {
+                    missing(cx, "url");
+                    Value::Null
+                }
+            };
+            let mut headers = BTreeMap::new();
+            if let Some(h) = &s.headers {
+                for (k, v) in h.get_ref() {
+                    if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                        cx.error(h.span(), format!("{owner}: `{k}` is not a valid header name"));
+                    }
+                    check_template(cx, h.span(), v, false, input, upstream, &owner);
+                    headers.insert(k.clone(), Value::String(v.clone()));
+                }
+            }
+            let body = s.body.as_ref().map(|b| {
+                let v = to_json(b.get_ref());
+                check_templates(cx, b.span(), &v, input, upstream, &owner);
+                v
+            });
+            StepKind::Http(HttpStep {
+                method,
+                url,
+                headers,
+                body,
+            })
+        }
+        "sql" => {
+            let query = match &s.query {
+                Some(q) if q.get_ref().trim().is_empty() => {
+                    cx.error(q.span(), format!("{owner}: query is empty"));
+                    String::new()
+                }
+                Some(q) => {
+                    if template::is_template(q.get_ref()) {
+                        cx.error(
+                            q.span(),
+                            format!("{owner}: a query cannot contain templates; pass values through `params` ($1, $2, …)"),
+                        );
+                    }
+                    q.get_ref().clone()
+                }
+                None => {
+                    missing(cx, "query");
+                    String::new()
+                }
+            };
+            let params: Vec<Value> = s
+                .params
+                .as_ref()
+                .map(|p| p.get_ref().iter().map(to_json).collect())
+                .unwrap_or_default();
+            if let Some(p) = &s.params {
+                for v in &params {
+                    check_templates(cx, p.span(), v, input, upstream, &owner);
+                }
+            }
+            let mode = match s.mode.as_ref().map(|m| (m, m.get_ref().as_str())) {
+                None | Some((_, "read")) => SqlMode::Read,
+                Some((_, "write")) => SqlMode::Write,
+                Some((m, other)) => {
+                    cx.error(
+                        m.span(),
+                        format!("{owner}: mode `{other}` must be \"read\" or \"write\""),
+                    );
+                    SqlMode::Read
+                }
+            };
+            StepKind::Sql(SqlStep {
+                query,
+                params,
+                mode,
+            })
+        }
+        _ => {
+            let duration_ms = match &s.duration {
+                Some(d) => cx
+                    .duration(d, "duration")
+                    .map_or(0, |d| d.as_millis() as u64),
+                None => {
+                    missing(cx, "duration");
+                    0
+                }
+            };
+            StepKind::Sleep(SleepStep { duration_ms })
+        }
+    };
+
+    if let Some(c) = &s.condition {
+        let expression = !template::is_template(c.get_ref());
+        check_template(cx, c.span(), c.get_ref(), expression, input, upstream, &owner);
+    }
+    let timeout = s
+        .timeout
+        .as_ref()
+        .and_then(|t| timeout(cx, t))
+        .unwrap_or(default_timeout);
+    let retry = s
+        .retry
+        .as_ref()
+        .map_or_else(|| default_retry.clone(), |r| retry(cx, r, default_retry));
+
+    Some(Step {
+        id,
+        kind,
+        needs: s.needs.iter().map(|n| n.get_ref().clone()).collect(),
+        condition: s.condition.as_ref().map(|c| c.get_ref().clone()),
+        timeout_ms: timeout.as_millis() as u64,
+        retry,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn errors(src: &str) -> Vec<String> {
+        parse_workflow("wf", "wf.toml", src)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    const GOOD: &str = r#"
+description = "demo"
+
+[input]
+project_id = { type = "integer" }
+depth = { type = "string", default = "standard", enum = ["quick", "standard"] }
+
+[defaults]
+timeout = "10s"
+retry = { max_attempts = 5, initial_delay = "1s", max_delay = "1m", multiplier = 2, jitter = 0.1 }
+
+[[steps]]
+id = "load"
+kind = "sql"
+query = "select $1::bigint as id"
+params = ["{{ input.project_id }}"]
+
+[[steps]]
+id = "notify"
+kind = "http"
+needs = ["load"]
+if = "{{ input.depth != 'quick' }}"
+method = "post"
+url = "http://localhost/x/{{ steps.load.output.rows[0].id }}"
+body = { id = "{{ steps.load.output.rows[0].id }}" }
+retry = { max_attempts = 2 }
+"#;
+
+    #[test]
+    fn parses_a_good_workflow() {
+        let wf = parse_workflow("wf", "wf.toml", GOOD).unwrap();
+        assert_eq!(wf.steps.len(), 2);
+        assert_eq!(wf.steps[0].timeout_ms, 10_000);
+        assert_eq!(wf.steps[1].retry.max_attempts, 2);
+        assert_eq!(wf.steps[1].retry.initial_delay_ms, 1_000);
+        assert_eq!(wf.steps[0].retry.max_attempts, 5);
+        assert!(matches!(&wf.steps[1].kind, StepKind::Http(h) if h.method == "POST"));
+        assert_eq!(wf.input.len(), 2);
+        assert!(wf.input[0].required && !wf.input[1].required);
+    }
+
+    #[test]
+    fn unknown_field_is_located() {
+        let e = errors("[[steps]]\nid = \"a\"\nkind = \"sleep\"\nduration = \"1s\"\nbogus = 1\n");
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("wf.toml:5:1:"), "{e:?}");
+        assert!(e[0].contains("unknown field `bogus`"), "{e:?}");
+    }
+
+    #[test]
+    fn cycle_is_reported() {
+        let src = "[[steps]]\nid = \"a\"\nkind = \"sleep\"\nduration = \"1s\"\nneeds = [\"b\"]\n\n[[steps]]\nid = \"b\"\nkind = \"sleep\"\nduration = \"1s\"\nneeds = [\"a\"]\n";
+        let e = errors(src);
+        assert!(e.iter().any(|m| m.contains("cycle: a -> b -> a")), "{e:?}");
+        assert!(e[0].starts_with("wf.toml:2:6:"), "{e:?}");
+    }
+
+    #[test]
+    fn non_upstream_reference_unknown_need_bad_duration_unknown_kind() {
+        let src = r#"[[steps]]
+id = "a"
+kind = "sleep"
+duration = "soon"
+
+[[steps]]
+id = "b"
+kind = "http"
+url = "http://x/{{ steps.c.output }}"
+needs = ["nope"]
+
+[[steps]]
+id = "c"
+kind = "teleport"
+"#;
+        let e = errors(src);
+        assert!(e.iter().any(|m| m.starts_with("wf.toml:4:12:") && m.contains("bad duration `soon`")), "{e:?}");
+        assert!(e.iter().any(|m| m.starts_with("wf.toml:9:7:") && m.contains("`steps.c`, which is not upstream")), "{e:?}");
+        assert!(e.iter().any(|m| m.starts_with("wf.toml:10:10:") && m.contains("unknown step `nope`")), "{e:?}");
+        assert!(e.iter().any(|m| m.starts_with("wf.toml:14:8:") && m.contains("unknown kind `teleport`")), "{e:?}");
+    }
+
+    #[test]
+    fn fields_of_another_kind_and_undeclared_input() {
+        let src = "[[steps]]\nid = \"a\"\nkind = \"sleep\"\nduration = \"1s\"\nquery = \"select 1\"\n\n[[steps]]\nid = \"b\"\nkind = \"sql\"\nquery = \"select $1\"\nparams = [\"{{ input.x }}\"]\n";
+        let e = errors(src);
+        assert!(e.iter().any(|m| m.contains("field `query` does not apply to kind `sleep`")), "{e:?}");
+        assert!(e.iter().any(|m| m.contains("`input.x`, which [input] does not declare")), "{e:?}");
+    }
+
+    #[test]
+    fn bad_toml_is_located() {
+        let e = errors("description = \"x\"\n[[steps]\n");
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("wf.toml:2:"), "{e:?}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn never_panics_on_arbitrary_text(src in "\\PC{0,400}") {
+            let _ = parse_workflow("wf", "wf.toml", &src);
+        }
+
+        #[test]
+        fn never_panics_on_mutated_workflows(cut in 0usize..GOOD.len(), insert in "[\\[\\]{}=\"a-z0-9 .,\n#]{0,12}") {
+            let mut src = GOOD.as_bytes()[..cut].to_vec();
+            src.extend_from_slice(insert.as_bytes());
+            src.extend_from_slice(&GOOD.as_bytes()[cut..]);
+            if let Ok(src) = String::from_utf8(src) {
+                let _ = parse_workflow("wf", "wf.toml", &src);
+            }
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! Helpers shared by the integration tests: a per-test database URL for child
+//! processes, an in-process worker and API, a programmable HTTP service for steps to
+//! call, and waiting on run completion through `LISTEN` rather than sleeping.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cairn::workflow::Definition;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio_util::sync::CancellationToken;
+
+/// Applies Cairn's and apalis' migrations to a test database.
+pub async fn migrate(pool: &PgPool) {
+    cairn::store::migrate(pool).await.expect("migrations apply");
+}
+
+/// A URL for the test's own database, for child processes.
+pub fn database_url(pool: &PgPool) -> String {
+    let o = pool.connect_options();
+    format!(
+        "postgres://{}@{}:{}/{}",
+        o.get_username(),
+        o.get_host(),
+        o.get_port(),
+        o.get_database().expect("test database has a name")
+    )
+}
+
+pub fn definition(name: &str, toml: &str) -> Definition {
+    Definition::parse(name, &format!("{name}.toml"), toml).expect("test workflow is valid")
+}
+
+/// Submits a run directly through the engine (what the API does).
+pub async fn submit(pool: &PgPool, def: &Definition, input: Value) -> String {
+    match cairn::engine::submit(pool, def, &input, None).await.expect("submit") {
+        Ok(cairn::engine::Submitted::Created(run)) => run.id,
+        _ => panic!("submission was not created"),
+    }
+}
+
+/// A worker running in this process until the returned token is cancelled.
+pub struct TestWorker {
+    pub stop: CancellationToken,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl TestWorker {
+    pub fn start(pool: &PgPool, settings: cairn::worker::WorkerSettings) -> TestWorker {
+        let stop = CancellationToken::new();
+        let pool = pool.clone();
+        let token = stop.clone();
+        let handle = tokio::spawn(async move {
+            cairn::worker::run(pool, settings, token).await.expect("worker runs");
+        });
+        TestWorker { stop, handle }
+    }
+
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.handle.await;
+    }
+}
+
+pub fn fast_settings() -> cairn::worker::WorkerSettings {
+    cairn::worker::WorkerSettings {
+        concurrency: 8,
+        lease: Duration::from_secs(10),
+        poll_interval: Duration::from_millis(200),
+        shutdown_grace: Duration::from_secs(5),
+        env: Default::default(),
+    }
+}
+
+/// Waits until every run in `ids` has a final status, woken by run events; panics
+/// after `limit`.
+pub async fn wait_finished(pool: &PgPool, ids: &[String], limit: Duration) -> HashMap<String, String> {
+    let mut listener = PgListener::connect_with(pool).await.expect("listen");
+    listener.listen("cairn_events").await.expect("listen");
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("select id, status from runs where id = any($1)")
+                .bind(ids)
+                .fetch_all(pool)
+                .await
+                .expect("read statuses");
+        let finished = rows
+            .iter()
+            .filter(|(_, s)| matches!(s.as_str(), "succeeded" | "dead" | "cancelled"))
+            .count();
+        if finished == ids.len() {
+            return rows.into_iter().collect();
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            let unfinished: Vec<_> = rows
+                .iter()
+                .filter(|(_, s)| !matches!(s.as_str(), "succeeded" | "dead" | "cancelled"))
+                .take(5)
+                .collect();
+            panic!("{finished}/{} runs finished in {limit:?}; e.g. {unfinished:?}", ids.len());
+        }
+        // A notification wakes us at once; the timeout only re-checks in case one was
+        // missed between the query and the wait.
+        let _ = tokio::time::timeout((deadline - now).min(Duration::from_secs(1)), listener.recv()).await;
+    }
+}
+
+/// What the test service saw.
+pub struct Seen {
+    /// Requests per Idempotency-Key.
+    pub requests: Mutex<HashMap<String, u32>>,
+    /// Requests for a step whose checkpoint was already committed.
+    pub after_checkpoint: AtomicU64,
+    pub barrier: tokio::sync::Barrier,
+    /// Failures still to answer per key on `/flaky/{n}`.
+    pub flaky: Mutex<HashMap<String, u32>>,
+}
+
+impl Seen {
+    pub fn count(&self, key: &str) -> u32 {
+        self.requests.lock().unwrap().get(key).copied().unwrap_or(0)
+    }
+}
+
+struct ServiceState {
+    seen: Arc<Seen>,
+    pool: PgPool,
+}
+
+/// A local HTTP service for `http` steps:
+/// * `POST /work?ms=N` — answers after N ms; records the key, and whether the step it
+///   names (`run/step`) already had a committed checkpoint when the request arrived;
+/// * `POST /barrier` — answers once two requests are inside (proves overlap);
+/// * `POST /flaky/{n}` — fails with 503 the first n times per key, then succeeds;
+/// * `POST /status/{code}` — always answers `code`.
+pub async fn spawn_service(pool: &PgPool, barrier_parties: usize) -> (SocketAddr, Arc<Seen>) {
+    let seen = Arc::new(Seen {
+        requests: Mutex::default(),
+        after_checkpoint: AtomicU64::new(0),
+        barrier: tokio::sync::Barrier::new(barrier_parties),
+        flaky: Mutex::default(),
+    });
+    let state = Arc::new(ServiceState {
+        seen: seen.clone(),
+        pool: pool.clone(),
+    });
+    let app = Router::new()
+        .route("/work", post(work))
+        .route("/barrier", post(barrier))
+        .route("/flaky/{n}", post(flaky))
+        .route("/status/{code}", post(status))
+        .route("/health", get(|| async { "ok" }))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (addr, seen)
+}
+
+fn key(headers: &HeaderMap) -> String {
+    headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn record(seen: &Seen, key: &str) {
+    *seen.requests.lock().unwrap().entry(key.to_owned()).or_default() += 1;
+}
+
+async fn work(
+    State(s): State<Arc<ServiceState>>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, u64>>,
+) -> Json<Value> {
+    let key = key(&headers);
+    record(&s.seen, &key);
+    if let Some((run, step)) = key.split_once('/') {
+        let committed: Option<String> = sqlx::query_scalar(
+            "select status from steps where run_id = $1 and step_id = $2 and status = 'succeeded'",
+        )
+        .bind(run)
+        .bind(step)
+        .fetch_optional(&s.pool)
+        .await
+        .unwrap_or(None);
+        if committed.is_some() {
+            s.seen.after_checkpoint.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let ms = q.get("ms").copied().unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Json(json!({ "ok": true, "key": key }))
+}
+
+async fn barrier(State(s): State<Arc<ServiceState>>, headers: HeaderMap) -> (StatusCode, Json<Value>) {
+    record(&s.seen, &key(&headers));
+    match tokio::time::timeout(Duration::from_secs(20), s.seen.barrier.wait()).await {
+        Ok(_) => (StatusCode::OK, Json(json!({ "met": true }))),
+        Err(_) => (StatusCode::BAD_REQUEST, Json(json!({ "met": false }))),
+    }
+}
+
+async fn flaky(
+    State(s): State<Arc<ServiceState>>,
+    Path(n): Path<u32>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<Value>) {
+    let key = key(&headers);
+    record(&s.seen, &key);
+    let mut left = s.seen.flaky.lock().unwrap();
+    let remaining = left.entry(key).or_insert(n);
+    if *remaining > 0 {
+        *remaining -= 1;
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": "try again" })))
+    } else {
+        (StatusCode::OK, Json(json!({ "ok": true })))
+    }
+}
+
+async fn status(
+    State(s): State<Arc<ServiceState>>,
+    Path(code): Path<u16>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<Value>) {
+    record(&s.seen, &key(&headers));
+    (
+        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        Json(json!({ "code": code })),
+    )
+}
+
+/// Attempts of a step, in order: (status, started, finished, error, retry delay ms).
+pub async fn attempts(
+    pool: &PgPool,
+    run: &str,
+    step: &str,
+) -> Vec<(String, chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>, Option<String>, Option<i64>)> {
+    sqlx::query_as(
+        "select status, started_at, finished_at, error, retry_delay_ms from step_attempts
+          where run_id = $1 and step_id = $2 order by attempt",
+    )
+    .bind(run)
+    .bind(step)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}

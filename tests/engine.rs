@@ -1,0 +1,401 @@
+//! The engine end to end against a real Postgres (one database per test): DAGs with
+//! parallel branches, retries with backoff, dead letters, fencing, timers, conditions.
+
+mod common;
+
+use std::time::Duration;
+
+use cairn::store;
+use common::*;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+#[sqlx::test(migrations = false)]
+async fn parallel_branches_overlap_and_the_dag_completes(pool: PgPool) {
+    migrate(&pool).await;
+    let (addr, seen) = spawn_service(&pool, 2).await;
+    let def = definition(
+        "diamond",
+        &format!(
+            r#"
+[defaults]
+retry = {{ max_attempts = 1 }}
+
+[[steps]]
+id = "a"
+kind = "sql"
+query = "select 1 as one"
+
+[[steps]]
+id = "b"
+kind = "http"
+needs = ["a"]
+method = "POST"
+url = "http://{addr}/barrier"
+
+[[steps]]
+id = "c"
+kind = "http"
+needs = ["a"]
+method = "POST"
+url = "http://{addr}/barrier"
+
+[[steps]]
+id = "d"
+kind = "sql"
+needs = ["b", "c"]
+query = "select $1::int + $2::int as total"
+params = ["{{{{ steps.b.output.status }}}}", "{{{{ steps.c.output.status }}}}"]
+"#
+        ),
+    );
+    let worker = TestWorker::start(&pool, fast_settings());
+    let id = submit(&pool, &def, json!({})).await;
+    let statuses = wait_finished(&pool, &[id.clone()], Duration::from_secs(60)).await;
+    worker.shutdown().await;
+
+    assert_eq!(statuses[&id], "succeeded");
+    // The barrier only opens when both requests are in flight at once.
+    let b = attempts(&pool, &id, "b").await;
+    let c = attempts(&pool, &id, "c").await;
+    assert_eq!((b.len(), c.len()), (1, 1));
+    let (b_start, b_end) = (b[0].1, b[0].2.unwrap());
+    let (c_start, c_end) = (c[0].1, c[0].2.unwrap());
+    assert!(b_start < c_end && c_start < b_end, "b and c did not overlap");
+    assert_eq!(seen.count(&format!("{id}/b")), 1);
+    let output: Value = sqlx::query_scalar("select output from runs where id = $1")
+        .bind(&id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(output, json!({ "d": { "rows": [{ "total": 400 }], "rowCount": 1 } }));
+    // d started only after both b and c were checkpointed.
+    let d = attempts(&pool, &id, "d").await;
+    assert!(d[0].1 >= b_end && d[0].1 >= c_end);
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_flaky_step_is_retried_with_growing_delays(pool: PgPool) {
+    migrate(&pool).await;
+    let (addr, seen) = spawn_service(&pool, 1).await;
+    let def = definition(
+        "flaky",
+        &format!(
+            r#"
+[[steps]]
+id = "call"
+kind = "http"
+method = "POST"
+url = "http://{addr}/flaky/2"
+retry = {{ max_attempts = 5, initial_delay = "200ms", max_delay = "10s", multiplier = 3, jitter = 0 }}
+"#
+        ),
+    );
+    let worker = TestWorker::start(&pool, fast_settings());
+    let id = submit(&pool, &def, json!({})).await;
+    let statuses = wait_finished(&pool, &[id.clone()], Duration::from_secs(60)).await;
+    worker.shutdown().await;
+
+    assert_eq!(statuses[&id], "succeeded");
+    let tries = attempts(&pool, &id, "call").await;
+    let kinds: Vec<&str> = tries.iter().map(|t| t.0.as_str()).collect();
+    assert_eq!(kinds, ["failed", "failed", "succeeded"]);
+    assert_eq!(seen.count(&format!("{id}/call")), 3);
+    // Delays follow the policy: 200ms, then 200ms × 3.
+    let delays: Vec<Option<i64>> = tries.iter().map(|t| t.4).collect();
+    assert_eq!(delays, [Some(200), Some(600), None]);
+    for (i, want) in [(1usize, 200i64), (2, 600)] {
+        let waited = (tries[i].1 - tries[i - 1].2.unwrap()).num_milliseconds();
+        assert!(waited >= want, "attempt {} began {waited}ms after the failure, before its {want}ms delay", i + 1);
+    }
+    assert!(tries[0].3.as_deref().unwrap().contains("503"));
+    // The run was parked, not held, between attempts.
+    let parked: i64 = sqlx::query_scalar(
+        "select count(*) from run_events where run_id = $1 and kind = 'run_retrying'",
+    )
+    .bind(&id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(parked, 2);
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_step_that_always_fails_dead_letters_the_run_with_every_attempt(pool: PgPool) {
+    migrate(&pool).await;
+    let (addr, seen) = spawn_service(&pool, 1).await;
+    let def = definition(
+        "doomed",
+        &format!(
+            r#"
+[input]
+who = {{ type = "string" }}
+
+[[steps]]
+id = "first"
+kind = "sql"
+query = "select 1 as ok"
+
+[[steps]]
+id = "call"
+kind = "http"
+needs = ["first"]
+method = "POST"
+url = "http://{addr}/status/500"
+retry = {{ max_attempts = 3, initial_delay = "100ms", multiplier = 2, jitter = 0 }}
+
+[[steps]]
+id = "after"
+kind = "sql"
+needs = ["call"]
+query = "select 1"
+"#
+        ),
+    );
+    let worker = TestWorker::start(&pool, fast_settings());
+    let id = submit(&pool, &def, json!({ "who": "ada" })).await;
+    let statuses = wait_finished(&pool, &[id.clone()], Duration::from_secs(60)).await;
+    worker.shutdown().await;
+
+    assert_eq!(statuses[&id], "dead");
+    assert_eq!(seen.count(&format!("{id}/call")), 3);
+    let (step, error, attempts, input): (String, String, Value, Value) = sqlx::query_as(
+        "select step_id, error, attempts, input from dead_letters where run_id = $1",
+    )
+    .bind(&id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(step, "call");
+    assert!(error.contains("500") && error.contains("no attempts left"), "{error}");
+    assert_eq!(input, json!({ "who": "ada" }));
+    let attempts = attempts.as_array().unwrap();
+    assert_eq!(attempts.len(), 3);
+    for a in attempts {
+        assert_eq!(a["status"], "failed");
+        assert!(a["error"].as_str().unwrap().contains("500"));
+        assert!(a["startedAt"].is_string() && a["finishedAt"].is_string());
+    }
+    // The downstream step never ran; the first step kept its checkpoint.
+    let states: Vec<(String, String)> =
+        sqlx::query_as("select step_id, status from steps where run_id = $1 order by step_id")
+            .bind(&id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        states,
+        [
+            ("after".to_owned(), "pending".to_owned()),
+            ("call".to_owned(), "failed".to_owned()),
+            ("first".to_owned(), "succeeded".to_owned())
+        ]
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn client_errors_are_fatal_at_once_but_429_is_retried(pool: PgPool) {
+    migrate(&pool).await;
+    let (addr, seen) = spawn_service(&pool, 1).await;
+    let step = |code: u16| {
+        format!(
+            r#"
+[[steps]]
+id = "call"
+kind = "http"
+method = "POST"
+url = "http://{addr}/status/{code}"
+retry = {{ max_attempts = 2, initial_delay = "50ms", jitter = 0 }}
+"#
+        )
+    };
+    let not_found = definition("not_found", &step(404));
+    let throttled = definition("throttled", &step(429));
+    let worker = TestWorker::start(&pool, fast_settings());
+    let a = submit(&pool, &not_found, json!({})).await;
+    let b = submit(&pool, &throttled, json!({})).await;
+    let statuses = wait_finished(&pool, &[a.clone(), b.clone()], Duration::from_secs(60)).await;
+    worker.shutdown().await;
+    assert_eq!((statuses[&a].as_str(), statuses[&b].as_str()), ("dead", "dead"));
+    assert_eq!(seen.count(&format!("{a}/call")), 1, "404 must not be retried");
+    assert_eq!(seen.count(&format!("{b}/call")), 2, "429 must be retried");
+}
+
+#[sqlx::test(migrations = false)]
+async fn sql_steps_are_read_only_unless_write_and_conditions_skip(pool: PgPool) {
+    migrate(&pool).await;
+    sqlx::query("create table notes (id serial primary key, body text not null)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let def = definition(
+        "notes",
+        r#"
+[input]
+body = { type = "string" }
+loud = { type = "boolean", default = false }
+
+[[steps]]
+id = "insert"
+kind = "sql"
+mode = "write"
+query = "insert into notes (body) values ($1) returning id, body"
+params = ["{{ input.body }}"]
+
+[[steps]]
+id = "shout"
+kind = "sql"
+needs = ["insert"]
+if = "input.loud"
+query = "select upper($1) as body"
+params = ["{{ steps.insert.output.rows[0].body }}"]
+
+[[steps]]
+id = "count"
+kind = "sql"
+needs = ["insert", "shout"]
+query = "select count(*) as n from notes where id = $1"
+params = ["{{ steps.insert.output.rows[0].id }}"]
+"#,
+    );
+    let sneaky = definition(
+        "sneaky",
+        r#"
+[[steps]]
+id = "write"
+kind = "sql"
+query = "insert into notes (body) values ('nope')"
+retry = { max_attempts = 3 }
+"#,
+    );
+    let worker = TestWorker::start(&pool, fast_settings());
+    let quiet = submit(&pool, &def, json!({ "body": "hi" })).await;
+    let loud = submit(&pool, &def, json!({ "body": "hey", "loud": true })).await;
+    let bad = submit(&pool, &sneaky, json!({})).await;
+    let statuses =
+        wait_finished(&pool, &[quiet.clone(), loud.clone(), bad.clone()], Duration::from_secs(60)).await;
+    worker.shutdown().await;
+
+    assert_eq!(statuses[&quiet], "succeeded");
+    assert_eq!(statuses[&loud], "succeeded");
+    let step_status = |run: String, step: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("select status from steps where run_id = $1 and step_id = $2")
+                .bind(run)
+                .bind(step)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(step_status(quiet.clone(), "shout").await, "skipped");
+    assert_eq!(step_status(loud.clone(), "shout").await, "succeeded");
+    // A read-only step cannot write, and that is not worth retrying.
+    assert_eq!(statuses[&bad], "dead");
+    assert_eq!(attempts(&pool, &bad, "write").await.len(), 1);
+    let notes: i64 = sqlx::query_scalar("select count(*) from notes").fetch_one(&pool).await.unwrap();
+    assert_eq!(notes, 2);
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_worker_whose_lease_expired_cannot_commit(pool: PgPool) {
+    migrate(&pool).await;
+    let def = definition("one", "[[steps]]\nid = \"s\"\nkind = \"sql\"\nquery = \"select 1\"\n");
+    let id = submit(&pool, &def, json!({})).await;
+    let ttl = Duration::from_secs(30);
+    let first = store::runs::run_lease_acquire(&pool, &id, "worker-a", ttl)
+        .await
+        .unwrap()
+        .expect("free run is acquired");
+    // A live lease keeps everyone else out.
+    assert!(store::runs::run_lease_acquire(&pool, &id, "worker-b", ttl).await.unwrap().is_none());
+
+    let mut tx = pool.begin().await.unwrap();
+    store::steps::step_begin(&mut tx, &first.lease, "s", 1).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // worker-a stalls past its lease; worker-b takes over.
+    sqlx::query("update runs set lease_expires_at = clock_timestamp() - interval '1 second' where id = $1")
+        .bind(&id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let second = store::runs::run_lease_acquire(&pool, &id, "worker-b", ttl)
+        .await
+        .unwrap()
+        .expect("expired lease is taken over");
+    assert!(second.lease.token > first.lease.token);
+
+    let mut tx = pool.begin().await.unwrap();
+    let err = store::steps::step_succeed(&mut tx, &first.lease, "s", 1, &json!({"late": true}))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, store::StoreError::LeaseLost(_)), "{err}");
+    drop(tx);
+    let (status, attempt_status): (String, String) = sqlx::query_as(
+        "select s.status, a.status from steps s join step_attempts a using (run_id, step_id)
+          where s.run_id = $1 and a.attempt = 1",
+    )
+    .bind(&id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(status, "pending", "the stalled attempt is handed back");
+    assert_eq!(attempt_status, "abandoned");
+
+    // The new owner commits normally.
+    let mut tx = pool.begin().await.unwrap();
+    store::steps::step_begin(&mut tx, &second.lease, "s", 2).await.unwrap();
+    store::steps::step_succeed(&mut tx, &second.lease, "s", 2, &json!({})).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_schema_enforces_the_state_machine(pool: PgPool) {
+    migrate(&pool).await;
+    let def = definition("one", "[[steps]]\nid = \"s\"\nkind = \"sql\"\nquery = \"select 1\"\n");
+    let id = submit(&pool, &def, json!({})).await;
+    for bad in [
+        "update runs set status = 'succeeded' where id = $1",
+        "update runs set status = 'bogus' where id = $1",
+        "update runs set status = 'running' where id = $1",
+        "update steps set status = 'succeeded' where run_id = $1",
+        "update run_events set kind = 'x' where run_id = $1",
+    ] {
+        let r = sqlx::query(bad).bind(&id).execute(&pool).await;
+        assert!(r.is_err(), "accepted: {bad}");
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn sleep_steps_are_durable_timers(pool: PgPool) {
+    migrate(&pool).await;
+    let def = definition(
+        "nap",
+        "[[steps]]\nid = \"nap\"\nkind = \"sleep\"\nduration = \"1s\"\n\n[[steps]]\nid = \"after\"\nkind = \"sql\"\nneeds = [\"nap\"]\nquery = \"select 1 as one\"\n",
+    );
+    let worker = TestWorker::start(&pool, fast_settings());
+    let id = submit(&pool, &def, json!({})).await;
+    let statuses = wait_finished(&pool, &[id.clone()], Duration::from_secs(30)).await;
+    worker.shutdown().await;
+    assert_eq!(statuses[&id], "succeeded");
+    let (wake_at, after_start): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as(
+            "select (select wake_at from steps where run_id = $1 and step_id = 'nap'),
+                    (select started_at from step_attempts where run_id = $1 and step_id = 'after')",
+        )
+        .bind(&id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(after_start >= wake_at, "the step after the timer ran before it fired");
+    let kinds: Vec<String> = sqlx::query_scalar("select kind from run_events where run_id = $1 order by id")
+        .bind(&id)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert!(kinds.contains(&"run_sleeping".to_owned()), "{kinds:?}");
+    let abandoned = kinds.iter().filter(|k| *k == "step_abandoned").count();
+    assert_eq!(abandoned, 0, "{kinds:?}");
+}
