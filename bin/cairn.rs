@@ -10,7 +10,11 @@ use cairn::worker::WorkerSettings;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "cairn", version, about = "Durable workflows for AI/agent work, on Postgres alone.")]
+#[command(
+    name = "cairn",
+    version,
+    about = "Durable workflows for AI/agent work, on Postgres alone."
+)]
 struct Cli {
     /// Log as JSON lines.
     #[arg(long, env = "CAIRN_LOG_JSON", global = true)]
@@ -60,7 +64,9 @@ async fn connect(db: &DatabaseArgs, migrate: bool) -> Result<sqlx::PgPool> {
         .await
         .context("connecting to the database")?;
     if migrate && !db.no_migrate {
-        cairn::store::migrate(&pool).await.context("applying migrations")?;
+        cairn::store::migrate(&pool)
+            .await
+            .context("applying migrations")?;
     }
     Ok(pool)
 }
@@ -89,7 +95,12 @@ fn worker_settings(w: &WorkerArgs) -> WorkerSettings {
     }
 }
 
-async fn serve_api(pool: sqlx::PgPool, workflows: Arc<cairn::workflow::Registry>, api: &ApiArgs, shutdown: tokio_util::sync::CancellationToken) -> Result<()> {
+async fn serve_api(
+    pool: sqlx::PgPool,
+    workflows: Arc<cairn::workflow::Registry>,
+    api: &ApiArgs,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&api.listen)
         .await
         .with_context(|| format!("listening on {}", api.listen))?;
@@ -105,7 +116,9 @@ async fn main() -> Result<()> {
     match cli.command {
         Command::Migrate { db } => {
             let pool = connect(&db, false).await?;
-            cairn::store::migrate(&pool).await.context("applying migrations")?;
+            cairn::store::migrate(&pool)
+                .await
+                .context("applying migrations")?;
             println!("migrations applied");
         }
         Command::Api { db, workflows, api } => {
@@ -115,9 +128,15 @@ async fn main() -> Result<()> {
         }
         Command::Worker { db, worker } => {
             let pool = connect(&db, true).await?;
-            cairn::worker::run(pool, worker_settings(&worker), cairn::shutdown::on_signal()).await?;
+            cairn::worker::run(pool, worker_settings(&worker), cairn::shutdown::on_signal())
+                .await?;
         }
-        Command::Dev { db, workflows, api, worker } => {
+        Command::Dev {
+            db,
+            workflows,
+            api,
+            worker,
+        } => {
             let registry = load_workflows(&workflows)?;
             let pool = connect(&db, true).await?;
             let shutdown = cairn::shutdown::on_signal();

@@ -51,7 +51,12 @@ impl Default for WorkerSettings {
 
 /// A unique id for this process: host, pid and a ULID.
 pub fn worker_id() -> String {
-    format!("{}-{}-{}", hostname(), std::process::id(), ulid::Ulid::generate())
+    format!(
+        "{}-{}-{}",
+        hostname(),
+        std::process::id(),
+        ulid::Ulid::generate()
+    )
 }
 
 fn hostname() -> String {

@@ -51,7 +51,7 @@ params = ["{{{{ steps.b.output.status }}}}", "{{{{ steps.c.output.status }}}}"]
     );
     let worker = TestWorker::start(&pool, fast_settings());
     let id = submit(&pool, &def, json!({})).await;
-    let statuses = wait_finished(&pool, &[id.clone()], Duration::from_secs(60)).await;
+    let statuses = wait_finished(&pool, std::slice::from_ref(&id), Duration::from_secs(60)).await;
     worker.shutdown().await;
 
     assert_eq!(statuses[&id], "succeeded");
@@ -61,14 +61,20 @@ params = ["{{{{ steps.b.output.status }}}}", "{{{{ steps.c.output.status }}}}"]
     assert_eq!((b.len(), c.len()), (1, 1));
     let (b_start, b_end) = (b[0].1, b[0].2.unwrap());
     let (c_start, c_end) = (c[0].1, c[0].2.unwrap());
-    assert!(b_start < c_end && c_start < b_end, "b and c did not overlap");
+    assert!(
+        b_start < c_end && c_start < b_end,
+        "b and c did not overlap"
+    );
     assert_eq!(seen.count(&format!("{id}/b")), 1);
     let output: Value = sqlx::query_scalar("select output from runs where id = $1")
         .bind(&id)
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(output, json!({ "d": { "rows": [{ "total": 400 }], "rowCount": 1 } }));
+    assert_eq!(
+        output,
+        json!({ "d": { "rows": [{ "total": 400 }], "rowCount": 1 } })
+    );
     // d started only after both b and c were checkpointed.
     let d = attempts(&pool, &id, "d").await;
     assert!(d[0].1 >= b_end && d[0].1 >= c_end);
@@ -93,7 +99,7 @@ retry = {{ max_attempts = 5, initial_delay = "200ms", max_delay = "10s", multipl
     );
     let worker = TestWorker::start(&pool, fast_settings());
     let id = submit(&pool, &def, json!({})).await;
-    let statuses = wait_finished(&pool, &[id.clone()], Duration::from_secs(60)).await;
+    let statuses = wait_finished(&pool, std::slice::from_ref(&id), Duration::from_secs(60)).await;
     worker.shutdown().await;
 
     assert_eq!(statuses[&id], "succeeded");
@@ -106,7 +112,11 @@ retry = {{ max_attempts = 5, initial_delay = "200ms", max_delay = "10s", multipl
     assert_eq!(delays, [Some(200), Some(600), None]);
     for (i, want) in [(1usize, 200i64), (2, 600)] {
         let waited = (tries[i].1 - tries[i - 1].2.unwrap()).num_milliseconds();
-        assert!(waited >= want, "attempt {} began {waited}ms after the failure, before its {want}ms delay", i + 1);
+        assert!(
+            waited >= want,
+            "attempt {} began {waited}ms after the failure, before its {want}ms delay",
+            i + 1
+        );
     }
     assert!(tries[0].3.as_deref().unwrap().contains("503"));
     // The run was parked, not held, between attempts.
@@ -154,7 +164,7 @@ query = "select 1"
     );
     let worker = TestWorker::start(&pool, fast_settings());
     let id = submit(&pool, &def, json!({ "who": "ada" })).await;
-    let statuses = wait_finished(&pool, &[id.clone()], Duration::from_secs(60)).await;
+    let statuses = wait_finished(&pool, std::slice::from_ref(&id), Duration::from_secs(60)).await;
     worker.shutdown().await;
 
     assert_eq!(statuses[&id], "dead");
@@ -167,7 +177,10 @@ query = "select 1"
     .await
     .unwrap();
     assert_eq!(step, "call");
-    assert!(error.contains("500") && error.contains("no attempts left"), "{error}");
+    assert!(
+        error.contains("500") && error.contains("no attempts left"),
+        "{error}"
+    );
     assert_eq!(input, json!({ "who": "ada" }));
     let attempts = attempts.as_array().unwrap();
     assert_eq!(attempts.len(), 3);
@@ -216,8 +229,15 @@ retry = {{ max_attempts = 2, initial_delay = "50ms", jitter = 0 }}
     let b = submit(&pool, &throttled, json!({})).await;
     let statuses = wait_finished(&pool, &[a.clone(), b.clone()], Duration::from_secs(60)).await;
     worker.shutdown().await;
-    assert_eq!((statuses[&a].as_str(), statuses[&b].as_str()), ("dead", "dead"));
-    assert_eq!(seen.count(&format!("{a}/call")), 1, "404 must not be retried");
+    assert_eq!(
+        (statuses[&a].as_str(), statuses[&b].as_str()),
+        ("dead", "dead")
+    );
+    assert_eq!(
+        seen.count(&format!("{a}/call")),
+        1,
+        "404 must not be retried"
+    );
     assert_eq!(seen.count(&format!("{b}/call")), 2, "429 must be retried");
 }
 
@@ -272,8 +292,12 @@ retry = { max_attempts = 3 }
     let quiet = submit(&pool, &def, json!({ "body": "hi" })).await;
     let loud = submit(&pool, &def, json!({ "body": "hey", "loud": true })).await;
     let bad = submit(&pool, &sneaky, json!({})).await;
-    let statuses =
-        wait_finished(&pool, &[quiet.clone(), loud.clone(), bad.clone()], Duration::from_secs(60)).await;
+    let statuses = wait_finished(
+        &pool,
+        &[quiet.clone(), loud.clone(), bad.clone()],
+        Duration::from_secs(60),
+    )
+    .await;
     worker.shutdown().await;
 
     assert_eq!(statuses[&quiet], "succeeded");
@@ -281,12 +305,14 @@ retry = { max_attempts = 3 }
     let step_status = |run: String, step: &'static str| {
         let pool = pool.clone();
         async move {
-            sqlx::query_scalar::<_, String>("select status from steps where run_id = $1 and step_id = $2")
-                .bind(run)
-                .bind(step)
-                .fetch_one(&pool)
-                .await
-                .unwrap()
+            sqlx::query_scalar::<_, String>(
+                "select status from steps where run_id = $1 and step_id = $2",
+            )
+            .bind(run)
+            .bind(step)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
         }
     };
     assert_eq!(step_status(quiet.clone(), "shout").await, "skipped");
@@ -294,14 +320,20 @@ retry = { max_attempts = 3 }
     // A read-only step cannot write, and that is not worth retrying.
     assert_eq!(statuses[&bad], "dead");
     assert_eq!(attempts(&pool, &bad, "write").await.len(), 1);
-    let notes: i64 = sqlx::query_scalar("select count(*) from notes").fetch_one(&pool).await.unwrap();
+    let notes: i64 = sqlx::query_scalar("select count(*) from notes")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(notes, 2);
 }
 
 #[sqlx::test(migrations = false)]
 async fn a_worker_whose_lease_expired_cannot_commit(pool: PgPool) {
     migrate(&pool).await;
-    let def = definition("one", "[[steps]]\nid = \"s\"\nkind = \"sql\"\nquery = \"select 1\"\n");
+    let def = definition(
+        "one",
+        "[[steps]]\nid = \"s\"\nkind = \"sql\"\nquery = \"select 1\"\n",
+    );
     let id = submit(&pool, &def, json!({})).await;
     let ttl = Duration::from_secs(30);
     let first = store::runs::run_lease_acquire(&pool, &id, "worker-a", ttl)
@@ -309,18 +341,27 @@ async fn a_worker_whose_lease_expired_cannot_commit(pool: PgPool) {
         .unwrap()
         .expect("free run is acquired");
     // A live lease keeps everyone else out.
-    assert!(store::runs::run_lease_acquire(&pool, &id, "worker-b", ttl).await.unwrap().is_none());
+    assert!(
+        store::runs::run_lease_acquire(&pool, &id, "worker-b", ttl)
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     let mut tx = pool.begin().await.unwrap();
-    store::steps::step_begin(&mut tx, &first.lease, "s", 1).await.unwrap();
+    store::steps::step_begin(&mut tx, &first.lease, "s", 1)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 
     // worker-a stalls past its lease; worker-b takes over.
-    sqlx::query("update runs set lease_expires_at = clock_timestamp() - interval '1 second' where id = $1")
-        .bind(&id)
-        .execute(&pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "update runs set lease_expires_at = clock_timestamp() - interval '1 second' where id = $1",
+    )
+    .bind(&id)
+    .execute(&pool)
+    .await
+    .unwrap();
     let second = store::runs::run_lease_acquire(&pool, &id, "worker-b", ttl)
         .await
         .unwrap()
@@ -346,15 +387,22 @@ async fn a_worker_whose_lease_expired_cannot_commit(pool: PgPool) {
 
     // The new owner commits normally.
     let mut tx = pool.begin().await.unwrap();
-    store::steps::step_begin(&mut tx, &second.lease, "s", 2).await.unwrap();
-    store::steps::step_succeed(&mut tx, &second.lease, "s", 2, &json!({})).await.unwrap();
+    store::steps::step_begin(&mut tx, &second.lease, "s", 2)
+        .await
+        .unwrap();
+    store::steps::step_succeed(&mut tx, &second.lease, "s", 2, &json!({}))
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 }
 
 #[sqlx::test(migrations = false)]
 async fn the_schema_enforces_the_state_machine(pool: PgPool) {
     migrate(&pool).await;
-    let def = definition("one", "[[steps]]\nid = \"s\"\nkind = \"sql\"\nquery = \"select 1\"\n");
+    let def = definition(
+        "one",
+        "[[steps]]\nid = \"s\"\nkind = \"sql\"\nquery = \"select 1\"\n",
+    );
     let id = submit(&pool, &def, json!({})).await;
     for bad in [
         "update runs set status = 'succeeded' where id = $1",
@@ -377,7 +425,7 @@ async fn sleep_steps_are_durable_timers(pool: PgPool) {
     );
     let worker = TestWorker::start(&pool, fast_settings());
     let id = submit(&pool, &def, json!({})).await;
-    let statuses = wait_finished(&pool, &[id.clone()], Duration::from_secs(30)).await;
+    let statuses = wait_finished(&pool, std::slice::from_ref(&id), Duration::from_secs(30)).await;
     worker.shutdown().await;
     assert_eq!(statuses[&id], "succeeded");
     let (wake_at, after_start): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
@@ -389,12 +437,16 @@ async fn sleep_steps_are_durable_timers(pool: PgPool) {
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert!(after_start >= wake_at, "the step after the timer ran before it fired");
-    let kinds: Vec<String> = sqlx::query_scalar("select kind from run_events where run_id = $1 order by id")
-        .bind(&id)
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    assert!(
+        after_start >= wake_at,
+        "the step after the timer ran before it fired"
+    );
+    let kinds: Vec<String> =
+        sqlx::query_scalar("select kind from run_events where run_id = $1 order by id")
+            .bind(&id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     assert!(kinds.contains(&"run_sleeping".to_owned()), "{kinds:?}");
     let abandoned = kinds.iter().filter(|k| *k == "step_abandoned").count();
     assert_eq!(abandoned, 0, "{kinds:?}");

@@ -10,15 +10,24 @@ use serde_json::{Value, json};
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
-    BadRequest { message: String, details: Option<Value> },
+    BadRequest {
+        message: String,
+        details: Option<Value>,
+    },
     #[error("{0}")]
     NotFound(String),
     #[error("{message}")]
-    Conflict { message: String, details: Option<Value> },
+    Conflict {
+        message: String,
+        details: Option<Value>,
+    },
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{message}")]
-    Unprocessable { message: String, details: Option<Value> },
+    Unprocessable {
+        message: String,
+        details: Option<Value>,
+    },
     #[error("{0}")]
     Unavailable(String),
     /// Any internal failure; its text is logged, never sent.

@@ -112,7 +112,11 @@ async fn submit(
         Err(Rejected::Input(errors)) => {
             let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
             return Err(ApiError::Unprocessable {
-                message: format!("input does not match workflow `{}`: {}", req.workflow, text.join("; ")),
+                message: format!(
+                    "input does not match workflow `{}`: {}",
+                    req.workflow,
+                    text.join("; ")
+                ),
                 details: Some(json!(errors)),
             });
         }
@@ -203,12 +207,19 @@ async fn list(
     .await?;
     let has_more = rows.len() as i64 > limit;
     let page = &rows[..rows.len().min(limit as usize)];
-    let next = if has_more { page.last().map(encode_cursor) } else { None };
+    let next = if has_more {
+        page.last().map(encode_cursor)
+    } else {
+        None
+    };
     let items: Vec<TaskSummary> = page.iter().map(TaskSummary::from).collect();
     Ok(Json(json!({ "items": items, "nextCursor": next })))
 }
 
-async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let run = store::runs::run_get(&state.pool, &id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no task with id `{id}`")))?;
@@ -251,7 +262,10 @@ async fn show(State(state): State<AppState>, Path(id): Path<String>) -> Result<J
                     })
                 })
                 .collect();
-            let pos = order.iter().position(|o| o == &s.step_id).unwrap_or(usize::MAX);
+            let pos = order
+                .iter()
+                .position(|o| o == &s.step_id)
+                .unwrap_or(usize::MAX);
             (
                 pos,
                 json!({

@@ -39,10 +39,16 @@ impl Client {
     }
 
     pub async fn get_query(&self, path: &str, query: &[(&str, String)]) -> Result<Value> {
-        self.send(self.request(Method::GET, path).query(query)).await
+        self.send(self.request(Method::GET, path).query(query))
+            .await
     }
 
-    pub async fn post(&self, path: &str, body: &Value, idempotency_key: Option<&str>) -> Result<Value> {
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<Value> {
         let mut r = self.request(Method::POST, path).json(body);
         if let Some(k) = idempotency_key {
             r = r.header("Idempotency-Key", k);

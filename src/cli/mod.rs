@@ -22,7 +22,11 @@ pub use output::Format;
 use output::Out;
 
 #[derive(Debug, Parser)]
-#[command(name = "ctl", version, about = "Operate Cairn: submit, inspect and fix workflow runs.")]
+#[command(
+    name = "ctl",
+    version,
+    about = "Operate Cairn: submit, inspect and fix workflow runs."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -33,7 +37,12 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Global {
     /// Base URL of the Cairn API.
-    #[arg(long, env = "CAIRN_API_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "CAIRN_API_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     pub api_url: String,
     /// API token (sent as a bearer token).
     #[arg(long, env = "CAIRN_TOKEN", hide_env_values = true, global = true)]
@@ -60,7 +69,9 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum TaskCommand {
     /// Queue a run of a workflow.
-    #[command(after_help = "Examples:\n  ctl task submit analyze_project --input '{\"project_id\": 1}'\n  ctl task submit nightly --input-file input.json --idempotency-key nightly-2026-11-26 --wait")]
+    #[command(
+        after_help = "Examples:\n  ctl task submit analyze_project --input '{\"project_id\": 1}'\n  ctl task submit nightly --input-file input.json --idempotency-key nightly-2026-11-26 --wait"
+    )]
     Submit {
         /// Workflow name (its file stem).
         workflow: String,
@@ -78,7 +89,9 @@ pub enum TaskCommand {
         wait: bool,
     },
     /// List runs, newest first.
-    #[command(after_help = "Examples:\n  ctl task list --status dead --since 1h\n  ctl task list --workflow analyze_project -o json")]
+    #[command(
+        after_help = "Examples:\n  ctl task list --status dead --since 1h\n  ctl task list --workflow analyze_project -o json"
+    )]
     List {
         #[arg(long)]
         status: Option<String>,
@@ -97,7 +110,9 @@ pub enum TaskCommand {
 #[derive(Debug, Subcommand)]
 pub enum WorkflowCommand {
     /// Check workflow files without a database; exit 1 if any is invalid.
-    #[command(after_help = "Examples:\n  ctl workflow validate\n  ctl workflow validate workflows/analyze_project.toml")]
+    #[command(
+        after_help = "Examples:\n  ctl workflow validate\n  ctl workflow validate workflows/analyze_project.toml"
+    )]
     Validate {
         /// Files or directories (default: $CAIRN_WORKFLOWS_DIR or ./workflows).
         paths: Vec<PathBuf>,
@@ -194,7 +209,10 @@ async fn task(command: TaskCommand, client: &Client, out: &mut Out<'_>) -> Resul
 async fn wait_for(client: &Client, id: &str) -> Result<Value> {
     loop {
         let run = client.get(&format!("/api/tasks/{id}")).await?;
-        if matches!(run["status"].as_str(), Some("succeeded" | "dead" | "cancelled")) {
+        if matches!(
+            run["status"].as_str(),
+            Some("succeeded" | "dead" | "cancelled")
+        ) {
             return Ok(run);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -225,7 +243,11 @@ fn validate(paths: Vec<PathBuf>, out: &mut Out<'_>) -> Result<u8> {
         Err(WorkflowError::Invalid(_)) => false,
         Err(e) => bail!("{e}"),
     };
-    let diagnostics = result.as_ref().err().map(WorkflowError::diagnostics).unwrap_or(&[]);
+    let diagnostics = result
+        .as_ref()
+        .err()
+        .map(WorkflowError::diagnostics)
+        .unwrap_or(&[]);
     out.validation(&files, diagnostics)?;
     Ok(if ok { 0 } else { 1 })
 }

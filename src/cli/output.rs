@@ -40,7 +40,10 @@ fn text(v: &Value) -> String {
 
 /// "3s ago", "5m ago", "in 2h".
 pub fn relative(v: &Value, now: DateTime<Utc>) -> String {
-    let Some(at) = v.as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()) else {
+    let Some(at) = v
+        .as_str()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+    else {
         return "-".into();
     };
     let secs = (now - at.with_timezone(&Utc)).num_seconds();
@@ -51,15 +54,26 @@ pub fn relative(v: &Value, now: DateTime<Utc>) -> String {
         3600..=86_399 => format!("{}h", n / 3600),
         _ => format!("{}d", n / 86_400),
     };
-    if future { format!("in {span}") } else { format!("{span} ago") }
+    if future {
+        format!("in {span}")
+    } else {
+        format!("{span} ago")
+    }
 }
 
 fn duration(start: &Value, end: &Value) -> String {
-    let parse = |v: &Value| v.as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok());
+    let parse = |v: &Value| {
+        v.as_str()
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+    };
     match (parse(start), parse(end)) {
         (Some(s), Some(e)) => {
             let ms = (e - s).num_milliseconds();
-            if ms < 1000 { format!("{ms}ms") } else { format!("{:.1}s", ms as f64 / 1000.0) }
+            if ms < 1000 {
+                format!("{ms}ms")
+            } else {
+                format!("{:.1}s", ms as f64 / 1000.0)
+            }
         }
         (Some(_), None) => "…".into(),
         _ => "-".into(),
@@ -111,7 +125,12 @@ impl<'a> Out<'a> {
             v["id"] = body["taskId"].clone();
             return self.json(&v);
         }
-        writeln!(self.w, "{}  {}", text(&body["taskId"]), self.status(&body["status"]))?;
+        writeln!(
+            self.w,
+            "{}  {}",
+            text(&body["taskId"]),
+            self.status(&body["status"])
+        )?;
         Ok(())
     }
 
@@ -151,7 +170,12 @@ impl<'a> Out<'a> {
         writeln!(self.w, "Run       {}", text(&run["id"]))?;
         writeln!(self.w, "Workflow  {}", text(&run["workflow"]))?;
         writeln!(self.w, "Status    {}", self.status(&run["status"]))?;
-        writeln!(self.w, "Created   {} ({})", text(&run["createdAt"]), relative(&run["createdAt"], now))?;
+        writeln!(
+            self.w,
+            "Created   {} ({})",
+            text(&run["createdAt"]),
+            relative(&run["createdAt"], now)
+        )?;
         if !run["worker"].is_null() {
             writeln!(
                 self.w,
@@ -168,7 +192,11 @@ impl<'a> Out<'a> {
         }
         writeln!(self.w, "Input     {}", run["input"])?;
         if !run["output"].is_null() {
-            writeln!(self.w, "Output    {}", truncate(&run["output"].to_string(), 200))?;
+            writeln!(
+                self.w,
+                "Output    {}",
+                truncate(&run["output"].to_string(), 200)
+            )?;
         }
         writeln!(self.w)?;
         let mut t = table(&["STEP", "KIND", "STATUS", "ATTEMPTS", "DURATION", "ERROR"]);
@@ -183,7 +211,9 @@ impl<'a> Out<'a> {
             ]);
         }
         writeln!(self.w, "{t}")?;
-        let mut attempts = table(&["STEP", "#", "STATUS", "WORKER", "STARTED", "DURATION", "ERROR"]);
+        let mut attempts = table(&[
+            "STEP", "#", "STATUS", "WORKER", "STARTED", "DURATION", "ERROR",
+        ]);
         let mut any = false;
         for s in run["steps"].as_array().into_iter().flatten() {
             for a in s["attempts"].as_array().into_iter().flatten() {
@@ -214,7 +244,11 @@ impl<'a> Out<'a> {
                     truncate(&e["data"].to_string(), 70),
                 ]);
             }
-            writeln!(self.w, "\nEvents{}\n{t}", if skip > 0 { " (latest 30)" } else { "" })?;
+            writeln!(
+                self.w,
+                "\nEvents{}\n{t}",
+                if skip > 0 { " (latest 30)" } else { "" }
+            )?;
         }
         Ok(())
     }
@@ -225,7 +259,11 @@ impl<'a> Out<'a> {
         }
         let mut t = table(&["NAME", "STEPS", "DESCRIPTION"]);
         for w in body["items"].as_array().into_iter().flatten() {
-            t.add_row(vec![text(&w["name"]), text(&w["steps"]), truncate(&text(&w["description"]), 70)]);
+            t.add_row(vec![
+                text(&w["name"]),
+                text(&w["steps"]),
+                truncate(&text(&w["description"]), 70),
+            ]);
         }
         writeln!(self.w, "{t}")?;
         Ok(())
@@ -246,7 +284,12 @@ impl<'a> Out<'a> {
         if diagnostics.is_empty() {
             writeln!(self.w, "{} workflow file(s) valid", files.len())?;
         } else {
-            writeln!(self.w, "{} error(s) in {} file(s)", diagnostics.len(), files.len())?;
+            writeln!(
+                self.w,
+                "{} error(s) in {} file(s)",
+                diagnostics.len(),
+                files.len()
+            )?;
         }
         Ok(())
     }

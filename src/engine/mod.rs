@@ -29,8 +29,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
+use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::{Map, Value, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -206,14 +206,21 @@ impl Engine {
         };
         match self.drive(&cx, &mut states).await {
             Err(EngineError::Store(StoreError::LeaseLost(_))) => {
-                tracing::warn!(run = run_id, "lease lost; another worker continues this run");
+                tracing::warn!(
+                    run = run_id,
+                    "lease lost; another worker continues this run"
+                );
                 Ok(Outcome::LeaseLost)
             }
             other => other,
         }
     }
 
-    async fn drive(&self, cx: &RunCx<'_>, states: &mut HashMap<String, StepState>) -> Result<Outcome> {
+    async fn drive(
+        &self,
+        cx: &RunCx<'_>,
+        states: &mut HashMap<String, StepState>,
+    ) -> Result<Outcome> {
         let mut in_flight = FuturesUnordered::new();
         let mut running: Vec<String> = Vec::new();
         let mut dead: Option<(String, String)> = states
@@ -264,7 +271,8 @@ impl Engine {
                     Ok(next) => next,
                     Err(_) => {
                         drop(in_flight);
-                        self.release(cx, "worker shut down before the step finished").await?;
+                        self.release(cx, "worker shut down before the step finished")
+                            .await?;
                         return Ok(Outcome::Released);
                     }
                 },
@@ -281,7 +289,12 @@ impl Engine {
         }
     }
 
-    fn is_ready(&self, step: &Step, states: &HashMap<String, StepState>, now: DateTime<Utc>) -> bool {
+    fn is_ready(
+        &self,
+        step: &Step,
+        states: &HashMap<String, StepState>,
+        now: DateTime<Utc>,
+    ) -> bool {
         let Some(state) = states.get(&step.id) else {
             return false;
         };
@@ -297,7 +310,12 @@ impl Engine {
             .all(|n| states.get(n).is_some_and(StepState::is_done))
     }
 
-    fn vars(&self, cx: &RunCx<'_>, states: &HashMap<String, StepState>, attempt: i32) -> minijinja::Value {
+    fn vars(
+        &self,
+        cx: &RunCx<'_>,
+        states: &HashMap<String, StepState>,
+        attempt: i32,
+    ) -> minijinja::Value {
         let steps: Map<String, Value> = states
             .iter()
             .filter(|(_, s)| s.is_done())
@@ -376,7 +394,8 @@ impl Engine {
                 let duration = Duration::from_millis(sleep.duration_ms);
                 let mut tx = self.pool.begin().await?;
                 let wake_at =
-                    store::steps::step_sleep(&mut tx, cx.lease, &step.id, attempt, duration).await?;
+                    store::steps::step_sleep(&mut tx, cx.lease, &step.id, attempt, duration)
+                        .await?;
                 tx.commit().await?;
                 set(states, &step.id, |s| {
                     s.status = "waiting".into();
@@ -464,9 +483,10 @@ impl Engine {
                     error.to_string()
                 };
                 let mut tx = self.pool.begin().await?;
-                let next =
-                    store::steps::step_fail(&mut tx, cx.lease, &step_id, attempt, &message, retry_in)
-                        .await?;
+                let next = store::steps::step_fail(
+                    &mut tx, cx.lease, &step_id, attempt, &message, retry_in,
+                )
+                .await?;
                 tx.commit().await?;
                 match next {
                     Some(at) => {

@@ -43,7 +43,9 @@ mod tests {
     #[test]
     fn grows_exponentially_and_caps() {
         let p = policy(0.0);
-        let ms: Vec<u128> = (1..=6).map(|a| delay(&p, a, None, 0.5).as_millis()).collect();
+        let ms: Vec<u128> = (1..=6)
+            .map(|a| delay(&p, a, None, 0.5).as_millis())
+            .collect();
         assert_eq!(ms, vec![100, 200, 400, 800, 1000, 1000]);
     }
 
@@ -61,7 +63,13 @@ mod tests {
     #[test]
     fn retry_after_wins_when_longer() {
         let p = policy(0.0);
-        assert_eq!(delay(&p, 1, Some(Duration::from_secs(5)), 0.5), Duration::from_secs(5));
-        assert_eq!(delay(&p, 1, Some(Duration::from_millis(10)), 0.5), Duration::from_millis(100));
+        assert_eq!(
+            delay(&p, 1, Some(Duration::from_secs(5)), 0.5),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            delay(&p, 1, Some(Duration::from_millis(10)), 0.5),
+            Duration::from_millis(100)
+        );
     }
 }

@@ -38,11 +38,12 @@ pub async fn submit(
     let request_hash = content_hash(&format!("{}\n{}", def.workflow.name, input));
     let id = ulid::Ulid::generate().to_string();
     let step_ids: Vec<String> = def.workflow.steps.iter().map(|s| s.id.clone()).collect();
-    let definition = serde_json::to_value(&def.workflow).map_err(|e| super::EngineError::Definition {
-        run: id.clone(),
-        hash: def.hash.clone(),
-        reason: e.to_string(),
-    })?;
+    let definition =
+        serde_json::to_value(&def.workflow).map_err(|e| super::EngineError::Definition {
+            run: id.clone(),
+            hash: def.hash.clone(),
+            reason: e.to_string(),
+        })?;
 
     let mut tx = pool.begin().await?;
     store::definitions::definition_upsert(

@@ -50,19 +50,19 @@ pub(super) async fn execute(
         request = request.json(&cx.render(body)?);
     }
 
-    let response = request.send().await.map_err(|e| {
-        StepError::retryable(format!("{} {url}: {}", step.method, error_chain(&e)))
-    })?;
+    let response = request
+        .send()
+        .await
+        .map_err(|e| StepError::retryable(format!("{} {url}: {}", step.method, error_chain(&e))))?;
     let status = response.status();
     let retry_after = response
         .headers()
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| StepError::retryable(format!("reading response from {url}: {}", error_chain(&e))))?;
+    let bytes = response.bytes().await.map_err(|e| {
+        StepError::retryable(format!("reading response from {url}: {}", error_chain(&e)))
+    })?;
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_BODY)]).into_owned();
     let body = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
 

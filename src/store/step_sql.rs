@@ -59,7 +59,10 @@ pub async fn execute(
         || query.to_ascii_lowercase().contains("returning");
     let out = if returns_rows {
         // Wrapping keeps any statement that yields rows and turns them into JSON.
-        let wrapped = if matches!(first_word.as_str(), "insert" | "update" | "delete" | "merge") {
+        let wrapped = if matches!(
+            first_word.as_str(),
+            "insert" | "update" | "delete" | "merge"
+        ) {
             format!(
                 "with cairn_rows as ({query}) select coalesce(jsonb_agg(to_jsonb(cairn_rows)), '[]'::jsonb) from cairn_rows"
             )

@@ -251,5 +251,12 @@ pub async fn step_skip(conn: &mut PgConnection, lease: &Lease, step_id: &str) ->
     .bind(step_id)
     .execute(&mut *conn)
     .await?;
-    event_append(conn, &lease.run_id, "step_skipped", Some(step_id), json!({})).await
+    event_append(
+        conn,
+        &lease.run_id,
+        "step_skipped",
+        Some(step_id),
+        json!({}),
+    )
+    .await
 }

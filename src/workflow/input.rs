@@ -202,7 +202,10 @@ mod tests {
         assert_eq!(text.len(), 3, "{text:?}");
         assert!(text.iter().any(|t| t.starts_with("x: unknown field")));
         assert!(text.iter().any(|t| t.contains("\"deep\" is not one of")));
-        assert!(text.iter().any(|t| t == "project_id: required integer is missing"));
+        assert!(
+            text.iter()
+                .any(|t| t == "project_id: required integer is missing")
+        );
     }
 
     #[test]

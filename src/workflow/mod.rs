@@ -46,7 +46,10 @@ impl WorkflowError {
 }
 
 fn render_diagnostics(d: &[Diagnostic]) -> String {
-    d.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+    d.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A validated workflow definition.

@@ -172,7 +172,9 @@ fn to_json(v: &toml::Value) -> Value {
     match v {
         toml::Value::String(s) => Value::String(s.clone()),
         toml::Value::Integer(i) => Value::from(*i),
-        toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+        toml::Value::Float(f) => {
+            serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
+        }
         toml::Value::Boolean(b) => Value::Bool(*b),
         toml::Value::Datetime(d) => Value::String(d.to_string()),
         toml::Value::Array(a) => Value::Array(a.iter().map(to_json).collect()),
@@ -269,10 +271,7 @@ pub fn parse_workflow(name: &str, file: &str, source: &str) -> Result<Workflow, 
         Ok(order) => order,
         Err((at, cycle)) => {
             let span = raw.steps[at].get_ref().id.span();
-            cx.error(
-                span,
-                format!("steps form a cycle: {}", cycle.join(" -> ")),
-            );
+            cx.error(span, format!("steps form a cycle: {}", cycle.join(" -> ")));
             (0..raw.steps.len()).collect()
         }
     };
@@ -376,7 +375,10 @@ fn parse_input(
             if let Some(bad) = allowed.iter().find(|v| !ty.matches(v)) {
                 cx.error(
                     at.span(),
-                    format!("input field `{name}`: enum value {bad} is not a {}", ty.name()),
+                    format!(
+                        "input field `{name}`: enum value {bad} is not a {}",
+                        ty.name()
+                    ),
                 );
             }
             if let Some(d) = default.as_ref().filter(|d| !allowed.contains(d)) {
@@ -611,7 +613,10 @@ fn parse_step(
         {
             cx.error(
                 span.clone(),
-                format!("{owner}: field `{field}` does not apply to kind `{kind_name}` (it takes: {})", allowed.join(", ")),
+                format!(
+                    "{owner}: field `{field}` does not apply to kind `{kind_name}` (it takes: {})",
+                    allowed.join(", ")
+                ),
             );
         }
     }
@@ -631,7 +636,11 @@ fn parse_step(
                     if !HTTP_METHODS.contains(&up.as_str()) {
                         cx.error(
                             m.span(),
-                            format!("{owner}: unknown HTTP method `{}`; expected one of: {}", m.get_ref(), HTTP_METHODS.join(", ")),
+                            format!(
+                                "{owner}: unknown HTTP method `{}`; expected one of: {}",
+                                m.get_ref(),
+                                HTTP_METHODS.join(", ")
+                            ),
                         );
                     }
                     up
@@ -657,7 +666,10 @@ fn parse_step(
             if let Some(h) = &s.headers {
                 for (k, v) in h.get_ref() {
                     if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
-                        cx.error(h.span(), format!("{owner}: `{k}` is not a valid header name"));
+                        cx.error(
+                            h.span(),
+                            format!("{owner}: `{k}` is not a valid header name"),
+                        );
                     }
                     check_template(cx, h.span(), v, false, input, upstream, &owner);
                     headers.insert(k.clone(), Value::String(v.clone()));
@@ -738,7 +750,15 @@ fn parse_step(
 
     if let Some(c) = &s.condition {
         let expression = !template::is_template(c.get_ref());
-        check_template(cx, c.span(), c.get_ref(), expression, input, upstream, &owner);
+        check_template(
+            cx,
+            c.span(),
+            c.get_ref(),
+            expression,
+            input,
+            upstream,
+            &owner,
+        );
     }
     let timeout = s
         .timeout
@@ -848,18 +868,43 @@ id = "c"
 kind = "teleport"
 "#;
         let e = errors(src);
-        assert!(e.iter().any(|m| m.starts_with("wf.toml:4:12:") && m.contains("bad duration `soon`")), "{e:?}");
-        assert!(e.iter().any(|m| m.starts_with("wf.toml:9:7:") && m.contains("`steps.c`, which is not upstream")), "{e:?}");
-        assert!(e.iter().any(|m| m.starts_with("wf.toml:10:10:") && m.contains("unknown step `nope`")), "{e:?}");
-        assert!(e.iter().any(|m| m.starts_with("wf.toml:14:8:") && m.contains("unknown kind `teleport`")), "{e:?}");
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("wf.toml:4:12:") && m.contains("bad duration `soon`")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("wf.toml:9:7:")
+                    && m.contains("`steps.c`, which is not upstream")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("wf.toml:10:10:") && m.contains("unknown step `nope`")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("wf.toml:14:8:") && m.contains("unknown kind `teleport`")),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn fields_of_another_kind_and_undeclared_input() {
         let src = "[[steps]]\nid = \"a\"\nkind = \"sleep\"\nduration = \"1s\"\nquery = \"select 1\"\n\n[[steps]]\nid = \"b\"\nkind = \"sql\"\nquery = \"select $1\"\nparams = [\"{{ input.x }}\"]\n";
         let e = errors(src);
-        assert!(e.iter().any(|m| m.contains("field `query` does not apply to kind `sleep`")), "{e:?}");
-        assert!(e.iter().any(|m| m.contains("`input.x`, which [input] does not declare")), "{e:?}");
+        assert!(
+            e.iter()
+                .any(|m| m.contains("field `query` does not apply to kind `sleep`")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("`input.x`, which [input] does not declare")),
+            "{e:?}"
+        );
     }
 
     #[test]

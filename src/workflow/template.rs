@@ -55,7 +55,13 @@ pub fn whole_expression(s: &str) -> Option<&str> {
     if inner.contains("{{") || inner.contains("}}") || inner.contains("{%") {
         return None;
     }
-    Some(inner.trim().trim_start_matches('-').trim_end_matches('-').trim())
+    Some(
+        inner
+            .trim()
+            .trim_start_matches('-')
+            .trim_end_matches('-')
+            .trim(),
+    )
 }
 
 /// Compiles `s` (a template string, or a bare expression when `expression` is set) and
@@ -170,7 +176,10 @@ mod tests {
 
     #[test]
     fn whole_expression_keeps_json_type() {
-        assert_eq!(render_str("{{ input.project_id }}", &ctx()).unwrap(), json!(7));
+        assert_eq!(
+            render_str("{{ input.project_id }}", &ctx()).unwrap(),
+            json!(7)
+        );
         assert_eq!(
             render_str("{{ steps.load.output.rows }}", &ctx()).unwrap(),
             json!([{"name": "Apollo"}])

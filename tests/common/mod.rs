@@ -43,7 +43,10 @@ pub fn definition(name: &str, toml: &str) -> Definition {
 
 /// Submits a run directly through the engine (what the API does).
 pub async fn submit(pool: &PgPool, def: &Definition, input: Value) -> String {
-    match cairn::engine::submit(pool, def, &input, None).await.expect("submit") {
+    match cairn::engine::submit(pool, def, &input, None)
+        .await
+        .expect("submit")
+    {
         Ok(cairn::engine::Submitted::Created(run)) => run.id,
         _ => panic!("submission was not created"),
     }
@@ -61,7 +64,9 @@ impl TestWorker {
         let pool = pool.clone();
         let token = stop.clone();
         let handle = tokio::spawn(async move {
-            cairn::worker::run(pool, settings, token).await.expect("worker runs");
+            cairn::worker::run(pool, settings, token)
+                .await
+                .expect("worker runs");
         });
         TestWorker { stop, handle }
     }
@@ -84,7 +89,11 @@ pub fn fast_settings() -> cairn::worker::WorkerSettings {
 
 /// Waits until every run in `ids` has a final status, woken by run events; panics
 /// after `limit`.
-pub async fn wait_finished(pool: &PgPool, ids: &[String], limit: Duration) -> HashMap<String, String> {
+pub async fn wait_finished(
+    pool: &PgPool,
+    ids: &[String],
+    limit: Duration,
+) -> HashMap<String, String> {
     let mut listener = PgListener::connect_with(pool).await.expect("listen");
     listener.listen("cairn_events").await.expect("listen");
     let deadline = tokio::time::Instant::now() + limit;
@@ -109,11 +118,18 @@ pub async fn wait_finished(pool: &PgPool, ids: &[String], limit: Duration) -> Ha
                 .filter(|(_, s)| !matches!(s.as_str(), "succeeded" | "dead" | "cancelled"))
                 .take(5)
                 .collect();
-            panic!("{finished}/{} runs finished in {limit:?}; e.g. {unfinished:?}", ids.len());
+            panic!(
+                "{finished}/{} runs finished in {limit:?}; e.g. {unfinished:?}",
+                ids.len()
+            );
         }
         // A notification wakes us at once; the timeout only re-checks in case one was
         // missed between the query and the wait.
-        let _ = tokio::time::timeout((deadline - now).min(Duration::from_secs(1)), listener.recv()).await;
+        let _ = tokio::time::timeout(
+            (deadline - now).min(Duration::from_secs(1)),
+            listener.recv(),
+        )
+        .await;
     }
 }
 
@@ -180,7 +196,12 @@ fn key(headers: &HeaderMap) -> String {
 }
 
 fn record(seen: &Seen, key: &str) {
-    *seen.requests.lock().unwrap().entry(key.to_owned()).or_default() += 1;
+    *seen
+        .requests
+        .lock()
+        .unwrap()
+        .entry(key.to_owned())
+        .or_default() += 1;
 }
 
 async fn work(
@@ -208,7 +229,10 @@ async fn work(
     Json(json!({ "ok": true, "key": key }))
 }
 
-async fn barrier(State(s): State<Arc<ServiceState>>, headers: HeaderMap) -> (StatusCode, Json<Value>) {
+async fn barrier(
+    State(s): State<Arc<ServiceState>>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<Value>) {
     record(&s.seen, &key(&headers));
     match tokio::time::timeout(Duration::from_secs(20), s.seen.barrier.wait()).await {
         Ok(_) => (StatusCode::OK, Json(json!({ "met": true }))),
@@ -227,7 +251,10 @@ async fn flaky(
     let remaining = left.entry(key).or_insert(n);
     if *remaining > 0 {
         *remaining -= 1;
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": "try again" })))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": "try again" })),
+        )
     } else {
         (StatusCode::OK, Json(json!({ "ok": true })))
     }
@@ -250,7 +277,13 @@ pub async fn attempts(
     pool: &PgPool,
     run: &str,
     step: &str,
-) -> Vec<(String, chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>, Option<String>, Option<i64>)> {
+) -> Vec<(
+    String,
+    chrono::DateTime<chrono::Utc>,
+    Option<chrono::DateTime<chrono::Utc>>,
+    Option<String>,
+    Option<i64>,
+)> {
     sqlx::query_as(
         "select status, started_at, finished_at, error, retry_delay_ms from step_attempts
           where run_id = $1 and step_id = $2 order by attempt",
@@ -260,4 +293,68 @@ pub async fn attempts(
     .fetch_all(pool)
     .await
     .unwrap()
+}
+
+/// A `cairn worker` child process, killed when dropped.
+pub struct WorkerProcess {
+    pub child: std::process::Child,
+}
+
+impl WorkerProcess {
+    pub fn spawn(database_url: &str, args: &[&str]) -> WorkerProcess {
+        let log =
+            std::env::temp_dir().join(format!("cairn-test-worker-{}.log", ulid::Ulid::generate()));
+        let stderr = std::fs::File::create(&log).expect("worker log file");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .arg("worker")
+            .args(args)
+            .env("DATABASE_URL", database_url)
+            .env("CAIRN_NO_MIGRATE", "true")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn cairn worker");
+        WorkerProcess { child }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("kill -9");
+        let _ = self.child.wait();
+    }
+
+    /// The worker id it registered, once it has.
+    pub async fn id(&self, pool: &PgPool) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let id: Option<String> = sqlx::query_scalar(
+                "select id from workers where pid = $1 order by started_at desc limit 1",
+            )
+            .bind(self.pid())
+            .fetch_optional(pool)
+            .await
+            .unwrap();
+            if let Some(id) = id {
+                return id;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "worker {} never registered",
+                self.pid()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
