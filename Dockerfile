@@ -1,0 +1,97 @@
+# syntax=docker/dockerfile:1
+#
+# Cairn: one image with both binaries, `cairn` (migrate | api | worker | dev) and `ctl`.
+#
+#   docker build -t cairn .
+#   docker run --rm -e DATABASE_URL=postgres://... cairn migrate
+#   docker run --rm -e DATABASE_URL=postgres://... -e CAIRN_NO_MIGRATE=true -p 8080:8080 cairn api
+#   docker run --rm -e DATABASE_URL=postgres://... -e CAIRN_NO_MIGRATE=true cairn worker
+#
+# The builder and runtime stages use the same Debian release so the binaries link
+# against the glibc they were built with.
+
+ARG RUST_VERSION=1.95
+ARG DEBIAN_RELEASE=bookworm
+
+# ---------------------------------------------------------------------------------
+FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS builder
+
+WORKDIR /build
+
+# `.cargo/config.toml` sets SQLX_OFFLINE=true (apalis-postgres' bundled queries are
+# checked against their shipped offline data, not a live database); it is copied
+# below, and set here as well so no build step ever tries to reach a database.
+ENV SQLX_OFFLINE=true \
+    CARGO_INCREMENTAL=0 \
+    CARGO_TERM_COLOR=never
+
+# 1) Dependencies only. A dummy crate with the real manifest, lockfile and cargo
+#    config compiles every dependency into a layer that is reused until Cargo.toml
+#    or Cargo.lock change. (No OpenSSL: TLS is rustls; aws-lc-sys builds with the
+#    C compiler that the rust image ships.)
+COPY Cargo.toml Cargo.lock ./
+COPY .cargo/config.toml .cargo/config.toml
+RUN mkdir -p src bin \
+    && printf '// dependency-cache placeholder\n' > src/lib.rs \
+    && printf 'fn main() {}\n' > bin/cairn.rs \
+    && printf 'fn main() {}\n' > bin/ctl.rs \
+    && cargo build --release --locked --bins \
+    && rm -rf src bin \
+        target/release/cairn target/release/ctl \
+        target/release/.fingerprint/cairn-* \
+        target/release/deps/cairn-* \
+        target/release/deps/libcairn-* \
+        target/release/deps/ctl-*
+
+# 2) The crate itself. `sqlx::migrate!("./migrations")` embeds the migrations at
+#    compile time, so they are part of the build context here. The placeholder's
+#    artifacts were removed above and the sources touched, so cargo rebuilds the
+#    crate even when COPY keeps file times older than the placeholder build.
+COPY src/ src/
+COPY bin/ bin/
+COPY migrations/ migrations/
+RUN touch src/lib.rs bin/cairn.rs bin/ctl.rs \
+    && cargo build --release --locked --bins \
+    && mkdir -p /out \
+    && cp target/release/cairn target/release/ctl /out/ \
+    && /out/cairn --version \
+    && /out/ctl --version
+
+# ---------------------------------------------------------------------------------
+FROM debian:${DEBIAN_RELEASE}-slim AS runtime
+
+# ca-certificates: rustls verifies `http`/`llm` step targets and TLS database
+# connections against the system roots. Nothing else is needed at run time: the
+# health probe below is plain bash.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 cairn \
+    && useradd --system --uid 10001 --gid cairn --home-dir /app --no-create-home \
+        --shell /usr/sbin/nologin cairn
+
+COPY --from=builder /out/cairn /out/ctl /usr/local/bin/
+COPY docker/healthcheck.sh /usr/local/bin/cairn-healthcheck
+# Workflow definitions stay owned by root: the service only reads them.
+COPY workflows/ /app/workflows/
+
+WORKDIR /app
+
+# Both are read by `cairn api`/`cairn dev` (see `cairn api --help`); `ctl workflow
+# validate` also defaults to CAIRN_WORKFLOWS_DIR. Listening on all interfaces is what
+# a container needs; the binary's own default is 127.0.0.1:8080.
+ENV CAIRN_WORKFLOWS_DIR=/app/workflows \
+    CAIRN_LISTEN=0.0.0.0:8080
+
+USER 10001:10001
+EXPOSE 8080
+
+# GET /healthz on the CAIRN_LISTEN port. Only `api` and `dev` serve HTTP: give
+# `worker`/`migrate` containers `healthcheck: disable: true` (docker-compose.yml does).
+# ECS ignores image health checks; the task definitions in terraform/ set their own.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["/usr/local/bin/cairn-healthcheck"]
+
+ENTRYPOINT ["cairn"]
+CMD ["api"]
