@@ -46,6 +46,13 @@ enum Command {
         #[command(flatten)]
         worker: WorkerArgs,
     },
+    /// Users and tokens, from the shell (e.g. the first admin).
+    Admin {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// The API and a worker in one process, for a laptop.
     Dev {
         #[command(flatten)]
@@ -56,6 +63,32 @@ enum Command {
         api: ApiArgs,
         #[command(flatten)]
         worker: WorkerArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create a user who can sign in to the dashboard.
+    CreateUser {
+        #[arg(long)]
+        email: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(long, default_value = "admin")]
+        role: cairn::auth::Role,
+        /// The password (prefer --password-stdin).
+        #[arg(long, conflicts_with = "password_stdin")]
+        password: Option<String>,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Create an API token; prints only the token.
+    CreateToken {
+        #[arg(long)]
+        role: cairn::auth::Role,
+        #[arg(long, default_value = "cli")]
+        name: String,
     },
 }
 
@@ -105,7 +138,12 @@ async fn serve_api(
         .await
         .with_context(|| format!("listening on {}", api.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "API listening");
-    cairn::api::serve(listener, cairn::api::AppState { pool, workflows }, shutdown).await?;
+    cairn::api::serve(
+        listener,
+        cairn::api::AppState::new(pool, workflows),
+        shutdown,
+    )
+    .await?;
     Ok(())
 }
 
@@ -120,6 +158,40 @@ async fn main() -> Result<()> {
                 .await
                 .context("applying migrations")?;
             println!("migrations applied");
+        }
+        Command::Admin { db, command } => {
+            let pool = connect(&db, true).await?;
+            match command {
+                AdminCommand::CreateUser {
+                    email,
+                    name,
+                    role,
+                    password,
+                    password_stdin,
+                } => {
+                    let password = match (password, password_stdin) {
+                        (Some(p), _) => p,
+                        (None, true) => {
+                            let mut line = String::new();
+                            std::io::stdin()
+                                .read_line(&mut line)
+                                .context("reading the password")?;
+                            line.trim_end_matches(['\n', '\r']).to_owned()
+                        }
+                        (None, false) => anyhow::bail!("give --password or --password-stdin"),
+                    };
+                    anyhow::ensure!(
+                        password.chars().count() >= 8,
+                        "the password must be at least 8 characters"
+                    );
+                    let user =
+                        cairn::auth::create_user(&pool, &email, &name, &password, role).await?;
+                    println!("created {} user {} ({})", user.role, user.email, user.id);
+                }
+                AdminCommand::CreateToken { role, name } => {
+                    println!("{}", cairn::auth::create_token(&pool, &name, role).await?);
+                }
+            }
         }
         Command::Api { db, workflows, api } => {
             let registry = load_workflows(&workflows)?;

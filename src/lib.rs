@@ -18,6 +18,7 @@
 //! * [`config`], [`telemetry`], [`shutdown`] — shared by the binaries.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod engine;

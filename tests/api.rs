@@ -38,6 +38,8 @@ struct Api {
     base: String,
     http: reqwest::Client,
     stop: CancellationToken,
+    /// An operator's bearer token.
+    token: String,
 }
 
 async fn spawn_api(pool: &PgPool) -> Api {
@@ -45,15 +47,13 @@ async fn spawn_api(pool: &PgPool) -> Api {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
-    let state = AppState {
-        pool: pool.clone(),
-        workflows: Arc::new(registry),
-    };
+    let state = AppState::new(pool.clone(), Arc::new(registry));
     tokio::spawn(serve(listener, state, stop.clone()));
     Api {
         base,
         http: reqwest::Client::new(),
         stop,
+        token: token(pool, cairn::auth::Role::Operator).await,
     }
 }
 
@@ -62,6 +62,7 @@ impl Api {
         let mut r = self
             .http
             .post(format!("{}/api/tasks", self.base))
+            .bearer_auth(&self.token)
             .json(&body);
         if let Some(k) = key {
             r = r.header("Idempotency-Key", k);
@@ -77,6 +78,7 @@ impl Api {
         let resp = self
             .http
             .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
             .send()
             .await
             .unwrap();
@@ -132,7 +134,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing(pool: PgPool) {
     let (status, body) = api
         .post(json!({ "workflow": "nope", "input": {} }), None)
         .await;
-    assert_eq!(status, 404);
+    assert_eq!(status, 404, "{body}");
     assert_eq!(body["error"]["code"], "not_found");
     assert!(
         body["error"]["message"]
@@ -175,6 +177,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing(pool: PgPool) {
     let resp = api
         .http
         .post(format!("{}/api/tasks", api.base))
+        .bearer_auth(&api.token)
         .header("content-type", "application/json")
         .body("{not json")
         .send()
@@ -271,12 +274,14 @@ async fn runs_are_listed_newest_first_with_keyset_pages_and_filters(pool: PgPool
     api.stop.cancel();
 }
 
-fn ctl(api: &str, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ctl"))
+async fn ctl(api: &str, token: &str, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ctl"))
         .args(args)
         .env("CAIRN_API_URL", api)
-        .env_remove("CAIRN_TOKEN")
+        .env("CAIRN_TOKEN", token)
+        .env("HOME", std::env::temp_dir())
         .output()
+        .await
         .expect("run ctl");
     (
         out.status.code().unwrap_or(-1),
@@ -290,38 +295,28 @@ async fn ctl_submits_lists_and_shows_runs(pool: PgPool) {
     migrate(&pool).await;
     let api = spawn_api(&pool).await;
     let worker = TestWorker::start(&pool, fast_settings());
-    let base = api.base.clone();
+    let (base, tok) = (api.base.as_str(), api.token.as_str());
 
-    let (code, out, err) = tokio::task::spawn_blocking({
-        let base = base.clone();
-        move || {
-            ctl(
-                &base,
-                &[
-                    "task",
-                    "submit",
-                    "greet",
-                    "--input",
-                    r#"{"name":"Ada"}"#,
-                    "-o",
-                    "json",
-                ],
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let (code, out, err) = ctl(
+        base,
+        tok,
+        &[
+            "task",
+            "submit",
+            "greet",
+            "--input",
+            r#"{"name":"Ada"}"#,
+            "-o",
+            "json",
+        ],
+    )
+    .await;
     assert_eq!(code, 0, "{err}");
     let submitted: Value = serde_json::from_str(&out).unwrap();
     let id = submitted["id"].as_str().unwrap().to_owned();
     wait_finished(&pool, std::slice::from_ref(&id), Duration::from_secs(30)).await;
 
-    let (code, out, _) = tokio::task::spawn_blocking({
-        let (base, id) = (base.clone(), id.clone());
-        move || ctl(&base, &["task", "show", &id, "-o", "json"])
-    })
-    .await
-    .unwrap();
+    let (code, out, _) = ctl(base, tok, &["task", "show", &id, "-o", "json"]).await;
     assert_eq!(code, 0);
     let shown: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(shown["status"], "succeeded");
@@ -339,40 +334,36 @@ async fn ctl_submits_lists_and_shows_runs(pool: PgPool) {
     }
     assert_eq!(shown["output"]["again"]["rows"][0]["text"], "hi Ada");
 
-    let (code, out, _) = tokio::task::spawn_blocking({
-        let base = base.clone();
-        move || ctl(&base, &["task", "list", "--status", "succeeded"])
-    })
-    .await
-    .unwrap();
+    let (code, out, _) = ctl(base, tok, &["task", "show", &id]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("greet") && out.contains("succeeded"), "{out}");
+
+    let (code, out, _) = ctl(base, tok, &["task", "list", "--status", "succeeded"]).await;
     assert_eq!(code, 0);
     assert!(out.contains(&id) && out.contains("succeeded"), "{out}");
 
-    let (code, _, err) = tokio::task::spawn_blocking({
-        let base = base.clone();
-        move || {
-            ctl(
-                &base,
-                &["task", "submit", "greet", "--input", r#"{"name":1}"#],
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let (code, _, err) = ctl(
+        base,
+        tok,
+        &["task", "submit", "greet", "--input", r#"{"name":1}"#],
+    )
+    .await;
     assert_eq!(code, 1);
     assert!(err.contains("name: expected string, got integer"), "{err}");
 
-    let (code, _, _) = tokio::task::spawn_blocking(move || ctl(&base, &["task", "bogus"]))
-        .await
-        .unwrap();
+    let (code, _, err) = ctl(base, "wrong", &["task", "list"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("401"), "{err}");
+
+    let (code, _, _) = ctl(base, tok, &["task", "bogus"]).await;
     assert_eq!(code, 2, "usage errors exit 2");
 
     worker.shutdown().await;
     api.stop.cancel();
 }
 
-#[test]
-fn ctl_validate_reports_located_errors_without_a_database() {
+#[tokio::test]
+async fn ctl_validate_reports_located_errors_without_a_database() {
     let dir = std::env::temp_dir().join(format!("cairn-validate-{}", ulid::Ulid::generate()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("good.toml"), GREET).unwrap();
@@ -384,8 +375,10 @@ fn ctl_validate_reports_located_errors_without_a_database() {
     std::fs::write(dir.join("broken.toml"), "[[steps]\nid = 1\n").unwrap();
     let (code, out, _) = ctl(
         "http://127.0.0.1:1",
+        "",
         &["workflow", "validate", dir.to_str().unwrap()],
-    );
+    )
+    .await;
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("bad.toml:5:10: step `a` needs unknown step `ghost`"),
@@ -396,6 +389,7 @@ fn ctl_validate_reports_located_errors_without_a_database() {
 
     let (code, out, _) = ctl(
         "http://127.0.0.1:1",
+        "",
         &[
             "workflow",
             "validate",
@@ -403,13 +397,19 @@ fn ctl_validate_reports_located_errors_without_a_database() {
             "-o",
             "json",
         ],
-    );
+    )
+    .await;
     assert_eq!(code, 0);
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["valid"], true);
 
     let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows");
-    let (code, out, _) = ctl("http://127.0.0.1:1", &["workflow", "validate", examples]);
+    let (code, out, _) = ctl(
+        "http://127.0.0.1:1",
+        "",
+        &["workflow", "validate", examples],
+    )
+    .await;
     assert_eq!(code, 0, "the shipped examples are valid: {out}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -1,8 +1,12 @@
 //! The HTTP API: the backend-for-frontend the dashboard and `ctl` talk to.
 //!
-//! JSON in `camelCase`; errors always have the shape of [`error::ApiError`]. The server
-//! is a function of (listener, state, shutdown), so tests bind port 0.
+//! JSON in `camelCase`; errors always have the shape of [`error::ErrorBody`]. Every
+//! `/api` handler declares the role it needs through an extractor ([`auth::Viewer`],
+//! [`auth::Operator`], [`auth::Admin`]), and carries a `#[utoipa::path]`, from which the
+//! OpenAPI document at `/api/openapi.json` is generated. The server is a function of
+//! (listener, state, shutdown), so tests bind port 0.
 
+pub mod auth;
 pub mod error;
 mod extract;
 mod health;
@@ -13,10 +17,15 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request};
+use axum::routing::get;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::workflow::Registry;
 
@@ -30,16 +39,86 @@ pub const MAX_BODY: usize = 1024 * 1024;
 pub struct AppState {
     pub pool: PgPool,
     pub workflows: Arc<Registry>,
+    /// Mark the session cookie `Secure` (behind HTTPS).
+    pub cookie_secure: bool,
+}
+
+impl AppState {
+    pub fn new(pool: PgPool, workflows: Arc<Registry>) -> AppState {
+        AppState {
+            pool,
+            workflows,
+            cookie_secure: false,
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Cairn API", description = "Durable workflows for AI/agent work, on Postgres alone."),
+    modifiers(&Security),
+    security(("bearer" = []), ("session" = [])),
+    components(schemas(error::ErrorBody))
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(auth::SESSION_COOKIE))),
+        );
+    }
+}
+
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(auth::routes())
+        .merge(tasks::routes())
+        .merge(workflows::routes())
+}
+
+/// The OpenAPI document of every `/api` route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes().into_openapi()
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(health::router())
-        .merge(tasks::router())
-        .merge(workflows::router())
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+    let (api, doc) = api_routes().split_for_parts();
+    let doc = Arc::new(doc);
+    let request_id = HeaderName::from_static("x-request-id");
+    api.route(
+        "/api/openapi.json",
+        get(move || {
+            let doc = doc.clone();
+            async move { axum::Json(doc.as_ref().clone()) }
+        }),
+    )
+    .merge(health::router())
+    .layer(DefaultBodyLimit::max(MAX_BODY))
+    .layer(
+        TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+            let id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }),
+    )
+    .layer(PropagateRequestIdLayer::new(request_id.clone()))
+    .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+    .with_state(state)
 }
 
 /// Serves until `shutdown` is cancelled, then drains open requests.

@@ -1,24 +1,27 @@
 //! `/api/tasks`: submit runs, list them, and show one with its steps, attempts and events.
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::auth::{Operator, Viewer};
 use super::extract::AppJson;
 use super::{ApiError, AppState};
 use crate::engine::{self, Rejected, Submitted};
 use crate::store;
 use crate::store::runs::{RunListParams, RunRow};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/tasks", get(list).post(submit))
-        .route("/api/tasks/{id}", get(show))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, submit))
+        .routes(routes!(show))
 }
 
 /// Every run status, in lifecycle order.
@@ -35,16 +38,27 @@ pub const RUN_STATUSES: &[&str] = &[
 
 const MAX_KEY_LEN: usize = 255;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct SubmitRequest {
+pub struct SubmitRequest {
+    /// The workflow's name.
     workflow: String,
+    /// A JSON object matching the workflow's `[input]`.
     #[serde(default)]
+    #[schema(value_type = Object)]
     input: Value,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubmitResponse {
+    task_id: String,
+    status: String,
+    workflow: String,
+}
+
 /// A run as lists show it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskSummary {
     id: String,
@@ -80,8 +94,19 @@ impl From<&RunRow> for TaskSummary {
     }
 }
 
+/// Queues a run. The run and its queue job commit together before the answer.
+#[utoipa::path(post, path = "/api/tasks", tag = "tasks", request_body = SubmitRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Submitting again with the same key returns the same run")),
+    responses(
+        (status = 201, body = SubmitResponse),
+        (status = 200, body = SubmitResponse, description = "the run an earlier request with this key created"),
+        (status = 404, body = super::error::ErrorBody, description = "unknown workflow"),
+        (status = 409, body = super::error::ErrorBody, description = "key reused for a different request"),
+        (status = 413, body = super::error::ErrorBody),
+        (status = 422, body = super::error::ErrorBody, description = "input does not match the schema")))]
 async fn submit(
     State(state): State<AppState>,
+    _: Operator,
     headers: HeaderMap,
     AppJson(req): AppJson<SubmitRequest>,
 ) -> Result<Response, ApiError> {
@@ -133,7 +158,11 @@ async fn submit(
     };
     let mut response = (
         status,
-        Json(json!({ "taskId": run.id, "status": run.status, "workflow": run.workflow })),
+        Json(SubmitResponse {
+            task_id: run.id.clone(),
+            status: run.status,
+            workflow: run.workflow,
+        }),
     )
         .into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("/api/tasks/{}", run.id)) {
@@ -142,9 +171,10 @@ async fn submit(
     Ok(response)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
     status: Option<String>,
     workflow: Option<String>,
     /// A duration such as `1h` or `30m`: runs created within it.
@@ -163,10 +193,22 @@ fn decode_cursor(c: &str) -> Option<(DateTime<Utc>, String)> {
     Some((at, id.to_owned()))
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskList {
+    items: Vec<TaskSummary>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    next_cursor: Option<String>,
+}
+
+/// Lists runs, newest first, a keyset-paginated page at a time.
+#[utoipa::path(get, path = "/api/tasks", tag = "tasks", params(ListQuery),
+    responses((status = 200, body = TaskList), (status = 400, body = super::error::ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
+    _: Viewer,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TaskList>, ApiError> {
     if let Some(s) = &q.status
         && !RUN_STATUSES.contains(&s.as_str())
     {
@@ -213,11 +255,18 @@ async fn list(
         None
     };
     let items: Vec<TaskSummary> = page.iter().map(TaskSummary::from).collect();
-    Ok(Json(json!({ "items": items, "nextCursor": next })))
+    Ok(Json(TaskList {
+        items,
+        next_cursor: next,
+    }))
 }
 
+/// A run with its steps (each with every attempt), outputs, errors, events and dead letter.
+#[utoipa::path(get, path = "/api/tasks/{id}", tag = "tasks", params(("id" = String, Path)),
+    responses((status = 200, body = Object), (status = 404, body = super::error::ErrorBody)))]
 async fn show(
     State(state): State<AppState>,
+    _: Viewer,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let run = store::runs::run_get(&state.pool, &id)

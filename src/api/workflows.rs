@@ -1,17 +1,18 @@
 //! `/api/workflows`: the definitions this API accepts runs for.
 
+use axum::Json;
 use axum::extract::{Path, State};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde_json::{Value, json};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::auth::Viewer;
 use super::{ApiError, AppState};
 use crate::workflow::Definition;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/workflows", get(list))
-        .route("/api/workflows/{name}", get(show))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show))
 }
 
 fn summary(d: &Definition) -> Value {
@@ -23,13 +24,19 @@ fn summary(d: &Definition) -> Value {
     })
 }
 
-async fn list(State(state): State<AppState>) -> Json<Value> {
+/// The workflows this API accepts runs for.
+#[utoipa::path(get, path = "/api/workflows", tag = "workflows", responses((status = 200, body = Object)))]
+async fn list(State(state): State<AppState>, _: Viewer) -> Json<Value> {
     let items: Vec<Value> = state.workflows.iter().map(summary).collect();
     Json(json!({ "items": items }))
 }
 
+/// One workflow: its validated definition and source.
+#[utoipa::path(get, path = "/api/workflows/{name}", tag = "workflows", params(("name" = String, Path)),
+    responses((status = 200, body = Object), (status = 404, body = super::error::ErrorBody)))]
 async fn show(
     State(state): State<AppState>,
+    _: Viewer,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let def = state

@@ -13,6 +13,7 @@ pub mod events;
 pub mod runs;
 pub mod step_sql;
 pub mod steps;
+pub mod users;
 pub mod workers;
 
 use std::time::Duration;

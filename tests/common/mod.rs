@@ -25,6 +25,13 @@ pub async fn migrate(pool: &PgPool) {
     cairn::store::migrate(pool).await.expect("migrations apply");
 }
 
+/// A bearer token with `role`.
+pub async fn token(pool: &PgPool, role: cairn::auth::Role) -> String {
+    cairn::auth::create_token(pool, "test", role)
+        .await
+        .expect("token")
+}
+
 /// A URL for the test's own database, for child processes.
 pub fn database_url(pool: &PgPool) -> String {
     let o = pool.connect_options();

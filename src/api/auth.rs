@@ -1,0 +1,501 @@
+//! Authentication and roles for the API: role extractors every handler declares
+//! ([`Viewer`], [`Operator`], [`Admin`]), dashboard sign-in with an HttpOnly session
+//! cookie, and the admin endpoints for users and tokens.
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::extract::AppJson;
+use super::{ApiError, AppState};
+use crate::auth::{self, Principal, Role};
+use crate::store::users::{self, TokenRow, UserRow};
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "cairn_session";
+const SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// Who is calling: a bearer token, else a session cookie.
+async fn principal(parts: &Parts, state: &AppState) -> Result<Option<Principal>, ApiError> {
+    if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| {
+                ApiError::Unauthorized("Authorization must be `Bearer <token>`".into())
+            })?;
+        let Some(row) = users::token_use(&state.pool, &auth::secret_hash(token)).await? else {
+            return Err(ApiError::Unauthorized("unknown or revoked token".into()));
+        };
+        let role = row.role.parse().map_err(ApiError::internal)?;
+        return Ok(Some(Principal {
+            user_id: row.user_id,
+            name: row.name,
+            role,
+        }));
+    }
+    if let Some(session) = cookie(&parts.headers, SESSION_COOKIE) {
+        if let Some(user) = users::session_user(&state.pool, &auth::secret_hash(&session)).await? {
+            let role = user.role.parse().map_err(ApiError::internal)?;
+            return Ok(Some(Principal {
+                user_id: Some(user.id),
+                name: user.email,
+                role,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+async fn require(parts: &Parts, state: &AppState, role: Role) -> Result<Principal, ApiError> {
+    let p = principal(parts, state)
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("sign in or send a bearer token".into()))?;
+    if p.role < role {
+        return Err(ApiError::Forbidden(format!(
+            "this needs the {role} role; you are {}",
+            p.role
+        )));
+    }
+    Ok(p)
+}
+
+macro_rules! role_extractor {
+    ($name:ident, $role:expr, $doc:literal) => {
+        #[doc = $doc]
+        #[derive(Debug, Clone)]
+        pub struct $name(pub Principal);
+
+        impl FromRequestParts<AppState> for $name {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(
+                parts: &mut Parts,
+                state: &AppState,
+            ) -> Result<Self, Self::Rejection> {
+                require(parts, state, $role).await.map($name)
+            }
+        }
+    };
+}
+
+role_extractor!(
+    Viewer,
+    Role::Viewer,
+    "A caller with at least the viewer role."
+);
+role_extractor!(
+    Operator,
+    Role::Operator,
+    "A caller with at least the operator role."
+);
+role_extractor!(Admin, Role::Admin, "A caller with the admin role.");
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(me))
+        .routes(routes!(personal_token))
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(update_user, delete_user))
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(revoke_token))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserView {
+    id: i64,
+    email: String,
+    name: String,
+    role: Role,
+    created_at: DateTime<Utc>,
+    disabled: bool,
+}
+
+impl TryFrom<UserRow> for UserView {
+    type Error = ApiError;
+
+    fn try_from(u: UserRow) -> Result<Self, ApiError> {
+        Ok(UserView {
+            id: u.id,
+            role: u.role.parse().map_err(ApiError::internal)?,
+            email: u.email,
+            name: u.name,
+            created_at: u.created_at,
+            disabled: u.disabled_at.is_some(),
+        })
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserEnvelope {
+    user: UserView,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    email: String,
+    password: String,
+}
+
+/// Signs in and sets the session cookie.
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, body = UserEnvelope), (status = 401, description = "wrong email or password")))]
+async fn login(
+    State(state): State<AppState>,
+    AppJson(req): AppJson<LoginRequest>,
+) -> Result<Response, ApiError> {
+    let wrong = || ApiError::Unauthorized("wrong email or password".into());
+    let user = users::user_by_email(&state.pool, &req.email)
+        .await?
+        .ok_or_else(wrong)?;
+    if user.disabled_at.is_some() || !auth::verify_password(&req.password, &user.password_hash) {
+        return Err(wrong());
+    }
+    let secret = auth::new_secret("").map_err(ApiError::internal)?;
+    users::session_create(
+        &state.pool,
+        &auth::secret_hash(&secret),
+        user.id,
+        SESSION_TTL,
+    )
+    .await?;
+    let mut cookie = format!(
+        "{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}",
+        SESSION_TTL.as_secs()
+    );
+    if state.cookie_secure {
+        cookie.push_str("; Secure");
+    }
+    let mut response = Json(UserEnvelope {
+        user: user.try_into()?,
+    })
+    .into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).map_err(ApiError::internal)?,
+    );
+    Ok(response)
+}
+
+/// Ends the session.
+#[utoipa::path(post, path = "/api/auth/logout", tag = "auth", responses((status = 204)))]
+async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    if let Some(session) = cookie(&headers, SESSION_COOKIE) {
+        users::session_delete(&state.pool, &auth::secret_hash(&session)).await?;
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("cairn_session=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"),
+    );
+    Ok(response)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MeView {
+    user: MeUser,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeUser {
+    id: Option<i64>,
+    name: String,
+    email: Option<String>,
+    role: Role,
+}
+
+/// The signed-in user (or token) and its role.
+#[utoipa::path(get, path = "/api/auth/me", tag = "auth", responses((status = 200, body = MeView)))]
+async fn me(State(state): State<AppState>, Viewer(p): Viewer) -> Result<Json<MeView>, ApiError> {
+    let user = match p.user_id {
+        Some(id) => users::user_get(&state.pool, id).await?,
+        None => None,
+    };
+    Ok(Json(MeView {
+        user: MeUser {
+            id: p.user_id,
+            name: user.as_ref().map_or(p.name.clone(), |u| u.name.clone()),
+            email: user.map(|u| u.email),
+            role: p.role,
+        },
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PersonalTokenRequest {
+    name: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NewToken {
+    id: i64,
+    /// Shown once; only its hash is stored.
+    token: String,
+    role: Role,
+}
+
+/// Creates a token for the caller, with the caller's role (what `ctl login` stores).
+#[utoipa::path(post, path = "/api/auth/token", tag = "auth", request_body = PersonalTokenRequest,
+    responses((status = 201, body = NewToken)))]
+async fn personal_token(
+    State(state): State<AppState>,
+    Viewer(p): Viewer,
+    AppJson(req): AppJson<PersonalTokenRequest>,
+) -> Result<(StatusCode, Json<NewToken>), ApiError> {
+    let secret = auth::new_secret("crn_").map_err(ApiError::internal)?;
+    let row = users::token_create(
+        &state.pool,
+        &req.name,
+        &auth::secret_hash(&secret),
+        p.role.as_str(),
+        p.user_id,
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(NewToken {
+            id: row.id,
+            token: secret,
+            role: p.role,
+        }),
+    ))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserList {
+    items: Vec<UserView>,
+}
+
+/// Users.
+#[utoipa::path(get, path = "/api/users", tag = "users", responses((status = 200, body = UserList)))]
+async fn list_users(State(state): State<AppState>, _: Admin) -> Result<Json<UserList>, ApiError> {
+    let items = users::user_list(&state.pool)
+        .await?
+        .into_iter()
+        .map(UserView::try_from)
+        .collect::<Result<_, _>>()?;
+    Ok(Json(UserList { items }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    email: String,
+    #[serde(default)]
+    name: String,
+    password: String,
+    role: Role,
+}
+
+fn check_password(p: &str) -> Result<(), ApiError> {
+    if p.chars().count() < 8 {
+        return Err(ApiError::Unprocessable {
+            message: "password must be at least 8 characters".into(),
+            details: None,
+        });
+    }
+    Ok(())
+}
+
+/// Creates a user.
+#[utoipa::path(post, path = "/api/users", tag = "users", request_body = CreateUser,
+    responses((status = 201, body = UserView), (status = 409, description = "email taken")))]
+async fn create_user(
+    State(state): State<AppState>,
+    _: Admin,
+    AppJson(req): AppJson<CreateUser>,
+) -> Result<(StatusCode, Json<UserView>), ApiError> {
+    if !req.email.contains('@') {
+        return Err(ApiError::Unprocessable {
+            message: "email must be an email address".into(),
+            details: None,
+        });
+    }
+    check_password(&req.password)?;
+    let hash = auth::hash_password(&req.password).map_err(ApiError::internal)?;
+    let user = users::user_create(
+        &state.pool,
+        req.email.trim(),
+        &req.name,
+        &hash,
+        req.role.as_str(),
+    )
+    .await
+    .map_err(|e| match e.constraint() {
+        Some("users_email") => ApiError::Conflict {
+            message: "a user with this email exists".into(),
+            details: None,
+        },
+        _ => e.into(),
+    })?;
+    Ok((StatusCode::CREATED, Json(user.try_into()?)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    name: Option<String>,
+    role: Option<Role>,
+    password: Option<String>,
+    disabled: Option<bool>,
+}
+
+/// Changes a user's name, role, password or disabled flag.
+#[utoipa::path(patch, path = "/api/users/{id}", tag = "users", request_body = UpdateUser,
+    params(("id" = i64, Path)), responses((status = 200, body = UserView), (status = 404)))]
+async fn update_user(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<i64>,
+    AppJson(req): AppJson<UpdateUser>,
+) -> Result<Json<UserView>, ApiError> {
+    let hash = match &req.password {
+        Some(p) => {
+            check_password(p)?;
+            Some(auth::hash_password(p).map_err(ApiError::internal)?)
+        }
+        None => None,
+    };
+    let user = users::user_update(
+        &state.pool,
+        id,
+        req.name.as_deref(),
+        req.role.map(Role::as_str),
+        hash.as_deref(),
+        req.disabled,
+    )
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("no user {id}")))?;
+    Ok(Json(user.try_into()?))
+}
+
+/// Deletes a user, their sessions and tokens.
+#[utoipa::path(delete, path = "/api/users/{id}", tag = "users", params(("id" = i64, Path)),
+    responses((status = 204), (status = 404)))]
+async fn delete_user(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    if users::user_delete(&state.pool, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!("no user {id}")))
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenView {
+    id: i64,
+    name: String,
+    role: String,
+    user_id: Option<i64>,
+    created_at: DateTime<Utc>,
+    last_used_at: Option<DateTime<Utc>>,
+    revoked: bool,
+}
+
+impl From<TokenRow> for TokenView {
+    fn from(t: TokenRow) -> Self {
+        TokenView {
+            id: t.id,
+            name: t.name,
+            role: t.role,
+            user_id: t.user_id,
+            created_at: t.created_at,
+            last_used_at: t.last_used_at,
+            revoked: t.revoked_at.is_some(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenList {
+    items: Vec<TokenView>,
+}
+
+/// API tokens (never their secrets).
+#[utoipa::path(get, path = "/api/tokens", tag = "tokens", responses((status = 200, body = TokenList)))]
+async fn list_tokens(State(state): State<AppState>, _: Admin) -> Result<Json<TokenList>, ApiError> {
+    let items = users::token_list(&state.pool)
+        .await?
+        .into_iter()
+        .map(TokenView::from)
+        .collect();
+    Ok(Json(TokenList { items }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    name: String,
+    role: Role,
+}
+
+/// Creates a service token; the answer is the only time the token is shown.
+#[utoipa::path(post, path = "/api/tokens", tag = "tokens", request_body = CreateToken,
+    responses((status = 201, body = NewToken)))]
+async fn create_token(
+    State(state): State<AppState>,
+    _: Admin,
+    AppJson(req): AppJson<CreateToken>,
+) -> Result<(StatusCode, Json<NewToken>), ApiError> {
+    let secret = auth::new_secret("crn_").map_err(ApiError::internal)?;
+    let row = users::token_create(
+        &state.pool,
+        &req.name,
+        &auth::secret_hash(&secret),
+        req.role.as_str(),
+        None,
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(NewToken {
+            id: row.id,
+            token: secret,
+            role: req.role,
+        }),
+    ))
+}
+
+/// Revokes a token.
+#[utoipa::path(delete, path = "/api/tokens/{id}", tag = "tokens", params(("id" = i64, Path)),
+    responses((status = 204), (status = 404)))]
+async fn revoke_token(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    if users::token_revoke(&state.pool, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!("no token {id}")))
+    }
+}

@@ -1,0 +1,200 @@
+//! `users`, `sessions` and `api_tokens`.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use super::Result;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRow {
+    pub id: i64,
+    pub email: String,
+    pub name: String,
+    pub password_hash: String,
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+    pub disabled_at: Option<DateTime<Utc>>,
+}
+
+const USER_COLUMNS: &str = "id, email, name, password_hash, role, created_at, disabled_at";
+
+pub async fn user_create(
+    pool: &PgPool,
+    email: &str,
+    name: &str,
+    password_hash: &str,
+    role: &str,
+) -> Result<UserRow> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "insert into users (email, name, password_hash, role) values ($1, $2, $3, $4)
+         returning {USER_COLUMNS}"
+    )))
+    .bind(email)
+    .bind(name)
+    .bind(password_hash)
+    .bind(role)
+    .fetch_one(pool)
+    .await?)
+}
+
+pub async fn user_by_email(pool: &PgPool, email: &str) -> Result<Option<UserRow>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {USER_COLUMNS} from users where lower(email) = lower($1)"
+    )))
+    .bind(email)
+    .fetch_optional(pool)
+    .await?)
+}
+
+pub async fn user_get(pool: &PgPool, id: i64) -> Result<Option<UserRow>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {USER_COLUMNS} from users where id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+pub async fn user_list(pool: &PgPool) -> Result<Vec<UserRow>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {USER_COLUMNS} from users order by id"
+    )))
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Changes what is given; returns the user after the change.
+pub async fn user_update(
+    pool: &PgPool,
+    id: i64,
+    name: Option<&str>,
+    role: Option<&str>,
+    password_hash: Option<&str>,
+    disabled: Option<bool>,
+) -> Result<Option<UserRow>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "update users set name = coalesce($2, name), role = coalesce($3, role),
+                password_hash = coalesce($4, password_hash),
+                disabled_at = case when $5::bool is null then disabled_at
+                                   when $5 then coalesce(disabled_at, now()) else null end
+          where id = $1 returning {USER_COLUMNS}"
+    )))
+    .bind(id)
+    .bind(name)
+    .bind(role)
+    .bind(password_hash)
+    .bind(disabled)
+    .fetch_optional(pool)
+    .await?)
+}
+
+pub async fn user_delete(pool: &PgPool, id: i64) -> Result<bool> {
+    Ok(sqlx::query("delete from users where id = $1")
+        .bind(id)
+        .execute(pool)
+        .await?
+        .rows_affected()
+        == 1)
+}
+
+pub async fn session_create(
+    pool: &PgPool,
+    token_hash: &str,
+    user_id: i64,
+    ttl: std::time::Duration,
+) -> Result<()> {
+    sqlx::query(
+        "insert into sessions (token_hash, user_id, expires_at)
+         values ($1, $2, now() + make_interval(secs => $3))",
+    )
+    .bind(token_hash)
+    .bind(user_id)
+    .bind(ttl.as_secs_f64())
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The enabled user a live session belongs to.
+pub async fn session_user(pool: &PgPool, token_hash: &str) -> Result<Option<UserRow>> {
+    Ok(sqlx::query_as(
+        "select u.id, u.email, u.name, u.password_hash, u.role, u.created_at, u.disabled_at
+           from sessions s join users u on u.id = s.user_id
+          where s.token_hash = $1 and s.expires_at > now() and u.disabled_at is null",
+    )
+    .bind(token_hash)
+    .fetch_optional(pool)
+    .await?)
+}
+
+pub async fn session_delete(pool: &PgPool, token_hash: &str) -> Result<()> {
+    sqlx::query("delete from sessions where token_hash = $1")
+        .bind(token_hash)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TokenRow {
+    pub id: i64,
+    pub name: String,
+    pub role: String,
+    pub user_id: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+pub async fn token_create(
+    pool: &PgPool,
+    name: &str,
+    token_hash: &str,
+    role: &str,
+    user_id: Option<i64>,
+) -> Result<TokenRow> {
+    Ok(sqlx::query_as(
+        "insert into api_tokens (name, token_hash, role, user_id) values ($1, $2, $3, $4)
+         returning id, name, role, user_id, created_at, last_used_at, revoked_at",
+    )
+    .bind(name)
+    .bind(token_hash)
+    .bind(role)
+    .bind(user_id)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// The live token with this hash (its owner, if any, must be enabled); records its use.
+pub async fn token_use(pool: &PgPool, token_hash: &str) -> Result<Option<TokenRow>> {
+    Ok(sqlx::query_as(
+        "update api_tokens t set last_used_at = now()
+          where t.token_hash = $1 and t.revoked_at is null
+            and (t.user_id is null or exists
+                   (select 1 from users u where u.id = t.user_id and u.disabled_at is null))
+         returning t.id, t.name, t.role, t.user_id, t.created_at, t.last_used_at, t.revoked_at",
+    )
+    .bind(token_hash)
+    .fetch_optional(pool)
+    .await?)
+}
+
+pub async fn token_list(pool: &PgPool) -> Result<Vec<TokenRow>> {
+    Ok(sqlx::query_as(
+        "select id, name, role, user_id, created_at, last_used_at, revoked_at
+           from api_tokens order by id",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+pub async fn token_revoke(pool: &PgPool, id: i64) -> Result<bool> {
+    Ok(
+        sqlx::query("update api_tokens set revoked_at = coalesce(revoked_at, now()) where id = $1")
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected()
+            == 1,
+    )
+}
