@@ -53,15 +53,15 @@ async fn principal(parts: &Parts, state: &AppState) -> Result<Option<Principal>,
             role,
         }));
     }
-    if let Some(session) = cookie(&parts.headers, SESSION_COOKIE) {
-        if let Some(user) = users::session_user(&state.pool, &auth::secret_hash(&session)).await? {
-            let role = user.role.parse().map_err(ApiError::internal)?;
-            return Ok(Some(Principal {
-                user_id: Some(user.id),
-                name: user.email,
-                role,
-            }));
-        }
+    if let Some(session) = cookie(&parts.headers, SESSION_COOKIE)
+        && let Some(user) = users::session_user(&state.pool, &auth::secret_hash(&session)).await?
+    {
+        let role = user.role.parse().map_err(ApiError::internal)?;
+        return Ok(Some(Principal {
+            user_id: Some(user.id),
+            name: user.email,
+            role,
+        }));
     }
     Ok(None)
 }
