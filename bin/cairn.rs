@@ -1,11 +1,12 @@
-//! `cairn`: the services. `migrate`, `api`, `worker`, and `dev` (api + worker in one
-//! process). Configuration comes from flags and the environment (see `--help`).
+//! `cairn`: the services. `migrate`, `api`, `worker`, `scheduler`, and `dev` (api,
+//! worker and scheduler in one process). Configuration comes from flags and the
+//! environment (see `--help`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use cairn::config::{ApiArgs, DatabaseArgs, WorkerArgs, WorkflowArgs};
+use cairn::config::{ApiArgs, DatabaseArgs, SchedulerArgs, WorkerArgs, WorkflowArgs};
 use cairn::worker::WorkerSettings;
 use clap::{Parser, Subcommand};
 
@@ -46,6 +47,16 @@ enum Command {
         #[command(flatten)]
         worker: WorkerArgs,
     },
+    /// Start schedules' runs at their cron ticks: each tick once, however many
+    /// schedulers run. Syncs the workflow files' `[[schedules]]` on start.
+    Scheduler {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        workflows: WorkflowArgs,
+        #[command(flatten)]
+        scheduler: SchedulerArgs,
+    },
     /// Users and tokens, from the shell (e.g. the first admin).
     Admin {
         #[command(flatten)]
@@ -53,7 +64,7 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
-    /// The API and a worker in one process, for a laptop.
+    /// The API, a worker and a scheduler in one process, for a laptop.
     Dev {
         #[command(flatten)]
         db: DatabaseArgs,
@@ -63,6 +74,8 @@ enum Command {
         api: ApiArgs,
         #[command(flatten)]
         worker: WorkerArgs,
+        #[command(flatten)]
+        scheduler: SchedulerArgs,
     },
 }
 
@@ -93,7 +106,11 @@ enum AdminCommand {
 }
 
 async fn connect(db: &DatabaseArgs, migrate: bool) -> Result<sqlx::PgPool> {
-    let pool = cairn::store::connect(&db.database_url, db.db_pool)
+    let url = db
+        .database_url
+        .as_deref()
+        .context("DATABASE_URL is not set (give --database-url or set DATABASE_URL)")?;
+    let pool = cairn::store::connect(url, db.db_pool)
         .await
         .context("connecting to the database")?;
     if migrate && !db.no_migrate {
@@ -128,6 +145,30 @@ fn worker_settings(w: &WorkerArgs) -> WorkerSettings {
     }
 }
 
+fn scheduler_settings(s: &SchedulerArgs) -> cairn::scheduler::SchedulerSettings {
+    cairn::scheduler::SchedulerSettings {
+        poll_interval: s.scheduler_poll,
+        ..Default::default()
+    }
+}
+
+async fn run_scheduler(
+    pool: sqlx::PgPool,
+    workflows: Arc<cairn::workflow::Registry>,
+    args: &SchedulerArgs,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<()> {
+    cairn::scheduler::run(
+        pool,
+        workflows,
+        scheduler_settings(args),
+        Arc::new(cairn::scheduler::SystemClock),
+        shutdown,
+    )
+    .await?;
+    Ok(())
+}
+
 async fn serve_api(
     pool: sqlx::PgPool,
     workflows: Arc<cairn::workflow::Registry>,
@@ -138,12 +179,10 @@ async fn serve_api(
         .await
         .with_context(|| format!("listening on {}", api.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "API listening");
-    cairn::api::serve(
-        listener,
-        cairn::api::AppState::new(pool, workflows),
-        shutdown,
-    )
-    .await?;
+    let mut state = cairn::api::AppState::new(pool, workflows);
+    state.cookie_secure = api.cookie_secure;
+    state.static_dir = Some(api.static_dir.clone());
+    cairn::api::serve(listener, state, shutdown).await?;
     Ok(())
 }
 
@@ -203,21 +242,53 @@ async fn main() -> Result<()> {
             cairn::worker::run(pool, worker_settings(&worker), cairn::shutdown::on_signal())
                 .await?;
         }
-        Command::Dev {
+        Command::Scheduler {
             db,
             workflows,
-            api,
-            worker,
+            scheduler,
         } => {
             let registry = load_workflows(&workflows)?;
             let pool = connect(&db, true).await?;
+            run_scheduler(pool, registry, &scheduler, cairn::shutdown::on_signal()).await?;
+        }
+        Command::Dev {
+            mut db,
+            workflows,
+            api,
+            worker,
+            scheduler,
+        } => {
+            let registry = load_workflows(&workflows)?;
+            // Without a database, a private one for as long as this process runs.
+            let private = match db.database_url {
+                Some(_) => None,
+                None => {
+                    let dir = cairn::devdb::DevDb::default_dir();
+                    let pg = tokio::task::spawn_blocking(move || cairn::devdb::DevDb::start(&dir))
+                        .await?
+                        .context("starting a private PostgreSQL")?;
+                    db.database_url = Some(pg.url());
+                    Some(pg)
+                }
+            };
+            let pool = connect(&db, true).await?;
+            if let Some(pg) = &private {
+                let token =
+                    cairn::auth::create_token(&pool, "cairn dev", cairn::auth::Role::Admin).await?;
+                println!("DATABASE_URL={}", pg.url());
+                println!("CAIRN_API_URL=http://{}", api.listen);
+                println!("CAIRN_TOKEN={token}");
+            }
             let shutdown = cairn::shutdown::on_signal();
-            let (a, w) = tokio::join!(
-                serve_api(pool.clone(), registry, &api, shutdown.clone()),
-                cairn::worker::run(pool, worker_settings(&worker), shutdown.clone()),
+            let (a, w, s) = tokio::join!(
+                serve_api(pool.clone(), registry.clone(), &api, shutdown.clone()),
+                cairn::worker::run(pool.clone(), worker_settings(&worker), shutdown.clone()),
+                run_scheduler(pool, registry, &scheduler, shutdown.clone()),
             );
+            drop(private);
             a?;
             w?;
+            s?;
         }
     }
     Ok(())

@@ -9,9 +9,9 @@ use clap::Args;
 /// Where the database is.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
-    /// PostgreSQL connection URL.
+    /// PostgreSQL connection URL (`cairn dev` starts a private PostgreSQL without one).
     #[arg(long, env = "DATABASE_URL")]
-    pub database_url: String,
+    pub database_url: Option<String>,
     /// Connections this process may hold.
     #[arg(long, env = "CAIRN_DB_POOL", default_value_t = 10)]
     pub db_pool: u32,
@@ -34,6 +34,12 @@ pub struct ApiArgs {
     /// Address to listen on.
     #[arg(long, env = "CAIRN_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
+    /// Built dashboard assets to serve at `/` (skipped when missing).
+    #[arg(long, env = "CAIRN_STATIC_DIR", default_value = "./frontend/dist")]
+    pub static_dir: PathBuf,
+    /// Mark the session cookie Secure (serve over HTTPS).
+    #[arg(long, env = "CAIRN_COOKIE_SECURE")]
+    pub cookie_secure: bool,
 }
 
 /// `cairn worker`.
@@ -56,4 +62,13 @@ pub struct WorkerArgs {
     /// Comma-separated environment variables that templates may read as `env.NAME`.
     #[arg(long, env = "CAIRN_TEMPLATE_ENV", value_delimiter = ',')]
     pub template_env: Vec<String>,
+}
+
+/// `cairn scheduler`.
+#[derive(Debug, Clone, Args)]
+pub struct SchedulerArgs {
+    /// Longest sleep between checks for due schedules. A scheduler otherwise sleeps until
+    /// the next tick, and wakes at once when a schedule is added, retimed or resumed.
+    #[arg(long, env = "CAIRN_SCHEDULER_POLL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub scheduler_poll: Duration,
 }

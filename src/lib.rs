@@ -7,6 +7,8 @@
 //! * [`cli`] — the `ctl` operator CLI; talks to the API over HTTP only.
 //! * [`api`] — the axum HTTP API (the dashboard's backend-for-frontend).
 //! * [`worker`] — a worker process: the queue consumer, lease keeper and rescuer.
+//! * [`scheduler`] — a scheduler process: syncs `[[schedules]]` and turns cron ticks
+//!   into runs, each tick exactly once however many schedulers run.
 //! * [`engine`] — advances one run: leases it, runs its ready steps, checkpoints,
 //!   retries with backoff, parks, finishes or dead-letters it.
 //! * [`step`] — executes one attempt of one step (`http`, `sql`).
@@ -21,8 +23,10 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod devdb;
 pub mod engine;
 pub mod queue;
+pub mod scheduler;
 pub mod shutdown;
 pub mod step;
 pub mod store;

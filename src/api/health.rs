@@ -19,11 +19,18 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok", "version": crate::VERSION }))
 }
 
-/// The process can serve: the database answers.
+/// The process can serve: the database answers and its migrations are current.
 async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    store::ping(&state.pool).await.map_err(|e| {
-        tracing::warn!(error = %e, "readiness check failed");
-        ApiError::Unavailable("database unreachable".into())
-    })?;
+    let current = store::stats::migrations_current(&state.pool)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "readiness check failed");
+            ApiError::Unavailable("database unreachable".into())
+        })?;
+    if !current {
+        return Err(ApiError::Unavailable(
+            "database migrations are not current; run `cairn migrate`".into(),
+        ));
+    }
     Ok(Json(json!({ "status": "ready" })))
 }

@@ -7,10 +7,15 @@
 //! (listener, state, shutdown), so tests bind port 0.
 
 pub mod auth;
+mod dead_letters;
 pub mod error;
+mod events;
 mod extract;
 mod health;
+mod metrics;
+mod schedules;
 mod tasks;
+mod workers;
 mod workflows;
 
 use std::sync::Arc;
@@ -41,6 +46,10 @@ pub struct AppState {
     pub workflows: Arc<Registry>,
     /// Mark the session cookie `Secure` (behind HTTPS).
     pub cookie_secure: bool,
+    /// Built dashboard assets served at `/`, when present.
+    pub static_dir: Option<std::path::PathBuf>,
+    /// Wakes `/api/events` streams.
+    pub events: events::Hub,
 }
 
 impl AppState {
@@ -49,6 +58,8 @@ impl AppState {
             pool,
             workflows,
             cookie_secure: false,
+            static_dir: None,
+            events: Arc::default(),
         }
     }
 }
@@ -85,7 +96,11 @@ fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(auth::routes())
         .merge(tasks::routes())
+        .merge(schedules::routes())
+        .merge(dead_letters::routes())
+        .merge(events::routes())
         .merge(workflows::routes())
+        .merge(workers::routes())
 }
 
 /// The OpenAPI document of every `/api` route.
@@ -97,7 +112,20 @@ pub fn router(state: AppState) -> Router {
     let (api, doc) = api_routes().split_for_parts();
     let doc = Arc::new(doc);
     let request_id = HeaderName::from_static("x-request-id");
-    api.route(
+    // The dashboard: files from the build, and its index for client-side routes.
+    let api = match state
+        .static_dir
+        .as_ref()
+        .filter(|d| d.join("index.html").is_file())
+    {
+        Some(dir) => api.fallback_service(
+            tower_http::services::ServeDir::new(dir)
+                .fallback(tower_http::services::ServeFile::new(dir.join("index.html"))),
+        ),
+        None => api,
+    };
+    api.route("/metrics", get(metrics::metrics))
+        .route(
         "/api/openapi.json",
         get(move || {
             let doc = doc.clone();

@@ -22,6 +22,279 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, submit))
         .routes(routes!(show))
+        .routes(routes!(events))
+        .routes(routes!(retry))
+        .routes(routes!(replay))
+        .routes(routes!(cancel))
+        .routes(routes!(bulk))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskState {
+    task_id: String,
+    status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replay_of: Option<String>,
+}
+
+fn by(p: &crate::auth::Principal) -> String {
+    p.name.clone()
+}
+
+/// Retries a dead (or cancelled) run from its failed step; its checkpoints stay.
+#[utoipa::path(post, path = "/api/tasks/{id}/retry", tag = "tasks", params(("id" = String, Path)),
+    responses((status = 200, body = TaskState), (status = 404, body = super::error::ErrorBody),
+              (status = 409, body = super::error::ErrorBody, description = "the run is not dead or cancelled")))]
+async fn retry(
+    State(state): State<AppState>,
+    Operator(p): Operator,
+    Path(id): Path<String>,
+) -> Result<Json<TaskState>, ApiError> {
+    match engine::ops::retry(&state.pool, &id, &by(&p)).await? {
+        Some(run) => Ok(Json(TaskState {
+            task_id: run.id,
+            status: run.status,
+            replay_of: None,
+        })),
+        None => match store::runs::run_get(&state.pool, &id).await? {
+            None => Err(ApiError::NotFound(format!("no task with id `{id}`"))),
+            Some(run) => Err(ApiError::Conflict {
+                message: format!(
+                    "only dead or cancelled runs can be retried; this one is {}",
+                    run.status
+                ),
+                details: None,
+            }),
+        },
+    }
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReplayRequest {
+    /// Re-execute this step and everything downstream; other checkpoints are copied.
+    from_step: Option<String>,
+    /// A different input.
+    #[schema(value_type = Option<Object>)]
+    input: Option<Value>,
+    /// Use the workflow's current definition rather than the run's.
+    #[serde(default)]
+    latest_definition: bool,
+}
+
+/// Starts a new run replaying this one, optionally from a step and with a new input.
+#[utoipa::path(post, path = "/api/tasks/{id}/replay", tag = "tasks", params(("id" = String, Path)),
+    request_body = ReplayRequest,
+    responses((status = 201, body = TaskState), (status = 404, body = super::error::ErrorBody),
+              (status = 422, body = super::error::ErrorBody)))]
+async fn replay(
+    State(state): State<AppState>,
+    _: Operator,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<TaskState>), ApiError> {
+    // The body is optional: no body replays the whole run as it was.
+    let req: ReplayRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ReplayRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("bad replay request: {e}")))?
+    };
+    let params = engine::ops::ReplayParams {
+        from_step: req.from_step,
+        input: req.input,
+        latest_definition: req.latest_definition,
+    };
+    use engine::ops::ReplayRejected as R;
+    match engine::ops::replay(&state.pool, &state.workflows, &id, &params).await? {
+        Ok(run) => Ok((
+            StatusCode::CREATED,
+            Json(TaskState {
+                task_id: run.id,
+                status: run.status,
+                replay_of: Some(id),
+            }),
+        )),
+        Err(R::NotFound) => Err(ApiError::NotFound(format!("no task with id `{id}`"))),
+        Err(R::WorkflowGone(w)) => Err(ApiError::Unprocessable {
+            message: format!("workflow `{w}` is no longer loaded; replay without latestDefinition"),
+            details: None,
+        }),
+        Err(R::UnknownStep(s)) => Err(ApiError::Unprocessable {
+            message: format!("the workflow has no step `{s}`"),
+            details: None,
+        }),
+        Err(R::Input(errors)) => {
+            let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            Err(ApiError::Unprocessable {
+                message: format!("input does not match the workflow: {}", text.join("; ")),
+                details: Some(json!(errors)),
+            })
+        }
+    }
+}
+
+/// Cancels a run: queued and parked runs at once, running ones at the next step boundary.
+#[utoipa::path(post, path = "/api/tasks/{id}/cancel", tag = "tasks", params(("id" = String, Path)),
+    responses((status = 200, body = TaskState), (status = 404, body = super::error::ErrorBody),
+              (status = 409, body = super::error::ErrorBody, description = "already finished")))]
+async fn cancel(
+    State(state): State<AppState>,
+    Operator(p): Operator,
+    Path(id): Path<String>,
+) -> Result<Json<TaskState>, ApiError> {
+    use crate::store::runs::Cancelled;
+    match engine::ops::cancel(&state.pool, &id, &by(&p)).await? {
+        None => Err(ApiError::NotFound(format!("no task with id `{id}`"))),
+        Some(Cancelled::Now) => Ok(Json(TaskState {
+            task_id: id,
+            status: "cancelled".into(),
+            replay_of: None,
+        })),
+        Some(Cancelled::Requested) => Ok(Json(TaskState {
+            task_id: id,
+            status: "running".into(),
+            replay_of: None,
+        })),
+        Some(Cancelled::AlreadyFinished(s)) => Err(ApiError::Conflict {
+            message: format!("the run already finished ({s})"),
+            details: None,
+        }),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Only events after this id.
+    after: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventList {
+    #[schema(value_type = Vec<Object>)]
+    items: Vec<Value>,
+}
+
+/// A run's event history, in order.
+#[utoipa::path(get, path = "/api/tasks/{id}/events", tag = "tasks", params(("id" = String, Path), EventsQuery),
+    responses((status = 200, body = EventList), (status = 404, body = super::error::ErrorBody)))]
+async fn events(
+    State(state): State<AppState>,
+    _: Viewer,
+    Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<EventList>, ApiError> {
+    if store::runs::run_get(&state.pool, &id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("no task with id `{id}`")));
+    }
+    let items = store::events::event_list(&state.pool, &id, q.after.unwrap_or(0))
+        .await?
+        .iter()
+        .map(|e| json!({ "id": e.id, "at": e.at, "kind": e.kind, "stepId": e.step_id, "data": e.data }))
+        .collect();
+    Ok(Json(EventList { items }))
+}
+
+/// Which runs a bulk action applies to.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RunFilterBody {
+    status: Option<String>,
+    workflow: Option<String>,
+    /// Created within this long (e.g. `1h`).
+    since: Option<String>,
+    /// Created before this long ago (e.g. `10m`).
+    until: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BulkRequest {
+    #[serde(default)]
+    filter: RunFilterBody,
+    /// Count and list, change nothing.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+pub(super) fn ago(what: &str, s: &str) -> Result<DateTime<Utc>, ApiError> {
+    let d = humantime::parse_duration(s).map_err(|e| {
+        ApiError::bad_request(format!("{what} `{s}` is not a duration such as 1h: {e}"))
+    })?;
+    let d = chrono::Duration::from_std(d)
+        .map_err(|_| ApiError::bad_request(format!("{what} is too long")))?;
+    Ok(Utc::now() - d)
+}
+
+fn check_status(s: &Option<String>) -> Result<(), ApiError> {
+    if let Some(s) = s
+        && !RUN_STATUSES.contains(&s.as_str())
+    {
+        return Err(ApiError::bad_request(format!(
+            "unknown status `{s}`; expected one of: {}",
+            RUN_STATUSES.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Retries, cancels or replays every run matching a filter, in batches; `dryRun` only counts.
+#[utoipa::path(post, path = "/api/tasks/bulk/{action}", tag = "tasks",
+    params(("action" = String, Path, description = "retry, cancel or replay")), request_body = BulkRequest,
+    responses((status = 200, body = engine::ops::BulkOutcome), (status = 400, body = super::error::ErrorBody)))]
+async fn bulk(
+    State(state): State<AppState>,
+    Operator(p): Operator,
+    Path(action): Path<String>,
+    AppJson(req): AppJson<BulkRequest>,
+) -> Result<Json<engine::ops::BulkOutcome>, ApiError> {
+    use engine::ops::BulkAction;
+    let action = match action.as_str() {
+        "retry" => BulkAction::Retry,
+        "cancel" => BulkAction::Cancel,
+        "replay" => BulkAction::Replay,
+        other => {
+            return Err(ApiError::NotFound(format!(
+                "no bulk action `{other}`; use retry, cancel or replay"
+            )));
+        }
+    };
+    check_status(&req.filter.status)?;
+    let f = &req.filter;
+    if f.status.is_none() && f.workflow.is_none() && f.since.is_none() && f.until.is_none() {
+        return Err(ApiError::bad_request(
+            "give at least one of filter.status, filter.workflow, filter.since, filter.until",
+        ));
+    }
+    let filter = store::runs::RunFilter {
+        status: req.filter.status,
+        workflow: req.filter.workflow,
+        created_after: req
+            .filter
+            .since
+            .as_deref()
+            .map(|s| ago("since", s))
+            .transpose()?,
+        created_before: req
+            .filter
+            .until
+            .as_deref()
+            .map(|s| ago("until", s))
+            .transpose()?,
+    };
+    let outcome = engine::ops::bulk(
+        &state.pool,
+        &state.workflows,
+        action,
+        &filter,
+        req.dry_run,
+        &by(&p),
+    )
+    .await?;
+    Ok(Json(outcome))
 }
 
 /// Every run status, in lifecycle order.
@@ -73,6 +346,8 @@ pub struct TaskSummary {
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
     updated_at: DateTime<Utc>,
+    replay_of: Option<String>,
+    cancel_requested_at: Option<DateTime<Utc>>,
 }
 
 impl From<&RunRow> for TaskSummary {
@@ -90,6 +365,8 @@ impl From<&RunRow> for TaskSummary {
             started_at: r.started_at,
             finished_at: r.finished_at,
             updated_at: r.updated_at,
+            replay_of: r.replay_of.clone(),
+            cancel_requested_at: r.cancel_requested_at,
         }
     }
 }
@@ -350,5 +627,12 @@ async fn show(
     body["steps"] = Value::Array(step_views.into_iter().map(|(_, v)| v).collect());
     body["events"] = Value::Array(events);
     body["deadLetter"] = dead_letter.unwrap_or(Value::Null);
+    // The schedule and tick that started the run, when one did.
+    body["schedule"] = store::schedules::run_schedule_get(&state.pool, &id)
+        .await?
+        .map_or(
+            Value::Null,
+            |s| json!({ "id": s.schedule_id, "name": s.name, "tickAt": s.tick_at, "kind": s.kind }),
+        );
     Ok(Json(body))
 }

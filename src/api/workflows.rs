@@ -13,6 +13,38 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list))
         .routes(routes!(show))
+        .routes(routes!(graph))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct GraphQuery {
+    /// `mermaid` (default) or `dot`.
+    format: Option<String>,
+}
+
+/// The workflow's DAG as Mermaid or Graphviz DOT text.
+#[utoipa::path(get, path = "/api/workflows/{name}/graph", tag = "workflows",
+    params(("name" = String, Path), GraphQuery),
+    responses((status = 200, content_type = "text/plain", body = String), (status = 404, body = super::error::ErrorBody)))]
+async fn graph(
+    State(state): State<AppState>,
+    _: Viewer,
+    Path(name): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<GraphQuery>,
+) -> Result<String, ApiError> {
+    let def = state
+        .workflows
+        .get(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("no workflow named `{name}`")))?;
+    match q.format.as_deref().unwrap_or("mermaid") {
+        "mermaid" => Ok(def.workflow.to_mermaid()),
+        "dot" => Ok(def.workflow.to_dot()),
+        other => Err(ApiError::bad_request(format!(
+            "format `{other}` must be mermaid or dot"
+        ))),
+    }
 }
 
 fn summary(d: &Definition) -> Value {

@@ -12,6 +12,26 @@ pub struct Client {
     token: Option<String>,
 }
 
+/// Where `ctl login` keeps the API URL and token.
+pub fn config_path() -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".config"))
+        })?;
+    Some(base.join("cairn").join("ctl.json"))
+}
+
+/// The saved login, if any: (api url, token).
+pub fn saved_login() -> Option<(String, String)> {
+    let text = std::fs::read_to_string(config_path()?).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    Some((
+        v["apiUrl"].as_str()?.to_owned(),
+        v["token"].as_str()?.to_owned(),
+    ))
+}
+
 impl Client {
     pub fn new(global: &Global) -> Result<Client> {
         let http = reqwest::Client::builder()
@@ -19,11 +39,19 @@ impl Client {
             .timeout(std::time::Duration::from_secs(30))
             .build()
             .context("building the HTTP client")?;
-        Ok(Client {
-            http,
-            base: global.api_url.trim_end_matches('/').to_owned(),
-            token: global.token.clone(),
-        })
+        // A token from the flag or environment wins; else the one `ctl login` saved for
+        // this API.
+        let base = global.api_url.trim_end_matches('/').to_owned();
+        let token = global.token.clone().filter(|t| !t.is_empty()).or_else(|| {
+            saved_login()
+                .filter(|(url, _)| url.trim_end_matches('/') == base)
+                .map(|(_, t)| t)
+        });
+        Ok(Client { http, base, token })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
@@ -41,6 +69,10 @@ impl Client {
     pub async fn get_query(&self, path: &str, query: &[(&str, String)]) -> Result<Value> {
         self.send(self.request(Method::GET, path).query(query))
             .await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<Value> {
+        self.send(self.request(Method::DELETE, path)).await
     }
 
     pub async fn post(
@@ -72,5 +104,129 @@ impl Client {
             .map(str::to_owned)
             .unwrap_or_else(|| body.to_string());
         Err(anyhow!("{message} (HTTP {})", status.as_u16()))
+    }
+}
+
+/// A Server-Sent Events stream being read.
+pub struct SseStream {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl SseStream {
+    /// The `data` of the next event, `None` when the server closed the stream.
+    pub async fn next_event(&mut self) -> Result<Option<String>> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let data: Vec<&str> = block
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect();
+                if !data.is_empty() {
+                    return Ok(Some(data.join("\n")));
+                }
+                continue;
+            }
+            match self
+                .response
+                .chunk()
+                .await
+                .context("reading the event stream")?
+            {
+                Some(bytes) => self
+                    .buffer
+                    .push_str(&String::from_utf8_lossy(&bytes).replace("\r\n", "\n")),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+impl Client {
+    /// Opens an event stream (no overall timeout).
+    pub async fn sse(&self, path: &str) -> Result<SseStream> {
+        let mut r = reqwest::Client::new()
+            .get(format!("{}{path}", self.base))
+            .header("accept", "text/event-stream");
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
+        }
+        let response = r
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the Cairn API at {}", self.base))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            let message = body["error"]["message"]
+                .as_str()
+                .unwrap_or("request failed")
+                .to_owned();
+            return Err(anyhow!("{message} (HTTP {})", status.as_u16()));
+        }
+        Ok(SseStream {
+            response,
+            buffer: String::new(),
+        })
+    }
+
+    pub async fn get_text(&self, path: &str) -> Result<String> {
+        let response = self
+            .request(Method::GET, path)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the Cairn API at {}", self.base))?;
+        let status = response.status();
+        let text = response.text().await?;
+        if status.is_success() {
+            return Ok(text);
+        }
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let message = body["error"]["message"]
+            .as_str()
+            .unwrap_or(&text)
+            .to_owned();
+        Err(anyhow!("{message} (HTTP {})", status.as_u16()))
+    }
+
+    /// POST without a token, returning the answer and its `Set-Cookie` session value.
+    pub async fn login(&self, email: &str, password: &str) -> Result<String> {
+        let response = self
+            .http
+            .post(format!("{}/api/auth/login", self.base))
+            .json(&serde_json::json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the Cairn API at {}", self.base))?;
+        let status = response.status();
+        let session = response
+            .headers()
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| v.strip_prefix("cairn_session="))
+            .and_then(|v| v.split(';').next())
+            .map(str::to_owned);
+        if !status.is_success() {
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            let message = body["error"]["message"]
+                .as_str()
+                .unwrap_or("sign-in failed")
+                .to_owned();
+            return Err(anyhow!("{message} (HTTP {})", status.as_u16()));
+        }
+        session.ok_or_else(|| anyhow!("the API did not set a session"))
+    }
+
+    /// Creates a personal token using a session.
+    pub async fn personal_token(&self, session: &str, name: &str) -> Result<Value> {
+        let r = self
+            .http
+            .post(format!("{}/api/auth/token", self.base))
+            .header(reqwest::header::COOKIE, format!("cairn_session={session}"))
+            .json(&serde_json::json!({ "name": name }));
+        self.send(r).await
     }
 }

@@ -6,7 +6,9 @@
 //! `--wait`, and invalid workflows), 2 usage errors.
 
 mod client;
+mod ops;
 mod output;
+mod schedule;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -64,6 +66,32 @@ pub enum Command {
         #[command(subcommand)]
         command: WorkflowCommand,
     },
+    /// Schedules: recurring runs of a workflow.
+    Schedule {
+        #[command(subcommand)]
+        command: schedule::ScheduleCommand,
+    },
+    /// Dead letters: runs whose step failed for good.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Worker processes.
+    Worker {
+        #[command(subcommand)]
+        command: WorkerCommand,
+    },
+    /// Sign in and save a personal token for this API (used when CAIRN_TOKEN is unset).
+    Login {
+        #[arg(long)]
+        email: String,
+        /// Read the password from standard input instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Print shell completions.
+    #[command(after_help = "Example:\n  ctl completions bash > /etc/bash_completion.d/ctl")]
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,6 +133,87 @@ pub enum TaskCommand {
     },
     /// Show a run: steps, attempts, errors, outputs and events.
     Show { id: String },
+    /// Resume dead runs from their failed step (one, or all matching a filter).
+    #[command(
+        after_help = "Examples:\n  ctl task retry 01J…\n  ctl task retry --status dead --workflow analyze_project --since 1h --dry-run\n  ctl task retry --status dead --since 1h --yes"
+    )]
+    Retry {
+        id: Option<String>,
+        #[command(flatten)]
+        filter: ops::FilterArgs,
+    },
+    /// Start a new run from this one, optionally from a step and with another input.
+    #[command(
+        after_help = "Examples:\n  ctl task replay 01J… --from-step analyze\n  ctl task replay 01J… --input '{\"depth\": \"deep\"}' --latest-definition"
+    )]
+    Replay {
+        id: String,
+        /// Re-execute this step and everything downstream; keep the other checkpoints.
+        #[arg(long)]
+        from_step: Option<String>,
+        /// A different input (JSON).
+        #[arg(long)]
+        input: Option<String>,
+        /// Use the workflow's current definition.
+        #[arg(long)]
+        latest_definition: bool,
+    },
+    /// Replay every run matching a filter.
+    ReplayAll {
+        #[command(flatten)]
+        filter: ops::FilterArgs,
+    },
+    /// Cancel runs: queued and parked at once, running at the next step boundary.
+    #[command(
+        after_help = "Examples:\n  ctl task cancel 01J…\n  ctl task cancel --status queued --workflow nightly --dry-run"
+    )]
+    Cancel {
+        id: Option<String>,
+        #[command(flatten)]
+        filter: ops::FilterArgs,
+    },
+    /// A run's events; --follow streams them until the run finishes.
+    Logs {
+        id: String,
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Dead letters, newest first.
+    List {
+        #[arg(long)]
+        workflow: Option<String>,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// One dead letter: the failed step, its error, every attempt and the input.
+    Show { id: i64 },
+    /// Resume dead runs from the failed step (one, or all matching a filter).
+    #[command(
+        after_help = "Examples:\n  ctl dlq redrive 42\n  ctl dlq redrive --workflow analyze_project --since 1h --dry-run"
+    )]
+    Redrive {
+        id: Option<i64>,
+        #[command(flatten)]
+        filter: ops::FilterArgs,
+    },
+    /// Remove dead letters (the runs stay dead).
+    Purge {
+        id: Option<i64>,
+        #[command(flatten)]
+        filter: ops::FilterArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkerCommand {
+    /// Live workers (heartbeat age, runs in flight, version) and stuck runs.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,6 +228,14 @@ pub enum WorkflowCommand {
     },
     /// List the workflows the API serves.
     List,
+    /// A workflow's definition.
+    Show { name: String },
+    /// A workflow's DAG as Mermaid or DOT.
+    Graph {
+        name: String,
+        #[arg(long, default_value = "mermaid", value_parser = ["mermaid", "dot"])]
+        format: String,
+    },
 }
 
 /// Runs a parsed command line; returns the process exit code.
@@ -136,9 +253,81 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             out.workflows(&body)?;
             Ok(0)
         }
+        Command::Workflow {
+            command: WorkflowCommand::Show { name },
+        } => {
+            let client = Client::new(&cli.global)?;
+            let body = client.get(&format!("/api/workflows/{name}")).await?;
+            out.workflow(&body)?;
+            Ok(0)
+        }
+        Command::Workflow {
+            command: WorkflowCommand::Graph { name, format },
+        } => {
+            let client = Client::new(&cli.global)?;
+            let text = client
+                .get_text(&format!("/api/workflows/{name}/graph?format={format}"))
+                .await?;
+            out.text(&text)?;
+            Ok(0)
+        }
         Command::Task { command } => {
             let client = Client::new(&cli.global)?;
             task(command, &client, &mut out).await
+        }
+        Command::Schedule { command } => {
+            let client = Client::new(&cli.global)?;
+            schedule::run(command, &client, &mut out).await
+        }
+        Command::Dlq { command } => {
+            let client = Client::new(&cli.global)?;
+            dlq(command, &client, &mut out).await
+        }
+        Command::Worker {
+            command: WorkerCommand::List,
+        } => {
+            let client = Client::new(&cli.global)?;
+            let body = client.get("/api/workers").await?;
+            out.workers(&body)?;
+            Ok(0)
+        }
+        Command::Login {
+            email,
+            password_stdin,
+        } => {
+            let password = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                line.trim_end_matches(['\n', '\r']).to_owned()
+            } else {
+                rpassword::prompt_password("Password: ")?
+            };
+            let client = Client::new(&cli.global)?;
+            let session = client.login(&email, &password).await?;
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            let token = client
+                .personal_token(&session, &format!("ctl on {}", host.trim()))
+                .await?;
+            let path =
+                client::config_path().context("cannot tell where to save the login (no HOME)")?;
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let saved = json!({ "apiUrl": client.base(), "token": token["token"] });
+            write_private(&path, &serde_json::to_string_pretty(&saved)?)?;
+            out.text(&format!(
+                "signed in as {email} ({}); token saved to {}\n",
+                text_of(&token["role"]),
+                path.display()
+            ))?;
+            Ok(0)
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "ctl", &mut buf);
+            out.text(&String::from_utf8_lossy(&buf))?;
+            Ok(0)
         }
     }
 }
@@ -203,7 +392,122 @@ async fn task(command: TaskCommand, client: &Client, out: &mut Out<'_>) -> Resul
             out.task(&body)?;
             Ok(0)
         }
+        TaskCommand::Retry { id, filter } => {
+            ops::run_action(client, out, "retry", id, &filter).await
+        }
+        TaskCommand::Cancel { id, filter } => {
+            ops::run_action(client, out, "cancel", id, &filter).await
+        }
+        TaskCommand::Replay {
+            id,
+            from_step,
+            input,
+            latest_definition,
+        } => ops::replay(client, out, &id, from_step, input, latest_definition).await,
+        TaskCommand::ReplayAll { filter } => {
+            ops::bulk(
+                client,
+                out,
+                "/api/tasks/bulk/replay",
+                "replay",
+                "runs",
+                &filter,
+                true,
+            )
+            .await
+        }
+        TaskCommand::Logs { id, follow } => ops::logs(client, out, &id, follow).await,
     }
+}
+
+async fn dlq(command: DlqCommand, client: &Client, out: &mut Out<'_>) -> Result<u8> {
+    match command {
+        DlqCommand::List {
+            workflow,
+            since,
+            limit,
+        } => {
+            let mut query: Vec<(&str, String)> = vec![("limit", limit.to_string())];
+            if let Some(w) = workflow {
+                query.push(("workflow", w));
+            }
+            if let Some(s) = since {
+                query.push(("since", s));
+            }
+            let body = client.get_query("/api/dead-letters", &query).await?;
+            out.dead_letters(&body)?;
+            Ok(0)
+        }
+        DlqCommand::Show { id } => {
+            let body = client.get(&format!("/api/dead-letters/{id}")).await?;
+            out.dead_letter(&body)?;
+            Ok(0)
+        }
+        DlqCommand::Redrive { id, filter } | DlqCommand::Purge { id, filter }
+            if filter.status.is_some() =>
+        {
+            let _ = (id, filter);
+            bail!(
+                "dead letters are filtered by --workflow, --since and --until (they are all dead)"
+            )
+        }
+        DlqCommand::Redrive { id: Some(id), .. } => {
+            let body = client
+                .post(&format!("/api/dead-letters/{id}/redrive"), &json!({}), None)
+                .await?;
+            out.task_state(&body)?;
+            Ok(0)
+        }
+        DlqCommand::Purge { id: Some(id), .. } => {
+            client
+                .post(&format!("/api/dead-letters/{id}/purge"), &json!({}), None)
+                .await?;
+            out.text(&format!("purged dead letter {id}\n"))?;
+            Ok(0)
+        }
+        DlqCommand::Redrive { id: None, filter } => {
+            ops::bulk(
+                client,
+                out,
+                "/api/dead-letters/bulk/redrive",
+                "redrive",
+                "dead letters",
+                &filter,
+                false,
+            )
+            .await
+        }
+        DlqCommand::Purge { id: None, filter } => {
+            ops::bulk(
+                client,
+                out,
+                "/api/dead-letters/bulk/purge",
+                "purge",
+                "dead letters",
+                &filter,
+                false,
+            )
+            .await
+        }
+    }
+}
+
+fn text_of(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &std::path::Path, contents: &str) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path)?;
+    f.write_all(contents.as_bytes())?;
+    Ok(())
 }
 
 async fn wait_for(client: &Client, id: &str) -> Result<Value> {

@@ -98,6 +98,11 @@ impl<'a> Out<'a> {
         }
     }
 
+    /// The writer and the format, for renderers kept with their command group.
+    pub(super) fn parts(&mut self) -> (&mut dyn Write, Format) {
+        (&mut *self.w, self.format)
+    }
+
     fn json(&mut self, v: &Value) -> Result<()> {
         serde_json::to_writer_pretty(&mut *self.w, v)?;
         writeln!(self.w)?;
@@ -189,6 +194,21 @@ impl<'a> Out<'a> {
         }
         if !run["error"].is_null() {
             writeln!(self.w, "Error     {}", text(&run["error"]))?;
+        }
+        if !run["schedule"].is_null() {
+            let s = &run["schedule"];
+            let name = if s["name"].is_null() {
+                &s["id"]
+            } else {
+                &s["name"]
+            };
+            writeln!(
+                self.w,
+                "Schedule  {} (tick {}, {})",
+                text(name),
+                text(&s["tickAt"]),
+                text(&s["kind"])
+            )?;
         }
         writeln!(self.w, "Input     {}", run["input"])?;
         if !run["output"].is_null() {
@@ -291,6 +311,201 @@ impl<'a> Out<'a> {
                 files.len()
             )?;
         }
+        Ok(())
+    }
+
+    pub fn text(&mut self, t: &str) -> Result<()> {
+        write!(self.w, "{t}")?;
+        if !t.ends_with('\n') {
+            writeln!(self.w)?;
+        }
+        Ok(())
+    }
+
+    pub fn task_state(&mut self, body: &Value) -> Result<()> {
+        if self.format == Format::Json {
+            let mut v = body.clone();
+            v["id"] = body["taskId"].clone();
+            return self.json(&v);
+        }
+        let status = self.status(&body["status"]);
+        match body["replayOf"].as_str() {
+            Some(of) => writeln!(
+                self.w,
+                "{}  {status}  (replay of {of})",
+                text(&body["taskId"])
+            )?,
+            None => writeln!(self.w, "{}  {status}", text(&body["taskId"]))?,
+        }
+        Ok(())
+    }
+
+    pub fn bulk(&mut self, body: &Value) -> Result<()> {
+        if self.format == Format::Json {
+            return self.json(body);
+        }
+        let matched = body["matched"].as_u64().unwrap_or(0);
+        if body["dryRun"] == true {
+            writeln!(self.w, "{matched} matched (dry run: nothing changed)")?;
+            for id in body["ids"].as_array().into_iter().flatten() {
+                writeln!(self.w, "  {}", text(id))?;
+            }
+            if matched > 100 {
+                writeln!(self.w, "  … and {} more", matched - 100)?;
+            }
+        } else {
+            writeln!(
+                self.w,
+                "{} of {matched} matched changed",
+                text(&body["processed"])
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn event(&mut self, e: &Value) -> Result<()> {
+        if self.format == Format::Json {
+            serde_json::to_writer(&mut *self.w, e)?;
+            writeln!(self.w)?;
+            return Ok(());
+        }
+        let step = e["stepId"]
+            .as_str()
+            .map(|s| format!(" [{s}]"))
+            .unwrap_or_default();
+        let data = if e["data"].as_object().is_some_and(|m| m.is_empty()) {
+            String::new()
+        } else {
+            format!("  {}", truncate(&e["data"].to_string(), 160))
+        };
+        writeln!(
+            self.w,
+            "{}  {}{step}{data}",
+            text(&e["at"]),
+            text(&e["kind"])
+        )?;
+        self.w.flush()?;
+        Ok(())
+    }
+
+    pub fn dead_letters(&mut self, body: &Value) -> Result<()> {
+        if self.format == Format::Json {
+            return self.json(body);
+        }
+        let items = body["items"].as_array().cloned().unwrap_or_default();
+        if items.is_empty() {
+            writeln!(self.w, "no dead letters")?;
+            return Ok(());
+        }
+        let now = Utc::now();
+        let mut t = table(&["ID", "RUN", "WORKFLOW", "STEP", "ATTEMPTS", "DIED", "ERROR"]);
+        for d in &items {
+            t.add_row(vec![
+                text(&d["id"]),
+                text(&d["runId"]),
+                text(&d["workflow"]),
+                text(&d["stepId"]),
+                d["attempts"].as_array().map_or(0, Vec::len).to_string(),
+                relative(&d["createdAt"], now),
+                truncate(&text(&d["error"]), 60),
+            ]);
+        }
+        writeln!(self.w, "{t}")?;
+        Ok(())
+    }
+
+    pub fn dead_letter(&mut self, d: &Value) -> Result<()> {
+        if self.format == Format::Json {
+            return self.json(d);
+        }
+        let now = Utc::now();
+        writeln!(self.w, "Dead letter {}", text(&d["id"]))?;
+        writeln!(self.w, "Run       {}", text(&d["runId"]))?;
+        writeln!(self.w, "Workflow  {}", text(&d["workflow"]))?;
+        writeln!(self.w, "Step      {}", text(&d["stepId"]))?;
+        writeln!(
+            self.w,
+            "Died      {} ({})",
+            text(&d["createdAt"]),
+            relative(&d["createdAt"], now)
+        )?;
+        writeln!(self.w, "Error     {}", text(&d["error"]))?;
+        writeln!(self.w, "Input     {}", d["input"])?;
+        let mut t = table(&["#", "STATUS", "STARTED", "DURATION", "RETRY IN", "ERROR"]);
+        for a in d["attempts"].as_array().into_iter().flatten() {
+            t.add_row(vec![
+                text(&a["attempt"]),
+                self.status(&a["status"]),
+                text(&a["startedAt"]),
+                duration(&a["startedAt"], &a["finishedAt"]),
+                a["retryDelayMs"]
+                    .as_i64()
+                    .map_or("-".into(), |ms| format!("{ms}ms")),
+                truncate(&text(&a["error"]), 70),
+            ]);
+        }
+        writeln!(self.w, "\nAttempts\n{t}")?;
+        Ok(())
+    }
+
+    pub fn workers(&mut self, body: &Value) -> Result<()> {
+        if self.format == Format::Json {
+            return self.json(body);
+        }
+        let mut t = table(&[
+            "WORKER",
+            "HOST",
+            "PID",
+            "VERSION",
+            "CONCURRENCY",
+            "IN FLIGHT",
+            "HEARTBEAT",
+        ]);
+        for w in body["items"].as_array().into_iter().flatten() {
+            let age = w["heartbeatAgeMs"].as_i64().unwrap_or(0);
+            t.add_row(vec![
+                text(&w["id"]),
+                text(&w["hostname"]),
+                text(&w["pid"]),
+                text(&w["version"]),
+                text(&w["concurrency"]),
+                text(&w["inFlight"]),
+                format!("{:.1}s ago", age as f64 / 1000.0),
+            ]);
+        }
+        writeln!(self.w, "{t}")?;
+        let stuck = body["stuck"].as_array().cloned().unwrap_or_default();
+        if !stuck.is_empty() {
+            let mut t = table(&["STUCK RUN", "WORKFLOW", "WORKER", "LEASE EXPIRED"]);
+            for s in &stuck {
+                let ms = s["leaseExpiredAgoMs"].as_i64().unwrap_or(0);
+                t.add_row(vec![
+                    text(&s["runId"]),
+                    text(&s["workflow"]),
+                    text(&s["worker"]),
+                    if ms >= 0 {
+                        format!("{:.1}s ago", ms as f64 / 1000.0)
+                    } else {
+                        "not yet (worker silent)".into()
+                    },
+                ]);
+            }
+            writeln!(self.w, "\n{t}")?;
+        }
+        Ok(())
+    }
+
+    pub fn workflow(&mut self, body: &Value) -> Result<()> {
+        if self.format == Format::Json {
+            return self.json(body);
+        }
+        writeln!(
+            self.w,
+            "# {} ({})",
+            text(&body["name"]),
+            text(&body["hash"])
+        )?;
+        write!(self.w, "{}", text(&body["source"]))?;
         Ok(())
     }
 }

@@ -18,10 +18,11 @@
 //! On shutdown no new step starts; running steps get a grace period, then the run is
 //! handed back to the queue.
 
+pub mod ops;
 pub mod retry;
 mod submit;
 
-pub use submit::{Rejected, Submitted, submit};
+pub use submit::{Rejected, Submitted, submit, submit_in};
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
@@ -72,6 +73,8 @@ pub enum Outcome {
     Released,
     /// The lease expired under us; another worker will continue.
     LeaseLost,
+    /// An operator cancelled the run; it stopped at a step boundary.
+    Cancelled,
 }
 
 /// Engine settings.
@@ -100,6 +103,8 @@ pub struct Engine {
 struct StepState {
     status: String,
     attempts: i32,
+    /// Attempts before the last operator retry; they do not count toward the budget.
+    attempt_floor: i32,
     output: Option<Value>,
     next_attempt_at: Option<DateTime<Utc>>,
     wake_at: Option<DateTime<Utc>>,
@@ -190,6 +195,7 @@ impl Engine {
                     StepState {
                         status: s.status,
                         attempts: s.attempts,
+                        attempt_floor: s.attempt_floor,
                         output: s.output,
                         next_attempt_at: s.next_attempt_at,
                         wake_at: s.wake_at,
@@ -204,13 +210,27 @@ impl Engine {
             lease: &lease,
             clock,
         };
-        match self.drive(&cx, &mut states).await {
+        let driven = if run.cancel_requested_at.is_some() {
+            Err(EngineError::Store(StoreError::CancelRequested(
+                run_id.to_owned(),
+            )))
+        } else {
+            self.drive(&cx, &mut states).await
+        };
+        match driven {
             Err(EngineError::Store(StoreError::LeaseLost(_))) => {
                 tracing::warn!(
                     run = run_id,
                     "lease lost; another worker continues this run"
                 );
                 Ok(Outcome::LeaseLost)
+            }
+            Err(EngineError::Store(StoreError::CancelRequested(_))) => {
+                let mut tx = self.pool.begin().await?;
+                store::runs::run_cancel_finish(&mut tx, &lease).await?;
+                tx.commit().await?;
+                tracing::info!(run = run_id, "run cancelled at a step boundary");
+                Ok(Outcome::Cancelled)
             }
             other => other,
         }
@@ -454,6 +474,7 @@ impl Engine {
             attempt,
             result,
         } = done;
+        let floor = states.get(&step_id).map_or(0, |s| s.attempt_floor);
         match result {
             Ok(output) => {
                 let mut tx = self.pool.begin().await?;
@@ -469,16 +490,21 @@ impl Engine {
                 let step = cx.workflow.step(&step_id);
                 let max = step.map_or(1, |s| s.retry.max_attempts) as i32;
                 let retry_in = match step {
-                    Some(step) if error.is_retryable() && attempt < max => Some(retry::delay(
-                        &step.retry,
-                        attempt as u32,
-                        error.retry_after(),
-                        fastrand::f64(),
-                    )),
+                    Some(step) if error.is_retryable() && attempt - floor < max => {
+                        Some(retry::delay(
+                            &step.retry,
+                            (attempt - floor) as u32,
+                            error.retry_after(),
+                            fastrand::f64(),
+                        ))
+                    }
                     _ => None,
                 };
                 let message = if retry_in.is_none() && error.is_retryable() {
-                    format!("{error} (attempt {attempt} of {max}; no attempts left)")
+                    format!(
+                        "{error} (attempt {} of {max}; no attempts left)",
+                        attempt - floor
+                    )
                 } else {
                     error.to_string()
                 };

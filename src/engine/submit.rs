@@ -1,7 +1,7 @@
 //! Submitting a run: the run row, its steps and its first queue job in one transaction.
 
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use super::Result;
 use crate::queue::{self, Wake};
@@ -31,6 +31,24 @@ pub async fn submit(
     input: &Value,
     idempotency_key: Option<&str>,
 ) -> Result<Result<Submitted, Rejected>> {
+    if let Err(errors) = def.workflow.validate_input(input) {
+        return Ok(Err(Rejected::Input(errors)));
+    }
+    let mut tx = pool.begin().await?;
+    let submitted = submit_in(&mut tx, def, input, idempotency_key).await?;
+    tx.commit().await?;
+    Ok(submitted)
+}
+
+/// [`submit`] inside the caller's transaction, so the run, its steps and its queue job
+/// commit or roll back with what the caller writes beside them (the scheduler's tick
+/// record). Validates first and writes nothing when the input is refused.
+pub async fn submit_in(
+    conn: &mut PgConnection,
+    def: &Definition,
+    input: &Value,
+    idempotency_key: Option<&str>,
+) -> Result<Result<Submitted, Rejected>> {
     let input = match def.workflow.validate_input(input) {
         Ok(v) => v,
         Err(errors) => return Ok(Err(Rejected::Input(errors))),
@@ -45,9 +63,8 @@ pub async fn submit(
             reason: e.to_string(),
         })?;
 
-    let mut tx = pool.begin().await?;
     store::definitions::definition_upsert(
-        &mut tx,
+        &mut *conn,
         &def.hash,
         &def.workflow.name,
         &definition,
@@ -55,7 +72,7 @@ pub async fn submit(
     )
     .await?;
     let inserted = store::runs::run_insert(
-        &mut tx,
+        &mut *conn,
         RunInsertParams {
             id: &id,
             workflow: &def.workflow.name,
@@ -64,12 +81,13 @@ pub async fn submit(
             idempotency_key,
             request_hash: &request_hash,
             step_ids: &step_ids,
+            replay_of: None,
         },
     )
     .await?;
     let submitted = match inserted {
         RunInserted::Created(run) => {
-            queue::enqueue(&mut tx, &[Wake::now(&run.id)]).await?;
+            queue::enqueue(&mut *conn, &[Wake::now(&run.id)]).await?;
             Submitted::Created(run)
         }
         RunInserted::Existing(run) if run.request_hash.as_deref() == Some(&request_hash) => {
@@ -77,6 +95,5 @@ pub async fn submit(
         }
         RunInserted::Existing(run) => Submitted::KeyConflict(run),
     };
-    tx.commit().await?;
     Ok(Ok(submitted))
 }

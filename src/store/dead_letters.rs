@@ -27,3 +27,82 @@ pub async fn dead_letter_list_for_run(pool: &PgPool, run_id: &str) -> Result<Vec
     .fetch_all(pool)
     .await?)
 }
+
+const DL_COLUMNS: &str = "id, run_id, workflow, step_id, error, attempts, input, created_at";
+
+/// Filters for [`dead_letter_list`] and [`dead_letter_ids_matching`].
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetterFilter {
+    pub workflow: Option<String>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+/// Newest first; `before` is the (created_at, id) keyset cursor.
+pub async fn dead_letter_list(
+    pool: &PgPool,
+    f: &DeadLetterFilter,
+    before: Option<(DateTime<Utc>, i64)>,
+    limit: i64,
+) -> Result<Vec<DeadLetterRow>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {DL_COLUMNS} from dead_letters
+          where ($1::text is null or workflow = $1)
+            and ($2::timestamptz is null or created_at >= $2)
+            and ($3::timestamptz is null or created_at < $3)
+            and ($4::timestamptz is null or (created_at, id) < ($4, $5))
+          order by created_at desc, id desc limit $6"
+    )))
+    .bind(&f.workflow)
+    .bind(f.created_after)
+    .bind(f.created_before)
+    .bind(before.map(|b| b.0))
+    .bind(before.map(|b| b.1))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+pub async fn dead_letter_get(pool: &PgPool, id: i64) -> Result<Option<DeadLetterRow>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {DL_COLUMNS} from dead_letters where id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+pub async fn dead_letter_ids_matching(
+    pool: &PgPool,
+    f: &DeadLetterFilter,
+    limit: i64,
+) -> Result<Vec<i64>> {
+    Ok(sqlx::query_scalar(
+        "select id from dead_letters
+          where ($1::text is null or workflow = $1)
+            and ($2::timestamptz is null or created_at >= $2)
+            and ($3::timestamptz is null or created_at < $3)
+          order by created_at, id limit $4",
+    )
+    .bind(&f.workflow)
+    .bind(f.created_after)
+    .bind(f.created_before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Removes dead letters (the runs stay `dead`); returns how many were removed.
+pub async fn dead_letter_purge(conn: &mut sqlx::PgConnection, ids: &[i64]) -> Result<u64> {
+    Ok(sqlx::query("delete from dead_letters where id = any($1)")
+        .bind(ids)
+        .execute(conn)
+        .await?
+        .rows_affected())
+}
+
+pub async fn dead_letter_count(pool: &PgPool) -> Result<i64> {
+    Ok(sqlx::query_scalar("select count(*) from dead_letters")
+        .fetch_one(pool)
+        .await?)
+}

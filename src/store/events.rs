@@ -44,3 +44,57 @@ pub async fn event_list(pool: &PgPool, run_id: &str, after_id: i64) -> Result<Ve
     .fetch_all(pool)
     .await?)
 }
+
+/// An event with its run's workflow, for live feeds.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct FeedRow {
+    pub id: i64,
+    pub run_id: String,
+    pub workflow: String,
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    pub step_id: Option<String>,
+    pub data: Value,
+}
+
+/// Events after `after_id`, in id order, optionally of one run or one workflow.
+pub async fn event_feed(
+    pool: &PgPool,
+    after_id: i64,
+    run_id: Option<&str>,
+    workflow: Option<&str>,
+    limit: i64,
+) -> Result<Vec<FeedRow>> {
+    Ok(sqlx::query_as(
+        "select e.id, e.run_id, r.workflow, e.at, e.kind, e.step_id, e.data
+           from run_events e join runs r on r.id = e.run_id
+          where e.id > $1 and ($2::text is null or e.run_id = $2)
+            and ($3::text is null or r.workflow = $3)
+          order by e.id limit $4",
+    )
+    .bind(after_id)
+    .bind(run_id)
+    .bind(workflow)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The newest event id (0 when there is none).
+pub async fn event_last_id(pool: &PgPool) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("select coalesce(max(id), 0) from run_events")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// The channel every event is announced on (`NOTIFY cairn_events`).
+pub const CHANNEL: &str = "cairn_events";
+
+/// A connection listening for event announcements.
+pub async fn event_listener(pool: &PgPool) -> Result<sqlx::postgres::PgListener> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
+}

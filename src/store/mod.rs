@@ -11,6 +11,8 @@ pub mod dead_letters;
 pub mod definitions;
 pub mod events;
 pub mod runs;
+pub mod schedules;
+pub mod stats;
 pub mod step_sql;
 pub mod steps;
 pub mod users;
@@ -32,6 +34,8 @@ pub enum StoreError {
     QueueSetup(String),
     #[error("lease on run {0} is no longer held by this worker")]
     LeaseLost(String),
+    #[error("run {0} was cancelled")]
+    CancelRequested(String),
     #[error("{0}")]
     Invalid(String),
 }
@@ -84,7 +88,7 @@ pub(crate) async fn lease_fence(conn: &mut PgConnection, lease: &Lease) -> Resul
     let done = sqlx::query(
         "update runs set lease_expires_at = clock_timestamp() + make_interval(secs => $3)
           where id = $1 and lease_token = $2 and status = 'running'
-            and lease_expires_at > clock_timestamp()",
+            and lease_expires_at > clock_timestamp() and cancel_requested_at is null",
     )
     .bind(&lease.run_id)
     .bind(lease.token)
@@ -92,7 +96,20 @@ pub(crate) async fn lease_fence(conn: &mut PgConnection, lease: &Lease) -> Resul
     .execute(&mut *conn)
     .await?;
     if done.rows_affected() == 1 {
-        Ok(())
+        return Ok(());
+    }
+    // Still ours, but an operator asked to cancel: the caller stops and finishes the
+    // cancellation with [`runs::run_cancel_finish`].
+    let cancelled: Option<bool> = sqlx::query_scalar(
+        "select cancel_requested_at is not null from runs
+          where id = $1 and lease_token = $2 and status = 'running'",
+    )
+    .bind(&lease.run_id)
+    .bind(lease.token)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if cancelled == Some(true) {
+        Err(StoreError::CancelRequested(lease.run_id.clone()))
     } else {
         Err(StoreError::LeaseLost(lease.run_id.clone()))
     }

@@ -9,7 +9,7 @@ use super::{Lease, Result, lease_fence};
 
 pub const RUN_COLUMNS: &str = "id, workflow, definition_hash, status, input, output, error, \
      idempotency_key, request_hash, lease_owner, lease_expires_at, wake_at, created_at, \
-     started_at, finished_at, updated_at";
+     started_at, finished_at, updated_at, replay_of, cancel_requested_at";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RunRow {
@@ -29,6 +29,8 @@ pub struct RunRow {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    pub replay_of: Option<String>,
+    pub cancel_requested_at: Option<DateTime<Utc>>,
 }
 
 pub struct RunInsertParams<'a> {
@@ -39,6 +41,8 @@ pub struct RunInsertParams<'a> {
     pub idempotency_key: Option<&'a str>,
     pub request_hash: &'a str,
     pub step_ids: &'a [String],
+    /// The run this one replays.
+    pub replay_of: Option<&'a str>,
 }
 
 pub enum RunInserted {
@@ -50,8 +54,8 @@ pub enum RunInserted {
 /// Inserts a queued run and its pending steps, unless its idempotency key exists.
 pub async fn run_insert(conn: &mut PgConnection, p: RunInsertParams<'_>) -> Result<RunInserted> {
     let sql = format!(
-        "insert into runs (id, workflow, definition_hash, input, idempotency_key, request_hash)
-         values ($1, $2, $3, $4, $5, $6)
+        "insert into runs (id, workflow, definition_hash, input, idempotency_key, request_hash, replay_of)
+         values ($1, $2, $3, $4, $5, $6, $7)
          on conflict (idempotency_key) where idempotency_key is not null do nothing
          returning {RUN_COLUMNS}"
     );
@@ -62,6 +66,7 @@ pub async fn run_insert(conn: &mut PgConnection, p: RunInsertParams<'_>) -> Resu
         .bind(p.input)
         .bind(p.idempotency_key)
         .bind(p.request_hash)
+        .bind(p.replay_of)
         .fetch_optional(&mut *conn)
         .await?;
     let Some(run) = created else {
@@ -82,7 +87,7 @@ pub async fn run_insert(conn: &mut PgConnection, p: RunInsertParams<'_>) -> Resu
         p.id,
         "run_queued",
         None,
-        json!({ "workflow": p.workflow, "definition": p.definition_hash }),
+        json!({ "workflow": p.workflow, "definition": p.definition_hash, "replayOf": p.replay_of }),
     )
     .await?;
     Ok(RunInserted::Created(run))
@@ -383,4 +388,202 @@ pub async fn runs_rescue_expired(conn: &mut PgConnection, limit: i64) -> Result<
         .await?;
     }
     Ok(rescued.into_iter().map(|(id, _)| id).collect())
+}
+
+/// Filters for [`run_ids_matching`] (bulk operations).
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub status: Option<String>,
+    pub workflow: Option<String>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+/// Ids of runs matching `f`, oldest first, at most `limit`.
+pub async fn run_ids_matching(pool: &PgPool, f: &RunFilter, limit: i64) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "select id from runs
+          where ($1::text is null or status = $1)
+            and ($2::text is null or workflow = $2)
+            and ($3::timestamptz is null or created_at >= $3)
+            and ($4::timestamptz is null or created_at < $4)
+          order by created_at, id
+          limit $5",
+    )
+    .bind(&f.status)
+    .bind(&f.workflow)
+    .bind(f.created_after)
+    .bind(f.created_before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Puts a dead or cancelled run back in the queue at its failed steps: they get a fresh
+/// attempt budget, checkpoints stay, its dead letters are cleared. `None` when the run
+/// is not dead or cancelled. The caller enqueues the wake-up.
+pub async fn run_retry(conn: &mut PgConnection, run_id: &str, by: &str) -> Result<Option<RunRow>> {
+    let sql = format!(
+        "update runs set status = 'queued', error = null, finished_at = null, wake_at = null,
+                cancel_requested_at = null
+          where id = $1 and status in ('dead', 'cancelled')
+         returning {RUN_COLUMNS}"
+    );
+    let run: Option<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(run_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(run) = run else {
+        return Ok(None);
+    };
+    let reset: Vec<String> = sqlx::query_scalar(
+        "update steps set status = 'pending', attempt_floor = attempts, error = null,
+                finished_at = null, next_attempt_at = null, wake_at = null
+          where run_id = $1 and status in ('failed', 'cancelled', 'running', 'retry_scheduled', 'waiting')
+         returning step_id",
+    )
+    .bind(run_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    sqlx::query("delete from dead_letters where run_id = $1")
+        .bind(run_id)
+        .execute(&mut *conn)
+        .await?;
+    event_append(
+        conn,
+        run_id,
+        "run_retried",
+        None,
+        json!({ "by": by, "steps": reset }),
+    )
+    .await?;
+    Ok(Some(run))
+}
+
+/// What [`run_cancel`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancelled {
+    /// The run was not running: it is cancelled now.
+    Now,
+    /// A worker is running it: it stops at the next step boundary.
+    Requested,
+    /// It had already finished, with this status.
+    AlreadyFinished(String),
+}
+
+/// Cancels a run: at once unless a worker holds it, else at its next step boundary.
+/// `None` when there is no such run.
+pub async fn run_cancel(
+    conn: &mut PgConnection,
+    run_id: &str,
+    by: &str,
+) -> Result<Option<Cancelled>> {
+    let status: Option<String> =
+        sqlx::query_scalar("select status from runs where id = $1 for update")
+            .bind(run_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(status) = status else {
+        return Ok(None);
+    };
+    match status.as_str() {
+        "queued" | "retrying" | "sleeping" | "waiting" => {
+            sqlx::query(
+                "update runs set status = 'cancelled', finished_at = clock_timestamp(), wake_at = null,
+                        cancel_requested_at = coalesce(cancel_requested_at, now())
+                  where id = $1",
+            )
+            .bind(run_id)
+            .execute(&mut *conn)
+            .await?;
+            cancel_steps(conn, run_id).await?;
+            event_append(conn, run_id, "run_cancelled", None, json!({ "by": by })).await?;
+            Ok(Some(Cancelled::Now))
+        }
+        "running" => {
+            sqlx::query(
+                "update runs set cancel_requested_at = coalesce(cancel_requested_at, now()) where id = $1",
+            )
+            .bind(run_id)
+            .execute(&mut *conn)
+            .await?;
+            event_append(
+                conn,
+                run_id,
+                "run_cancel_requested",
+                None,
+                json!({ "by": by }),
+            )
+            .await?;
+            Ok(Some(Cancelled::Requested))
+        }
+        other => Ok(Some(Cancelled::AlreadyFinished(other.to_owned()))),
+    }
+}
+
+async fn cancel_steps(conn: &mut PgConnection, run_id: &str) -> Result<()> {
+    sqlx::query(
+        "update step_attempts set status = 'abandoned', finished_at = clock_timestamp(),
+                error = 'abandoned: the run was cancelled'
+          where run_id = $1 and status = 'running'",
+    )
+    .bind(run_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "update steps set status = 'cancelled', finished_at = clock_timestamp(), next_attempt_at = null
+          where run_id = $1 and status in ('pending', 'running', 'retry_scheduled', 'waiting')",
+    )
+    .bind(run_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Completes a cancellation the lease holder observed: the run becomes `cancelled` and
+/// nothing of it runs again.
+pub async fn run_cancel_finish(conn: &mut PgConnection, lease: &Lease) -> Result<()> {
+    let done = sqlx::query(
+        "update runs set status = 'cancelled', finished_at = clock_timestamp(),
+                lease_owner = null, lease_expires_at = null
+          where id = $1 and lease_token = $2 and status = 'running'",
+    )
+    .bind(&lease.run_id)
+    .bind(lease.token)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() != 1 {
+        return Err(super::StoreError::LeaseLost(lease.run_id.clone()));
+    }
+    cancel_steps(conn, &lease.run_id).await?;
+    event_append(
+        conn,
+        &lease.run_id,
+        "run_cancelled",
+        None,
+        json!({ "worker": lease.owner }),
+    )
+    .await
+}
+
+/// Makes the given steps of a new run into copies of another run's checkpoints.
+pub async fn steps_copy_checkpoints(
+    conn: &mut PgConnection,
+    from_run: &str,
+    to_run: &str,
+    step_ids: &[String],
+) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "update steps t set status = o.status, output = o.output, started_at = o.started_at,
+                finished_at = o.finished_at
+           from steps o
+          where o.run_id = $1 and t.run_id = $2 and t.step_id = o.step_id
+            and o.step_id = any($3) and o.status in ('succeeded', 'skipped')
+         returning t.step_id",
+    )
+    .bind(from_run)
+    .bind(to_run)
+    .bind(step_ids)
+    .fetch_all(conn)
+    .await?)
 }

@@ -15,6 +15,7 @@ pub struct StepRow {
     pub step_id: String,
     pub status: String,
     pub attempts: i32,
+    pub attempt_floor: i32,
     pub output: Option<Value>,
     pub error: Option<String>,
     pub next_attempt_at: Option<DateTime<Utc>>,
@@ -37,8 +38,8 @@ pub struct AttemptRow {
 
 pub async fn step_list(pool: &PgPool, run_id: &str) -> Result<Vec<StepRow>> {
     Ok(sqlx::query_as(
-        "select run_id, step_id, status, attempts, output, error, next_attempt_at, wake_at,
-                started_at, finished_at
+        "select run_id, step_id, status, attempts, attempt_floor, output, error, next_attempt_at,
+                wake_at, started_at, finished_at
            from steps where run_id = $1",
     )
     .bind(run_id)

@@ -11,6 +11,7 @@
 
 mod input;
 mod parse;
+pub mod schedule;
 pub mod template;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use input::{InputError, InputField, InputType};
 pub use parse::{Diagnostic, parse_workflow};
+pub use schedule::{CronSchedule, MisfirePolicy, OverlapPolicy, ScheduleSpec};
 
 /// Errors from loading workflow files.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +68,9 @@ pub struct Workflow {
     pub output: Option<serde_json::Value>,
     /// Steps in a topological order (every step after the steps it needs).
     pub steps: Vec<Step>,
+    /// `[[schedules]]`: recurring runs of this workflow, which `cairn scheduler` syncs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<ScheduleSpec>,
 }
 
 /// One step of a workflow.
@@ -316,4 +321,40 @@ pub fn toml_files(dir: &Path) -> Result<Vec<PathBuf>, WorkflowError> {
     }
     files.sort();
     Ok(files)
+}
+
+impl Workflow {
+    /// The DAG as a Mermaid flowchart.
+    pub fn to_mermaid(&self) -> String {
+        let mut out = String::from("flowchart TD\n");
+        for s in &self.steps {
+            out.push_str(&format!("    {}[\"{} ({})\"]\n", s.id, s.id, s.kind.name()));
+        }
+        for s in &self.steps {
+            for n in &s.needs {
+                out.push_str(&format!("    {n} --> {}\n", s.id));
+            }
+        }
+        out
+    }
+
+    /// The DAG in Graphviz DOT.
+    pub fn to_dot(&self) -> String {
+        let mut out = format!("digraph \"{}\" {{\n    rankdir=TB;\n", self.name);
+        for s in &self.steps {
+            out.push_str(&format!(
+                "    \"{}\" [label=\"{} ({})\"];\n",
+                s.id,
+                s.id,
+                s.kind.name()
+            ));
+        }
+        for s in &self.steps {
+            for n in &s.needs {
+                out.push_str(&format!("    \"{n}\" -> \"{}\";\n", s.id));
+            }
+        }
+        out.push_str("}\n");
+        out
+    }
 }

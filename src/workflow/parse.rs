@@ -13,6 +13,7 @@ use serde_json::Value;
 use toml::Spanned;
 
 use super::input::{InputField, InputType};
+use super::schedule::{self, CronSchedule, ScheduleSpec};
 use super::template;
 use super::{
     DEFAULT_TIMEOUT, HttpStep, RetryPolicy, SleepStep, SqlMode, SqlStep, Step, StepKind, Workflow,
@@ -58,6 +59,21 @@ struct RawWorkflow {
     output: Option<Spanned<toml::Value>>,
     #[serde(default)]
     steps: Vec<Spanned<RawStep>>,
+    #[serde(default)]
+    schedules: Vec<Spanned<RawSchedule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    name: Option<Spanned<String>>,
+    cron: Spanned<String>,
+    timezone: Option<Spanned<String>>,
+    input: Option<Spanned<toml::Value>>,
+    enabled: Option<bool>,
+    misfire_policy: Option<Spanned<String>>,
+    max_lateness: Option<Spanned<String>>,
+    overlap_policy: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -316,6 +332,8 @@ pub fn parse_workflow(name: &str, file: &str, source: &str) -> Result<Workflow, 
         value
     });
 
+    let schedules = parse_schedules(&mut cx, name, &raw.schedules, &input);
+
     if cx.diagnostics.is_empty() {
         Ok(Workflow {
             name: name.to_owned(),
@@ -323,6 +341,7 @@ pub fn parse_workflow(name: &str, file: &str, source: &str) -> Result<Workflow, 
             input,
             output,
             steps,
+            schedules,
         })
     } else {
         cx.diagnostics.sort_by_key(|d| (d.line, d.column));
@@ -780,6 +799,111 @@ fn parse_step(
     })
 }
 
+/// `[[schedules]]`: each entry's expression, zone, policies and input are checked
+/// now, so a bad schedule is a load-time error like a bad step.
+fn parse_schedules(
+    cx: &mut Ctx<'_>,
+    workflow: &str,
+    raw: &[Spanned<RawSchedule>],
+    input: &[InputField],
+) -> Vec<ScheduleSpec> {
+    let mut names: HashMap<String, Range<usize>> = HashMap::new();
+    let mut specs = Vec::new();
+    for entry in raw {
+        let at = entry.span().start..entry.span().start;
+        let s = entry.get_ref();
+        let name = match &s.name {
+            Some(n) if !is_identifier(n.get_ref()) => {
+                cx.error(
+                    n.span(),
+                    format!(
+                        "schedule name `{}` must be letters, digits and underscores, not starting with a digit",
+                        n.get_ref()
+                    ),
+                );
+                continue;
+            }
+            Some(n) => format!("{workflow}.{}", n.get_ref()),
+            None => workflow.to_owned(),
+        };
+        let name_span = s.name.as_ref().map_or(at.clone(), Spanned::span);
+        if names.contains_key(&name) {
+            cx.error(
+                name_span,
+                format!(
+                    "schedule `{name}` is declared twice; give each [[schedules]] entry a distinct `name`"
+                ),
+            );
+            continue;
+        }
+        names.insert(name.clone(), name_span);
+
+        let timezone = s
+            .timezone
+            .as_ref()
+            .map_or_else(|| "UTC".to_owned(), |t| t.get_ref().trim().to_owned());
+        let mut ok = true;
+        if let Some(t) = &s.timezone
+            && let Err(e) = schedule::parse_timezone(t.get_ref())
+        {
+            cx.error(t.span(), format!("schedule `{name}`: {e}"));
+            ok = false;
+        }
+        if ok && let Err(e) = CronSchedule::parse(s.cron.get_ref(), &timezone) {
+            cx.error(s.cron.span(), format!("schedule `{name}`: {e}"));
+        }
+        let misfire_policy = match &s.misfire_policy {
+            None => schedule::MisfirePolicy::FireOnce,
+            Some(p) => p.get_ref().parse().unwrap_or_else(|e| {
+                cx.error(p.span(), format!("schedule `{name}`: {e}"));
+                schedule::MisfirePolicy::FireOnce
+            }),
+        };
+        let overlap_policy = match &s.overlap_policy {
+            None => schedule::OverlapPolicy::Allow,
+            Some(p) => p.get_ref().parse().unwrap_or_else(|e| {
+                cx.error(p.span(), format!("schedule `{name}`: {e}"));
+                schedule::OverlapPolicy::Allow
+            }),
+        };
+        let max_lateness = match &s.max_lateness {
+            None => schedule::DEFAULT_MAX_LATENESS,
+            Some(raw) => match cx.duration(raw, "max_lateness") {
+                Some(d) if d < Duration::from_secs(1) => {
+                    cx.error(
+                        raw.span(),
+                        format!("schedule `{name}`: max_lateness must be at least 1s"),
+                    );
+                    schedule::DEFAULT_MAX_LATENESS
+                }
+                Some(d) => d,
+                None => schedule::DEFAULT_MAX_LATENESS,
+            },
+        };
+        let input_value = s.input.as_ref().map_or_else(
+            || Value::Object(Default::default()),
+            |i| to_json(i.get_ref()),
+        );
+        if let Err(errors) = super::input::validate(input, &input_value) {
+            let span = s.input.as_ref().map_or(at.clone(), Spanned::span);
+            for e in errors {
+                cx.error(span.clone(), format!("schedule `{name}`: input: {e}"));
+            }
+        }
+        specs.push(ScheduleSpec {
+            name,
+            cron: s.cron.get_ref().trim().to_owned(),
+            timezone,
+            input: input_value,
+            enabled: s.enabled.unwrap_or(true),
+            misfire_policy,
+            max_lateness_ms: max_lateness.as_millis() as u64,
+            overlap_policy,
+        });
+    }
+    specs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -912,6 +1036,110 @@ kind = "teleport"
         let e = errors("description = \"x\"\n[[steps]\n");
         assert_eq!(e.len(), 1);
         assert!(e[0].starts_with("wf.toml:2:"), "{e:?}");
+    }
+
+    #[test]
+    fn schedules_are_parsed_with_defaults_and_names() {
+        let src = r#"[input]
+project_id = { type = "integer" }
+
+[[steps]]
+id = "a"
+kind = "sleep"
+duration = "1s"
+
+[[schedules]]
+cron = "0 6 * * *"
+timezone = "Europe/Berlin"
+input = { project_id = 1 }
+
+[[schedules]]
+name = "fast"
+cron = "*/5 * * * * *"
+misfire_policy = "skip"
+max_lateness = "10s"
+overlap_policy = "cancel_previous"
+enabled = false
+input = { project_id = 2 }
+"#;
+        let wf = parse_workflow("wf", "wf.toml", src).unwrap();
+        assert_eq!(wf.schedules.len(), 2);
+        let (daily, fast) = (&wf.schedules[0], &wf.schedules[1]);
+        assert_eq!(daily.name, "wf");
+        assert_eq!(daily.timezone, "Europe/Berlin");
+        assert_eq!(daily.input, serde_json::json!({ "project_id": 1 }));
+        assert!(daily.enabled);
+        assert_eq!(daily.misfire_policy, schedule::MisfirePolicy::FireOnce);
+        assert_eq!(daily.overlap_policy, schedule::OverlapPolicy::Allow);
+        assert_eq!(daily.max_lateness(), schedule::DEFAULT_MAX_LATENESS);
+        assert_eq!(fast.name, "wf.fast");
+        assert_eq!(fast.timezone, "UTC");
+        assert!(!fast.enabled);
+        assert_eq!(fast.misfire_policy, schedule::MisfirePolicy::Skip);
+        assert_eq!(fast.overlap_policy, schedule::OverlapPolicy::CancelPrevious);
+        assert_eq!(fast.max_lateness_ms, 10_000);
+    }
+
+    #[test]
+    fn bad_schedules_are_located() {
+        let src = r#"[input]
+n = { type = "integer" }
+
+[[steps]]
+id = "a"
+kind = "sleep"
+duration = "1s"
+
+[[schedules]]
+cron = "61 * * * *"
+input = { n = 1 }
+
+[[schedules]]
+name = "tz"
+cron = "* * * * *"
+timezone = "Mars/Base"
+input = { n = 1 }
+
+[[schedules]]
+name = "policies"
+cron = "* * * * *"
+overlap_policy = "queue"
+misfire_policy = "later"
+max_lateness = "10ms"
+input = { n = "one" }
+
+[[schedules]]
+name = "tz"
+cron = "* * * * *"
+input = { n = 1 }
+
+[[schedules]]
+name = "no_input"
+cron = "0 0 30 2 *"
+"#;
+        let e = errors(src);
+        let has = |prefix: &str, text: &str| {
+            assert!(
+                e.iter().any(|m| m.starts_with(prefix) && m.contains(text)),
+                "{prefix} {text}: {e:#?}"
+            )
+        };
+        has(
+            "wf.toml:10:8:",
+            "schedule `wf`: bad cron expression `61 * * * *`",
+        );
+        has("wf.toml:16:12:", "unknown time zone `Mars/Base`");
+        has(
+            "wf.toml:22:18:",
+            "unknown overlap policy `queue`; expected one of: allow, skip, cancel_previous",
+        );
+        has("wf.toml:23:18:", "unknown misfire policy `later`");
+        has("wf.toml:24:16:", "max_lateness must be at least 1s");
+        has("wf.toml:25:9:", "schedule `wf.policies`: input: ");
+        has("wf.toml:28:8:", "schedule `wf.tz` is declared twice");
+        has("wf.toml:34:8:", "never fires");
+        has("wf.toml:32:1:", "schedule `wf.no_input`: input: ");
+        assert_eq!(e.len(), 9, "{e:#?}");
     }
 
     proptest! {

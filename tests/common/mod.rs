@@ -149,6 +149,12 @@ pub struct Seen {
     pub barrier: tokio::sync::Barrier,
     /// Failures still to answer per key on `/flaky/{n}`.
     pub flaky: Mutex<HashMap<String, u32>>,
+    /// While set, `/toggle` answers 500.
+    pub failing: std::sync::atomic::AtomicBool,
+    /// `/gate` waits for a permit.
+    pub gate: tokio::sync::Semaphore,
+    /// Requests that entered `/gate`.
+    pub gate_entered: AtomicU64,
 }
 
 impl Seen {
@@ -174,6 +180,9 @@ pub async fn spawn_service(pool: &PgPool, barrier_parties: usize) -> (SocketAddr
         after_checkpoint: AtomicU64::new(0),
         barrier: tokio::sync::Barrier::new(barrier_parties),
         flaky: Mutex::default(),
+        failing: std::sync::atomic::AtomicBool::new(true),
+        gate: tokio::sync::Semaphore::new(0),
+        gate_entered: AtomicU64::new(0),
     });
     let state = Arc::new(ServiceState {
         seen: seen.clone(),
@@ -184,6 +193,8 @@ pub async fn spawn_service(pool: &PgPool, barrier_parties: usize) -> (SocketAddr
         .route("/barrier", post(barrier))
         .route("/flaky/{n}", post(flaky))
         .route("/status/{code}", post(status))
+        .route("/toggle", post(toggle))
+        .route("/gate", post(gate))
         .route("/health", get(|| async { "ok" }))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -277,6 +288,53 @@ async fn status(
         StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         Json(json!({ "code": code })),
     )
+}
+
+async fn toggle(
+    State(s): State<Arc<ServiceState>>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<Value>) {
+    record(&s.seen, &key(&headers));
+    if s.seen.failing.load(Ordering::SeqCst) {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({ "error": "failing on purpose" })),
+        )
+    } else {
+        (StatusCode::OK, Json(json!({ "ok": true })))
+    }
+}
+
+async fn gate(State(s): State<Arc<ServiceState>>, headers: HeaderMap) -> Json<Value> {
+    record(&s.seen, &key(&headers));
+    s.seen.gate_entered.fetch_add(1, Ordering::SeqCst);
+    if let Ok(permit) = s.seen.gate.acquire().await {
+        permit.forget();
+    }
+    Json(json!({ "passed": true }))
+}
+
+/// Waits until `check` holds, re-checking on every run event; panics after `limit`.
+pub async fn wait_until<F, Fut>(pool: &PgPool, limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut listener = PgListener::connect_with(pool).await.expect("listen");
+    listener.listen("cairn_events").await.expect("listen");
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        assert!(now < deadline, "timed out waiting for {what}");
+        let _ = tokio::time::timeout(
+            (deadline - now).min(Duration::from_millis(500)),
+            listener.recv(),
+        )
+        .await;
+    }
 }
 
 /// Attempts of a step, in order: (status, started, finished, error, retry delay ms).

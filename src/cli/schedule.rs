@@ -1,0 +1,268 @@
+//! `ctl schedule …`: list (with the next three fire times), show, add, pause, resume,
+//! trigger and remove schedules through `/api/schedules`. A schedule is named by its id
+//! or its name.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+use clap::Subcommand;
+use comfy_table::{Table, presets};
+use serde_json::{Value, json};
+
+use super::client::Client;
+use super::output::{Format, Out, relative};
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Schedules, with their next three fire times.
+    List,
+    /// A schedule and its latest ticks (fired, skipped, failed).
+    Show {
+        /// Id or name.
+        schedule: String,
+    },
+    /// Create a schedule (workflow files declare theirs with `[[schedules]]`).
+    #[command(
+        after_help = "Examples:\n  ctl schedule add nightly-report --workflow run_report --cron '0 6 * * *' --timezone Europe/Berlin\n  ctl schedule add greet --workflow hello --cron '*/10 * * * * *' --input '{\"name\": \"Ada\"}' --overlap-policy skip"
+    )]
+    Add {
+        /// Unique name: letters, digits, `_`, `-` and `.`.
+        name: String,
+        #[arg(long)]
+        workflow: String,
+        /// 5 fields (`0 6 * * *`), or 6 with seconds first (`*/10 * * * * *`).
+        #[arg(long)]
+        cron: String,
+        /// IANA time zone the expression is read in.
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+        /// Input of every run, as a JSON object.
+        #[arg(long)]
+        input: Option<String>,
+        /// What missed ticks do: one late run (`fire_once`) or nothing (`skip`).
+        #[arg(long, default_value = "fire_once", value_parser = ["fire_once", "skip"])]
+        misfire_policy: String,
+        /// When the previous run is still active: `allow`, `skip`, `cancel_previous`.
+        #[arg(long, default_value = "allow", value_parser = ["allow", "skip", "cancel_previous"])]
+        overlap_policy: String,
+        /// How late a tick may start and still be on time (e.g. 30s, 5m).
+        #[arg(long, default_value = "1m")]
+        max_lateness: String,
+        /// Create it paused.
+        #[arg(long)]
+        paused: bool,
+    },
+    /// Stop a schedule firing until it is resumed.
+    Pause { schedule: String },
+    /// Resume a paused schedule from its next tick (the paused ticks never fire).
+    Resume { schedule: String },
+    /// Start a run of the schedule now.
+    Trigger { schedule: String },
+    /// Remove a schedule created with `add` (a file's schedule is removed from its file).
+    Remove { schedule: String },
+}
+
+fn path(schedule: &str) -> String {
+    format!("/api/schedules/{schedule}")
+}
+
+/// Runs a `ctl schedule` command.
+pub async fn run(command: ScheduleCommand, client: &Client, out: &mut Out<'_>) -> Result<u8> {
+    let (w, format) = out.parts();
+    match command {
+        ScheduleCommand::List => {
+            let body = client.get("/api/schedules").await?;
+            list(w, format, &body)?;
+        }
+        ScheduleCommand::Show { schedule } => {
+            let body = client.get(&path(&schedule)).await?;
+            show(w, format, &body)?;
+        }
+        ScheduleCommand::Add {
+            name,
+            workflow,
+            cron,
+            timezone,
+            input,
+            misfire_policy,
+            overlap_policy,
+            max_lateness,
+            paused,
+        } => {
+            let input: Value = match input {
+                Some(s) => serde_json::from_str(&s).context("--input is not valid JSON")?,
+                None => json!({}),
+            };
+            let body = json!({
+                "name": name,
+                "workflow": workflow,
+                "cron": cron,
+                "timezone": timezone,
+                "input": input,
+                "enabled": !paused,
+                "misfirePolicy": misfire_policy,
+                "overlapPolicy": overlap_policy,
+                "maxLateness": max_lateness,
+            });
+            let created = client.post("/api/schedules", &body, None).await?;
+            one(w, format, &created)?;
+        }
+        ScheduleCommand::Pause { schedule } => {
+            let body = client
+                .post(&format!("{}/pause", path(&schedule)), &json!({}), None)
+                .await?;
+            one(w, format, &body)?;
+        }
+        ScheduleCommand::Resume { schedule } => {
+            let body = client
+                .post(&format!("{}/resume", path(&schedule)), &json!({}), None)
+                .await?;
+            one(w, format, &body)?;
+        }
+        ScheduleCommand::Trigger { schedule } => {
+            let body = client
+                .post(&format!("{}/trigger", path(&schedule)), &json!({}), None)
+                .await?;
+            if format == Format::Json {
+                json_out(w, &body)?;
+            } else {
+                writeln!(w, "{}  {}", text(&body["taskId"]), text(&body["status"]))?;
+            }
+        }
+        ScheduleCommand::Remove { schedule } => {
+            client.delete(&path(&schedule)).await?;
+            if format == Format::Json {
+                json_out(w, &json!({ "removed": schedule }))?;
+            } else {
+                writeln!(w, "removed schedule {schedule}")?;
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(presets::NOTHING);
+    t.set_header(header.iter().map(|h| h.to_string()));
+    t
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn json_out(w: &mut dyn Write, v: &Value) -> Result<()> {
+    serde_json::to_writer_pretty(&mut *w, v)?;
+    writeln!(w)?;
+    Ok(())
+}
+
+/// `next` for a schedule: its fire times, or why there are none.
+fn next_times(s: &Value) -> String {
+    let times: Vec<String> = s["nextFireTimes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(text)
+        .collect();
+    if s["enabled"] == false {
+        "paused".into()
+    } else if times.is_empty() {
+        "never".into()
+    } else {
+        times.join(", ")
+    }
+}
+
+fn list(w: &mut dyn Write, format: Format, body: &Value) -> Result<()> {
+    if format == Format::Json {
+        return json_out(w, body);
+    }
+    let items = body["items"].as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        writeln!(w, "no schedules")?;
+        return Ok(());
+    }
+    let now = Utc::now();
+    let mut t = table(&[
+        "NAME",
+        "WORKFLOW",
+        "CRON",
+        "TIMEZONE",
+        "SOURCE",
+        "LAST FIRED",
+        "NEXT FIRE TIMES",
+    ]);
+    for s in &items {
+        t.add_row(vec![
+            text(&s["name"]),
+            text(&s["workflow"]),
+            text(&s["cron"]),
+            text(&s["timezone"]),
+            text(&s["source"]),
+            relative(&s["lastFiredAt"], now),
+            next_times(s),
+        ]);
+    }
+    writeln!(w, "{t}")?;
+    Ok(())
+}
+
+fn one(w: &mut dyn Write, format: Format, s: &Value) -> Result<()> {
+    if format == Format::Json {
+        return json_out(w, s);
+    }
+    let now = Utc::now();
+    writeln!(w, "Schedule  {} ({})", text(&s["name"]), text(&s["id"]))?;
+    writeln!(w, "Workflow  {}", text(&s["workflow"]))?;
+    writeln!(
+        w,
+        "Cron      {}  in {}",
+        text(&s["cron"]),
+        text(&s["timezone"])
+    )?;
+    writeln!(w, "Input     {}", s["input"])?;
+    writeln!(
+        w,
+        "Policies  misfire {} (max lateness {}), overlap {}",
+        text(&s["misfirePolicy"]),
+        text(&s["maxLateness"]),
+        text(&s["overlapPolicy"])
+    )?;
+    writeln!(w, "Source    {}", text(&s["source"]))?;
+    writeln!(w, "Last      {}", relative(&s["lastFiredAt"], now))?;
+    writeln!(w, "Next      {}", next_times(s))?;
+    Ok(())
+}
+
+fn show(w: &mut dyn Write, format: Format, s: &Value) -> Result<()> {
+    if format == Format::Json {
+        return json_out(w, s);
+    }
+    one(w, format, s)?;
+    let ticks = s["recentTicks"].as_array().cloned().unwrap_or_default();
+    if ticks.is_empty() {
+        writeln!(w, "\nno ticks handled yet")?;
+        return Ok(());
+    }
+    let mut t = table(&["TICK", "KIND", "OUTCOME", "TASK", "MISSED", "BY", "ERROR"]);
+    for k in &ticks {
+        t.add_row(vec![
+            text(&k["tickAt"]),
+            text(&k["kind"]),
+            text(&k["outcome"]),
+            text(&k["taskId"]),
+            text(&k["missed"]),
+            text(&k["handledBy"]),
+            text(&k["error"]),
+        ]);
+    }
+    writeln!(w, "\nLatest ticks\n{t}")?;
+    Ok(())
+}

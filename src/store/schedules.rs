@@ -1,0 +1,460 @@
+//! `schedules` and `schedule_ticks`: recurring runs, each schedule's cursor (the earliest
+//! tick not yet handled), and one row per handled tick — the exactly-once guard.
+//!
+//! A scheduler claims a due schedule with `for update skip locked`, so schedulers never
+//! wait on each other; inside that transaction it inserts each tick's row with `on
+//! conflict do nothing` and starts the tick's run only when its insert happened. The
+//! run, the tick row and the cursor move commit together.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sqlx::{PgConnection, PgPool};
+
+use super::Result;
+use super::events::event_append;
+
+pub const SCHEDULE_COLUMNS: &str = "id, name, workflow, cron, timezone, input, enabled, \
+     misfire_policy, max_lateness_ms, overlap_policy, source, spec_hash, next_fire_at, \
+     last_fired_at, created_at, updated_at";
+
+/// Run statuses in which a run counts as active for the overlap policies.
+pub const ACTIVE_RUN_STATUSES: &[&str] = &["queued", "running", "waiting", "sleeping", "retrying"];
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ScheduleRow {
+    pub id: String,
+    pub name: String,
+    pub workflow: String,
+    pub cron: String,
+    pub timezone: String,
+    pub input: Value,
+    pub enabled: bool,
+    pub misfire_policy: String,
+    pub max_lateness_ms: i64,
+    pub overlap_policy: String,
+    pub source: String,
+    pub spec_hash: Option<String>,
+    pub next_fire_at: Option<DateTime<Utc>>,
+    pub last_fired_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The settings of a schedule, as written by [`schedule_insert`] and
+/// [`schedule_file_update`].
+#[derive(Debug, Clone)]
+pub struct ScheduleParams<'a> {
+    pub name: &'a str,
+    pub workflow: &'a str,
+    pub cron: &'a str,
+    pub timezone: &'a str,
+    pub input: &'a Value,
+    pub enabled: bool,
+    pub misfire_policy: &'a str,
+    pub max_lateness_ms: i64,
+    pub overlap_policy: &'a str,
+    /// `file` or `api`.
+    pub source: &'a str,
+    pub spec_hash: Option<&'a str>,
+    pub next_fire_at: Option<DateTime<Utc>>,
+}
+
+/// Inserts a schedule. A taken name violates `schedules_name`.
+pub async fn schedule_insert(
+    conn: &mut PgConnection,
+    id: &str,
+    p: &ScheduleParams<'_>,
+) -> Result<ScheduleRow> {
+    let sql = format!(
+        "insert into schedules (id, name, workflow, cron, timezone, input, enabled, misfire_policy,
+                                max_lateness_ms, overlap_policy, source, spec_hash, next_fire_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+         returning {SCHEDULE_COLUMNS}"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(p.name)
+        .bind(p.workflow)
+        .bind(p.cron)
+        .bind(p.timezone)
+        .bind(p.input)
+        .bind(p.enabled)
+        .bind(p.misfire_policy)
+        .bind(p.max_lateness_ms)
+        .bind(p.overlap_policy)
+        .bind(p.source)
+        .bind(p.spec_hash)
+        .bind(p.next_fire_at)
+        .fetch_one(&mut *conn)
+        .await?)
+}
+
+/// A schedule by id or by name.
+pub async fn schedule_get(pool: &PgPool, id_or_name: &str) -> Result<Option<ScheduleRow>> {
+    let sql = format!("select {SCHEDULE_COLUMNS} from schedules where id = $1 or name = $1");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id_or_name)
+        .fetch_optional(pool)
+        .await?)
+}
+
+/// Every schedule, by name.
+pub async fn schedule_list(pool: &PgPool) -> Result<Vec<ScheduleRow>> {
+    let sql = format!("select {SCHEDULE_COLUMNS} from schedules order by name");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .fetch_all(pool)
+        .await?)
+}
+
+/// Pauses or resumes a schedule. Resuming a paused schedule moves its cursor to
+/// `resume_at` (the next tick from now), so the ticks of the pause never fire; pausing,
+/// or resuming one that is not paused, leaves the cursor alone.
+pub async fn schedule_set_enabled(
+    pool: &PgPool,
+    id: &str,
+    enabled: bool,
+    resume_at: Option<DateTime<Utc>>,
+) -> Result<Option<ScheduleRow>> {
+    let sql = format!(
+        "update schedules
+            set enabled = $2, updated_at = now(),
+                next_fire_at = case when $2 and not enabled then $3 else next_fire_at end
+          where id = $1
+         returning {SCHEDULE_COLUMNS}"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(enabled)
+        .bind(resume_at)
+        .fetch_optional(pool)
+        .await?)
+}
+
+/// Removes a schedule and its tick history; the runs it started keep their record.
+pub async fn schedule_delete(pool: &PgPool, id: &str) -> Result<bool> {
+    let done = sqlx::query("delete from schedules where id = $1")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Claims one enabled schedule whose cursor is at or before `now`, locking it for the
+/// rest of the transaction; schedules another scheduler holds are skipped, and so are
+/// `skip` (ones this pass already failed on).
+pub async fn schedule_claim_due(
+    conn: &mut PgConnection,
+    now: DateTime<Utc>,
+    skip: &[String],
+) -> Result<Option<ScheduleRow>> {
+    let sql = format!(
+        "select {SCHEDULE_COLUMNS} from schedules
+          where enabled and next_fire_at <= $1 and id <> all($2)
+          order by next_fire_at
+          limit 1
+          for update skip locked"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(now)
+        .bind(skip)
+        .fetch_optional(&mut *conn)
+        .await?)
+}
+
+/// Moves a claimed schedule's cursor; `fired_at` records that a run was started.
+pub async fn schedule_advance(
+    conn: &mut PgConnection,
+    id: &str,
+    next_fire_at: Option<DateTime<Utc>>,
+    fired_at: Option<DateTime<Utc>>,
+) -> Result<()> {
+    sqlx::query(
+        "update schedules set next_fire_at = $2, last_fired_at = coalesce($3, last_fired_at)
+          where id = $1",
+    )
+    .bind(id)
+    .bind(next_fire_at)
+    .bind(fired_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Records that a manual trigger started a run.
+pub async fn schedule_fired(conn: &mut PgConnection, id: &str, at: DateTime<Utc>) -> Result<()> {
+    sqlx::query("update schedules set last_fired_at = $2 where id = $1")
+        .bind(id)
+        .bind(at)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// The earliest cursor of any enabled schedule: when a scheduler next has work.
+pub async fn schedule_next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>> {
+    Ok(
+        sqlx::query_scalar("select min(next_fire_at) from schedules where enabled")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// A new `schedule_ticks` row.
+#[derive(Debug, Clone)]
+pub struct TickInsertParams<'a> {
+    pub schedule_id: &'a str,
+    pub tick_at: DateTime<Utc>,
+    /// `on_time`, `late` or `manual`.
+    pub kind: &'a str,
+    pub missed: i32,
+    pub scheduler: &'a str,
+}
+
+/// Claims a tick: inserts its row unless the tick was handled already, and returns the
+/// row's id only when this call inserted it. Manual ticks always insert.
+pub async fn schedule_tick_insert(
+    conn: &mut PgConnection,
+    p: &TickInsertParams<'_>,
+) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar(
+        "insert into schedule_ticks (schedule_id, tick_at, kind, outcome, missed, scheduler)
+         values ($1, $2, $3, 'fired', $4, $5)
+         on conflict (schedule_id, tick_at) where kind <> 'manual' do nothing
+         returning id",
+    )
+    .bind(p.schedule_id)
+    .bind(p.tick_at)
+    .bind(p.kind)
+    .bind(p.missed)
+    .bind(p.scheduler)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+/// Sets what a claimed tick did: `fired` with its run, `skipped_*`, or `failed` with
+/// an error.
+pub async fn schedule_tick_finish(
+    conn: &mut PgConnection,
+    tick_id: i64,
+    outcome: &str,
+    run_id: Option<&str>,
+    error: Option<&str>,
+) -> Result<()> {
+    sqlx::query("update schedule_ticks set outcome = $2, run_id = $3, error = $4 where id = $1")
+        .bind(tick_id)
+        .bind(outcome)
+        .bind(run_id)
+        .bind(error)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TickRow {
+    pub id: i64,
+    pub schedule_id: String,
+    pub tick_at: DateTime<Utc>,
+    pub kind: String,
+    pub outcome: String,
+    pub run_id: Option<String>,
+    pub missed: i32,
+    pub error: Option<String>,
+    pub scheduler: String,
+    pub handled_at: DateTime<Utc>,
+}
+
+/// A schedule's latest handled ticks, newest first.
+pub async fn schedule_ticks_recent(
+    pool: &PgPool,
+    schedule_id: &str,
+    limit: i64,
+) -> Result<Vec<TickRow>> {
+    Ok(sqlx::query_as(
+        "select id, schedule_id, tick_at, kind, outcome, run_id, missed, error, scheduler, handled_at
+           from schedule_ticks where schedule_id = $1
+          order by id desc limit $2",
+    )
+    .bind(schedule_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Records on a run which schedule and tick started it.
+pub async fn run_schedule_link(
+    conn: &mut PgConnection,
+    run_id: &str,
+    schedule_id: &str,
+    tick_at: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query("update runs set schedule_id = $2, schedule_tick_at = $3 where id = $1")
+        .bind(run_id)
+        .bind(schedule_id)
+        .bind(tick_at)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// The schedule and tick that started a run.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RunScheduleRow {
+    pub schedule_id: String,
+    pub tick_at: DateTime<Utc>,
+    /// `None` once the schedule was removed.
+    pub name: Option<String>,
+    /// `on_time`, `late` or `manual`; `None` once the schedule was removed.
+    pub kind: Option<String>,
+}
+
+pub async fn run_schedule_get(pool: &PgPool, run_id: &str) -> Result<Option<RunScheduleRow>> {
+    Ok(sqlx::query_as(
+        "select r.schedule_id, r.schedule_tick_at as tick_at, s.name, t.kind
+           from runs r
+           left join schedules s on s.id = r.schedule_id
+           left join schedule_ticks t on t.run_id = r.id
+          where r.id = $1 and r.schedule_id is not null and r.schedule_tick_at is not null",
+    )
+    .bind(run_id)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Ids of a schedule's active runs (see [`ACTIVE_RUN_STATUSES`]), oldest first.
+pub async fn schedule_active_runs(
+    conn: &mut PgConnection,
+    schedule_id: &str,
+) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "select id from runs
+          where schedule_id = $1 and status in ('queued', 'running', 'waiting', 'sleeping', 'retrying')
+          order by created_at, id",
+    )
+    .bind(schedule_id)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// What [`schedule_cancel_active_runs`] did to each active run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CancelledRuns {
+    /// Queued or parked runs, cancelled at once.
+    pub cancelled: Vec<String>,
+    /// Runs a worker holds: asked to stop at their next step boundary.
+    pub requested: Vec<String>,
+}
+
+/// `cancel_previous`: cancels a schedule's active runs. Runs nobody holds (queued,
+/// retrying, sleeping, waiting) become `cancelled` with their open steps; running runs
+/// get `cancel_requested_at`, which their worker's next fenced write observes.
+///
+/// The same transitions as an operator's cancel, reached by schedule rather than by id.
+pub async fn schedule_cancel_active_runs(
+    conn: &mut PgConnection,
+    schedule_id: &str,
+    by: &str,
+) -> Result<CancelledRuns> {
+    let cancelled: Vec<String> = sqlx::query_scalar(
+        "update runs set status = 'cancelled', finished_at = clock_timestamp(), wake_at = null,
+                cancel_requested_at = coalesce(cancel_requested_at, now())
+          where schedule_id = $1 and status in ('queued', 'waiting', 'sleeping', 'retrying')
+         returning id",
+    )
+    .bind(schedule_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    if !cancelled.is_empty() {
+        sqlx::query(
+            "update steps set status = 'cancelled', finished_at = clock_timestamp(), next_attempt_at = null
+              where run_id = any($1) and status in ('pending', 'running', 'retry_scheduled', 'waiting')",
+        )
+        .bind(&cancelled)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let requested: Vec<String> = sqlx::query_scalar(
+        "update runs set cancel_requested_at = now()
+          where schedule_id = $1 and status = 'running' and cancel_requested_at is null
+         returning id",
+    )
+    .bind(schedule_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    for id in &cancelled {
+        event_append(conn, id, "run_cancelled", None, json!({ "by": by })).await?;
+    }
+    for id in &requested {
+        event_append(conn, id, "run_cancel_requested", None, json!({ "by": by })).await?;
+    }
+    Ok(CancelledRuns {
+        cancelled,
+        requested,
+    })
+}
+
+/// Serialises file syncs: schedulers starting together apply the files one at a time.
+pub async fn schedule_sync_lock(conn: &mut PgConnection) -> Result<()> {
+    sqlx::query("select pg_advisory_xact_lock(hashtext('cairn.schedules.sync'))")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// A schedule by name, locked for the rest of the transaction.
+pub async fn schedule_get_for_update(
+    conn: &mut PgConnection,
+    name: &str,
+) -> Result<Option<ScheduleRow>> {
+    let sql = format!("select {SCHEDULE_COLUMNS} from schedules where name = $1 for update");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?)
+}
+
+/// Rewrites a file schedule from its changed `[[schedules]]` entry. The cursor moves to
+/// `p.next_fire_at` only with `move_cursor` (its timing changed, or it was resumed).
+pub async fn schedule_file_update(
+    conn: &mut PgConnection,
+    id: &str,
+    p: &ScheduleParams<'_>,
+    move_cursor: bool,
+) -> Result<()> {
+    sqlx::query(
+        "update schedules
+            set workflow = $2, cron = $3, timezone = $4, input = $5, enabled = $6,
+                misfire_policy = $7, max_lateness_ms = $8, overlap_policy = $9, spec_hash = $10,
+                next_fire_at = case when $11 then $12 else next_fire_at end,
+                updated_at = now()
+          where id = $1",
+    )
+    .bind(id)
+    .bind(p.workflow)
+    .bind(p.cron)
+    .bind(p.timezone)
+    .bind(p.input)
+    .bind(p.enabled)
+    .bind(p.misfire_policy)
+    .bind(p.max_lateness_ms)
+    .bind(p.overlap_policy)
+    .bind(p.spec_hash)
+    .bind(move_cursor)
+    .bind(p.next_fire_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Deletes the file schedules whose names are not in `keep`; returns their names.
+pub async fn schedule_file_delete_except(
+    conn: &mut PgConnection,
+    keep: &[String],
+) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "delete from schedules where source = 'file' and name <> all($1) returning name",
+    )
+    .bind(keep)
+    .fetch_all(&mut *conn)
+    .await?)
+}

@@ -1,0 +1,135 @@
+//! Read-only aggregates for the overview page, `/metrics` and stuck-run detection.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use super::Result;
+
+/// Runs per status.
+pub async fn runs_by_status(pool: &PgPool) -> Result<Vec<(String, i64)>> {
+    Ok(
+        sqlx::query_as("select status, count(*) from runs group by status order by status")
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+/// Queued runs per workflow and the age of the oldest, in seconds.
+pub async fn queue_depth(pool: &PgPool) -> Result<Vec<(String, i64, f64)>> {
+    Ok(sqlx::query_as(
+        "select workflow, count(*),
+                extract(epoch from clock_timestamp() - min(updated_at))::float8
+           from runs where status = 'queued' group by workflow order by workflow",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Runs that finished per time bucket since `since`: (bucket start, succeeded, dead).
+pub async fn throughput(
+    pool: &PgPool,
+    since: DateTime<Utc>,
+    bucket_secs: f64,
+) -> Result<Vec<(DateTime<Utc>, i64, i64)>> {
+    Ok(sqlx::query_as(
+        "select to_timestamp(floor(extract(epoch from finished_at) / $2) * $2) as bucket,
+                count(*) filter (where status = 'succeeded'), count(*) filter (where status = 'dead')
+           from runs where finished_at >= $1
+          group by bucket order by bucket",
+    )
+    .bind(since)
+    .bind(bucket_secs)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Workers with a heartbeat within `secs`.
+pub async fn workers_alive(pool: &PgPool, secs: f64) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "select count(*) from workers
+          where stopped_at is null and last_heartbeat_at > clock_timestamp() - make_interval(secs => $1)",
+    )
+    .bind(secs)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// A run held by a worker that stopped renewing its lease.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StuckRow {
+    pub run_id: String,
+    pub workflow: String,
+    pub worker: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Seconds since the lease expired (negative: not yet expired, but its worker's
+    /// heartbeat is stale).
+    pub lease_expired_secs: f64,
+}
+
+/// Running runs whose lease expired or whose worker's heartbeat is older than `secs`.
+pub async fn stuck_runs(pool: &PgPool, secs: f64) -> Result<Vec<StuckRow>> {
+    Ok(sqlx::query_as(
+        "select r.id as run_id, r.workflow, r.lease_owner as worker, r.lease_expires_at,
+                extract(epoch from clock_timestamp() - r.lease_expires_at)::float8 as lease_expired_secs
+           from runs r left join workers w on w.id = r.lease_owner
+          where r.status = 'running'
+            and (r.lease_expires_at < clock_timestamp()
+                 or w.id is null or w.stopped_at is not null
+                 or w.last_heartbeat_at < clock_timestamp() - make_interval(secs => $1))
+          order by r.lease_expires_at limit 500",
+    )
+    .bind(secs)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Step attempts by outcome, retries scheduled, and finished attempts' durations per
+/// histogram bucket (cumulative counts for each upper bound in `bounds`, then the sum
+/// and count).
+pub struct StepStats {
+    pub attempts_by_status: Vec<(String, i64)>,
+    pub retries: i64,
+    pub duration_buckets: Vec<i64>,
+    pub duration_sum: f64,
+    pub duration_count: i64,
+}
+
+pub async fn step_stats(pool: &PgPool, bounds: &[f64]) -> Result<StepStats> {
+    let attempts_by_status = sqlx::query_as(
+        "select status, count(*) from step_attempts group by status order by status",
+    )
+    .fetch_all(pool)
+    .await?;
+    let retries: i64 =
+        sqlx::query_scalar("select count(*) from step_attempts where retry_delay_ms is not null")
+            .fetch_one(pool)
+            .await?;
+    let (buckets, sum, count): (Vec<i64>, f64, i64) = sqlx::query_as(
+        "with d as (select extract(epoch from finished_at - started_at)::float8 as s
+                      from step_attempts where finished_at is not null)
+         select array(select (select count(*) from d where s <= b) from unnest($1::float8[]) as b),
+                coalesce((select sum(s) from d), 0)::float8, (select count(*) from d)",
+    )
+    .bind(bounds)
+    .fetch_one(pool)
+    .await?;
+    Ok(StepStats {
+        attempts_by_status,
+        retries,
+        duration_buckets: buckets,
+        duration_sum: sum,
+        duration_count: count,
+    })
+}
+
+/// Whether every migration Cairn ships has been applied.
+pub async fn migrations_current(pool: &PgPool) -> Result<bool> {
+    let applied: Vec<i64> =
+        sqlx::query_scalar("select version from _sqlx_migrations where success")
+            .fetch_all(pool)
+            .await?;
+    Ok(crate::MIGRATOR
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+        .all(|m| applied.contains(&m.version)))
+}
