@@ -1,0 +1,229 @@
+// The dashboard against a real, running Cairn (see lib/harness.mjs for the environment).
+// The scenarios run in order and share what they create: a project, its analysis run,
+// a dead run.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import {
+  api,
+  config,
+  eventually,
+  LAPTOP,
+  openBrowser,
+  resetArtifacts,
+  screenshot,
+  signIn,
+  skipReason,
+  TABLET,
+  unique,
+} from './lib/harness.mjs';
+
+const skip = skipReason();
+
+/** Operator-only controls, by accessible name; a viewer must see none of them. */
+const OPERATOR_CONTROLS = [
+  /^Analyze$/,
+  /^Summarize$/,
+  /^New project$/,
+  /^Retry$/,
+  /^Replay…$/,
+  /^Cancel run$/,
+  /^Retry filtered…$/,
+  /^Cancel filtered…$/,
+  /^Redrive/,
+  /^Purge/,
+  /^New schedule$/,
+  /^Pause /,
+  /^Trigger /,
+];
+
+describe('Cairn dashboard', { skip: skip ?? false }, () => {
+  /** @type {Awaited<ReturnType<typeof openBrowser>>} */
+  let admin;
+  const state = { projectUrl: '', runId: '', deadRunId: '' };
+
+  before(async () => {
+    resetArtifacts();
+    admin = await openBrowser('admin');
+  });
+  after(async () => {
+    await admin?.close();
+  });
+
+  const noProblems = () => assert.deepEqual(admin.takeProblems(), [], 'no console errors or uncaught exceptions');
+
+  it('signs in', async () => {
+    const { page } = admin;
+    await page.goto('/runs');
+    await page.getByRole('heading', { name: 'Sign in to Cairn' }).waitFor();
+    assert.match(page.url(), /\/signin\?next=%2Fruns$/);
+    await screenshot(page, '01-sign-in');
+    await page.getByLabel('Email').fill(config.admin.email);
+    await page.getByLabel('Password').fill(config.admin.password);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('heading', { name: 'Runs', level: 1 }).waitFor();
+    assert.match(page.url(), /\/runs$/);
+    noProblems();
+  });
+
+  it('shows every page (screenshots at laptop and tablet widths)', async () => {
+    const { page } = admin;
+    const pages = [
+      ['overview', '/', 'Overview'],
+      ['projects', '/projects', 'Projects'],
+      ['runs', '/runs', 'Runs'],
+      ['dead-letters', '/dead-letters', 'Dead letters'],
+      ['schedules', '/schedules', 'Schedules'],
+      ['workflows', '/workflows', 'Workflows'],
+      ['workflow-hello', '/workflows/hello', 'hello'],
+      ['workers', '/workers', 'Workers'],
+    ];
+    /** @type {[string, { width: number, height: number }][]} */
+    const sizes = [
+      ['laptop', LAPTOP],
+      ['tablet', TABLET],
+    ];
+    for (const [width, size] of sizes) {
+      await page.setViewportSize(size);
+      for (const [name, path, heading] of pages) {
+        await page.goto(path);
+        await page.getByRole('heading', { name: heading, level: 1 }).waitFor();
+        // wait until the page has finished loading (no loading indicator left)
+        await page.waitForFunction(() => !document.querySelector('.state[role="status"]'), null, { timeout: 15_000 });
+        await screenshot(page, `02-${name}-${width}`);
+      }
+    }
+    await page.setViewportSize(LAPTOP);
+    noProblems();
+  });
+
+  it('creates a project', async () => {
+    const { page } = admin;
+    const name = unique('E2E project');
+    await page.goto('/projects');
+    await page.getByRole('button', { name: 'New project' }).first().click();
+    const dialog = page.getByRole('dialog', { name: 'New project' });
+    await dialog.getByLabel('Name').fill(name);
+    await dialog.getByLabel('Description').fill('Created by the end-to-end suite.');
+    await screenshot(page, '03-new-project');
+    await dialog.getByRole('button', { name: 'Create project' }).click();
+    await page.getByRole('heading', { name, level: 1 }).waitFor();
+    assert.match(page.url(), /\/projects\/[^/]+$/);
+    state.projectUrl = new URL(page.url()).pathname;
+    await screenshot(page, '03-project');
+    noProblems();
+  });
+
+  it('presses Analyze and sees the run go live to succeeded', async (t) => {
+    if (!state.projectUrl) return t.skip('no project was created');
+    const { page } = admin;
+    await page.goto(state.projectUrl);
+    await page.getByRole('button', { name: 'Analyze' }).click();
+    const panel = page.locator('section', { has: page.getByRole('heading', { name: 'Analysis you started' }) });
+    await panel.waitFor();
+    const runLink = panel.getByRole('link').first();
+    await runLink.waitFor();
+    state.runId = (await runLink.textContent())?.trim() ?? '';
+    assert.ok(state.runId, 'the panel links to the run it started');
+    await screenshot(page, '04-analyze-started');
+    await panel.locator('.pill[data-status="succeeded"]').waitFor({ timeout: config.runTimeoutMs });
+    await screenshot(page, '04-analyze-succeeded');
+    // the result appears under Results
+    await page.locator('section[aria-labelledby="results-title"] .pill[data-status="succeeded"]').first().waitFor();
+    noProblems();
+  });
+
+  it('opens the run and sees its steps', async (t) => {
+    if (!state.runId) return t.skip('no run was started');
+    const { page } = admin;
+    await page.getByRole('link', { name: state.runId }).first().click();
+    await page.waitForURL(new RegExp(`/runs/${state.runId}$`));
+    const dag = page.getByRole('group', { name: /Steps of run/ });
+    await dag.waitFor();
+    const steps = dag.locator('[data-step]');
+    assert.ok((await steps.count()) > 0, 'the DAG draws the steps');
+    const statuses = await steps.evaluateAll((nodes) => nodes.map((n) => n.getAttribute('data-status')));
+    assert.ok(statuses.every((s) => s === 'succeeded' || s === 'skipped'), `every step finished: ${statuses.join(', ')}`);
+    await page.getByRole('list', { name: 'Attempts in time order' }).waitFor();
+    await page.getByRole('table', { name: 'Event history, newest first' }).waitFor();
+    await screenshot(page, '05-run-detail');
+    noProblems();
+  });
+
+  it('makes a run dead and redrives it from the Dead letters page', async () => {
+    const { page, context } = admin;
+    // A run that cannot succeed: an http step to a closed port exhausts its retries.
+    const workflow = process.env.CAIRN_E2E_FAILING_WORKFLOW ?? 'call_service';
+    const input = JSON.parse(process.env.CAIRN_E2E_FAILING_INPUT ?? '{"url": "http://127.0.0.1:9/"}');
+    const submitted = await api(context, 'POST', '/api/tasks', { workflow, input });
+    state.deadRunId = submitted.taskId;
+    await eventually(`run ${state.deadRunId} to be dead`, async () => {
+      const run = await api(context, 'GET', `/api/tasks/${state.deadRunId}`);
+      return run.status === 'dead';
+    });
+    // The bulk retry of dead runs counts them first (dry run) and asks to confirm.
+    await page.goto(`/runs?status=dead&workflow=${encodeURIComponent(workflow)}`);
+    await page.getByRole('link', { name: state.deadRunId }).waitFor();
+    await page.getByRole('button', { name: 'Retry filtered…' }).click();
+    const confirm = page.getByRole('alertdialog', { name: 'Retry runs' });
+    await confirm.getByRole('button', { name: /^Retry \d+ runs?$/ }).waitFor();
+    await screenshot(page, '06-bulk-retry-dry-run');
+    await confirm.getByRole('button', { name: 'Keep them' }).click();
+    await confirm.waitFor({ state: 'detached' });
+
+    await page.goto('/dead-letters');
+    const row = page.locator('tr', { has: page.getByRole('link', { name: state.deadRunId }) });
+    await row.waitFor();
+    await screenshot(page, '06-dead-letters');
+    await row.getByRole('link', { name: /^Inspect dead letter/ }).click();
+    await page.getByRole('heading', { name: 'Failure' }).waitFor();
+    await page.getByRole('table', { name: 'Every attempt of the failed step' }).waitFor();
+    await screenshot(page, '06-dead-letter-detail');
+    await page.goBack();
+    await row.getByRole('button', { name: /^Redrive dead letter/ }).click();
+    await page.getByText(/Redriven: run/).waitFor();
+    await screenshot(page, '06-redriven');
+    const run = await api(context, 'GET', `/api/tasks/${state.deadRunId}`);
+    assert.notEqual(run.status, 'dead', 'the redriven run is queued or running again');
+    noProblems();
+  });
+
+  it('a viewer cannot see operator actions', async () => {
+    let viewer = config.viewer;
+    if (!viewer.email) {
+      viewer = { email: `viewer-${Date.now()}@e2e.test`, password: 'viewer-password-1' };
+      await api(admin.context, 'POST', '/api/users', { ...viewer, name: 'E2E Viewer', role: 'viewer' });
+    }
+    const browser = await openBrowser('viewer');
+    try {
+      const { page } = browser;
+      await signIn(page, viewer);
+      /** @type {[string, string, string | null][]} */
+      const visits = [
+        ['07-viewer-runs', '/runs', 'Runs'],
+        ['07-viewer-dead-letters', '/dead-letters', 'Dead letters'],
+        ['07-viewer-schedules', '/schedules', 'Schedules'],
+        ['07-viewer-projects', '/projects', 'Projects'],
+      ];
+      if (state.projectUrl) visits.push(['07-viewer-project', state.projectUrl, null]);
+      if (state.runId) visits.push(['07-viewer-run', `/runs/${state.runId}`, null]);
+      if (state.deadRunId) visits.push(['07-viewer-dead-run', `/runs/${state.deadRunId}`, null]);
+      for (const [name, path, heading] of visits) {
+        await page.goto(path);
+        if (heading) await page.getByRole('heading', { name: heading, level: 1 }).waitFor();
+        await page.waitForFunction(() => !document.querySelector('.state[role="status"]'), null, { timeout: 15_000 });
+        await screenshot(page, name);
+        for (const control of OPERATOR_CONTROLS) {
+          assert.equal(await page.getByRole('button', { name: control }).count(), 0, `${path} shows ${control} to a viewer`);
+        }
+      }
+      assert.match((await page.locator('.sidebar__user').textContent()) ?? '', /viewer/);
+      assert.deepEqual(browser.takeProblems(), [], 'no console errors or uncaught exceptions');
+    } finally {
+      await browser.close();
+    }
+  });
+});
+
+if (skip) {
+  it(`end-to-end suite skipped: ${skip}`, { skip: true }, () => {});
+}

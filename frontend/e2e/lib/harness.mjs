@@ -1,0 +1,187 @@
+// End-to-end harness: drives Debian's Chromium through playwright-core (no browser
+// download) against a running Cairn, whose address and accounts come from the
+// environment:
+//
+//   CAIRN_E2E_URL              base URL of a running Cairn serving the built dashboard
+//   CAIRN_E2E_ADMIN_EMAIL      an admin (or operator) account…
+//   CAIRN_E2E_ADMIN_PASSWORD   …and its password
+//   CAIRN_E2E_VIEWER_EMAIL     a viewer account (optional: created through the admin
+//   CAIRN_E2E_VIEWER_PASSWORD    API, POST /api/users, when not given)
+//   CHROMIUM_PATH              default /usr/bin/chromium
+//   CAIRN_E2E_RUN_TIMEOUT_MS   how long a run may take to finish (default 90000)
+//
+// Every test saves screenshots to e2e/artifacts/, and the console messages of every
+// page to e2e/artifacts/console.log.
+import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+/** @typedef {import('playwright-core').Page} Page */
+/** @typedef {import('playwright-core').BrowserContext} BrowserContext */
+/** @typedef {{ email: string, password: string }} Credentials */
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const ARTIFACTS = join(here, '..', 'artifacts');
+
+export const config = {
+  url: (process.env.CAIRN_E2E_URL ?? '').replace(/\/+$/, ''),
+  admin: { email: process.env.CAIRN_E2E_ADMIN_EMAIL ?? '', password: process.env.CAIRN_E2E_ADMIN_PASSWORD ?? '' },
+  viewer: { email: process.env.CAIRN_E2E_VIEWER_EMAIL ?? '', password: process.env.CAIRN_E2E_VIEWER_PASSWORD ?? '' },
+  chromium: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+  runTimeoutMs: Number(process.env.CAIRN_E2E_RUN_TIMEOUT_MS ?? 90_000),
+};
+
+/** Why the suite cannot run here, or null when it can. */
+export function skipReason() {
+  if (!config.url) return 'set CAIRN_E2E_URL to the base URL of a running Cairn';
+  if (!config.admin.email || !config.admin.password) return 'set CAIRN_E2E_ADMIN_EMAIL and CAIRN_E2E_ADMIN_PASSWORD';
+  return null;
+}
+
+export const LAPTOP = { width: 1366, height: 860 };
+export const TABLET = { width: 820, height: 1180 };
+
+const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--no-first-run',
+  '--disable-dev-shm-usage',
+];
+
+/**
+ * A browser with its own fresh profile (`--user-data-dir`), so sessions never leak
+ * between the admin and the viewer. Collects console errors and uncaught page errors.
+ */
+/** @param {string} label */
+export async function openBrowser(label) {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const profile = mkdtempSync(join(tmpdir(), `cairn-e2e-${label}-`));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: config.chromium,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: LAPTOP,
+    baseURL: config.url,
+  });
+  context.setDefaultTimeout(15_000);
+  /** @type {string[]} */
+  const problems = [];
+  /** @param {Page} page */
+  const watch = (page) => {
+    page.on('console', (msg) => {
+      const where = msg.location()?.url ?? '';
+      appendFileSync(join(ARTIFACTS, 'console.log'), `[${label}] ${msg.type()}: ${msg.text()} ${where}\n`);
+      if (msg.type() !== 'error') return;
+      // Chrome logs every failed request as a console error. Asking "who am I?" while
+      // signed out is answered 401 by design; anything else is a real problem.
+      if (/Failed to load resource/.test(msg.text()) && /\/api\/auth\/me\b/.test(where) && /401/.test(msg.text())) return;
+      problems.push(`console error: ${msg.text()} ${where}`);
+    });
+    page.on('pageerror', (err) => problems.push(`uncaught: ${err.message}`));
+  };
+  context.pages().forEach(watch);
+  context.on('page', watch);
+  const page = context.pages()[0] ?? (await context.newPage());
+  return {
+    context,
+    page,
+    /** Console errors and uncaught exceptions seen since the last call. */
+    takeProblems() {
+      return problems.splice(0, problems.length);
+    },
+    async close() {
+      await context.close().catch(() => {});
+      rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * Saves a full-page screenshot as e2e/artifacts/<name>.png.
+ * @param {Page} page
+ * @param {string} name
+ */
+export async function screenshot(page, name) {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const path = join(ARTIFACTS, `${name}.png`);
+  await page.screenshot({ path, fullPage: true });
+  return path;
+}
+
+export function resetArtifacts() {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  writeFileSync(join(ARTIFACTS, 'console.log'), '');
+}
+
+/**
+ * Signs in through the form and waits for the app shell.
+ * @param {Page} page
+ * @param {Credentials} credentials
+ */
+export async function signIn(page, { email, password }) {
+  await page.goto('/signin');
+  await page.getByLabel('Email').fill(email);
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('navigation', { name: 'Main' }).waitFor();
+}
+
+/**
+ * Calls the API with the browser context's session cookie; throws on a non-2xx answer.
+ * @param {BrowserContext} context
+ * @param {'GET' | 'POST' | 'PATCH' | 'DELETE'} method
+ * @param {string} path
+ * @param {unknown} [body]
+ * @returns {Promise<any>}
+ */
+export async function api(context, method, path, body) {
+  const res = await context.request.fetch(`${config.url}${path}`, {
+    method,
+    data: body === undefined ? undefined : body,
+    headers: body === undefined ? {} : { 'Content-Type': 'application/json' },
+  });
+  const text = await res.text();
+  let json = null;
+  try {
+    json = text ? JSON.parse(text) : null;
+  } catch {
+    json = text;
+  }
+  if (!res.ok()) throw new Error(`${method} ${path} answered ${res.status()}: ${text.slice(0, 300)}`);
+  return json;
+}
+
+/**
+ * Polls `check` until it returns a truthy value, or fails after `timeoutMs`.
+ * @template T
+ * @param {string} what
+ * @param {() => Promise<T>} check
+ * @returns {Promise<T>}
+ */
+export async function eventually(what, check, timeoutMs = config.runTimeoutMs, everyMs = 500) {
+  const deadline = Date.now() + timeoutMs;
+  /** @type {Error | undefined} */
+  let last;
+  while (Date.now() < deadline) {
+    try {
+      const value = await check();
+      if (value) return value;
+    } catch (e) {
+      last = /** @type {Error} */ (e);
+    }
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${last.message}` : ''}`);
+}
+
+/**
+ * A name that does not collide with earlier runs of the suite.
+ * @param {string} prefix
+ */
+export function unique(prefix) {
+  return `${prefix} ${new Date().toISOString().replace(/[-:T]/g, '').slice(0, 14)}-${Math.random().toString(36).slice(2, 6)}`;
+}

@@ -1,0 +1,189 @@
+// One function per Cairn endpoint (docs/API.md), typed with ./types.
+import { queryString, request } from './client';
+import type {
+  BulkFilter,
+  BulkResult,
+  DeadLetter,
+  MeResponse,
+  NewProject,
+  NewSchedule,
+  Overview,
+  Page,
+  Project,
+  ProjectSummary,
+  ReplayRequest,
+  RunStatus,
+  Schedule,
+  TaskAccepted,
+  TaskDetail,
+  TaskSummary,
+  User,
+  WorkersResponse,
+  WorkflowDetail,
+  WorkflowSummary,
+  Json,
+  RunEvent,
+} from './types';
+
+const enc = encodeURIComponent;
+
+// ── auth ────────────────────────────────────────────────────────────────────────────
+
+export function login(email: string, password: string): Promise<{ user: User }> {
+  return request('/api/auth/login', { method: 'POST', body: { email, password }, quiet401: true });
+}
+
+export function logout(): Promise<void> {
+  return request('/api/auth/logout', { method: 'POST', quiet401: true });
+}
+
+/** The signed-in user, or `null` when signed out (the API answers 401). */
+export async function me(): Promise<User | null> {
+  try {
+    const res = await request<MeResponse>('/api/auth/me', { quiet401: true });
+    return res.user;
+  } catch (e) {
+    if (e instanceof Error && 'status' in e && (e as { status: number }).status === 401) return null;
+    throw e;
+  }
+}
+
+// ── runs ────────────────────────────────────────────────────────────────────────────
+
+export interface TaskListParams {
+  status?: RunStatus | '';
+  workflow?: string;
+  since?: string;
+  q?: string;
+  limit?: number;
+  cursor?: string | null;
+}
+
+export function listTasks(params: TaskListParams, signal?: AbortSignal): Promise<Page<TaskSummary>> {
+  return request(`/api/tasks${queryString({ ...params })}`, { signal });
+}
+
+export function getTask(id: string, signal?: AbortSignal): Promise<TaskDetail> {
+  return request(`/api/tasks/${enc(id)}`, { signal });
+}
+
+export function getTaskEvents(id: string, after?: number | string): Promise<{ items: RunEvent[] }> {
+  return request(`/api/tasks/${enc(id)}/events${queryString({ after })}`);
+}
+
+export function submitTask(workflow: string, input: Json, idempotencyKey?: string): Promise<TaskAccepted> {
+  return request('/api/tasks', {
+    method: 'POST',
+    body: { workflow, input },
+    headers: idempotencyKey ? { 'Idempotency-Key': idempotencyKey } : undefined,
+  });
+}
+
+export function retryTask(id: string): Promise<TaskAccepted> {
+  return request(`/api/tasks/${enc(id)}/retry`, { method: 'POST' });
+}
+
+export function replayTask(id: string, body: ReplayRequest): Promise<TaskAccepted> {
+  return request(`/api/tasks/${enc(id)}/replay`, { method: 'POST', body });
+}
+
+export function cancelTask(id: string): Promise<TaskAccepted> {
+  return request(`/api/tasks/${enc(id)}/cancel`, { method: 'POST' });
+}
+
+export type TaskBulkVerb = 'retry' | 'cancel' | 'replay';
+
+export function bulkTasks(verb: TaskBulkVerb, filter: BulkFilter, dryRun: boolean): Promise<BulkResult> {
+  return request(`/api/tasks/bulk/${verb}`, { method: 'POST', body: { filter, dryRun } });
+}
+
+// ── dead letters ────────────────────────────────────────────────────────────────────
+
+export interface DeadLetterListParams {
+  workflow?: string;
+  since?: string;
+  limit?: number;
+  cursor?: string | null;
+}
+
+export function listDeadLetters(params: DeadLetterListParams, signal?: AbortSignal): Promise<Page<DeadLetter>> {
+  return request(`/api/dead-letters${queryString({ ...params })}`, { signal });
+}
+
+export function getDeadLetter(id: string | number, signal?: AbortSignal): Promise<DeadLetter> {
+  return request(`/api/dead-letters/${enc(String(id))}`, { signal });
+}
+
+export function redriveDeadLetter(id: string | number): Promise<TaskAccepted> {
+  return request(`/api/dead-letters/${enc(String(id))}/redrive`, { method: 'POST' });
+}
+
+export function purgeDeadLetter(id: string | number): Promise<void> {
+  return request(`/api/dead-letters/${enc(String(id))}/purge`, { method: 'POST' });
+}
+
+export type DeadLetterBulkVerb = 'redrive' | 'purge';
+
+export function bulkDeadLetters(verb: DeadLetterBulkVerb, filter: BulkFilter, dryRun: boolean): Promise<BulkResult> {
+  return request(`/api/dead-letters/bulk/${verb}`, { method: 'POST', body: { filter, dryRun } });
+}
+
+// ── workflows, workers, overview ────────────────────────────────────────────────────
+
+export function listWorkflows(signal?: AbortSignal): Promise<{ items: WorkflowSummary[] }> {
+  return request('/api/workflows', { signal });
+}
+
+export function getWorkflow(name: string, signal?: AbortSignal): Promise<WorkflowDetail> {
+  return request(`/api/workflows/${enc(name)}`, { signal });
+}
+
+export function listWorkers(signal?: AbortSignal): Promise<WorkersResponse> {
+  return request('/api/workers', { signal });
+}
+
+export function getOverview(window: string, signal?: AbortSignal): Promise<Overview> {
+  return request(`/api/overview${queryString({ window })}`, { signal });
+}
+
+// ── schedules ───────────────────────────────────────────────────────────────────────
+
+export function listSchedules(signal?: AbortSignal): Promise<{ items: Schedule[] }> {
+  return request('/api/schedules', { signal });
+}
+
+export function createSchedule(body: NewSchedule): Promise<Schedule> {
+  return request('/api/schedules', { method: 'POST', body });
+}
+
+export type ScheduleVerb = 'pause' | 'resume' | 'trigger';
+
+export function scheduleAction(id: string | number, verb: ScheduleVerb): Promise<unknown> {
+  return request(`/api/schedules/${enc(String(id))}/${verb}`, { method: 'POST' });
+}
+
+export function deleteSchedule(id: string | number): Promise<void> {
+  return request(`/api/schedules/${enc(String(id))}`, { method: 'DELETE' });
+}
+
+// ── projects and agents ─────────────────────────────────────────────────────────────
+
+/** `GET /api/projects`; accepts `{ items }` (the API's list convention) or a bare array. */
+export async function listProjects(signal?: AbortSignal): Promise<ProjectSummary[]> {
+  const res = await request<{ items: ProjectSummary[] } | ProjectSummary[]>('/api/projects', { signal });
+  return Array.isArray(res) ? res : (res?.items ?? []);
+}
+
+export function getProject(id: string | number, signal?: AbortSignal): Promise<Project> {
+  return request(`/api/projects/${enc(String(id))}`, { signal });
+}
+
+export function createProject(body: NewProject): Promise<Project> {
+  return request('/api/projects', { method: 'POST', body });
+}
+
+export type AgentKind = 'analyze' | 'summarize';
+
+export function startAgent(kind: AgentKind, projectId: string | number): Promise<TaskAccepted> {
+  return request(`/api/agents/${kind}`, { method: 'POST', body: { projectId } });
+}

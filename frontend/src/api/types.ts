@@ -1,0 +1,314 @@
+// The shapes of Cairn's HTTP API, as docs/API.md defines them (camelCase, ISO-8601 times).
+// Keep this file a literal transcription of the contract: pages adapt, this does not.
+
+export type Role = 'viewer' | 'operator' | 'admin';
+
+export interface User {
+  id: string | number | null;
+  email: string | null;
+  name: string;
+  role: Role;
+}
+
+export interface MeResponse {
+  user: User;
+}
+
+export const RUN_STATUSES = [
+  'queued',
+  'running',
+  'waiting',
+  'sleeping',
+  'retrying',
+  'succeeded',
+  'dead',
+  'cancelled',
+] as const;
+export type RunStatus = (typeof RUN_STATUSES)[number];
+
+/** Runs in these states will not change by themselves. */
+export const TERMINAL_RUN_STATUSES: readonly RunStatus[] = ['succeeded', 'dead', 'cancelled'];
+
+export const STEP_STATUSES = [
+  'pending',
+  'running',
+  'retry_scheduled',
+  'waiting',
+  'succeeded',
+  'failed',
+  'skipped',
+  'cancelled',
+] as const;
+export type StepStatus = (typeof STEP_STATUSES)[number];
+
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+export interface TaskSummary {
+  id: string;
+  workflow: string;
+  status: RunStatus;
+  error: string | null;
+  idempotencyKey: string | null;
+  worker: string | null;
+  leaseExpiresAt: string | null;
+  wakeAt: string | null;
+  createdAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+  updatedAt: string;
+  replayOf?: string | null;
+}
+
+export interface Attempt {
+  attempt: number;
+  status: string;
+  worker: string | null;
+  startedAt: string;
+  finishedAt: string | null;
+  durationMs: number | null;
+  error: string | null;
+  retryDelayMs: number | null;
+}
+
+export interface TaskStep {
+  id: string;
+  kind: string | null;
+  needs: string[];
+  status: StepStatus;
+  attemptCount: number;
+  attempts: Attempt[];
+  output: Json | null;
+  error: string | null;
+  nextAttemptAt: string | null;
+  wakeAt: string | null;
+  startedAt: string | null;
+  finishedAt: string | null;
+}
+
+export interface RunEvent {
+  id: number | string;
+  at: string;
+  kind: string;
+  stepId: string | null;
+  data: Json | null;
+}
+
+/** What `/api/events` sends: an event plus the run it belongs to. */
+export interface LiveEvent extends RunEvent {
+  runId: string;
+  workflow: string;
+}
+
+export interface TaskDeadLetterRef {
+  id: string | number;
+  stepId: string;
+  error: string | null;
+  attempts: Json;
+  createdAt: string;
+}
+
+export interface TaskDetail extends TaskSummary {
+  definitionHash: string;
+  input: Json;
+  output: Json | null;
+  steps: TaskStep[];
+  events: RunEvent[];
+  deadLetter: TaskDeadLetterRef | null;
+}
+
+export interface Page<T> {
+  items: T[];
+  nextCursor: string | null;
+}
+
+export interface TaskAccepted {
+  taskId: string;
+  status: RunStatus;
+  workflow?: string;
+  replayOf?: string;
+}
+
+export interface ReplayRequest {
+  fromStep?: string;
+  input?: Json;
+  latestDefinition?: boolean;
+}
+
+/** The filter bulk verbs act on (`/api/tasks/bulk/*`, `/api/dead-letters/bulk/*`). */
+export interface BulkFilter {
+  status?: RunStatus;
+  workflow?: string;
+  since?: string;
+  until?: string;
+}
+
+export interface BulkResult {
+  matched: number;
+  ids: string[];
+  processed: number;
+}
+
+export interface DeadLetter {
+  id: string | number;
+  runId: string;
+  workflow: string;
+  stepId: string;
+  error: string | null;
+  attempts: Json;
+  input: Json;
+  createdAt: string;
+}
+
+export interface WorkflowSummary {
+  name: string;
+  description?: string | null;
+  hash: string;
+  steps: number;
+}
+
+export interface InputField {
+  name: string;
+  type: string;
+  default?: Json;
+  enum?: Json[];
+  description?: string;
+}
+
+export interface RetryPolicy {
+  maxAttempts: number;
+  initialDelayMs: number;
+  maxDelayMs: number;
+  multiplier: number;
+  jitter: number;
+}
+
+export interface WorkflowStepDef {
+  id: string;
+  kind: string;
+  needs: string[];
+  condition?: string;
+  timeoutMs?: number;
+  retry?: RetryPolicy;
+  [setting: string]: Json | RetryPolicy | undefined;
+}
+
+export interface WorkflowDefinition {
+  name: string;
+  description?: string;
+  input: InputField[];
+  output?: Json;
+  steps: WorkflowStepDef[];
+}
+
+export interface WorkflowDetail {
+  name: string;
+  hash: string;
+  definition: WorkflowDefinition;
+  source: string;
+}
+
+export interface Worker {
+  id: string;
+  hostname: string;
+  pid: number;
+  version: string;
+  concurrency: number;
+  startedAt: string;
+  lastHeartbeatAt: string;
+  heartbeatAgeMs: number;
+  inFlight: number;
+}
+
+export interface StuckRun {
+  runId: string;
+  workflow: string;
+  worker: string | null;
+  leaseExpiredAgoMs: number;
+}
+
+export interface WorkersResponse {
+  items: Worker[];
+  stuck: StuckRun[];
+}
+
+export interface QueueDepth {
+  workflow: string;
+  depth: number;
+  oldestQueuedAgeMs: number | null;
+}
+
+export interface ThroughputPoint {
+  at: string;
+  succeeded: number;
+  dead: number;
+}
+
+/** Either a map `{ succeeded: 3 }` or a list `[{ status, count }]`: see `statusCounts`. */
+export type RunsByStatus = Partial<Record<RunStatus, number>> | { status: string; count: number }[];
+
+export interface Overview {
+  runsByStatus: RunsByStatus;
+  queue: QueueDepth[];
+  deadLetters: number;
+  workersAlive: number;
+  throughput: ThroughputPoint[];
+  /** Width of one throughput bucket. */
+  bucketSeconds?: number;
+}
+
+/** Counts per run status, whichever of the two shapes the API answers with. */
+export function statusCounts(value: RunsByStatus | null | undefined): Partial<Record<string, number>> {
+  if (!value) return {};
+  if (Array.isArray(value)) return Object.fromEntries(value.map((c) => [c.status, c.count]));
+  return value;
+}
+
+export interface Schedule {
+  id: string | number;
+  name: string;
+  workflow: string;
+  cron: string;
+  timezone: string;
+  input: Json;
+  enabled: boolean;
+  misfirePolicy: string;
+  overlapPolicy: string;
+  nextFireTimes: string[];
+  lastFiredAt: string | null;
+}
+
+export interface NewSchedule {
+  name: string;
+  workflow: string;
+  cron: string;
+  timezone: string;
+  input: Json;
+  misfirePolicy: string;
+  overlapPolicy: string;
+  enabled?: boolean;
+}
+
+export interface Analysis {
+  taskId: string;
+  workflow: string;
+  status: RunStatus;
+  result: Json | null;
+  createdAt: string;
+}
+
+export interface ProjectSummary {
+  id: string | number;
+  name: string;
+  description: string | null;
+  owner: string | number | { id?: string | number; name?: string; email?: string } | null;
+  createdAt: string;
+}
+
+export interface Project extends ProjectSummary {
+  analyses: Analysis[];
+}
+
+export interface NewProject {
+  name: string;
+  description: string;
+}

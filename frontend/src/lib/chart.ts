@@ -1,0 +1,49 @@
+// Numbers for hand-drawn SVG charts.
+
+/** A round upper bound ≥ `max` (1, 2, 2.5, 5 × 10ⁿ), never below `min`. */
+export function niceMax(max: number, min = 1): number {
+  if (!Number.isFinite(max) || max <= min) return min;
+  const exp = Math.floor(Math.log10(max));
+  const base = 10 ** exp;
+  for (const m of [1, 2, 2.5, 5, 10]) {
+    if (m * base >= max) return m * base;
+  }
+  return 10 * base;
+}
+
+/** Evenly spaced ticks from 0 to `max`: `count` steps, or the most (≤ 5) that keep them whole. */
+export function ticks(max: number, count?: number): number[] {
+  count ??= [5, 4, 3, 2].find((n) => Number.isInteger(max / n)) ?? 4;
+  const out: number[] = [];
+  for (let i = 0; i <= count; i++) out.push(Math.round(((max * i) / count) * 100) / 100);
+  return out;
+}
+
+export interface StackedBar {
+  x: number;
+  width: number;
+  segments: { key: string; y: number; height: number; value: number }[];
+}
+
+/** Lays out stacked bars for `series` (bottom first) over `values` in a plot box. */
+export function stackedBars<T>(
+  values: T[],
+  series: { key: string; value: (v: T) => number }[],
+  box: { x: number; y: number; width: number; height: number },
+  yMax: number,
+  gap = 2,
+): StackedBar[] {
+  if (values.length === 0) return [];
+  const slot = box.width / values.length;
+  const width = Math.max(1, slot - gap);
+  return values.map((v, i) => {
+    let base = box.y + box.height;
+    const segments = series.map((s) => {
+      const value = Math.max(0, s.value(v));
+      const height = yMax > 0 ? (value / yMax) * box.height : 0;
+      base -= height;
+      return { key: s.key, y: base, height, value };
+    });
+    return { x: box.x + i * slot + gap / 2, width, segments };
+  });
+}

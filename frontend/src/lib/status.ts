@@ -1,0 +1,39 @@
+// How run and step statuses look: a tone (colour family) and a label. Colour is never
+// the only signal: pills and DAG nodes always print the label too.
+import type { RunStatus, StepStatus } from '../api/types';
+
+export type Tone = 'neutral' | 'info' | 'waiting' | 'warning' | 'success' | 'danger' | 'muted';
+
+const TONES: Record<RunStatus | StepStatus, Tone> = {
+  queued: 'neutral',
+  pending: 'muted',
+  running: 'info',
+  waiting: 'waiting',
+  sleeping: 'waiting',
+  retrying: 'warning',
+  retry_scheduled: 'warning',
+  succeeded: 'success',
+  dead: 'danger',
+  failed: 'danger',
+  cancelled: 'muted',
+  skipped: 'muted',
+};
+
+export function statusTone(status: string | null | undefined): Tone {
+  if (!status) return 'muted';
+  return TONES[status as RunStatus | StepStatus] ?? 'neutral';
+}
+
+export function statusLabel(status: string | null | undefined): string {
+  if (!status) return 'unknown';
+  return status.replace(/_/g, ' ');
+}
+
+/** Statuses whose work is under way, shown with a moving indicator. */
+export function isActive(status: string | null | undefined): boolean {
+  return status === 'running' || status === 'queued' || status === 'retrying' || status === 'retry_scheduled';
+}
+
+export function isTerminalRun(status: string | null | undefined): boolean {
+  return status === 'succeeded' || status === 'dead' || status === 'cancelled';
+}

@@ -1,0 +1,139 @@
+// Realistic API answers, shaped like docs/API.md, for page tests.
+import type { DeadLetter, TaskDetail, TaskSummary } from '../src/api/types';
+
+export function taskSummary(over: Partial<TaskSummary> = {}): TaskSummary {
+  return {
+    id: '01JRUN0000000000000000000A',
+    workflow: 'hello',
+    status: 'succeeded',
+    error: null,
+    idempotencyKey: null,
+    worker: 'worker-1',
+    leaseExpiresAt: null,
+    wakeAt: null,
+    createdAt: '2026-01-01T12:00:00Z',
+    startedAt: '2026-01-01T12:00:01Z',
+    finishedAt: '2026-01-01T12:00:04Z',
+    updatedAt: '2026-01-01T12:00:04Z',
+    replayOf: null,
+    ...over,
+  };
+}
+
+export function deadRun(): TaskDetail {
+  return {
+    ...taskSummary({ id: '01JDEAD000000000000000000B', status: 'dead', error: 'step confirm failed: connection refused' }),
+    definitionHash: 'abcdef0123456789abcdef',
+    input: { name: 'Ada' },
+    output: null,
+    steps: [
+      {
+        id: 'greet',
+        kind: 'sql',
+        needs: [],
+        status: 'succeeded',
+        attemptCount: 1,
+        attempts: [
+          {
+            attempt: 1,
+            status: 'succeeded',
+            worker: 'worker-1',
+            startedAt: '2026-01-01T12:00:01Z',
+            finishedAt: '2026-01-01T12:00:01.250Z',
+            durationMs: 250,
+            error: null,
+            retryDelayMs: null,
+          },
+        ],
+        output: { rows: [{ greeting: 'hello, Ada' }] },
+        error: null,
+        nextAttemptAt: null,
+        wakeAt: null,
+        startedAt: '2026-01-01T12:00:01Z',
+        finishedAt: '2026-01-01T12:00:01.250Z',
+      },
+      {
+        id: 'pause',
+        kind: 'sleep',
+        needs: ['greet'],
+        status: 'succeeded',
+        attemptCount: 1,
+        attempts: [
+          {
+            attempt: 1,
+            status: 'succeeded',
+            worker: 'worker-1',
+            startedAt: '2026-01-01T12:00:01.300Z',
+            finishedAt: '2026-01-01T12:00:02.300Z',
+            durationMs: 1000,
+            error: null,
+            retryDelayMs: null,
+          },
+        ],
+        output: null,
+        error: null,
+        nextAttemptAt: null,
+        wakeAt: null,
+        startedAt: '2026-01-01T12:00:01.300Z',
+        finishedAt: '2026-01-01T12:00:02.300Z',
+      },
+      {
+        id: 'confirm',
+        kind: 'sql',
+        needs: ['greet', 'pause'],
+        status: 'failed',
+        attemptCount: 2,
+        attempts: [
+          {
+            attempt: 1,
+            status: 'failed',
+            worker: 'worker-1',
+            startedAt: '2026-01-01T12:00:02.400Z',
+            finishedAt: '2026-01-01T12:00:02.500Z',
+            durationMs: 100,
+            error: 'connection refused',
+            retryDelayMs: 1000,
+          },
+          {
+            attempt: 2,
+            status: 'failed',
+            worker: 'worker-2',
+            startedAt: '2026-01-01T12:00:03.500Z',
+            finishedAt: '2026-01-01T12:00:03.600Z',
+            durationMs: 100,
+            error: 'connection refused again',
+            retryDelayMs: null,
+          },
+        ],
+        output: null,
+        error: 'connection refused again',
+        nextAttemptAt: null,
+        wakeAt: null,
+        startedAt: '2026-01-01T12:00:02.400Z',
+        finishedAt: '2026-01-01T12:00:03.600Z',
+      },
+    ],
+    events: [
+      { id: 1, at: '2026-01-01T12:00:00Z', kind: 'run_submitted', stepId: null, data: null },
+      { id: 2, at: '2026-01-01T12:00:03.600Z', kind: 'run_dead', stepId: 'confirm', data: { error: 'connection refused again' } },
+    ],
+    deadLetter: { id: 77, stepId: 'confirm', error: 'connection refused again', attempts: 2, createdAt: '2026-01-01T12:00:03.600Z' },
+  };
+}
+
+export function deadLetter(over: Partial<DeadLetter> = {}): DeadLetter {
+  return {
+    id: 77,
+    runId: '01JDEAD000000000000000000B',
+    workflow: 'hello',
+    stepId: 'confirm',
+    error: 'connection refused again',
+    attempts: [
+      { attempt: 1, error: 'connection refused', startedAt: '2026-01-01T12:00:02.400Z', durationMs: 100 },
+      { attempt: 2, error: 'connection refused again', startedAt: '2026-01-01T12:00:03.500Z', durationMs: 100 },
+    ],
+    input: { name: 'Ada' },
+    createdAt: '2026-01-01T12:00:03.600Z',
+    ...over,
+  };
+}
