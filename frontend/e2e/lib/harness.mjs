@@ -9,6 +9,8 @@
 //   CAIRN_E2E_VIEWER_PASSWORD    API, POST /api/users, when not given)
 //   CHROMIUM_PATH              default /usr/bin/chromium
 //   CAIRN_E2E_RUN_TIMEOUT_MS   how long a run may take to finish (default 90000)
+//   CAIRN_E2E_REQUIRE_PROJECTS 1: the projects scenarios must run (fail when the server
+//                              has no projects API); otherwise they run only when it has
 //
 // Every test saves screenshots to e2e/artifacts/, and the console messages of every
 // page to e2e/artifacts/console.log.
@@ -31,6 +33,7 @@ export const config = {
   viewer: { email: process.env.CAIRN_E2E_VIEWER_EMAIL ?? '', password: process.env.CAIRN_E2E_VIEWER_PASSWORD ?? '' },
   chromium: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
   runTimeoutMs: Number(process.env.CAIRN_E2E_RUN_TIMEOUT_MS ?? 90_000),
+  requireProjects: process.env.CAIRN_E2E_REQUIRE_PROJECTS === '1',
 };
 
 /** Why the suite cannot run here, or null when it can. */
@@ -153,6 +156,20 @@ export async function api(context, method, path, body) {
   }
   if (!res.ok()) throw new Error(`${method} ${path} answered ${res.status()}: ${text.slice(0, 300)}`);
   return json;
+}
+
+/**
+ * Whether the server has the projects API: `GET /api/projects` answers JSON. (A server
+ * without it answers 404, or, when it serves the dashboard, the dashboard's index page
+ * for the unknown path.)
+ * @param {BrowserContext} context a signed-in context
+ * @returns {Promise<{ available: boolean, why: string }>}
+ */
+export async function probeProjectsApi(context) {
+  const res = await context.request.fetch(`${config.url}/api/projects`, { headers: { Accept: 'application/json' } });
+  const type = (res.headers()['content-type'] ?? '').split(';')[0].trim();
+  const why = `GET /api/projects answered ${res.status()} ${type || 'without a content type'}`;
+  return { available: res.ok() && type.includes('json'), why };
 }
 
 /**

@@ -62,6 +62,30 @@ describe('Runs page', () => {
     await waitFor(() => expect(requests.some((r) => r.url.searchParams.get('q') === 'refused')).toBe(true));
   });
 
+  it('sends no text search while the box is empty, and says so when the server cannot search', async () => {
+    const { requests } = mockApi([
+      ['GET', '/api/workflows', () => json({ items: [] })],
+      [
+        'GET',
+        '/api/tasks',
+        // What a server without `q` answers: axum's query rejection, in plain text.
+        (req) =>
+          req.url.searchParams.has('q')
+            ? { status: 400, text: 'Failed to deserialize query string: q: unknown field `q`' }
+            : json({ items: [taskSummary({ id: 'ONLY' })], nextCursor: null }),
+      ],
+    ]);
+    renderPage(<RunsPage />, { route: '/runs?q=', path: '/runs' });
+    await screen.findByRole('link', { name: 'ONLY' });
+    expect(requests.filter((r) => r.path === '/api/tasks').every((r) => !r.url.searchParams.has('q'))).toBe(true);
+
+    await userEvent.type(screen.getByLabelText('Search'), 'refused{Enter}');
+    expect(await screen.findByText('This Cairn server cannot search runs by text.')).toBeInTheDocument();
+    await userEvent.click(screen.getByRole('button', { name: 'Clear search' }));
+    expect(await screen.findByRole('link', { name: 'ONLY' })).toBeInTheDocument();
+    expect(screen.getByLabelText('Search')).toHaveValue('');
+  });
+
   it('has an empty state that depends on the filters, and an error state with retry', async () => {
     let fail = true;
     mockApi([

@@ -1,6 +1,7 @@
 import { useInfiniteQuery, useQuery, useQueryClient } from '@tanstack/react-query';
 import { useEffect, useMemo, useState, type FormEvent } from 'react';
 import { Link, useSearchParams } from 'react-router';
+import { ApiError } from '../api/client';
 import { bulkTasks, listTasks, listWorkflows, type TaskBulkVerb } from '../api/endpoints';
 import { RUN_STATUSES, type TaskSummary } from '../api/types';
 import { RequireRole } from '../auth/auth';
@@ -122,6 +123,15 @@ export function RunFiltersForm({
   );
 }
 
+/**
+ * Whether `error` is the API refusing the text search itself: a 400 to a list request
+ * that carried `q`. Servers whose `GET /api/tasks` predates `q` reject the unknown
+ * parameter; the dashboard sends `q` only when the search box has text.
+ */
+export function isSearchUnsupported(error: unknown, filters: RunFilters): boolean {
+  return !!filters.q.trim() && error instanceof ApiError && error.status === 400;
+}
+
 export function RunsTable({ runs, now, caption }: { runs: TaskSummary[]; now: number; caption: string }) {
   const columns: Column<TaskSummary>[] = [
     {
@@ -214,6 +224,14 @@ export function RunsPage() {
         </RequireRole>
         {runs.isPending ? (
           <Loading label="Loading runs…" />
+        ) : runs.isError && isSearchUnsupported(runs.error, filters) ? (
+          <EmptyState
+            title="This Cairn server cannot search runs by text."
+            action={<Button onClick={() => setFilters({ ...filters, q: '' })}>Clear search</Button>}
+          >
+            Its run list does not take a text search yet ({runs.error.message}). Clear the search to see the runs the other
+            filters select.
+          </EmptyState>
         ) : runs.isError ? (
           <ErrorState error={runs.error} onRetry={() => void runs.refetch()} />
         ) : items.length === 0 ? (
