@@ -1,36 +1,85 @@
-# Everyday commands. `just --list` shows them all.
+# Everyday commands. `just --list` shows them all. (`just` is not needed by CI: the `ci`
+# recipe runs .ci/run, which CI runs directly.)
 
-set dotenv-load := true
+set dotenv-load
 
+# The PostgreSQL that tests and `migrate` use: a superuser, trust auth by default.
 db := env_var_or_default("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+target := env_var_or_default("CARGO_TARGET_DIR", "target")
 
-# API and a worker in one process
+# Cairn in one process, serving frontend/dist (no DATABASE_URL: a private PostgreSQL)
 [group('run')]
-dev:
-    DATABASE_URL={{db}} cargo run --bin cairn -- dev
+dev *args:
+    cargo run --bin cairn -- dev {{ args }}
 
-# Apply migrations
+# The dashboard's dev server (http://localhost:5173; /api goes to $CAIRN_API_URL)
+[group('run')]
+dev-frontend:
+    cd frontend && npm run dev
+
+# Apply migrations to DATABASE_URL
 [group('run')]
 migrate:
-    DATABASE_URL={{db}} cargo run --bin cairn -- migrate
+    DATABASE_URL={{ db }} cargo run --bin cairn -- migrate
 
-# Every test (each test gets its own database)
+# Throughput benchmark. NOTE: `cairn bench` does not exist yet; this fails until it does.
+[group('run')]
+bench *args:
+    cargo run --release --bin cairn -- bench {{ args }}
+
+# Every test: Rust (each test gets its own database) and the dashboard's unit tests
 [group('check')]
-test *args:
-    DATABASE_URL={{db}} scripts/test.sh {{args}}
+test: test-rust test-frontend
 
-# rustfmt check and clippy with warnings as errors
+# Rust tests; arguments go to nextest / cargo test (e.g. `just test-rust scheduler`)
+[group('check')]
+test-rust *args:
+    DATABASE_URL={{ db }} scripts/test.sh {{ args }}
+
+# The dashboard's unit and component tests (vitest)
+[group('check')]
+test-frontend:
+    cd frontend && npm test
+
+# rustfmt check, clippy with warnings as errors, the dashboard's typecheck and eslint
 [group('check')]
 lint:
     cargo fmt --all -- --check
-    cargo clippy --all-targets -- -D warnings
+    cargo clippy --locked --all-targets -- -D warnings
+    cd frontend && npm run lint
+
+# Browser tests against a real `cairn dev` with a private PostgreSQL (needs /usr/bin/chromium)
+[group('check')]
+e2e *args:
+    scripts/e2e.sh {{ args }}
 
 # Check the workflow definitions without a database
 [group('check')]
 validate:
     cargo run --quiet --bin ctl -- workflow validate
 
-# What CI runs
+# Check docker-compose.yml against the real `cairn` binary
+[group('check')]
+check-compose:
+    cargo build --locked --bin cairn
+    python3 scripts/check-compose.py --cairn {{ target }}/debug/cairn
+
+# Format the Terraform files (CI checks them with `terraform fmt -check`)
+[group('deploy')]
+tf-fmt:
+    terraform fmt -recursive terraform
+
+# Build the image and start postgres, migrate, api, worker, scheduler and frontend
+[group('deploy')]
+up:
+    docker compose up --build -d
+
+# Stop the compose services (the database volume stays; `docker compose down -v` drops it)
+[group('deploy')]
+down:
+    docker compose down
+
+# What CI runs: .ci/run (format, lints, frontend, terraform fmt, compose check, tests, e2e)
 [group('check')]
 ci:
     .ci/run

@@ -19,7 +19,7 @@
 #
 # Kept under frontend/e2e/artifacts/: every screenshot (*.png), the browsers' console
 # (console.log) and Cairn's log (cairn.log). The last line printed is the test count:
-#   e2e: N tests, P passed, F failed, S skipped
+#   e2e: P passed, F failed, S skipped
 #
 # CAIRN_E2E_REQUIRE_PROJECTS=1 makes the projects scenarios (create a project, Analyze)
 # mandatory: without it they run only when the server has the projects API.
@@ -191,5 +191,6 @@ if [ -z "$tests" ]; then
   exit 1
 fi
 if [ "${cancelled:-0}" != 0 ]; then failed=$((failed + cancelled)); fi
-echo "e2e: $tests tests, $passed passed, $failed failed, $skipped skipped"
+echo "e2e: $tests tests"
+echo "e2e: $passed passed, $failed failed, $skipped skipped"
 if [ "$status" -ne 0 ] || [ "$failed" -ne 0 ]; then exit 1; fi
