@@ -43,9 +43,12 @@ locals {
     [for k in sort(keys(var.worker_template_env)) : { name = k, value = var.worker_template_env[k] }],
   )
 
-  # The subcommand does not exist yet; it will take the database flags like the
-  # others. Revisit when `cairn scheduler --help` exists.
-  scheduler_environment = local.common_environment
+  # `cairn scheduler --help`: it syncs the workflow files' [[schedules]] on start, so it
+  # reads the same files as the api.
+  scheduler_environment = concat(local.common_environment, [
+    { name = "CAIRN_WORKFLOWS_DIR", value = "/app/workflows" },
+    { name = "CAIRN_DB_POOL", value = tostring(var.scheduler_db_pool) },
+  ])
 
   migrate_environment = [
     { name = "RUST_LOG", value = var.rust_log },

@@ -245,9 +245,9 @@ variable "worker_template_env" {
 }
 
 variable "enable_scheduler" {
-  description = "Run `cairn scheduler` (cron -> runs). Leave false until the binary has that subcommand: today's `cairn` would exit with an unknown-subcommand error."
+  description = "Run `cairn scheduler` (cron -> runs: workflow files' [[schedules]] and schedules made through the API). Without it no schedule fires."
   type        = bool
-  default     = false
+  default     = true
 }
 
 variable "scheduler_desired_count" {
@@ -266,6 +266,12 @@ variable "scheduler_memory" {
   description = "Fargate memory (MiB) for each scheduler task."
   type        = number
   default     = 512
+}
+
+variable "scheduler_db_pool" {
+  description = "Database connections each scheduler task may hold (CAIRN_DB_POOL)."
+  type        = number
+  default     = 4
 }
 
 # ---------------------------------------------------------------------------------

@@ -114,8 +114,16 @@ run "defaults_create_a_vpc_and_the_services" {
   }
 
   assert {
-    condition     = length(aws_ecs_service.scheduler) == 0 && length(aws_ecs_task_definition.scheduler) == 0
-    error_message = "The scheduler stays off until `cairn scheduler` exists."
+    condition     = length(aws_ecs_service.scheduler) == 1 && jsondecode(aws_ecs_task_definition.scheduler[0].container_definitions)[0].command == ["scheduler"]
+    error_message = "The scheduler runs by default, as `cairn scheduler`."
+  }
+
+  assert {
+    condition = alltrue([
+      for e in jsondecode(aws_ecs_task_definition.scheduler[0].container_definitions)[0].environment :
+      contains(["RUST_LOG", "CAIRN_LOG_JSON", "CAIRN_DB_POOL", "CAIRN_NO_MIGRATE", "CAIRN_WORKFLOWS_DIR", "CAIRN_SCHEDULER_POLL"], e.name)
+    ]) && contains(jsondecode(aws_ecs_task_definition.scheduler[0].container_definitions)[0].environment, { name = "CAIRN_WORKFLOWS_DIR", value = "/app/workflows" })
+    error_message = "The scheduler task reads the workflow files and sets only variables `cairn scheduler --help` lists."
   }
 
   assert {
@@ -219,14 +227,14 @@ run "defaults_create_a_vpc_and_the_services" {
   }
 }
 
-run "existing_vpc_with_scheduler_and_template_env" {
+run "existing_vpc_no_scheduler_and_template_env" {
   command = apply
 
   variables {
     vpc_id              = "vpc-0123456789abcdef0"
     public_subnet_ids   = ["subnet-0000000000000000a", "subnet-0000000000000000b"]
     private_subnet_ids  = ["subnet-0000000000000000c", "subnet-0000000000000000d"]
-    enable_scheduler    = true
+    enable_scheduler    = false
     migrate_on_start    = false
     worker_template_env = { NOTIFY_URL = "https://hooks.example.com/cairn" }
   }
@@ -242,8 +250,8 @@ run "existing_vpc_with_scheduler_and_template_env" {
   }
 
   assert {
-    condition     = length(aws_ecs_service.scheduler) == 1 && jsondecode(aws_ecs_task_definition.scheduler[0].container_definitions)[0].command == ["scheduler"]
-    error_message = "enable_scheduler runs `cairn scheduler`."
+    condition     = length(aws_ecs_service.scheduler) == 0 && length(aws_ecs_task_definition.scheduler) == 0
+    error_message = "enable_scheduler = false creates no scheduler."
   }
 
   assert {
