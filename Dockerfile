@@ -1,17 +1,51 @@
 # syntax=docker/dockerfile:1
 #
-# Cairn: one image with both binaries, `cairn` (migrate | api | worker | dev) and `ctl`.
+# Cairn: one image with both binaries, `cairn` (migrate | api | worker | scheduler |
+# admin | dev) and `ctl`, and the built dashboard, which `cairn api` serves at `/`.
 #
 #   docker build -t cairn .
 #   docker run --rm -e DATABASE_URL=postgres://... cairn migrate
 #   docker run --rm -e DATABASE_URL=postgres://... -e CAIRN_NO_MIGRATE=true -p 8080:8080 cairn api
 #   docker run --rm -e DATABASE_URL=postgres://... -e CAIRN_NO_MIGRATE=true cairn worker
+#   docker run --rm -e DATABASE_URL=postgres://... -e CAIRN_NO_MIGRATE=true cairn scheduler
+#
+# A second image, the `dashboard` target, serves the same dashboard with nginx on port
+# 3000 and proxies /api to the api service (docker-compose.yml's `frontend`):
+#
+#   docker build --target dashboard -t cairn-dashboard .
 #
 # The builder and runtime stages use the same Debian release so the binaries link
-# against the glibc they were built with.
+# against the glibc they were built with. The runtime stage is last, so it is what a
+# plain `docker build .` produces.
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
+ARG NODE_VERSION=20
+ARG NGINX_TAG=alpine
+
+# ---------------------------------------------------------------------------------
+# The dashboard: `npm ci` (a layer reused until package*.json change), then the build.
+FROM node:${NODE_VERSION}-slim AS frontend
+
+WORKDIR /frontend
+ENV npm_config_audit=false \
+    npm_config_fund=false \
+    npm_config_update_notifier=false
+COPY frontend/package.json frontend/package-lock.json ./
+RUN npm ci
+COPY frontend/ ./
+RUN npm run build
+
+# ---------------------------------------------------------------------------------
+# `docker build --target dashboard`: the dashboard on nginx, port 3000, with /api (and
+# the health endpoints) proxied to the `api` host on 8080. docker/nginx.conf says how.
+FROM nginx:${NGINX_TAG} AS dashboard
+
+COPY docker/nginx.conf /etc/nginx/conf.d/default.conf
+COPY --from=frontend /frontend/dist /usr/share/nginx/html
+EXPOSE 3000
+HEALTHCHECK --interval=15s --timeout=5s --start-period=5s --retries=3 \
+    CMD ["wget", "-q", "-O", "/dev/null", "http://127.0.0.1:3000/"]
 
 # ---------------------------------------------------------------------------------
 FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS builder
@@ -73,15 +107,17 @@ RUN apt-get update \
 
 COPY --from=builder /out/cairn /out/ctl /usr/local/bin/
 COPY docker/healthcheck.sh /usr/local/bin/cairn-healthcheck
-# Workflow definitions stay owned by root: the service only reads them.
+# Workflow definitions and the dashboard stay owned by root: the service only reads them.
 COPY workflows/ /app/workflows/
+COPY --from=frontend /frontend/dist /app/frontend/dist/
 
 WORKDIR /app
 
-# Both are read by `cairn api`/`cairn dev` (see `cairn api --help`); `ctl workflow
-# validate` also defaults to CAIRN_WORKFLOWS_DIR. Listening on all interfaces is what
-# a container needs; the binary's own default is 127.0.0.1:8080.
+# Read by `cairn api`/`cairn dev` (see `cairn api --help`; the scheduler reads
+# CAIRN_WORKFLOWS_DIR too, and `ctl workflow validate` defaults to it). Listening on all
+# interfaces is what a container needs; the binary's own default is 127.0.0.1:8080.
 ENV CAIRN_WORKFLOWS_DIR=/app/workflows \
+    CAIRN_STATIC_DIR=/app/frontend/dist \
     CAIRN_LISTEN=0.0.0.0:8080
 
 USER 10001:10001

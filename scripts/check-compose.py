@@ -7,9 +7,13 @@ What it checks, one line per check, then an `N passed, M failed` summary:
 
 * the file parses and has services; no service is Redis (by name or image) and no
   environment value points at redis:// -- Cairn runs on Postgres alone;
-* every service built from this repository (or using a `cairn` image) runs a real
-  `cairn` subcommand (as listed by `cairn --help`), with only flags that
-  `cairn <subcommand> --help` lists, and keeps the image's `cairn` entrypoint;
+* every service built from this repository's Dockerfile as the cairn image (its last
+  stage, the default target) or using a `cairn` image runs a real `cairn` subcommand
+  (as listed by `cairn --help`), with only flags that `cairn <subcommand> --help`
+  lists, and keeps the image's `cairn` entrypoint;
+* a service built from another stage of the Dockerfile (the dashboard's nginx) names a
+  stage that exists, and every `http://HOST:PORT` in the nginx configuration that stage
+  copies in names a service, and the port a `cairn api` service listens on;
 * every environment variable set on such a service is one that
   `cairn <subcommand> --help` names in an `[env: NAME=]` note, or RUST_LOG, or a
   name listed in that service's CAIRN_TEMPLATE_ENV (the worker passes those to
@@ -240,13 +244,66 @@ def image_name(image: object) -> str:
     return last.split(":", 1)[0]
 
 
-def uses_cairn_image(service: dict, compose_dir: Path) -> bool:
+@dataclass
+class Stage:
+    name: str
+    copies: list[str]  # sources of COPY lines that take files from the build context
+
+
+def dockerfile_stages(path: Path) -> list[Stage]:
+    """The stages of a Dockerfile, in order (unnamed ones get their index as name)."""
+    stages: list[Stage] = []
+    text = re.sub(r"\\\n", " ", path.read_text())
+    for line in text.splitlines():
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if words[0].upper() == "FROM":
+            named = len(words) >= 4 and words[2].upper() == "AS"
+            stages.append(Stage(words[3] if named else str(len(stages)), []))
+        elif words[0].upper() == "COPY" and stages:
+            args = [w for w in words[1:] if not w.startswith("--")]
+            if not any(w.startswith("--from") for w in words[1:]) and len(args) >= 2:
+                stages[-1].copies += args[:-1]
+    return stages
+
+
+def repo_build(service: dict, compose_dir: Path) -> tuple[Path, str | None] | None:
+    """(Dockerfile, target) when the service is built from this repository."""
     build = service.get("build")
-    if build is not None:
-        context = build if isinstance(build, str) else build.get("context", ".")
-        if (compose_dir / str(context)).resolve() == REPO:
+    if build is None:
+        return None
+    spec = {"context": build} if isinstance(build, str) else build
+    context = (compose_dir / str(spec.get("context", "."))).resolve()
+    if context != REPO:
+        return None
+    return context / str(spec.get("dockerfile", "Dockerfile")), spec.get("target")
+
+
+def uses_cairn_image(service: dict, compose_dir: Path) -> bool:
+    built = repo_build(service, compose_dir)
+    if built is not None:
+        dockerfile, target = built
+        if target is None:
             return True
+        stages = dockerfile_stages(dockerfile) if dockerfile.is_file() else []
+        return bool(stages) and target == stages[-1].name
     return "image" in service and image_name(service["image"]) == "cairn"
+
+
+def listen_port(service: dict, compose_dir: Path) -> int:
+    """The port a `cairn api`/`cairn dev` service listens on (--listen, CAIRN_LISTEN, 8080)."""
+    command = as_list(service.get("command"))
+    listen = None
+    for i, arg in enumerate(command):
+        if arg == "--listen" and i + 1 < len(command):
+            listen = command[i + 1]
+        elif arg.startswith("--listen="):
+            listen = arg.split("=", 1)[1]
+    if listen is None:
+        env, _ = environment(service, compose_dir)
+        listen = with_defaults(env.get("CAIRN_LISTEN")) or "127.0.0.1:8080"
+    return int(listen.rsplit(":", 1)[-1])
 
 
 def healthcheck_disabled(service: dict) -> bool:
@@ -362,6 +419,26 @@ def check_compose(compose: dict, compose_dir: Path, cli: dict[str, Subcommand], 
         if sub == "worker":
             r.check("container_name" not in svc, f"{name}: no container_name (scalable)")
             r.check(not svc.get("ports"), f"{name}: publishes no ports (scalable)")
+
+    # Services built from other stages of the Dockerfile: the dashboard's web server.
+    for name, svc in services.items():
+        svc = svc or {}
+        built = repo_build(svc, compose_dir)
+        if built is None or uses_cairn_image(svc, compose_dir):
+            continue
+        dockerfile, target = built
+        stages = {s.name: s for s in (dockerfile_stages(dockerfile) if dockerfile.is_file() else [])}
+        if not r.check(target in stages, f"{name}: builds stage {target} of {dockerfile.name}", f"stages: {', '.join(stages)}"):
+            continue
+        configs = [REPO / src for src in stages[target].copies if src.endswith(".conf") and (REPO / src).is_file()]
+        for conf in configs:
+            for host, port in sorted(set(re.findall(r"http://([A-Za-z0-9_.-]+):(\d+)", conf.read_text()))):
+                where = f"{name}: {conf.relative_to(REPO)} proxies to {host}:{port}"
+                if not r.check(host in services, f"{where}, a service", f"services: {', '.join(services)}"):
+                    continue
+                if subcommand_of.get(host) in HTTP_SUBCOMMANDS:
+                    actual = listen_port(services[host] or {}, compose_dir)
+                    r.check(actual == int(port), f"{where}, where `cairn {subcommand_of[host]}` listens", f"it listens on {actual}")
 
     # Dependencies.
     for name, svc in services.items():
