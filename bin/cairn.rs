@@ -142,6 +142,7 @@ fn worker_settings(w: &WorkerArgs) -> WorkerSettings {
         poll_interval: w.poll_interval,
         shutdown_grace: w.shutdown_grace,
         env,
+        llm: w.llm(),
     }
 }
 
@@ -182,6 +183,11 @@ async fn serve_api(
     let mut state = cairn::api::AppState::new(pool, workflows);
     state.cookie_secure = api.cookie_secure;
     state.static_dir = Some(api.static_dir.clone());
+    state.webhook_secret = api.webhook_secret.clone().filter(|s| !s.is_empty());
+    state.prices = Arc::new(
+        cairn::api::projects::Prices::parse(&api.llm_prices)
+            .map_err(|e| anyhow::anyhow!("CAIRN_LLM_PRICES: {e}"))?,
+    );
     cairn::api::serve(listener, state, shutdown).await?;
     Ok(())
 }

@@ -40,6 +40,14 @@ pub struct ApiArgs {
     /// Mark the session cookie Secure (serve over HTTPS).
     #[arg(long, env = "CAIRN_COOKIE_SECURE")]
     pub cookie_secure: bool,
+    /// Secret for HMAC-SHA256 signatures on `POST /api/webhooks/agent-result`; without
+    /// it the webhook answers 503.
+    #[arg(long, env = "CAIRN_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// LLM prices for billing estimates, in USD per million tokens:
+    /// `model=prompt/completion,…` (e.g. `gpt-4o-mini=0.15/0.60`).
+    #[arg(long, env = "CAIRN_LLM_PRICES", default_value = "")]
+    pub llm_prices: String,
 }
 
 /// `cairn worker`.
@@ -62,6 +70,30 @@ pub struct WorkerArgs {
     /// Comma-separated environment variables that templates may read as `env.NAME`.
     #[arg(long, env = "CAIRN_TEMPLATE_ENV", value_delimiter = ',')]
     pub template_env: Vec<String>,
+    /// OpenAI-compatible API base for `llm` steps (e.g. https://api.openai.com/v1,
+    /// http://127.0.0.1:11434/v1). Without it, `llm` steps fail and examples use the
+    /// built-in steps.
+    #[arg(long, env = "CAIRN_LLM_BASE_URL")]
+    pub llm_base_url: Option<String>,
+    /// API key sent as a bearer token to the model server.
+    #[arg(long, env = "CAIRN_LLM_API_KEY", hide_env_values = true)]
+    pub llm_api_key: Option<String>,
+    /// Model `llm` steps use unless they name one.
+    #[arg(long, env = "CAIRN_LLM_MODEL", default_value = "gpt-4o-mini")]
+    pub llm_model: String,
+}
+
+impl WorkerArgs {
+    pub fn llm(&self) -> Option<crate::step::LlmConfig> {
+        self.llm_base_url
+            .as_ref()
+            .filter(|u| !u.trim().is_empty())
+            .map(|base_url| crate::step::LlmConfig {
+                base_url: base_url.clone(),
+                api_key: self.llm_api_key.clone().filter(|k| !k.is_empty()),
+                model: self.llm_model.clone(),
+            })
+    }
 }
 
 /// `cairn scheduler`.

@@ -35,6 +35,8 @@ pub struct WorkerSettings {
     pub poll_interval: Duration,
     pub shutdown_grace: Duration,
     pub env: BTreeMap<String, String>,
+    /// The model `llm` steps call, if any.
+    pub llm: Option<crate::step::LlmConfig>,
 }
 
 impl Default for WorkerSettings {
@@ -45,6 +47,7 @@ impl Default for WorkerSettings {
             poll_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(20),
             env: BTreeMap::new(),
+            llm: None,
         }
     }
 }
@@ -96,6 +99,7 @@ pub async fn run(
             lease_ttl: settings.lease,
             shutdown_grace: settings.shutdown_grace,
             env: settings.env.clone(),
+            llm: settings.llm.clone(),
         },
         shutdown.clone(),
     ));

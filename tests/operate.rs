@@ -105,6 +105,16 @@ const ACCESS: &[(&str, &str, Option<Role>)] = &[
     ("post", "/api/schedules/{id}/pause", Some(Role::Operator)),
     ("post", "/api/schedules/{id}/resume", Some(Role::Operator)),
     ("post", "/api/schedules/{id}/trigger", Some(Role::Operator)),
+    ("get", "/api/projects", Some(Role::Viewer)),
+    ("post", "/api/projects", Some(Role::Operator)),
+    ("get", "/api/projects/{id}", Some(Role::Viewer)),
+    ("patch", "/api/projects/{id}", Some(Role::Operator)),
+    ("delete", "/api/projects/{id}", Some(Role::Operator)),
+    ("post", "/api/agents/analyze", Some(Role::Operator)),
+    ("post", "/api/agents/summarize", Some(Role::Operator)),
+    ("post", "/api/agents/workflow", Some(Role::Operator)),
+    ("get", "/api/billing/usage", Some(Role::Viewer)),
+    ("post", "/api/webhooks/agent-result", None),
 ];
 
 #[sqlx::test(migrations = false)]

@@ -13,8 +13,10 @@ mod events;
 mod extract;
 mod health;
 mod metrics;
+pub mod projects;
 mod schedules;
 mod tasks;
+pub mod webhooks;
 mod workers;
 mod workflows;
 
@@ -50,6 +52,10 @@ pub struct AppState {
     pub static_dir: Option<std::path::PathBuf>,
     /// Wakes `/api/events` streams.
     pub events: events::Hub,
+    /// Verifies `/api/webhooks/agent-result` signatures; webhooks are off without it.
+    pub webhook_secret: Option<String>,
+    /// LLM prices for billing estimates.
+    pub prices: Arc<projects::Prices>,
 }
 
 impl AppState {
@@ -60,6 +66,8 @@ impl AppState {
             cookie_secure: false,
             static_dir: None,
             events: Arc::default(),
+            webhook_secret: None,
+            prices: Arc::default(),
         }
     }
 }
@@ -101,6 +109,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(events::routes())
         .merge(workflows::routes())
         .merge(workers::routes())
+        .merge(projects::routes())
+        .merge(webhooks::routes())
 }
 
 /// The OpenAPI document of every `/api` route.

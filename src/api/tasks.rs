@@ -383,7 +383,7 @@ impl From<&RunRow> for TaskSummary {
         (status = 422, body = super::error::ErrorBody, description = "input does not match the schema")))]
 async fn submit(
     State(state): State<AppState>,
-    _: Operator,
+    Operator(who): Operator,
     headers: HeaderMap,
     AppJson(req): AppJson<SubmitRequest>,
 ) -> Result<Response, ApiError> {
@@ -409,7 +409,27 @@ async fn submit(
             state.workflows.names().join(", ")
         ))
     })?;
-    let submitted = match engine::submit(&state.pool, def, &req.input, key.as_deref()).await? {
+    let children: Vec<&crate::workflow::Definition> = state
+        .workflows
+        .with_children(&req.workflow)
+        .into_iter()
+        .filter(|d| d.workflow.name != req.workflow)
+        .collect();
+    let origin = store::runs::RunOrigin {
+        user_id: who.user_id,
+        project_id: None,
+        parent: None,
+    };
+    let submitted = match engine::submit_for(
+        &state.pool,
+        def,
+        &children,
+        &req.input,
+        key.as_deref(),
+        &origin,
+    )
+    .await?
+    {
         Ok(s) => s,
         Err(Rejected::Input(errors)) => {
             let text: Vec<String> = errors.iter().map(ToString::to_string).collect();

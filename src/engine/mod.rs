@@ -22,7 +22,9 @@ pub mod ops;
 pub mod retry;
 mod submit;
 
-pub use submit::{Rejected, Submitted, submit, submit_in};
+pub use submit::{
+    Rejected, Submitted, store_definition, submit, submit_for, submit_in, submit_with,
+};
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
@@ -87,6 +89,8 @@ pub struct EngineConfig {
     pub shutdown_grace: Duration,
     /// Variables templates may read as `env.NAME`.
     pub env: BTreeMap<String, String>,
+    /// The model `llm` steps call, if any.
+    pub llm: Option<step::LlmConfig>,
 }
 
 /// Advances runs; one per worker process, shared by all its concurrent jobs.
@@ -108,9 +112,20 @@ struct StepState {
     output: Option<Value>,
     next_attempt_at: Option<DateTime<Utc>>,
     wake_at: Option<DateTime<Utc>>,
+    child_run_id: Option<String>,
+    child_status: Option<String>,
+    child_output: Option<Value>,
+    child_error: Option<String>,
 }
 
 impl StepState {
+    fn child_finished(&self) -> bool {
+        matches!(
+            self.child_status.as_deref(),
+            Some("succeeded" | "dead" | "cancelled")
+        )
+    }
+
     fn is_done(&self) -> bool {
         matches!(self.status.as_str(), "succeeded" | "skipped")
     }
@@ -186,36 +201,33 @@ impl Engine {
             at: Instant::now(),
         };
         let wf = self.definition(run_id, &run.definition_hash).await?;
-        let mut states: HashMap<String, StepState> = store::steps::step_list(&self.pool, run_id)
-            .await?
-            .into_iter()
-            .map(|s| {
-                (
-                    s.step_id,
-                    StepState {
-                        status: s.status,
-                        attempts: s.attempts,
-                        attempt_floor: s.attempt_floor,
-                        output: s.output,
-                        next_attempt_at: s.next_attempt_at,
-                        wake_at: s.wake_at,
-                    },
-                )
-            })
-            .collect();
+        let mut states = self.load_states(run_id).await?;
         let cx = RunCx {
             run_id,
             workflow: &wf,
             input: &run.input,
             lease: &lease,
             clock,
+            parent: run.parent_run_id.as_deref(),
+            origin: store::runs::RunOrigin {
+                user_id: run.user_id,
+                project_id: run.project_id,
+                parent: None,
+            },
         };
         let driven = if run.cancel_requested_at.is_some() {
             Err(EngineError::Store(StoreError::CancelRequested(
                 run_id.to_owned(),
             )))
         } else {
-            self.drive(&cx, &mut states).await
+            loop {
+                match self.drive(&cx, &mut states).await {
+                    // A callback or a child finished while we were deciding to park.
+                    Ok(None) => states = self.load_states(run_id).await?,
+                    Ok(Some(outcome)) => break Ok(outcome),
+                    Err(e) => break Err(e),
+                }
+            }
         };
         match driven {
             Err(EngineError::Store(StoreError::LeaseLost(_))) => {
@@ -236,11 +248,35 @@ impl Engine {
         }
     }
 
+    async fn load_states(&self, run_id: &str) -> Result<HashMap<String, StepState>> {
+        Ok(store::steps::step_list(&self.pool, run_id)
+            .await?
+            .into_iter()
+            .map(|s| {
+                (
+                    s.step_id,
+                    StepState {
+                        status: s.status,
+                        attempts: s.attempts,
+                        attempt_floor: s.attempt_floor,
+                        output: s.output,
+                        next_attempt_at: s.next_attempt_at,
+                        wake_at: s.wake_at,
+                        child_run_id: s.child_run_id,
+                        child_status: s.child_status,
+                        child_output: s.child_output,
+                        child_error: s.child_error,
+                    },
+                )
+            })
+            .collect())
+    }
+
     async fn drive(
         &self,
         cx: &RunCx<'_>,
         states: &mut HashMap<String, StepState>,
-    ) -> Result<Outcome> {
+    ) -> Result<Option<Outcome>> {
         let mut in_flight = FuturesUnordered::new();
         let mut running: Vec<String> = Vec::new();
         let mut dead: Option<(String, String)> = states
@@ -293,7 +329,7 @@ impl Engine {
                         drop(in_flight);
                         self.release(cx, "worker shut down before the step finished")
                             .await?;
-                        return Ok(Outcome::Released);
+                        return Ok(Some(Outcome::Released));
                     }
                 },
                 None => tokio::select! {
@@ -321,7 +357,8 @@ impl Engine {
         let due = match state.status.as_str() {
             "pending" => true,
             "retry_scheduled" => state.next_attempt_at.is_none_or(|t| t <= now),
-            "waiting" => state.wake_at.is_some_and(|t| t <= now),
+            // Timers fire, waits time out; a child's end is news at once.
+            "waiting" => state.wake_at.is_some_and(|t| t <= now) || state.child_finished(),
             _ => false,
         };
         due && step
@@ -350,6 +387,10 @@ impl Engine {
             "input": cx.input,
             "steps": steps,
             "run": { "id": cx.run_id, "workflow": cx.workflow.name, "attempt": attempt },
+            "llm": {
+                "configured": self.config.llm.is_some(),
+                "model": self.config.llm.as_ref().map(|l| l.model.clone()),
+            },
             "env": self.config.env,
         })))
     }
@@ -399,6 +440,14 @@ impl Engine {
             }
         }
 
+        if let StepKind::Wait(_) = &step.kind {
+            return self.start_wait(cx, step, &state, states).await;
+        }
+        if let StepKind::Workflow(child) = &step.kind {
+            return self
+                .start_child(cx, step, child, &state, states, vars)
+                .await;
+        }
         if let StepKind::Sleep(sleep) = &step.kind {
             if state.status == "waiting" {
                 let woke = json!({ "wokeAt": state.wake_at });
@@ -441,6 +490,7 @@ impl Engine {
                 vars,
                 pool: &self.pool,
                 http: &self.http,
+                llm: self.config.llm.as_ref(),
             };
             let timeout = step.timeout();
             let attempt_fut = AssertUnwindSafe(step::execute(step, &scx)).catch_unwind();
@@ -538,7 +588,7 @@ impl Engine {
         states: &HashMap<String, StepState>,
         dead: Option<(String, String)>,
         stopping: bool,
-    ) -> Result<Outcome> {
+    ) -> Result<Option<Outcome>> {
         if let Some((step_id, error)) = dead {
             let error = match states.get(&step_id) {
                 Some(_) if error == "failed earlier" => self.failed_error(cx, &step_id).await?,
@@ -546,8 +596,9 @@ impl Engine {
             };
             let mut tx = self.pool.begin().await?;
             store::runs::run_dead(&mut tx, cx.lease, &step_id, &error).await?;
+            self.wake_parent(&mut tx, cx).await?;
             tx.commit().await?;
-            return Ok(Outcome::Dead);
+            return Ok(Some(Outcome::Dead));
         }
         if states.values().all(StepState::is_done) {
             let output = match self.output(cx, states) {
@@ -555,21 +606,30 @@ impl Engine {
                 Err(e) => {
                     let mut tx = self.pool.begin().await?;
                     store::runs::run_dead(&mut tx, cx.lease, "output", &e.to_string()).await?;
+                    self.wake_parent(&mut tx, cx).await?;
                     tx.commit().await?;
-                    return Ok(Outcome::Dead);
+                    return Ok(Some(Outcome::Dead));
                 }
             };
             let mut tx = self.pool.begin().await?;
             store::runs::run_succeed(&mut tx, cx.lease, &output).await?;
+            self.wake_parent(&mut tx, cx).await?;
             tx.commit().await?;
-            return Ok(Outcome::Succeeded);
+            return Ok(Some(Outcome::Succeeded));
         }
         // Waiting on retries or timers: park until the earliest.
         let mut earliest: Option<(DateTime<Utc>, &'static str)> = None;
-        for s in states.values() {
-            let candidate = match s.status.as_str() {
-                "retry_scheduled" => s.next_attempt_at.map(|t| (t, "retrying")),
-                "waiting" => s.wake_at.map(|t| (t, "sleeping")),
+        // Steps waiting on the outside world: checked for news before parking.
+        let mut watch: Vec<String> = Vec::new();
+        for (id, s) in states {
+            let kind = cx.workflow.step(id).map(|st| &st.kind);
+            let candidate = match (s.status.as_str(), kind) {
+                ("retry_scheduled", _) => s.next_attempt_at.map(|t| (t, "retrying")),
+                ("waiting", Some(StepKind::Sleep(_))) => s.wake_at.map(|t| (t, "sleeping")),
+                ("waiting", _) => {
+                    watch.push(id.clone());
+                    s.wake_at.map(|t| (t, "waiting"))
+                }
                 _ => None,
             };
             if let Some(c) = candidate
@@ -582,6 +642,12 @@ impl Engine {
             Some((at, status)) if !stopping || at > cx.clock.now() => {
                 let mut tx = self.pool.begin().await?;
                 store::runs::run_park(&mut tx, cx.lease, status, at).await?;
+                // The park holds the run's lock: a callback or a child's end either
+                // committed before (seen here) or wakes the run after.
+                if store::steps::steps_have_news(&mut tx, cx.run_id, &watch).await? {
+                    drop(tx);
+                    return Ok(None);
+                }
                 queue::enqueue(
                     &mut tx,
                     &[Wake {
@@ -591,13 +657,218 @@ impl Engine {
                 )
                 .await?;
                 tx.commit().await?;
-                Ok(Outcome::Parked)
+                Ok(Some(Outcome::Parked))
             }
             _ => {
                 self.release(cx, "worker shutting down").await?;
-                Ok(Outcome::Released)
+                Ok(Some(Outcome::Released))
             }
         }
+    }
+
+    /// Queues a wake-up for the parent run, in the transaction that finishes this one.
+    async fn wake_parent(&self, tx: &mut sqlx::PgConnection, cx: &RunCx<'_>) -> Result<()> {
+        if let Some(parent) = cx.parent {
+            queue::enqueue(tx, &[Wake::now(parent)]).await?;
+        }
+        Ok(())
+    }
+
+    /// Records a timed-out or failed wait as a failed attempt, retried per the policy.
+    async fn fail_waiting(
+        &self,
+        cx: &RunCx<'_>,
+        step: &Step,
+        state: &StepState,
+        states: &mut HashMap<String, StepState>,
+        error: StepError,
+    ) -> Result<Started<'static>> {
+        let done = Finished {
+            step_id: step.id.clone(),
+            attempt: state.attempts,
+            result: Err(error),
+        };
+        match self.finish(cx, states, done).await? {
+            Some((_, message)) => Ok(Started::Failed(message)),
+            None => Ok(Started::Settled),
+        }
+    }
+
+    /// `wait` steps: start waiting for the callback, or time out.
+    async fn start_wait(
+        &self,
+        cx: &RunCx<'_>,
+        step: &Step,
+        state: &StepState,
+        states: &mut HashMap<String, StepState>,
+    ) -> Result<Started<'static>> {
+        if state.status == "waiting" {
+            // Only due when the timeout passed (a delivered result is a checkpoint).
+            let error = StepError::retryable(format!(
+                "no callback arrived within {}",
+                humantime::format_duration(step.timeout())
+            ));
+            return self.fail_waiting(cx, step, state, states, error).await;
+        }
+        let attempt = state.attempts + 1;
+        let mut tx = self.pool.begin().await?;
+        let wake_at =
+            store::steps::step_wait(&mut tx, cx.lease, &step.id, attempt, step.timeout(), None)
+                .await?;
+        tx.commit().await?;
+        set(states, &step.id, |s| {
+            s.status = "waiting".into();
+            s.attempts = attempt;
+            s.wake_at = Some(wake_at);
+        });
+        Ok(Started::Settled)
+    }
+
+    /// `workflow` steps: start the child run, or take its result, or time out.
+    async fn start_child(
+        &self,
+        cx: &RunCx<'_>,
+        step: &Step,
+        child: &crate::workflow::ChildStep,
+        state: &StepState,
+        states: &mut HashMap<String, StepState>,
+        vars: minijinja::Value,
+    ) -> Result<Started<'static>> {
+        if state.status == "waiting" {
+            let child_id = state.child_run_id.clone().unwrap_or_default();
+            match state.child_status.as_deref() {
+                Some("succeeded") => {
+                    let output = state.child_output.clone().unwrap_or(Value::Null);
+                    let mut tx = self.pool.begin().await?;
+                    store::steps::step_succeed(
+                        &mut tx,
+                        cx.lease,
+                        &step.id,
+                        state.attempts,
+                        &output,
+                    )
+                    .await?;
+                    tx.commit().await?;
+                    set(states, &step.id, |s| {
+                        s.status = "succeeded".into();
+                        s.output = Some(output.clone());
+                    });
+                    return Ok(Started::Settled);
+                }
+                Some(status @ ("dead" | "cancelled")) => {
+                    let why = state.child_error.clone().unwrap_or_default();
+                    let error =
+                        StepError::fatal(format!("child run {child_id} is {status}: {why}"));
+                    return self.fail_waiting(cx, step, state, states, error).await;
+                }
+                _ => {
+                    // Timed out: stop the child before trying again.
+                    let mut tx = self.pool.begin().await?;
+                    store::runs::run_cancel(
+                        &mut tx,
+                        &child_id,
+                        &format!("parent {} timed out", cx.run_id),
+                    )
+                    .await?;
+                    tx.commit().await?;
+                    let error = StepError::retryable(format!(
+                        "child run {child_id} did not finish within {}",
+                        humantime::format_duration(step.timeout())
+                    ));
+                    return self.fail_waiting(cx, step, state, states, error).await;
+                }
+            }
+        }
+        let attempt = state.attempts + 1;
+        let input = match template::render_value(&child.input, &vars) {
+            Ok(v) => v,
+            Err(e) => {
+                let mut tx = self.pool.begin().await?;
+                store::steps::step_begin(&mut tx, cx.lease, &step.id, attempt).await?;
+                store::steps::step_fail(&mut tx, cx.lease, &step.id, attempt, &e.to_string(), None)
+                    .await?;
+                tx.commit().await?;
+                set(states, &step.id, |s| {
+                    s.status = "failed".into();
+                    s.attempts = attempt;
+                });
+                return Ok(Started::Failed(e.to_string()));
+            }
+        };
+        let Some((hash, definition)) =
+            store::definitions::definition_latest(&self.pool, &child.workflow).await?
+        else {
+            let error = format!(
+                "workflow `{}` has never been stored; submit it once through the API",
+                child.workflow
+            );
+            let mut tx = self.pool.begin().await?;
+            store::steps::step_begin(&mut tx, cx.lease, &step.id, attempt).await?;
+            store::steps::step_fail(&mut tx, cx.lease, &step.id, attempt, &error, None).await?;
+            tx.commit().await?;
+            set(states, &step.id, |s| s.status = "failed".into());
+            return Ok(Started::Failed(error));
+        };
+        let workflow: Workflow =
+            serde_json::from_value(definition).map_err(|e| EngineError::Definition {
+                run: cx.run_id.to_owned(),
+                hash: hash.clone(),
+                reason: e.to_string(),
+            })?;
+        let def = crate::workflow::Definition {
+            workflow,
+            source: String::new(),
+            hash,
+        };
+        let origin = store::runs::RunOrigin {
+            parent: Some((cx.run_id.to_owned(), step.id.clone())),
+            ..cx.origin.clone()
+        };
+        let mut tx = self.pool.begin().await?;
+        store::lease_fence(&mut tx, cx.lease).await?;
+        let created = match submit_with(&mut tx, &def, &input, None, &origin).await? {
+            Ok(Submitted::Created(run)) => run,
+            Ok(_) => {
+                return Err(EngineError::Definition {
+                    run: cx.run_id.to_owned(),
+                    hash: def.hash,
+                    reason: "child run not created".into(),
+                });
+            }
+            Err(Rejected::Input(errors)) => {
+                drop(tx);
+                let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                let error = format!(
+                    "input for workflow `{}` is invalid: {}",
+                    child.workflow,
+                    text.join("; ")
+                );
+                let mut tx = self.pool.begin().await?;
+                store::steps::step_begin(&mut tx, cx.lease, &step.id, attempt).await?;
+                store::steps::step_fail(&mut tx, cx.lease, &step.id, attempt, &error, None).await?;
+                tx.commit().await?;
+                set(states, &step.id, |s| s.status = "failed".into());
+                return Ok(Started::Failed(error));
+            }
+        };
+        let wake_at = store::steps::step_wait(
+            &mut tx,
+            cx.lease,
+            &step.id,
+            attempt,
+            step.timeout(),
+            Some(&created.id),
+        )
+        .await?;
+        tx.commit().await?;
+        set(states, &step.id, |s| {
+            s.status = "waiting".into();
+            s.attempts = attempt;
+            s.wake_at = Some(wake_at);
+            s.child_run_id = Some(created.id.clone());
+            s.child_status = Some(created.status.clone());
+        });
+        Ok(Started::Settled)
     }
 
     async fn failed_error(&self, cx: &RunCx<'_>, step_id: &str) -> Result<String> {
@@ -662,6 +933,10 @@ struct RunCx<'a> {
     input: &'a Value,
     lease: &'a Lease,
     clock: Clock,
+    /// The run whose `workflow` step started this one: woken when this one finishes.
+    parent: Option<&'a str>,
+    /// Passed on to child runs.
+    origin: store::runs::RunOrigin,
 }
 
 /// The database's clock, read when the lease was taken, advanced by the local monotonic

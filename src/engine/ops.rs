@@ -29,9 +29,15 @@ pub async fn retry(pool: &PgPool, run_id: &str, by: &str) -> Result<Option<RunRo
     Ok(run)
 }
 
+/// Cancels a run (and the child runs it started); a parent waiting on it learns at once.
 pub async fn cancel(pool: &PgPool, run_id: &str, by: &str) -> Result<Option<Cancelled>> {
     let mut tx = pool.begin().await?;
     let outcome = store::runs::run_cancel(&mut tx, run_id, by).await?;
+    if outcome == Some(Cancelled::Now)
+        && let Some(parent) = store::runs::run_get_parent(&mut tx, run_id).await?
+    {
+        queue::enqueue(&mut tx, &[Wake::now(parent)]).await?;
+    }
     tx.commit().await?;
     Ok(outcome)
 }
@@ -144,6 +150,11 @@ pub async fn replay(
             request_hash: &request_hash,
             step_ids: &step_ids,
             replay_of: Some(run_id),
+            origin: &store::runs::RunOrigin {
+                user_id: original.user_id,
+                project_id: original.project_id,
+                parent: None,
+            },
         },
     )
     .await?;

@@ -6,7 +6,7 @@ use sqlx::{PgConnection, PgPool};
 use super::Result;
 use crate::queue::{self, Wake};
 use crate::store;
-use crate::store::runs::{RunInsertParams, RunInserted, RunRow};
+use crate::store::runs::{RunInsertParams, RunInserted, RunOrigin, RunRow};
 use crate::workflow::{Definition, InputError, content_hash};
 
 /// What [`submit`] did.
@@ -49,6 +49,58 @@ pub async fn submit_in(
     input: &Value,
     idempotency_key: Option<&str>,
 ) -> Result<Result<Submitted, Rejected>> {
+    submit_with(conn, def, input, idempotency_key, &RunOrigin::default()).await
+}
+
+/// [`submit`] for a user and/or a project, with the definitions of the child workflows
+/// its `workflow` steps start (stored so workers can start them).
+pub async fn submit_for(
+    pool: &PgPool,
+    def: &Definition,
+    children: &[&Definition],
+    input: &Value,
+    idempotency_key: Option<&str>,
+    origin: &RunOrigin,
+) -> Result<Result<Submitted, Rejected>> {
+    if let Err(errors) = def.workflow.validate_input(input) {
+        return Ok(Err(Rejected::Input(errors)));
+    }
+    let mut tx = pool.begin().await?;
+    for child in children {
+        store_definition(&mut tx, child).await?;
+    }
+    let submitted = submit_with(&mut tx, def, input, idempotency_key, origin).await?;
+    tx.commit().await?;
+    Ok(submitted)
+}
+
+/// Stores a definition (once per content hash).
+pub async fn store_definition(conn: &mut PgConnection, def: &Definition) -> Result<()> {
+    let definition =
+        serde_json::to_value(&def.workflow).map_err(|e| super::EngineError::Definition {
+            run: String::new(),
+            hash: def.hash.clone(),
+            reason: e.to_string(),
+        })?;
+    store::definitions::definition_upsert(
+        conn,
+        &def.hash,
+        &def.workflow.name,
+        &definition,
+        &def.source,
+    )
+    .await?;
+    Ok(())
+}
+
+/// [`submit_in`] with the run's origin.
+pub async fn submit_with(
+    conn: &mut PgConnection,
+    def: &Definition,
+    input: &Value,
+    idempotency_key: Option<&str>,
+    origin: &RunOrigin,
+) -> Result<Result<Submitted, Rejected>> {
     let input = match def.workflow.validate_input(input) {
         Ok(v) => v,
         Err(errors) => return Ok(Err(Rejected::Input(errors))),
@@ -82,6 +134,7 @@ pub async fn submit_in(
             request_hash: &request_hash,
             step_ids: &step_ids,
             replay_of: None,
+            origin,
         },
     )
     .await?;

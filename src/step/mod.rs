@@ -6,8 +6,14 @@
 //! around an attempt: leases, timeouts, checkpoints and the retry policy. `sleep` steps
 //! are durable timers and live in the engine, not here.
 
+mod builtin;
 mod http;
+pub mod llm;
 mod sql;
+
+pub use builtin::summarize_text;
+pub(crate) use http::parse_retry_after;
+pub use llm::LlmConfig;
 
 use std::time::Duration;
 
@@ -72,6 +78,8 @@ pub struct StepContext<'a> {
     pub vars: minijinja::Value,
     pub pool: &'a sqlx::PgPool,
     pub http: &'a reqwest::Client,
+    /// The model `llm` steps call, when one is configured.
+    pub llm: Option<&'a LlmConfig>,
 }
 
 impl StepContext<'_> {
@@ -90,8 +98,11 @@ pub async fn execute(step: &Step, cx: &StepContext<'_>) -> Result<Value, StepErr
     match &step.kind {
         StepKind::Http(h) => http::execute(h, cx, step.timeout()).await,
         StepKind::Sql(s) => sql::execute(s, cx, step.timeout()).await,
-        StepKind::Sleep(_) => Err(StepError::fatal(
-            "sleep steps are timers handled by the engine",
+        StepKind::Llm(l) => llm::execute(l, cx, step.timeout()).await,
+        StepKind::Analyze(a) => builtin::analyze(a, cx).await,
+        StepKind::Summarize(s) => builtin::summarize(s, cx).await,
+        StepKind::Sleep(_) | StepKind::Wait(_) | StepKind::Workflow(_) => Err(StepError::fatal(
+            "sleep, wait and workflow steps are handled by the engine",
         )),
     }
 }

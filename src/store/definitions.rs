@@ -34,3 +34,13 @@ pub async fn definition_get(pool: &PgPool, hash: &str) -> Result<Option<Value>> 
             .await?,
     )
 }
+
+/// The most recently stored definition named `name`: (hash, validated JSON).
+pub async fn definition_latest(pool: &PgPool, name: &str) -> Result<Option<(String, Value)>> {
+    Ok(sqlx::query_as(
+        "select hash, definition from workflow_definitions where name = $1 order by created_at desc limit 1",
+    )
+    .bind(name)
+    .fetch_optional(pool)
+    .await?)
+}

@@ -10,11 +10,13 @@
 pub mod dead_letters;
 pub mod definitions;
 pub mod events;
+pub mod projects;
 pub mod runs;
 pub mod schedules;
 pub mod stats;
 pub mod step_sql;
 pub mod steps;
+pub mod usage;
 pub mod users;
 pub mod workers;
 
@@ -84,7 +86,7 @@ pub struct Lease {
 
 /// Checks that `lease` is current and unexpired and extends it; locks the run row for
 /// the rest of the transaction, so transitions of one run are serialised.
-pub(crate) async fn lease_fence(conn: &mut PgConnection, lease: &Lease) -> Result<()> {
+pub async fn lease_fence(conn: &mut PgConnection, lease: &Lease) -> Result<()> {
     let done = sqlx::query(
         "update runs set lease_expires_at = clock_timestamp() + make_interval(secs => $3)
           where id = $1 and lease_token = $2 and status = 'running'

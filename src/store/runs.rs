@@ -9,7 +9,8 @@ use super::{Lease, Result, lease_fence};
 
 pub const RUN_COLUMNS: &str = "id, workflow, definition_hash, status, input, output, error, \
      idempotency_key, request_hash, lease_owner, lease_expires_at, wake_at, created_at, \
-     started_at, finished_at, updated_at, replay_of, cancel_requested_at";
+     started_at, finished_at, updated_at, replay_of, cancel_requested_at, user_id, project_id, \
+     parent_run_id, parent_step_id";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RunRow {
@@ -31,6 +32,21 @@ pub struct RunRow {
     pub updated_at: DateTime<Utc>,
     pub replay_of: Option<String>,
     pub cancel_requested_at: Option<DateTime<Utc>>,
+    pub user_id: Option<i64>,
+    pub project_id: Option<i64>,
+    pub parent_run_id: Option<String>,
+    pub parent_step_id: Option<String>,
+}
+
+/// Who and what a run is for.
+#[derive(Debug, Clone, Default)]
+pub struct RunOrigin {
+    /// The user who asked for it.
+    pub user_id: Option<i64>,
+    /// The project it is about: it becomes one of the project's analyses.
+    pub project_id: Option<i64>,
+    /// The run and `workflow` step that started it.
+    pub parent: Option<(String, String)>,
 }
 
 pub struct RunInsertParams<'a> {
@@ -43,6 +59,7 @@ pub struct RunInsertParams<'a> {
     pub step_ids: &'a [String],
     /// The run this one replays.
     pub replay_of: Option<&'a str>,
+    pub origin: &'a RunOrigin,
 }
 
 pub enum RunInserted {
@@ -54,8 +71,9 @@ pub enum RunInserted {
 /// Inserts a queued run and its pending steps, unless its idempotency key exists.
 pub async fn run_insert(conn: &mut PgConnection, p: RunInsertParams<'_>) -> Result<RunInserted> {
     let sql = format!(
-        "insert into runs (id, workflow, definition_hash, input, idempotency_key, request_hash, replay_of)
-         values ($1, $2, $3, $4, $5, $6, $7)
+        "insert into runs (id, workflow, definition_hash, input, idempotency_key, request_hash, replay_of,
+                           user_id, project_id, parent_run_id, parent_step_id)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          on conflict (idempotency_key) where idempotency_key is not null do nothing
          returning {RUN_COLUMNS}"
     );
@@ -67,6 +85,10 @@ pub async fn run_insert(conn: &mut PgConnection, p: RunInsertParams<'_>) -> Resu
         .bind(p.idempotency_key)
         .bind(p.request_hash)
         .bind(p.replay_of)
+        .bind(p.origin.user_id)
+        .bind(p.origin.project_id)
+        .bind(p.origin.parent.as_ref().map(|p| p.0.as_str()))
+        .bind(p.origin.parent.as_ref().map(|p| p.1.as_str()))
         .fetch_optional(&mut *conn)
         .await?;
     let Some(run) = created else {
@@ -498,6 +520,7 @@ pub async fn run_cancel(
             .await?;
             cancel_steps(conn, run_id).await?;
             event_append(conn, run_id, "run_cancelled", None, json!({ "by": by })).await?;
+            cancel_children(conn, run_id, by).await?;
             Ok(Some(Cancelled::Now))
         }
         "running" => {
@@ -515,10 +538,31 @@ pub async fn run_cancel(
                 json!({ "by": by }),
             )
             .await?;
+            cancel_children(conn, run_id, by).await?;
             Ok(Some(Cancelled::Requested))
         }
         other => Ok(Some(Cancelled::AlreadyFinished(other.to_owned()))),
     }
+}
+
+/// Cancelling a run cancels the child runs its `workflow` steps started.
+fn cancel_children<'a>(
+    conn: &'a mut PgConnection,
+    run_id: &'a str,
+    by: &'a str,
+) -> futures::future::BoxFuture<'a, Result<()>> {
+    Box::pin(async move {
+        let children: Vec<String> = sqlx::query_scalar(
+            "select id from runs where parent_run_id = $1 and status not in ('succeeded', 'dead', 'cancelled')",
+        )
+        .bind(run_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        for child in children {
+            run_cancel(conn, &child, &format!("{by} (parent {run_id} cancelled)")).await?;
+        }
+        Ok(())
+    })
 }
 
 async fn cancel_steps(conn: &mut PgConnection, run_id: &str) -> Result<()> {
@@ -563,7 +607,8 @@ pub async fn run_cancel_finish(conn: &mut PgConnection, lease: &Lease) -> Result
         None,
         json!({ "worker": lease.owner }),
     )
-    .await
+    .await?;
+    cancel_children(conn, &lease.run_id, &lease.owner).await
 }
 
 /// Makes the given steps of a new run into copies of another run's checkpoints.
@@ -586,4 +631,15 @@ pub async fn steps_copy_checkpoints(
     .bind(step_ids)
     .fetch_all(conn)
     .await?)
+}
+
+/// The run whose `workflow` step started this one.
+pub async fn run_get_parent(conn: &mut PgConnection, run_id: &str) -> Result<Option<String>> {
+    Ok(
+        sqlx::query_scalar::<_, Option<String>>("select parent_run_id from runs where id = $1")
+            .bind(run_id)
+            .fetch_optional(conn)
+            .await?
+            .flatten(),
+    )
 }

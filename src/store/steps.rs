@@ -22,6 +22,11 @@ pub struct StepRow {
     pub wake_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// A `workflow` step's child run, and how it stands.
+    pub child_run_id: Option<String>,
+    pub child_status: Option<String>,
+    pub child_output: Option<Value>,
+    pub child_error: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -38,9 +43,11 @@ pub struct AttemptRow {
 
 pub async fn step_list(pool: &PgPool, run_id: &str) -> Result<Vec<StepRow>> {
     Ok(sqlx::query_as(
-        "select run_id, step_id, status, attempts, attempt_floor, output, error, next_attempt_at,
-                wake_at, started_at, finished_at
-           from steps where run_id = $1",
+        "select s.run_id, s.step_id, s.status, s.attempts, s.attempt_floor, s.output, s.error,
+                s.next_attempt_at, s.wake_at, s.started_at, s.finished_at, s.child_run_id,
+                c.status as child_status, c.output as child_output, c.error as child_error
+           from steps s left join runs c on c.id = s.child_run_id
+          where s.run_id = $1",
     )
     .bind(run_id)
     .fetch_all(pool)
@@ -260,4 +267,142 @@ pub async fn step_skip(conn: &mut PgConnection, lease: &Lease, step_id: &str) ->
         json!({}),
     )
     .await
+}
+
+/// Starts waiting: for a callback (`wait`) or for a child run (`workflow`, with the
+/// child's id) until the returned time, when the attempt times out.
+pub async fn step_wait(
+    conn: &mut PgConnection,
+    lease: &Lease,
+    step_id: &str,
+    attempt: i32,
+    timeout: Duration,
+    child_run_id: Option<&str>,
+) -> Result<DateTime<Utc>> {
+    lease_fence(conn, lease).await?;
+    let wake_at: DateTime<Utc> = sqlx::query_scalar(
+        "update steps set status = 'waiting', attempts = $3, next_attempt_at = null, child_run_id = $5,
+                wake_at = clock_timestamp() + make_interval(secs => $4::float8 / 1000),
+                started_at = coalesce(started_at, clock_timestamp())
+          where run_id = $1 and step_id = $2
+         returning wake_at",
+    )
+    .bind(&lease.run_id)
+    .bind(step_id)
+    .bind(attempt)
+    .bind(timeout.as_millis() as i64)
+    .bind(child_run_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    attempt_insert(conn, lease, step_id, attempt).await?;
+    event_append(
+        conn,
+        &lease.run_id,
+        "step_waiting",
+        Some(step_id),
+        json!({ "attempt": attempt, "timeoutAt": wake_at, "childRunId": child_run_id }),
+    )
+    .await?;
+    Ok(wake_at)
+}
+
+/// Whether any of `steps` (waiting for a callback or a child) has news: delivered, or its
+/// child finished. Called under the run's lock before parking it.
+pub async fn steps_have_news(
+    conn: &mut PgConnection,
+    run_id: &str,
+    steps: &[String],
+) -> Result<bool> {
+    if steps.is_empty() {
+        return Ok(false);
+    }
+    Ok(sqlx::query_scalar(
+        "select exists (select 1 from steps s left join runs c on c.id = s.child_run_id
+                         where s.run_id = $1 and s.step_id = any($2)
+                           and (s.status <> 'waiting' or c.status in ('succeeded', 'dead', 'cancelled')))",
+    )
+    .bind(run_id)
+    .bind(steps)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// What [`step_deliver`] did with a callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// The step took the result; the run must be woken.
+    Accepted,
+    /// The step had already taken a result: nothing changed.
+    Duplicate,
+    /// The step is not waiting for a callback (not yet, or it timed out).
+    NotWaiting(String),
+    UnknownRun,
+    UnknownStep,
+}
+
+/// Completes a waiting `wait` step with an external result. Takes the run's lock first,
+/// like every fenced write, so it never interleaves with the worker's transitions.
+pub async fn step_deliver(
+    conn: &mut PgConnection,
+    run_id: &str,
+    step_id: &str,
+    result: &Value,
+) -> Result<Delivery> {
+    let run_status: Option<String> =
+        sqlx::query_scalar("select status from runs where id = $1 for update")
+            .bind(run_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(run_status) = run_status else {
+        return Ok(Delivery::UnknownRun);
+    };
+    let step: Option<(String, Option<String>, i32)> = sqlx::query_as(
+        "select status, child_run_id, attempts from steps where run_id = $1 and step_id = $2 for update",
+    )
+    .bind(run_id)
+    .bind(step_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((status, child, attempt)) = step else {
+        return Ok(Delivery::UnknownStep);
+    };
+    if status == "succeeded" && child.is_none() {
+        return Ok(Delivery::Duplicate);
+    }
+    if status != "waiting" || child.is_some() {
+        return Ok(Delivery::NotWaiting(status));
+    }
+    sqlx::query(
+        "update steps set status = 'succeeded', output = $3, error = null, finished_at = clock_timestamp()
+          where run_id = $1 and step_id = $2",
+    )
+    .bind(run_id)
+    .bind(step_id)
+    .bind(result)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "update step_attempts set status = 'succeeded', finished_at = clock_timestamp()
+          where run_id = $1 and step_id = $2 and attempt = $3 and status = 'running'",
+    )
+    .bind(run_id)
+    .bind(step_id)
+    .bind(attempt)
+    .execute(&mut *conn)
+    .await?;
+    if run_status == "waiting" {
+        sqlx::query("update runs set status = 'queued', wake_at = null where id = $1")
+            .bind(run_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    event_append(
+        conn,
+        run_id,
+        "step_succeeded",
+        Some(step_id),
+        json!({ "attempt": attempt, "delivered": true }),
+    )
+    .await?;
+    Ok(Delivery::Accepted)
 }

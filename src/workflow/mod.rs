@@ -12,6 +12,7 @@
 mod input;
 mod parse;
 pub mod schedule;
+pub mod schema;
 pub mod template;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -101,16 +102,35 @@ pub enum StepKind {
     Http(HttpStep),
     Sql(SqlStep),
     Sleep(SleepStep),
+    Llm(LlmStep),
+    Wait(WaitStep),
+    Workflow(ChildStep),
+    Analyze(AnalyzeStep),
+    Summarize(SummarizeStep),
 }
 
 impl StepKind {
-    pub const NAMES: &'static [&'static str] = &["http", "sql", "sleep"];
+    pub const NAMES: &'static [&'static str] = &[
+        "http",
+        "sql",
+        "sleep",
+        "llm",
+        "wait",
+        "workflow",
+        "analyze",
+        "summarize",
+    ];
 
     pub fn name(&self) -> &'static str {
         match self {
             StepKind::Http(_) => "http",
             StepKind::Sql(_) => "sql",
             StepKind::Sleep(_) => "sleep",
+            StepKind::Llm(_) => "llm",
+            StepKind::Wait(_) => "wait",
+            StepKind::Workflow(_) => "workflow",
+            StepKind::Analyze(_) => "analyze",
+            StepKind::Summarize(_) => "summarize",
         }
     }
 }
@@ -152,6 +172,57 @@ pub struct SleepStep {
     pub duration_ms: u64,
 }
 
+/// A chat completion from an OpenAI-compatible server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LlmStep {
+    /// The user message (a template).
+    pub prompt: String,
+    /// An optional system message (a template).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// Overrides the configured model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// When set, the answer must be JSON matching this schema (see [`schema`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<serde_json::Value>,
+}
+
+/// Waits for an external callback (`POST /api/webhooks/agent-result`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WaitStep {}
+
+/// Starts a child run and waits for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChildStep {
+    pub workflow: String,
+    /// The child's input; strings inside may be templates.
+    pub input: serde_json::Value,
+}
+
+/// Built-in: a project's facts from the database, with findings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalyzeStep {
+    /// The project id (a template).
+    pub project: serde_json::Value,
+}
+
+/// Built-in: a deterministic extractive summary of a text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SummarizeStep {
+    /// The text (a template).
+    pub text: serde_json::Value,
+    pub sentences: u32,
+}
+
 /// How a step's failed attempts are retried.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -179,6 +250,10 @@ impl Default for RetryPolicy {
 
 /// The default step timeout when neither the step nor `[defaults]` sets one.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a `wait` step waits for its callback unless it says.
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long a `workflow` step waits for its child unless it says.
+pub const DEFAULT_CHILD_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 impl Workflow {
     pub fn step(&self, id: &str) -> Option<&Step> {
@@ -277,6 +352,30 @@ impl Registry {
                 Err(e) => return Err(e),
             }
         }
+        // `workflow` steps must name a workflow loaded beside them.
+        for def in definitions.values() {
+            for step in &def.workflow.steps {
+                if let StepKind::Workflow(child) = &step.kind
+                    && !definitions.contains_key(&child.workflow)
+                {
+                    let file = files
+                        .iter()
+                        .find(|f| {
+                            f.file_stem().and_then(|s| s.to_str())
+                                == Some(def.workflow.name.as_str())
+                        })
+                        .map(|f| f.display().to_string())
+                        .unwrap_or_default();
+                    diagnostics.push(Diagnostic::at_start(
+                        &file,
+                        format!(
+                            "step `{}` starts workflow `{}`, which is not among the loaded workflows",
+                            step.id, child.workflow
+                        ),
+                    ));
+                }
+            }
+        }
         if diagnostics.is_empty() {
             Ok(Registry { definitions })
         } else {
@@ -295,6 +394,27 @@ impl Registry {
 
     pub fn get(&self, name: &str) -> Option<&Definition> {
         self.definitions.get(name)
+    }
+
+    /// `name` and every workflow its `workflow` steps start, transitively.
+    pub fn with_children<'a>(&'a self, name: &str) -> Vec<&'a Definition> {
+        let mut out: Vec<&Definition> = Vec::new();
+        let mut todo = vec![name.to_owned()];
+        while let Some(n) = todo.pop() {
+            let Some(def) = self.definitions.get(&n) else {
+                continue;
+            };
+            if out.iter().any(|d| d.workflow.name == n) {
+                continue;
+            }
+            for step in &def.workflow.steps {
+                if let StepKind::Workflow(child) = &step.kind {
+                    todo.push(child.workflow.clone());
+                }
+            }
+            out.push(def);
+        }
+        out
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Definition> {

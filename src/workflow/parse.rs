@@ -16,7 +16,8 @@ use super::input::{InputField, InputType};
 use super::schedule::{self, CronSchedule, ScheduleSpec};
 use super::template;
 use super::{
-    DEFAULT_TIMEOUT, HttpStep, RetryPolicy, SleepStep, SqlMode, SqlStep, Step, StepKind, Workflow,
+    AnalyzeStep, ChildStep, DEFAULT_TIMEOUT, HttpStep, LlmStep, RetryPolicy, SleepStep, SqlMode,
+    SqlStep, Step, StepKind, SummarizeStep, WaitStep, Workflow,
 };
 
 /// One located problem in a workflow file.
@@ -127,6 +128,21 @@ struct RawStep {
     mode: Option<Spanned<String>>,
     // sleep
     duration: Option<Spanned<String>>,
+    // llm
+    prompt: Option<Spanned<String>>,
+    system: Option<Spanned<String>>,
+    model: Option<Spanned<String>>,
+    temperature: Option<Spanned<toml::Value>>,
+    max_tokens: Option<Spanned<i64>>,
+    output_schema: Option<Spanned<toml::Value>>,
+    // workflow
+    workflow: Option<Spanned<String>>,
+    input: Option<Spanned<toml::Value>>,
+    // analyze
+    project: Option<Spanned<String>>,
+    // summarize
+    text: Option<Spanned<String>>,
+    sentences: Option<Spanned<i64>>,
 }
 
 const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
@@ -576,11 +592,11 @@ fn check_template(
                     );
                 }
             }
-            "run" | "env" => {}
+            "run" | "env" | "llm" => {}
             other => cx.error(
                 span.clone(),
                 format!(
-                    "{owner}: template reads unknown variable `{other}` (available: input, steps, run, env)"
+                    "{owner}: template reads unknown variable `{other}` (available: input, steps, run, env, llm)"
                 ),
             ),
         }
@@ -601,7 +617,7 @@ fn parse_step(
     let kind_name = s.kind.get_ref().as_str();
 
     // Fields that belong to another kind.
-    let present: [(&str, Option<Range<usize>>); 8] = [
+    let present: [(&str, Option<Range<usize>>); 19] = [
         ("method", s.method.as_ref().map(Spanned::span)),
         ("url", s.url.as_ref().map(Spanned::span)),
         ("headers", s.headers.as_ref().map(Spanned::span)),
@@ -610,11 +626,34 @@ fn parse_step(
         ("params", s.params.as_ref().map(Spanned::span)),
         ("mode", s.mode.as_ref().map(Spanned::span)),
         ("duration", s.duration.as_ref().map(Spanned::span)),
+        ("prompt", s.prompt.as_ref().map(Spanned::span)),
+        ("system", s.system.as_ref().map(Spanned::span)),
+        ("model", s.model.as_ref().map(Spanned::span)),
+        ("temperature", s.temperature.as_ref().map(Spanned::span)),
+        ("max_tokens", s.max_tokens.as_ref().map(Spanned::span)),
+        ("output_schema", s.output_schema.as_ref().map(Spanned::span)),
+        ("workflow", s.workflow.as_ref().map(Spanned::span)),
+        ("input", s.input.as_ref().map(Spanned::span)),
+        ("project", s.project.as_ref().map(Spanned::span)),
+        ("text", s.text.as_ref().map(Spanned::span)),
+        ("sentences", s.sentences.as_ref().map(Spanned::span)),
     ];
     let allowed: &[&str] = match kind_name {
         "http" => &["method", "url", "headers", "body"],
         "sql" => &["query", "params", "mode"],
         "sleep" => &["duration"],
+        "llm" => &[
+            "prompt",
+            "system",
+            "model",
+            "temperature",
+            "max_tokens",
+            "output_schema",
+        ],
+        "wait" => &[],
+        "workflow" => &["workflow", "input"],
+        "analyze" => &["project"],
+        "summarize" => &["text", "sentences"],
         other => {
             cx.error(
                 s.kind.span(),
@@ -753,6 +792,133 @@ fn parse_step(
                 mode,
             })
         }
+        "llm" => {
+            let prompt = match &s.prompt {
+                Some(p) => {
+                    check_template(cx, p.span(), p.get_ref(), false, input, upstream, &owner);
+                    p.get_ref().clone()
+                }
+                None => {
+                    missing(cx, "prompt");
+                    String::new()
+                }
+            };
+            if let Some(sys) = &s.system {
+                check_template(
+                    cx,
+                    sys.span(),
+                    sys.get_ref(),
+                    false,
+                    input,
+                    upstream,
+                    &owner,
+                );
+            }
+            let temperature = match &s.temperature {
+                None => None,
+                Some(t) => match number(t.get_ref()) {
+                    Some(x) if (0.0..=2.0).contains(&x) => Some(x),
+                    _ => {
+                        cx.error(
+                            t.span(),
+                            format!("{owner}: temperature must be a number from 0 to 2"),
+                        );
+                        None
+                    }
+                },
+            };
+            let max_tokens = match &s.max_tokens {
+                None => None,
+                Some(m) if *m.get_ref() >= 1 && *m.get_ref() <= 1_000_000 => {
+                    Some(*m.get_ref() as u32)
+                }
+                Some(m) => {
+                    cx.error(
+                        m.span(),
+                        format!("{owner}: max_tokens must be between 1 and 1000000"),
+                    );
+                    None
+                }
+            };
+            let output_schema = s.output_schema.as_ref().map(|o| {
+                let v = to_json(o.get_ref());
+                if let Err(e) = super::schema::check_schema(&v) {
+                    cx.error(o.span(), format!("{owner}: output_schema: {e}"));
+                }
+                v
+            });
+            StepKind::Llm(LlmStep {
+                prompt,
+                system: s.system.as_ref().map(|x| x.get_ref().clone()),
+                model: s.model.as_ref().map(|x| x.get_ref().clone()),
+                temperature,
+                max_tokens,
+                output_schema,
+            })
+        }
+        "wait" => StepKind::Wait(WaitStep {}),
+        "workflow" => {
+            let workflow = match &s.workflow {
+                Some(w) if is_identifier(w.get_ref()) => w.get_ref().clone(),
+                Some(w) => {
+                    cx.error(
+                        w.span(),
+                        format!("{owner}: `{}` is not a workflow name", w.get_ref()),
+                    );
+                    String::new()
+                }
+                None => {
+                    missing(cx, "workflow");
+                    String::new()
+                }
+            };
+            let child_input = s.input.as_ref().map(|i| {
+                let v = to_json(i.get_ref());
+                check_templates(cx, i.span(), &v, input, upstream, &owner);
+                v
+            });
+            StepKind::Workflow(ChildStep {
+                workflow,
+                input: child_input.unwrap_or_else(|| Value::Object(Default::default())),
+            })
+        }
+        "analyze" => {
+            let project = match &s.project {
+                Some(p) => {
+                    check_template(cx, p.span(), p.get_ref(), false, input, upstream, &owner);
+                    Value::String(p.get_ref().clone())
+                }
+                None => {
+                    missing(cx, "project");
+                    Value::Null
+                }
+            };
+            StepKind::Analyze(AnalyzeStep { project })
+        }
+        "summarize" => {
+            let text = match &s.text {
+                Some(t) => {
+                    check_template(cx, t.span(), t.get_ref(), false, input, upstream, &owner);
+                    Value::String(t.get_ref().clone())
+                }
+                None => {
+                    missing(cx, "text");
+                    Value::Null
+                }
+            };
+            let sentences = match &s.sentences {
+                None => 3,
+                Some(n) if (1..=50).contains(n.get_ref()) => *n.get_ref() as u32,
+                Some(n) => {
+                    cx.error(
+                        n.span(),
+                        format!("{owner}: sentences must be between 1 and 50"),
+                    );
+                    3
+                }
+            };
+            StepKind::Summarize(SummarizeStep { text, sentences })
+        }
         _ => {
             let duration_ms = match &s.duration {
                 Some(d) => cx
@@ -779,11 +945,18 @@ fn parse_step(
             &owner,
         );
     }
+    // A `wait` or `workflow` step's timeout is how long it waits, not how long a call
+    // may take: [defaults].timeout does not apply to them.
+    let fallback = match &kind {
+        StepKind::Wait(_) => super::DEFAULT_WAIT_TIMEOUT,
+        StepKind::Workflow(_) => super::DEFAULT_CHILD_TIMEOUT,
+        _ => default_timeout,
+    };
     let timeout = s
         .timeout
         .as_ref()
         .and_then(|t| timeout(cx, t))
-        .unwrap_or(default_timeout);
+        .unwrap_or(fallback);
     let retry = s
         .retry
         .as_ref()

@@ -91,6 +91,7 @@ pub fn fast_settings() -> cairn::worker::WorkerSettings {
         poll_interval: Duration::from_millis(200),
         shutdown_grace: Duration::from_secs(5),
         env: Default::default(),
+        llm: None,
     }
 }
 
