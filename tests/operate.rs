@@ -794,3 +794,62 @@ async fn cairn_dev_starts_from_nothing() {
         .args(["-rf", &tmp.display().to_string()])
         .status();
 }
+
+#[sqlx::test(migrations = false)]
+async fn metrics_and_text_search_report_what_is_there(pool: PgPool) {
+    migrate(&pool).await;
+    let def = definition(
+        "slow_one",
+        "[[steps]]\nid = \"nap\"\nkind = \"sleep\"\nduration = \"1h\"\n",
+    );
+    let api = spawn_api(&pool, vec![def.clone()]).await;
+    let a = submit(&pool, &def, json!({})).await;
+    submit(&pool, &def, json!({})).await;
+
+    let text = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "cairn_runs{status=\"queued\"} 2",
+        "cairn_queue_depth{workflow=\"slow_one\"} 2",
+        "cairn_queue_oldest_age_seconds{workflow=\"slow_one\"}",
+        "cairn_dead_letters 0",
+        "cairn_workers_alive 0",
+        "cairn_step_duration_seconds_count 0",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in:\n{text}");
+    }
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        assert!(line.starts_with("cairn_"), "{line}");
+    }
+
+    let (_, found) = api
+        .call(
+            "GET",
+            &format!("/api/tasks?q={}", &a[a.len() - 8..].to_lowercase()),
+            None,
+        )
+        .await;
+    let ids: Vec<&str> = found["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [a.as_str()]);
+    let (_, by_workflow) = api.call("GET", "/api/tasks?q=SLOW_ONE", None).await;
+    assert_eq!(by_workflow["items"].as_array().unwrap().len(), 2);
+    let (_, none) = api
+        .call("GET", "/api/tasks?q=nothing-like-this", None)
+        .await;
+    assert_eq!(none["items"].as_array().unwrap().len(), 0);
+}

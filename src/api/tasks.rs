@@ -476,6 +476,8 @@ pub struct ListQuery {
     workflow: Option<String>,
     /// A duration such as `1h` or `30m`: runs created within it.
     since: Option<String>,
+    /// Text to find in the run's id, workflow or error.
+    q: Option<String>,
     limit: Option<i64>,
     cursor: Option<String>,
 }
@@ -539,6 +541,7 @@ async fn list(
             status: q.status,
             workflow: q.workflow,
             created_after,
+            text: q.q.filter(|t| !t.trim().is_empty()),
             before,
             limit: limit + 1,
         },

@@ -129,6 +129,8 @@ pub struct RunListParams {
     pub status: Option<String>,
     pub workflow: Option<String>,
     pub created_after: Option<DateTime<Utc>>,
+    /// Text found (case-insensitively) in the id, workflow or error.
+    pub text: Option<String>,
     /// Keyset cursor: the (created_at, id) of the last row of the previous page.
     pub before: Option<(DateTime<Utc>, String)>,
     pub limit: i64,
@@ -145,6 +147,7 @@ pub async fn run_list(pool: &PgPool, p: &RunListParams) -> Result<Vec<RunRow>> {
             and ($2::text is null or workflow = $2)
             and ($3::timestamptz is null or created_at >= $3)
             and ($4::timestamptz is null or (created_at, id) < ($4, $5))
+            and ($7::text is null or strpos(lower(id || ' ' || workflow || ' ' || coalesce(error, '')), lower($7)) > 0)
           order by created_at desc, id desc
           limit $6"
     );
@@ -155,6 +158,7 @@ pub async fn run_list(pool: &PgPool, p: &RunListParams) -> Result<Vec<RunRow>> {
         .bind(before_at)
         .bind(before_id)
         .bind(p.limit)
+        .bind(&p.text)
         .fetch_all(pool)
         .await?)
 }

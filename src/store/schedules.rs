@@ -7,11 +7,10 @@
 //! run, the tick row and the cursor move commit together.
 
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
 use super::Result;
-use super::events::event_append;
 
 pub const SCHEDULE_COLUMNS: &str = "id, name, workflow, cron, timezone, input, enabled, \
      misfire_policy, max_lateness_ms, overlap_policy, source, spec_hash, next_fire_at, \
@@ -355,42 +354,27 @@ pub async fn schedule_cancel_active_runs(
     schedule_id: &str,
     by: &str,
 ) -> Result<CancelledRuns> {
-    let cancelled: Vec<String> = sqlx::query_scalar(
-        "update runs set status = 'cancelled', finished_at = clock_timestamp(), wake_at = null,
-                cancel_requested_at = coalesce(cancel_requested_at, now())
-          where schedule_id = $1 and status in ('queued', 'waiting', 'sleeping', 'retrying')
-         returning id",
+    // The same cancellation operators get (steps, attempts, child runs, events).
+    let active: Vec<String> = sqlx::query_scalar(
+        "select id from runs
+          where schedule_id = $1 and status in ('queued', 'waiting', 'sleeping', 'retrying', 'running')
+          order by created_at",
     )
     .bind(schedule_id)
     .fetch_all(&mut *conn)
     .await?;
-    if !cancelled.is_empty() {
-        sqlx::query(
-            "update steps set status = 'cancelled', finished_at = clock_timestamp(), next_attempt_at = null
-              where run_id = any($1) and status in ('pending', 'running', 'retry_scheduled', 'waiting')",
-        )
-        .bind(&cancelled)
-        .execute(&mut *conn)
-        .await?;
+    let mut out = CancelledRuns {
+        cancelled: Vec::new(),
+        requested: Vec::new(),
+    };
+    for id in active {
+        match super::runs::run_cancel(conn, &id, by).await? {
+            Some(super::runs::Cancelled::Now) => out.cancelled.push(id),
+            Some(super::runs::Cancelled::Requested) => out.requested.push(id),
+            _ => {}
+        }
     }
-    let requested: Vec<String> = sqlx::query_scalar(
-        "update runs set cancel_requested_at = now()
-          where schedule_id = $1 and status = 'running' and cancel_requested_at is null
-         returning id",
-    )
-    .bind(schedule_id)
-    .fetch_all(&mut *conn)
-    .await?;
-    for id in &cancelled {
-        event_append(conn, id, "run_cancelled", None, json!({ "by": by })).await?;
-    }
-    for id in &requested {
-        event_append(conn, id, "run_cancel_requested", None, json!({ "by": by })).await?;
-    }
-    Ok(CancelledRuns {
-        cancelled,
-        requested,
-    })
+    Ok(out)
 }
 
 /// Serialises file syncs: schedulers starting together apply the files one at a time.
