@@ -853,3 +853,89 @@ async fn metrics_and_text_search_report_what_is_there(pool: PgPool) {
         .await;
     assert_eq!(none["items"].as_array().unwrap().len(), 0);
 }
+
+#[sqlx::test(migrations = false)]
+async fn ctl_login_saves_a_personal_token_used_afterwards(pool: PgPool) {
+    migrate(&pool).await;
+    let api = spawn_api(&pool, vec![]).await;
+    cairn::auth::create_user(
+        &pool,
+        "ada@example.com",
+        "Ada",
+        "correct horse",
+        Role::Viewer,
+    )
+    .await
+    .unwrap();
+    let home = std::env::temp_dir().join(format!("cairn-login-{}", ulid::Ulid::generate()));
+    std::fs::create_dir_all(&home).unwrap();
+    let run = |args: Vec<&'static str>, stdin: &'static str| {
+        let (base, home) = (api.base.clone(), home.clone());
+        async move {
+            use tokio::io::AsyncWriteExt;
+            let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ctl"))
+                .args(&args)
+                .env("CAIRN_API_URL", &base)
+                .env_remove("CAIRN_TOKEN")
+                .env_remove("XDG_CONFIG_HOME")
+                .env("HOME", &home)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(stdin.as_bytes())
+                .await
+                .unwrap();
+            let out = child.wait_with_output().await.unwrap();
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let (code, _, err) = run(vec!["task", "list"], "").await;
+    assert_eq!(code, 1);
+    assert!(err.contains("401"), "{err}");
+    let (code, _, err) = run(
+        vec!["login", "--email", "ada@example.com", "--password-stdin"],
+        "wrong password\n",
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("wrong email or password"), "{err}");
+    let (code, out, err) = run(
+        vec!["login", "--email", "ada@example.com", "--password-stdin"],
+        "correct horse\n",
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("signed in as ada@example.com (viewer)"),
+        "{out}"
+    );
+    let saved = std::fs::read_to_string(home.join(".config/cairn/ctl.json")).unwrap();
+    assert!(saved.contains("crn_"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(home.join(".config/cairn/ctl.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "the token file is private");
+    }
+    let (code, out, err) = run(vec!["task", "list"], "").await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("no runs"), "{out}");
+    // A viewer's token cannot submit.
+    let (code, _, err) = run(vec!["task", "submit", "x"], "").await;
+    assert_eq!(code, 1);
+    assert!(err.contains("403"), "{err}");
+    std::fs::remove_dir_all(&home).ok();
+}

@@ -195,3 +195,70 @@ async fn two_workers_run_a_thousand_runs_exactly_once(pool: PgPool) {
     .unwrap();
     assert_eq!(outputs, 1000);
 }
+
+#[sqlx::test(migrations = false)]
+async fn sigterm_hands_unfinished_runs_back_and_another_worker_finishes_them(pool: PgPool) {
+    migrate(&pool).await;
+    let (addr, seen) = spawn_service(&pool, 1).await;
+    let def = definition(
+        "gated",
+        &format!(
+            "[[steps]]\nid = \"slow\"\nkind = \"http\"\nmethod = \"POST\"\nurl = \"http://{addr}/gate\"\n\n[[steps]]\nid = \"after\"\nkind = \"sql\"\nneeds = [\"slow\"]\nquery = \"select 1\"\n"
+        ),
+    );
+    let url = database_url(&pool);
+    let mut first = WorkerProcess::spawn(
+        &url,
+        &["--shutdown-grace", "1s", "--poll-interval", "200ms"],
+    );
+    first.id(&pool).await;
+    let id = submit(&pool, &def, json!({})).await;
+    let s = seen.clone();
+    wait_until(
+        &pool,
+        Duration::from_secs(30),
+        "the step to be running",
+        || {
+            let s = s.clone();
+            async move { s.gate_entered.load(Ordering::SeqCst) == 1 }
+        },
+    )
+    .await;
+    std::process::Command::new("kill")
+        .args(["-TERM", &first.pid().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || first.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status.success(),
+        "the worker exits cleanly on SIGTERM: {status}"
+    );
+    let (run_status, released): (String, i64) = sqlx::query_as(
+        "select status, (select count(*) from run_events where run_id = $1 and kind = 'run_released')
+           from runs where id = $1",
+    )
+    .bind(&id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (run_status.as_str(), released),
+        ("queued", 1),
+        "the unfinished run was handed back at once"
+    );
+
+    seen.gate.add_permits(10);
+    let _second = WorkerProcess::spawn(&url, &["--poll-interval", "200ms"]);
+    assert_eq!(
+        wait_finished(&pool, std::slice::from_ref(&id), Duration::from_secs(60)).await[&id],
+        "succeeded"
+    );
+    let tries = attempts(&pool, &id, "slow").await;
+    assert_eq!(
+        tries.iter().map(|t| t.0.as_str()).collect::<Vec<_>>(),
+        ["abandoned", "succeeded"]
+    );
+}
