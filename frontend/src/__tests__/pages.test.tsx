@@ -288,6 +288,26 @@ describe('Overview', () => {
   });
 });
 
+describe('Overview chart', () => {
+  it('draws a lone bucket as one bar among the whole window, not across it', async () => {
+    const at = new Date(Math.floor(Date.now() / 1_800_000) * 1_800_000).toISOString();
+    mockApi([
+      [
+        'GET',
+        '/api/overview',
+        () => json({ runsByStatus: [], queue: [], deadLetters: 0, workersAlive: 1, bucketSeconds: 1800, throughput: [{ at, succeeded: 2, dead: 0 }] }),
+      ],
+    ]);
+    const { container } = renderPage(<OverviewPage />);
+    await screen.findByText('Succeeded (2)');
+    const bars = container.querySelectorAll('rect.chart__bar--succeeded');
+    expect(bars).toHaveLength(1);
+    // 24 h in 30-minute buckets: 48 or 49 slots in a 670-unit-wide plot.
+    expect(Number(bars[0]!.getAttribute('width'))).toBeLessThan(20);
+    expect(within(screen.getByRole('table', { name: 'Finished runs per interval' })).getAllByRole('row')).toHaveLength(2);
+  });
+});
+
 describe('Workflow page', () => {
   it('shows the definition as a DAG and a table', async () => {
     mockApi([

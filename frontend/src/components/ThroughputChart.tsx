@@ -18,7 +18,7 @@ function axisTime(iso: string, spanMs: number): string {
  * data table for screen readers.
  */
 export function ThroughputChart({ points }: { points: ThroughputPoint[] }) {
-  if (points.length === 0) return <p className="muted">No finished runs in this window.</p>;
+  if (!points.some((p) => p.succeeded + p.dead > 0)) return <p className="muted">No finished runs in this window.</p>;
   const max = niceMax(Math.max(...points.map((p) => p.succeeded + p.dead)), 4);
   const box = { x: PAD.left, y: PAD.top, width: W - PAD.left - PAD.right, height: H - PAD.top - PAD.bottom };
   const bars = stackedBars(
@@ -88,13 +88,15 @@ export function ThroughputChart({ points }: { points: ThroughputPoint[] }) {
           </tr>
         </thead>
         <tbody>
-          {points.map((p) => (
-            <tr key={p.at}>
-              <td>{formatDateTime(p.at)}</td>
-              <td>{p.succeeded}</td>
-              <td>{p.dead}</td>
-            </tr>
-          ))}
+          {points
+            .filter((p) => p.succeeded + p.dead > 0)
+            .map((p) => (
+              <tr key={p.at}>
+                <td>{formatDateTime(p.at)}</td>
+                <td>{p.succeeded}</td>
+                <td>{p.dead}</td>
+              </tr>
+            ))}
         </tbody>
       </table>
     </figure>

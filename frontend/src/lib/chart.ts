@@ -47,3 +47,41 @@ export function stackedBars<T>(
     return { x: box.x + i * slot + gap / 2, width, segments };
   });
 }
+
+/** Milliseconds in a window such as `1h`, `24h` or `7d`; NaN when it is not one. */
+export function windowMs(window: string): number {
+  const m = /^(\d+)(m|h|d)$/.exec(window);
+  if (!m) return NaN;
+  return Number(m[1]) * { m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'm' | 'h' | 'd'];
+}
+
+/**
+ * Every bucket of a time window, with zeros where `points` has none. The API lists only
+ * the buckets that have finished runs (each starting at a multiple of `bucketSeconds`
+ * since the epoch), so a lone bucket would otherwise fill the whole chart. Without a
+ * usable bucket width or window, `points` is returned as it is.
+ */
+export function fillBuckets<T extends { at: string }>(
+  points: T[],
+  bucketSeconds: number | undefined,
+  spanMs: number,
+  nowMs: number,
+  empty: (at: string) => T,
+  maxBuckets = 500,
+): T[] {
+  const size = (bucketSeconds ?? 0) * 1000;
+  if (!(size > 0) || !(spanMs > 0) || !Number.isFinite(nowMs)) return points;
+  const start = Math.floor((nowMs - spanMs) / size) * size;
+  const end = Math.floor(nowMs / size) * size;
+  if ((end - start) / size + 1 > maxBuckets) return points;
+  const byBucket = new Map<number, T>();
+  for (const p of points) {
+    const t = Date.parse(p.at);
+    if (Number.isNaN(t)) return points;
+    byBucket.set(Math.floor(t / size) * size, p);
+  }
+  for (let t = start; t <= end; t += size) {
+    if (!byBucket.has(t)) byBucket.set(t, empty(new Date(t).toISOString()));
+  }
+  return [...byBucket.entries()].sort(([a], [b]) => a - b).map(([, p]) => p);
+}

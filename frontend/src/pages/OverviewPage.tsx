@@ -1,8 +1,9 @@
 import { useQuery } from '@tanstack/react-query';
 import { Link, useSearchParams } from 'react-router';
 import { getOverview } from '../api/endpoints';
-import { RUN_STATUSES, statusCounts, type QueueDepth } from '../api/types';
+import { RUN_STATUSES, statusCounts, type QueueDepth, type ThroughputPoint } from '../api/types';
 import { ThroughputChart } from '../components/ThroughputChart';
+import { fillBuckets, windowMs } from '../lib/chart';
 import { formatCount, formatDuration } from '../lib/format';
 import { statusLabel, statusTone } from '../lib/status';
 import { useTitle } from '../lib/useTitle';
@@ -13,6 +14,8 @@ const WINDOWS = [
   { value: '24h', label: 'Last 24 hours' },
   { value: '7d', label: 'Last 7 days' },
 ];
+
+const emptyBucket = (at: string): ThroughputPoint => ({ at, succeeded: 0, dead: 0 });
 
 export function OverviewPage() {
   useTitle('Overview');
@@ -69,7 +72,7 @@ export function OverviewPage() {
             ))}
           </section>
           <Panel title="Finished runs over time">
-            <ThroughputChart points={overview.data.throughput ?? []} />
+            <ThroughputChart points={fillBuckets(overview.data.throughput ?? [], overview.data.bucketSeconds, windowMs(window), Date.now(), emptyBucket)} />
           </Panel>
           <Panel title="Queues" flush>
             <Table<QueueDepth>
