@@ -425,17 +425,9 @@ impl Engine {
                     return Ok(Started::Settled);
                 }
                 Err(e) => {
-                    let error = format!("condition: {e}");
-                    let mut tx = self.pool.begin().await?;
-                    store::steps::step_begin(&mut tx, cx.lease, &step.id, attempt).await?;
-                    store::steps::step_fail(&mut tx, cx.lease, &step.id, attempt, &error, None)
-                        .await?;
-                    tx.commit().await?;
-                    set(states, &step.id, |s| {
-                        s.status = "failed".into();
-                        s.attempts = attempt;
-                    });
-                    return Ok(Started::Failed(format!("condition: {e}")));
+                    return self
+                        .fail_at_start(cx, step, attempt, states, format!("condition: {e}"))
+                        .await;
                 }
             }
         }
@@ -666,6 +658,27 @@ impl Engine {
         }
     }
 
+    /// Fails a step for good before it ran (a broken condition, template or child input):
+    /// the attempt is recorded, with its error.
+    async fn fail_at_start(
+        &self,
+        cx: &RunCx<'_>,
+        step: &Step,
+        attempt: i32,
+        states: &mut HashMap<String, StepState>,
+        error: String,
+    ) -> Result<Started<'static>> {
+        let mut tx = self.pool.begin().await?;
+        store::steps::step_begin(&mut tx, cx.lease, &step.id, attempt).await?;
+        store::steps::step_fail(&mut tx, cx.lease, &step.id, attempt, &error, None).await?;
+        tx.commit().await?;
+        set(states, &step.id, |s| {
+            s.status = "failed".into();
+            s.attempts = attempt;
+        });
+        Ok(Started::Failed(error))
+    }
+
     /// Queues a wake-up for the parent run, in the transaction that finishes this one.
     async fn wake_parent(&self, tx: &mut sqlx::PgConnection, cx: &RunCx<'_>) -> Result<()> {
         if let Some(parent) = cx.parent {
@@ -783,16 +796,9 @@ impl Engine {
         let input = match template::render_value(&child.input, &vars) {
             Ok(v) => v,
             Err(e) => {
-                let mut tx = self.pool.begin().await?;
-                store::steps::step_begin(&mut tx, cx.lease, &step.id, attempt).await?;
-                store::steps::step_fail(&mut tx, cx.lease, &step.id, attempt, &e.to_string(), None)
-                    .await?;
-                tx.commit().await?;
-                set(states, &step.id, |s| {
-                    s.status = "failed".into();
-                    s.attempts = attempt;
-                });
-                return Ok(Started::Failed(e.to_string()));
+                return self
+                    .fail_at_start(cx, step, attempt, states, e.to_string())
+                    .await;
             }
         };
         let Some((hash, definition)) =
@@ -802,12 +808,7 @@ impl Engine {
                 "workflow `{}` has never been stored; submit it once through the API",
                 child.workflow
             );
-            let mut tx = self.pool.begin().await?;
-            store::steps::step_begin(&mut tx, cx.lease, &step.id, attempt).await?;
-            store::steps::step_fail(&mut tx, cx.lease, &step.id, attempt, &error, None).await?;
-            tx.commit().await?;
-            set(states, &step.id, |s| s.status = "failed".into());
-            return Ok(Started::Failed(error));
+            return self.fail_at_start(cx, step, attempt, states, error).await;
         };
         let workflow: Workflow =
             serde_json::from_value(definition).map_err(|e| EngineError::Definition {
@@ -843,12 +844,7 @@ impl Engine {
                     child.workflow,
                     text.join("; ")
                 );
-                let mut tx = self.pool.begin().await?;
-                store::steps::step_begin(&mut tx, cx.lease, &step.id, attempt).await?;
-                store::steps::step_fail(&mut tx, cx.lease, &step.id, attempt, &error, None).await?;
-                tx.commit().await?;
-                set(states, &step.id, |s| s.status = "failed".into());
-                return Ok(Started::Failed(error));
+                return self.fail_at_start(cx, step, attempt, states, error).await;
             }
         };
         let wake_at = store::steps::step_wait(
