@@ -22,6 +22,7 @@ describe('BulkActionDialog', () => {
     expect(screen.getByRole('alertdialog', { name: 'Retry runs' })).toBeInTheDocument();
     const status = await screen.findByText(/match: dead runs of workflow “hello”/);
     expect(status).toHaveTextContent('3 runs match: dead runs of workflow “hello”.');
+    expect(screen.getByText('Which ones')).toBeInTheDocument();
     expect(perform).toHaveBeenCalledTimes(1);
     expect(perform).toHaveBeenLastCalledWith(true);
 
@@ -30,6 +31,12 @@ describe('BulkActionDialog', () => {
     expect(perform).toHaveBeenCalledTimes(2);
     expect(perform).toHaveBeenLastCalledWith(false);
     expect(onDone).toHaveBeenCalledWith({ matched: 3, ids: ['r1', 'r2', 'r3'], processed: 3 });
+  });
+
+  it('names only the first ids when there are more than it lists', async () => {
+    const perform = vi.fn(async () => ({ matched: 250, ids: Array.from({ length: 100 }, (_, i) => `r${i}`), processed: 0 }));
+    renderDialog(perform);
+    expect(await screen.findByText('The first 100 runs')).toBeInTheDocument();
   });
 
   it('backs out without acting', async () => {

@@ -98,9 +98,7 @@ export function BulkActionDialog({
         </p>
         {ids.length > 0 && (
           <details>
-            <summary>
-              First {Math.min(ids.length, 100)} {noun}
-            </summary>
+            <summary>{ids.length === matched ? `Which ${matched === 1 ? 'one' : 'ones'}` : `The first ${countOf(Math.min(ids.length, 100), noun)}`}</summary>
             <ul className="mono">
               {ids.slice(0, 100).map((id) => (
                 <li key={id}>{id}</li>
