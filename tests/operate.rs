@@ -939,3 +939,25 @@ async fn ctl_login_saves_a_personal_token_used_afterwards(pool: PgPool) {
     assert!(err.contains("403"), "{err}");
     std::fs::remove_dir_all(&home).ok();
 }
+
+#[sqlx::test(migrations = false)]
+async fn unknown_api_paths_and_bad_queries_get_json_errors(pool: PgPool) {
+    migrate(&pool).await;
+    let api = spawn_api(&pool, vec![]).await;
+    let (status, body) = api.call("GET", "/api/nothing/here", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{body}"
+    );
+    let (status, body) = api.call("POST", "/api/nothing", Some(json!({}))).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = api.call("GET", "/api/tasks?limit=many", None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bad_request")),
+        "{body}"
+    );
+    let (status, body) = api.call("GET", "/api/tasks?bogus=1", None).await;
+    assert_eq!(status, 400, "{body}");
+}

@@ -2,7 +2,7 @@
 //! filter.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::auth::{Operator, Viewer};
-use super::extract::AppJson;
+use super::extract::{AppJson, AppQuery};
 use super::tasks::ago;
 use super::{ApiError, AppState};
 use crate::engine::ops::{BATCH, BULK_LIMIT, BulkOutcome};
@@ -82,7 +82,7 @@ pub struct DeadLetterList {
 async fn list(
     State(state): State<AppState>,
     _: Viewer,
-    Query(q): Query<ListQuery>,
+    AppQuery(q): AppQuery<ListQuery>,
 ) -> Result<Json<DeadLetterList>, ApiError> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {

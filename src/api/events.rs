@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use backon::{ExponentialBuilder, Retryable};
@@ -23,6 +23,7 @@ use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::auth::Viewer;
+use super::extract::AppQuery;
 use super::{ApiError, AppState};
 use crate::store;
 
@@ -122,7 +123,7 @@ async fn stream(
     State(state): State<AppState>,
     _: Viewer,
     headers: HeaderMap,
-    Query(q): Query<StreamQuery>,
+    AppQuery(q): AppQuery<StreamQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let rx = state.events.subscribe(&state.pool).await;
     let last = headers

@@ -135,6 +135,11 @@ pub fn router(state: AppState) -> Router {
         None => api,
     };
     api.route("/metrics", get(metrics::metrics))
+        // Unknown API paths answer in the API's error shape, not with the dashboard.
+        .route(
+            "/api/{*rest}",
+            axum::routing::any(|| async { ApiError::NotFound("no such endpoint".into()) }),
+        )
         .route(
         "/api/openapi.json",
         get(move || {

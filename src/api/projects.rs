@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::auth::{Operator, Viewer};
-use super::extract::AppJson;
+use super::extract::{AppJson, AppQuery};
 use super::tasks::ago;
 use super::{ApiError, AppState};
 use crate::auth::Principal;
@@ -432,7 +432,7 @@ pub struct Usage {
 async fn usage(
     State(state): State<AppState>,
     _: Viewer,
-    Query(q): Query<UsageQuery>,
+    AppQuery(q): AppQuery<UsageQuery>,
 ) -> Result<Json<Usage>, ApiError> {
     let from = ago("since", q.since.as_deref().unwrap_or("30d"))?;
     let to = match &q.until {

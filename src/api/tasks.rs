@@ -1,7 +1,7 @@
 //! `/api/tasks`: submit runs, list them, and show one with its steps, attempts and events.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::auth::{Operator, Viewer};
-use super::extract::AppJson;
+use super::extract::{AppJson, AppQuery};
 use super::{ApiError, AppState};
 use crate::engine::{self, Rejected, Submitted};
 use crate::store;
@@ -185,7 +185,7 @@ async fn events(
     State(state): State<AppState>,
     _: Viewer,
     Path(id): Path<String>,
-    Query(q): Query<EventsQuery>,
+    AppQuery(q): AppQuery<EventsQuery>,
 ) -> Result<Json<EventList>, ApiError> {
     if store::runs::run_get(&state.pool, &id).await?.is_none() {
         return Err(ApiError::NotFound(format!("no task with id `{id}`")));
@@ -506,7 +506,7 @@ pub struct TaskList {
 async fn list(
     State(state): State<AppState>,
     _: Viewer,
-    Query(q): Query<ListQuery>,
+    AppQuery(q): AppQuery<ListQuery>,
 ) -> Result<Json<TaskList>, ApiError> {
     if let Some(s) = &q.status
         && !RUN_STATUSES.contains(&s.as_str())

@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::auth::Viewer;
+use super::extract::AppQuery;
 use super::{ApiError, AppState};
 use crate::store;
 
@@ -137,7 +138,7 @@ pub struct Overview {
 async fn overview(
     State(state): State<AppState>,
     _: Viewer,
-    Query(q): Query<OverviewQuery>,
+    AppQuery(q): AppQuery<OverviewQuery>,
 ) -> Result<Json<Overview>, ApiError> {
     let window = match &q.window {
         Some(w) => humantime::parse_duration(w)

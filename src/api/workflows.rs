@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::auth::Viewer;
+use super::extract::AppQuery;
 use super::{ApiError, AppState};
 use crate::workflow::Definition;
 
@@ -32,7 +33,7 @@ async fn graph(
     State(state): State<AppState>,
     _: Viewer,
     Path(name): Path<String>,
-    axum::extract::Query(q): axum::extract::Query<GraphQuery>,
+    AppQuery(q): AppQuery<GraphQuery>,
 ) -> Result<String, ApiError> {
     let def = state
         .workflows

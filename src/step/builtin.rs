@@ -35,9 +35,15 @@ pub(super) async fn analyze(step: &AnalyzeStep, cx: &StepContext<'_>) -> Result<
         }
     }
     if facts.active > 0 {
-        findings.push(format!("{} runs are in progress.", facts.active));
+        findings.push(match facts.active {
+            1 => "1 run is in progress.".to_owned(),
+            n => format!("{n} runs are in progress."),
+        });
     }
-    findings.push(format!("{} runs in the last 7 days.", facts.last_7_days));
+    findings.push(match facts.last_7_days {
+        1 => "1 run in the last 7 days.".to_owned(),
+        n => format!("{n} runs in the last 7 days."),
+    });
     if let Some((error, n)) = facts.top_errors.first() {
         findings.push(format!("Most common failure ({n}×): {error}"));
     }
