@@ -578,3 +578,53 @@ async fn analyzing_a_project_lands_the_analysis_on_it_without_a_model(pool: PgPo
         .await;
     assert_eq!(status, 422);
 }
+
+#[sqlx::test(migrations = false)]
+async fn the_nightly_portfolio_report_covers_every_project_with_a_child_analysis(pool: PgPool) {
+    migrate(&pool).await;
+    let api = spawn_api(&pool, examples()).await;
+    let worker = TestWorker::start(&pool, fast_settings());
+    for name in ["Apollo", "Gemini"] {
+        let (status, _) = api
+            .call("POST", "/api/projects", Some(json!({ "name": name })))
+            .await;
+        assert_eq!(status, 201);
+    }
+    let (status, body) = api
+        .call(
+            "POST",
+            "/api/agents/workflow",
+            Some(json!({ "workflow": "nightly_portfolio_report", "input": {} })),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["taskId"].as_str().unwrap().to_owned();
+    assert_eq!(
+        wait_finished(&pool, std::slice::from_ref(&id), Duration::from_secs(60)).await[&id],
+        "succeeded"
+    );
+    worker.shutdown().await;
+    let (_, run) = api.call("GET", &format!("/api/tasks/{id}"), None).await;
+    let projects = run["output"]["projects"].as_array().unwrap();
+    assert_eq!(projects.len(), 2, "{run}");
+    assert!(
+        projects.iter().all(|p| p["health"].is_string()),
+        "{projects:?}"
+    );
+    assert_eq!(run["output"]["report"]["projects"], 2);
+    assert!(
+        run["output"]["analyses"]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("Gemini:"),
+        "{run}"
+    );
+    let children: i64 = sqlx::query_scalar(
+        "select count(*) from runs where parent_run_id = $1 and status = 'succeeded'",
+    )
+    .bind(&id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(children, 1);
+}
