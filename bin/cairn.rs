@@ -77,6 +77,9 @@ enum Command {
         #[command(flatten)]
         scheduler: SchedulerArgs,
     },
+    /// Measure throughput, latency and memory on a fresh database with real worker
+    /// and API processes, next to a raw-SQL floor (docs/BENCHMARKS.md).
+    Bench(cairn::bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -197,6 +200,9 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     cairn::telemetry::init(cli.log_json);
     match cli.command {
+        Command::Bench(args) => {
+            cairn::bench::run(args).await?;
+        }
         Command::Migrate { db } => {
             let pool = connect(&db, false).await?;
             cairn::store::migrate(&pool)

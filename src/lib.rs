@@ -4,6 +4,8 @@
 //!
 //! Dependencies point down this list, never up:
 //!
+//! * [`bench`] — `cairn bench`: real worker and API processes on a fresh database,
+//!   measured next to a raw-SQL floor.
 //! * [`cli`] — the `ctl` operator CLI; talks to the API over HTTP only.
 //! * [`api`] — the axum HTTP API (the dashboard's backend-for-frontend).
 //! * [`worker`] — a worker process: the queue consumer, lease keeper and rescuer.
@@ -21,6 +23,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod devdb;

@@ -1,0 +1,471 @@
+//! The bench's database: creating and dropping it, emptying it between scenarios, the
+//! raw-SQL floor, bulk seeding of queued runs, and the queries that time and verify a
+//! scenario's runs.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, Executor, PgConnection, PgPool};
+
+use super::{BenchError, Result};
+use crate::queue::{self, Wake};
+use crate::workflow::{Definition, content_hash};
+
+/// The bench's own database, created through an admin connection.
+pub(super) struct BenchDb {
+    admin_url: String,
+    /// The bench database's name.
+    pub(super) name: String,
+    /// The bench database's URL, for child processes.
+    pub(super) url: String,
+    pub(super) pool: PgPool,
+}
+
+impl BenchDb {
+    /// Creates database `name` through `admin_url` and applies the migrations.
+    pub(super) async fn create(admin_url: &str, name: &str) -> Result<BenchDb> {
+        let url = with_database(admin_url, name)?;
+        let mut admin = PgConnection::connect(admin_url).await?;
+        admin
+            .execute(sqlx::AssertSqlSafe(format!("create database \"{name}\"")))
+            .await?;
+        let _ = admin.close().await;
+        let created = async {
+            // Quiet: truncate's and the migrations' notices are not news here.
+            let options: PgConnectOptions = url.parse()?;
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .connect_with(
+                    options
+                        .application_name("cairn-bench")
+                        .options([("client_min_messages", "warning")]),
+                )
+                .await?;
+            crate::store::migrate(&pool).await?;
+            Ok::<_, BenchError>(pool)
+        }
+        .await;
+        match created {
+            Ok(pool) => Ok(BenchDb {
+                admin_url: admin_url.to_owned(),
+                name: name.to_owned(),
+                url,
+                pool,
+            }),
+            Err(e) => {
+                let _ = drop_database(admin_url, name).await;
+                Err(e)
+            }
+        }
+    }
+
+    pub(super) async fn close(self) {
+        self.pool.close().await;
+    }
+
+    /// Drops the database (closing whatever still connects to it).
+    pub(super) async fn drop_database(self) -> Result<()> {
+        self.pool.close().await;
+        drop_database(&self.admin_url, &self.name).await
+    }
+
+    /// Runs `--setup-sql` (any number of statements) on the bench database.
+    pub(super) async fn setup(&self, sql: &str) -> Result<()> {
+        tracing::warn!(sql, "experiment: running --setup-sql on the bench database");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Empties every table a scenario writes: runs (and, by cascade, their steps,
+    /// attempts, events and anything else that references them), Cairn's workers, and
+    /// apalis' jobs and workers. Definitions stay.
+    pub(super) async fn reset(&self) -> Result<()> {
+        sqlx::query("truncate runs, workers, apalis.jobs, apalis.workers restart identity cascade")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The raw-SQL floor: `rows` rows in a plain table, drained by a minimal batched
+    /// claim-and-delete loop (100 rows a statement, `FOR UPDATE SKIP LOCKED`) from two
+    /// connections until empty. Returns rows/s.
+    pub(super) async fn floor(&self, rows: u64) -> Result<f64> {
+        let pool = &self.pool;
+        sqlx::query("drop table if exists bench_floor")
+            .execute(pool)
+            .await?;
+        sqlx::query("create table bench_floor (id bigserial primary key, payload jsonb)")
+            .execute(pool)
+            .await?;
+        sqlx::query(
+            "insert into bench_floor (payload)
+             select jsonb_build_object('n', g) from generate_series(1, $1) g",
+        )
+        .bind(rows as i64)
+        .execute(pool)
+        .await?;
+        sqlx::query("vacuum analyze bench_floor")
+            .execute(pool)
+            .await?;
+
+        async fn drain(pool: PgPool) -> Result<u64> {
+            let mut conn = pool.acquire().await?;
+            let mut total = 0u64;
+            loop {
+                let ids: Vec<i64> = sqlx::query_scalar(
+                    "delete from bench_floor where id in
+                       (select id from bench_floor order by id limit 100 for update skip locked)
+                     returning id",
+                )
+                .fetch_all(&mut *conn)
+                .await?;
+                if ids.is_empty() {
+                    return Ok(total);
+                }
+                total += ids.len() as u64;
+            }
+        }
+        // Both connections open before the clock starts.
+        let warm: Vec<_> = futures::future::try_join_all((0..2).map(|_| pool.acquire())).await?;
+        drop(warm);
+        let started = Instant::now();
+        let (a, b) = tokio::try_join!(drain(pool.clone()), drain(pool.clone()))?;
+        let elapsed = started.elapsed().as_secs_f64();
+        sqlx::query("drop table bench_floor").execute(pool).await?;
+        if a + b != rows {
+            return Err(BenchError::Incorrect {
+                scenario: "floor",
+                what: format!("deleted {} rows of {rows}", a + b),
+            });
+        }
+        Ok(rows as f64 / elapsed.max(1e-9))
+    }
+
+    /// Queues `n` runs of `def` with input `{}`, as fast as the database takes them.
+    ///
+    /// This is the bench's own seeding, not the product's submit path: it writes what
+    /// [`crate::engine::submit`] writes for each run — the `runs` row, its `steps` rows,
+    /// the `run_queued` event and the apalis wake-up (through [`queue::enqueue`]) — but
+    /// for a thousand runs per statement and per transaction, from two connections.
+    /// Submitting one run per transaction (~1k runs/s here) would make a 1M backlog
+    /// take most of an hour. The `pickup` and `submit_http` scenarios time the real
+    /// submit paths.
+    pub(super) async fn seed(&self, def: &Definition, n: u64) -> Result<()> {
+        const BATCH: u64 = 1_000;
+        let input = def
+            .workflow
+            .validate_input(&json!({}))
+            .map_err(|e| BenchError::Workflow(format!("{e:?}")))?;
+        let mut tx = self.pool.begin().await?;
+        crate::engine::store_definition(&mut tx, def).await?;
+        tx.commit().await?;
+
+        let started = Instant::now();
+        let batches: Vec<u64> = (0..n.div_ceil(BATCH))
+            .map(|i| BATCH.min(n - i * BATCH))
+            .collect();
+        let halves: Vec<Vec<u64>> = vec![
+            batches.iter().copied().step_by(2).collect(),
+            batches.iter().copied().skip(1).step_by(2).collect(),
+        ];
+        futures::future::try_join_all(halves.into_iter().map(|sizes| {
+            let pool = self.pool.clone();
+            let input = input.clone();
+            async move {
+                for size in sizes {
+                    seed_batch(&pool, def, &input, size).await?;
+                }
+                Ok::<_, BenchError>(())
+            }
+        }))
+        .await?;
+        // What autovacuum would have done by the time a real backlog this size built up.
+        sqlx::query("analyze runs, steps, run_events, apalis.jobs")
+            .execute(&self.pool)
+            .await?;
+        let secs = started.elapsed().as_secs_f64();
+        tracing::info!(runs = n, secs, per_s = n as f64 / secs.max(1e-9), "seeded");
+        Ok(())
+    }
+
+    /// Runs that reached a final status.
+    pub(super) async fn finished(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "select count(*) from runs where status in ('succeeded', 'dead', 'cancelled')",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Seconds from the first run's start to the `nth` run's finish, by the database's
+    /// clock; `None` while fewer than `nth` runs finished.
+    pub(super) async fn window(&self, nth: u64) -> Result<Option<f64>> {
+        Ok(sqlx::query_scalar(
+            "select extract(epoch from
+                    (select finished_at from runs where finished_at is not null
+                      order by finished_at offset $1 - 1 limit 1)
+                  - (select min(started_at) from runs))::float8",
+        )
+        .bind(nth as i64)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Checks that exactly `n` runs exist, all succeeded, with every one of their
+    /// `steps` steps checkpointed exactly once (one successful attempt, one
+    /// `step_succeeded` event) and one `run_succeeded` event each.
+    pub(super) async fn verify_all(
+        &self,
+        scenario: &'static str,
+        n: u64,
+        steps: u64,
+    ) -> Result<()> {
+        let c = self.counts().await?;
+        let expect = |what: &str, got: i64, want: u64| {
+            if got == want as i64 {
+                Ok(())
+            } else {
+                Err(BenchError::Incorrect {
+                    scenario,
+                    what: format!("{what}: {got}, expected {want}"),
+                })
+            }
+        };
+        expect("runs", c.runs, n)?;
+        expect("succeeded runs", c.succeeded, n)?;
+        expect("succeeded steps", c.steps_succeeded, n * steps)?;
+        expect("successful attempts", c.attempts_succeeded, n * steps)?;
+        expect("step_succeeded events", c.step_events, n * steps)?;
+        expect("run_succeeded events", c.run_events, n)?;
+        expect("steps checkpointed more than once", c.duplicates, 0)?;
+        Ok(())
+    }
+
+    /// For a drain stopped part-way: every finished run succeeded, each with `steps`
+    /// checkpoints, none twice, and at least `at_least` finished. Returns how many.
+    pub(super) async fn verify_finished(
+        &self,
+        scenario: &'static str,
+        at_least: u64,
+        steps: u64,
+    ) -> Result<u64> {
+        let c = self.counts().await?;
+        let incorrect = |what: String| BenchError::Incorrect { scenario, what };
+        if c.finished != c.succeeded {
+            return Err(incorrect(format!(
+                "{} runs finished but only {} succeeded",
+                c.finished, c.succeeded
+            )));
+        }
+        if (c.succeeded as u64) < at_least {
+            return Err(incorrect(format!(
+                "{} runs succeeded, expected at least {at_least}",
+                c.succeeded
+            )));
+        }
+        let steps_of_succeeded: i64 = sqlx::query_scalar(
+            "select count(*) from steps s join runs r on r.id = s.run_id
+              where r.status = 'succeeded' and s.status = 'succeeded'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        if steps_of_succeeded != c.succeeded * steps as i64 || c.run_events != c.succeeded {
+            return Err(incorrect(format!(
+                "{} succeeded runs have {steps_of_succeeded} checkpoints and {} run_succeeded events",
+                c.succeeded, c.run_events
+            )));
+        }
+        if c.duplicates != 0 {
+            return Err(incorrect(format!(
+                "{} steps checkpointed more than once",
+                c.duplicates
+            )));
+        }
+        Ok(c.succeeded as u64)
+    }
+
+    async fn counts(&self) -> Result<Counts> {
+        Ok(sqlx::query_as(
+            "select (select count(*) from runs) as runs,
+                    (select count(*) from runs where status = 'succeeded') as succeeded,
+                    (select count(*) from runs where status in ('succeeded', 'dead', 'cancelled')) as finished,
+                    (select count(*) from steps where status = 'succeeded') as steps_succeeded,
+                    (select count(*) from step_attempts where status = 'succeeded') as attempts_succeeded,
+                    (select count(*) from run_events where kind = 'step_succeeded') as step_events,
+                    (select count(*) from run_events where kind = 'run_succeeded') as run_events,
+                    (select count(*) from (select 1 from run_events where kind = 'step_succeeded'
+                                            group by run_id, step_id having count(*) > 1) d) as duplicates",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Queued runs and queued apalis jobs (submitted, nothing run).
+    pub(super) async fn queued(&self) -> Result<(i64, i64, i64)> {
+        Ok(sqlx::query_as(
+            "select (select count(*) from runs where status = 'queued'),
+                    (select count(*) from runs),
+                    (select count(*) from apalis.jobs where job_type = $1 and status = 'Pending')",
+        )
+        .bind(queue::QUEUE)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Percentiles (ms) of the time from a run's creation (its submit transaction) to
+    /// its first step's first attempt, by the database's clock.
+    pub(super) async fn pickup_ms(&self, quantiles: &[f64]) -> Result<Vec<f64>> {
+        let values: Option<Vec<f64>> = sqlx::query_scalar(
+            "select percentile_cont($1::float8[]) within group
+                      (order by extract(epoch from a.started_at - r.created_at) * 1000)
+               from runs r
+               join lateral (select min(started_at) as started_at from step_attempts
+                              where run_id = r.id) a on true",
+        )
+        .bind(quantiles)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(values.unwrap_or_default())
+    }
+
+    /// This database's committed transactions and the cluster's WAL position (bytes),
+    /// for costs per run. Statistics of a backend arrive when it idles or exits.
+    pub(super) async fn counters(&self) -> Result<(i64, i64)> {
+        Ok(sqlx::query_as(
+            "select (select xact_commit from pg_stat_database where datname = current_database()),
+                    pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::int8",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// The server's `autovacuum` setting (`on`/`off`), which decides the dead tuples.
+    pub(super) async fn autovacuum(&self) -> Result<String> {
+        Ok(sqlx::query_scalar("select current_setting('autovacuum')")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Dead tuples in the hot tables, as the statistics report them now.
+    pub(super) async fn dead_tuples(&self) -> Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(
+            "select t.name, coalesce(s.n_dead_tup, 0)
+               from unnest(array['runs', 'steps', 'step_attempts', 'run_events', 'apalis.jobs'])
+                    with ordinality as t(name, ord)
+               left join pg_stat_user_tables s on s.relid = to_regclass(t.name)
+              order by t.ord",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Counts {
+    runs: i64,
+    succeeded: i64,
+    finished: i64,
+    steps_succeeded: i64,
+    attempts_succeeded: i64,
+    step_events: i64,
+    run_events: i64,
+    duplicates: i64,
+}
+
+/// One seeding transaction: `size` runs with their steps, events and wake-ups.
+async fn seed_batch(pool: &PgPool, def: &Definition, input: &Value, size: u64) -> Result<()> {
+    let ids: Vec<String> = (0..size)
+        .map(|_| ulid::Ulid::generate().to_string())
+        .collect();
+    let step_ids: Vec<String> = def.workflow.steps.iter().map(|s| s.id.clone()).collect();
+    // The same request hash `engine::submit` records.
+    let request_hash = content_hash(&format!("{}\n{}", def.workflow.name, input));
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "insert into runs (id, workflow, definition_hash, input, request_hash)
+         select id, $2, $3, $4, $5 from unnest($1::text[]) id",
+    )
+    .bind(&ids)
+    .bind(&def.workflow.name)
+    .bind(&def.hash)
+    .bind(input)
+    .bind(&request_hash)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "insert into steps (run_id, step_id)
+         select r, s from unnest($1::text[]) r cross join unnest($2::text[]) s",
+    )
+    .bind(&ids)
+    .bind(&step_ids)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "insert into run_events (run_id, kind, data)
+         select id, 'run_queued', $2 from unnest($1::text[]) id",
+    )
+    .bind(&ids)
+    .bind(json!({ "workflow": def.workflow.name, "definition": def.hash, "replayOf": null }))
+    .execute(&mut *tx)
+    .await?;
+    let wakes: Vec<Wake> = ids.into_iter().map(Wake::now).collect();
+    queue::enqueue(&mut tx, &wakes).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `url` with its database replaced by `name`.
+fn with_database(url: &str, name: &str) -> Result<String> {
+    let mut parsed = reqwest::Url::parse(url).map_err(|e| BenchError::BadUrl(e.to_string()))?;
+    parsed.set_path(&format!("/{name}"));
+    Ok(parsed.to_string())
+}
+
+async fn drop_database(admin_url: &str, name: &str) -> Result<()> {
+    let mut admin = PgConnection::connect(admin_url).await?;
+    // Worker processes may still be closing their connections.
+    let mut tries = 0;
+    loop {
+        let dropped = admin
+            .execute(sqlx::AssertSqlSafe(format!(
+                "drop database if exists \"{name}\" with (force)"
+            )))
+            .await;
+        match dropped {
+            Ok(_) => break,
+            Err(e) if tries < 5 => {
+                tries += 1;
+                tracing::warn!(error = %e, "dropping the bench database; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let _ = admin.close().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bench_database_replaces_only_the_path() {
+        assert_eq!(
+            with_database(
+                "postgres://postgres@127.0.0.1:5432/postgres",
+                "cairn_bench_x"
+            )
+            .unwrap(),
+            "postgres://postgres@127.0.0.1:5432/cairn_bench_x"
+        );
+        assert_eq!(
+            with_database("postgres://u:p%40ss@db:6543/app?sslmode=disable", "b").unwrap(),
+            "postgres://u:p%40ss@db:6543/b?sslmode=disable"
+        );
+        assert!(with_database("not a url", "b").is_err());
+    }
+}

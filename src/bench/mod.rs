@@ -1,0 +1,300 @@
+//! `cairn bench`: measures Cairn on a fresh database with real `cairn worker` and
+//! `cairn api` processes, next to a raw-SQL floor measured in the same run.
+//!
+//! The bench creates its own database (`cairn_bench_<ulid>`) through the admin
+//! connection in `DATABASE_URL`, applies the migrations, and drops it at the end
+//! (unless `--keep`). Workers and the API are this very executable started as child
+//! processes (`cairn worker`, `cairn api`), so what is measured is what ships.
+//!
+//! Before any scenario it measures the **floor**: a plain table drained by a minimal
+//! batched claim-and-delete loop (`delete … where id in (select … for update skip
+//! locked limit 100)`) from two connections. Every throughput figure is also reported
+//! as a ratio to it, because absolute numbers on shared machines drift.
+//!
+//! Scenarios (see [`Scenario`]) each start from empty tables, measure, and then verify
+//! that every run did what it should (all succeeded, every step checkpointed exactly
+//! once). A scenario that fails (a failed check, runs that stop finishing, a process
+//! that dies) is reported as an `error` line; the others still run, and `cairn bench`
+//! exits non-zero at the end.
+//!
+//! Timings come from the database's clock wherever the database records them (a run's
+//! `started_at`/`finished_at`, an attempt's `started_at`), so worker start-up and the
+//! bench's own polling are not part of any figure.
+//!
+//! Output: one JSON line per figure on stdout as it is measured
+//! (`{"scenario","figure","value","unit","ratio"?,"target"?,"n"?,"note"?}`), then a
+//! Markdown table. Progress goes to stderr.
+
+mod db;
+mod procs;
+mod report;
+mod scenarios;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use report::{Figure, OutputFormat};
+
+/// Errors of the bench. A scenario whose runs did not all do what they should is
+/// [`BenchError::Incorrect`].
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("DATABASE_URL is not set (give --database-url or set DATABASE_URL)")]
+    NoDatabaseUrl,
+    #[error("DATABASE_URL is not a URL: {0}")]
+    BadUrl(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+    #[error(transparent)]
+    Queue(#[from] crate::queue::QueueError),
+    #[error("a bench workflow is invalid: {0}")]
+    Workflow(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("{0}")]
+    Process(String),
+    #[error("{scenario}: {what}")]
+    Stalled {
+        scenario: &'static str,
+        what: String,
+    },
+    #[error("{scenario}: incorrect result: {what}")]
+    Incorrect {
+        scenario: &'static str,
+        what: String,
+    },
+    #[error("{} scenario(s) failed: {}", .0.len(), .0.join("; "))]
+    Failed(Vec<String>),
+}
+
+impl BenchError {
+    fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
+        let what = what.into();
+        move |source| BenchError::Io { what, source }
+    }
+}
+
+pub type Result<T, E = BenchError> = std::result::Result<T, E>;
+
+/// What `--scenario` selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// Queued one-step no-op runs drained by the workers → runs/s.
+    Drain,
+    /// Ten-step sequential no-op runs → steps/s.
+    Chain,
+    /// 1 → 50 parallel → 1 no-op runs → steps/s.
+    Fanout,
+    /// Idle workers, submissions 10 ms apart → ms from submit to the step's start.
+    Pickup,
+    /// `POST /api/tasks` over 64 keep-alive connections → runs/s.
+    #[value(name = "submit_http")]
+    SubmitHttp,
+    /// Drain rate with a large backlog queued vs an empty one; the run list's first page.
+    Backlog,
+    /// Peak RSS of a worker (drain at high concurrency) and of the API (submit load);
+    /// dead tuples in the hot tables after the drain.
+    Memory,
+    /// Every scenario above, in this order.
+    All,
+}
+
+impl Scenario {
+    /// The scenarios `self` stands for, in running order.
+    pub fn expand(self) -> Vec<Scenario> {
+        use Scenario::*;
+        match self {
+            All => vec![Drain, Chain, Fanout, Pickup, SubmitHttp, Backlog, Memory],
+            one => vec![one],
+        }
+    }
+
+    /// The scenarios a `--scenario` list stands for, each once, in running order.
+    pub fn expand_all(selected: &[Scenario]) -> Vec<Scenario> {
+        let wanted: Vec<Scenario> = selected.iter().flat_map(|s| s.expand()).collect();
+        Scenario::All
+            .expand()
+            .into_iter()
+            .filter(|s| wanted.contains(s))
+            .collect()
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Drain => "drain",
+            Scenario::Chain => "chain",
+            Scenario::Fanout => "fanout",
+            Scenario::Pickup => "pickup",
+            Scenario::SubmitHttp => "submit_http",
+            Scenario::Backlog => "backlog",
+            Scenario::Memory => "memory",
+            Scenario::All => "all",
+        }
+    }
+
+    /// The scenario's size when `--runs` is not given.
+    pub fn default_size(self) -> u64 {
+        match self {
+            Scenario::Drain => 50_000,
+            Scenario::Chain => 5_000,
+            Scenario::Fanout => 500,
+            Scenario::Pickup => 500,
+            Scenario::SubmitHttp => 20_000,
+            Scenario::Backlog => 100_000,
+            Scenario::Memory => 20_000,
+            Scenario::All => 0,
+        }
+    }
+}
+
+/// `cairn bench` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Admin connection (a superuser's): the bench creates its own database through it
+    /// and drops it at the end.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Which scenarios to run (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    pub scenario: Vec<Scenario>,
+    /// Size of every selected scenario instead of its default (runs; submissions for
+    /// pickup; requests for submit_http; the backlog for backlog). Defaults: drain
+    /// 50,000, chain 5,000, fanout 500, pickup 500, submit_http 20,000, backlog
+    /// 100,000, memory 20,000.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub runs: Option<u64>,
+    /// `json`: the JSON lines only; `table`: the Markdown table only; `both`.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "both")]
+    pub output: OutputFormat,
+    /// `cairn worker` processes to start.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub workers: u32,
+    /// Each worker's `--concurrency` (memory uses --memory-concurrency); the default is
+    /// `cairn worker`'s.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Each worker's and the API's `--db-pool`; the product's default when not given.
+    #[arg(long)]
+    pub db_pool: Option<u32>,
+    /// The workers' `--concurrency` in the memory scenario.
+    #[arg(long, default_value_t = 200)]
+    pub memory_concurrency: usize,
+    /// Keep-alive connections submitting over HTTP.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub connections: u32,
+    /// Rows the raw-SQL floor drains (before the scenarios, and again after them when
+    /// several ran).
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1_000..))]
+    pub floor_rows: u64,
+    /// SQL run on the bench database after the migrations, for experiments (e.g. a
+    /// per-table autovacuum setting, a dropped trigger): the figures then describe
+    /// that variant, not the product.
+    #[arg(long)]
+    pub setup_sql: Option<String>,
+    /// Keep the bench database (its name is printed on stderr).
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// The settings a scenario runs with, resolved from [`BenchArgs`].
+#[derive(Debug, Clone)]
+struct Settings {
+    runs: Option<u64>,
+    workers: u32,
+    concurrency: usize,
+    db_pool: Option<u32>,
+    memory_concurrency: usize,
+    connections: u32,
+    floor_rows: u64,
+    /// This executable: started as `cairn worker` / `cairn api`.
+    exe: PathBuf,
+    /// Workflow files for the API, and the children's logs.
+    dir: PathBuf,
+}
+
+impl Settings {
+    fn size(&self, scenario: Scenario) -> u64 {
+        self.runs.unwrap_or_else(|| scenario.default_size())
+    }
+}
+
+/// How long the bench waits without any progress before it calls a scenario stalled.
+const STALL: Duration = Duration::from_secs(90);
+
+/// Runs the selected scenarios, printing figures as they come; returns them all. Errors
+/// (including incorrect results) come after whatever was measured has been printed.
+pub async fn run(args: BenchArgs) -> Result<Vec<Figure>> {
+    let admin_url = args
+        .database_url
+        .clone()
+        .filter(|u| !u.trim().is_empty())
+        .ok_or(BenchError::NoDatabaseUrl)?;
+    let exe = std::env::current_exe().map_err(BenchError::io("finding this executable"))?;
+    let name = format!(
+        "cairn_bench_{}",
+        ulid::Ulid::generate().to_string().to_lowercase()
+    );
+    let dir = std::env::temp_dir().join(&name);
+    std::fs::create_dir_all(&dir).map_err(BenchError::io(format!("creating {}", dir.display())))?;
+    let settings = Settings {
+        runs: args.runs,
+        workers: args.workers,
+        concurrency: args.concurrency.max(1),
+        db_pool: args.db_pool,
+        memory_concurrency: args.memory_concurrency.max(1),
+        connections: args.connections,
+        floor_rows: args.floor_rows,
+        exe,
+        dir: dir.clone(),
+    };
+    let mut out = report::Output::new(args.output);
+
+    let database = db::BenchDb::create(&admin_url, &name).await?;
+    tracing::info!(database = %name, dir = %dir.display(), "bench database created");
+    let selected = Scenario::expand_all(&args.scenario);
+    let result = match &args.setup_sql {
+        Some(sql) => {
+            out.emit(Figure::absent(
+                "setup",
+                "setup_sql",
+                "",
+                &format!("an experiment, not the product: {sql}"),
+            ));
+            database.setup(sql).await
+        }
+        None => Ok(()),
+    };
+    let result = match result {
+        Ok(()) => scenarios::run_all(&database, &settings, &selected, &mut out).await,
+        Err(e) => Err(e),
+    };
+    let dropped = if args.keep {
+        tracing::info!(database = %name, "kept the bench database (--keep)");
+        database.close().await;
+        Ok(())
+    } else {
+        database.drop_database().await
+    };
+    out.finish();
+    if result.is_ok() && !args.keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        eprintln!(
+            "bench: workflow files and worker/API logs are in {}",
+            dir.display()
+        );
+    }
+    result?;
+    dropped?;
+    Ok(out.into_figures())
+}

@@ -1,0 +1,994 @@
+//! The scenarios. Each starts from empty tables, sets up (seeds runs, starts processes),
+//! measures, stops its processes, verifies its runs and only then reports its figures.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::db::BenchDb;
+use super::procs::{self, Service};
+use super::report::{Figure, Output, round};
+use super::{BenchError, Result, STALL, Scenario, Settings};
+use crate::workflow::Definition;
+
+/// Steps of a `chain` run, one after the other.
+const CHAIN_STEPS: u64 = 10;
+/// Parallel steps of a `fanout` run, between its first and last step.
+const FAN_WIDTH: u64 = 50;
+/// How long a stopping process may take before it is killed.
+const GRACE: Duration = Duration::from_secs(30);
+/// How often the bench looks at progress (timings come from the database's clock, so
+/// this only bounds how late the bench notices the end).
+const POLL: Duration = Duration::from_millis(250);
+/// Runs `pickup` submits, and how far apart.
+const PICKUP_GAP: Duration = Duration::from_millis(10);
+
+/// The bench's workflows: every step is the cheapest real step, `select 1`.
+pub(super) struct Defs {
+    noop: Definition,
+    chain: Definition,
+    fanout: Definition,
+}
+
+impl Defs {
+    pub(super) fn build() -> Result<Defs> {
+        let parse = |name: &str, source: String| {
+            Definition::parse(name, &format!("{name}.toml"), &source)
+                .map_err(|e| BenchError::Workflow(format!("{name}: {e}")))
+        };
+        let step = |id: &str, needs: &[String]| {
+            let needs = if needs.is_empty() {
+                String::new()
+            } else {
+                let quoted: Vec<String> = needs.iter().map(|n| format!("\"{n}\"")).collect();
+                format!("needs = [{}]\n", quoted.join(", "))
+            };
+            format!("[[steps]]\nid = \"{id}\"\nkind = \"sql\"\nquery = \"select 1\"\n{needs}\n")
+        };
+        let noop = format!(
+            "description = \"cairn bench: one no-op step\"\n\n{}",
+            step("only", &[])
+        );
+        let mut chain = String::from("description = \"cairn bench: ten no-op steps in a row\"\n\n");
+        for i in 1..=CHAIN_STEPS {
+            let needs: Vec<String> = if i == 1 {
+                vec![]
+            } else {
+                vec![format!("s{:02}", i - 1)]
+            };
+            chain.push_str(&step(&format!("s{i:02}"), &needs));
+        }
+        let mut fanout =
+            String::from("description = \"cairn bench: 1 → 50 parallel → 1 no-op steps\"\n\n");
+        fanout.push_str(&step("first", &[]));
+        let branches: Vec<String> = (1..=FAN_WIDTH).map(|i| format!("b{i:02}")).collect();
+        for b in &branches {
+            fanout.push_str(&step(b, &["first".to_owned()]));
+        }
+        fanout.push_str(&step("last", &branches));
+        Ok(Defs {
+            noop: parse("bench_noop", noop)?,
+            chain: parse("bench_chain", chain)?,
+            fanout: parse("bench_fanout", fanout)?,
+        })
+    }
+
+    /// Writes the workflow files the API loads.
+    fn write(&self, dir: &std::path::Path) -> Result<()> {
+        let dir = dir.join("workflows");
+        std::fs::create_dir_all(&dir)
+            .map_err(BenchError::io(format!("creating {}", dir.display())))?;
+        for def in [&self.noop, &self.chain, &self.fanout] {
+            let path = dir.join(format!("{}.toml", def.workflow.name));
+            std::fs::write(&path, &def.source)
+                .map_err(BenchError::io(format!("writing {}", path.display())))?;
+        }
+        Ok(())
+    }
+}
+
+/// Measures the floor, then runs each selected scenario on emptied tables. A failed
+/// scenario is reported and the next one runs; the error lists every failure.
+pub(super) async fn run_all(
+    db: &BenchDb,
+    settings: &Settings,
+    selected: &[Scenario],
+    out: &mut Output,
+) -> Result<()> {
+    let defs = Defs::build()?;
+    defs.write(&settings.dir)?;
+    const FLOOR: &str = "plain table; delete … where id in (select … order by id limit 100 for update skip locked), 2 connections";
+    tracing::info!(rows = settings.floor_rows, "measuring the raw-SQL floor");
+    let floor = db.floor(settings.floor_rows).await?;
+    out.emit(
+        Figure::new(
+            "floor",
+            "claim_delete_rows_per_s",
+            round(floor, 0),
+            "rows/s",
+        )
+        .n(settings.floor_rows)
+        .note(format!("{FLOOR}; ratios divide by this")),
+    );
+    let mut bench = Bench {
+        db,
+        s: settings,
+        defs: &defs,
+        floor: Some(floor),
+        out,
+    };
+    let mut failures = Vec::new();
+    for &scenario in selected {
+        let size = settings.size(scenario);
+        tracing::info!(scenario = scenario.name(), size, "scenario");
+        db.reset().await?;
+        let result = match scenario {
+            Scenario::Drain => bench.drain(size).await,
+            Scenario::Chain => bench.chain(size).await,
+            Scenario::Fanout => bench.fanout(size).await,
+            Scenario::Pickup => bench.pickup(size).await,
+            Scenario::SubmitHttp => bench.submit_http(size).await,
+            Scenario::Backlog => bench.backlog(size).await,
+            Scenario::Memory => bench.memory(size).await,
+            Scenario::All => Ok(()),
+        };
+        if let Err(e) = result {
+            // The scenario's processes were killed when its future dropped them.
+            tracing::error!(scenario = scenario.name(), error = %e, "scenario failed");
+            let mut message = e.to_string();
+            if !message.starts_with(&format!("{}: ", scenario.name())) {
+                message = format!("{}: {message}", scenario.name());
+            }
+            let first_line = message.lines().next().unwrap_or_default();
+            bench.out.emit(
+                Figure::absent(
+                    scenario.name(),
+                    "error",
+                    "",
+                    &format!("failed: {first_line}"),
+                )
+                .n(size),
+            );
+            failures.push(message);
+        }
+    }
+    if selected.len() > 1 {
+        // The same floor after the scenarios: how far the machine drifted meanwhile.
+        db.reset().await?;
+        let end = db.floor(settings.floor_rows).await?;
+        bench.out.emit(
+            Figure::new(
+                "floor",
+                "claim_delete_rows_per_s_end",
+                round(end, 0),
+                "rows/s",
+            )
+            .n(settings.floor_rows)
+            .note(format!("{FLOOR}; measured again after the scenarios")),
+        );
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(BenchError::Failed(failures))
+    }
+}
+
+/// A drain in progress: its timing and its still-running workers.
+struct Drained {
+    secs: f64,
+    workers: Vec<Service>,
+    before: Snapshot,
+    activity: Activity,
+}
+
+/// Counters read before the workers start.
+struct Snapshot {
+    commits: i64,
+    wal: i64,
+    busy_ms: f64,
+    total_ms: f64,
+    backends: HashMap<u32, f64>,
+}
+
+/// What a drain cost, in all.
+struct Costs {
+    /// Samples of `pg_stat_activity`, and what active backends were doing.
+    samples: u64,
+    states: Vec<(String, u64)>,
+    commits: f64,
+    wal_bytes: f64,
+    worker_cpu_ms: f64,
+    postgres_cpu_ms: f64,
+    busy_pct: f64,
+}
+
+/// Samples, every [`SAMPLE`], what the bench database's active backends (other than
+/// the bench's own) are doing: their wait event, or running, and the statement. A
+/// poor man's profiler that names the bottleneck in the same run.
+struct Activity {
+    stop: tokio_util::sync::CancellationToken,
+    handle: tokio::task::JoinHandle<(u64, HashMap<String, u64>)>,
+}
+
+/// How often [`Activity`] samples `pg_stat_activity`.
+const SAMPLE: Duration = Duration::from_millis(50);
+
+impl Activity {
+    fn start(pool: sqlx::PgPool) -> Activity {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let token = stop.clone();
+        let handle = tokio::spawn(async move {
+            let mut ticks = 0u64;
+            let mut counts: HashMap<String, u64> = HashMap::new();
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tokio::time::sleep(SAMPLE) => {}
+                }
+                let rows: Vec<String> = match sqlx::query_scalar(
+                    "select coalesce(wait_event_type || ':' || wait_event, 'running')
+                            || ' · ' || left(regexp_replace(query, '\\s+', ' ', 'g'), 60)
+                       from pg_stat_activity
+                      where datname = current_database() and state = 'active'
+                        and application_name <> 'cairn-bench' and pid <> pg_backend_pid()",
+                )
+                .fetch_all(&pool)
+                .await
+                {
+                    Ok(rows) => rows,
+                    Err(_) => continue,
+                };
+                ticks += 1;
+                for row in rows {
+                    *counts.entry(row).or_default() += 1;
+                }
+            }
+            (ticks, counts)
+        });
+        Activity { stop, handle }
+    }
+
+    /// Stops sampling: (samples taken, states by how often they were seen, most first).
+    async fn finish(self) -> (u64, Vec<(String, u64)>) {
+        self.stop.cancel();
+        let (ticks, counts) = self.handle.await.unwrap_or_default();
+        let mut states: Vec<(String, u64)> = counts.into_iter().collect();
+        states.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        (ticks, states)
+    }
+}
+
+struct Bench<'a> {
+    db: &'a BenchDb,
+    s: &'a Settings,
+    defs: &'a Defs,
+    floor: Option<f64>,
+    out: &'a mut Output,
+}
+
+impl Bench<'_> {
+    fn workers_note(&self, concurrency: usize) -> String {
+        let pool = self
+            .s
+            .db_pool
+            .map(|p| format!(", db pool {p}"))
+            .unwrap_or_default();
+        format!(
+            "{} workers × concurrency {concurrency}{pool}",
+            self.s.workers
+        )
+    }
+
+    fn start_workers(&self, concurrency: usize) -> Result<Vec<Service>> {
+        (0..self.s.workers)
+            .map(|i| Service::worker(self.s, &self.db.url, concurrency, i))
+            .collect()
+    }
+
+    /// Waits until the workers are registered with apalis (and so listening for jobs).
+    async fn wait_registered(&self, workers: &mut [Service]) -> Result<()> {
+        let pids: Vec<i32> = workers.iter().map(|w| w.pid() as i32).collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            for w in workers.iter_mut() {
+                w.check_alive()?;
+            }
+            let ready: i64 = sqlx::query_scalar(
+                "select count(*) from apalis.workers a join workers w on w.id = a.id
+                  where w.pid = any($1)",
+            )
+            .bind(&pids)
+            .fetch_one(&self.db.pool)
+            .await?;
+            if ready as usize >= workers.len() {
+                // Their LISTEN starts with the job stream, just after registration.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(BenchError::Process(format!(
+                    "{ready} of {} workers registered in 60 s",
+                    workers.len()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until `n` runs finished, failing if the workers die or nothing finishes
+    /// for [`STALL`].
+    async fn wait_finished(
+        &self,
+        scenario: &'static str,
+        n: u64,
+        workers: &mut [Service],
+    ) -> Result<()> {
+        let mut last = -1i64;
+        let mut last_change = Instant::now();
+        let mut last_log = Instant::now();
+        loop {
+            for w in workers.iter_mut() {
+                w.check_alive()?;
+            }
+            let finished = self.db.finished().await?;
+            if finished as u64 >= n {
+                return Ok(());
+            }
+            if finished != last {
+                last = finished;
+                last_change = Instant::now();
+            } else if last_change.elapsed() > STALL {
+                return Err(BenchError::Stalled {
+                    scenario,
+                    what: format!("{finished} of {n} runs finished, none in {STALL:?}"),
+                });
+            }
+            if last_log.elapsed() > Duration::from_secs(10) {
+                tracing::info!(scenario, finished, of = n, "progress");
+                last_log = Instant::now();
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Seeds `n` queued runs, starts the workers and waits for the first `until` runs
+    /// to finish. Returns the seconds from the first start to the `until`th finish
+    /// (database clock), with the still-running workers.
+    async fn drain_runs(
+        &self,
+        scenario: &'static str,
+        def: &Definition,
+        n: u64,
+        until: u64,
+        concurrency: usize,
+    ) -> Result<Drained> {
+        self.db.seed(def, n).await?;
+        let before = self.snapshot().await?;
+        let activity = Activity::start(self.db.pool.clone());
+        let mut workers = self.start_workers(concurrency)?;
+        self.wait_finished(scenario, until, &mut workers).await?;
+        let secs = self
+            .db
+            .window(until)
+            .await?
+            .ok_or_else(|| BenchError::Stalled {
+                scenario,
+                what: "no timing: runs finished without start times".into(),
+            })?;
+        Ok(Drained {
+            secs: secs.max(1e-6),
+            workers,
+            before,
+            activity,
+        })
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot> {
+        let (commits, wal) = self.db.counters().await?;
+        let (busy_ms, total_ms) = procs::machine_cpu_ms()?;
+        Ok(Snapshot {
+            commits,
+            wal,
+            busy_ms,
+            total_ms,
+            backends: procs::backend_cpu_ms(&self.db.name),
+        })
+    }
+
+    /// Stops a drain's workers and measures what it cost: commits and WAL, the
+    /// workers' and their Postgres backends' CPU, the machine's load.
+    async fn stop_drained(&self, d: Drained) -> Result<Costs> {
+        let (samples, states) = d.activity.finish().await;
+        let (busy_ms, total_ms) = procs::machine_cpu_ms()?;
+        let mut worker_cpu_ms = 0.0;
+        for w in &d.workers {
+            worker_cpu_ms += w.cpu_ms()?;
+        }
+        let backends = procs::backend_cpu_ms(&self.db.name);
+        let postgres_cpu_ms: f64 = backends
+            .iter()
+            .map(|(pid, ms)| ms - d.before.backends.get(pid).copied().unwrap_or(0.0))
+            .sum();
+        procs::stop_all(d.workers, GRACE).await;
+        // Exiting backends flush their statistics; give the last ones a moment.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (commits, wal) = self.db.counters().await?;
+        Ok(Costs {
+            samples,
+            states,
+            commits: (commits - d.before.commits) as f64,
+            wal_bytes: (wal - d.before.wal) as f64,
+            worker_cpu_ms,
+            postgres_cpu_ms,
+            busy_pct: 100.0 * (busy_ms - d.before.busy_ms)
+                / (total_ms - d.before.total_ms).max(1.0),
+        })
+    }
+
+    /// Reports `costs` per run (`units` runs) or per step.
+    fn emit_costs(&mut self, scenario: &'static str, costs: &Costs, units: u64, per_step: bool) {
+        let u = units.max(1) as f64;
+        let names: [&'static str; 4] = if per_step {
+            [
+                "db_commits_per_step",
+                "wal_bytes_per_step",
+                "worker_cpu_ms_per_step",
+                "postgres_cpu_ms_per_step",
+            ]
+        } else {
+            [
+                "db_commits_per_run",
+                "wal_bytes_per_run",
+                "worker_cpu_ms_per_run",
+                "postgres_cpu_ms_per_run",
+            ]
+        };
+        let per = if per_step { "step" } else { "run" };
+        let figures = [
+            (
+                names[0],
+                costs.commits / u,
+                "commits",
+                "xact_commit of the bench database (workers' transactions, apalis' included)",
+                1,
+            ),
+            (
+                names[1],
+                costs.wal_bytes / u,
+                "bytes",
+                "WAL written by the whole cluster during the drain",
+                0,
+            ),
+            (
+                names[2],
+                costs.worker_cpu_ms / u,
+                "ms",
+                "user + system CPU of the worker processes",
+                3,
+            ),
+            (
+                names[3],
+                costs.postgres_cpu_ms / u,
+                "ms",
+                "user + system CPU of the Postgres backends serving the bench database",
+                3,
+            ),
+        ];
+        for (figure, value, unit, what, places) in figures {
+            self.out.emit(
+                Figure::new(scenario, figure, round(value, places), unit)
+                    .n(units)
+                    .note(format!("per {per}: {what}")),
+            );
+        }
+        self.out.emit(
+            Figure::new(
+                scenario,
+                "machine_cpu_busy_pct",
+                round(costs.busy_pct, 1),
+                "%",
+            )
+            .note("both cores, all processes, from the workers' start to the last run's end"),
+        );
+        if costs.samples == 0 {
+            return;
+        }
+        let seen: u64 = costs.states.iter().map(|(_, n)| n).sum();
+        self.out.emit(
+            Figure::new(
+                scenario,
+                "active_backends_avg",
+                round(seen as f64 / costs.samples as f64, 1),
+                "backends",
+            )
+            .note(format!(
+                "pg_stat_activity every {} ms ({} samples)",
+                SAMPLE.as_millis(),
+                costs.samples
+            )),
+        );
+        let top = ["activity_1_pct", "activity_2_pct", "activity_3_pct"];
+        for (figure, (state, n)) in top.into_iter().zip(&costs.states) {
+            self.out.emit(
+                Figure::new(
+                    scenario,
+                    figure,
+                    round(100.0 * *n as f64 / seen.max(1) as f64, 1),
+                    "%",
+                )
+                .note(format!("of active backend samples: {state}")),
+            );
+        }
+    }
+
+    fn verified(&mut self, scenario: &'static str, runs: u64) {
+        self.out.emit(
+            Figure::new(scenario, "verified_runs", runs as f64, "runs")
+                .note("succeeded, every step checkpointed exactly once"),
+        );
+    }
+
+    async fn drain(&mut self, n: u64) -> Result<()> {
+        let c = self.s.concurrency;
+        let d = self.drain_runs("drain", &self.defs.noop, n, n, c).await?;
+        let secs = d.secs;
+        let costs = self.stop_drained(d).await?;
+        self.db.verify_all("drain", n, 1).await?;
+        self.out.emit(
+            Figure::new("drain", "runs_per_s", round(n as f64 / secs, 1), "runs/s")
+                .ratio(self.floor)
+                .target("≥ 0.5× floor")
+                .n(n)
+                .note(self.workers_note(c)),
+        );
+        self.emit_costs("drain", &costs, n, false);
+        self.verified("drain", n);
+        Ok(())
+    }
+
+    async fn chain(&mut self, n: u64) -> Result<()> {
+        let c = self.s.concurrency;
+        let d = self.drain_runs("chain", &self.defs.chain, n, n, c).await?;
+        let secs = d.secs;
+        let costs = self.stop_drained(d).await?;
+        self.db.verify_all("chain", n, CHAIN_STEPS).await?;
+        let steps = n * CHAIN_STEPS;
+        self.out.emit(
+            Figure::new(
+                "chain",
+                "steps_per_s",
+                round(steps as f64 / secs, 1),
+                "steps/s",
+            )
+            .ratio(self.floor)
+            .target("≥ 10,000 steps/s")
+            .n(n)
+            .note(format!(
+                "{CHAIN_STEPS} steps a run; {}",
+                self.workers_note(c)
+            )),
+        );
+        self.emit_costs("chain", &costs, steps, true);
+        self.verified("chain", n);
+        Ok(())
+    }
+
+    async fn fanout(&mut self, n: u64) -> Result<()> {
+        let c = self.s.concurrency;
+        let d = self
+            .drain_runs("fanout", &self.defs.fanout, n, n, c)
+            .await?;
+        let secs = d.secs;
+        let costs = self.stop_drained(d).await?;
+        let per_run = FAN_WIDTH + 2;
+        self.db.verify_all("fanout", n, per_run).await?;
+        self.out.emit(
+            Figure::new(
+                "fanout",
+                "steps_per_s",
+                round((n * per_run) as f64 / secs, 1),
+                "steps/s",
+            )
+            .ratio(self.floor)
+            .n(n)
+            .note(format!(
+                "1 → {FAN_WIDTH} → 1 steps a run; {}",
+                self.workers_note(c)
+            )),
+        );
+        self.emit_costs("fanout", &costs, n * per_run, true);
+        self.verified("fanout", n);
+        Ok(())
+    }
+
+    async fn pickup(&mut self, n: u64) -> Result<()> {
+        let c = self.s.concurrency;
+        let mut workers = self.start_workers(c)?;
+        self.wait_registered(&mut workers).await?;
+        let mut tick = tokio::time::interval(PICKUP_GAP);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        for _ in 0..n {
+            tick.tick().await;
+            match crate::engine::submit(&self.db.pool, &self.defs.noop, &json!({}), None).await? {
+                Ok(crate::engine::Submitted::Created(_)) => {}
+                _ => {
+                    return Err(BenchError::Incorrect {
+                        scenario: "pickup",
+                        what: "a submission was not created".into(),
+                    });
+                }
+            }
+        }
+        self.wait_finished("pickup", n, &mut workers).await?;
+        procs::stop_all(workers, GRACE).await;
+        self.db.verify_all("pickup", n, 1).await?;
+        let q = self.db.pickup_ms(&[0.5, 0.95, 0.99]).await?;
+        let note = format!(
+            "submit commit (runs.created_at) → first attempt's start, DB clock; idle {}; one submit every {} ms",
+            self.workers_note(c),
+            PICKUP_GAP.as_millis()
+        );
+        for (i, (figure, target)) in [
+            ("p50_ms", Some("≤ 2 ms")),
+            ("p95_ms", None),
+            ("p99_ms", Some("≤ 10 ms")),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let value = q.get(i).copied().ok_or_else(|| BenchError::Incorrect {
+                scenario: "pickup",
+                what: "no pickup times".into(),
+            })?;
+            let mut f = Figure::new("pickup", figure, round(value, 2), "ms")
+                .n(n)
+                .note(note.clone());
+            if let Some(t) = target {
+                f = f.target(t);
+            }
+            self.out.emit(f);
+        }
+        self.verified("pickup", n);
+        Ok(())
+    }
+
+    /// `n` submissions over HTTP to a `cairn api` process (no workers running).
+    /// Returns seconds and the API's peak RSS (KiB); verifies every run was queued.
+    async fn http_load(&self, scenario: &'static str, n: u64) -> Result<(f64, u64)> {
+        let token =
+            crate::auth::create_token(&self.db.pool, "cairn bench", crate::auth::Role::Operator)
+                .await?;
+        let listen = format!("127.0.0.1:{}", procs::free_port()?);
+        let mut api = Service::api(self.s, &self.db.url, &listen)?;
+        let base = format!("http://{listen}");
+        let connections = self.s.connections as usize;
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(connections)
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        wait_ready(&client, &base, &mut api).await?;
+
+        let url = format!("{base}/api/tasks");
+        let body = json!({ "workflow": self.defs.noop.workflow.name, "input": {} });
+        let next = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..connections)
+            .map(|_| {
+                let (client, url, body, token, next) = (
+                    client.clone(),
+                    url.clone(),
+                    body.clone(),
+                    token.clone(),
+                    next.clone(),
+                );
+                tokio::spawn(async move {
+                    while next.fetch_add(1, Ordering::Relaxed) < n {
+                        let resp = client
+                            .post(&url)
+                            .bearer_auth(&token)
+                            .json(&body)
+                            .send()
+                            .await?;
+                        let status = resp.status();
+                        let text = resp.text().await?;
+                        if status != reqwest::StatusCode::CREATED {
+                            return Err(BenchError::Incorrect {
+                                scenario,
+                                what: format!("POST /api/tasks answered {status}: {text}"),
+                            });
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await
+                .map_err(|e| BenchError::Process(format!("a submitting task failed: {e}")))??;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let rss = api.peak_rss_kib()?;
+        api.check_alive()?;
+        api.stop(GRACE).await;
+
+        let (queued_runs, runs, pending_jobs) = self.db.queued().await?;
+        if queued_runs != n as i64 || runs != n as i64 || pending_jobs != n as i64 {
+            return Err(BenchError::Incorrect {
+                scenario,
+                what: format!(
+                    "{n} submissions left {runs} runs, {queued_runs} queued, {pending_jobs} pending jobs"
+                ),
+            });
+        }
+        Ok((secs, rss))
+    }
+
+    async fn submit_http(&mut self, n: u64) -> Result<()> {
+        let (secs, _) = self.http_load("submit_http", n).await?;
+        let note = format!(
+            "POST /api/tasks, {} keep-alive connections, one cairn api process, no workers",
+            self.s.connections
+        );
+        self.out.emit(
+            Figure::new(
+                "submit_http",
+                "runs_per_s",
+                round(n as f64 / secs, 1),
+                "runs/s",
+            )
+            .ratio(self.floor)
+            .target("≥ 10,000 runs/s")
+            .n(n)
+            .note(note),
+        );
+        self.out.emit(
+            Figure::absent(
+                "submit_http",
+                "batch_runs_per_s",
+                "runs/s",
+                "absent: the API has no batch submit endpoint yet",
+            )
+            .target("≥ 50,000 runs/s"),
+        );
+        self.out.emit(
+            Figure::new("submit_http", "verified_runs", n as f64, "runs")
+                .note("every request answered 201; each run queued with its job"),
+        );
+        Ok(())
+    }
+
+    async fn backlog(&mut self, backlog: u64) -> Result<()> {
+        let m = (backlog / 10).clamp(100, 50_000).min(backlog);
+        let c = self.s.concurrency;
+
+        // The same drain of m runs, first with nothing else queued…
+        let d = self.drain_runs("backlog", &self.defs.noop, m, m, c).await?;
+        let empty_secs = d.secs;
+        d.activity.finish().await;
+        procs::stop_all(d.workers, GRACE).await;
+        self.db.verify_all("backlog", m, 1).await?;
+        let empty = m as f64 / empty_secs;
+
+        // …then as the first m of a large backlog.
+        self.db.reset().await?;
+        self.db.seed(&self.defs.noop, backlog).await?;
+        let (cold_ms, page_ms) = self.list_first_page(backlog).await?;
+        let mut workers = self.start_workers(c)?;
+        self.wait_finished("backlog", m, &mut workers).await?;
+        let secs = self
+            .db
+            .window(m)
+            .await?
+            .ok_or_else(|| BenchError::Stalled {
+                scenario: "backlog",
+                what: "no timing".into(),
+            })?;
+        procs::stop_all(workers, GRACE).await;
+        let verified = self.db.verify_finished("backlog", m, 1).await?;
+        let full = m as f64 / secs.max(1e-6);
+
+        let workers_note = self.workers_note(c);
+        let note = |what: &str| format!("{what}; {workers_note}");
+        self.out.emit(
+            Figure::new(
+                "backlog",
+                "drain_empty_runs_per_s",
+                round(empty, 1),
+                "runs/s",
+            )
+            .ratio(self.floor)
+            .n(m)
+            .note(note(&format!("{m} runs, nothing else queued"))),
+        );
+        self.out.emit(
+            Figure::new(
+                "backlog",
+                "drain_backlog_runs_per_s",
+                round(full, 1),
+                "runs/s",
+            )
+            .ratio(self.floor)
+            .n(m)
+            .note(note(&format!("the first {m} runs of {backlog} queued"))),
+        );
+        self.out.emit(
+            Figure::new("backlog", "backlog_vs_empty", round(full / empty, 3), "×")
+                .target("≥ 0.8")
+                .n(backlog),
+        );
+        self.out.emit(
+            Figure::new("backlog", "list_first_page_ms", round(page_ms, 2), "ms")
+                .target("≤ 50 ms")
+                .n(backlog)
+                .note(format!(
+                    "GET /api/tasks (50 items), median of 20 warm requests, {backlog} runs queued"
+                )),
+        );
+        self.out.emit(
+            Figure::new(
+                "backlog",
+                "list_first_page_cold_ms",
+                round(cold_ms, 2),
+                "ms",
+            )
+            .n(backlog)
+            .note("the API's first GET /api/tasks after start"),
+        );
+        self.verified("backlog", verified + m);
+        Ok(())
+    }
+
+    /// Times `GET /api/tasks` (first page) against a fresh API process: the first
+    /// request, then the median of 20. Returns (first, median) in ms.
+    async fn list_first_page(&self, runs: u64) -> Result<(f64, f64)> {
+        let token =
+            crate::auth::create_token(&self.db.pool, "cairn bench", crate::auth::Role::Viewer)
+                .await?;
+        let listen = format!("127.0.0.1:{}", procs::free_port()?);
+        let mut api = Service::api(self.s, &self.db.url, &listen)?;
+        let base = format!("http://{listen}");
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()?;
+        wait_ready(&client, &base, &mut api).await?;
+        let url = format!("{base}/api/tasks");
+        let mut times = Vec::with_capacity(21);
+        for _ in 0..21 {
+            let started = Instant::now();
+            let resp = client.get(&url).bearer_auth(&token).send().await?;
+            let status = resp.status();
+            let page: Value = resp.json().await?;
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+            let items = page["items"].as_array().map(Vec::len).unwrap_or(0) as u64;
+            if status != reqwest::StatusCode::OK || items != runs.min(50) {
+                return Err(BenchError::Incorrect {
+                    scenario: "backlog",
+                    what: format!("GET /api/tasks answered {status} with {items} items"),
+                });
+            }
+        }
+        api.stop(GRACE).await;
+        let cold = times[0];
+        let mut warm = times.split_off(1);
+        warm.sort_by(f64::total_cmp);
+        Ok((cold, warm[warm.len() / 2]))
+    }
+
+    async fn memory(&mut self, n: u64) -> Result<()> {
+        let c = self.s.memory_concurrency;
+        let d = self.drain_runs("memory", &self.defs.noop, n, n, c).await?;
+        let secs = d.secs;
+        let mut worker_kib = 0;
+        for w in &d.workers {
+            worker_kib = worker_kib.max(w.peak_rss_kib()?);
+        }
+        d.activity.finish().await;
+        procs::stop_all(d.workers, GRACE).await;
+        // Exiting backends flush their statistics; give the last ones a moment.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let dead = self.db.dead_tuples().await?;
+        let autovacuum = self.db.autovacuum().await?;
+        self.db.verify_all("memory", n, 1).await?;
+
+        self.db.reset().await?;
+        let (_, api_kib) = self.http_load("memory", n).await?;
+
+        self.out.emit(
+            Figure::new(
+                "memory",
+                "drain_runs_per_s",
+                round(n as f64 / secs, 1),
+                "runs/s",
+            )
+            .ratio(self.floor)
+            .n(n)
+            .note(self.workers_note(c)),
+        );
+        self.out.emit(
+            Figure::new(
+                "memory",
+                "worker_peak_rss_mib",
+                round(worker_kib as f64 / 1024.0, 1),
+                "MiB",
+            )
+            .target("≤ 64 MB")
+            .n(n)
+            .note(format!(
+                "VmHWM of the larger worker, draining at concurrency {c}"
+            )),
+        );
+        self.out.emit(
+            Figure::new(
+                "memory",
+                "api_peak_rss_mib",
+                round(api_kib as f64 / 1024.0, 1),
+                "MiB",
+            )
+            .target("≤ 64 MB")
+            .n(n)
+            .note(format!(
+                "VmHWM of cairn api after {n} POST /api/tasks over {} connections",
+                self.s.connections
+            )),
+        );
+        for (table, count) in dead {
+            let figure = match table.as_str() {
+                "runs" => "dead_tuples_runs",
+                "steps" => "dead_tuples_steps",
+                "step_attempts" => "dead_tuples_step_attempts",
+                "run_events" => "dead_tuples_run_events",
+                "apalis.jobs" => "dead_tuples_apalis_jobs",
+                _ => continue,
+            };
+            self.out.emit(
+                Figure::new("memory", figure, count as f64, "tuples")
+                    .n(n)
+                    .note(format!(
+                        "pg_stat_user_tables.n_dead_tup after the drain; autovacuum = {autovacuum}"
+                    )),
+            );
+        }
+        self.verified("memory", n);
+        Ok(())
+    }
+}
+
+/// Waits until the API answers `/readyz`.
+async fn wait_ready(client: &reqwest::Client, base: &str, api: &mut Service) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        api.check_alive()?;
+        if let Ok(resp) = client.get(format!("{base}/readyz")).send().await
+            && resp.status().is_success()
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::Process(
+                "cairn api was not ready in 60 s".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bench_workflows_are_valid_and_shaped_as_named() {
+        let defs = Defs::build().expect("bench workflows parse");
+        assert_eq!(defs.noop.workflow.steps.len(), 1);
+        assert_eq!(defs.chain.workflow.steps.len() as u64, CHAIN_STEPS);
+        assert_eq!(defs.fanout.workflow.steps.len() as u64, FAN_WIDTH + 2);
+        let last = defs.fanout.workflow.step("last").expect("a last step");
+        assert_eq!(last.needs.len() as u64, FAN_WIDTH);
+        let s10 = defs.chain.workflow.step("s10").expect("s10");
+        assert_eq!(s10.needs, vec!["s09".to_owned()]);
+    }
+}
