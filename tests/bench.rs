@@ -13,10 +13,7 @@ const RUNS: f64 = 30.0;
 
 /// The figures the smoke run prints, by scenario, each a positive number.
 const EXPECTED: &[(&str, &[&str])] = &[
-    (
-        "floor",
-        &["claim_delete_rows_per_s", "claim_delete_rows_per_s_end"],
-    ),
+    ("floor", &["claim_delete_rows_per_s"]),
     (
         "drain",
         &[
@@ -30,6 +27,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
     (
         "chain",
         &[
+            "floor_rows_per_s",
             "steps_per_s",
             "db_commits_per_step",
             "wal_bytes_per_step",
@@ -37,11 +35,26 @@ const EXPECTED: &[(&str, &[&str])] = &[
             "verified_runs",
         ],
     ),
-    ("pickup", &["p50_ms", "p95_ms", "p99_ms", "verified_runs"]),
-    ("submit_http", &["runs_per_s", "verified_runs"]),
+    (
+        "pickup",
+        &[
+            "floor_rows_per_s",
+            "p50_ms",
+            "p95_ms",
+            "p99_ms",
+            "p50_submit_to_lease_ms",
+            "p50_lease_to_step_ms",
+            "verified_runs",
+        ],
+    ),
+    (
+        "submit_http",
+        &["floor_rows_per_s", "runs_per_s", "verified_runs"],
+    ),
     (
         "backlog",
         &[
+            "floor_rows_per_s",
             "drain_empty_runs_per_s",
             "drain_backlog_runs_per_s",
             "backlog_vs_empty",
@@ -53,6 +66,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
     (
         "memory",
         &[
+            "floor_rows_per_s",
             "drain_runs_per_s",
             "worker_peak_rss_mib",
             "api_peak_rss_mib",

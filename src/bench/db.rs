@@ -349,6 +349,24 @@ impl BenchDb {
             .await?)
     }
 
+    /// Medians (ms) of the two halves of pickup: submit → lease taken (queue wait,
+    /// fetch, dispatch, lease transaction) and lease → first attempt's start (loading
+    /// the run, the step's start transaction).
+    pub(super) async fn pickup_parts_ms(&self) -> Result<(f64, f64)> {
+        let parts: (Option<f64>, Option<f64>) = sqlx::query_as(
+            "select percentile_cont(0.5) within group
+                      (order by extract(epoch from r.started_at - r.created_at) * 1000),
+                    percentile_cont(0.5) within group
+                      (order by extract(epoch from a.started_at - r.started_at) * 1000)
+               from runs r
+               join lateral (select min(started_at) as started_at from step_attempts
+                              where run_id = r.id) a on true",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((parts.0.unwrap_or_default(), parts.1.unwrap_or_default()))
+    }
+
     /// Dead tuples in the hot tables, as the statistics report them now.
     pub(super) async fn dead_tuples(&self) -> Result<Vec<(String, i64)>> {
         Ok(sqlx::query_as(

@@ -111,7 +111,9 @@ pub(super) async fn run_all(
             "rows/s",
         )
         .n(settings.floor_rows)
-        .note(format!("{FLOOR}; ratios divide by this")),
+        .note(format!(
+            "{FLOOR}; the first scenario's ratios divide by this"
+        )),
     );
     let mut bench = Bench {
         db,
@@ -121,10 +123,28 @@ pub(super) async fn run_all(
         out,
     };
     let mut failures = Vec::new();
-    for &scenario in selected {
+    for (i, &scenario) in selected.iter().enumerate() {
         let size = settings.size(scenario);
         tracing::info!(scenario = scenario.name(), size, "scenario");
         db.reset().await?;
+        if i > 0 {
+            // Shared machines drift: each scenario's ratios use a floor measured just
+            // before it.
+            let floor = db.floor(settings.floor_rows).await?;
+            bench.floor = Some(floor);
+            bench.out.emit(
+                Figure::new(
+                    scenario.name(),
+                    "floor_rows_per_s",
+                    round(floor, 0),
+                    "rows/s",
+                )
+                .n(settings.floor_rows)
+                .note(
+                    "the raw-SQL floor again, just before this scenario; its ratios divide by this",
+                ),
+            );
+        }
         let result = match scenario {
             Scenario::Drain => bench.drain(size).await,
             Scenario::Chain => bench.chain(size).await,
@@ -154,21 +174,6 @@ pub(super) async fn run_all(
             );
             failures.push(message);
         }
-    }
-    if selected.len() > 1 {
-        // The same floor after the scenarios: how far the machine drifted meanwhile.
-        db.reset().await?;
-        let end = db.floor(settings.floor_rows).await?;
-        bench.out.emit(
-            Figure::new(
-                "floor",
-                "claim_delete_rows_per_s_end",
-                round(end, 0),
-                "rows/s",
-            )
-            .n(settings.floor_rows)
-            .note(format!("{FLOOR}; measured again after the scenarios")),
-        );
     }
     if failures.is_empty() {
         Ok(())
@@ -652,6 +657,17 @@ impl Bench<'_> {
             }
             self.out.emit(f);
         }
+        let (to_lease, to_step) = self.db.pickup_parts_ms().await?;
+        self.out.emit(
+            Figure::new("pickup", "p50_submit_to_lease_ms", round(to_lease, 2), "ms")
+                .n(n)
+                .note("runs.created_at → runs.started_at: queue wait, apalis fetch and dispatch, the lease transaction"),
+        );
+        self.out.emit(
+            Figure::new("pickup", "p50_lease_to_step_ms", round(to_step, 2), "ms")
+                .n(n)
+                .note("runs.started_at → the first attempt's start: loading the run, the step's start transaction"),
+        );
         self.verified("pickup", n);
         Ok(())
     }
