@@ -22,10 +22,10 @@ dev-frontend:
 migrate:
     DATABASE_URL={{ db }} cargo run --bin cairn -- migrate
 
-# Throughput benchmark. NOTE: `cairn bench` does not exist yet; this fails until it does.
+# Benchmarks against a raw-SQL floor (docs/BENCHMARKS.md); creates and drops its own database
 [group('run')]
 bench *args:
-    cargo run --release --bin cairn -- bench {{ args }}
+    DATABASE_URL={{ db }} cargo run --release --bin cairn -- bench {{ args }}
 
 # Every test: Rust (each test gets its own database) and the dashboard's unit tests
 [group('check')]

@@ -267,6 +267,15 @@ impl Activity {
     }
 }
 
+/// What an HTTP submit load measured.
+struct HttpLoad {
+    secs: f64,
+    /// The API's peak RSS.
+    api_kib: u64,
+    samples: u64,
+    states: Vec<(String, u64)>,
+}
+
 struct Bench<'a> {
     db: &'a BenchDb,
     s: &'a Settings,
@@ -499,25 +508,30 @@ impl Bench<'_> {
             )
             .note("both cores, all processes, from the workers' start to the last run's end"),
         );
-        if costs.samples == 0 {
+        self.emit_activity(scenario, costs.samples, &costs.states);
+    }
+
+    /// Reports how busy the database was and the three most common states of its
+    /// active backends.
+    fn emit_activity(&mut self, scenario: &'static str, samples: u64, states: &[(String, u64)]) {
+        if samples == 0 {
             return;
         }
-        let seen: u64 = costs.states.iter().map(|(_, n)| n).sum();
+        let seen: u64 = states.iter().map(|(_, n)| n).sum();
         self.out.emit(
             Figure::new(
                 scenario,
                 "active_backends_avg",
-                round(seen as f64 / costs.samples as f64, 1),
+                round(seen as f64 / samples as f64, 1),
                 "backends",
             )
             .note(format!(
-                "pg_stat_activity every {} ms ({} samples)",
+                "pg_stat_activity every {} ms ({samples} samples)",
                 SAMPLE.as_millis(),
-                costs.samples
             )),
         );
         let top = ["activity_1_pct", "activity_2_pct", "activity_3_pct"];
-        for (figure, (state, n)) in top.into_iter().zip(&costs.states) {
+        for (figure, (state, n)) in top.into_iter().zip(states) {
             self.out.emit(
                 Figure::new(
                     scenario,
@@ -674,7 +688,7 @@ impl Bench<'_> {
 
     /// `n` submissions over HTTP to a `cairn api` process (no workers running).
     /// Returns seconds and the API's peak RSS (KiB); verifies every run was queued.
-    async fn http_load(&self, scenario: &'static str, n: u64) -> Result<(f64, u64)> {
+    async fn http_load(&self, scenario: &'static str, n: u64) -> Result<HttpLoad> {
         let token =
             crate::auth::create_token(&self.db.pool, "cairn bench", crate::auth::Role::Operator)
                 .await?;
@@ -691,6 +705,7 @@ impl Bench<'_> {
         let url = format!("{base}/api/tasks");
         let body = json!({ "workflow": self.defs.noop.workflow.name, "input": {} });
         let next = Arc::new(AtomicU64::new(0));
+        let activity = Activity::start(self.db.pool.clone());
         let started = Instant::now();
         let tasks: Vec<_> = (0..connections)
             .map(|_| {
@@ -727,6 +742,7 @@ impl Bench<'_> {
                 .map_err(|e| BenchError::Process(format!("a submitting task failed: {e}")))??;
         }
         let secs = started.elapsed().as_secs_f64();
+        let (samples, states) = activity.finish().await;
         let rss = api.peak_rss_kib()?;
         api.check_alive()?;
         api.stop(GRACE).await;
@@ -740,11 +756,17 @@ impl Bench<'_> {
                 ),
             });
         }
-        Ok((secs, rss))
+        Ok(HttpLoad {
+            secs,
+            api_kib: rss,
+            samples,
+            states,
+        })
     }
 
     async fn submit_http(&mut self, n: u64) -> Result<()> {
-        let (secs, _) = self.http_load("submit_http", n).await?;
+        let load = self.http_load("submit_http", n).await?;
+        let secs = load.secs;
         let note = format!(
             "POST /api/tasks, {} keep-alive connections, one cairn api process, no workers",
             self.s.connections
@@ -770,6 +792,7 @@ impl Bench<'_> {
             )
             .target("≥ 50,000 runs/s"),
         );
+        self.emit_activity("submit_http", load.samples, &load.states);
         self.out.emit(
             Figure::new("submit_http", "verified_runs", n as f64, "runs")
                 .note("every request answered 201; each run queued with its job"),
@@ -911,7 +934,7 @@ impl Bench<'_> {
         self.db.verify_all("memory", n, 1).await?;
 
         self.db.reset().await?;
-        let (_, api_kib) = self.http_load("memory", n).await?;
+        let api_kib = self.http_load("memory", n).await?.api_kib;
 
         self.out.emit(
             Figure::new(
