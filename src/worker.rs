@@ -113,7 +113,12 @@ pub async fn run(
         settings.lease,
         stopped.clone(),
     ));
-    let rescuer = tokio::spawn(rescue_loop(pool.clone(), settings.lease, stopped.clone()));
+    let rescuer = tokio::spawn(rescue_loop(
+        pool.clone(),
+        id.clone(),
+        settings.lease,
+        stopped.clone(),
+    ));
 
     let handler = {
         let engine = engine.clone();
@@ -174,8 +179,11 @@ async fn heartbeat_loop(pool: PgPool, id: String, lease: Duration, stopped: Canc
     }
 }
 
-async fn rescue_loop(pool: PgPool, lease: Duration, stopped: CancellationToken) {
+/// Requeues runs whose lease expired, and deletes acknowledged queue jobs: this
+/// worker's on every pass, other (gone) workers' now and then.
+async fn rescue_loop(pool: PgPool, id: String, lease: Duration, stopped: CancellationToken) {
     let period = (lease / 4).clamp(Duration::from_millis(250), Duration::from_secs(5));
+    let mut passes: u64 = 0;
     loop {
         // Jitter spreads several workers' scans apart.
         let wait = period.mul_f64(0.75 + fastrand::f64() * 0.5);
@@ -186,5 +194,9 @@ async fn rescue_loop(pool: PgPool, lease: Duration, stopped: CancellationToken) 
         if let Err(e) = engine::rescue_expired(&pool, 500).await {
             tracing::warn!(error = %e, "rescuing expired leases failed");
         }
+        if let Err(e) = queue::prune_done(&pool, &id, passes.is_multiple_of(20)).await {
+            tracing::warn!(error = %e, "pruning finished queue jobs failed");
+        }
+        passes += 1;
     }
 }

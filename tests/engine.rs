@@ -369,9 +369,10 @@ async fn a_worker_whose_lease_expired_cannot_commit(pool: PgPool) {
     assert!(second.lease.token > first.lease.token);
 
     let mut tx = pool.begin().await.unwrap();
-    let err = store::steps::step_succeed(&mut tx, &first.lease, "s", 1, &json!({"late": true}))
-        .await
-        .unwrap_err();
+    let err =
+        store::steps::step_succeed(&mut tx, &first.lease, "s", 1, &json!({"late": true}), None)
+            .await
+            .unwrap_err();
     assert!(matches!(err, store::StoreError::LeaseLost(_)), "{err}");
     drop(tx);
     let (status, attempt_status): (String, String) = sqlx::query_as(
@@ -390,7 +391,7 @@ async fn a_worker_whose_lease_expired_cannot_commit(pool: PgPool) {
     store::steps::step_begin(&mut tx, &second.lease, "s", 2)
         .await
         .unwrap();
-    store::steps::step_succeed(&mut tx, &second.lease, "s", 2, &json!({}))
+    store::steps::step_succeed(&mut tx, &second.lease, "s", 2, &json!({}), None)
         .await
         .unwrap();
     tx.commit().await.unwrap();

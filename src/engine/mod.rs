@@ -27,7 +27,6 @@ pub use submit::{
 };
 
 use std::collections::{BTreeMap, HashMap};
-use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,6 +36,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::{Map, Value, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::queue::{self, QueueError, Wake};
 use crate::step::{self, StepContext, StepError};
@@ -337,10 +337,36 @@ impl Engine {
                     _ = self.shutdown.cancelled() => continue,
                 },
             };
-            let Some(done) = next else { continue };
-            running.retain(|id| id != &done.step_id);
-            if let Some(error) = self.finish(cx, states, done).await? {
-                dead.get_or_insert(error);
+            let Some(Finished {
+                step_id,
+                attempt,
+                result,
+            }) = next
+            else {
+                continue;
+            };
+            running.retain(|id| id != &step_id);
+            match result {
+                Ok(output) => {
+                    let may_finish =
+                        in_flight.is_empty() && dead.is_none() && !self.shutdown.is_cancelled();
+                    if self
+                        .succeed(cx, states, &step_id, attempt, output, may_finish)
+                        .await?
+                    {
+                        return Ok(Some(Outcome::Succeeded));
+                    }
+                }
+                Err(error) => {
+                    let done = Finished {
+                        step_id,
+                        attempt,
+                        result: Err(error),
+                    };
+                    if let Some(error) = self.finish(cx, states, done).await? {
+                        dead.get_or_insert(error);
+                    }
+                }
             }
         }
     }
@@ -445,7 +471,8 @@ impl Engine {
                 let woke = json!({ "wokeAt": state.wake_at });
                 let attempt = state.attempts;
                 let mut tx = self.pool.begin().await?;
-                store::steps::step_succeed(&mut tx, cx.lease, &step.id, attempt, &woke).await?;
+                store::steps::step_succeed(&mut tx, cx.lease, &step.id, attempt, &woke, None)
+                    .await?;
                 tx.commit().await?;
                 set(states, &step.id, |s| {
                     s.status = "succeeded".into();
@@ -467,41 +494,109 @@ impl Engine {
             return Ok(Started::Settled);
         }
 
-        let mut tx = self.pool.begin().await?;
-        store::steps::step_begin(&mut tx, cx.lease, &step.id, attempt).await?;
-        tx.commit().await?;
+        // A single statement: no transaction round trips.
+        let mut conn = self.pool.acquire().await?;
+        store::steps::step_begin(&mut conn, cx.lease, &step.id, attempt).await?;
+        drop(conn);
         set(states, &step.id, |s| {
             s.status = "running".into();
             s.attempts = attempt;
         });
+        // Each attempt runs on its own task: the run loop may wait for a connection
+        // to record one step's outcome while its other steps, holding connections in
+        // the middle of their own transactions, keep going. Dropping the handle (the
+        // run loop gave up, e.g. after the shutdown grace) aborts the attempt.
+        let task = {
+            let step = step.clone();
+            let run_id = cx.run_id.to_owned();
+            let pool = self.pool.clone();
+            let http = self.http.clone();
+            let llm = self.config.llm.clone();
+            AbortOnDropHandle::new(tokio::spawn(async move {
+                let scx = StepContext {
+                    run_id: &run_id,
+                    step_id: &step.id,
+                    attempt: attempt as u32,
+                    vars,
+                    pool: &pool,
+                    http: &http,
+                    llm: llm.as_ref(),
+                };
+                let timeout = step.timeout();
+                match tokio::time::timeout(timeout, step::execute(&step, &scx)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(StepError::retryable(format!(
+                        "timed out after {}",
+                        humantime::format_duration(timeout)
+                    ))),
+                }
+            }))
+        };
+        let step_id = step.id.clone();
         let fut = async move {
-            let scx = StepContext {
-                run_id: cx.run_id,
-                step_id: &step.id,
-                attempt: attempt as u32,
-                vars,
-                pool: &self.pool,
-                http: &self.http,
-                llm: self.config.llm.as_ref(),
-            };
-            let timeout = step.timeout();
-            let attempt_fut = AssertUnwindSafe(step::execute(step, &scx)).catch_unwind();
-            let result = match tokio::time::timeout(timeout, attempt_fut).await {
-                Ok(Ok(result)) => result,
-                Ok(Err(_)) => Err(StepError::fatal("the step panicked")),
-                Err(_) => Err(StepError::retryable(format!(
-                    "timed out after {}",
-                    humantime::format_duration(timeout)
-                ))),
+            let result = match task.await {
+                Ok(result) => result,
+                Err(e) if e.is_panic() => Err(StepError::fatal("the step panicked")),
+                Err(e) => Err(StepError::fatal(format!("the step's task stopped: {e}"))),
             };
             Finished {
-                step_id: step.id.clone(),
+                step_id,
                 attempt,
                 result,
             }
         }
         .boxed();
         Ok(Started::Attempt(fut))
+    }
+
+    /// Commits a step's checkpoint. When it was the run's last step (`may_finish`:
+    /// nothing else is running or failed) the run succeeds in the same statement, and
+    /// `true` is returned.
+    async fn succeed(
+        &self,
+        cx: &RunCx<'_>,
+        states: &mut HashMap<String, StepState>,
+        step_id: &str,
+        attempt: i32,
+        output: Value,
+        may_finish: bool,
+    ) -> Result<bool> {
+        set(states, step_id, |s| {
+            s.status = "succeeded".into();
+            s.output = Some(output.clone());
+        });
+        // A broken output template is left to `settle`, which records why the run died.
+        let run_output = if may_finish && states.values().all(StepState::is_done) {
+            self.output(cx, states).ok()
+        } else {
+            None
+        };
+        if run_output.is_some() && cx.parent.is_some() {
+            let mut tx = self.pool.begin().await?;
+            store::steps::step_succeed(
+                &mut tx,
+                cx.lease,
+                step_id,
+                attempt,
+                &output,
+                run_output.as_ref(),
+            )
+            .await?;
+            self.wake_parent(&mut tx, cx).await?;
+            tx.commit().await?;
+        } else {
+            let mut conn = self.pool.acquire().await?;
+            store::steps::step_succeed(
+                &mut conn,
+                cx.lease,
+                step_id,
+                attempt,
+                &output,
+                run_output.as_ref(),
+            )
+            .await?;
+        }
+        Ok(run_output.is_some())
     }
 
     /// Commits an attempt's outcome. Returns the error if the step has failed for good.
@@ -519,13 +614,8 @@ impl Engine {
         let floor = states.get(&step_id).map_or(0, |s| s.attempt_floor);
         match result {
             Ok(output) => {
-                let mut tx = self.pool.begin().await?;
-                store::steps::step_succeed(&mut tx, cx.lease, &step_id, attempt, &output).await?;
-                tx.commit().await?;
-                set(states, &step_id, |s| {
-                    s.status = "succeeded".into();
-                    s.output = Some(output.clone());
-                });
+                self.succeed(cx, states, &step_id, attempt, output, false)
+                    .await?;
                 Ok(None)
             }
             Err(error) => {
@@ -759,6 +849,7 @@ impl Engine {
                         &step.id,
                         state.attempts,
                         &output,
+                        None,
                     )
                     .await?;
                     tx.commit().await?;

@@ -36,6 +36,8 @@ pub enum QueueError {
     Encode(#[from] serde_json::Error),
     #[error("queue consumer stopped: {0}")]
     Consumer(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,6 +90,31 @@ pub async fn enqueue(conn: &mut PgConnection, wakes: &[Wake]) -> Result<(), Queu
     Ok(())
 }
 
+/// Deletes acknowledged wake-ups: those worker `name` handled and, with `orphans`,
+/// those of workers apalis has not seen for a minute. Batches of 5,000 until none are
+/// left, so one pass never holds many row locks.
+pub async fn prune_done(pool: &PgPool, name: &str, orphans: bool) -> Result<u64, QueueError> {
+    const BATCH: i64 = 5_000;
+    let mut total = 0;
+    loop {
+        let n = crate::store::jobs::jobs_prune_done(pool, QUEUE, name, BATCH).await?;
+        total += n;
+        if n < BATCH as u64 {
+            break;
+        }
+    }
+    if orphans {
+        loop {
+            let n = crate::store::jobs::jobs_prune_orphaned(pool, QUEUE, BATCH).await?;
+            total += n;
+            if n < BATCH as u64 {
+                break;
+            }
+        }
+    }
+    Ok(total)
+}
+
 /// How a consumer fetches.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -126,6 +153,7 @@ where
         .poll_with_strategy(Strategy::new().interval(config.poll_interval));
     let name = config.name.clone();
     let concurrency = config.concurrency.max(1);
+    let asked_to_stop = shutdown.clone();
     Monitor::new()
         .register(move |_| {
             let handle = handle.clone();
@@ -143,7 +171,17 @@ where
             Ok(())
         })
         .await
-        .map_err(|e| QueueError::Consumer(e.to_string()))
+        .map_err(|e| QueueError::Consumer(e.to_string()))?;
+    // apalis stops a worker whose backend failed (e.g. its heartbeat could not reach
+    // the database) and the monitor then returns as if asked to: a process that stops
+    // consuming must say so, so that its supervisor restarts it.
+    if asked_to_stop.is_cancelled() {
+        Ok(())
+    } else {
+        Err(QueueError::Consumer(
+            "apalis stopped the worker (its backend failed; see the log above)".into(),
+        ))
+    }
 }
 
 #[derive(Debug)]

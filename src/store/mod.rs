@@ -10,6 +10,7 @@
 pub mod dead_letters;
 pub mod definitions;
 pub mod events;
+pub mod jobs;
 pub mod projects;
 pub mod runs;
 pub mod schedules;
@@ -84,36 +85,45 @@ pub struct Lease {
     pub ttl: Duration,
 }
 
-/// Checks that `lease` is current and unexpired and extends it; locks the run row for
-/// the rest of the transaction, so transitions of one run are serialised.
+/// Checks that `lease` is current and unexpired; locks the run row for the rest of the
+/// transaction, so transitions of one run are serialised. The lock writes no new row
+/// version: leases are extended by the worker's heartbeat, not by every transition.
 pub async fn lease_fence(conn: &mut PgConnection, lease: &Lease) -> Result<()> {
-    let done = sqlx::query(
-        "update runs set lease_expires_at = clock_timestamp() + make_interval(secs => $3)
-          where id = $1 and lease_token = $2 and status = 'running'
-            and lease_expires_at > clock_timestamp() and cancel_requested_at is null",
-    )
-    .bind(&lease.run_id)
-    .bind(lease.token)
-    .bind(lease.ttl.as_secs_f64())
-    .execute(&mut *conn)
-    .await?;
-    if done.rows_affected() == 1 {
-        return Ok(());
-    }
-    // Still ours, but an operator asked to cancel: the caller stops and finishes the
-    // cancellation with [`runs::run_cancel_finish`].
-    let cancelled: Option<bool> = sqlx::query_scalar(
-        "select cancel_requested_at is not null from runs
-          where id = $1 and lease_token = $2 and status = 'running'",
+    let state: Option<(bool, bool)> = sqlx::query_as(
+        "select lease_expires_at > clock_timestamp(), cancel_requested_at is not null
+           from runs where id = $1 and lease_token = $2 and status = 'running'
+            for no key update",
     )
     .bind(&lease.run_id)
     .bind(lease.token)
     .fetch_optional(&mut *conn)
     .await?;
-    if cancelled == Some(true) {
-        Err(StoreError::CancelRequested(lease.run_id.clone()))
-    } else {
-        Err(StoreError::LeaseLost(lease.run_id.clone()))
+    match state {
+        // Still ours, but an operator asked to cancel: the caller stops and finishes the
+        // cancellation with [`runs::run_cancel_finish`].
+        Some((_, true)) => Err(StoreError::CancelRequested(lease.run_id.clone())),
+        Some((true, false)) => Ok(()),
+        _ => Err(StoreError::LeaseLost(lease.run_id.clone())),
+    }
+}
+
+/// The fence of a single-statement transition: a CTE named `fence` that yields the run's
+/// row (locked) only while the lease binds `$1` (run id) and `$2` (token) hold. Every
+/// write of the statement selects from it, so a lost lease writes nothing; the caller
+/// then asks [`fence_failure`] why.
+const FENCE: &str = "fence as (
+    select id from runs
+     where id = $1 and lease_token = $2 and status = 'running'
+       and lease_expires_at > clock_timestamp() and cancel_requested_at is null
+       for no key update)";
+
+/// Why a fenced single statement wrote nothing: the lease is lost, or the run is being
+/// cancelled.
+async fn fence_failure(conn: &mut PgConnection, lease: &Lease) -> StoreError {
+    match lease_fence(conn, lease).await {
+        Err(e) => e,
+        // Held again (cannot happen: tokens only grow); report it as lost all the same.
+        Ok(()) => StoreError::LeaseLost(lease.run_id.clone()),
     }
 }
 

@@ -177,32 +177,52 @@ struct AcquireRow {
     #[sqlx(flatten)]
     run: RunRow,
     lease_token: i64,
-    previous_status: String,
-    previous_owner: Option<String>,
     db_now: DateTime<Utc>,
 }
 
 /// Takes the lease on a run that is not finished and not leased by a live worker.
-/// Attempts that a previous owner left running are marked abandoned.
+/// Attempts that a previous owner left running are marked abandoned (their steps are
+/// pending again). One statement: the lease, the abandoned attempts and the events.
 pub async fn run_lease_acquire(
     pool: &PgPool,
     run_id: &str,
     owner: &str,
     ttl: std::time::Duration,
 ) -> Result<Option<Acquired>> {
-    let mut tx = pool.begin().await?;
     let sql = format!(
-        "with old as (select id, status, lease_owner from runs where id = $1 for update)
-         update runs r
-            set status = 'running', lease_owner = $2, lease_token = r.lease_token + 1,
-                lease_expires_at = clock_timestamp() + make_interval(secs => $3),
-                started_at = coalesce(r.started_at, now()), wake_at = null
-           from old
-          where r.id = old.id
-            and (r.status in ('queued', 'retrying', 'sleeping', 'waiting')
-                 or (r.status = 'running' and r.lease_expires_at <= clock_timestamp()))
-         returning {cols}, r.lease_token, old.status as previous_status,
-                   old.lease_owner as previous_owner, now() as db_now",
+        "with old as (select id, status, lease_owner from runs where id = $1 for update),
+         r as (update runs r
+                  set status = 'running', lease_owner = $2, lease_token = r.lease_token + 1,
+                      lease_expires_at = clock_timestamp() + make_interval(secs => $3),
+                      started_at = coalesce(r.started_at, now()), wake_at = null
+                 from old
+                where r.id = old.id
+                  and (r.status in ('queued', 'retrying', 'sleeping', 'waiting')
+                       or (r.status = 'running' and r.lease_expires_at <= clock_timestamp()))
+               returning {cols}, r.lease_token, old.status as previous_status,
+                         old.lease_owner as previous_owner, now() as db_now),
+         abandoned as (
+               update step_attempts
+                  set status = 'abandoned', finished_at = clock_timestamp(),
+                      error = 'abandoned: worker ' || worker_id || ' stopped before the attempt finished'
+                where run_id = $1 and status = 'running' and exists (select from r)
+                  and step_id in (select step_id from steps where run_id = $1 and status = 'running')
+               returning step_id, attempt),
+         pending as (update steps set status = 'pending'
+                      where run_id = $1 and status = 'running' and exists (select from r)),
+         events as (
+               insert into run_events (run_id, kind, step_id, data)
+               select $1, kind, step_id, data from (
+                   select 1 as ord, 'step_abandoned' as kind, step_id,
+                          jsonb_build_object('attempt', attempt) as data
+                     from abandoned
+                   union all
+                   select 2, 'run_running', null,
+                          jsonb_build_object('worker', $2::text, 'from', previous_status,
+                                             'previousWorker', previous_owner)
+                     from r) as e
+                order by ord, step_id)
+         select * from r",
         cols = RUN_COLUMNS
             .split(", ")
             .map(|c| format!("r.{}", c.trim()))
@@ -213,47 +233,11 @@ pub async fn run_lease_acquire(
         .bind(run_id)
         .bind(owner)
         .bind(ttl.as_secs_f64())
-        .fetch_optional(&mut *tx)
+        .fetch_optional(pool)
         .await?;
     let Some(row) = row else {
         return Ok(None);
     };
-    let abandoned: Vec<(String, i32)> = sqlx::query_as(
-        "update step_attempts
-            set status = 'abandoned', finished_at = clock_timestamp(),
-                error = 'abandoned: worker ' || worker_id || ' stopped before the attempt finished'
-          where run_id = $1 and status = 'running'
-            and step_id in (select step_id from steps where run_id = $1 and status = 'running')
-         returning step_id, attempt",
-    )
-    .bind(run_id)
-    .fetch_all(&mut *tx)
-    .await?;
-    if !abandoned.is_empty() {
-        sqlx::query("update steps set status = 'pending' where run_id = $1 and status = 'running'")
-            .bind(run_id)
-            .execute(&mut *tx)
-            .await?;
-    }
-    for (step_id, attempt) in &abandoned {
-        event_append(
-            &mut tx,
-            run_id,
-            "step_abandoned",
-            Some(step_id),
-            json!({ "attempt": attempt }),
-        )
-        .await?;
-    }
-    event_append(
-        &mut tx,
-        run_id,
-        "run_running",
-        None,
-        json!({ "worker": owner, "from": row.previous_status, "previousWorker": row.previous_owner }),
-    )
-    .await?;
-    tx.commit().await?;
     Ok(Some(Acquired {
         lease: Lease {
             run_id: run_id.to_owned(),

@@ -39,16 +39,17 @@ pub async fn execute(
     timeout: Duration,
 ) -> Result<Value> {
     let query = query.trim().trim_end_matches(';').trim();
-    let mut tx = pool.begin().await?;
-    if mode == SqlMode::Read {
-        sqlx::query("set transaction read only")
-            .execute(&mut *tx)
-            .await?;
-    }
-    sqlx::query("select set_config('statement_timeout', $1, true)")
-        .bind(format!("{}ms", timeout.as_millis().max(1)))
-        .execute(&mut *tx)
-        .await?;
+    // One round trip: the transaction's mode and its statement timeout (a number this
+    // function formats, never user text) travel with BEGIN.
+    let access = match mode {
+        SqlMode::Read => "read only",
+        SqlMode::Write => "read write",
+    };
+    let begin = format!(
+        "begin {access}; set local statement_timeout = {}",
+        timeout.as_millis().clamp(1, i32::MAX as u128)
+    );
+    let mut tx = pool.begin_with(sqlx::AssertSqlSafe(begin)).await?;
 
     let first_word = query
         .split_whitespace()

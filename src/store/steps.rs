@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
 
 use super::events::event_append;
-use super::{Lease, Result, lease_fence};
+use super::{FENCE, Lease, Result, fence_failure, lease_fence};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StepRow {
@@ -65,33 +65,85 @@ pub async fn attempt_list(pool: &PgPool, run_id: &str) -> Result<Vec<AttemptRow>
 }
 
 /// Records the start of attempt `attempt` of a step (committed before the step runs, so
-/// a crash mid-attempt is visible and counted).
+/// a crash mid-attempt is visible and counted). One fenced statement: the step, its
+/// attempt row and its `step_started` event.
 pub async fn step_begin(
     conn: &mut PgConnection,
     lease: &Lease,
     step_id: &str,
     attempt: i32,
 ) -> Result<()> {
-    lease_fence(conn, lease).await?;
-    sqlx::query(
-        "update steps set status = 'running', attempts = $3, next_attempt_at = null,
-                started_at = coalesce(started_at, clock_timestamp())
-          where run_id = $1 and step_id = $2",
-    )
-    .bind(&lease.run_id)
-    .bind(step_id)
-    .bind(attempt)
-    .execute(&mut *conn)
-    .await?;
-    attempt_insert(conn, lease, step_id, attempt).await?;
-    event_append(
-        conn,
-        &lease.run_id,
-        "step_started",
-        Some(step_id),
-        json!({ "attempt": attempt, "worker": lease.owner }),
-    )
-    .await
+    let sql = format!(
+        "with {FENCE},
+         s as (update steps set status = 'running', attempts = $4, next_attempt_at = null,
+                      started_at = coalesce(started_at, clock_timestamp())
+                where run_id = $1 and step_id = $3 and exists (select from fence)),
+         a as (insert into step_attempts (run_id, step_id, attempt, worker_id)
+               select $1, $3, $4, $5 from fence),
+         e as (insert into run_events (run_id, kind, step_id, data)
+               select $1, 'step_started', $3, $6 from fence)
+         select count(*) from fence"
+    );
+    let fenced: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(&lease.run_id)
+        .bind(lease.token)
+        .bind(step_id)
+        .bind(attempt)
+        .bind(&lease.owner)
+        .bind(json!({ "attempt": attempt, "worker": lease.owner }))
+        .fetch_one(&mut *conn)
+        .await?;
+    if fenced == 1 {
+        Ok(())
+    } else {
+        Err(fence_failure(conn, lease).await)
+    }
+}
+
+/// Commits a step's checkpoint: its output, final. One fenced statement: the step, its
+/// attempt and its `step_succeeded` event; with `run_output`, the step was the run's
+/// last and the run succeeds in the same statement (`run_succeeded` after it).
+pub async fn step_succeed(
+    conn: &mut PgConnection,
+    lease: &Lease,
+    step_id: &str,
+    attempt: i32,
+    output: &Value,
+    run_output: Option<&Value>,
+) -> Result<()> {
+    let sql = format!(
+        "with {FENCE},
+         s as (update steps set status = 'succeeded', output = $5, error = null,
+                      finished_at = clock_timestamp()
+                where run_id = $1 and step_id = $3 and exists (select from fence)),
+         a as (update step_attempts set status = 'succeeded', finished_at = clock_timestamp()
+                where run_id = $1 and step_id = $3 and attempt = $4
+                  and exists (select from fence)),
+         r as (update runs set status = 'succeeded', output = $6, finished_at = clock_timestamp(),
+                      lease_owner = null, lease_expires_at = null
+                where id = $1 and $6::jsonb is not null and exists (select from fence)),
+         e as (insert into run_events (run_id, kind, step_id, data)
+               select $1, kind, step, data from fence,
+                      (values (1, 'step_succeeded', $3::text, jsonb_build_object('attempt', $4)),
+                              (2, 'run_succeeded', null, '{{}}'::jsonb)) as v (ord, kind, step, data)
+                where ord = 1 or $6::jsonb is not null
+                order by ord)
+         select count(*) from fence"
+    );
+    let fenced: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(&lease.run_id)
+        .bind(lease.token)
+        .bind(step_id)
+        .bind(attempt)
+        .bind(output)
+        .bind(run_output)
+        .fetch_one(&mut *conn)
+        .await?;
+    if fenced == 1 {
+        Ok(())
+    } else {
+        Err(fence_failure(conn, lease).await)
+    }
 }
 
 async fn attempt_insert(
@@ -110,44 +162,6 @@ async fn attempt_insert(
     .execute(conn)
     .await?;
     Ok(())
-}
-
-/// Commits a step's checkpoint: its output, final.
-pub async fn step_succeed(
-    conn: &mut PgConnection,
-    lease: &Lease,
-    step_id: &str,
-    attempt: i32,
-    output: &Value,
-) -> Result<()> {
-    lease_fence(conn, lease).await?;
-    sqlx::query(
-        "update steps set status = 'succeeded', output = $3, error = null,
-                finished_at = clock_timestamp()
-          where run_id = $1 and step_id = $2",
-    )
-    .bind(&lease.run_id)
-    .bind(step_id)
-    .bind(output)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "update step_attempts set status = 'succeeded', finished_at = clock_timestamp()
-          where run_id = $1 and step_id = $2 and attempt = $3",
-    )
-    .bind(&lease.run_id)
-    .bind(step_id)
-    .bind(attempt)
-    .execute(&mut *conn)
-    .await?;
-    event_append(
-        conn,
-        &lease.run_id,
-        "step_succeeded",
-        Some(step_id),
-        json!({ "attempt": attempt }),
-    )
-    .await
 }
 
 /// Records a failed attempt. With `retry_in`, the step waits in `retry_scheduled` and

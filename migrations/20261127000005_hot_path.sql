@@ -1,0 +1,23 @@
+-- The hot path: fewer notifications, room for in-page updates, earlier vacuuming.
+
+-- One notification per statement that appends events (not one per event): listeners
+-- only need a wake-up, then read `run_events` after their cursor. The payload names
+-- the statement's newest event.
+drop trigger run_events_notify on run_events;
+drop function run_events_notify();
+create function run_events_notify() returns trigger language plpgsql as $$
+begin
+    perform pg_notify('cairn_events', json_build_object(
+        'id', (select max(id) from appended))::text);
+    return null;
+end $$;
+create trigger run_events_notify after insert on run_events
+    referencing new table as appended
+    for each statement execute function run_events_notify();
+
+-- `steps` and `step_attempts` rows are updated in place a few times each (start,
+-- success); free room in every page lets those updates stay on the page (HOT) instead
+-- of adding index entries. `runs` are updated on every lease and status change.
+alter table steps set (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.02);
+alter table step_attempts set (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.02);
+alter table runs set (fillfactor = 80, autovacuum_vacuum_scale_factor = 0.02);
