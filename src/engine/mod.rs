@@ -284,6 +284,9 @@ impl Engine {
             .find(|(_, s)| s.status == "failed")
             .map(|(id, _)| (id.clone(), "failed earlier".to_owned()));
         let mut grace_deadline: Option<tokio::time::Instant> = None;
+        // A checkpoint not yet written: it commits with the start of the next step, or
+        // on its own before anything else is written or awaited.
+        let mut pending: Option<Pending> = None;
 
         loop {
             let stopping = self.shutdown.is_cancelled();
@@ -301,7 +304,7 @@ impl Engine {
                     .collect();
                 let mut progressed = false;
                 for step in ready {
-                    match self.start(cx, step, states).await? {
+                    match self.start(cx, step, states, &mut pending).await? {
                         Started::Attempt(fut) => {
                             running.push(step.id.clone());
                             in_flight.push(fut);
@@ -317,6 +320,7 @@ impl Engine {
                     continue;
                 }
             }
+            self.flush(cx, &mut pending).await?;
 
             if in_flight.is_empty() {
                 return self.settle(cx, states, dead, stopping).await;
@@ -348,12 +352,26 @@ impl Engine {
             running.retain(|id| id != &step_id);
             match result {
                 Ok(output) => {
+                    set(states, &step_id, |s| {
+                        s.status = "succeeded".into();
+                        s.output = Some(output.clone());
+                    });
                     let may_finish =
                         in_flight.is_empty() && dead.is_none() && !self.shutdown.is_cancelled();
-                    if self
-                        .succeed(cx, states, &step_id, attempt, output, may_finish)
-                        .await?
-                    {
+                    // A broken output template is left to `settle`, which records why
+                    // the run died.
+                    let run_output = if may_finish && states.values().all(StepState::is_done) {
+                        self.output(cx, states).ok()
+                    } else {
+                        None
+                    };
+                    pending = Some(Pending {
+                        step_id,
+                        attempt,
+                        output,
+                    });
+                    if let Some(run_output) = run_output {
+                        self.finish_run(cx, &mut pending, &run_output).await?;
                         return Ok(Some(Outcome::Succeeded));
                     }
                 }
@@ -428,7 +446,18 @@ impl Engine {
         cx: &'a RunCx<'a>,
         step: &'a Step,
         states: &mut HashMap<String, StepState>,
+        pending: &mut Option<Pending>,
     ) -> Result<Started<'a>> {
+        // Only a plain attempt's start carries a pending checkpoint; anything else
+        // writes it first, so events stay in the order things happened.
+        let plain = step.condition.is_none()
+            && !matches!(
+                step.kind,
+                StepKind::Sleep(_) | StepKind::Wait(_) | StepKind::Workflow(_)
+            );
+        if !plain {
+            self.flush(cx, pending).await?;
+        }
         let Some(state) = states.get(&step.id).cloned() else {
             return Ok(Started::Settled);
         };
@@ -494,9 +523,16 @@ impl Engine {
             return Ok(Started::Settled);
         }
 
-        // A single statement: no transaction round trips.
+        // One statement, with the checkpoint that made this step ready if it is
+        // still pending.
+        let last = pending.take();
+        let t = store::steps::Transition {
+            checkpoint: last.as_ref().map(Pending::checkpoint),
+            run_output: None,
+            begin: Some((&step.id, attempt)),
+        };
         let mut conn = self.pool.acquire().await?;
-        store::steps::step_begin(&mut conn, cx.lease, &step.id, attempt).await?;
+        store::steps::step_transition(&mut conn, cx.lease, t).await?;
         drop(conn);
         set(states, &step.id, |s| {
             s.status = "running".into();
@@ -549,54 +585,43 @@ impl Engine {
         Ok(Started::Attempt(fut))
     }
 
-    /// Commits a step's checkpoint. When it was the run's last step (`may_finish`:
-    /// nothing else is running or failed) the run succeeds in the same statement, and
-    /// `true` is returned.
-    async fn succeed(
+    /// Writes a checkpoint that is still pending.
+    async fn flush(&self, cx: &RunCx<'_>, pending: &mut Option<Pending>) -> Result<()> {
+        if let Some(p) = pending.take() {
+            let mut conn = self.pool.acquire().await?;
+            let t = store::steps::Transition {
+                checkpoint: Some(p.checkpoint()),
+                ..Default::default()
+            };
+            store::steps::step_transition(&mut conn, cx.lease, t).await?;
+        }
+        Ok(())
+    }
+
+    /// The run's last checkpoint and its success, in one statement (and, for a child
+    /// run, the parent's wake-up in the same transaction).
+    async fn finish_run(
         &self,
         cx: &RunCx<'_>,
-        states: &mut HashMap<String, StepState>,
-        step_id: &str,
-        attempt: i32,
-        output: Value,
-        may_finish: bool,
-    ) -> Result<bool> {
-        set(states, step_id, |s| {
-            s.status = "succeeded".into();
-            s.output = Some(output.clone());
-        });
-        // A broken output template is left to `settle`, which records why the run died.
-        let run_output = if may_finish && states.values().all(StepState::is_done) {
-            self.output(cx, states).ok()
-        } else {
-            None
+        pending: &mut Option<Pending>,
+        output: &Value,
+    ) -> Result<()> {
+        let last = pending.take();
+        let t = store::steps::Transition {
+            checkpoint: last.as_ref().map(Pending::checkpoint),
+            run_output: Some(output),
+            begin: None,
         };
-        if run_output.is_some() && cx.parent.is_some() {
+        if cx.parent.is_some() {
             let mut tx = self.pool.begin().await?;
-            store::steps::step_succeed(
-                &mut tx,
-                cx.lease,
-                step_id,
-                attempt,
-                &output,
-                run_output.as_ref(),
-            )
-            .await?;
+            store::steps::step_transition(&mut tx, cx.lease, t).await?;
             self.wake_parent(&mut tx, cx).await?;
             tx.commit().await?;
         } else {
             let mut conn = self.pool.acquire().await?;
-            store::steps::step_succeed(
-                &mut conn,
-                cx.lease,
-                step_id,
-                attempt,
-                &output,
-                run_output.as_ref(),
-            )
-            .await?;
+            store::steps::step_transition(&mut conn, cx.lease, t).await?;
         }
-        Ok(run_output.is_some())
+        Ok(())
     }
 
     /// Commits an attempt's outcome. Returns the error if the step has failed for good.
@@ -614,8 +639,16 @@ impl Engine {
         let floor = states.get(&step_id).map_or(0, |s| s.attempt_floor);
         match result {
             Ok(output) => {
-                self.succeed(cx, states, &step_id, attempt, output, false)
-                    .await?;
+                set(states, &step_id, |s| {
+                    s.status = "succeeded".into();
+                    s.output = Some(output.clone());
+                });
+                let mut pending = Some(Pending {
+                    step_id,
+                    attempt,
+                    output,
+                });
+                self.flush(cx, &mut pending).await?;
                 Ok(None)
             }
             Err(error) => {
@@ -996,6 +1029,23 @@ impl Engine {
         queue::enqueue(&mut tx, &[Wake::now(cx.run_id)]).await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+/// A step's success not yet written.
+struct Pending {
+    step_id: String,
+    attempt: i32,
+    output: Value,
+}
+
+impl Pending {
+    fn checkpoint(&self) -> store::steps::Checkpoint<'_> {
+        store::steps::Checkpoint {
+            step_id: &self.step_id,
+            attempt: self.attempt,
+            output: &self.output,
+        }
     }
 }
 

@@ -64,33 +64,80 @@ pub async fn attempt_list(pool: &PgPool, run_id: &str) -> Result<Vec<AttemptRow>
     .await?)
 }
 
-/// Records the start of attempt `attempt` of a step (committed before the step runs, so
-/// a crash mid-attempt is visible and counted). One fenced statement: the step, its
-/// attempt row and its `step_started` event.
-pub async fn step_begin(
+/// A step's checkpoint: its output, final.
+#[derive(Debug, Clone, Copy)]
+pub struct Checkpoint<'a> {
+    pub step_id: &'a str,
+    pub attempt: i32,
+    pub output: &'a Value,
+}
+
+/// What one fenced statement records for a run, in this order: a step's checkpoint,
+/// the run's success (after its last checkpoint), the start of a step's next attempt.
+/// A checkpoint and the start of the step that follows it commit together, so a chain
+/// costs one statement per step; the checkpoint is still committed before the next
+/// step runs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Transition<'a> {
+    pub checkpoint: Option<Checkpoint<'a>>,
+    /// The run's output: the run succeeds. Only with the run's last checkpoint.
+    pub run_output: Option<&'a Value>,
+    /// A step and the attempt that starts now.
+    pub begin: Option<(&'a str, i32)>,
+}
+
+/// Records a [`Transition`] in one fenced statement, with its events. Everything it
+/// records happens at one instant: a checkpoint's end is the next attempt's start.
+pub async fn step_transition(
     conn: &mut PgConnection,
     lease: &Lease,
-    step_id: &str,
-    attempt: i32,
+    t: Transition<'_>,
 ) -> Result<()> {
     let sql = format!(
         "with {FENCE},
-         s as (update steps set status = 'running', attempts = $4, next_attempt_at = null,
-                      started_at = coalesce(started_at, clock_timestamp())
-                where run_id = $1 and step_id = $3 and exists (select from fence)),
-         a as (insert into step_attempts (run_id, step_id, attempt, worker_id)
-               select $1, $3, $4, $5 from fence),
-         e as (insert into run_events (run_id, kind, step_id, data)
-               select $1, 'step_started', $3, $6 from fence)
+         at as (select clock_timestamp() as t),
+         done as (update steps set status = 'succeeded', output = $5, error = null,
+                         finished_at = (select t from at)
+                   where run_id = $1 and step_id = $3 and exists (select from fence)),
+         done_attempt as (
+                  update step_attempts set status = 'succeeded', finished_at = (select t from at)
+                   where run_id = $1 and step_id = $3 and attempt = $4
+                     and exists (select from fence)),
+         run as (update runs set status = 'succeeded', output = $6,
+                        finished_at = (select t from at), lease_owner = null,
+                        lease_expires_at = null
+                  where id = $1 and $6::jsonb is not null and exists (select from fence)),
+         begun as (update steps set status = 'running', attempts = $8, next_attempt_at = null,
+                          started_at = coalesce(started_at, (select t from at))
+                    where run_id = $1 and step_id = $7 and exists (select from fence)),
+         begun_attempt as (
+                  insert into step_attempts (run_id, step_id, attempt, worker_id, started_at)
+                  select $1, $7, $8, $9, (select t from at) from fence where $7::text is not null),
+         events as (
+                  insert into run_events (run_id, kind, step_id, data)
+                  select $1, v.kind, v.step, v.data
+                    from fence,
+                         (values (1, 'step_succeeded', $3::text, jsonb_build_object('attempt', $4::int)),
+                                 (2, 'run_succeeded', null, '{{}}'::jsonb),
+                                 (3, 'step_started', $7::text,
+                                  jsonb_build_object('attempt', $8::int, 'worker', $9::text)))
+                           as v (ord, kind, step, data)
+                   where (v.ord = 1 and $3::text is not null)
+                      or (v.ord = 2 and $6::jsonb is not null)
+                      or (v.ord = 3 and $7::text is not null)
+                   order by v.ord)
          select count(*) from fence"
     );
     let fenced: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .bind(&lease.run_id)
         .bind(lease.token)
-        .bind(step_id)
-        .bind(attempt)
+        .bind(t.checkpoint.map(|c| c.step_id))
+        .bind(t.checkpoint.map(|c| c.attempt))
+        .bind(t.checkpoint.map(|c| c.output))
+        .bind(t.run_output)
+        .bind(t.begin.map(|b| b.0))
+        .bind(t.begin.map(|b| b.1))
         .bind(&lease.owner)
-        .bind(json!({ "attempt": attempt, "worker": lease.owner }))
         .fetch_one(&mut *conn)
         .await?;
     if fenced == 1 {
@@ -100,9 +147,28 @@ pub async fn step_begin(
     }
 }
 
-/// Commits a step's checkpoint: its output, final. One fenced statement: the step, its
-/// attempt and its `step_succeeded` event; with `run_output`, the step was the run's
-/// last and the run succeeds in the same statement (`run_succeeded` after it).
+/// Records the start of attempt `attempt` of a step (committed before the step runs, so
+/// a crash mid-attempt is visible and counted), with its `step_started` event.
+pub async fn step_begin(
+    conn: &mut PgConnection,
+    lease: &Lease,
+    step_id: &str,
+    attempt: i32,
+) -> Result<()> {
+    let begin = Some((step_id, attempt));
+    step_transition(
+        conn,
+        lease,
+        Transition {
+            begin,
+            ..Transition::default()
+        },
+    )
+    .await
+}
+
+/// Commits a step's checkpoint with its `step_succeeded` event; with `run_output`, the
+/// step was the run's last and the run succeeds too.
 pub async fn step_succeed(
     conn: &mut PgConnection,
     lease: &Lease,
@@ -111,39 +177,17 @@ pub async fn step_succeed(
     output: &Value,
     run_output: Option<&Value>,
 ) -> Result<()> {
-    let sql = format!(
-        "with {FENCE},
-         s as (update steps set status = 'succeeded', output = $5, error = null,
-                      finished_at = clock_timestamp()
-                where run_id = $1 and step_id = $3 and exists (select from fence)),
-         a as (update step_attempts set status = 'succeeded', finished_at = clock_timestamp()
-                where run_id = $1 and step_id = $3 and attempt = $4
-                  and exists (select from fence)),
-         r as (update runs set status = 'succeeded', output = $6, finished_at = clock_timestamp(),
-                      lease_owner = null, lease_expires_at = null
-                where id = $1 and $6::jsonb is not null and exists (select from fence)),
-         e as (insert into run_events (run_id, kind, step_id, data)
-               select $1, kind, step, data from fence,
-                      (values (1, 'step_succeeded', $3::text, jsonb_build_object('attempt', $4)),
-                              (2, 'run_succeeded', null, '{{}}'::jsonb)) as v (ord, kind, step, data)
-                where ord = 1 or $6::jsonb is not null
-                order by ord)
-         select count(*) from fence"
-    );
-    let fenced: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .bind(&lease.run_id)
-        .bind(lease.token)
-        .bind(step_id)
-        .bind(attempt)
-        .bind(output)
-        .bind(run_output)
-        .fetch_one(&mut *conn)
-        .await?;
-    if fenced == 1 {
-        Ok(())
-    } else {
-        Err(fence_failure(conn, lease).await)
-    }
+    let checkpoint = Some(Checkpoint {
+        step_id,
+        attempt,
+        output,
+    });
+    let t = Transition {
+        checkpoint,
+        run_output,
+        begin: None,
+    };
+    step_transition(conn, lease, t).await
 }
 
 async fn attempt_insert(
