@@ -109,13 +109,21 @@ enum AdminCommand {
 }
 
 async fn connect(db: &DatabaseArgs, migrate: bool) -> Result<sqlx::PgPool> {
+    connect_as(db, migrate, false).await
+}
+
+/// `quiet`: events appended on this pool do not notify (workers announce them).
+async fn connect_as(db: &DatabaseArgs, migrate: bool, quiet: bool) -> Result<sqlx::PgPool> {
     let url = db
         .database_url
         .as_deref()
         .context("DATABASE_URL is not set (give --database-url or set DATABASE_URL)")?;
-    let pool = cairn::store::connect(url, db.db_pool)
-        .await
-        .context("connecting to the database")?;
+    let pool = if quiet {
+        cairn::store::connect_quiet(url, db.db_pool).await
+    } else {
+        cairn::store::connect(url, db.db_pool).await
+    }
+    .context("connecting to the database")?;
     if migrate && !db.no_migrate {
         cairn::store::migrate(&pool)
             .await
@@ -250,7 +258,7 @@ async fn main() -> Result<()> {
             serve_api(pool, registry, &api, cairn::shutdown::on_signal()).await?;
         }
         Command::Worker { db, worker } => {
-            let pool = connect(&db, true).await?;
+            let pool = connect_as(&db, true, true).await?;
             cairn::worker::run(pool, worker_settings(&worker), cairn::shutdown::on_signal())
                 .await?;
         }

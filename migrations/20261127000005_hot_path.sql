@@ -3,12 +3,19 @@
 -- One notification per statement that appends events (not one per event): listeners
 -- only need a wake-up, then read `run_events` after their cursor. The payload names
 -- the statement's newest event.
+--
+-- A transaction that notifies holds a database-wide lock through its commit, so
+-- notifying commits happen one at a time. Workers therefore connect with
+-- `cairn.notify_events = off` and announce their events themselves, at most every few
+-- tens of milliseconds, in a statement of their own.
 drop trigger run_events_notify on run_events;
 drop function run_events_notify();
 create function run_events_notify() returns trigger language plpgsql as $$
 begin
-    perform pg_notify('cairn_events', json_build_object(
-        'id', (select max(id) from appended))::text);
+    if current_setting('cairn.notify_events', true) is distinct from 'off' then
+        perform pg_notify('cairn_events', json_build_object(
+            'id', (select max(id) from appended))::text);
+    end if;
     return null;
 end $$;
 create trigger run_events_notify after insert on run_events

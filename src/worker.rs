@@ -10,6 +10,7 @@
 //! Postgres (`SKIP LOCKED` claims, leases).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -18,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::{self, Engine, EngineConfig, Outcome};
 use crate::queue::{self, ConsumerConfig};
 use crate::store;
+
+/// How often a busy worker wakes event listeners, at most.
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(25);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -107,6 +111,11 @@ pub async fn run(
     // The background loops outlive the consumer's own shutdown: in-flight runs still
     // need their leases renewed while they finish.
     let stopped = CancellationToken::new();
+    let announcer = tokio::spawn(announce_loop(
+        pool.clone(),
+        engine.announcements(),
+        stopped.clone(),
+    ));
     let heartbeat = tokio::spawn(heartbeat_loop(
         pool.clone(),
         id.clone(),
@@ -157,11 +166,37 @@ pub async fn run(
     stopped.cancel();
     let _ = heartbeat.await;
     let _ = rescuer.await;
+    let _ = announcer.await;
     if let Err(e) = store::workers::worker_stop(&pool, &id).await {
         tracing::warn!(error = %e, "could not record the worker's stop");
     }
     tracing::info!(worker = %id, "worker stopped");
     result.map_err(WorkerError::from)
+}
+
+/// Wakes event listeners (the API's live feed) after the engine wrote events: at most
+/// once per [`ANNOUNCE_EVERY`], so a busy worker's transitions never wait on
+/// notifications (see `store::connect_quiet`).
+async fn announce_loop(
+    pool: PgPool,
+    written: Arc<tokio::sync::Notify>,
+    stopped: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stopped.cancelled() => break,
+            _ = written.notified() => {}
+        }
+        if let Err(e) = store::events::event_announce(&pool).await {
+            tracing::warn!(error = %e, "announcing events failed");
+        }
+        tokio::select! {
+            _ = stopped.cancelled() => break,
+            _ = tokio::time::sleep(ANNOUNCE_EVERY) => {}
+        }
+    }
+    // What the last runs wrote while stopping.
+    let _ = store::events::event_announce(&pool).await;
 }
 
 async fn heartbeat_loop(pool: PgPool, id: String, lease: Duration, stopped: CancellationToken) {

@@ -100,6 +100,8 @@ pub struct Engine {
     http: reqwest::Client,
     shutdown: CancellationToken,
     definitions: Mutex<HashMap<String, Arc<Workflow>>>,
+    /// Signalled whenever events were written; see [`Engine::announcements`].
+    announce: Arc<tokio::sync::Notify>,
 }
 
 /// What the engine knows of one step during an advance.
@@ -150,7 +152,14 @@ impl Engine {
             http,
             shutdown,
             definitions: Mutex::new(HashMap::new()),
+            announce: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Notified after the engine wrote run events, for a process whose connections do
+    /// not notify listeners themselves (see [`store::connect_quiet`]) to announce them.
+    pub fn announcements(&self) -> Arc<tokio::sync::Notify> {
+        self.announce.clone()
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -184,6 +193,14 @@ impl Engine {
 
     /// Advances run `run_id` as far as it can go now. See the module docs.
     pub async fn advance(&self, run_id: &str) -> Result<Outcome> {
+        let outcome = self.advance_run(run_id).await;
+        if !matches!(outcome, Ok(Outcome::NotAcquired)) {
+            self.announce.notify_one();
+        }
+        outcome
+    }
+
+    async fn advance_run(&self, run_id: &str) -> Result<Outcome> {
         let acquired = store::runs::run_lease_acquire(
             &self.pool,
             run_id,
@@ -194,6 +211,7 @@ impl Engine {
         let Some(acquired) = acquired else {
             return Ok(Outcome::NotAcquired);
         };
+        self.announce.notify_one();
         let lease = acquired.lease;
         let run = acquired.run;
         let clock = Clock {
@@ -534,6 +552,7 @@ impl Engine {
         let mut conn = self.pool.acquire().await?;
         store::steps::step_transition(&mut conn, cx.lease, t).await?;
         drop(conn);
+        self.announce.notify_one();
         set(states, &step.id, |s| {
             s.status = "running".into();
             s.attempts = attempt;

@@ -92,6 +92,16 @@ pub async fn event_last_id(pool: &PgPool) -> Result<i64> {
 /// The channel every event is announced on (`NOTIFY cairn_events`).
 pub const CHANNEL: &str = "cairn_events";
 
+/// Wakes event listeners: events were appended on connections that do not notify (see
+/// [`super::connect_quiet`]). Listeners re-read after their cursor.
+pub async fn event_announce(pool: &PgPool) -> Result<()> {
+    sqlx::query("select pg_notify($1, '{\"id\": 0}')")
+        .bind(CHANNEL)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// A connection listening for event announcements.
 pub async fn event_listener(pool: &PgPool) -> Result<sqlx::postgres::PgListener> {
     let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;

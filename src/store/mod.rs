@@ -66,6 +66,23 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
     Ok(pool)
 }
 
+/// Opens a pool whose sessions append events without notifying listeners
+/// (`cairn.notify_events = off`): for workers, whose transitions are many; they announce
+/// with [`events::event_announce`] instead, throttled.
+pub async fn connect_quiet(url: &str, max_connections: u32) -> Result<PgPool> {
+    let options: PgConnectOptions = url.parse()?;
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(
+            options
+                .application_name("cairn")
+                .options([("cairn.notify_events", "off")]),
+        )
+        .await?;
+    Ok(pool)
+}
+
 /// Applies Cairn's migrations and apalis' (in its own `apalis` schema). Safe to run
 /// from several processes at once: both migrators take an advisory lock.
 pub async fn migrate(pool: &PgPool) -> Result<()> {
