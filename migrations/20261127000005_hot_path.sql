@@ -1,26 +1,24 @@
 -- The hot path: fewer notifications, room for in-page updates, earlier vacuuming.
 
 -- One notification per statement that appends events (not one per event): listeners
--- only need a wake-up, then read `run_events` after their cursor. The payload names
--- the statement's newest event.
+-- only need a wake-up, then read `run_events` after their cursor.
 --
 -- A transaction that notifies holds a database-wide lock through its commit, so
 -- notifying commits happen one at a time. Workers therefore connect with
--- `cairn.notify_events = off` and announce their events themselves, at most every few
--- tens of milliseconds, in a statement of their own.
+-- `cairn.notify_events = off` (the trigger is not even called for them) and announce
+-- their events themselves, at most every few tens of milliseconds, in a statement of
+-- their own.
 drop trigger run_events_notify on run_events;
 drop function run_events_notify();
 create function run_events_notify() returns trigger language plpgsql as $$
 begin
-    if current_setting('cairn.notify_events', true) is distinct from 'off' then
-        perform pg_notify('cairn_events', json_build_object(
-            'id', (select max(id) from appended))::text);
-    end if;
+    perform pg_notify('cairn_events', '{"id": 0}');
     return null;
 end $$;
 create trigger run_events_notify after insert on run_events
-    referencing new table as appended
-    for each statement execute function run_events_notify();
+    for each statement
+    when (current_setting('cairn.notify_events', true) is distinct from 'off')
+    execute function run_events_notify();
 
 -- `steps` and `step_attempts` rows are updated in place a few times each (start,
 -- success); free room in every page lets those updates stay on the page (HOT) instead

@@ -21,6 +21,7 @@
 pub mod ops;
 pub mod retry;
 mod submit;
+mod writer;
 
 pub use submit::{
     Rejected, Submitted, store_definition, submit, submit_for, submit_in, submit_with,
@@ -102,6 +103,8 @@ pub struct Engine {
     definitions: Mutex<HashMap<String, Arc<Workflow>>>,
     /// Signalled whenever events were written; see [`Engine::announcements`].
     announce: Arc<tokio::sync::Notify>,
+    /// Step transitions of all runs, group-committed.
+    writer: writer::Writer,
 }
 
 /// What the engine knows of one step during an advance.
@@ -147,6 +150,7 @@ impl Engine {
             .build()
             .unwrap_or_default();
         Engine {
+            writer: writer::Writer::start(pool.clone()),
             pool,
             config,
             http,
@@ -549,9 +553,7 @@ impl Engine {
             run_output: None,
             begin: Some((&step.id, attempt)),
         };
-        let mut conn = self.pool.acquire().await?;
-        store::steps::step_transition(&mut conn, cx.lease, t).await?;
-        drop(conn);
+        self.writer.write(cx.lease, t).await?;
         self.announce.notify_one();
         set(states, &step.id, |s| {
             s.status = "running".into();
@@ -607,12 +609,11 @@ impl Engine {
     /// Writes a checkpoint that is still pending.
     async fn flush(&self, cx: &RunCx<'_>, pending: &mut Option<Pending>) -> Result<()> {
         if let Some(p) = pending.take() {
-            let mut conn = self.pool.acquire().await?;
             let t = store::steps::Transition {
                 checkpoint: Some(p.checkpoint()),
                 ..Default::default()
             };
-            store::steps::step_transition(&mut conn, cx.lease, t).await?;
+            self.writer.write(cx.lease, t).await?;
         }
         Ok(())
     }
@@ -637,8 +638,7 @@ impl Engine {
             self.wake_parent(&mut tx, cx).await?;
             tx.commit().await?;
         } else {
-            let mut conn = self.pool.acquire().await?;
-            store::steps::step_transition(&mut conn, cx.lease, t).await?;
+            self.writer.write(cx.lease, t).await?;
         }
         Ok(())
     }

@@ -1,0 +1,244 @@
+//! Group commit for step transitions.
+//!
+//! A worker advances many runs at once, and each of their transitions (a step's start,
+//! its checkpoint, the run's success) is one fenced statement. Written one commit each,
+//! every transition waits for its own WAL flush. The writer instead puts the
+//! transitions that are waiting at the same moment into one transaction: each run still
+//! waits until its transition is committed (so a checkpoint is durable before the next
+//! step runs), but one flush serves them all. Nothing waits to fill a batch: a batch is
+//! whatever queued up while the previous one was being written.
+//!
+//! A run whose lease was lost gets [`StoreError::LeaseLost`] without disturbing the
+//! others (the fence writes nothing and raises nothing). If the shared transaction fails
+//! as a whole, every transition in it is retried on its own.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::store::steps::{Checkpoint, Transition};
+use crate::store::{self, Lease, StoreError};
+
+/// Transitions written in one transaction, at most.
+const MAX_BATCH: usize = 64;
+/// Transactions being written at once: one can execute while another flushes.
+const WRITERS: usize = 2;
+
+/// Sends transitions to the writer tasks; they stop when it is dropped.
+pub(crate) struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+struct Job {
+    lease: Lease,
+    transition: OwnedTransition,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// A [`Transition`] that can wait in a queue.
+struct OwnedTransition {
+    checkpoint: Option<(String, i32, Value)>,
+    run_output: Option<Value>,
+    begin: Option<(String, i32)>,
+}
+
+impl OwnedTransition {
+    fn new(t: Transition<'_>) -> OwnedTransition {
+        OwnedTransition {
+            checkpoint: t
+                .checkpoint
+                .map(|c| (c.step_id.to_owned(), c.attempt, c.output.clone())),
+            run_output: t.run_output.cloned(),
+            begin: t.begin.map(|(step, attempt)| (step.to_owned(), attempt)),
+        }
+    }
+
+    fn borrow(&self) -> Transition<'_> {
+        Transition {
+            checkpoint: self
+                .checkpoint
+                .as_ref()
+                .map(|(step_id, attempt, output)| Checkpoint {
+                    step_id,
+                    attempt: *attempt,
+                    output,
+                }),
+            run_output: self.run_output.as_ref(),
+            begin: self
+                .begin
+                .as_ref()
+                .map(|(step, attempt)| (step.as_str(), *attempt)),
+        }
+    }
+}
+
+impl Writer {
+    /// Starts the writer tasks on the current runtime.
+    pub(crate) fn start(pool: PgPool) -> Writer {
+        let (jobs, rx) = mpsc::channel(MAX_BATCH * WRITERS * 4);
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..WRITERS {
+            tokio::spawn(write_loop(pool.clone(), rx.clone()));
+        }
+        Writer { jobs }
+    }
+
+    /// Writes `t` for the run `lease` holds; returns once it is committed.
+    pub(crate) async fn write(&self, lease: &Lease, t: Transition<'_>) -> Result<(), StoreError> {
+        let (done, committed) = oneshot::channel();
+        let job = Job {
+            lease: lease.clone(),
+            transition: OwnedTransition::new(t),
+            done,
+        };
+        let stopped = || StoreError::Database(sqlx::Error::PoolClosed);
+        self.jobs.send(job).await.map_err(|_| stopped())?;
+        committed.await.map_err(|_| stopped())?
+    }
+}
+
+async fn write_loop(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    loop {
+        let mut batch = Vec::new();
+        {
+            let mut rx = rx.lock().await;
+            match rx.recv().await {
+                Some(job) => batch.push(job),
+                None => return,
+            }
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+        }
+        write_batch(&pool, batch).await;
+    }
+}
+
+async fn write_batch(pool: &PgPool, batch: Vec<Job>) {
+    if batch.len() > 1 {
+        match write_together(pool, &batch).await {
+            Ok(results) => {
+                for (job, result) in batch.into_iter().zip(results) {
+                    let _ = job.done.send(result);
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, transitions = batch.len(),
+                    "a shared transition transaction failed; writing each on its own");
+            }
+        }
+    }
+    for job in batch {
+        let result = write_one(pool, &job).await;
+        let _ = job.done.send(result);
+    }
+}
+
+/// One transaction for the whole batch. `Err` when the transaction failed as a whole
+/// (nothing of it is committed); otherwise each transition's own outcome.
+async fn write_together(
+    pool: &PgPool,
+    batch: &[Job],
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch {
+        match store::steps::step_transition(&mut tx, &job.lease, job.transition.borrow()).await {
+            Ok(()) => results.push(Ok(())),
+            // The fence wrote nothing and raised nothing: the others are unaffected.
+            Err(e @ (StoreError::LeaseLost(_) | StoreError::CancelRequested(_))) => {
+                results.push(Err(e))
+            }
+            // Anything else aborted the transaction.
+            Err(e) => return Err(e),
+        }
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+async fn write_one(pool: &PgPool, job: &Job) -> Result<(), StoreError> {
+    let mut conn = pool.acquire().await?;
+    store::steps::step_transition(&mut conn, &job.lease, job.transition.borrow()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::engine::{Submitted, submit};
+    use crate::workflow::Definition;
+
+    async fn leased_run(pool: &PgPool, def: &Definition, owner: &str) -> Lease {
+        let Ok(Ok(Submitted::Created(run))) = submit(pool, def, &json!({}), None).await else {
+            panic!("the run was not created");
+        };
+        store::runs::run_lease_acquire(pool, &run.id, owner, Duration::from_secs(30))
+            .await
+            .expect("acquire")
+            .expect("the lease is free")
+            .lease
+    }
+
+    /// One shared transaction: a run whose lease was lost gets `LeaseLost`, and the
+    /// transitions of the others in the same batch commit all the same.
+    #[sqlx::test(migrations = false)]
+    async fn a_lost_lease_in_a_batch_leaves_the_others_committed(pool: PgPool) {
+        store::migrate(&pool).await.expect("migrate");
+        let def = Definition::parse(
+            "one",
+            "one.toml",
+            "[[steps]]\nid = \"s\"\nkind = \"sql\"\nquery = \"select 1\"\n",
+        )
+        .expect("valid");
+        let kept = leased_run(&pool, &def, "w").await;
+        let mut lost = leased_run(&pool, &def, "w").await;
+        lost.token += 1;
+        let job = |lease: &Lease| {
+            let (done, _) = oneshot::channel();
+            Job {
+                lease: lease.clone(),
+                transition: OwnedTransition::new(Transition {
+                    begin: Some(("s", 1)),
+                    ..Transition::default()
+                }),
+                done,
+            }
+        };
+        let results = write_together(&pool, &[job(&kept), job(&lost)])
+            .await
+            .expect("the shared transaction commits");
+        assert!(results[0].is_ok(), "{:?}", results[0]);
+        assert!(
+            matches!(results[1], Err(StoreError::LeaseLost(_))),
+            "{:?}",
+            results[1]
+        );
+        let statuses: Vec<(String, String, i64)> = sqlx::query_as(
+            "select s.run_id, s.status,
+                    (select count(*) from step_attempts a where a.run_id = s.run_id)
+               from steps s where s.run_id = any($1) order by s.run_id = $2 desc",
+        )
+        .bind([kept.run_id.clone(), lost.run_id.clone()])
+        .bind(&kept.run_id)
+        .fetch_all(&pool)
+        .await
+        .expect("read steps");
+        assert_eq!(statuses[0].1, "running");
+        assert_eq!(statuses[0].2, 1);
+        assert_eq!(
+            statuses[1].1, "pending",
+            "nothing written for the lost lease"
+        );
+        assert_eq!(statuses[1].2, 0);
+    }
+}
