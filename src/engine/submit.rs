@@ -483,6 +483,12 @@ async fn write_prepared(
     Ok(out)
 }
 
+/// Connections of the pool a [`SubmitBatcher`] leaves to everything else (token
+/// lookups, reads). Halving the pool instead measurably lowered batch throughput in
+/// `cairn bench`: submit transactions spend much of their time waiting on the commit,
+/// so more of them overlap usefully.
+const CONNECTIONS_KEPT: u32 = 2;
+
 /// How many shared transactions one [`SubmitBatcher`] lane may have open at once: a
 /// second one prepares its statements while the first waits for its commit.
 const WRITERS_PER_LANE: usize = 2;
@@ -509,8 +515,8 @@ const WRITERS_PER_LANE: usize = 2;
 /// those. Writers are tasks spawned on demand; a lane with nothing waiting has none.
 ///
 /// It also writes whole batches ([`SubmitBatcher::submit_many`]). Every write, of a
-/// lane or a batch, holds a write permit: submissions use at most half the pool's
-/// connections and queue for them (fairly, in arrival
+/// lane or a batch, holds a write permit: submissions use all but
+/// [`CONNECTIONS_KEPT`] of the pool's connections and queue for them (fairly, in arrival
 /// order) rather than time out waiting for the pool, which stays free enough for
 /// everything else the process does.
 #[derive(Debug)]
@@ -518,7 +524,8 @@ pub struct SubmitBatcher {
     pool: PgPool,
     /// Shared with the process's other submitters to this database.
     stored: Arc<DefinitionsStored>,
-    /// One per open submit transaction; as many as half the pool's connections.
+    /// One per open submit transaction: the pool's connections but
+    /// [`CONNECTIONS_KEPT`].
     write_permits: Semaphore,
     /// Lanes with submissions waiting or being written. A lane is removed by its last
     /// writer when it finds nothing waiting, under this lock, so a submission either
@@ -567,7 +574,11 @@ impl SubmitBatcher {
     /// Submissions to `pool`'s database; `stored` is shared with other submitters of
     /// that database.
     pub fn new(pool: PgPool, stored: Arc<DefinitionsStored>) -> SubmitBatcher {
-        let permits = (pool.options().get_max_connections() / 2).max(1) as usize;
+        let permits = pool
+            .options()
+            .get_max_connections()
+            .saturating_sub(CONNECTIONS_KEPT)
+            .max(1) as usize;
         SubmitBatcher {
             write_permits: Semaphore::new(permits),
             pool,
