@@ -40,6 +40,8 @@ struct Api {
     stop: CancellationToken,
     /// An operator's bearer token.
     token: String,
+    /// The server's state (shared with it: the same memos).
+    state: AppState,
 }
 
 async fn spawn_api(pool: &PgPool) -> Api {
@@ -48,12 +50,13 @@ async fn spawn_api(pool: &PgPool) -> Api {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
     let state = AppState::new(pool.clone(), Arc::new(registry));
-    tokio::spawn(serve(listener, state, stop.clone()));
+    tokio::spawn(serve(listener, state.clone(), stop.clone()));
     Api {
         base,
         http: reqwest::Client::new(),
         stop,
         token: token(pool, cairn::auth::Role::Operator).await,
+        state,
     }
 }
 
@@ -66,6 +69,33 @@ impl Api {
             .json(&body);
         if let Some(k) = key {
             r = r.header("Idempotency-Key", k);
+        }
+        let resp = r.send().await.unwrap();
+        (
+            resp.status().as_u16(),
+            resp.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    /// `POST /api/tasks/batch` as the operator.
+    async fn batch(&self, body: Value) -> (u16, Value) {
+        self.call_as(&self.token, "POST", "/api/tasks/batch", Some(body))
+            .await
+    }
+
+    async fn call_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut r = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            r = r.json(&b);
         }
         let resp = r.send().await.unwrap();
         (
@@ -412,4 +442,480 @@ async fn ctl_validate_reports_located_errors_without_a_database() {
     .await;
     assert_eq!(code, 0, "the shipped examples are valid: {out}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Tasks for a batch: `{ input: { name: "n<i>" } }` for each i.
+fn named_tasks(n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| json!({ "input": { "name": format!("n{i}") } }))
+        .collect()
+}
+
+async fn run_queued_events(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("select count(*) from run_events where kind = 'run_queued'")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_batch_queues_every_run_with_its_job_in_one_transaction(pool: PgPool) {
+    migrate(&pool).await;
+    let api = spawn_api(&pool).await;
+    let (status, body) = api
+        .batch(json!({ "workflow": "greet", "tasks": named_tasks(500) }))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["workflow"], "greet");
+    let tasks = body["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 500);
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t["outcome"] == "created" && t["status"] == "queued"),
+        "{body}"
+    );
+    assert_eq!(counts(&pool).await, (500, 1000, 500));
+    assert_eq!(run_queued_events(&pool).await, 500);
+
+    // Answers come in the order of the tasks, each with the run made from its input
+    // (defaults applied).
+    let inputs: std::collections::HashMap<String, Value> =
+        sqlx::query_as::<_, (String, Value)>("select id, input from runs")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    for (i, t) in tasks.iter().enumerate() {
+        let id = t["taskId"].as_str().unwrap();
+        assert_eq!(inputs[id], json!({ "name": format!("n{i}"), "times": 1 }));
+    }
+    // Every job wakes one of the runs.
+    let unwoken: i64 = sqlx::query_scalar(
+        "select count(*) from runs where id not in
+           (select convert_from(job, 'utf8')::jsonb ->> 'run_id' from apalis.jobs
+             where job_type = 'cairn.runs')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(unwoken, 0);
+    // One transaction wrote all of it.
+    let writers: i64 = sqlx::query_scalar(
+        "select count(distinct x) from (
+             select xmin::text x from runs union all select xmin::text from steps
+             union all select xmin::text from run_events
+             union all select xmin::text from apalis.jobs) t",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(writers, 1, "runs, steps, events and jobs share one xmin");
+    api.stop.cancel();
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_batch_with_a_bad_task_names_it_and_writes_nothing(pool: PgPool) {
+    migrate(&pool).await;
+    let api = spawn_api(&pool).await;
+    let (status, _) = api
+        .post(
+            json!({ "workflow": "greet", "input": { "name": "Ada" } }),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201);
+    let before = (counts(&pool).await, run_queued_events(&pool).await);
+
+    let mut tasks = named_tasks(5);
+    tasks[1] = json!({ "input": { "name": 3 } });
+    tasks[3] = json!({ "input": { "name": "x", "extra": 1 }, "idempotencyKey": "" });
+    let (status, body) = api
+        .batch(json!({ "workflow": "greet", "tasks": tasks }))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_input");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("2 of 5 tasks") && message.contains("task 1: input.name"),
+        "{message}"
+    );
+    assert_eq!(
+        body["error"]["details"],
+        json!([
+            { "index": 1, "errors": [
+                { "field": "input.name", "message": "expected string, got integer" } ] },
+            { "index": 3, "errors": [
+                { "field": "input.extra",
+                  "message": "unknown field; expected one of: name, times" },
+                { "field": "idempotencyKey", "message": "must be 1 to 255 characters" } ] },
+        ])
+    );
+    assert_eq!(
+        (counts(&pool).await, run_queued_events(&pool).await),
+        before,
+        "nothing was written"
+    );
+    api.stop.cancel();
+}
+
+#[sqlx::test(migrations = false)]
+async fn batches_too_large_empty_or_unknown_are_refused_and_change_nothing(pool: PgPool) {
+    migrate(&pool).await;
+    let api = spawn_api(&pool).await;
+
+    let (status, body) = api
+        .batch(json!({ "workflow": "greet", "tasks": named_tasks(1001) }))
+        .await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["code"], "payload_too_large");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("at most 1000 tasks") && message.contains("1001"),
+        "{message}"
+    );
+
+    let (status, body) = api.batch(json!({ "workflow": "greet", "tasks": [] })).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`tasks` is empty")
+    );
+
+    let (status, body) = api
+        .batch(json!({ "workflow": "nope", "tasks": named_tasks(2) }))
+        .await;
+    assert_eq!(status, 404, "{body}");
+
+    let (status, body) = api
+        .batch(json!({ "workflow": "greet", "tasks": [{ "input": {}, "bogus": 1 }] }))
+        .await;
+    assert_eq!(status, 400, "unknown fields are refused: {body}");
+
+    let viewer = token(&pool, cairn::auth::Role::Viewer).await;
+    let (status, body) = api
+        .call_as(
+            &viewer,
+            "POST",
+            "/api/tasks/batch",
+            Some(json!({ "workflow": "greet", "tasks": named_tasks(2) })),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+
+    // A thousand tasks with large inputs fit although one request's limit is 1 MiB.
+    let big = "x".repeat(2000);
+    let tasks: Vec<Value> = (0..1000)
+        .map(|_| json!({ "input": { "name": big } }))
+        .collect();
+    assert_eq!(counts(&pool).await, (0, 0, 0), "nothing was written");
+    let (status, body) = api
+        .batch(json!({ "workflow": "greet", "tasks": tasks }))
+        .await;
+    assert_eq!(status, 201, "{}", body["error"]);
+    assert_eq!(counts(&pool).await, (1000, 2000, 1000));
+    api.stop.cancel();
+}
+
+#[sqlx::test(migrations = false)]
+async fn idempotency_keys_in_a_batch_work_as_on_single_submits(pool: PgPool) {
+    migrate(&pool).await;
+    let api = spawn_api(&pool).await;
+    let (_, earlier) = api
+        .post(
+            json!({ "workflow": "greet", "input": { "name": "Ada" } }),
+            Some("k-earlier"),
+        )
+        .await;
+    let earlier = earlier["taskId"].as_str().unwrap().to_owned();
+
+    let batch = json!({ "workflow": "greet", "tasks": [
+        { "input": { "name": "Ada" }, "idempotencyKey": "k-earlier" },
+        { "input": { "name": "Bob" }, "idempotencyKey": "k-earlier" },
+        { "input": { "name": "Cy" }, "idempotencyKey": "k-new" },
+        { "input": { "name": "Cy", "times": 1 }, "idempotencyKey": "k-new" },
+        { "input": { "name": "Dee" }, "idempotencyKey": "k-new" },
+        { "input": { "name": "Eve" } },
+    ]});
+    let (status, body) = api.batch(batch.clone()).await;
+    assert_eq!(status, 201, "{body}");
+    let tasks = body["tasks"].as_array().unwrap();
+    let outcomes: Vec<&str> = tasks
+        .iter()
+        .map(|t| t["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            "existing", "conflict", "created", "existing", "conflict", "created"
+        ]
+    );
+    let id = |i: usize| tasks[i]["taskId"].as_str().unwrap().to_owned();
+    assert_eq!((id(0), id(1)), (earlier.clone(), earlier.clone()));
+    assert_eq!(
+        (id(3), id(4)),
+        (id(2), id(2)),
+        "a repeated key names the first run"
+    );
+    assert_ne!(id(5), id(2));
+    assert_eq!(counts(&pool).await, (3, 6, 3), "two new runs, two new jobs");
+
+    // The same batch again queues nothing: 200, and the same answers but for the
+    // keyless task, which is a new run each time.
+    let (status, again) = api.batch(batch).await;
+    assert_eq!(status, 201, "the keyless task is queued again: {again}");
+    let again = again["tasks"].as_array().unwrap();
+    let outcomes: Vec<&str> = again
+        .iter()
+        .map(|t| t["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            "existing", "conflict", "existing", "existing", "conflict", "created"
+        ]
+    );
+    for i in 0..5 {
+        assert_eq!(again[i]["taskId"], tasks[i]["taskId"], "task {i}");
+    }
+    assert_eq!(counts(&pool).await, (4, 8, 4));
+
+    let (status, keyed_only) = api
+        .batch(json!({ "workflow": "greet", "tasks": [
+            { "input": { "name": "Cy" }, "idempotencyKey": "k-new" } ] }))
+        .await;
+    assert_eq!(status, 200, "nothing new was queued: {keyed_only}");
+    assert_eq!(keyed_only["tasks"][0]["taskId"], tasks[2]["taskId"]);
+    api.stop.cancel();
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_failed_submit_does_not_mark_its_definition_stored(pool: PgPool) {
+    migrate(&pool).await;
+    let api = spawn_api(&pool).await;
+    let hash = definition("greet", GREET).hash;
+    let definitions = || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from workflow_definitions")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    // Sabotage: every run insert fails, after the definition was written.
+    sqlx::raw_sql(
+        "create function refuse() returns trigger language plpgsql as
+           $$ begin raise exception 'refused for the test'; end $$;
+         create trigger refuse before insert on runs execute function refuse();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let req = json!({ "workflow": "greet", "input": { "name": "Ada" } });
+    let (status, _) = api.post(req.clone(), None).await;
+    assert_eq!(status, 500);
+    let (status, _) = api
+        .batch(json!({ "workflow": "greet", "tasks": named_tasks(3) }))
+        .await;
+    assert_eq!(status, 500);
+    assert!(!api.state.definitions.contains(&hash));
+    assert_eq!(definitions().await, 0, "rolled back with the run");
+
+    sqlx::query("drop trigger refuse on runs")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (status, _) = api.post(req.clone(), None).await;
+    assert_eq!(status, 201);
+    assert!(api.state.definitions.contains(&hash));
+    assert_eq!(definitions().await, 1);
+
+    // Were the row to vanish under the running API, the next submit stores it again.
+    sqlx::query("truncate runs, apalis.jobs, workflow_definitions cascade")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (status, body) = api.post(req, None).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = api
+        .batch(json!({ "workflow": "greet", "tasks": named_tasks(2) }))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(definitions().await, 1);
+    assert_eq!(counts(&pool).await, (3, 6, 3));
+    api.stop.cancel();
+}
+
+#[sqlx::test(migrations = false)]
+async fn revoking_a_token_or_logging_out_takes_effect_at_once(pool: PgPool) {
+    migrate(&pool).await;
+    let api = spawn_api(&pool).await;
+    let admin = token(&pool, cairn::auth::Role::Admin).await;
+    let (status, created) = api
+        .call_as(
+            &admin,
+            "POST",
+            "/api/tokens",
+            Some(json!({ "name": "ci", "role": "operator" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let secret = created["token"].as_str().unwrap().to_owned();
+    let id = created["id"].as_i64().unwrap();
+
+    assert_eq!(api.call_as(&secret, "GET", "/api/tasks", None).await.0, 200);
+    // Revoked behind this API's back (as another API process would): it remembers the
+    // token for up to PRINCIPAL_TTL.
+    sqlx::query("update api_tokens set revoked_at = now() where id = $1")
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert!(cairn::api::auth::PRINCIPAL_TTL <= Duration::from_secs(5));
+    assert_eq!(
+        api.call_as(&secret, "GET", "/api/tasks", None).await.0,
+        200,
+        "remembered"
+    );
+    // Revoked through this API: refused from the next request on.
+    let (status, _) = api
+        .call_as(&admin, "DELETE", &format!("/api/tokens/{id}"), None)
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(api.call_as(&secret, "GET", "/api/tasks", None).await.0, 401);
+
+    // A session ends at logout, although it was just used.
+    cairn::auth::create_user(
+        &pool,
+        "ada@example.com",
+        "Ada",
+        "correct horse",
+        cairn::auth::Role::Viewer,
+    )
+    .await
+    .unwrap();
+    let login = api
+        .http
+        .post(format!("{}/api/auth/login", api.base))
+        .json(&json!({ "email": "ada@example.com", "password": "correct horse" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status().as_u16(), 200);
+    let cookie = login
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let me = |cookie: String| {
+        let r = api
+            .http
+            .get(format!("{}/api/auth/me", api.base))
+            .header("cookie", cookie);
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(me(cookie.clone()).await, 200);
+    let logout = api
+        .http
+        .post(format!("{}/api/auth/logout", api.base))
+        .header("cookie", cookie.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status().as_u16(), 204);
+    assert_eq!(me(cookie).await, 401);
+    api.stop.cancel();
+}
+
+#[sqlx::test(migrations = false)]
+async fn concurrent_submits_share_transactions_and_keep_their_answers(pool: PgPool) {
+    migrate(&pool).await;
+    let api = spawn_api(&pool).await;
+    let answers = futures::future::join_all((0..50).map(|i| {
+        api.post(
+            json!({ "workflow": "greet", "input": { "name": format!("n{i}") } }),
+            None,
+        )
+    }))
+    .await;
+    let mut ids = std::collections::BTreeSet::new();
+    for (i, (status, body)) in answers.iter().enumerate() {
+        assert_eq!(*status, 201, "{body}");
+        let id = body["taskId"].as_str().unwrap();
+        ids.insert(id.to_owned());
+        let input: Value = sqlx::query_scalar("select input from runs where id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            input["name"],
+            format!("n{i}"),
+            "each answer names its own run"
+        );
+    }
+    assert_eq!(ids.len(), 50);
+    assert_eq!(counts(&pool).await, (50, 100, 50));
+    let transactions: i64 = sqlx::query_scalar("select count(distinct xmin::text) from runs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(transactions < 50, "{transactions} transactions for 50 runs");
+
+    // One key sent twenty times at once: one run, and every answer names it.
+    let answers = futures::future::join_all((0..20).map(|_| {
+        api.post(
+            json!({ "workflow": "greet", "input": { "name": "Ada" } }),
+            Some("same-key"),
+        )
+    }))
+    .await;
+    let created = answers.iter().filter(|(s, _)| *s == 201).count();
+    let existing = answers.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!((created, existing), (1, 19), "{answers:?}");
+    let first = &answers[0].1["taskId"];
+    assert!(answers.iter().all(|(_, b)| &b["taskId"] == first));
+    assert_eq!(counts(&pool).await, (51, 102, 51));
+    api.stop.cancel();
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_run_the_database_refuses_fails_only_its_own_submit(pool: PgPool) {
+    migrate(&pool).await;
+    let api = spawn_api(&pool).await;
+    sqlx::raw_sql(
+        "create function poison() returns trigger language plpgsql as $$
+         begin
+             if new.input ->> 'name' = 'poison' then raise exception 'poisoned'; end if;
+             return new;
+         end $$;
+         create trigger poison before insert on runs for each row execute function poison();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let answers = futures::future::join_all((0..30).map(|i| {
+        let name = if i == 15 {
+            "poison".to_owned()
+        } else {
+            format!("n{i}")
+        };
+        api.post(
+            json!({ "workflow": "greet", "input": { "name": name } }),
+            None,
+        )
+    }))
+    .await;
+    for (i, (status, body)) in answers.iter().enumerate() {
+        let expected = if i == 15 { 500 } else { 201 };
+        assert_eq!(*status, expected, "submit {i}: {body}");
+    }
+    assert_eq!(counts(&pool).await, (29, 58, 29));
+    api.stop.cancel();
 }

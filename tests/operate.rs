@@ -73,6 +73,7 @@ const ACCESS: &[(&str, &str, Option<Role>)] = &[
     ("delete", "/api/tokens/{id}", Some(Role::Admin)),
     ("get", "/api/tasks", Some(Role::Viewer)),
     ("post", "/api/tasks", Some(Role::Operator)),
+    ("post", "/api/tasks/batch", Some(Role::Operator)),
     ("get", "/api/tasks/{id}", Some(Role::Viewer)),
     ("get", "/api/tasks/{id}/events", Some(Role::Viewer)),
     ("post", "/api/tasks/{id}/retry", Some(Role::Operator)),

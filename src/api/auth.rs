@@ -2,6 +2,10 @@
 //! ([`Viewer`], [`Operator`], [`Admin`]), dashboard sign-in with an HttpOnly session
 //! cookie, and the admin endpoints for users and tokens.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
@@ -19,7 +23,7 @@ use crate::store::users::{self, TokenRow, UserRow};
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "cairn_session";
-const SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+const SESSION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
@@ -30,6 +34,83 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_owned())
+}
+
+/// How long a looked-up bearer token or session is trusted without asking the
+/// database again. A token revoked (or a user disabled, or a session ended) through
+/// another API process keeps working here for at most this long; through this process
+/// it stops at once (see [`Principals::evict_token`] and friends).
+pub const PRINCIPAL_TTL: Duration = Duration::from_secs(5);
+/// Most secrets [`Principals`] remembers; past it, it forgets the expired ones, then
+/// everything.
+const PRINCIPALS_MAX: usize = 10_000;
+
+/// Recently authenticated secrets (bearer tokens and session cookies, by their stored
+/// hash) and who they belong to, so a busy client does not cost a database round trip
+/// — and for tokens a `last_used_at` write — on every request. Only successful lookups
+/// are remembered, each for [`PRINCIPAL_TTL`]; so a token's `last_used_at` is updated
+/// at most once per TTL per API process. Handlers that revoke tokens, end sessions or
+/// change users evict the affected entries.
+#[derive(Debug, Default)]
+pub struct Principals {
+    entries: Mutex<HashMap<String, Remembered>>,
+}
+
+#[derive(Debug, Clone)]
+struct Remembered {
+    principal: Principal,
+    /// The `api_tokens` row, for a token.
+    token_id: Option<i64>,
+    until: Instant,
+}
+
+impl Principals {
+    fn get(&self, hash: &str) -> Option<Principal> {
+        let entries = self.lock();
+        let r = entries.get(hash)?;
+        (r.until > Instant::now()).then(|| r.principal.clone())
+    }
+
+    fn put(&self, hash: String, principal: Principal, token_id: Option<i64>) {
+        let now = Instant::now();
+        let mut entries = self.lock();
+        if entries.len() >= PRINCIPALS_MAX {
+            entries.retain(|_, r| r.until > now);
+            if entries.len() >= PRINCIPALS_MAX {
+                entries.clear();
+            }
+        }
+        entries.insert(
+            hash,
+            Remembered {
+                principal,
+                token_id,
+                until: now + PRINCIPAL_TTL,
+            },
+        );
+    }
+
+    /// Forgets a revoked token.
+    pub fn evict_token(&self, token_id: i64) {
+        self.lock().retain(|_, r| r.token_id != Some(token_id));
+    }
+
+    /// Forgets a secret (an ended session) by its stored hash.
+    pub fn evict_secret(&self, hash: &str) {
+        self.lock().remove(hash);
+    }
+
+    /// Forgets every session and token of a user (disabled, deleted, or given another
+    /// role).
+    pub fn evict_user(&self, user_id: i64) {
+        self.lock()
+            .retain(|_, r| r.principal.user_id != Some(user_id));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Remembered>> {
+        // Every change is a single map operation: a panic cannot leave one half done.
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Who is calling: a bearer token, else a session cookie.
@@ -43,25 +124,37 @@ async fn principal(parts: &Parts, state: &AppState) -> Result<Option<Principal>,
             .ok_or_else(|| {
                 ApiError::Unauthorized("Authorization must be `Bearer <token>`".into())
             })?;
-        let Some(row) = users::token_use(&state.pool, &auth::secret_hash(token)).await? else {
+        let hash = auth::secret_hash(token);
+        if let Some(p) = state.principals.get(&hash) {
+            return Ok(Some(p));
+        }
+        let Some(row) = users::token_use(&state.pool, &hash).await? else {
             return Err(ApiError::Unauthorized("unknown or revoked token".into()));
         };
         let role = row.role.parse().map_err(ApiError::internal)?;
-        return Ok(Some(Principal {
+        let p = Principal {
             user_id: row.user_id,
             name: row.name,
             role,
-        }));
+        };
+        state.principals.put(hash, p.clone(), Some(row.id));
+        return Ok(Some(p));
     }
-    if let Some(session) = cookie(&parts.headers, SESSION_COOKIE)
-        && let Some(user) = users::session_user(&state.pool, &auth::secret_hash(&session)).await?
-    {
-        let role = user.role.parse().map_err(ApiError::internal)?;
-        return Ok(Some(Principal {
-            user_id: Some(user.id),
-            name: user.email,
-            role,
-        }));
+    if let Some(session) = cookie(&parts.headers, SESSION_COOKIE) {
+        let hash = auth::secret_hash(&session);
+        if let Some(p) = state.principals.get(&hash) {
+            return Ok(Some(p));
+        }
+        if let Some(user) = users::session_user(&state.pool, &hash).await? {
+            let role = user.role.parse().map_err(ApiError::internal)?;
+            let p = Principal {
+                user_id: Some(user.id),
+                name: user.email,
+                role,
+            };
+            state.principals.put(hash, p.clone(), None);
+            return Ok(Some(p));
+        }
     }
     Ok(None)
 }
@@ -204,7 +297,9 @@ async fn login(
 #[utoipa::path(post, path = "/api/auth/logout", tag = "auth", responses((status = 204)))]
 async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     if let Some(session) = cookie(&headers, SESSION_COOKIE) {
-        users::session_delete(&state.pool, &auth::secret_hash(&session)).await?;
+        let hash = auth::secret_hash(&session);
+        users::session_delete(&state.pool, &hash).await?;
+        state.principals.evict_secret(&hash);
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(
@@ -391,6 +486,7 @@ async fn update_user(
     )
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("no user {id}")))?;
+    state.principals.evict_user(id);
     Ok(Json(user.try_into()?))
 }
 
@@ -403,6 +499,7 @@ async fn delete_user(
     Path(id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
     if users::user_delete(&state.pool, id).await? {
+        state.principals.evict_user(id);
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound(format!("no user {id}")))
@@ -494,6 +591,7 @@ async fn revoke_token(
     Path(id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
     if users::token_revoke(&state.pool, id).await? {
+        state.principals.evict_token(id);
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound(format!("no token {id}")))

@@ -34,6 +34,8 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::engine::ops::SubmitBatcher;
+use crate::store::definitions::DefinitionsStored;
 use crate::workflow::Registry;
 
 pub use error::ApiError;
@@ -56,11 +58,20 @@ pub struct AppState {
     pub webhook_secret: Option<String>,
     /// LLM prices for billing estimates.
     pub prices: Arc<projects::Prices>,
+    /// Definitions already committed to `pool`'s database: submits skip storing them.
+    pub definitions: Arc<DefinitionsStored>,
+    /// Recently authenticated tokens and sessions (see [`auth::PRINCIPAL_TTL`]).
+    pub principals: Arc<auth::Principals>,
+    /// Writes concurrent `POST /api/tasks` together (see [`SubmitBatcher`]).
+    pub submits: Arc<SubmitBatcher>,
 }
 
 impl AppState {
     pub fn new(pool: PgPool, workflows: Arc<Registry>) -> AppState {
+        let definitions = Arc::new(DefinitionsStored::default());
         AppState {
+            submits: Arc::new(SubmitBatcher::new(pool.clone(), definitions.clone())),
+            definitions,
             pool,
             workflows,
             cookie_secure: false,
@@ -68,6 +79,7 @@ impl AppState {
             events: Arc::default(),
             webhook_secret: None,
             prices: Arc::default(),
+            principals: Arc::default(),
         }
     }
 }

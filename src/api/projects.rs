@@ -246,7 +246,17 @@ async fn start(
         project_id,
         parent: None,
     };
-    match engine::submit_for(&state.pool, def, &children, input, None, &origin).await? {
+    match engine::submit_for(
+        &state.pool,
+        &state.definitions,
+        def,
+        &children,
+        input,
+        None,
+        &origin,
+    )
+    .await?
+    {
         Ok(Submitted::Created(run) | Submitted::Existing(run) | Submitted::KeyConflict(run)) => {
             Ok((
                 StatusCode::ACCEPTED,

@@ -1,7 +1,7 @@
 //! `/api/tasks`: submit runs, list them, and show one with its steps, attempts and events.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -14,9 +14,13 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::auth::{Operator, Viewer};
 use super::extract::{AppJson, AppQuery};
 use super::{ApiError, AppState};
-use crate::engine::{self, Rejected, Submitted};
+use crate::engine;
+use crate::engine::ops::{
+    BATCH_MAX, BatchItem, BatchOutcome, BatchRejected, ItemRejected, KEY_MAX_LEN,
+};
 use crate::store;
 use crate::store::runs::{RunListParams, RunRow};
+use crate::workflow::Definition;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -27,6 +31,12 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(replay))
         .routes(routes!(cancel))
         .routes(routes!(bulk))
+        .merge(
+            // A thousand tasks need more room than one.
+            OpenApiRouter::new()
+                .routes(routes!(submit_batch))
+                .layer(DefaultBodyLimit::max(BATCH_MAX_BODY)),
+        )
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -309,7 +319,8 @@ pub const RUN_STATUSES: &[&str] = &[
     "cancelled",
 ];
 
-const MAX_KEY_LEN: usize = 255;
+/// Largest body of `POST /api/tasks/batch` (other requests: [`super::MAX_BODY`]).
+pub const BATCH_MAX_BODY: usize = 8 * 1024 * 1024;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -371,6 +382,16 @@ impl From<&RunRow> for TaskSummary {
     }
 }
 
+/// The workflow called `name`.
+fn workflow_named<'a>(state: &'a AppState, name: &str) -> Result<&'a Definition, ApiError> {
+    state.workflows.get(name).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "no workflow named `{name}`; known workflows: {}",
+            state.workflows.names().join(", ")
+        ))
+    })
+}
+
 /// Queues a run. The run and its queue job commit together before the answer.
 #[utoipa::path(post, path = "/api/tasks", tag = "tasks", request_body = SubmitRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Submitting again with the same key returns the same run")),
@@ -394,22 +415,147 @@ async fn submit(
                 .to_str()
                 .map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII"))?
                 .trim();
-            if k.is_empty() || k.len() > MAX_KEY_LEN {
+            if k.is_empty() || k.len() > KEY_MAX_LEN {
                 return Err(ApiError::bad_request(format!(
-                    "Idempotency-Key must be 1 to {MAX_KEY_LEN} characters"
+                    "Idempotency-Key must be 1 to {KEY_MAX_LEN} characters"
                 )));
             }
-            Some(k.to_owned())
+            Some(k)
         }
     };
-    let def = state.workflows.get(&req.workflow).ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "no workflow named `{}`; known workflows: {}",
-            req.workflow,
-            state.workflows.names().join(", ")
-        ))
-    })?;
-    let children: Vec<&crate::workflow::Definition> = state
+    let def = workflow_named(&state, &req.workflow)?;
+    let origin = store::runs::RunOrigin {
+        user_id: who.user_id,
+        project_id: None,
+        parent: None,
+    };
+    // Written together with other submissions arriving meanwhile (see SubmitBatcher).
+    let submitted = match state
+        .submits
+        .submit(&state.workflows, def, &req.input, key, &origin)
+        .await?
+    {
+        Ok(submitted) => submitted,
+        Err(rejected) if rejected.input.is_empty() => {
+            return Err(ApiError::bad_request(format!(
+                "Idempotency-Key {}",
+                rejected.idempotency_key.unwrap_or_default()
+            )));
+        }
+        Err(rejected) => {
+            let text: Vec<String> = rejected.input.iter().map(ToString::to_string).collect();
+            return Err(ApiError::Unprocessable {
+                message: format!(
+                    "input does not match workflow `{}`: {}",
+                    req.workflow,
+                    text.join("; ")
+                ),
+                details: Some(json!(rejected.input)),
+            });
+        }
+    };
+    let status = match submitted.outcome {
+        BatchOutcome::Created => StatusCode::CREATED,
+        BatchOutcome::Existing => StatusCode::OK,
+        BatchOutcome::KeyConflict => {
+            return Err(ApiError::Conflict {
+                message: "this Idempotency-Key was already used for a different request".into(),
+                details: Some(json!({ "taskId": submitted.run_id })),
+            });
+        }
+    };
+    let location = HeaderValue::from_str(&format!("/api/tasks/{}", submitted.run_id));
+    let mut response = (
+        status,
+        Json(SubmitResponse {
+            task_id: submitted.run_id,
+            status: submitted.status,
+            workflow: def.workflow.name.clone(),
+        }),
+    )
+        .into_response();
+    if let Ok(location) = location {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BatchSubmitRequest {
+    /// The workflow's name; every task is a run of it.
+    workflow: String,
+    /// 1 to 1,000 runs to queue, answered in this order.
+    tasks: Vec<BatchTask>,
+}
+
+/// One run of a batch.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BatchTask {
+    /// A JSON object matching the workflow's `[input]`.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    input: Value,
+    /// What the `Idempotency-Key` header is to `POST /api/tasks`, for this run.
+    idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchSubmitResponse {
+    workflow: String,
+    /// One per task of the request, in its order.
+    tasks: Vec<BatchTaskResult>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchTaskResult {
+    /// The run queued for this task; for `existing` and `conflict`, the run its
+    /// idempotency key made before.
+    task_id: String,
+    /// That run's status.
+    status: String,
+    outcome: BatchTaskOutcome,
+}
+
+/// What became of one task of a batch.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum BatchTaskOutcome {
+    /// Queued by this request.
+    Created,
+    /// Its idempotency key was used before (or earlier in this batch) for the same
+    /// workflow and input: nothing new was queued.
+    Existing,
+    /// Its idempotency key was used before for a different request: nothing was
+    /// queued for this task.
+    Conflict,
+}
+
+/// How many invalid tasks a 422's message names (`details` lists all).
+const NAMED_IN_MESSAGE: usize = 5;
+
+/// Queues up to 1,000 runs of one workflow in one transaction: all runs, their steps,
+/// events and queue jobs commit together, or, when any task is invalid, nothing is
+/// written and every invalid task is named. Idempotency keys work per task as on
+/// `POST /api/tasks`; a conflicting key leaves the other tasks queued.
+#[utoipa::path(post, path = "/api/tasks/batch", tag = "tasks", request_body = BatchSubmitRequest,
+    responses(
+        (status = 201, body = BatchSubmitResponse, description = "at least one run was queued"),
+        (status = 200, body = BatchSubmitResponse, description = "every task's idempotency key was used before: nothing was queued"),
+        (status = 404, body = super::error::ErrorBody, description = "unknown workflow"),
+        (status = 413, body = super::error::ErrorBody, description = "more than 1,000 tasks, or a body over 8 MiB"),
+        (status = 422, body = super::error::ErrorBody, description = "no tasks, or invalid ones: `details` is `[{ index, errors: [{ field, message }] }]`")))]
+async fn submit_batch(
+    State(state): State<AppState>,
+    Operator(who): Operator,
+    AppJson(req): AppJson<BatchSubmitRequest>,
+) -> Result<Response, ApiError> {
+    let def = workflow_named(&state, &req.workflow)?;
+    // The definitions its `workflow` steps start, stored with it for the workers.
+    let children: Vec<&Definition> = state
         .workflows
         .with_children(&req.workflow)
         .into_iter()
@@ -420,52 +566,120 @@ async fn submit(
         project_id: None,
         parent: None,
     };
-    let submitted = match engine::submit_for(
-        &state.pool,
-        def,
-        &children,
-        &req.input,
-        key.as_deref(),
-        &origin,
-    )
-    .await?
+    let items: Vec<BatchItem> = req
+        .tasks
+        .iter()
+        .map(|t| BatchItem {
+            input: &t.input,
+            idempotency_key: t.idempotency_key.as_deref().map(str::trim),
+        })
+        .collect();
+    let submitted = match state
+        .submits
+        .submit_many(def, &children, &items, &origin)
+        .await?
     {
-        Ok(s) => s,
-        Err(Rejected::Input(errors)) => {
-            let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        Ok(submitted) => submitted,
+        Err(BatchRejected::Empty) => {
             return Err(ApiError::Unprocessable {
-                message: format!(
-                    "input does not match workflow `{}`: {}",
-                    req.workflow,
-                    text.join("; ")
-                ),
-                details: Some(json!(errors)),
+                message: format!("`tasks` is empty: send 1 to {BATCH_MAX} tasks"),
+                details: None,
             });
         }
-    };
-    let (status, run) = match submitted {
-        Submitted::Created(run) => (StatusCode::CREATED, run),
-        Submitted::Existing(run) => (StatusCode::OK, run),
-        Submitted::KeyConflict(run) => {
-            return Err(ApiError::Conflict {
-                message: "this Idempotency-Key was already used for a different request".into(),
-                details: Some(json!({ "taskId": run.id })),
-            });
+        Err(BatchRejected::TooMany(n)) => {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "a batch holds at most {BATCH_MAX} tasks; this one has {n}: split it"
+            )));
+        }
+        Err(BatchRejected::Items(rejected)) => {
+            return Err(batch_invalid(&req.workflow, items.len(), &rejected));
         }
     };
-    let mut response = (
+    let created = submitted.iter().any(|s| s.outcome == BatchOutcome::Created);
+    let tasks = submitted
+        .into_iter()
+        .map(|s| BatchTaskResult {
+            task_id: s.run_id,
+            status: s.status,
+            outcome: match s.outcome {
+                BatchOutcome::Created => BatchTaskOutcome::Created,
+                BatchOutcome::Existing => BatchTaskOutcome::Existing,
+                BatchOutcome::KeyConflict => BatchTaskOutcome::Conflict,
+            },
+        })
+        .collect();
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
         status,
-        Json(SubmitResponse {
-            task_id: run.id.clone(),
-            status: run.status,
-            workflow: run.workflow,
+        Json(BatchSubmitResponse {
+            workflow: def.workflow.name.clone(),
+            tasks,
         }),
     )
-        .into_response();
-    if let Ok(location) = HeaderValue::from_str(&format!("/api/tasks/{}", run.id)) {
-        response.headers_mut().insert(header::LOCATION, location);
+        .into_response())
+}
+
+/// The 422 for a batch with invalid tasks: fields are paths within the task
+/// (`input`, `input.name`, `idempotencyKey`).
+fn batch_invalid(workflow: &str, total: usize, rejected: &[ItemRejected]) -> ApiError {
+    let details: Vec<Value> = rejected
+        .iter()
+        .map(|r| {
+            let mut errors: Vec<Value> = r
+                .input
+                .iter()
+                .map(|e| {
+                    let field = if e.field.is_empty() {
+                        "input".to_owned()
+                    } else {
+                        format!("input.{}", e.field)
+                    };
+                    json!({ "field": field, "message": e.message })
+                })
+                .collect();
+            if let Some(message) = &r.idempotency_key {
+                errors.push(json!({ "field": "idempotencyKey", "message": message }));
+            }
+            json!({ "index": r.index, "errors": errors })
+        })
+        .collect();
+    let named: Vec<String> = details
+        .iter()
+        .take(NAMED_IN_MESSAGE)
+        .map(|d| {
+            let errors: Vec<String> = d["errors"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| {
+                    format!(
+                        "{}: {}",
+                        e["field"].as_str().unwrap_or_default(),
+                        e["message"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect();
+            format!("task {}: {}", d["index"], errors.join(", "))
+        })
+        .collect();
+    let more = rejected.len().saturating_sub(NAMED_IN_MESSAGE);
+    let more = if more > 0 {
+        format!("; and {more} more")
+    } else {
+        String::new()
+    };
+    ApiError::Unprocessable {
+        message: format!(
+            "{} of {total} tasks do not match workflow `{workflow}`, nothing was queued: {}{more}",
+            rejected.len(),
+            named.join("; ")
+        ),
+        details: Some(Value::Array(details)),
     }
-    Ok(response)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -97,7 +97,8 @@ pub enum Scenario {
     Fanout,
     /// Idle workers, submissions 10 ms apart → ms from submit to the step's start.
     Pickup,
-    /// `POST /api/tasks` over 64 keep-alive connections → runs/s.
+    /// `POST /api/tasks` over 64 keep-alive connections → runs/s; then ten times as
+    /// many runs through `POST /api/tasks/batch`, 500 a request → runs/s.
     #[value(name = "submit_http")]
     SubmitHttp,
     /// Drain rate with a large backlog queued vs an empty one; the run list's first page.
@@ -168,7 +169,8 @@ pub struct BenchArgs {
     #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
     pub scenario: Vec<Scenario>,
     /// Size of every selected scenario instead of its default (runs; submissions for
-    /// pickup; requests for submit_http; the backlog for backlog). Defaults: drain
+    /// pickup; single requests for submit_http, whose batch part submits ten times as
+    /// many runs; the backlog for backlog). Defaults: drain
     /// 50,000, chain 5,000, fanout 500, pickup 500, submit_http 20,000, backlog
     /// 100,000, memory 20,000.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]

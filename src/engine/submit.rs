@@ -1,13 +1,21 @@
-//! Submitting a run: the run row, its steps and its first queue job in one transaction.
+//! Submitting runs: each run row, its steps, its `run_queued` event and its first queue
+//! job in one transaction — one run at a time ([`submit`] and friends) or a batch of
+//! up to [`BATCH_MAX`] in a single transaction ([`submit_many`]).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
+use tokio::sync::{Semaphore, oneshot};
 
-use super::Result;
+use super::{EngineError, Result};
 use crate::queue::{self, Wake};
 use crate::store;
-use crate::store::runs::{RunInsertParams, RunInserted, RunOrigin, RunRow};
-use crate::workflow::{Definition, InputError, content_hash};
+use crate::store::definitions::{DEFINITION_FKEY, DefinitionsStored};
+use crate::store::runs::{RunInsertManyParams, RunInsertParams, RunInserted, RunOrigin, RunRow};
+use crate::workflow::{Definition, InputError, Registry, content_hash};
 
 /// What [`submit`] did.
 pub enum Submitted {
@@ -53,25 +61,49 @@ pub async fn submit_in(
 }
 
 /// [`submit`] for a user and/or a project, with the definitions of the child workflows
-/// its `workflow` steps start (stored so workers can start them).
+/// its `workflow` steps start (stored so workers can start them). Definitions `stored`
+/// remembers are not written again; those this call writes are remembered once it
+/// commits.
 pub async fn submit_for(
     pool: &PgPool,
+    stored: &DefinitionsStored,
     def: &Definition,
     children: &[&Definition],
     input: &Value,
     idempotency_key: Option<&str>,
     origin: &RunOrigin,
 ) -> Result<Result<Submitted, Rejected>> {
-    if let Err(errors) = def.workflow.validate_input(input) {
-        return Ok(Err(Rejected::Input(errors)));
+    let input = match def.workflow.validate_input(input) {
+        Ok(v) => v,
+        Err(errors) => return Ok(Err(Rejected::Input(errors))),
+    };
+    let defs: Vec<&Definition> = std::iter::once(def)
+        .chain(children.iter().copied())
+        .collect();
+    // A remembered definition may be missing after all (the run's foreign key says
+    // so): forget it, and try once more, storing it.
+    let mut retried = false;
+    loop {
+        let attempt = async {
+            let mut tx = pool.begin().await?;
+            store_definitions_missing(&mut tx, stored, &defs).await?;
+            let submitted = insert_run(&mut tx, def, &input, idempotency_key, origin).await?;
+            tx.commit().await?;
+            Ok(submitted)
+        }
+        .await;
+        match attempt {
+            Err(e) if !retried && definition_missing(&e) => {
+                forget_definitions(stored, &defs);
+                retried = true;
+            }
+            Err(e) => return Err(e),
+            Ok(submitted) => {
+                remember_definitions(stored, &defs);
+                return Ok(Ok(submitted));
+            }
+        }
     }
-    let mut tx = pool.begin().await?;
-    for child in children {
-        store_definition(&mut tx, child).await?;
-    }
-    let submitted = submit_with(&mut tx, def, input, idempotency_key, origin).await?;
-    tx.commit().await?;
-    Ok(submitted)
 }
 
 /// Stores a definition (once per content hash).
@@ -105,31 +137,36 @@ pub async fn submit_with(
         Ok(v) => v,
         Err(errors) => return Ok(Err(Rejected::Input(errors))),
     };
-    let request_hash = content_hash(&format!("{}\n{}", def.workflow.name, input));
+    store_definition(&mut *conn, def).await?;
+    Ok(Ok(
+        insert_run(conn, def, &input, idempotency_key, origin).await?
+    ))
+}
+
+/// What an idempotency key promises: the same workflow and the same (validated) input.
+fn request_hash(workflow: &str, input: &Value) -> String {
+    content_hash(&format!("{workflow}\n{input}"))
+}
+
+/// Inserts a run of a stored definition with its steps and first job; `input` is
+/// already validated.
+async fn insert_run(
+    conn: &mut PgConnection,
+    def: &Definition,
+    input: &Value,
+    idempotency_key: Option<&str>,
+    origin: &RunOrigin,
+) -> Result<Submitted> {
+    let request_hash = request_hash(&def.workflow.name, input);
     let id = ulid::Ulid::generate().to_string();
     let step_ids: Vec<String> = def.workflow.steps.iter().map(|s| s.id.clone()).collect();
-    let definition =
-        serde_json::to_value(&def.workflow).map_err(|e| super::EngineError::Definition {
-            run: id.clone(),
-            hash: def.hash.clone(),
-            reason: e.to_string(),
-        })?;
-
-    store::definitions::definition_upsert(
-        &mut *conn,
-        &def.hash,
-        &def.workflow.name,
-        &definition,
-        &def.source,
-    )
-    .await?;
     let inserted = store::runs::run_insert(
         &mut *conn,
         RunInsertParams {
             id: &id,
             workflow: &def.workflow.name,
             definition_hash: &def.hash,
-            input: &input,
+            input,
             idempotency_key,
             request_hash: &request_hash,
             step_ids: &step_ids,
@@ -138,7 +175,7 @@ pub async fn submit_with(
         },
     )
     .await?;
-    let submitted = match inserted {
+    Ok(match inserted {
         RunInserted::Created(run) => {
             queue::enqueue(&mut *conn, &[Wake::now(&run.id)]).await?;
             Submitted::Created(run)
@@ -147,6 +184,615 @@ pub async fn submit_with(
             Submitted::Existing(run)
         }
         RunInserted::Existing(run) => Submitted::KeyConflict(run),
+    })
+}
+
+/// Stores those of `defs` that `stored` does not remember.
+async fn store_definitions_missing(
+    conn: &mut PgConnection,
+    stored: &DefinitionsStored,
+    defs: &[&Definition],
+) -> Result<()> {
+    for def in defs {
+        if !stored.contains(&def.hash) {
+            store_definition(&mut *conn, def).await?;
+        }
+    }
+    Ok(())
+}
+
+/// After the commit: every one of `defs` is stored.
+fn remember_definitions(stored: &DefinitionsStored, defs: &[&Definition]) {
+    for def in defs {
+        stored.remember(&def.hash);
+    }
+}
+
+fn forget_definitions(stored: &DefinitionsStored, defs: &[&Definition]) {
+    for def in defs {
+        stored.forget(&def.hash);
+    }
+}
+
+/// A run was refused because its definition row is missing although `stored`
+/// remembered it (see [`DefinitionsStored`]).
+fn definition_missing(e: &EngineError) -> bool {
+    matches!(e, EngineError::Store(s) if s.constraint() == Some(DEFINITION_FKEY))
+}
+
+/// Most runs one [`submit_many`] call queues.
+pub const BATCH_MAX: usize = 1_000;
+/// Longest idempotency key.
+pub const KEY_MAX_LEN: usize = 255;
+
+/// One run of a [`submit_many`] batch.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchItem<'a> {
+    pub input: &'a Value,
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// What became of one item of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// A new run, queued by this call.
+    Created,
+    /// The item's idempotency key was used before (earlier, or by an earlier item of
+    /// the same batch) for the same request: `run_id` is that run.
+    Existing,
+    /// The key was used before for a different request: `run_id` is the run it made.
+    KeyConflict,
+}
+
+/// One item's answer, in the order of the items.
+#[derive(Debug, Clone)]
+pub struct BatchSubmitted {
+    pub run_id: String,
+    /// The run's status when the batch committed (`queued` for created runs).
+    pub status: String,
+    pub outcome: BatchOutcome,
+}
+
+/// What is wrong with one item of a batch.
+#[derive(Debug, Clone)]
+pub struct ItemRejected {
+    /// The item's position in the batch, from 0.
+    pub index: usize,
+    /// The input's problems (fields relative to the input).
+    pub input: Vec<InputError>,
+    /// The idempotency key's problem.
+    pub idempotency_key: Option<String>,
+}
+
+/// Why a batch was refused before anything was written.
+#[derive(Debug, Clone)]
+pub enum BatchRejected {
+    Empty,
+    /// More than [`BATCH_MAX`] items (how many there were).
+    TooMany(usize),
+    /// Every invalid item, in order.
+    Items(Vec<ItemRejected>),
+}
+
+/// A valid item, ready to write: its input with defaults applied, and what its
+/// idempotency key promises.
+#[derive(Debug)]
+struct Prepared {
+    input: Value,
+    request_hash: String,
+    idempotency_key: Option<String>,
+}
+
+/// Validates one item (`index` names it in the rejection).
+fn prepare(
+    def: &Definition,
+    index: usize,
+    item: BatchItem<'_>,
+) -> std::result::Result<Prepared, ItemRejected> {
+    let key_error = item
+        .idempotency_key
+        .filter(|k| k.is_empty() || k.len() > KEY_MAX_LEN)
+        .map(|_| format!("must be 1 to {KEY_MAX_LEN} characters"));
+    match def.workflow.validate_input(item.input) {
+        Ok(input) if key_error.is_none() => Ok(Prepared {
+            request_hash: request_hash(&def.workflow.name, &input),
+            input,
+            idempotency_key: item.idempotency_key.map(str::to_owned),
+        }),
+        Ok(_) => Err(ItemRejected {
+            index,
+            input: Vec::new(),
+            idempotency_key: key_error,
+        }),
+        Err(input) => Err(ItemRejected {
+            index,
+            input,
+            idempotency_key: key_error,
+        }),
+    }
+}
+
+/// Queues many runs of one workflow at once: all of them, their steps, `run_queued`
+/// events and queue jobs commit in one transaction, a few multi-row statements in all
+/// (see [`store::runs::run_insert_many`]). Every item is validated first; if any is
+/// invalid nothing is written and every invalid item is named.
+///
+/// Idempotency keys behave as in [`submit`], item by item: a key used before for the
+/// same request answers with that run ([`BatchOutcome::Existing`]), for a different
+/// one with a conflict that leaves the other items queued. A key repeated inside the
+/// batch is the same: the first item decides, later ones refer to its run. Definitions
+/// are stored as in [`submit_for`].
+pub async fn submit_many(
+    pool: &PgPool,
+    stored: &DefinitionsStored,
+    def: &Definition,
+    children: &[&Definition],
+    items: &[BatchItem<'_>],
+    origin: &RunOrigin,
+) -> Result<Result<Vec<BatchSubmitted>, BatchRejected>> {
+    let prepared = match prepare_all(def, items) {
+        Ok(p) => p,
+        Err(rejected) => return Ok(Err(rejected)),
     };
-    Ok(Ok(submitted))
+    Ok(Ok(write_prepared(
+        pool, stored, def, children, prepared, origin,
+    )
+    .await?))
+}
+
+/// Validates a whole batch: every item, or why not.
+fn prepare_all(
+    def: &Definition,
+    items: &[BatchItem<'_>],
+) -> std::result::Result<Vec<Prepared>, BatchRejected> {
+    if items.is_empty() {
+        return Err(BatchRejected::Empty);
+    }
+    if items.len() > BATCH_MAX {
+        return Err(BatchRejected::TooMany(items.len()));
+    }
+    let mut prepared = Vec::with_capacity(items.len());
+    let mut rejected = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        match prepare(def, index, *item) {
+            Ok(p) => prepared.push(p),
+            Err(r) => rejected.push(r),
+        }
+    }
+    if rejected.is_empty() {
+        Ok(prepared)
+    } else {
+        Err(BatchRejected::Items(rejected))
+    }
+}
+
+/// Writes validated items in one transaction; answers in their order.
+async fn write_prepared(
+    pool: &PgPool,
+    stored: &DefinitionsStored,
+    def: &Definition,
+    children: &[&Definition],
+    prepared: Vec<Prepared>,
+    origin: &RunOrigin,
+) -> Result<Vec<BatchSubmitted>> {
+    let n = prepared.len();
+    let ids: Vec<String> = (0..n).map(|_| ulid::Ulid::generate().to_string()).collect();
+    // A key repeated in the batch is inserted once, by its first item; `lead[i]` is the
+    // item whose run item `i` stands for.
+    let mut first: HashMap<&str, usize> = HashMap::new();
+    let lead: Vec<usize> = prepared
+        .iter()
+        .enumerate()
+        .map(|(i, p)| match &p.idempotency_key {
+            Some(k) => *first.entry(k.as_str()).or_insert(i),
+            None => i,
+        })
+        .collect();
+    let hashes: Vec<&str> = prepared.iter().map(|p| p.request_hash.as_str()).collect();
+    let sent: Vec<usize> = (0..n).filter(|&i| lead[i] == i).collect();
+    let mut sent_ids = Vec::with_capacity(sent.len());
+    let mut sent_inputs = Vec::with_capacity(sent.len());
+    let mut sent_keys = Vec::with_capacity(sent.len());
+    let mut sent_hashes = Vec::with_capacity(sent.len());
+    for &i in &sent {
+        sent_ids.push(ids[i].as_str());
+        sent_inputs.push(&prepared[i].input);
+        sent_keys.push(prepared[i].idempotency_key.as_deref());
+        sent_hashes.push(hashes[i]);
+    }
+    let step_ids: Vec<&str> = def.workflow.steps.iter().map(|s| s.id.as_str()).collect();
+    let params = RunInsertManyParams {
+        workflow: &def.workflow.name,
+        definition_hash: &def.hash,
+        step_ids: &step_ids,
+        origin,
+        ids: &sent_ids,
+        inputs: &sent_inputs,
+        idempotency_keys: &sent_keys,
+        request_hashes: &sent_hashes,
+    };
+    let defs: Vec<&Definition> = std::iter::once(def)
+        .chain(children.iter().copied())
+        .collect();
+    // As in `submit_for`: one more try should a remembered definition be missing.
+    let mut retried = false;
+    let inserted = loop {
+        let attempt = async {
+            let mut tx = pool.begin().await?;
+            store_definitions_missing(&mut tx, stored, &defs).await?;
+            let inserted = store::runs::run_insert_many(&mut tx, params).await?;
+            let wakes: Vec<Wake> = inserted.created.iter().map(Wake::now).collect();
+            queue::enqueue(&mut tx, &wakes).await?;
+            tx.commit().await?;
+            Ok::<_, EngineError>(inserted)
+        }
+        .await;
+        match attempt {
+            Err(e) if !retried && definition_missing(&e) => {
+                forget_definitions(stored, &defs);
+                retried = true;
+            }
+            Err(e) => return Err(e),
+            Ok(inserted) => {
+                remember_definitions(stored, &defs);
+                break inserted;
+            }
+        }
+    };
+
+    let created: HashSet<&str> = inserted.created.iter().map(String::as_str).collect();
+    let existing: HashMap<&str, &RunRow> = inserted
+        .existing
+        .iter()
+        .filter_map(|r| r.idempotency_key.as_deref().map(|k| (k, r)))
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for (i, &l) in lead.iter().enumerate() {
+        // The run item `i` refers to: (id, status, request hash).
+        let (run_id, status, promised) = if created.contains(ids[l].as_str()) {
+            (ids[l].as_str(), "queued", Some(hashes[l]))
+        } else {
+            let run = prepared[l]
+                .idempotency_key
+                .as_deref()
+                .and_then(|k| existing.get(k))
+                .ok_or_else(|| {
+                    EngineError::Store(store::StoreError::Invalid(format!(
+                        "item {l} of a batch was neither inserted nor found by its idempotency key"
+                    )))
+                })?;
+            (
+                run.id.as_str(),
+                run.status.as_str(),
+                run.request_hash.as_deref(),
+            )
+        };
+        let outcome = if i == l && created.contains(run_id) {
+            BatchOutcome::Created
+        } else if promised == Some(hashes[i]) {
+            BatchOutcome::Existing
+        } else {
+            BatchOutcome::KeyConflict
+        };
+        out.push(BatchSubmitted {
+            run_id: run_id.to_owned(),
+            status: status.to_owned(),
+            outcome,
+        });
+    }
+    Ok(out)
+}
+
+/// Connections of the pool a [`SubmitBatcher`] leaves to everything else (token
+/// lookups, reads). Halving the pool instead measurably lowered batch throughput in
+/// `cairn bench`: submit transactions spend much of their time waiting on the commit,
+/// so more of them overlap usefully.
+const CONNECTIONS_KEPT: u32 = 2;
+
+/// How many shared transactions one [`SubmitBatcher`] lane may have open at once: a
+/// second one prepares its statements while the first waits for its commit.
+const WRITERS_PER_LANE: usize = 2;
+
+/// Writes concurrent single submissions together: one transaction — one commit, one
+/// WAL flush — for all the runs that arrived while the previous transaction of their
+/// lane was being written.
+///
+/// Why: every submit transaction sends `NOTIFY`s (the `run_events` trigger and
+/// apalis' job trigger), and Postgres serialises the commits of notifying transactions
+/// on one lock, WAL flush included. One run per transaction caps a whole database at
+/// one run per flush; sharing the transaction lifts the cap by the number of runs
+/// that share it. Under light load a submission is written at once, alone (there is no
+/// waiting for company); the batches grow only as submissions queue up.
+///
+/// What each caller keeps: its input is validated before it joins a batch (a bad input
+/// changes nothing, and never fails another's submission); the answer comes after the
+/// commit that holds its run, steps, event and job; idempotency keys work as if the
+/// submissions ran one after the other. Should a shared transaction fail, each of its
+/// runs is retried alone, so one run that the database refuses fails only its own
+/// submission.
+///
+/// A lane is a workflow and an origin (user, project): the runs of one batch share
+/// those. Writers are tasks spawned on demand; a lane with nothing waiting has none.
+///
+/// It also writes whole batches ([`SubmitBatcher::submit_many`]). Every write, of a
+/// lane or a batch, holds a write permit: submissions use all but
+/// [`CONNECTIONS_KEPT`] of the pool's connections and queue for them (fairly, in arrival
+/// order) rather than time out waiting for the pool, which stays free enough for
+/// everything else the process does.
+#[derive(Debug)]
+pub struct SubmitBatcher {
+    pool: PgPool,
+    /// Shared with the process's other submitters to this database.
+    stored: Arc<DefinitionsStored>,
+    /// One per open submit transaction: the pool's connections but
+    /// [`CONNECTIONS_KEPT`].
+    write_permits: Semaphore,
+    /// Lanes with submissions waiting or being written. A lane is removed by its last
+    /// writer when it finds nothing waiting, under this lock, so a submission either
+    /// joins a lane whose writer will see it or starts a new writer.
+    lanes: Mutex<HashMap<LaneKey, Lane>>,
+    /// The last lane's epoch.
+    epochs: AtomicU64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct LaneKey {
+    workflow: String,
+    user_id: Option<i64>,
+    project_id: Option<i64>,
+    parent: Option<(String, String)>,
+}
+
+impl LaneKey {
+    fn origin(&self) -> RunOrigin {
+        RunOrigin {
+            user_id: self.user_id,
+            project_id: self.project_id,
+            parent: self.parent.clone(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Lane {
+    /// Tells this lane from a later one of the same key (see [`WriterGuard`]).
+    epoch: u64,
+    waiting: Vec<Waiting>,
+    /// Writer tasks running for this lane (at most [`WRITERS_PER_LANE`]).
+    writers: usize,
+}
+
+#[derive(Debug)]
+struct Waiting {
+    prepared: Prepared,
+    /// The submitting request awaits the other end; dropped unanswered only if the
+    /// writer panicked (the request then fails).
+    reply: oneshot::Sender<Result<BatchSubmitted>>,
+}
+
+impl SubmitBatcher {
+    /// Submissions to `pool`'s database; `stored` is shared with other submitters of
+    /// that database.
+    pub fn new(pool: PgPool, stored: Arc<DefinitionsStored>) -> SubmitBatcher {
+        let permits = pool
+            .options()
+            .get_max_connections()
+            .saturating_sub(CONNECTIONS_KEPT)
+            .max(1) as usize;
+        SubmitBatcher {
+            write_permits: Semaphore::new(permits),
+            pool,
+            stored,
+            lanes: Mutex::default(),
+            epochs: AtomicU64::new(0),
+        }
+    }
+
+    /// Queues a run of `def` (a workflow of `registry`, which supplies its children)
+    /// and answers once it is committed; see [`SubmitBatcher`]. An invalid input or key
+    /// is refused at once (`index` 0) and writes nothing.
+    pub async fn submit(
+        self: &Arc<Self>,
+        registry: &Arc<Registry>,
+        def: &Definition,
+        input: &Value,
+        idempotency_key: Option<&str>,
+        origin: &RunOrigin,
+    ) -> Result<Result<BatchSubmitted, ItemRejected>> {
+        let item = BatchItem {
+            input,
+            idempotency_key,
+        };
+        let prepared = match prepare(def, 0, item) {
+            Ok(p) => p,
+            Err(rejected) => return Ok(Err(rejected)),
+        };
+        let key = LaneKey {
+            workflow: def.workflow.name.clone(),
+            user_id: origin.user_id,
+            project_id: origin.project_id,
+            parent: origin.parent.clone(),
+        };
+        let (reply, answer) = oneshot::channel();
+        let start_writer = {
+            let mut lanes = self.lock();
+            let lane = lanes.entry(key.clone()).or_insert_with(|| Lane {
+                epoch: self.epochs.fetch_add(1, Ordering::Relaxed) + 1,
+                waiting: Vec::new(),
+                writers: 0,
+            });
+            lane.waiting.push(Waiting { prepared, reply });
+            let start = lane.writers < WRITERS_PER_LANE;
+            if start {
+                lane.writers += 1;
+            }
+            start.then_some(lane.epoch)
+        };
+        if let Some(epoch) = start_writer {
+            let (this, registry) = (self.clone(), registry.clone());
+            tokio::spawn(async move { this.write_lane(registry, key, epoch).await });
+        }
+        match answer.await {
+            Ok(submitted) => Ok(Ok(submitted?)),
+            Err(_) => Err(EngineError::Store(store::StoreError::Invalid(
+                "the submit writer stopped before answering".into(),
+            ))),
+        }
+    }
+
+    /// [`submit_many`], its transaction holding a write permit (see [`SubmitBatcher`]).
+    pub async fn submit_many(
+        &self,
+        def: &Definition,
+        children: &[&Definition],
+        items: &[BatchItem<'_>],
+        origin: &RunOrigin,
+    ) -> Result<Result<Vec<BatchSubmitted>, BatchRejected>> {
+        let prepared = match prepare_all(def, items) {
+            Ok(p) => p,
+            Err(rejected) => return Ok(Err(rejected)),
+        };
+        let _permit = self.permit().await?;
+        Ok(Ok(write_prepared(
+            &self.pool,
+            &self.stored,
+            def,
+            children,
+            prepared,
+            origin,
+        )
+        .await?))
+    }
+
+    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        // The semaphore is never closed.
+        self.write_permits.acquire().await.map_err(|e| {
+            EngineError::Store(store::StoreError::Invalid(format!("submit permits: {e}")))
+        })
+    }
+
+    /// A writer: takes what waits in its lane and writes it, until nothing waits.
+    async fn write_lane(self: Arc<Self>, registry: Arc<Registry>, key: LaneKey, epoch: u64) {
+        let _guard = WriterGuard {
+            batcher: &self,
+            key: &key,
+            epoch,
+        };
+        loop {
+            let batch: Vec<Waiting> = {
+                let mut lanes = self.lock();
+                let Some(lane) = lanes.get_mut(&key).filter(|l| l.epoch == epoch) else {
+                    // The lane was dropped after a writer panicked.
+                    return;
+                };
+                if lane.waiting.is_empty() {
+                    lane.writers -= 1;
+                    if lane.writers == 0 {
+                        lanes.remove(&key);
+                    }
+                    return;
+                }
+                let take = lane.waiting.len().min(BATCH_MAX);
+                lane.waiting.drain(..take).collect()
+            };
+            self.write_batch(&registry, &key, batch).await;
+        }
+    }
+
+    async fn write_batch(&self, registry: &Registry, key: &LaneKey, batch: Vec<Waiting>) {
+        let Some(def) = registry.get(&key.workflow) else {
+            for w in batch {
+                let _ = w
+                    .reply
+                    .send(Err(EngineError::Store(store::StoreError::Invalid(
+                        format!("workflow `{}` left the registry", key.workflow),
+                    ))));
+            }
+            return;
+        };
+        let children: Vec<&Definition> = registry
+            .with_children(&key.workflow)
+            .into_iter()
+            .filter(|d| d.workflow.name != key.workflow)
+            .collect();
+        let origin = key.origin();
+        let (prepared, replies): (Vec<Prepared>, Vec<_>) =
+            batch.into_iter().map(|w| (w.prepared, w.reply)).unzip();
+        let shared = prepared.len() > 1;
+        // Kept to retry one by one should the shared transaction fail.
+        let alone: Vec<Prepared> = if shared {
+            prepared
+                .iter()
+                .map(|p| Prepared {
+                    input: p.input.clone(),
+                    request_hash: p.request_hash.clone(),
+                    idempotency_key: p.idempotency_key.clone(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let written = match self.permit().await {
+            Ok(_permit) => {
+                write_prepared(&self.pool, &self.stored, def, &children, prepared, &origin).await
+            }
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok(answers) => {
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(Ok(answer));
+                }
+            }
+            Err(e) if !shared => {
+                if let Some(reply) = replies.into_iter().next() {
+                    let _ = reply.send(Err(e));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, runs = replies.len(),
+                    "a shared submit transaction failed; writing its runs one by one");
+                for (reply, p) in replies.into_iter().zip(alone) {
+                    let _permit = self.permit().await;
+                    let one =
+                        write_prepared(&self.pool, &self.stored, def, &children, vec![p], &origin)
+                            .await
+                            .and_then(|mut answers| {
+                                answers.pop().ok_or_else(|| {
+                                    EngineError::Store(store::StoreError::Invalid(
+                                        "a submit of one run answered nothing".into(),
+                                    ))
+                                })
+                            });
+                    let _ = reply.send(one);
+                }
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LaneKey, Lane>> {
+        // Every change under the lock is a few map and vector operations.
+        self.lanes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Should a writer panic, its lane is dropped, and with it the replies of everything
+/// waiting there: those submissions fail rather than wait forever. The lane's other
+/// writer stops at its next look (the epoch tells it the lane is gone); the next
+/// submission starts a new lane.
+struct WriterGuard<'a> {
+    batcher: &'a SubmitBatcher,
+    key: &'a LaneKey,
+    epoch: u64,
+}
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut lanes = self.batcher.lock();
+            if lanes.get(self.key).is_some_and(|l| l.epoch == self.epoch) {
+                lanes.remove(self.key);
+            }
+        }
+    }
 }
