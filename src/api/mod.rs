@@ -34,7 +34,7 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::engine::ops::SubmitBatcher;
+use crate::engine::SubmitBatcher;
 use crate::store::definitions::DefinitionsStored;
 use crate::workflow::Registry;
 

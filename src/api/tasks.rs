@@ -15,9 +15,7 @@ use super::auth::{Operator, Viewer};
 use super::extract::{AppJson, AppQuery};
 use super::{ApiError, AppState};
 use crate::engine;
-use crate::engine::ops::{
-    BATCH_MAX, BatchItem, BatchOutcome, BatchRejected, ItemRejected, KEY_MAX_LEN,
-};
+use crate::engine::{BATCH_MAX, BatchItem, BatchOutcome, BatchRejected, ItemRejected, KEY_MAX_LEN};
 use crate::store;
 use crate::store::runs::{RunListParams, RunRow};
 use crate::workflow::Definition;

@@ -24,7 +24,9 @@ mod submit;
 mod writer;
 
 pub use submit::{
-    Rejected, Submitted, store_definition, submit, submit_for, submit_in, submit_with,
+    BATCH_MAX, BatchItem, BatchOutcome, BatchRejected, BatchSubmitted, ItemRejected, KEY_MAX_LEN,
+    Rejected, SubmitBatcher, Submitted, store_definition, submit, submit_for, submit_in,
+    submit_many, submit_with,
 };
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,17 +1,11 @@
 //! Operator actions on runs: retry a dead run from its failed step, replay a run (from a
-//! step), cancel, and the bulk forms of each over a filter, in bounded batches; and
-//! submitting many runs at once ([`submit_many`], and [`SubmitBatcher`], which writes
-//! concurrent single submissions together).
+//! step), cancel, and the bulk forms of each over a filter, in bounded batches.
 
 use std::collections::BTreeSet;
 
 use serde_json::Value;
 use sqlx::PgPool;
 
-pub use super::submit::{
-    BATCH_MAX, BatchItem, BatchOutcome, BatchRejected, BatchSubmitted, ItemRejected, KEY_MAX_LEN,
-    SubmitBatcher, submit_many,
-};
 use super::{EngineError, Result};
 use crate::queue::{self, Wake};
 use crate::store::runs::{Cancelled, RunFilter, RunInsertParams, RunInserted, RunRow};
