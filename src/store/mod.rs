@@ -83,13 +83,15 @@ pub async fn connect_quiet(url: &str, max_connections: u32) -> Result<PgPool> {
     Ok(pool)
 }
 
-/// Applies Cairn's migrations and apalis' (in its own `apalis` schema). Safe to run
-/// from several processes at once: both migrators take an advisory lock.
+/// Applies Cairn's migrations and apalis' (in its own `apalis` schema), then Cairn's
+/// replacement for apalis' fetch ([`jobs::jobs_fetch_install`]). Safe to run from
+/// several processes at once: each step takes an advisory lock.
 pub async fn migrate(pool: &PgPool) -> Result<()> {
     crate::MIGRATOR.run(pool).await?;
     crate::queue::setup(pool)
         .await
         .map_err(|e| StoreError::QueueSetup(e.to_string()))?;
+    jobs::jobs_fetch_install(pool).await?;
     Ok(())
 }
 
