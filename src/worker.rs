@@ -48,7 +48,7 @@ impl Default for WorkerSettings {
         WorkerSettings {
             concurrency: 16,
             lease: Duration::from_secs(30),
-            poll_interval: Duration::from_secs(1),
+            poll_interval: Duration::from_millis(200),
             shutdown_grace: Duration::from_secs(20),
             env: BTreeMap::new(),
             llm: None,
