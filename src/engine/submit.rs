@@ -92,16 +92,32 @@ pub async fn submit_for(
             Ok(submitted)
         }
         .await;
-        match attempt {
-            Err(e) if !retried && definition_missing(&e) => {
-                forget_definitions(stored, &defs);
-                retried = true;
-            }
-            Err(e) => return Err(e),
-            Ok(submitted) => {
-                remember_definitions(stored, &defs);
-                return Ok(Ok(submitted));
-            }
+        if let Some(submitted) = after_attempt(stored, &defs, attempt, &mut retried)? {
+            return Ok(Ok(submitted));
+        }
+    }
+}
+
+/// Decides after a transaction that stored missing `defs` and wrote runs: committed
+/// → the definitions are remembered, `Some`; a remembered definition was missing after
+/// all (the run's foreign key says so) → forgotten, `None` to try once more; otherwise
+/// the error.
+fn after_attempt<T>(
+    stored: &DefinitionsStored,
+    defs: &[&Definition],
+    attempt: Result<T>,
+    retried: &mut bool,
+) -> Result<Option<T>> {
+    match attempt {
+        Err(e) if !*retried && definition_missing(&e) => {
+            forget_definitions(stored, defs);
+            *retried = true;
+            Ok(None)
+        }
+        Err(e) => Err(e),
+        Ok(written) => {
+            remember_definitions(stored, defs);
+            Ok(Some(written))
         }
     }
 }
@@ -427,16 +443,8 @@ async fn write_prepared(
             Ok::<_, EngineError>(inserted)
         }
         .await;
-        match attempt {
-            Err(e) if !retried && definition_missing(&e) => {
-                forget_definitions(stored, &defs);
-                retried = true;
-            }
-            Err(e) => return Err(e),
-            Ok(inserted) => {
-                remember_definitions(stored, &defs);
-                break inserted;
-            }
+        if let Some(inserted) = after_attempt(stored, &defs, attempt, &mut retried)? {
+            break inserted;
         }
     };
 
