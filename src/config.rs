@@ -60,8 +60,9 @@ pub struct WorkerArgs {
     /// elsewhere after at most this long.
     #[arg(long, env = "CAIRN_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub lease: Duration,
-    /// Fallback poll interval for new jobs. Notifications usually arrive first, but the
-    /// bench sees a share of wake-ups missed; this bounds how late those are picked up.
+    /// Fallback poll interval for wake-ups. New runs are announced and picked up at once;
+    /// timers and retries are not announced, and this bounds how late they (and anything
+    /// announced while the worker's listening connection was down) are picked up.
     #[arg(long, env = "CAIRN_POLL_INTERVAL", default_value = "200ms", value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
     /// On SIGTERM, how long running steps may take to finish before their runs are

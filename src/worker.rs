@@ -16,7 +16,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{self, Engine, EngineConfig, Outcome};
+use crate::engine::{self, Engine, EngineConfig};
 use crate::queue::{self, ConsumerConfig};
 use crate::store;
 
@@ -122,29 +122,19 @@ pub async fn run(
         settings.lease,
         stopped.clone(),
     ));
-    let rescuer = tokio::spawn(rescue_loop(
-        pool.clone(),
-        id.clone(),
-        settings.lease,
-        stopped.clone(),
-    ));
+    let rescuer = tokio::spawn(rescue_loop(pool.clone(), settings.lease, stopped.clone()));
 
     let handler = {
         let engine = engine.clone();
-        move |run_id: String| {
+        move |run: store::runs::Acquired| {
             let engine = engine.clone();
             async move {
-                match engine.advance(&run_id).await {
-                    Ok(outcome) => {
-                        if outcome != Outcome::NotAcquired {
-                            tracing::debug!(run = %run_id, ?outcome, "advanced run");
-                        }
-                        Ok(())
-                    }
-                    Err(e) => {
-                        tracing::error!(run = %run_id, error = %e, "advancing run failed");
-                        Err(e.to_string())
-                    }
+                let run_id = run.run.id.clone();
+                match engine.advance(run).await {
+                    Ok(outcome) => tracing::debug!(run = %run_id, ?outcome, "advanced run"),
+                    // The run keeps its lease until it expires; the rescuer then requeues
+                    // it, and another attempt resumes it from its last checkpoint.
+                    Err(e) => tracing::error!(run = %run_id, error = %e, "advancing run failed"),
                 }
             }
         }
@@ -154,14 +144,21 @@ pub async fn run(
         ConsumerConfig {
             name: id.clone(),
             concurrency: settings.concurrency,
+            lease: settings.lease,
             poll_interval: settings.poll_interval,
-            heartbeat: Duration::from_secs(5),
             shutdown_timeout: settings.shutdown_grace + Duration::from_secs(5),
         },
         handler,
         shutdown,
     )
     .await;
+    match engine::release_held(&pool, &id).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(runs = n, "handed back runs taken but not started"),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not hand back runs taken but not started; they resume when their lease expires")
+        }
+    }
 
     stopped.cancel();
     let _ = heartbeat.await;
@@ -214,11 +211,9 @@ async fn heartbeat_loop(pool: PgPool, id: String, lease: Duration, stopped: Canc
     }
 }
 
-/// Requeues runs whose lease expired, and deletes acknowledged queue jobs: this
-/// worker's on every pass, other (gone) workers' now and then.
-async fn rescue_loop(pool: PgPool, id: String, lease: Duration, stopped: CancellationToken) {
+/// Requeues runs whose lease expired.
+async fn rescue_loop(pool: PgPool, lease: Duration, stopped: CancellationToken) {
     let period = (lease / 4).clamp(Duration::from_millis(250), Duration::from_secs(5));
-    let mut passes: u64 = 0;
     loop {
         // Jitter spreads several workers' scans apart.
         let wait = period.mul_f64(0.75 + fastrand::f64() * 0.5);
@@ -229,9 +224,5 @@ async fn rescue_loop(pool: PgPool, id: String, lease: Duration, stopped: Cancell
         if let Err(e) = engine::rescue_expired(&pool, 500).await {
             tracing::warn!(error = %e, "rescuing expired leases failed");
         }
-        if let Err(e) = queue::prune_done(&pool, &id, passes.is_multiple_of(20)).await {
-            tracing::warn!(error = %e, "pruning finished queue jobs failed");
-        }
-        passes += 1;
     }
 }

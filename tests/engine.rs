@@ -452,3 +452,148 @@ async fn sleep_steps_are_durable_timers(pool: PgPool) {
     let abandoned = kinds.iter().filter(|k| *k == "step_abandoned").count();
     assert_eq!(abandoned, 0, "{kinds:?}");
 }
+
+/// A worker's fetch: taking wake-ups deletes them and leases their runs in one
+/// statement — as many as asked, due ones only, each run once however often it was
+/// woken, never a finished run or one a live worker holds — and a stopping worker hands
+/// back what it took but never started.
+#[sqlx::test(migrations = false)]
+async fn taking_wake_ups_leases_their_runs_once_and_stopping_hands_them_back(pool: PgPool) {
+    migrate(&pool).await;
+    let def = definition(
+        "one",
+        "[[steps]]\nid = \"s\"\nkind = \"sql\"\nquery = \"select 1\"\n",
+    );
+    let ttl = Duration::from_secs(30);
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(submit(&pool, &def, json!({})).await);
+    }
+    // ids[0] woken twice more; ids[1] cancelled; ids[2] held by a live worker; ids[3]
+    // has only a wake-up due in an hour besides its own.
+    let mut tx = pool.begin().await.unwrap();
+    cairn::queue::enqueue(
+        &mut tx,
+        &[
+            cairn::queue::Wake::now(&ids[0]),
+            cairn::queue::Wake::now(&ids[0]),
+        ],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    sqlx::query("update runs set status = 'cancelled', finished_at = now() where id = $1")
+        .bind(&ids[1])
+        .execute(&pool)
+        .await
+        .unwrap();
+    store::runs::run_lease_acquire(&pool, &ids[2], "worker-x", ttl)
+        .await
+        .unwrap()
+        .expect("free run is acquired");
+    sqlx::query(
+        "delete from apalis.jobs
+          where convert_from(job, 'utf8')::jsonb ->> 'run_id' = $1",
+    )
+    .bind(&ids[3])
+    .execute(&pool)
+    .await
+    .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    cairn::queue::enqueue(
+        &mut tx,
+        &[cairn::queue::Wake {
+            run_id: ids[3].clone(),
+            at: Some(chrono::Utc::now() + chrono::Duration::hours(1)),
+        }],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let jobs = |pool: PgPool| async move {
+        sqlx::query_scalar::<_, i64>("select count(*) from apalis.jobs")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(jobs(pool.clone()).await, 7);
+    sqlx::query(
+        "update apalis.jobs set run_at = now() - interval '1 hour'
+          where convert_from(job, 'utf8')::jsonb ->> 'run_id' = $1",
+    )
+    .bind(&ids[0])
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    // Asked for three: the three oldest wake-ups, all ids[0]'s, lease it once.
+    let first = store::jobs::jobs_claim_runs(&pool, cairn::queue::QUEUE, "worker-a", ttl, 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        first.iter().map(|a| a.run.id.as_str()).collect::<Vec<_>>(),
+        [ids[0].as_str()]
+    );
+    assert_eq!(first[0].lease.owner, "worker-a");
+    assert_eq!(jobs(pool.clone()).await, 4);
+
+    let rest = store::jobs::jobs_claim_runs(&pool, cairn::queue::QUEUE, "worker-a", ttl, 100)
+        .await
+        .unwrap();
+    let mut leased: Vec<&str> = rest.iter().map(|a| a.run.id.as_str()).collect();
+    leased.sort();
+    assert_eq!(
+        leased,
+        [ids[4].as_str()],
+        "finished, held and not-yet-due runs stay"
+    );
+    // Every due wake-up is gone, including those that leased nothing; the one due in
+    // an hour stays.
+    assert_eq!(jobs(pool.clone()).await, 1);
+    let owners: Vec<(String, Option<String>)> =
+        sqlx::query_as("select status, lease_owner from runs where id = any($1) order by id")
+            .bind(&ids)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let expected: Vec<(String, Option<String>)> = {
+        let mut v: Vec<(String, (String, Option<String>))> = vec![
+            (ids[0].clone(), ("running".into(), Some("worker-a".into()))),
+            (ids[1].clone(), ("cancelled".into(), None)),
+            (ids[2].clone(), ("running".into(), Some("worker-x".into()))),
+            (ids[3].clone(), ("queued".into(), None)),
+            (ids[4].clone(), ("running".into(), Some("worker-a".into()))),
+        ];
+        v.sort();
+        v.into_iter().map(|(_, s)| s).collect()
+    };
+    assert_eq!(owners, expected);
+
+    // worker-a stops without starting either: both go back to the queue with a wake-up
+    // and an event; worker-x's run is not touched.
+    assert_eq!(
+        cairn::engine::release_held(&pool, "worker-a")
+            .await
+            .unwrap(),
+        2
+    );
+    let back: Vec<(String, i64)> = sqlx::query_as(
+        "select r.status,
+                (select count(*) from run_events e where e.run_id = r.id and e.kind = 'run_released')
+           from runs r where r.id = any($1) order by r.id",
+    )
+    .bind([&ids[0], &ids[4]])
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(back, [("queued".to_owned(), 1), ("queued".to_owned(), 1)]);
+    assert_eq!(jobs(pool.clone()).await, 3);
+    let again = store::jobs::jobs_claim_runs(&pool, cairn::queue::QUEUE, "worker-b", ttl, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.len(),
+        2,
+        "handed-back runs are taken by the next worker"
+    );
+}

@@ -318,29 +318,27 @@ impl Bench<'_> {
             .collect()
     }
 
-    /// Waits until the workers are registered with apalis (and so listening for jobs).
+    /// Waits until every worker listens for new jobs: each holds one session whose
+    /// last statement is its `LISTEN` (the API's sessions listen on other channels).
     async fn wait_registered(&self, workers: &mut [Service]) -> Result<()> {
-        let pids: Vec<i32> = workers.iter().map(|w| w.pid() as i32).collect();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             for w in workers.iter_mut() {
                 w.check_alive()?;
             }
             let ready: i64 = sqlx::query_scalar(
-                "select count(*) from apalis.workers a join workers w on w.id = a.id
-                  where w.pid = any($1)",
+                "select count(*) from pg_stat_activity
+                  where datname = current_database() and application_name = 'cairn'
+                    and query ilike 'listen%apalis::job::insert%'",
             )
-            .bind(&pids)
             .fetch_one(&self.db.pool)
             .await?;
             if ready as usize >= workers.len() {
-                // Their LISTEN starts with the job stream, just after registration.
-                tokio::time::sleep(Duration::from_millis(500)).await;
                 return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(BenchError::Process(format!(
-                    "{ready} of {} workers registered in 60 s",
+                    "{ready} of {} workers listening for jobs after 60 s",
                     workers.len()
                 )));
             }

@@ -43,6 +43,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::queue::{self, QueueError, Wake};
 use crate::step::{self, StepContext, StepError};
+use crate::store::runs::Acquired;
 use crate::store::{self, Lease, StoreError};
 use crate::workflow::template;
 use crate::workflow::{Step, StepKind, Workflow};
@@ -68,8 +69,6 @@ pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 /// How a call to [`Engine::advance`] ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The run is finished, or another live worker holds it: nothing to do.
-    NotAcquired,
     Succeeded,
     Dead,
     /// Waiting for a retry or a timer; a wake-up is queued.
@@ -197,29 +196,19 @@ impl Engine {
         Ok(wf)
     }
 
-    /// Advances run `run_id` as far as it can go now. See the module docs.
-    pub async fn advance(&self, run_id: &str) -> Result<Outcome> {
-        let outcome = self.advance_run(run_id).await;
-        if !matches!(outcome, Ok(Outcome::NotAcquired)) {
-            self.announce.notify_one();
-        }
+    /// Advances a run whose lease was just taken (by the queue's fetch) as far as it
+    /// can go now. See the module docs.
+    pub async fn advance(&self, acquired: Acquired) -> Result<Outcome> {
+        self.announce.notify_one();
+        let outcome = self.advance_run(acquired).await;
+        self.announce.notify_one();
         outcome
     }
 
-    async fn advance_run(&self, run_id: &str) -> Result<Outcome> {
-        let acquired = store::runs::run_lease_acquire(
-            &self.pool,
-            run_id,
-            &self.config.worker_id,
-            self.config.lease_ttl,
-        )
-        .await?;
-        let Some(acquired) = acquired else {
-            return Ok(Outcome::NotAcquired);
-        };
-        self.announce.notify_one();
+    async fn advance_run(&self, acquired: Acquired) -> Result<Outcome> {
         let lease = acquired.lease;
         let run = acquired.run;
+        let run_id = run.id.as_str();
         let clock = Clock {
             base: acquired.db_now,
             at: Instant::now(),
@@ -1109,6 +1098,22 @@ impl Clock {
     fn now(&self) -> DateTime<Utc> {
         self.base + chrono::Duration::from_std(self.at.elapsed()).unwrap_or_default()
     }
+}
+
+/// Hands back to the queue every run worker `owner` still leases — runs its fetch took
+/// but never started before it stopped — so they continue at once elsewhere rather than
+/// when their lease expires. Call only once no handler of `owner` is running.
+pub async fn release_held(pool: &PgPool, owner: &str) -> Result<usize> {
+    let mut tx = pool.begin().await?;
+    let ids =
+        store::runs::run_release_held(&mut tx, owner, "the worker stopped before starting it")
+            .await?;
+    if !ids.is_empty() {
+        let wakes: Vec<Wake> = ids.iter().map(Wake::now).collect();
+        queue::enqueue(&mut tx, &wakes).await?;
+    }
+    tx.commit().await?;
+    Ok(ids.len())
 }
 
 /// Queues wake-ups for runs whose lease expired; returns how many were rescued.

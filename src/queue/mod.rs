@@ -1,32 +1,41 @@
 //! The seam to apalis: the one job type Cairn queues, "advance run X", and the consumer
-//! that hands those jobs to the engine. No apalis type leaves this module.
+//! that hands leased runs to the engine. No apalis type leaves this module.
 //!
-//! apalis-postgres carries wake-ups only. Workflow state, retries and backoff live in
-//! Cairn's own tables (see [`crate::engine`]): apalis' own retries have no delay and
-//! its `RetryAfterError` loops hot, so the engine answers every job with success and
-//! schedules follow-up jobs itself, in the same transaction as the state they act on.
+//! `apalis.jobs` carries wake-ups only, queued by apalis-postgres inside the
+//! transactions that need them. Workflow state, retries and backoff live in Cairn's own
+//! tables (see [`crate::engine`]). Workers are apalis workers over Cairn's own fetch
+//! (see [`consume`]): taking a wake-up deletes it and leases its run in the same
+//! statement, so the run's lease — not the job — is what keeps a run from being lost
+//! when its worker dies (the rescuer requeues runs whose lease expired).
 //!
-//! Delivery is at least once: a job may arrive twice or arrive for a run another worker
-//! holds. The engine's lease makes that harmless.
+//! A run may be woken twice, or woken while another worker holds it: the second wake-up
+//! leases nothing and is simply gone.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use apalis::prelude::{
-    BackendExt, Monitor, Strategy, TaskBuilder, TaskId, WorkerBuilder, WorkerBuilderExt,
+    BackendBuilder, Monitor, TaskBuilder, TaskId, WorkerBuilder, WorkerBuilderExt, WorkerContext,
 };
-use apalis_postgres::{Config, PostgresStorage};
+use apalis_postgres::PostgresStorage;
 use chrono::{DateTime, Utc};
+use futures::{SinkExt, StreamExt, sink, stream};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
+use tokio::sync::Notify;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+
+use crate::store::{self, runs::Acquired};
 
 /// The apalis queue (`apalis.jobs.job_type`) that carries Cairn's wake-ups.
 pub const QUEUE: &str = "cairn.runs";
-
-/// How many times apalis itself re-delivers a job whose handler failed (an
-/// infrastructure error, e.g. the database went away mid-job).
-const MAX_DELIVERIES: usize = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -38,6 +47,8 @@ pub enum QueueError {
     Consumer(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error("listening for new jobs: {0}")]
+    Listen(#[from] sqlx::Error),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,12 +86,11 @@ pub async fn enqueue(conn: &mut PgConnection, wakes: &[Wake]) -> Result<(), Queu
         let bytes = serde_json::to_vec(&RunJob {
             run_id: wake.run_id.clone(),
         })?;
-        let mut builder = TaskBuilder::new(bytes)
-            .task_id(TaskId::from_ulid(ulid::Ulid::generate()))
-            .max_attempts(MAX_DELIVERIES);
+        let mut builder =
+            TaskBuilder::new(bytes).task_id(TaskId::from_ulid(ulid::Ulid::generate()));
         if let Some(at) = wake.at {
-            // apalis stores whole seconds and runs jobs strictly after `run_at`:
-            // rounding up means a job never arrives before its time.
+            // apalis stores whole seconds: rounding up means a job never arrives
+            // before its time.
             let ms = at.timestamp_millis().max(0) as u64;
             builder = builder.run_at_timestamp(ms.div_ceil(1000));
         }
@@ -90,48 +100,35 @@ pub async fn enqueue(conn: &mut PgConnection, wakes: &[Wake]) -> Result<(), Queu
     Ok(())
 }
 
-/// Deletes acknowledged wake-ups: those worker `name` handled and, with `orphans`,
-/// those of workers apalis has not seen for a minute. Batches of 5,000 until none are
-/// left, so one pass never holds many row locks.
-pub async fn prune_done(pool: &PgPool, name: &str, orphans: bool) -> Result<u64, QueueError> {
-    const BATCH: i64 = 5_000;
-    let mut total = 0;
-    loop {
-        let n = crate::store::jobs::jobs_prune_done(pool, QUEUE, name, BATCH).await?;
-        total += n;
-        if n < BATCH as u64 {
-            break;
-        }
-    }
-    if orphans {
-        loop {
-            let n = crate::store::jobs::jobs_prune_orphaned(pool, QUEUE, BATCH).await?;
-            total += n;
-            if n < BATCH as u64 {
-                break;
-            }
-        }
-    }
-    Ok(total)
-}
-
 /// How a consumer fetches.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
-    /// Unique per process (apalis does not reject duplicates).
+    /// The worker's id: the owner of the leases it takes.
     pub name: String,
-    /// Jobs handled at once.
+    /// Runs advanced at once.
     pub concurrency: usize,
+    /// How long a lease lasts before it must be renewed (the worker's heartbeat does).
+    pub lease: Duration,
     /// Fallback poll when no notification arrives (scheduled jobs never notify).
     pub poll_interval: Duration,
-    /// apalis heartbeat; three missed ones make another worker re-deliver its jobs.
-    pub heartbeat: Duration,
     /// How long in-flight jobs may take to finish after shutdown begins.
     pub shutdown_timeout: Duration,
 }
 
-/// Consumes wake-ups until `shutdown` is cancelled, calling `handle(run_id)` for each.
-/// A handler error makes apalis deliver the job again (a few times).
+/// apalis' notification channel: its insert trigger announces every job due at once.
+const INSERTED: &str = "apalis::job::insert";
+
+/// Consumes wake-ups until `shutdown` is cancelled, calling `handle` with each run whose
+/// lease it took.
+///
+/// apalis drives the workers (concurrency, shutdown, graceful draining); the fetch is
+/// Cairn's own ([`store::jobs::jobs_claim_runs`]): when slots are free it takes as many
+/// due wake-ups as there are free slots (under load, half the slots' worth more, leased
+/// ahead), deletes them and leases their runs in one statement, so a wake-up costs no acknowledgement, no separate lease round trip and no
+/// cleanup afterwards. It fetches again as soon as its runs are handed out, on every
+/// notification of a new job, and at least every `poll_interval`. Runs it leased but
+/// could not hand out before shutdown are handed back by the caller
+/// (`engine::release_held`).
 pub async fn consume<H, F>(
     pool: &PgPool,
     config: ConsumerConfig,
@@ -139,30 +136,76 @@ pub async fn consume<H, F>(
     shutdown: CancellationToken,
 ) -> Result<(), QueueError>
 where
-    H: Fn(String) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Result<(), String>> + Send + 'static,
+    H: Fn(Acquired) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
 {
-    let storage_config = Config::default()
-        .queue(QUEUE)
-        .batch_size(config.concurrency.clamp(1, 100))
-        .heartbeat_interval(config.heartbeat)
-        .missed_heartbeats(3);
-    let backend = PostgresStorage::<RunJob>::new(pool)
-        .with_config(storage_config)
-        .with_pubsub()
-        .poll_with_strategy(Strategy::new().interval(config.poll_interval));
-    let name = config.name.clone();
+    let inserted = Arc::new(Notify::new());
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(INSERTED).await?;
+    let _listening = AbortOnDropHandle::new(tokio::spawn(relay_notifications(
+        listener,
+        inserted.clone(),
+    )));
+
     let concurrency = config.concurrency.max(1);
+    let slots = Arc::new(Slots {
+        taken: AtomicUsize::new(0),
+        freed: Notify::new(),
+    });
+    // Leased runs wait here for a free apalis slot; one at a time, so a run is never
+    // held long without being started.
+    let (to_worker, from_fetch) = mpsc::channel::<Acquired>(1);
+    // No run is taken once shutdown begins: runs handed back while stopping must go to
+    // other workers.
+    let fetch_stop = shutdown.child_token();
+    let fetching = tokio::spawn(
+        Fetch {
+            pool: pool.clone(),
+            owner: config.name.clone(),
+            lease: config.lease,
+            concurrency,
+            slots: slots.clone(),
+            inserted,
+            poll_interval: config.poll_interval,
+        }
+        .run(to_worker, fetch_stop.clone()),
+    );
+    let leased = Arc::new(std::sync::Mutex::new(Some(ReceiverStream::new(from_fetch))));
+    let backend = BackendBuilder::new()
+        .database(leased)
+        .fetcher(|leased: &mut Leased, _: &(), _: &WorkerContext| {
+            // apalis builds the stream once per worker start; a second start would
+            // find it taken and end at once.
+            let runs = leased.lock().ok().and_then(|mut runs| runs.take());
+            stream::iter(runs)
+                .flatten()
+                .map(|run| Ok::<_, QueueError>(Some(TaskBuilder::new(run).build())))
+        })
+        // Wake-ups are queued inside the transactions that need them ([`enqueue`]),
+        // never through the worker's backend.
+        .sink(|_: &mut Leased, _: &()| {
+            sink::drain().sink_map_err(|never: std::convert::Infallible| match never {})
+        })
+        .build()
+        .map_err(|e| QueueError::Consumer(e.to_string()))?;
+
+    let name = config.name.clone();
     let asked_to_stop = shutdown.clone();
-    Monitor::new()
+    let monitored = Monitor::new()
         .register(move |_| {
             let handle = handle.clone();
+            let slots = slots.clone();
             WorkerBuilder::new(name.as_str())
                 .backend(backend.clone())
                 .concurrency(concurrency)
-                .build(move |job: RunJob| {
+                .build(move |run: Acquired| {
                     let handle = handle.clone();
-                    async move { handle(job.run_id).await.map_err(JobError) }
+                    let slot = SlotGuard(slots.clone());
+                    async move {
+                        handle(run).await;
+                        drop(slot);
+                        Ok::<(), JobError>(())
+                    }
                 })
         })
         .shutdown_timeout(config.shutdown_timeout)
@@ -171,16 +214,133 @@ where
             Ok(())
         })
         .await
-        .map_err(|e| QueueError::Consumer(e.to_string()))?;
-    // apalis stops a worker whose backend failed (e.g. its heartbeat could not reach
-    // the database) and the monitor then returns as if asked to: a process that stops
-    // consuming must say so, so that its supervisor restarts it.
+        .map_err(|e| QueueError::Consumer(e.to_string()));
+    // The fetch stops between statements, never inside one, so that every run it
+    // leased is known to be leased when the caller hands the leftovers back.
+    fetch_stop.cancel();
+    let _ = fetching.await;
+    monitored?;
     if asked_to_stop.is_cancelled() {
         Ok(())
     } else {
         Err(QueueError::Consumer(
-            "apalis stopped the worker (its backend failed; see the log above)".into(),
+            "apalis stopped the worker unasked (see the log above)".into(),
         ))
+    }
+}
+
+type Leased = Arc<std::sync::Mutex<Option<ReceiverStream<Acquired>>>>;
+
+/// Wakes the fetch on every notification of a job of [`QUEUE`] that is due now.
+/// `recv` reconnects by itself after a lost connection; what was announced meanwhile
+/// is found by the fallback poll.
+async fn relay_notifications(mut listener: PgListener, inserted: Arc<Notify>) {
+    loop {
+        match listener.recv().await {
+            Ok(n) => {
+                let ours = serde_json::from_str::<Value>(n.payload())
+                    .ok()
+                    .and_then(|v| {
+                        v.get("job_type")
+                            .and_then(Value::as_str)
+                            .map(|t| t == QUEUE)
+                    })
+                    .unwrap_or(true);
+                if ours {
+                    inserted.notify_one();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "listening for new jobs failed; polling meanwhile");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Runs leased and not finished, against the worker's concurrency.
+struct Slots {
+    taken: AtomicUsize,
+    freed: Notify,
+}
+
+/// Frees a run's slot when its handler is done (or dropped).
+struct SlotGuard(Arc<Slots>);
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.0.taken.fetch_sub(1, Ordering::SeqCst);
+        self.0.freed.notify_one();
+    }
+}
+
+/// Cairn's fetch: leases as many runs as there are free slots (and half as many ahead),
+/// hands them to apalis one by one, and waits — for a slot, a notification or the poll
+/// — when there is nothing to take.
+struct Fetch {
+    pool: PgPool,
+    owner: String,
+    lease: Duration,
+    concurrency: usize,
+    slots: Arc<Slots>,
+    inserted: Arc<Notify>,
+    poll_interval: Duration,
+}
+
+impl Fetch {
+    async fn run(self, to_worker: mpsc::Sender<Acquired>, stop: CancellationToken) {
+        // Up to half the slots' worth of runs are leased ahead, so that under load
+        // wake-ups are taken in batches instead of one per finished run. Those runs
+        // wait in memory for a slot (their leases are renewed with the others).
+        let ahead = self.concurrency / 2;
+        let capacity = self.concurrency + ahead;
+        loop {
+            let taken = self.slots.taken.load(Ordering::SeqCst);
+            let free = capacity.saturating_sub(taken);
+            if free == 0 || free < ahead {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = self.slots.freed.notified() => continue,
+                }
+            }
+            if stop.is_cancelled() {
+                return;
+            }
+            let claimed = store::jobs::jobs_claim_runs(
+                &self.pool,
+                QUEUE,
+                &self.owner,
+                self.lease,
+                free as i64,
+            )
+            .await;
+            match claimed {
+                Ok(runs) if !runs.is_empty() => {
+                    self.slots.taken.fetch_add(runs.len(), Ordering::SeqCst);
+                    for run in runs {
+                        tokio::select! {
+                            // Not started: the caller hands it back with the others.
+                            _ = stop.cancelled() => return,
+                            sent = to_worker.send(run) => if sent.is_err() { return },
+                        }
+                    }
+                }
+                Ok(_) => {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = self.inserted.notified() => {}
+                        _ = tokio::time::sleep(self.poll_interval) => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "fetching wake-ups failed; trying again");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(self.poll_interval.max(Duration::from_millis(500))) => {}
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -164,7 +164,7 @@ pub async fn run_list(pool: &PgPool, p: &RunListParams) -> Result<Vec<RunRow>> {
 }
 
 /// A freshly acquired lease and what the run looked like.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Acquired {
     pub run: RunRow,
     pub lease: Lease,
@@ -173,24 +173,46 @@ pub struct Acquired {
 }
 
 #[derive(sqlx::FromRow)]
-struct AcquireRow {
+pub(super) struct AcquireRow {
     #[sqlx(flatten)]
     run: RunRow,
     lease_token: i64,
     db_now: DateTime<Utc>,
 }
 
-/// Takes the lease on a run that is not finished and not leased by a live worker.
-/// Attempts that a previous owner left running are marked abandoned (their steps are
-/// pending again). One statement: the lease, the abandoned attempts and the events.
-pub async fn run_lease_acquire(
-    pool: &PgPool,
-    run_id: &str,
-    owner: &str,
-    ttl: std::time::Duration,
-) -> Result<Option<Acquired>> {
-    let sql = format!(
-        "with old as (select id, status, lease_owner from runs where id = $1 for update),
+impl AcquireRow {
+    pub(super) fn into_acquired(self, owner: &str, ttl: std::time::Duration) -> Acquired {
+        Acquired {
+            lease: Lease {
+                run_id: self.run.id.clone(),
+                owner: owner.to_owned(),
+                token: self.lease_token,
+                ttl,
+            },
+            run: self.run,
+            db_now: self.db_now,
+        }
+    }
+}
+
+/// The statement that leases the runs named by the CTE `wanted` (column `run_id`,
+/// duplicates allowed) to owner `$2` for `$3` seconds: those not finished and not
+/// leased by a live worker. Attempts that a previous owner left running are marked
+/// abandoned (their steps are pending again), and every change gets its event — one
+/// statement for any number of runs. Rows are locked in id order, so two callers
+/// leasing overlapping sets wait for each other instead of deadlocking.
+pub(super) fn lease_statement(wanted: &str) -> String {
+    let cols = RUN_COLUMNS
+        .split(", ")
+        .map(|c| format!("r.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "with wanted as ({wanted}),
+         old as (select id, status, lease_owner from runs
+                  where id = any (array(select run_id from wanted))
+                  order by id
+                    for update),
          r as (update runs r
                   set status = 'running', lease_owner = $2, lease_token = r.lease_token + 1,
                       lease_expires_at = clock_timestamp() + make_interval(secs => $3),
@@ -202,52 +224,47 @@ pub async fn run_lease_acquire(
                returning {cols}, r.lease_token, old.status as previous_status,
                          old.lease_owner as previous_owner, now() as db_now),
          abandoned as (
-               update step_attempts
+               update step_attempts a
                   set status = 'abandoned', finished_at = clock_timestamp(),
-                      error = 'abandoned: worker ' || worker_id || ' stopped before the attempt finished'
-                where run_id = $1 and status = 'running' and exists (select from r)
-                  and step_id in (select step_id from steps where run_id = $1 and status = 'running')
-               returning step_id, attempt),
+                      error = 'abandoned: worker ' || a.worker_id || ' stopped before the attempt finished'
+                 from steps s
+                where a.run_id = any (array(select id from r)) and a.status = 'running'
+                  and s.run_id = a.run_id and s.step_id = a.step_id and s.status = 'running'
+               returning a.run_id, a.step_id, a.attempt),
          pending as (update steps set status = 'pending'
-                      where run_id = $1 and status = 'running' and exists (select from r)),
+                      where run_id = any (array(select id from r)) and status = 'running'),
          events as (
                insert into run_events (run_id, kind, step_id, data)
-               select $1, kind, step_id, data from (
-                   select 1 as ord, 'step_abandoned' as kind, step_id,
+               select run_id, kind, step_id, data from (
+                   select run_id, 1 as ord, 'step_abandoned' as kind, step_id,
                           jsonb_build_object('attempt', attempt) as data
                      from abandoned
                    union all
-                   select 2, 'run_running', null,
+                   select id, 2, 'run_running', null,
                           jsonb_build_object('worker', $2::text, 'from', previous_status,
                                              'previousWorker', previous_owner)
                      from r) as e
-                order by ord, step_id)
-         select * from r",
-        cols = RUN_COLUMNS
-            .split(", ")
-            .map(|c| format!("r.{}", c.trim()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+                order by run_id, ord, step_id)
+         select * from r"
+    )
+}
+
+/// Takes the lease on a run that is not finished and not leased by a live worker (see
+/// [`lease_statement`]).
+pub async fn run_lease_acquire(
+    pool: &PgPool,
+    run_id: &str,
+    owner: &str,
+    ttl: std::time::Duration,
+) -> Result<Option<Acquired>> {
+    let sql = lease_statement("select $1::text as run_id");
     let row: Option<AcquireRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(run_id)
         .bind(owner)
         .bind(ttl.as_secs_f64())
         .fetch_optional(pool)
         .await?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
-    Ok(Some(Acquired {
-        lease: Lease {
-            run_id: run_id.to_owned(),
-            owner: owner.to_owned(),
-            token: row.lease_token,
-            ttl,
-        },
-        run: row.run,
-        db_now: row.db_now,
-    }))
+    Ok(row.map(|row| row.into_acquired(owner, ttl)))
 }
 
 /// Parks a run until `wake_at` (status `retrying`, `sleeping` or `waiting`), giving up
@@ -308,6 +325,40 @@ pub async fn run_release(conn: &mut PgConnection, lease: &Lease, reason: &str) -
         json!({ "worker": lease.owner, "reason": reason }),
     )
     .await
+}
+
+/// Hands back every run `owner` still leases, as [`run_release`] does one: a worker
+/// calls it once its consumer has stopped and no handler is left, for runs it claimed
+/// but never started. Returns their ids; the caller queues their wake-ups in the same
+/// transaction.
+pub async fn run_release_held(
+    conn: &mut PgConnection,
+    owner: &str,
+    reason: &str,
+) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "with r as (update runs set status = 'queued', lease_owner = null, lease_expires_at = null
+                     where lease_owner = $1 and status = 'running'
+                    returning id),
+              abandoned as (
+                    update step_attempts a
+                       set status = 'abandoned', finished_at = clock_timestamp(),
+                           error = 'abandoned: ' || $2
+                      from steps s
+                     where a.run_id = any (array(select id from r)) and a.status = 'running'
+                       and s.run_id = a.run_id and s.step_id = a.step_id and s.status = 'running'),
+              pending as (update steps set status = 'pending'
+                           where run_id = any (array(select id from r)) and status = 'running'),
+              events as (insert into run_events (run_id, kind, data)
+                         select id, 'run_released',
+                                jsonb_build_object('worker', $1::text, 'reason', $2::text)
+                           from r order by id)
+         select id from r order by id",
+    )
+    .bind(owner)
+    .bind(reason)
+    .fetch_all(&mut *conn)
+    .await?)
 }
 
 pub async fn run_succeed(conn: &mut PgConnection, lease: &Lease, output: &Value) -> Result<()> {
