@@ -597,3 +597,71 @@ async fn taking_wake_ups_leases_their_runs_once_and_stopping_hands_them_back(poo
         "handed-back runs are taken by the next worker"
     );
 }
+
+/// The database itself refuses what the state machine forbids, whoever writes:
+/// a checkpointed step never changes, a run only moves along its allowed transitions,
+/// and a status change stamps `updated_at`.
+#[sqlx::test(migrations = false)]
+async fn the_database_refuses_forbidden_transitions(pool: PgPool) {
+    migrate(&pool).await;
+    let def = definition(
+        "one",
+        "[[steps]]\nid = \"s\"\nkind = \"sql\"\nquery = \"select 1\"\n",
+    );
+    let id = submit(&pool, &def, json!({})).await;
+    let err = sqlx::query("update runs set status = 'succeeded' where id = $1")
+        .bind(&id)
+        .execute(&pool)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("cannot go from queued to succeeded"),
+        "{err}"
+    );
+    let before: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("select updated_at from runs where id = $1")
+            .bind(&id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let after: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "update runs set status = 'cancelled', finished_at = now() where id = $1
+         returning updated_at",
+    )
+    .bind(&id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(after > before, "a status change stamps updated_at");
+
+    let id = submit(&pool, &def, json!({})).await;
+    sqlx::query(
+        "update steps set status = 'succeeded', output = '{}', finished_at = now()
+          where run_id = $1",
+    )
+    .bind(&id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    for change in [
+        "update steps set output = '{\"other\": 1}' where run_id = $1",
+        "update steps set status = 'pending', finished_at = null where run_id = $1",
+    ] {
+        let err = sqlx::query(change)
+            .bind(&id)
+            .execute(&pool)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("is checkpointed"),
+            "{change}: {err}"
+        );
+    }
+    // Anything else about a checkpointed step may still be written.
+    sqlx::query("update steps set attempts = attempts + 1 where run_id = $1")
+        .bind(&id)
+        .execute(&pool)
+        .await
+        .unwrap();
+}

@@ -214,7 +214,7 @@ impl Engine {
             at: Instant::now(),
         };
         let wf = self.definition(run_id, &run.definition_hash).await?;
-        let mut states = self.load_states(run_id).await?;
+        let mut states = step_states(acquired.steps);
         let cx = RunCx {
             run_id,
             workflow: &wf,
@@ -262,27 +262,9 @@ impl Engine {
     }
 
     async fn load_states(&self, run_id: &str) -> Result<HashMap<String, StepState>> {
-        Ok(store::steps::step_list(&self.pool, run_id)
-            .await?
-            .into_iter()
-            .map(|s| {
-                (
-                    s.step_id,
-                    StepState {
-                        status: s.status,
-                        attempts: s.attempts,
-                        attempt_floor: s.attempt_floor,
-                        output: s.output,
-                        next_attempt_at: s.next_attempt_at,
-                        wake_at: s.wake_at,
-                        child_run_id: s.child_run_id,
-                        child_status: s.child_status,
-                        child_output: s.child_output,
-                        child_error: s.child_error,
-                    },
-                )
-            })
-            .collect())
+        Ok(step_states(
+            store::steps::step_list(&self.pool, run_id).await?,
+        ))
     }
 
     async fn drive(
@@ -1065,6 +1047,29 @@ enum Started<'a> {
     Settled,
     /// Failed for good before running (a broken condition).
     Failed(String),
+}
+
+/// The engine's view of a run's step rows.
+fn step_states(rows: Vec<store::steps::StepRow>) -> HashMap<String, StepState> {
+    rows.into_iter()
+        .map(|s| {
+            (
+                s.step_id,
+                StepState {
+                    status: s.status,
+                    attempts: s.attempts,
+                    attempt_floor: s.attempt_floor,
+                    output: s.output,
+                    next_attempt_at: s.next_attempt_at,
+                    wake_at: s.wake_at,
+                    child_run_id: s.child_run_id,
+                    child_status: s.child_status,
+                    child_output: s.child_output,
+                    child_error: s.child_error,
+                },
+            )
+        })
+        .collect()
 }
 
 fn set(states: &mut HashMap<String, StepState>, id: &str, f: impl FnOnce(&mut StepState)) {

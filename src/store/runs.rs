@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
 
 use super::events::event_append;
+use super::steps::StepRow;
 use super::{Lease, Result, lease_fence};
 
 pub const RUN_COLUMNS: &str = "id, workflow, definition_hash, status, input, output, error, \
@@ -167,6 +168,9 @@ pub async fn run_list(pool: &PgPool, p: &RunListParams) -> Result<Vec<RunRow>> {
 #[derive(Debug, Clone)]
 pub struct Acquired {
     pub run: RunRow,
+    /// The run's steps as the new owner finds them (attempts a previous owner left
+    /// running are abandoned, their steps pending again).
+    pub steps: Vec<StepRow>,
     pub lease: Lease,
     /// The database clock when the lease was taken.
     pub db_now: DateTime<Utc>,
@@ -176,6 +180,7 @@ pub struct Acquired {
 pub(super) struct AcquireRow {
     #[sqlx(flatten)]
     run: RunRow,
+    steps: sqlx::types::Json<Vec<StepRow>>,
     lease_token: i64,
     db_now: DateTime<Utc>,
 }
@@ -190,6 +195,7 @@ impl AcquireRow {
                 ttl,
             },
             run: self.run,
+            steps: self.steps.0,
             db_now: self.db_now,
         }
     }
@@ -199,7 +205,8 @@ impl AcquireRow {
 /// duplicates allowed) to owner `$2` for `$3` seconds: those not finished and not
 /// leased by a live worker. Attempts that a previous owner left running are marked
 /// abandoned (their steps are pending again), and every change gets its event — one
-/// statement for any number of runs. Rows are locked in id order, so two callers
+/// statement for any number of runs, which also returns each run's steps as they are
+/// after it (`steps`, the rows of [`super::steps::step_list`] as JSON). Rows are locked in id order, so two callers
 /// leasing overlapping sets wait for each other instead of deadlocking.
 pub(super) fn lease_statement(wanted: &str) -> String {
     let cols = RUN_COLUMNS
@@ -245,7 +252,18 @@ pub(super) fn lease_statement(wanted: &str) -> String {
                                              'previousWorker', previous_owner)
                      from r) as e
                 order by run_id, ord, step_id)
-         select * from r"
+         select r.*,
+                (select coalesce(jsonb_agg(to_jsonb(st)), '[]'::jsonb) from (
+                     select s.run_id, s.step_id,
+                            case when s.status = 'running' then 'pending' else s.status end
+                                as status,
+                            s.attempts, s.attempt_floor, s.output, s.error, s.next_attempt_at,
+                            s.wake_at, s.started_at, s.finished_at, s.child_run_id,
+                            c.status as child_status, c.output as child_output,
+                            c.error as child_error
+                       from steps s left join runs c on c.id = s.child_run_id
+                      where s.run_id = r.id) st) as steps
+           from r"
     )
 }
 

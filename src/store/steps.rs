@@ -9,7 +9,7 @@ use sqlx::{PgConnection, PgPool};
 use super::events::event_append;
 use super::{FENCE, Lease, Result, fence_failure, lease_fence};
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct StepRow {
     pub run_id: String,
     pub step_id: String,
