@@ -1,11 +1,11 @@
 //! Group commit for step transitions.
 //!
 //! A worker advances many runs at once, and each of their transitions (a step's start,
-//! its checkpoint, the run's success) is one fenced statement. Written one commit each,
-//! every transition waits for its own WAL flush. The writer instead puts the
-//! transitions that are waiting at the same moment into one transaction: each run still
-//! waits until its transition is committed (so a checkpoint is durable before the next
-//! step runs), but one flush serves them all. Nothing waits to fill a batch: a batch is
+//! its checkpoint, the run's success) is a fenced write. Written one commit each, every
+//! transition waits for its own WAL flush. The writer instead writes the transitions
+//! that are waiting at the same moment as one multi-row statement in one transaction:
+//! each run still waits until its transition is committed (so a checkpoint is durable
+//! before the next step runs), but one statement and one flush serve them all. Nothing waits to fill a batch: a batch is
 //! whatever queued up while the previous one was being written.
 //!
 //! A run whose lease was lost gets [`StoreError::LeaseLost`] without disturbing the
@@ -140,25 +140,19 @@ async fn write_batch(pool: &PgPool, batch: Vec<Job>) {
     }
 }
 
-/// One transaction for the whole batch. `Err` when the transaction failed as a whole
-/// (nothing of it is committed); otherwise each transition's own outcome.
+/// One statement and one transaction for the whole batch. `Err` when the statement or
+/// the commit failed (nothing of it is committed); otherwise each transition's own
+/// outcome.
 async fn write_together(
     pool: &PgPool,
     batch: &[Job],
 ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
     let mut tx = pool.begin().await?;
-    let mut results = Vec::with_capacity(batch.len());
-    for job in batch {
-        match store::steps::step_transition(&mut tx, &job.lease, job.transition.borrow()).await {
-            Ok(()) => results.push(Ok(())),
-            // The fence wrote nothing and raised nothing: the others are unaffected.
-            Err(e @ (StoreError::LeaseLost(_) | StoreError::CancelRequested(_))) => {
-                results.push(Err(e))
-            }
-            // Anything else aborted the transaction.
-            Err(e) => return Err(e),
-        }
-    }
+    let transitions: Vec<_> = batch
+        .iter()
+        .map(|job| (&job.lease, job.transition.borrow()))
+        .collect();
+    let results = store::steps::step_transitions(&mut tx, &transitions).await?;
     tx.commit().await?;
     Ok(results)
 }

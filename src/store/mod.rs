@@ -130,18 +130,8 @@ pub async fn lease_fence(conn: &mut PgConnection, lease: &Lease) -> Result<()> {
     }
 }
 
-/// The fence of a single-statement transition: a CTE named `fence` that yields the run's
-/// row (locked) only while the lease binds `$1` (run id) and `$2` (token) hold. Every
-/// write of the statement selects from it, so a lost lease writes nothing; the caller
-/// then asks [`fence_failure`] why.
-const FENCE: &str = "fence as (
-    select id from runs
-     where id = $1 and lease_token = $2 and status = 'running'
-       and lease_expires_at > clock_timestamp() and cancel_requested_at is null
-       for no key update)";
-
-/// Why a fenced single statement wrote nothing: the lease is lost, or the run is being
-/// cancelled.
+/// Why a fenced statement wrote nothing for a run: the lease is lost, or the run is
+/// being cancelled.
 async fn fence_failure(conn: &mut PgConnection, lease: &Lease) -> StoreError {
     match lease_fence(conn, lease).await {
         Err(e) => e,

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
 
 use super::events::event_append;
-use super::{FENCE, Lease, Result, fence_failure, lease_fence};
+use super::{Lease, Result, StoreError, fence_failure, lease_fence};
 
 #[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct StepRow {
@@ -93,58 +93,119 @@ pub async fn step_transition(
     lease: &Lease,
     t: Transition<'_>,
 ) -> Result<()> {
-    let sql = format!(
-        "with {FENCE},
+    step_transitions(conn, &[(lease, t)])
+        .await?
+        .pop()
+        .unwrap_or_else(|| Err(StoreError::LeaseLost(lease.run_id.clone())))
+}
+
+/// Records the transitions of any number of runs (a run may appear more than once, for
+/// different steps) in one statement. Each is fenced by its own lease: a lost lease or
+/// a cancellation writes nothing of that run's transitions and gives that error in its
+/// place, without disturbing the others. `Err` only when the statement itself failed.
+/// Runs are locked in id order, so two writers sharing runs wait instead of deadlocking.
+pub async fn step_transitions(
+    conn: &mut PgConnection,
+    batch: &[(&Lease, Transition<'_>)],
+) -> Result<Vec<Result<()>>> {
+    let n = batch.len();
+    let mut run_ids = Vec::with_capacity(n);
+    let mut tokens = Vec::with_capacity(n);
+    let mut owners = Vec::with_capacity(n);
+    let mut ck_steps = Vec::with_capacity(n);
+    let mut ck_attempts = Vec::with_capacity(n);
+    let mut ck_outputs = Vec::with_capacity(n);
+    let mut run_outputs = Vec::with_capacity(n);
+    let mut begin_steps = Vec::with_capacity(n);
+    let mut begin_attempts = Vec::with_capacity(n);
+    for (lease, t) in batch {
+        run_ids.push(lease.run_id.as_str());
+        tokens.push(lease.token);
+        owners.push(lease.owner.as_str());
+        ck_steps.push(t.checkpoint.map(|c| c.step_id));
+        ck_attempts.push(t.checkpoint.map(|c| c.attempt));
+        ck_outputs.push(t.checkpoint.map(|c| c.output));
+        run_outputs.push(t.run_output);
+        begin_steps.push(t.begin.map(|b| b.0));
+        begin_attempts.push(t.begin.map(|b| b.1));
+    }
+    let fenced: Vec<String> = sqlx::query_scalar(
+        "with input as (
+              select * from unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::int[],
+                                   $6::jsonb[], $7::jsonb[], $8::text[], $9::int[])
+                       with ordinality
+                       as i (run_id, token, owner, ck_step, ck_attempt, ck_output, run_output,
+                             begin_step, begin_attempt, ord)),
+         fence as (
+              select r.id from runs r
+               where r.id = any ($1::text[]) and r.status = 'running'
+                 and r.lease_expires_at > clock_timestamp() and r.cancel_requested_at is null
+                 and exists (select from input i where i.run_id = r.id and i.token = r.lease_token)
+               order by r.id
+                 for no key update),
+         ok as (select i.* from input i where i.run_id in (select id from fence)),
          at as (select clock_timestamp() as t),
-         done as (update steps set status = 'succeeded', output = $5, error = null,
+         done as (update steps s set status = 'succeeded', output = ok.ck_output, error = null,
                          finished_at = (select t from at)
-                   where run_id = $1 and step_id = $3 and exists (select from fence)),
+                    from ok
+                   where s.run_id = ok.run_id and s.step_id = ok.ck_step),
          done_attempt as (
-                  update step_attempts set status = 'succeeded', finished_at = (select t from at)
-                   where run_id = $1 and step_id = $3 and attempt = $4
-                     and exists (select from fence)),
-         run as (update runs set status = 'succeeded', output = $6,
+                  update step_attempts a set status = 'succeeded', finished_at = (select t from at)
+                    from ok
+                   where a.run_id = ok.run_id and a.step_id = ok.ck_step
+                     and a.attempt = ok.ck_attempt),
+         run as (update runs r set status = 'succeeded', output = ok.run_output,
                         finished_at = (select t from at), lease_owner = null,
                         lease_expires_at = null
-                  where id = $1 and $6::jsonb is not null and exists (select from fence)),
-         begun as (update steps set status = 'running', attempts = $8, next_attempt_at = null,
-                          started_at = coalesce(started_at, (select t from at))
-                    where run_id = $1 and step_id = $7 and exists (select from fence)),
+                   from ok
+                  where r.id = ok.run_id and ok.run_output is not null),
+         begun as (update steps s set status = 'running', attempts = ok.begin_attempt,
+                          next_attempt_at = null,
+                          started_at = coalesce(s.started_at, (select t from at))
+                     from ok
+                    where s.run_id = ok.run_id and s.step_id = ok.begin_step),
          begun_attempt as (
                   insert into step_attempts (run_id, step_id, attempt, worker_id, started_at)
-                  select $1, $7, $8, $9, (select t from at) from fence where $7::text is not null),
+                  select run_id, begin_step, begin_attempt, owner, (select t from at)
+                    from ok where begin_step is not null),
          events as (
                   insert into run_events (run_id, kind, step_id, data)
-                  select $1, v.kind, v.step, v.data
-                    from fence,
-                         (values (1, 'step_succeeded', $3::text, jsonb_build_object('attempt', $4::int)),
-                                 (2, 'run_succeeded', null, '{{}}'::jsonb),
-                                 (3, 'step_started', $7::text,
-                                  jsonb_build_object('attempt', $8::int, 'worker', $9::text)))
+                  select ok.run_id, v.kind, v.step, v.data
+                    from ok,
+                         lateral (values
+                             (1, 'step_succeeded', ok.ck_step,
+                              jsonb_build_object('attempt', ok.ck_attempt)),
+                             (2, 'run_succeeded', null, '{}'::jsonb),
+                             (3, 'step_started', ok.begin_step,
+                              jsonb_build_object('attempt', ok.begin_attempt,
+                                                 'worker', ok.owner)))
                            as v (ord, kind, step, data)
-                   where (v.ord = 1 and $3::text is not null)
-                      or (v.ord = 2 and $6::jsonb is not null)
-                      or (v.ord = 3 and $7::text is not null)
-                   order by v.ord)
-         select count(*) from fence"
-    );
-    let fenced: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .bind(&lease.run_id)
-        .bind(lease.token)
-        .bind(t.checkpoint.map(|c| c.step_id))
-        .bind(t.checkpoint.map(|c| c.attempt))
-        .bind(t.checkpoint.map(|c| c.output))
-        .bind(t.run_output)
-        .bind(t.begin.map(|b| b.0))
-        .bind(t.begin.map(|b| b.1))
-        .bind(&lease.owner)
-        .fetch_one(&mut *conn)
-        .await?;
-    if fenced == 1 {
-        Ok(())
-    } else {
-        Err(fence_failure(conn, lease).await)
+                   where (v.ord = 1 and ok.ck_step is not null)
+                      or (v.ord = 2 and ok.run_output is not null)
+                      or (v.ord = 3 and ok.begin_step is not null)
+                   order by ok.ord, v.ord)
+         select id from fence",
+    )
+    .bind(&run_ids)
+    .bind(&tokens)
+    .bind(&owners)
+    .bind(&ck_steps)
+    .bind(&ck_attempts)
+    .bind(&ck_outputs)
+    .bind(&run_outputs)
+    .bind(&begin_steps)
+    .bind(&begin_attempts)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut results = Vec::with_capacity(n);
+    for (lease, _) in batch {
+        if fenced.contains(&lease.run_id) {
+            results.push(Ok(()));
+        } else {
+            results.push(Err(fence_failure(conn, lease).await));
+        }
     }
+    Ok(results)
 }
 
 /// Records the start of attempt `attempt` of a step (committed before the step runs, so
