@@ -115,7 +115,8 @@ pub struct ConsumerConfig {
     pub shutdown_timeout: Duration,
 }
 
-/// apalis' notification channel: its insert trigger announces every job due at once.
+/// apalis' notification channel, on which inserts of jobs due at once are announced
+/// (once per statement: `store::jobs::jobs_notify_install`).
 const INSERTED: &str = "apalis::job::insert";
 
 /// Consumes wake-ups until `shutdown` is cancelled, calling `handle` with each run whose

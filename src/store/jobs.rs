@@ -49,3 +49,120 @@ pub async fn jobs_claim_runs(
         .map(|row| row.into_acquired(owner, ttl))
         .collect())
 }
+
+/// Marks Cairn's version of apalis' insert notification (kept in the function's name).
+const NOTIFY_FUNCTION: &str = "apalis.cairn_notify_new_jobs";
+
+/// Replaces apalis' insert notification (a row-level trigger: one `NOTIFY` per job,
+/// carrying its id) with a statement-level one: one `NOTIFY` per queue a statement
+/// inserted due jobs into. A worker only needs to know that there is something to take,
+/// and its fetch takes a batch; a batch of 500 submitted runs sent 500 notifications,
+/// each to be queued, de-duplicated and delivered to every listening worker, all while
+/// the committing transaction held the database-wide notification lock. Same channel,
+/// payload `{"job_type": …}`. Runs after apalis' migrations; concurrent callers are
+/// serialised, and an installed replacement is left alone.
+pub async fn jobs_notify_install(pool: &PgPool) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("select pg_advisory_xact_lock(hashtext('cairn.jobs_notify_install'))")
+        .execute(&mut *tx)
+        .await?;
+    let installed: bool = sqlx::query_scalar(
+        "select exists (select from pg_trigger t join pg_proc p on p.oid = t.tgfoid
+                         where t.tgrelid = 'apalis.jobs'::regclass
+                           and t.tgname = 'notify_workers'
+                           and p.oid = to_regproc($1))",
+    )
+    .bind(NOTIFY_FUNCTION)
+    .fetch_one(&mut *tx)
+    .await?;
+    if installed {
+        return Ok(());
+    }
+    let statements = [
+        format!(
+            "create or replace function {NOTIFY_FUNCTION}() returns trigger
+             language plpgsql as $$
+             begin
+                 perform pg_notify('apalis::job::insert',
+                                   json_build_object('job_type', job_type)::text)
+                    from (select distinct job_type from inserted where run_at <= now()) q;
+                 return null;
+             end $$"
+        ),
+        "drop trigger if exists notify_workers on apalis.jobs".to_owned(),
+        format!(
+            "create trigger notify_workers after insert on apalis.jobs
+             referencing new table as inserted
+             for each statement execute function {NOTIFY_FUNCTION}()"
+        ),
+    ];
+    for sql in statements {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::postgres::PgListener;
+
+    use super::*;
+    use crate::queue::{self, Wake};
+
+    /// After migrating (twice: the second leaves it alone), a statement inserting three
+    /// due jobs and one for later sends one notification, naming the queue.
+    #[sqlx::test(migrations = false)]
+    async fn a_statement_of_new_jobs_notifies_once(pool: PgPool) {
+        crate::store::migrate(&pool).await.expect("migrate");
+        crate::store::migrate(&pool).await.expect("migrate again");
+        let triggers: i64 = sqlx::query_scalar(
+            "select count(*) from pg_trigger
+              where tgrelid = 'apalis.jobs'::regclass and not tgisinternal",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("count triggers");
+        assert_eq!(triggers, 1);
+
+        let mut listener = PgListener::connect_with(&pool).await.expect("listener");
+        listener
+            .listen("apalis::job::insert")
+            .await
+            .expect("listen");
+        let mut tx = pool.begin().await.expect("begin");
+        let later = chrono::Utc::now() + chrono::Duration::hours(1);
+        queue::enqueue(
+            &mut tx,
+            &[
+                Wake::now("a"),
+                Wake::now("b"),
+                Wake::now("c"),
+                Wake {
+                    run_id: "d".into(),
+                    at: Some(later),
+                },
+            ],
+        )
+        .await
+        .expect("enqueue");
+        tx.commit().await.expect("commit");
+        // Delivered in commit order: whatever the insert sent comes before this.
+        sqlx::query("select pg_notify('apalis::job::insert', 'end')")
+            .execute(&pool)
+            .await
+            .expect("notify");
+        let first = listener.recv().await.expect("first notification");
+        let payload: serde_json::Value =
+            serde_json::from_str(first.payload()).expect("JSON payload");
+        assert_eq!(payload, serde_json::json!({ "job_type": queue::QUEUE }));
+        let second = listener.recv().await.expect("second notification");
+        assert_eq!(
+            second.payload(),
+            "end",
+            "one notification for the statement"
+        );
+    }
+}

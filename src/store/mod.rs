@@ -89,13 +89,16 @@ pub async fn connect_quiet(url: &str, max_connections: u32) -> Result<PgPool> {
     Ok(pool)
 }
 
-/// Applies Cairn's migrations and apalis' (in its own `apalis` schema). Safe to run from
-/// several processes at once: each step takes an advisory lock.
+/// Applies Cairn's migrations and apalis' (in its own `apalis` schema), then replaces
+/// apalis' per-job insert notification with a per-statement one
+/// ([`jobs::jobs_notify_install`]). Safe to run from several processes at once: each
+/// step takes an advisory lock.
 pub async fn migrate(pool: &PgPool) -> Result<()> {
     crate::MIGRATOR.run(pool).await?;
     crate::queue::setup(pool)
         .await
         .map_err(|e| StoreError::QueueSetup(e.to_string()))?;
+    jobs::jobs_notify_install(pool).await?;
     Ok(())
 }
 
