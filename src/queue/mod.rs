@@ -125,8 +125,8 @@ const INSERTED: &str = "apalis::job::insert";
 /// apalis drives the workers (concurrency, shutdown, graceful draining); the fetch is
 /// Cairn's own ([`store::jobs::jobs_claim_runs`]): when slots are free it takes as many
 /// due wake-ups as there are free slots (under load, half the slots' worth more, leased
-/// ahead), deletes them and leases their runs in one statement, so a wake-up costs no acknowledgement, no separate lease round trip and no
-/// cleanup afterwards. It fetches again as soon as its runs are handed out, on every
+/// ahead), deletes them and leases their runs in one statement, so a wake-up costs no
+/// acknowledgement, no separate lease round trip and no cleanup afterwards. It fetches again as soon as its runs are handed out, on every
 /// notification of a new job, and at least every `poll_interval`. Runs it leased but
 /// could not hand out before shutdown are handed back by the caller
 /// (`engine::release_held`).
@@ -153,8 +153,7 @@ where
         taken: AtomicUsize::new(0),
         freed: Notify::new(),
     });
-    // Leased runs wait here for a free apalis slot; one at a time, so a run is never
-    // held long without being started.
+    // Leased runs go to apalis through this channel one at a time, as its slots free up.
     let (to_worker, from_fetch) = mpsc::channel::<Acquired>(1);
     // No run is taken once shutdown begins: runs handed back while stopping must go to
     // other workers.
