@@ -216,6 +216,7 @@ async fn main() -> Result<()> {
             cairn::store::migrate(&pool)
                 .await
                 .context("applying migrations")?;
+            close(pool).await;
             println!("migrations applied");
         }
         Command::Admin { db, command } => {
@@ -251,16 +252,26 @@ async fn main() -> Result<()> {
                     println!("{}", cairn::auth::create_token(&pool, &name, role).await?);
                 }
             }
+            close(pool).await;
         }
         Command::Api { db, workflows, api } => {
             let registry = load_workflows(&workflows)?;
             let pool = connect(&db, true).await?;
-            serve_api(pool, registry, &api, cairn::shutdown::on_signal()).await?;
+            let served =
+                serve_api(pool.clone(), registry, &api, cairn::shutdown::on_signal()).await;
+            close(pool).await;
+            served?;
         }
         Command::Worker { db, worker } => {
             let pool = connect_as(&db, true, true).await?;
-            cairn::worker::run(pool, worker_settings(&worker), cairn::shutdown::on_signal())
-                .await?;
+            let ran = cairn::worker::run(
+                pool.clone(),
+                worker_settings(&worker),
+                cairn::shutdown::on_signal(),
+            )
+            .await;
+            close(pool).await;
+            ran?;
         }
         Command::Scheduler {
             db,
@@ -269,7 +280,15 @@ async fn main() -> Result<()> {
         } => {
             let registry = load_workflows(&workflows)?;
             let pool = connect(&db, true).await?;
-            run_scheduler(pool, registry, &scheduler, cairn::shutdown::on_signal()).await?;
+            let ran = run_scheduler(
+                pool.clone(),
+                registry,
+                &scheduler,
+                cairn::shutdown::on_signal(),
+            )
+            .await;
+            close(pool).await;
+            ran?;
         }
         Command::Dev {
             mut db,
@@ -312,4 +331,10 @@ async fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Closes a service's connections properly on the way out (the server otherwise logs
+/// each as reset by its client), waiting a few seconds at most.
+async fn close(pool: sqlx::PgPool) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), pool.close()).await;
 }
