@@ -75,11 +75,15 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
 ///   (`plan_cache_mode = force_generic_plan`): Cairn's hot statements look rows up by
 ///   key, so re-planning them for every call's values only costs CPU (16–21 % of the
 ///   database's CPU per step in the bench). `sql` steps run users' queries with the
-///   default back on (`store::step_sql`).
+///   default back on (`store::step_sql`);
+/// * every connection is kept open from the start, so the first runs a fresh worker
+///   picks up do not wait for connections to be set up (in the bench, the first
+///   pickups after the workers started took up to 200 ms).
 pub async fn connect_quiet(url: &str, max_connections: u32) -> Result<PgPool> {
     let options: PgConnectOptions = url.parse()?;
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
+        .min_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options.application_name("cairn").options([
             ("cairn.notify_events", "off"),
