@@ -262,3 +262,75 @@ async fn sigterm_hands_unfinished_runs_back_and_another_worker_finishes_them(poo
         ["abandoned", "succeeded"]
     );
 }
+
+/// A worker whose database connections are all cut (a failover, a restarted pooler)
+/// keeps running: it reconnects, hears of new runs again, and finishes them.
+#[sqlx::test(migrations = false)]
+async fn a_worker_whose_connections_are_cut_reconnects_and_finishes_new_runs(pool: PgPool) {
+    migrate(&pool).await;
+    let def = definition(
+        "one",
+        "[[steps]]\nid = \"s\"\nkind = \"sql\"\nquery = \"select 1\"\n",
+    );
+    let url = database_url(&pool);
+    let mut worker = WorkerProcess::spawn(&url, &["--poll-interval", "200ms"]);
+    worker.id(&pool).await;
+    let listening = |pool: PgPool| async move {
+        sqlx::query_scalar::<_, i64>(
+            "select count(*) from pg_stat_activity
+              where datname = current_database() and application_name = 'cairn'
+                and query ilike 'listen%'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    wait_until(
+        &pool,
+        Duration::from_secs(30),
+        "the worker to listen",
+        || {
+            let pool = pool.clone();
+            async move { listening(pool).await == 1 }
+        },
+    )
+    .await;
+
+    let cut: i64 = sqlx::query_scalar(
+        "select count(*) from (
+             select pg_terminate_backend(pid) from pg_stat_activity
+              where datname = current_database() and application_name = 'cairn') t",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(
+        cut >= 2,
+        "the worker's listener and pool were connected: {cut}"
+    );
+
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(submit(&pool, &def, json!({})).await);
+    }
+    let statuses = wait_finished(&pool, &ids, Duration::from_secs(60)).await;
+    assert!(
+        ids.iter().all(|id| statuses[id] == "succeeded"),
+        "{statuses:?}"
+    );
+    assert!(
+        worker.child.try_wait().unwrap().is_none(),
+        "the worker kept running"
+    );
+    // And it listens again, so new runs do not wait for the poll.
+    wait_until(
+        &pool,
+        Duration::from_secs(30),
+        "the worker to listen again",
+        || {
+            let pool = pool.clone();
+            async move { listening(pool).await == 1 }
+        },
+    )
+    .await;
+}
