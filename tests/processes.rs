@@ -275,26 +275,7 @@ async fn a_worker_whose_connections_are_cut_reconnects_and_finishes_new_runs(poo
     let url = database_url(&pool);
     let mut worker = WorkerProcess::spawn(&url, &["--poll-interval", "200ms"]);
     worker.id(&pool).await;
-    let listening = |pool: PgPool| async move {
-        sqlx::query_scalar::<_, i64>(
-            "select count(*) from pg_stat_activity
-              where datname = current_database() and application_name = 'cairn'
-                and query ilike 'listen%'",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap()
-    };
-    wait_until(
-        &pool,
-        Duration::from_secs(30),
-        "the worker to listen",
-        || {
-            let pool = pool.clone();
-            async move { listening(pool).await == 1 }
-        },
-    )
-    .await;
+    wait_listening(&pool, "the worker to listen").await;
 
     let cut: i64 = sqlx::query_scalar(
         "select count(*) from (
@@ -323,14 +304,24 @@ async fn a_worker_whose_connections_are_cut_reconnects_and_finishes_new_runs(poo
         "the worker kept running"
     );
     // And it listens again, so new runs do not wait for the poll.
-    wait_until(
-        &pool,
-        Duration::from_secs(30),
-        "the worker to listen again",
-        || {
-            let pool = pool.clone();
-            async move { listening(pool).await == 1 }
-        },
-    )
+    wait_listening(&pool, "the worker to listen again").await;
+}
+
+/// Waits until one worker session of this database listens for new jobs.
+async fn wait_listening(pool: &PgPool, what: &str) {
+    wait_until(pool, Duration::from_secs(30), what, || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "select count(*) from pg_stat_activity
+                  where datname = current_database() and application_name = 'cairn'
+                    and query ilike 'listen%'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+                == 1
+        }
+    })
     .await;
 }
