@@ -5,8 +5,9 @@
 //! transition waits for its own WAL flush. The writer instead writes the transitions
 //! that are waiting at the same moment as one multi-row statement in one transaction:
 //! each run still waits until its transition is committed (so a checkpoint is durable
-//! before the next step runs), but one statement and one flush serve them all. Nothing waits to fill a batch: a batch is
-//! whatever queued up while the previous one was being written.
+//! before the next step runs), but one statement and one flush serve them all. Nothing
+//! waits to fill a batch: a batch is whatever queued up while the previous one was being
+//! written.
 //!
 //! A run whose lease was lost gets [`StoreError::LeaseLost`] without disturbing the
 //! others (the fence writes nothing and raises nothing). If the shared transaction fails

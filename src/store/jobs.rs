@@ -4,12 +4,29 @@
 //! run is leased (the run's history is in `run_events`, and a run whose worker dies is
 //! requeued by the rescuer when its lease expires).
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use sqlx::PgPool;
 
 use super::Result;
 use super::runs::{AcquireRow, Acquired, lease_statement};
+
+/// The statement of [`jobs_claim_runs`], built once.
+static CLAIM: LazyLock<String> = LazyLock::new(|| {
+    lease_statement(
+        "delete from apalis.jobs j
+          where j.id = any (array(
+                select id from apalis.jobs
+                 where job_type = $1
+                   and (status = 'Pending' or (status = 'Failed' and attempts < max_attempts))
+                   and run_at <= now()
+                 order by priority desc, run_at asc
+                 limit $4
+                   for update skip locked))
+         returning convert_from(j.job, 'utf8')::jsonb ->> 'run_id' as run_id",
+    )
+});
 
 /// Takes up to `limit` due wake-ups of `queue` — highest priority, then oldest first,
 /// skipping those another worker is taking — deletes them, and leases their runs to
@@ -25,19 +42,7 @@ pub async fn jobs_claim_runs(
     ttl: Duration,
     limit: i64,
 ) -> Result<Vec<Acquired>> {
-    let sql = lease_statement(
-        "delete from apalis.jobs j
-          where j.id = any (array(
-                select id from apalis.jobs
-                 where job_type = $1
-                   and (status = 'Pending' or (status = 'Failed' and attempts < max_attempts))
-                   and run_at <= now()
-                 order by priority desc, run_at asc
-                 limit $4
-                   for update skip locked))
-         returning convert_from(j.job, 'utf8')::jsonb ->> 'run_id' as run_id",
-    );
-    let rows: Vec<AcquireRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let rows: Vec<AcquireRow> = sqlx::query_as(sqlx::AssertSqlSafe(CLAIM.as_str()))
         .bind(queue)
         .bind(owner)
         .bind(ttl.as_secs_f64())

@@ -1,5 +1,7 @@
 //! `runs`: one row per workflow run, with its status, lease and wake time.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
@@ -206,8 +208,9 @@ impl AcquireRow {
 /// leased by a live worker. Attempts that a previous owner left running are marked
 /// abandoned (their steps are pending again), and every change gets its event — one
 /// statement for any number of runs, which also returns each run's steps as they are
-/// after it (`steps`, the rows of [`super::steps::step_list`] as JSON). Rows are locked in id order, so two callers
-/// leasing overlapping sets wait for each other instead of deadlocking.
+/// after it (`steps`, the rows of [`super::steps::step_list`] as JSON). Rows are locked
+/// in id order, so two callers leasing overlapping sets wait for each other instead of
+/// deadlocking. Callers build it once.
 pub(super) fn lease_statement(wanted: &str) -> String {
     let cols = RUN_COLUMNS
         .split(", ")
@@ -275,8 +278,9 @@ pub async fn run_lease_acquire(
     owner: &str,
     ttl: std::time::Duration,
 ) -> Result<Option<Acquired>> {
-    let sql = lease_statement("select $1::text as run_id");
-    let row: Option<AcquireRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    static ACQUIRE: LazyLock<String> =
+        LazyLock::new(|| lease_statement("select $1::text as run_id"));
+    let row: Option<AcquireRow> = sqlx::query_as(sqlx::AssertSqlSafe(ACQUIRE.as_str()))
         .bind(run_id)
         .bind(owner)
         .bind(ttl.as_secs_f64())
