@@ -101,6 +101,7 @@ pub async fn execute(step: &Step, cx: &StepContext<'_>) -> Result<Value, StepErr
         StepKind::Llm(l) => llm::execute(l, cx, step.timeout()).await,
         StepKind::Analyze(a) => builtin::analyze(a, cx).await,
         StepKind::Summarize(s) => builtin::summarize(s, cx).await,
+        StepKind::Pass(p) => cx.render(&p.output),
         StepKind::Sleep(_) | StepKind::Wait(_) | StepKind::Workflow(_) => Err(StepError::fatal(
             "sleep, wait and workflow steps are handled by the engine",
         )),

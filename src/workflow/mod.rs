@@ -107,6 +107,7 @@ pub enum StepKind {
     Workflow(ChildStep),
     Analyze(AnalyzeStep),
     Summarize(SummarizeStep),
+    Pass(PassStep),
 }
 
 impl StepKind {
@@ -119,6 +120,7 @@ impl StepKind {
         "workflow",
         "analyze",
         "summarize",
+        "pass",
     ];
 
     pub fn name(&self) -> &'static str {
@@ -131,6 +133,7 @@ impl StepKind {
             StepKind::Workflow(_) => "workflow",
             StepKind::Analyze(_) => "analyze",
             StepKind::Summarize(_) => "summarize",
+            StepKind::Pass(_) => "pass",
         }
     }
 }
@@ -221,6 +224,15 @@ pub struct SummarizeStep {
     /// The text (a template).
     pub text: serde_json::Value,
     pub sentences: u32,
+}
+
+/// Its output is `output` with its templates rendered: reshapes data for the steps
+/// after it, or joins branches. No I/O.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PassStep {
+    /// The output (templates inside strings are rendered); `{}` when not given.
+    pub output: serde_json::Value,
 }
 
 /// How a step's failed attempts are retried.

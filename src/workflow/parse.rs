@@ -16,8 +16,8 @@ use super::input::{InputField, InputType};
 use super::schedule::{self, CronSchedule, ScheduleSpec};
 use super::template;
 use super::{
-    AnalyzeStep, ChildStep, DEFAULT_TIMEOUT, HttpStep, LlmStep, RetryPolicy, SleepStep, SqlMode,
-    SqlStep, Step, StepKind, SummarizeStep, WaitStep, Workflow,
+    AnalyzeStep, ChildStep, DEFAULT_TIMEOUT, HttpStep, LlmStep, PassStep, RetryPolicy, SleepStep,
+    SqlMode, SqlStep, Step, StepKind, SummarizeStep, WaitStep, Workflow,
 };
 
 /// One located problem in a workflow file.
@@ -143,6 +143,8 @@ struct RawStep {
     // summarize
     text: Option<Spanned<String>>,
     sentences: Option<Spanned<i64>>,
+    // pass
+    output: Option<Spanned<toml::Value>>,
 }
 
 const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
@@ -617,7 +619,7 @@ fn parse_step(
     let kind_name = s.kind.get_ref().as_str();
 
     // Fields that belong to another kind.
-    let present: [(&str, Option<Range<usize>>); 19] = [
+    let present: [(&str, Option<Range<usize>>); 20] = [
         ("method", s.method.as_ref().map(Spanned::span)),
         ("url", s.url.as_ref().map(Spanned::span)),
         ("headers", s.headers.as_ref().map(Spanned::span)),
@@ -637,6 +639,7 @@ fn parse_step(
         ("project", s.project.as_ref().map(Spanned::span)),
         ("text", s.text.as_ref().map(Spanned::span)),
         ("sentences", s.sentences.as_ref().map(Spanned::span)),
+        ("output", s.output.as_ref().map(Spanned::span)),
     ];
     let allowed: &[&str] = match kind_name {
         "http" => &["method", "url", "headers", "body"],
@@ -654,6 +657,7 @@ fn parse_step(
         "workflow" => &["workflow", "input"],
         "analyze" => &["project"],
         "summarize" => &["text", "sentences"],
+        "pass" => &["output"],
         other => {
             cx.error(
                 s.kind.span(),
@@ -918,6 +922,16 @@ fn parse_step(
                 }
             };
             StepKind::Summarize(SummarizeStep { text, sentences })
+        }
+        "pass" => {
+            let output = s.output.as_ref().map(|o| {
+                let v = to_json(o.get_ref());
+                check_templates(cx, o.span(), &v, input, upstream, &owner);
+                v
+            });
+            StepKind::Pass(PassStep {
+                output: output.unwrap_or_else(|| Value::Object(Default::default())),
+            })
         }
         _ => {
             let duration_ms = match &s.duration {
@@ -1202,6 +1216,42 @@ kind = "teleport"
                 .any(|m| m.contains("`input.x`, which [input] does not declare")),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn pass_steps_take_a_templated_output_or_none() {
+        let src = r#"[input]
+n = { type = "integer" }
+
+[[steps]]
+id = "shape"
+kind = "pass"
+output = { total = "{{ input.n }}", tags = ["a", "b"] }
+
+[[steps]]
+id = "join"
+kind = "pass"
+needs = ["shape"]
+"#;
+        let wf = parse_workflow("wf", "wf.toml", src).unwrap();
+        let StepKind::Pass(shape) = &wf.steps[0].kind else {
+            panic!("{:?}", wf.steps[0].kind);
+        };
+        assert_eq!(
+            shape.output,
+            serde_json::json!({ "total": "{{ input.n }}", "tags": ["a", "b"] })
+        );
+        let StepKind::Pass(join) = &wf.steps[1].kind else {
+            panic!("{:?}", wf.steps[1].kind);
+        };
+        assert_eq!(join.output, serde_json::json!({}));
+
+        let e = errors(
+            "[[steps]]\nid = \"p\"\nkind = \"pass\"\noutput = \"{{ input.missing }}\"\nquery = \"select 1\"\n",
+        );
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e.iter().any(|m| m.contains("missing")), "{e:?}");
+        assert!(e.iter().any(|m| m.contains("query")), "{e:?}");
     }
 
     #[test]
