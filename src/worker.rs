@@ -46,7 +46,7 @@ pub struct WorkerSettings {
 impl Default for WorkerSettings {
     fn default() -> Self {
         WorkerSettings {
-            concurrency: 16,
+            concurrency: 64,
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_millis(200),
             shutdown_grace: Duration::from_secs(20),
@@ -118,6 +118,7 @@ pub async fn run(
     ));
     let heartbeat = tokio::spawn(heartbeat_loop(
         pool.clone(),
+        engine.clone(),
         id.clone(),
         settings.lease,
         stopped.clone(),
@@ -132,8 +133,8 @@ pub async fn run(
                 let run_id = run.run.id.clone();
                 match engine.advance(run).await {
                     Ok(outcome) => tracing::debug!(run = %run_id, ?outcome, "advanced run"),
-                    // The run keeps its lease until it expires; the rescuer then requeues
-                    // it, and another attempt resumes it from its last checkpoint.
+                    // The engine handed the run back, or left its lease to expire (the
+                    // rescuer then requeues it); it resumes from its last checkpoint.
                     Err(e) => tracing::error!(run = %run_id, error = %e, "advancing run failed"),
                 }
             }
@@ -196,7 +197,13 @@ async fn announce_loop(
     let _ = store::events::event_announce(&pool).await;
 }
 
-async fn heartbeat_loop(pool: PgPool, id: String, lease: Duration, stopped: CancellationToken) {
+async fn heartbeat_loop(
+    pool: PgPool,
+    engine: Arc<Engine>,
+    id: String,
+    lease: Duration,
+    stopped: CancellationToken,
+) {
     let period = (lease / 3).max(Duration::from_millis(200));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -205,7 +212,8 @@ async fn heartbeat_loop(pool: PgPool, id: String, lease: Duration, stopped: Canc
             _ = stopped.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = store::workers::worker_heartbeat(&pool, &id, lease).await {
+        let except = engine.unreleased();
+        if let Err(e) = store::workers::worker_heartbeat(&pool, &id, lease, &except).await {
             tracing::warn!(error = %e, "heartbeat failed");
         }
     }

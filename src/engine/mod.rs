@@ -66,6 +66,9 @@ pub enum EngineError {
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
+/// How long a run handed back after an error waits before it is tried again.
+pub const RETRY_AFTER_ERROR: Duration = Duration::from_secs(5);
+
 /// How a call to [`Engine::advance`] ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -73,7 +76,7 @@ pub enum Outcome {
     Dead,
     /// Waiting for a retry or a timer; a wake-up is queued.
     Parked,
-    /// Handed back to the queue (shutdown).
+    /// Handed back to the queue (shutdown, or after an error).
     Released,
     /// The lease expired under us; another worker will continue.
     LeaseLost,
@@ -102,6 +105,8 @@ pub struct Engine {
     http: reqwest::Client,
     shutdown: CancellationToken,
     definitions: Mutex<HashMap<String, Arc<Workflow>>>,
+    /// See [`Engine::unreleased`].
+    unreleased: Mutex<std::collections::HashSet<String>>,
     /// Signalled whenever events were written; see [`Engine::announcements`].
     announce: Arc<tokio::sync::Notify>,
     /// Step transitions of all runs, group-committed.
@@ -157,6 +162,7 @@ impl Engine {
             http,
             shutdown,
             definitions: Mutex::new(HashMap::new()),
+            unreleased: Mutex::new(std::collections::HashSet::new()),
             announce: Arc::new(tokio::sync::Notify::new()),
         }
     }
@@ -198,11 +204,106 @@ impl Engine {
 
     /// Advances a run whose lease was just taken (by the queue's fetch) as far as it
     /// can go now. See the module docs.
+    ///
+    /// A run this call cannot advance is never left leased to this worker, whose
+    /// heartbeat would keep its lease alive: a run whose definition cannot be read is
+    /// dead, with the reason; after any other error (the database's, most likely) the run
+    /// is handed back to the queue and tried again [`RETRY_AFTER_ERROR`] later. When even
+    /// that fails, the run is left out of the heartbeat ([`Engine::unreleased`]), so its
+    /// lease expires and the rescuer requeues it.
     pub async fn advance(&self, acquired: Acquired) -> Result<Outcome> {
         self.announce.notify_one();
-        let outcome = self.advance_run(acquired).await;
+        let lease = acquired.lease.clone();
+        if let Ok(mut runs) = self.unreleased.lock() {
+            runs.remove(&lease.run_id);
+        }
+        let parent = acquired.run.parent_run_id.clone();
+        let outcome = match self.advance_run(acquired).await {
+            Err(e @ EngineError::Definition { .. }) => {
+                tracing::error!(run = %lease.run_id, error = %e, "the run cannot be advanced");
+                self.give_up(&lease, parent.as_deref(), &e).await
+            }
+            Err(e) => {
+                tracing::warn!(run = %lease.run_id, error = %e,
+                    "advancing the run failed; handing it back to the queue");
+                self.hand_back(&lease, &e).await
+            }
+            ok => ok,
+        };
         self.announce.notify_one();
         outcome
+    }
+
+    /// A run that no attempt can advance: dead, with `why`.
+    async fn give_up(
+        &self,
+        lease: &Lease,
+        parent: Option<&str>,
+        why: &EngineError,
+    ) -> Result<Outcome> {
+        let dead = async {
+            let mut tx = self.pool.begin().await?;
+            store::runs::run_dead(&mut tx, lease, "definition", &why.to_string()).await?;
+            if let Some(parent) = parent {
+                queue::enqueue(&mut tx, &[Wake::now(parent)]).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, EngineError>(())
+        };
+        match dead.await {
+            Ok(()) => Ok(Outcome::Dead),
+            Err(e) => {
+                self.leave_unreleased(lease, &e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives a run back to the queue after an error, to be tried again later.
+    async fn hand_back(&self, lease: &Lease, why: &EngineError) -> Result<Outcome> {
+        let released = async {
+            let mut tx = self.pool.begin().await?;
+            store::runs::run_release(&mut tx, lease, &format!("the worker hit an error: {why}"))
+                .await?;
+            let at = Utc::now() + RETRY_AFTER_ERROR;
+            let wake = Wake {
+                run_id: lease.run_id.clone(),
+                at: Some(at),
+            };
+            queue::enqueue(&mut tx, &[wake]).await?;
+            tx.commit().await?;
+            Ok::<_, EngineError>(())
+        };
+        match released.await {
+            Ok(()) => Ok(Outcome::Released),
+            // Someone else has the run now, or an operator cancelled it: theirs to finish.
+            Err(EngineError::Store(StoreError::LeaseLost(_) | StoreError::CancelRequested(_))) => {
+                self.leave_unreleased(lease, why);
+                Ok(Outcome::LeaseLost)
+            }
+            Err(e) => {
+                tracing::error!(run = %lease.run_id, error = %e,
+                    "handing the run back failed; its lease will expire");
+                self.leave_unreleased(lease, &e);
+                Err(e)
+            }
+        }
+    }
+
+    fn leave_unreleased(&self, lease: &Lease, why: &EngineError) {
+        tracing::debug!(run = %lease.run_id, error = %why, "no longer extending the run's lease");
+        if let Ok(mut runs) = self.unreleased.lock() {
+            runs.insert(lease.run_id.clone());
+        }
+    }
+
+    /// Runs this worker gave up on but could not hand back: its heartbeat must not
+    /// extend their leases. A run leaves the set when this worker leases it again.
+    pub fn unreleased(&self) -> Vec<String> {
+        self.unreleased
+            .lock()
+            .map(|runs| runs.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     async fn advance_run(&self, acquired: Acquired) -> Result<Outcome> {

@@ -41,9 +41,14 @@ pub async fn worker_register(pool: &PgPool, p: WorkerRegisterParams<'_>) -> Resu
     Ok(())
 }
 
-/// Records a heartbeat and extends the unexpired leases this worker holds; returns how
-/// many runs it holds.
-pub async fn worker_heartbeat(pool: &PgPool, id: &str, ttl: std::time::Duration) -> Result<u64> {
+/// Records a heartbeat and extends the unexpired leases this worker holds, except those
+/// of `except` (runs it gave up on); returns how many runs it holds.
+pub async fn worker_heartbeat(
+    pool: &PgPool,
+    id: &str,
+    ttl: std::time::Duration,
+    except: &[String],
+) -> Result<u64> {
     let mut tx = pool.begin().await?;
     sqlx::query("update workers set last_heartbeat_at = clock_timestamp() where id = $1")
         .bind(id)
@@ -51,10 +56,12 @@ pub async fn worker_heartbeat(pool: &PgPool, id: &str, ttl: std::time::Duration)
         .await?;
     let held = sqlx::query(
         "update runs set lease_expires_at = clock_timestamp() + make_interval(secs => $2)
-          where lease_owner = $1 and status = 'running' and lease_expires_at > clock_timestamp()",
+          where lease_owner = $1 and status = 'running' and lease_expires_at > clock_timestamp()
+            and id <> all ($3)",
     )
     .bind(id)
     .bind(ttl.as_secs_f64())
+    .bind(except)
     .execute(&mut *tx)
     .await?
     .rows_affected();
