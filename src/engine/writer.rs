@@ -3,7 +3,7 @@
 //! A worker advances many runs at once, and each of their transitions (a step's start,
 //! its checkpoint, the run's success) is a fenced write. Written one commit each, every
 //! transition waits for its own WAL flush. The writer instead writes the transitions
-//! that are waiting at the same moment as one multi-row statement in one transaction:
+//! that are waiting at the same moment as one multi-row statement, its own transaction:
 //! each run still waits until its transition is committed (so a checkpoint is durable
 //! before the next step runs), but one statement and one flush serve them all. Nothing
 //! waits to fill a batch: a batch is whatever queued up while the previous one was being
@@ -141,21 +141,19 @@ async fn write_batch(pool: &PgPool, batch: Vec<Job>) {
     }
 }
 
-/// One statement and one transaction for the whole batch. `Err` when the statement or
-/// the commit failed (nothing of it is committed); otherwise each transition's own
-/// outcome.
+/// One statement for the whole batch, which is its own transaction: one round trip,
+/// no `BEGIN` and `COMMIT` of their own. `Err` when the statement (its commit included)
+/// failed, and nothing of it is committed; otherwise each transition's own outcome.
 async fn write_together(
     pool: &PgPool,
     batch: &[Job],
 ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut conn = pool.acquire().await?;
     let transitions: Vec<_> = batch
         .iter()
         .map(|job| (&job.lease, job.transition.borrow()))
         .collect();
-    let results = store::steps::step_transitions(&mut tx, &transitions).await?;
-    tx.commit().await?;
-    Ok(results)
+    store::steps::step_transitions(&mut conn, &transitions).await
 }
 
 async fn write_one(pool: &PgPool, job: &Job) -> Result<(), StoreError> {

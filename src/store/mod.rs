@@ -55,11 +55,27 @@ impl StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Pool options shared by every pool: a connection that sat idle for a while is
+/// checked with a round trip before it is handed out (and replaced when it is dead); one
+/// in steady use is not, which saves a round trip on every acquire. A connection that
+/// breaks while in use fails that use, with or without the check.
+fn pool_options(max_connections: u32) -> PgPoolOptions {
+    const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                // `false` discards the connection; the pool opens another.
+                Ok(meta.idle_for < CHECK_AFTER_IDLE || sqlx::Connection::ping(conn).await.is_ok())
+            })
+        })
+}
+
 /// Opens a pool. `max_connections` bounds what one process holds.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
     let options: PgConnectOptions = url.parse()?;
-    let pool = PgPoolOptions::new()
-        .max_connections(max_connections)
+    let pool = pool_options(max_connections)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options.application_name("cairn"))
         .await?;
@@ -81,8 +97,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
 ///   pickups after the workers started took up to 200 ms).
 pub async fn connect_quiet(url: &str, max_connections: u32) -> Result<PgPool> {
     let options: PgConnectOptions = url.parse()?;
-    let pool = PgPoolOptions::new()
-        .max_connections(max_connections)
+    let pool = pool_options(max_connections)
         .min_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options.application_name("cairn").options([
