@@ -665,3 +665,131 @@ async fn the_database_refuses_forbidden_transitions(pool: PgPool) {
         .await
         .unwrap();
 }
+
+/// `pass` steps do no I/O: their output is their `output`, rendered from the run's input
+/// and the steps before them, and they are checkpointed like any step.
+#[sqlx::test(migrations = false)]
+async fn pass_steps_render_their_output_and_are_checkpointed(pool: PgPool) {
+    migrate(&pool).await;
+    let def = definition(
+        "shaped",
+        r#"
+[input]
+name = { type = "string" }
+
+[[steps]]
+id = "first"
+kind = "pass"
+output = { greeting = "hello {{ input.name }}", n = 3 }
+
+[[steps]]
+id = "second"
+kind = "pass"
+needs = ["first"]
+output = { said = "{{ steps.first.output.greeting }}", list = ["{{ input.name }}", "x"] }
+
+[[steps]]
+id = "joined"
+kind = "pass"
+needs = ["second"]
+"#,
+    );
+    let worker = TestWorker::start(&pool, fast_settings());
+    let id = submit(&pool, &def, json!({ "name": "ada" })).await;
+    let statuses = wait_finished(&pool, std::slice::from_ref(&id), Duration::from_secs(60)).await;
+    worker.shutdown().await;
+
+    assert_eq!(statuses[&id], "succeeded");
+    let outputs: Vec<(String, Value)> = sqlx::query_as(
+        "select step_id, output from steps where run_id = $1 and status = 'succeeded'
+          order by step_id",
+    )
+    .bind(&id)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        outputs,
+        vec![
+            (
+                "first".to_owned(),
+                json!({ "greeting": "hello ada", "n": 3 })
+            ),
+            ("joined".to_owned(), json!({})),
+            (
+                "second".to_owned(),
+                json!({ "said": "hello ada", "list": ["ada", "x"] })
+            ),
+        ]
+    );
+    for step in ["first", "second", "joined"] {
+        assert_eq!(attempts(&pool, &id, step).await.len(), 1, "{step}");
+    }
+}
+
+/// A run the worker fails to advance is never left leased to it (its heartbeat would
+/// keep the lease alive for as long as the worker lives): after a database error the run
+/// is handed back and finishes on a later try; a run whose definition cannot be read is
+/// dead, with the reason.
+#[sqlx::test(migrations = false)]
+async fn a_run_the_worker_cannot_advance_is_handed_back_or_dead_never_stuck(pool: PgPool) {
+    migrate(&pool).await;
+    // The first step start anywhere fails once, as a lost connection or a full disk would.
+    sqlx::raw_sql(
+        "create sequence injected_failures;
+         create function fail_the_first_start() returns trigger language plpgsql as $$
+         begin
+             if new.kind = 'step_started' and nextval('injected_failures') = 1 then
+                 raise exception 'injected failure';
+             end if;
+             return new;
+         end $$;
+         create trigger fail_the_first_start before insert on run_events
+             for each row execute function fail_the_first_start();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let one = definition(
+        "one",
+        "[[steps]]\nid = \"s\"\nkind = \"pass\"\noutput = { ok = true }\n",
+    );
+    let unreadable = definition("unreadable", "[[steps]]\nid = \"s\"\nkind = \"pass\"\n");
+    let flaky = submit(&pool, &one, json!({})).await;
+    let broken = submit(&pool, &unreadable, json!({})).await;
+    sqlx::query(
+        "update workflow_definitions set definition = '{\"steps\": \"not a list\"}'
+          where hash = (select definition_hash from runs where id = $1)",
+    )
+    .bind(&broken)
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let worker = TestWorker::start(&pool, fast_settings());
+    let ids = [flaky.clone(), broken.clone()];
+    let statuses = wait_finished(&pool, &ids, Duration::from_secs(60)).await;
+    worker.shutdown().await;
+
+    assert_eq!(statuses[&flaky], "succeeded");
+    let released: Vec<String> = sqlx::query_scalar(
+        "select data->>'reason' from run_events where run_id = $1 and kind = 'run_released'",
+    )
+    .bind(&flaky)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(released.len(), 1, "{released:?}");
+    assert!(released[0].contains("injected failure"), "{released:?}");
+    assert_eq!(attempts(&pool, &flaky, "s").await.len(), 1);
+
+    assert_eq!(statuses[&broken], "dead");
+    let (step, error): (String, String) =
+        sqlx::query_as("select step_id, error from dead_letters where run_id = $1")
+            .bind(&broken)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(step, "definition");
+    assert!(error.contains("missing or unreadable"), "{error}");
+}

@@ -315,6 +315,50 @@ impl BenchDb {
         .await?)
     }
 
+    /// How far the database's clock is ahead of this process's (`clock_timestamp()`
+    /// minus the local time halfway through the round trip; zero on one machine), from
+    /// the quickest of 20 round trips: off by at most half that round trip.
+    pub(super) async fn clock_offset(&self) -> Result<chrono::TimeDelta> {
+        let mut best: Option<(chrono::TimeDelta, chrono::TimeDelta)> = None;
+        for _ in 0..20 {
+            let before = chrono::Utc::now();
+            let db: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("select clock_timestamp()")
+                .fetch_one(&self.pool)
+                .await?;
+            let after = chrono::Utc::now();
+            let rtt = after - before;
+            let offset = db - (before + rtt / 2);
+            if best.is_none_or(|(r, _)| rtt < r) {
+                best = Some((rtt, offset));
+            }
+        }
+        Ok(best.map(|(_, offset)| offset).unwrap_or_default())
+    }
+
+    /// Percentiles (ms) of the time from each run's submit answer (`answered`, by the
+    /// database's clock) to its first step's first attempt.
+    pub(super) async fn pickup_answered_ms(
+        &self,
+        answered: &[(String, chrono::DateTime<chrono::Utc>)],
+        quantiles: &[f64],
+    ) -> Result<Vec<f64>> {
+        let (ids, at): (Vec<&str>, Vec<chrono::DateTime<chrono::Utc>>) =
+            answered.iter().map(|(id, t)| (id.as_str(), *t)).unzip();
+        let values: Option<Vec<f64>> = sqlx::query_scalar(
+            "select percentile_cont($3::float8[]) within group
+                      (order by extract(epoch from a.started_at - s.answered_at) * 1000)
+               from unnest($1::text[], $2::timestamptz[]) as s (run_id, answered_at)
+               join lateral (select min(started_at) as started_at from step_attempts
+                              where run_id = s.run_id) a on true",
+        )
+        .bind(&ids)
+        .bind(&at)
+        .bind(quantiles)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(values.unwrap_or_default())
+    }
+
     /// Percentiles (ms) of the time from a run's creation (its submit transaction) to
     /// its first step's first attempt, by the database's clock.
     pub(super) async fn pickup_ms(&self, quantiles: &[f64]) -> Result<Vec<f64>> {

@@ -183,7 +183,7 @@ pub struct BenchArgs {
     pub workers: u32,
     /// Each worker's `--concurrency` (memory uses --memory-concurrency); the default is
     /// `cairn worker`'s.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
     /// Each worker's and the API's `--db-pool`; the product's default when not given.
     #[arg(long)]
@@ -191,6 +191,10 @@ pub struct BenchArgs {
     /// The workers' `--concurrency` in the memory scenario.
     #[arg(long, default_value_t = 200)]
     pub memory_concurrency: usize,
+    /// What every step of the bench's workflows is: `pass` (the engine alone: a step
+    /// that does no I/O) or `sql` (`select 1`, a read-only transaction of its own).
+    #[arg(long, value_enum, default_value = "pass")]
+    pub step: BenchStep,
     /// Keep-alive connections submitting over HTTP.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub connections: u32,
@@ -208,9 +212,19 @@ pub struct BenchArgs {
     pub keep: bool,
 }
 
+/// The step every bench workflow is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchStep {
+    /// `kind = "pass"`: no I/O, what the engine costs on its own.
+    Pass,
+    /// `kind = "sql"`, `select 1`: one read-only transaction a step.
+    Sql,
+}
+
 /// The settings a scenario runs with, resolved from [`BenchArgs`].
 #[derive(Debug, Clone)]
 struct Settings {
+    step: BenchStep,
     runs: Option<u64>,
     workers: u32,
     concurrency: usize,
@@ -249,6 +263,7 @@ pub async fn run(args: BenchArgs) -> Result<Vec<Figure>> {
     let dir = std::env::temp_dir().join(&name);
     std::fs::create_dir_all(&dir).map_err(BenchError::io(format!("creating {}", dir.display())))?;
     let settings = Settings {
+        step: args.step,
         runs: args.runs,
         workers: args.workers,
         concurrency: args.concurrency.max(1),
