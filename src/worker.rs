@@ -140,6 +140,9 @@ pub async fn run(
             }
         }
     };
+    if let Err(e) = store::steps::steps_warm_up(&pool).await {
+        tracing::warn!(error = %e, "preparing the worker's connections failed");
+    }
     let result = queue::consume(
         &pool,
         ConsumerConfig {

@@ -140,6 +140,10 @@ where
     H: Fn(Acquired) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
+    // The fetch's connection is opened, and its statement planned, before the worker
+    // listens for work: the first runs it takes wait for neither.
+    let claim_pool = store::jobs::jobs_claim_pool(pool);
+    store::jobs::jobs_claim_runs(&claim_pool, QUEUE, &config.name, config.lease, 0).await?;
     let inserted = Arc::new(Notify::new());
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(INSERTED).await?;
@@ -160,7 +164,7 @@ where
     let fetch_stop = shutdown.child_token();
     let fetching = tokio::spawn(
         Fetch {
-            pool: pool.clone(),
+            pool: claim_pool.clone(),
             owner: config.name.clone(),
             lease: config.lease,
             concurrency,
@@ -219,6 +223,7 @@ where
     // leased is known to be leased when the caller hands the leftovers back.
     fetch_stop.cancel();
     let _ = fetching.await;
+    claim_pool.close().await;
     monitored?;
     if asked_to_stop.is_cancelled() {
         Ok(())

@@ -28,6 +28,23 @@ static CLAIM: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// A pool of one connection, to `pool`'s database with `pool`'s settings, for
+/// [`jobs_claim_runs`] alone. Its commits do not wait for their WAL flush
+/// (`synchronous_commit = off`), which is safe for a fetch: whatever a run's worker
+/// writes next is committed synchronously, and flushing that commit flushes the fetch
+/// before it; a fetch lost to a database crash before then leaves its wake-ups queued
+/// and its runs unleased, as if it had not happened. Its own connection also means a
+/// fetch never waits for one of the pool's.
+pub fn jobs_claim_pool(pool: &PgPool) -> PgPool {
+    let options = (*pool.connect_options())
+        .clone()
+        .options([("synchronous_commit", "off")]);
+    super::pool_options(1)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy_with(options)
+}
+
 /// Takes up to `limit` due wake-ups of `queue` — highest priority, then oldest first,
 /// skipping those another worker is taking — deletes them, and leases their runs to
 /// `owner` for `ttl` (see [`lease_statement`]), all in one statement. Returns the runs

@@ -41,14 +41,16 @@ pub async fn execute(
     let query = query.trim().trim_end_matches(';').trim();
     // One round trip: the transaction's mode and its statement timeout (a number this
     // function formats, never user text) travel with BEGIN, and so does the default
-    // planning of prepared statements, which workers' sessions otherwise switch off
-    // (`store::connect_quiet`): a user's query may well need a plan for its values.
+    // planning of prepared statements and of sequential scans, which workers' sessions
+    // otherwise switch off (`store::connect_quiet`): a user's query may well need a plan
+    // for its values, or a scan of a whole table.
     let access = match mode {
         SqlMode::Read => "read only",
         SqlMode::Write => "read write",
     };
     let begin = format!(
-        "begin {access}; set local statement_timeout = {}; set local plan_cache_mode = auto",
+        "begin {access}; set local statement_timeout = {}; set local plan_cache_mode = auto; \
+         set local enable_seqscan = on",
         timeout.as_millis().clamp(1, i32::MAX as u128)
     );
     let mut tx = pool.begin_with(sqlx::AssertSqlSafe(begin)).await?;

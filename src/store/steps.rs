@@ -208,6 +208,21 @@ pub async fn step_transitions(
     Ok(results)
 }
 
+/// Executes the transition statement once, with no transitions, on every idle
+/// connection of `pool` (a worker's are all open and idle at its start): each plans it
+/// then, so the first runs a worker takes do not wait for that (a few milliseconds each
+/// in the bench's pickup, before this). Never waits for a connection; writes nothing.
+pub async fn steps_warm_up(pool: &PgPool) -> Result<()> {
+    let mut conns = Vec::new();
+    while let Some(conn) = pool.try_acquire() {
+        conns.push(conn);
+    }
+    for conn in &mut conns {
+        step_transitions(conn, &[]).await?;
+    }
+    Ok(())
+}
+
 /// Records the start of attempt `attempt` of a step (committed before the step runs, so
 /// a crash mid-attempt is visible and counted), with its `step_started` event.
 pub async fn step_begin(
