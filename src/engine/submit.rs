@@ -417,6 +417,8 @@ async fn write_prepared(
         sent_hashes.push(hashes[i]);
     }
     let step_ids: Vec<&str> = def.workflow.steps.iter().map(|s| s.id.as_str()).collect();
+    let wake_ids = queue::wake_ids(sent_ids.len());
+    let job_ids: Vec<&str> = wake_ids.iter().map(String::as_str).collect();
     let params = RunInsertManyParams {
         workflow: &def.workflow.name,
         definition_hash: &def.hash,
@@ -426,19 +428,28 @@ async fn write_prepared(
         inputs: &sent_inputs,
         idempotency_keys: &sent_keys,
         request_hashes: &sent_hashes,
+        wakes: Some(store::runs::NewWakes {
+            queue: queue::QUEUE,
+            job_ids: &job_ids,
+        }),
     };
     let defs: Vec<&Definition> = std::iter::once(def)
         .chain(children.iter().copied())
         .collect();
-    // As in `submit_for`: one more try should a remembered definition be missing.
+    // As in `submit_for`: one more try should a remembered definition be missing. The
+    // runs, their steps, events and wake-ups are one statement; once every definition
+    // is stored, it runs on its own (one round trip, committed as a whole or not at
+    // all), and in a transaction with the definitions' inserts until then.
     let mut retried = false;
     let inserted = loop {
         let attempt = async {
+            if defs.iter().all(|d| stored.contains(&d.hash)) {
+                let mut conn = pool.acquire().await?;
+                return Ok(store::runs::run_insert_many(&mut conn, params).await?);
+            }
             let mut tx = pool.begin().await?;
             store_definitions_missing(&mut tx, stored, &defs).await?;
             let inserted = store::runs::run_insert_many(&mut tx, params).await?;
-            let wakes: Vec<Wake> = inserted.created.iter().map(Wake::now).collect();
-            queue::enqueue(&mut tx, &wakes).await?;
             tx.commit().await?;
             Ok::<_, EngineError>(inserted)
         }

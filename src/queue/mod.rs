@@ -72,6 +72,14 @@ impl Wake {
     }
 }
 
+/// Ids for `n` wake-ups that a statement of the store queues along with the runs it
+/// creates (`store::runs::NewWakes`), made as [`enqueue`] makes its own.
+pub fn wake_ids(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| TaskId::from_ulid(ulid::Ulid::generate()).to_string())
+        .collect()
+}
+
 /// Creates apalis' tables (schema `apalis`) if they are missing.
 pub async fn setup(pool: &PgPool) -> Result<(), QueueError> {
     PostgresStorage::setup(pool).await?;

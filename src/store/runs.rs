@@ -705,6 +705,28 @@ pub async fn run_get_parent(conn: &mut PgConnection, run_id: &str) -> Result<Opt
     )
 }
 
+/// [`run_insert_many`]'s statement, with `more` (further CTEs) after its own.
+fn insert_statement(more: &str) -> String {
+    format!(
+        "with new as (
+             insert into runs (id, workflow, definition_hash, input, idempotency_key,
+                               request_hash, user_id, project_id, parent_run_id, parent_step_id)
+             select r.id, $5, $6, r.input, r.idempotency_key, r.request_hash, $7, $8, $9, $10
+               from unnest($1::text[], $2::jsonb[], $3::text[], $4::text[])
+                    as r (id, input, idempotency_key, request_hash)
+             on conflict (idempotency_key) where idempotency_key is not null do nothing
+             returning id
+         ), new_steps as (
+             insert into steps (run_id, step_id)
+             select new.id, s.step_id from new cross join unnest($11::text[]) as s (step_id)
+         ), new_events as (
+             insert into run_events (run_id, kind, data)
+             select new.id, 'run_queued', $12 from new
+         ){more}
+         select id from new"
+    )
+}
+
 /// The columns of [`run_insert_many`]: one entry per run in each slice, all of the
 /// same length, plus what the runs share.
 #[derive(Clone, Copy)]
@@ -719,6 +741,17 @@ pub struct RunInsertManyParams<'a> {
     /// No two equal keys in one call (the caller resolves repeats first).
     pub idempotency_keys: &'a [Option<&'a str>],
     pub request_hashes: &'a [&'a str],
+    /// When given, each created run's wake-up is queued by the same statement.
+    pub wakes: Option<NewWakes<'a>>,
+}
+
+/// Wake-ups [`run_insert_many`] queues with the runs it creates: an apalis job of
+/// `queue` each, due now, whose payload is `{"run_id": …}` (what `queue::enqueue`
+/// writes and the fetch reads), with the id at the run's index in `job_ids`.
+#[derive(Clone, Copy)]
+pub struct NewWakes<'a> {
+    pub queue: &'a str,
+    pub job_ids: &'a [&'a str],
 }
 
 /// What [`run_insert_many`] did.
@@ -754,38 +787,41 @@ pub async fn run_insert_many(
     if n == 0 {
         return Ok(RunsInserted::default());
     }
-    let created: Vec<String> = sqlx::query_scalar(
-        "with new as (
-             insert into runs (id, workflow, definition_hash, input, idempotency_key,
-                               request_hash, user_id, project_id, parent_run_id, parent_step_id)
-             select r.id, $5, $6, r.input, r.idempotency_key, r.request_hash, $7, $8, $9, $10
-               from unnest($1::text[], $2::jsonb[], $3::text[], $4::text[])
-                    as r (id, input, idempotency_key, request_hash)
-             on conflict (idempotency_key) where idempotency_key is not null do nothing
-             returning id
-         ), new_steps as (
-             insert into steps (run_id, step_id)
-             select new.id, s.step_id from new cross join unnest($11::text[]) as s (step_id)
-         ), new_events as (
-             insert into run_events (run_id, kind, data)
-             select new.id, 'run_queued', $12 from new
-         )
-         select id from new",
-    )
-    .bind(p.ids)
-    .bind(p.inputs)
-    .bind(p.idempotency_keys)
-    .bind(p.request_hashes)
-    .bind(p.workflow)
-    .bind(p.definition_hash)
-    .bind(p.origin.user_id)
-    .bind(p.origin.project_id)
-    .bind(p.origin.parent.as_ref().map(|p| p.0.as_str()))
-    .bind(p.origin.parent.as_ref().map(|p| p.1.as_str()))
-    .bind(p.step_ids)
-    .bind(json!({ "workflow": p.workflow, "definition": p.definition_hash, "replayOf": null }))
-    .fetch_all(&mut *conn)
-    .await?;
+    if p.wakes.is_some_and(|w| w.job_ids.len() != n) {
+        return Err(super::StoreError::Invalid(format!(
+            "run_insert_many: {n} ids, but job ids of another length"
+        )));
+    }
+    // One statement, hence one round trip and, outside a transaction, its own commit.
+    static INSERT: LazyLock<String> = LazyLock::new(|| {
+        insert_statement(
+            ", new_jobs as (
+             insert into apalis.jobs (id, job_type, job, metadata)
+             select w.job_id, $13, convert_to(json_build_object('run_id', new.id)::text, 'utf8'),
+                    ''::hstore
+               from new join unnest($1::text[], $14::text[]) as w (run_id, job_id)
+                    on w.run_id = new.id
+              where $13::text is not null
+         )",
+        )
+    });
+    let created: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(INSERT.as_str()))
+        .bind(p.ids)
+        .bind(p.inputs)
+        .bind(p.idempotency_keys)
+        .bind(p.request_hashes)
+        .bind(p.workflow)
+        .bind(p.definition_hash)
+        .bind(p.origin.user_id)
+        .bind(p.origin.project_id)
+        .bind(p.origin.parent.as_ref().map(|p| p.0.as_str()))
+        .bind(p.origin.parent.as_ref().map(|p| p.1.as_str()))
+        .bind(p.step_ids)
+        .bind(json!({ "workflow": p.workflow, "definition": p.definition_hash, "replayOf": null }))
+        .bind(p.wakes.map(|w| w.queue))
+        .bind(p.wakes.map(|w| w.job_ids))
+        .fetch_all(&mut *conn)
+        .await?;
     let mut existing = Vec::new();
     let keyed = p.idempotency_keys.iter().filter(|k| k.is_some()).count();
     if created.len() < n && keyed > 0 {
