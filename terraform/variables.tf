@@ -199,7 +199,7 @@ variable "worker_min_count" {
 }
 
 variable "worker_max_count" {
-  description = "Most worker tasks autoscaling may run. Mind the database: each holds up to worker_db_pool connections."
+  description = "Most worker tasks autoscaling may run. Mind the database: each holds worker_db_pool connections, plus one to listen for new runs and one to fetch them."
   type        = number
   default     = 10
 }
