@@ -26,9 +26,9 @@ use crate::store::{self, Lease, StoreError};
 const MAX_BATCH: usize = 256;
 /// Statements being written at once. One: while it executes and commits, the next
 /// batch gathers, and larger batches cost the database less per transition than two
-/// statements in parallel do (at 64 runs in flight a worker, one writer drained
-/// 3,400–4,600 runs/s and ran 7,700–8,100 chain steps/s in the bench, two 2,800–2,900
-/// and 6,900–7,400).
+/// statements in parallel do (at 64 runs in flight a worker and batches of 64, one
+/// writer drained 3,400–3,900 runs/s and ran 7,700–8,100 chain steps/s in the bench,
+/// two 2,800–2,900 and 6,900–7,400).
 const WRITERS: usize = 1;
 
 /// Sends transitions to the writer tasks; they stop when it is dropped.
