@@ -793,3 +793,88 @@ async fn a_run_the_worker_cannot_advance_is_handed_back_or_dead_never_stuck(pool
     assert_eq!(step, "definition");
     assert!(error.contains("missing or unreadable"), "{error}");
 }
+
+/// A wake-up taken while its run is being parked leases the run once the park commits.
+/// The fetch began while the park held the run's row: in its snapshot the run is still
+/// running under its worker, and deciding on that would delete the wake-up without
+/// leasing anything, leaving the run waiting for a wake-up that never comes (a child
+/// that finished just as its parent parked).
+#[sqlx::test(migrations = false)]
+async fn a_wake_up_taken_while_its_run_is_parked_leases_it_once_the_park_commits(pool: PgPool) {
+    migrate(&pool).await;
+    let def = definition("one", "[[steps]]\nid = \"s\"\nkind = \"pass\"\n");
+    let id = submit(&pool, &def, json!({})).await;
+    let ttl = Duration::from_secs(30);
+    let queue = cairn::queue::QUEUE;
+    let held = store::jobs::jobs_claim_runs(&pool, queue, "worker-a", ttl, 10)
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 1);
+    let lease = held[0].lease.clone();
+
+    // worker-a parks the run; its transaction is not committed yet.
+    let mut park = pool.begin().await.unwrap();
+    store::runs::run_park(
+        &mut park,
+        &lease,
+        "waiting",
+        chrono::Utc::now() + chrono::Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    // Meanwhile what the run waits for happens, and wakes it.
+    let mut tx = pool.begin().await.unwrap();
+    cairn::queue::enqueue(&mut tx, &[cairn::queue::Wake::now(&id)])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    // worker-b's fetch takes the wake-up and waits for the park's lock on the run.
+    let fetch = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            store::jobs::jobs_claim_runs(&pool, queue, "worker-b", ttl, 10).await
+        })
+    };
+    wait_until(
+        &pool,
+        Duration::from_secs(30),
+        "the fetch to wait for the park",
+        || {
+            // Or finished without waiting, which is how the statement went wrong: deciding
+            // on its snapshot, it never got as far as locking the run.
+            let finished = fetch.is_finished();
+            let pool = pool.clone();
+            async move {
+                finished
+                    || sqlx::query_scalar::<_, bool>(
+                        "select exists (select from pg_stat_activity
+                                 where datname = current_database() and wait_event_type = 'Lock'
+                                   and query like '%delete from apalis.jobs%')",
+                    )
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }
+        },
+    )
+    .await;
+    park.commit().await.unwrap();
+
+    let taken = fetch.await.unwrap().unwrap();
+    assert_eq!(
+        taken.iter().map(|a| a.run.id.as_str()).collect::<Vec<_>>(),
+        [id.as_str()],
+        "the parked run is leased by the wake-up that came while it parked"
+    );
+    assert_eq!(taken[0].lease.owner, "worker-b");
+    let (status, owner): (String, Option<String>) =
+        sqlx::query_as("select status, lease_owner from runs where id = $1")
+            .bind(&id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (status.as_str(), owner.as_deref()),
+        ("running", Some("worker-b"))
+    );
+}

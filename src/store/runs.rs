@@ -219,18 +219,22 @@ pub(super) fn lease_statement(wanted: &str) -> String {
         .join(", ");
     format!(
         "with wanted as ({wanted}),
-         old as (select id, status, lease_owner from runs
+         old as (select id, status, lease_owner, lease_expires_at from runs
                   where id = any (array(select run_id from wanted))
                   order by id
                     for update),
+         -- Decided on `old`, the rows as they are once locked, never on this statement's
+         -- snapshot: a run that was being parked when the statement began is running
+         -- in the snapshot and waiting once its park commits, and its wake-up, deleted
+         -- above, must lease it.
          r as (update runs r
                   set status = 'running', lease_owner = $2, lease_token = r.lease_token + 1,
                       lease_expires_at = clock_timestamp() + make_interval(secs => $3),
                       started_at = coalesce(r.started_at, now()), wake_at = null
                  from old
                 where r.id = old.id
-                  and (r.status in ('queued', 'retrying', 'sleeping', 'waiting')
-                       or (r.status = 'running' and r.lease_expires_at <= clock_timestamp()))
+                  and (old.status in ('queued', 'retrying', 'sleeping', 'waiting')
+                       or (old.status = 'running' and old.lease_expires_at <= clock_timestamp()))
                returning {cols}, r.lease_token, old.status as previous_status,
                          old.lease_owner as previous_owner, now() as db_now),
          abandoned as (
