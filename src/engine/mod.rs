@@ -261,20 +261,9 @@ impl Engine {
 
     /// Gives a run back to the queue after an error, to be tried again later.
     async fn hand_back(&self, lease: &Lease, why: &EngineError) -> Result<Outcome> {
-        let released = async {
-            let mut tx = self.pool.begin().await?;
-            store::runs::run_release(&mut tx, lease, &format!("the worker hit an error: {why}"))
-                .await?;
-            let at = Utc::now() + RETRY_AFTER_ERROR;
-            let wake = Wake {
-                run_id: lease.run_id.clone(),
-                at: Some(at),
-            };
-            queue::enqueue(&mut tx, &[wake]).await?;
-            tx.commit().await?;
-            Ok::<_, EngineError>(())
-        };
-        match released.await {
+        let reason = format!("the worker hit an error: {why}");
+        let retry_at = Utc::now() + RETRY_AFTER_ERROR;
+        match self.release(lease, &reason, Some(retry_at)).await {
             Ok(()) => Ok(Outcome::Released),
             // Someone else has the run now, or an operator cancelled it: theirs to finish.
             Err(EngineError::Store(StoreError::LeaseLost(_) | StoreError::CancelRequested(_))) => {
@@ -427,7 +416,7 @@ impl Engine {
                     Ok(next) => next,
                     Err(_) => {
                         drop(in_flight);
-                        self.release(cx, "worker shut down before the step finished")
+                        self.release(cx.lease, "worker shut down before the step finished", None)
                             .await?;
                         return Ok(Some(Outcome::Released));
                     }
@@ -868,7 +857,7 @@ impl Engine {
                 Ok(Some(Outcome::Parked))
             }
             _ => {
-                self.release(cx, "worker shutting down").await?;
+                self.release(cx.lease, "worker shutting down", None).await?;
                 Ok(Some(Outcome::Released))
             }
         }
@@ -1116,10 +1105,15 @@ impl Engine {
         }
     }
 
-    async fn release(&self, cx: &RunCx<'_>, reason: &str) -> Result<()> {
+    /// Gives the run back to the queue, to be taken again at `at` (now when `None`).
+    async fn release(&self, lease: &Lease, reason: &str, at: Option<DateTime<Utc>>) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        store::runs::run_release(&mut tx, cx.lease, reason).await?;
-        queue::enqueue(&mut tx, &[Wake::now(cx.run_id)]).await?;
+        store::runs::run_release(&mut tx, lease, reason).await?;
+        let wake = Wake {
+            run_id: lease.run_id.clone(),
+            at,
+        };
+        queue::enqueue(&mut tx, &[wake]).await?;
         tx.commit().await?;
         Ok(())
     }
