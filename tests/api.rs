@@ -732,7 +732,7 @@ async fn a_failed_submit_does_not_mark_its_definition_stored(pool: PgPool) {
     assert_eq!(definitions().await, 1);
 
     // Were the row to vanish under the running API, the next submit stores it again.
-    sqlx::query("truncate runs, apalis.jobs, workflow_definitions cascade")
+    sqlx::query("truncate runs, steps, step_attempts, run_events, apalis.jobs, workflow_definitions cascade")
         .execute(&pool)
         .await
         .unwrap();

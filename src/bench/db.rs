@@ -79,11 +79,11 @@ impl BenchDb {
         Ok(())
     }
 
-    /// Empties every table a scenario writes: runs (and, by cascade, their steps,
-    /// attempts, events and anything else that references them), Cairn's workers, and
-    /// apalis' jobs and workers. Definitions stay.
+    /// Empties every table a scenario writes: runs with their steps, attempts and
+    /// events (and, by cascade, anything else that references them), Cairn's workers,
+    /// and apalis' jobs and workers. Definitions stay.
     pub(super) async fn reset(&self) -> Result<()> {
-        sqlx::query("truncate runs, workers, apalis.jobs, apalis.workers restart identity cascade")
+        sqlx::query("truncate runs, steps, step_attempts, run_events, workers, apalis.jobs, apalis.workers restart identity cascade")
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -241,6 +241,11 @@ impl BenchDb {
         expect("step_succeeded events", c.step_events, n * steps)?;
         expect("run_succeeded events", c.run_events, n)?;
         expect("steps checkpointed more than once", c.duplicates, 0)?;
+        expect(
+            "steps, attempts and events without their run or step",
+            c.orphans,
+            0,
+        )?;
         Ok(())
     }
 
@@ -297,7 +302,14 @@ impl BenchDb {
                     (select count(*) from run_events where kind = 'step_succeeded') as step_events,
                     (select count(*) from run_events where kind = 'run_succeeded') as run_events,
                     (select count(*) from (select 1 from run_events where kind = 'step_succeeded'
-                                            group by run_id, step_id having count(*) > 1) d) as duplicates",
+                                            group by run_id, step_id having count(*) > 1) d) as duplicates,
+                    (select count(*) from steps s
+                      where not exists (select from runs r where r.id = s.run_id))
+                  + (select count(*) from step_attempts a
+                      where not exists (select from steps s
+                                         where s.run_id = a.run_id and s.step_id = a.step_id))
+                  + (select count(*) from run_events e
+                      where not exists (select from runs r where r.id = e.run_id)) as orphans",
         )
         .fetch_one(&self.pool)
         .await?)
@@ -435,6 +447,8 @@ struct Counts {
     step_events: i64,
     run_events: i64,
     duplicates: i64,
+    /// Steps, attempts and events whose run or step does not exist.
+    orphans: i64,
 }
 
 /// One seeding transaction: `size` runs with their steps, events and wake-ups.

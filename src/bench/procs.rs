@@ -199,6 +199,11 @@ pub(super) fn backend_cpu_ms(db: &str) -> std::collections::HashMap<u32, f64> {
     out
 }
 
+/// CPU time (user + system) this process has used so far, in ms.
+pub(super) fn own_cpu_ms() -> Result<f64> {
+    cpu_ms_of(std::process::id())
+}
+
 /// CPU time (user + system) of process `pid` so far, in ms.
 fn cpu_ms_of(pid: u32) -> Result<f64> {
     let path = format!("/proc/{pid}/stat");

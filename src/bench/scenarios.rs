@@ -294,6 +294,13 @@ struct HttpLoad {
     api_kib: u64,
     samples: u64,
     states: Vec<(String, u64)>,
+    /// CPU (ms) of the API process, of the Postgres backends serving the bench
+    /// database, and of this process (the HTTP clients) over the load; the machine's
+    /// busy share (%).
+    api_cpu_ms: f64,
+    postgres_cpu_ms: f64,
+    client_cpu_ms: f64,
+    busy_pct: f64,
 }
 
 struct Bench<'a> {
@@ -533,6 +540,56 @@ impl Bench<'_> {
         self.emit_activity(scenario, costs.samples, &costs.states);
     }
 
+    /// Reports where an HTTP load's CPU went, per run: the API process, the Postgres
+    /// backends, the bench's own HTTP clients (all on this machine); and how busy the
+    /// machine was. `batch` names the batch load's figures apart from the single one's.
+    fn emit_http_costs(&mut self, batch: bool, load: &HttpLoad, runs: u64) {
+        let u = runs.max(1) as f64;
+        let names: [&'static str; 4] = if batch {
+            [
+                "batch_api_cpu_us_per_run",
+                "batch_postgres_cpu_us_per_run",
+                "batch_client_cpu_us_per_run",
+                "batch_machine_cpu_busy_pct",
+            ]
+        } else {
+            [
+                "api_cpu_us_per_run",
+                "postgres_cpu_us_per_run",
+                "client_cpu_us_per_run",
+                "machine_cpu_busy_pct",
+            ]
+        };
+        let figures = [
+            (
+                names[0],
+                load.api_cpu_ms,
+                "user + system CPU of the cairn api process",
+            ),
+            (
+                names[1],
+                load.postgres_cpu_ms,
+                "user + system CPU of the Postgres backends serving the bench database",
+            ),
+            (
+                names[2],
+                load.client_cpu_ms,
+                "user + system CPU of the bench process: the HTTP clients sending the load",
+            ),
+        ];
+        for (figure, ms, what) in figures {
+            self.out.emit(
+                Figure::new("submit_http", figure, round(1000.0 * ms / u, 1), "µs")
+                    .n(runs)
+                    .note(format!("per run: {what}")),
+            );
+        }
+        self.out.emit(
+            Figure::new("submit_http", names[3], round(load.busy_pct, 1), "%")
+                .note("both cores, all processes, over the load"),
+        );
+    }
+
     /// Reports how busy the database was and the three most common states of its
     /// active backends.
     fn emit_activity(&mut self, scenario: &'static str, samples: u64, states: &[(String, u64)]) {
@@ -760,6 +817,8 @@ impl Bench<'_> {
         let (full, last) = (body(per_request), body(n % per_request));
         let next = Arc::new(AtomicU64::new(0));
         let activity = Activity::start(self.db.pool.clone());
+        let before = self.snapshot().await?;
+        let (api_before, client_before) = (api.cpu_ms()?, procs::own_cpu_ms()?);
         let started = Instant::now();
         let tasks: Vec<_> = (0..connections)
             .map(|_| {
@@ -807,6 +866,15 @@ impl Bench<'_> {
                 .map_err(|e| BenchError::Process(format!("a submitting task failed: {e}")))??;
         }
         let secs = started.elapsed().as_secs_f64();
+        let (busy_ms, total_ms) = procs::machine_cpu_ms()?;
+        let (api_cpu_ms, client_cpu_ms) = (
+            api.cpu_ms()? - api_before,
+            procs::own_cpu_ms()? - client_before,
+        );
+        let postgres_cpu_ms: f64 = procs::backend_cpu_ms(&self.db.name)
+            .iter()
+            .map(|(pid, ms)| ms - before.backends.get(pid).copied().unwrap_or(0.0))
+            .sum();
         let (samples, states) = activity.finish().await;
         let rss = api.peak_rss_kib()?;
         api.check_alive()?;
@@ -826,6 +894,10 @@ impl Bench<'_> {
             api_kib: rss,
             samples,
             states,
+            api_cpu_ms,
+            postgres_cpu_ms,
+            client_cpu_ms,
+            busy_pct: 100.0 * (busy_ms - before.busy_ms) / (total_ms - before.total_ms).max(1.0),
         })
     }
 
@@ -848,6 +920,7 @@ impl Bench<'_> {
             .n(n)
             .note(note),
         );
+        self.emit_http_costs(false, &load, n);
         self.emit_activity("submit_http", load.samples, &load.states);
         self.out.emit(
             Figure::new("submit_http", "verified_runs", n as f64, "runs")
@@ -875,6 +948,7 @@ impl Bench<'_> {
                 self.s.connections
             )),
         );
+        self.emit_http_costs(true, &load, batch_runs);
         self.out.emit(
             Figure::new(
                 "submit_http",

@@ -238,4 +238,82 @@ mod tests {
         );
         assert_eq!(statuses[1].2, 0);
     }
+
+    /// Steps, attempts and events are tied to their run by the statements that write
+    /// them, not by foreign keys: an attempt is written only for a step the run has, an
+    /// event only for a run that exists, and deleting a run deletes them with it.
+    #[sqlx::test(migrations = false)]
+    async fn rows_are_written_only_for_existing_runs_and_steps_and_deleted_with_their_run(
+        pool: PgPool,
+    ) {
+        store::migrate(&pool).await.expect("migrate");
+        let def = Definition::parse(
+            "one",
+            "one.toml",
+            "[[steps]]\nid = \"s\"\nkind = \"pass\"\n",
+        )
+        .expect("valid");
+        let lease = leased_run(&pool, &def, "w").await;
+        let begin = |step: &'static str| {
+            let (done, _) = oneshot::channel();
+            Job {
+                lease: lease.clone(),
+                transition: OwnedTransition::new(Transition {
+                    begin: Some((step, 1)),
+                    ..Transition::default()
+                }),
+                done,
+            }
+        };
+        let results = write_together(&pool, &[begin("s"), begin("not-a-step")])
+            .await
+            .expect("the shared statement commits");
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        let attempts: Vec<String> =
+            sqlx::query_scalar("select step_id from step_attempts where run_id = $1")
+                .bind(&lease.run_id)
+                .fetch_all(&pool)
+                .await
+                .expect("attempts");
+        assert_eq!(
+            attempts,
+            ["s"],
+            "no attempt for a step the run does not have"
+        );
+
+        let mut conn = pool.acquire().await.expect("connection");
+        let refused =
+            store::events::event_append(&mut conn, "no-such-run", "run_cancelled", None, json!({}))
+                .await;
+        assert!(
+            matches!(refused, Err(StoreError::Missing(_))),
+            "{refused:?}"
+        );
+        let count = |sql: &'static str, run: String| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(sql)
+                    .bind(run)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("count")
+            }
+        };
+        let events = "select count(*) from run_events where run_id = $1";
+        assert_eq!(count(events, "no-such-run".into()).await, 0);
+        assert!(count(events, lease.run_id.clone()).await > 0);
+
+        sqlx::query("delete from runs where id = $1")
+            .bind(&lease.run_id)
+            .execute(&pool)
+            .await
+            .expect("delete the run");
+        for sql in [
+            "select count(*) from steps where run_id = $1",
+            "select count(*) from step_attempts where run_id = $1",
+            events,
+        ] {
+            assert_eq!(count(sql, lease.run_id.clone()).await, 0, "{sql}");
+        }
+    }
 }

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
-use super::Result;
+use super::{Result, StoreError};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EventRow {
@@ -23,13 +23,20 @@ pub async fn event_append(
     step_id: Option<&str>,
     data: Value,
 ) -> Result<()> {
-    sqlx::query("insert into run_events (run_id, kind, step_id, data) values ($1, $2, $3, $4)")
-        .bind(run_id)
-        .bind(kind)
-        .bind(step_id)
-        .bind(data)
-        .execute(conn)
-        .await?;
+    // The run must exist (`run_events` has no foreign key: see migration 0007).
+    let appended = sqlx::query(
+        "insert into run_events (run_id, kind, step_id, data)
+         select $1, $2, $3, $4 where exists (select from runs where id = $1)",
+    )
+    .bind(run_id)
+    .bind(kind)
+    .bind(step_id)
+    .bind(data)
+    .execute(conn)
+    .await?;
+    if appended.rows_affected() == 0 {
+        return Err(StoreError::Missing(format!("run {run_id}")));
+    }
     Ok(())
 }
 

@@ -41,6 +41,9 @@ pub enum StoreError {
     CancelRequested(String),
     #[error("{0}")]
     Invalid(String),
+    /// A row was to be written for a run or step that does not exist.
+    #[error("{0} does not exist")]
+    Missing(String),
 }
 
 impl StoreError {

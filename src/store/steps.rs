@@ -163,11 +163,11 @@ pub async fn step_transitions(
                           next_attempt_at = null,
                           started_at = coalesce(s.started_at, (select t from at))
                      from ok
-                    where s.run_id = ok.run_id and s.step_id = ok.begin_step),
+                    where s.run_id = ok.run_id and s.step_id = ok.begin_step
+                returning s.run_id, s.step_id, s.attempts, ok.owner),
          begun_attempt as (
                   insert into step_attempts (run_id, step_id, attempt, worker_id, started_at)
-                  select run_id, begin_step, begin_attempt, owner, (select t from at)
-                    from ok where begin_step is not null),
+                  select run_id, step_id, attempts, owner, (select t from at) from begun),
          events as (
                   insert into run_events (run_id, kind, step_id, data)
                   select ok.run_id, v.kind, v.step, v.data
@@ -272,8 +272,11 @@ async fn attempt_insert(
     step_id: &str,
     attempt: i32,
 ) -> Result<()> {
-    sqlx::query(
-        "insert into step_attempts (run_id, step_id, attempt, worker_id) values ($1, $2, $3, $4)",
+    // The step must exist (`step_attempts` has no foreign key: see migration 0007).
+    let inserted = sqlx::query(
+        "insert into step_attempts (run_id, step_id, attempt, worker_id)
+         select $1, $2, $3, $4
+          where exists (select from steps where run_id = $1 and step_id = $2)",
     )
     .bind(&lease.run_id)
     .bind(step_id)
@@ -281,6 +284,12 @@ async fn attempt_insert(
     .bind(&lease.owner)
     .execute(conn)
     .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(StoreError::Missing(format!(
+            "step {step_id} of run {}",
+            lease.run_id
+        )));
+    }
     Ok(())
 }
 
