@@ -121,7 +121,8 @@ pub async fn connect_quiet(url: &str, max_connections: u32) -> Result<PgPool> {
 
 /// Applies Cairn's migrations and apalis' (in its own `apalis` schema), then replaces
 /// apalis' per-job insert notification with a per-statement one
-/// ([`jobs::jobs_notify_install`]). Safe to run from several processes at once: each
+/// ([`jobs::jobs_notify_install`]) and trims its job indexes
+/// ([`jobs::jobs_indexes_trim`]). Safe to run from several processes at once: each
 /// step takes an advisory lock.
 pub async fn migrate(pool: &PgPool) -> Result<()> {
     crate::MIGRATOR.run(pool).await?;
@@ -129,6 +130,7 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
         .await
         .map_err(|e| StoreError::QueueSetup(e.to_string()))?;
     jobs::jobs_notify_install(pool).await?;
+    jobs::jobs_indexes_trim(pool).await?;
     Ok(())
 }
 
