@@ -54,7 +54,7 @@ pub struct ApiArgs {
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
     /// Runs advanced at once by this process.
-    #[arg(long, env = "CAIRN_CONCURRENCY", default_value_t = 64)]
+    #[arg(long, env = "CAIRN_CONCURRENCY", default_value_t = 128)]
     pub concurrency: usize,
     /// How long a worker owns a run without renewing; a killed worker's runs resume
     /// elsewhere after at most this long.

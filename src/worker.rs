@@ -46,7 +46,7 @@ pub struct WorkerSettings {
 impl Default for WorkerSettings {
     fn default() -> Self {
         WorkerSettings {
-            concurrency: 64,
+            concurrency: 128,
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_millis(200),
             shutdown_grace: Duration::from_secs(20),

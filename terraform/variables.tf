@@ -207,7 +207,7 @@ variable "worker_max_count" {
 variable "worker_concurrency" {
   description = "CAIRN_CONCURRENCY: runs each worker task advances at once."
   type        = number
-  default     = 64
+  default     = 128
 }
 
 variable "worker_db_pool" {

@@ -183,7 +183,7 @@ pub struct BenchArgs {
     pub workers: u32,
     /// Each worker's `--concurrency` (memory uses --memory-concurrency); the default is
     /// `cairn worker`'s.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 128)]
     pub concurrency: usize,
     /// Each worker's and the API's `--db-pool`; the product's default when not given.
     #[arg(long)]
