@@ -13,7 +13,7 @@ use tokio::sync::{Semaphore, oneshot};
 use super::{EngineError, Result};
 use crate::queue::{self, Wake};
 use crate::store;
-use crate::store::definitions::{DEFINITION_FKEY, DefinitionsStored};
+use crate::store::definitions::DefinitionsStored;
 use crate::store::runs::{RunInsertManyParams, RunInsertParams, RunInserted, RunOrigin, RunRow};
 use crate::workflow::{Definition, InputError, Registry, content_hash};
 
@@ -80,7 +80,7 @@ pub async fn submit_for(
     let defs: Vec<&Definition> = std::iter::once(def)
         .chain(children.iter().copied())
         .collect();
-    // A remembered definition may be missing after all (the run's foreign key says
+    // A remembered definition may be missing after all (inserting the run says
     // so): forget it, and try once more, storing it.
     let mut retried = false;
     loop {
@@ -100,7 +100,7 @@ pub async fn submit_for(
 
 /// Decides after a transaction that stored missing `defs` and wrote runs: committed
 /// → the definitions are remembered, `Some`; a remembered definition was missing after
-/// all (the run's foreign key says so) → forgotten, `None` to try once more; otherwise
+/// all (inserting the run says so) → forgotten, `None` to try once more; otherwise
 /// the error.
 fn after_attempt<T>(
     stored: &DefinitionsStored,
@@ -233,7 +233,10 @@ fn forget_definitions(stored: &DefinitionsStored, defs: &[&Definition]) {
 /// A run was refused because its definition row is missing although `stored`
 /// remembered it (see [`DefinitionsStored`]).
 fn definition_missing(e: &EngineError) -> bool {
-    matches!(e, EngineError::Store(s) if s.constraint() == Some(DEFINITION_FKEY))
+    matches!(
+        e,
+        EngineError::Store(store::StoreError::DefinitionMissing(_))
+    )
 }
 
 /// Most runs one [`submit_many`] call queues.

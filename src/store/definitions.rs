@@ -57,16 +57,13 @@ pub async fn definition_latest(pool: &PgPool, name: &str) -> Result<Option<(Stri
 /// Callers [`remember`](Self::remember) a hash only after the transaction that stored
 /// it committed, so a rolled-back submit never marks its definition stored. Should a
 /// remembered row disappear anyway (a database restored or emptied under a running
-/// process), inserting a run fails on `runs_definition_hash_fkey`
-/// ([`DEFINITION_FKEY`]); the submitter then [`forget`](Self::forget)s the hash and
-/// tries once more with the upsert.
+/// process), inserting a run fails with [`DefinitionMissing`](super::StoreError::DefinitionMissing);
+/// the submitter then [`forget`](Self::forget)s the hash
+/// and tries once more with the upsert.
 #[derive(Debug, Default)]
 pub struct DefinitionsStored {
     hashes: Mutex<HashSet<String>>,
 }
-
-/// The foreign key from `runs.definition_hash` to `workflow_definitions`.
-pub const DEFINITION_FKEY: &str = "runs_definition_hash_fkey";
 
 /// More distinct definitions than any registry holds; past it the memory starts over
 /// rather than grow without bound.

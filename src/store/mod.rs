@@ -44,6 +44,9 @@ pub enum StoreError {
     /// A row was to be written for a run or step that does not exist.
     #[error("{0} does not exist")]
     Missing(String),
+    /// Runs were to be inserted with a definition that is not stored.
+    #[error("workflow definition {0} is not stored")]
+    DefinitionMissing(String),
 }
 
 impl StoreError {

@@ -8,7 +8,7 @@ use sqlx::{PgConnection, PgPool};
 
 use super::events::event_append;
 use super::steps::StepRow;
-use super::{Lease, Result, lease_fence};
+use super::{Lease, Result, StoreError, lease_fence};
 
 pub const RUN_COLUMNS: &str = "id, workflow, definition_hash, status, input, output, error, \
      idempotency_key, request_hash, lease_owner, lease_expires_at, wake_at, created_at, \
@@ -76,7 +76,8 @@ pub async fn run_insert(conn: &mut PgConnection, p: RunInsertParams<'_>) -> Resu
     let sql = format!(
         "insert into runs (id, workflow, definition_hash, input, idempotency_key, request_hash, replay_of,
                            user_id, project_id, parent_run_id, parent_step_id)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         select $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11
+          where exists (select from workflow_definitions where hash = $3)
          on conflict (idempotency_key) where idempotency_key is not null do nothing
          returning {RUN_COLUMNS}"
     );
@@ -95,6 +96,9 @@ pub async fn run_insert(conn: &mut PgConnection, p: RunInsertParams<'_>) -> Resu
         .fetch_optional(&mut *conn)
         .await?;
     let Some(run) = created else {
+        if !definition_stored(conn, p.definition_hash).await? {
+            return Err(StoreError::DefinitionMissing(p.definition_hash.to_owned()));
+        }
         let sql = format!("select {RUN_COLUMNS} from runs where idempotency_key = $1");
         let existing: RunRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(p.idempotency_key)
@@ -116,6 +120,17 @@ pub async fn run_insert(conn: &mut PgConnection, p: RunInsertParams<'_>) -> Resu
     )
     .await?;
     Ok(RunInserted::Created(run))
+}
+
+/// Whether definition `hash` is stored. (Runs have no foreign key to it: the statements
+/// inserting them check it once, not once per run; see migration 0009.)
+async fn definition_stored(conn: &mut PgConnection, hash: &str) -> Result<bool> {
+    Ok(
+        sqlx::query_scalar("select exists (select from workflow_definitions where hash = $1)")
+            .bind(hash)
+            .fetch_one(conn)
+            .await?,
+    )
 }
 
 pub async fn run_get(pool: &PgPool, id: &str) -> Result<Option<RunRow>> {
@@ -709,7 +724,9 @@ pub async fn run_get_parent(conn: &mut PgConnection, run_id: &str) -> Result<Opt
     )
 }
 
-/// [`run_insert_many`]'s statement, with `more` (further CTEs) after its own.
+/// [`run_insert_many`]'s statement, with `more` (further CTEs) after its own. It returns
+/// the inserted runs' ids, or a single null when definition `$6` is not stored (and
+/// inserts nothing then).
 fn insert_statement(more: &str) -> String {
     format!(
         "with new as (
@@ -718,6 +735,7 @@ fn insert_statement(more: &str) -> String {
              select r.id, $5, $6, r.input, r.idempotency_key, r.request_hash, $7, $8, $9, $10
                from unnest($1::text[], $2::jsonb[], $3::text[], $4::text[])
                     as r (id, input, idempotency_key, request_hash)
+              where exists (select from workflow_definitions where hash = $6)
              on conflict (idempotency_key) where idempotency_key is not null do nothing
              returning id
          ), new_steps as (
@@ -727,7 +745,9 @@ fn insert_statement(more: &str) -> String {
              insert into run_events (run_id, kind, data)
              select new.id, 'run_queued', $12 from new
          ){more}
-         select id from new"
+         select id from new
+         union all
+         select null where not exists (select from workflow_definitions where hash = $6)"
     )
 }
 
@@ -809,7 +829,7 @@ pub async fn run_insert_many(
          )",
         )
     });
-    let created: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(INSERT.as_str()))
+    let created: Vec<Option<String>> = sqlx::query_scalar(sqlx::AssertSqlSafe(INSERT.as_str()))
         .bind(p.ids)
         .bind(p.inputs)
         .bind(p.idempotency_keys)
@@ -826,6 +846,10 @@ pub async fn run_insert_many(
         .bind(p.wakes.map(|w| w.job_ids))
         .fetch_all(&mut *conn)
         .await?;
+    // A null id: the definition is not stored, and nothing was inserted.
+    let Some(created) = created.into_iter().collect::<Option<Vec<String>>>() else {
+        return Err(StoreError::DefinitionMissing(p.definition_hash.to_owned()));
+    };
     let mut existing = Vec::new();
     let keyed = p.idempotency_keys.iter().filter(|k| k.is_some()).count();
     if created.len() < n && keyed > 0 {
@@ -845,4 +869,153 @@ pub async fn run_insert_many(
             .await?;
     }
     Ok(RunsInserted { created, existing })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params<'a>(
+        ids: &'a [&'a str],
+        inputs: &'a [&'a Value],
+        keys: &'a [Option<&'a str>],
+        hashes: &'a [&'a str],
+        origin: &'a RunOrigin,
+        definition_hash: &'a str,
+    ) -> RunInsertManyParams<'a> {
+        RunInsertManyParams {
+            workflow: "w",
+            definition_hash,
+            step_ids: &[],
+            origin,
+            ids,
+            inputs,
+            idempotency_keys: keys,
+            request_hashes: hashes,
+            wakes: None,
+        }
+    }
+
+    /// Runs have no foreign keys (migration 0009): inserting runs of a definition that
+    /// is not stored inserts nothing and says so, one run or many; deleting a user, a
+    /// project or a run makes the runs that named them forget them.
+    #[sqlx::test(migrations = false)]
+    async fn runs_check_their_references_once_and_forget_deleted_ones(pool: PgPool) {
+        crate::store::migrate(&pool).await.expect("migrate");
+        let mut conn = pool.acquire().await.expect("connection");
+        let input = json!({});
+        let origin = RunOrigin::default();
+        let inputs = [&input];
+        let many = run_insert_many(
+            &mut conn,
+            params(&["r0"], &inputs, &[None], &["h"], &origin, "nope"),
+        )
+        .await;
+        assert!(
+            matches!(many, Err(StoreError::DefinitionMissing(ref h)) if h == "nope"),
+            "{many:?}"
+        );
+        let one = run_insert(
+            &mut conn,
+            RunInsertParams {
+                id: "r1",
+                workflow: "w",
+                definition_hash: "nope",
+                input: &input,
+                idempotency_key: Some("k"),
+                request_hash: "h",
+                step_ids: &[],
+                replay_of: None,
+                origin: &origin,
+            },
+        )
+        .await;
+        assert!(
+            matches!(one, Err(StoreError::DefinitionMissing(_))),
+            "{:?}",
+            one.err()
+        );
+        let runs: i64 = sqlx::query_scalar("select count(*) from runs")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+        assert_eq!(runs, 0, "nothing was inserted");
+
+        // With the definition stored: a parent, and a child naming a user, a project,
+        // the parent and (as a replay) the parent.
+        crate::store::definitions::definition_upsert(&mut conn, "d", "w", &json!({}), "")
+            .await
+            .expect("store the definition");
+        let user = crate::store::users::user_create(&pool, "a@example.com", "A", "x", "admin")
+            .await
+            .expect("user");
+        let project = crate::store::projects::project_create(&pool, "p", "", None)
+            .await
+            .expect("project");
+        let created = run_insert_many(
+            &mut conn,
+            params(&["parent"], &inputs, &[None], &["h"], &origin, "d"),
+        )
+        .await
+        .expect("parent");
+        assert_eq!(created.created, ["parent"]);
+        let child_origin = RunOrigin {
+            user_id: Some(user.id),
+            project_id: Some(project.id),
+            parent: Some(("parent".into(), "s".into())),
+        };
+        let child = run_insert(
+            &mut conn,
+            RunInsertParams {
+                id: "child",
+                workflow: "w",
+                definition_hash: "d",
+                input: &input,
+                idempotency_key: None,
+                request_hash: "h",
+                step_ids: &["s".to_owned()],
+                replay_of: Some("parent"),
+                origin: &child_origin,
+            },
+        )
+        .await
+        .expect("child");
+        assert!(matches!(child, RunInserted::Created(_)));
+        sqlx::query("update steps set child_run_id = 'parent' where run_id = 'child'")
+            .execute(&pool)
+            .await
+            .expect("point a step at the parent");
+
+        let refs = || async {
+            sqlx::query_as::<_, (Option<i64>, Option<i64>, Option<String>, Option<String>)>(
+                "select user_id, project_id, parent_run_id, replay_of from runs where id = 'child'",
+            )
+            .fetch_one(&pool)
+            .await
+            .expect("child's references")
+        };
+        assert_eq!(
+            refs().await,
+            (
+                Some(user.id),
+                Some(project.id),
+                Some("parent".into()),
+                Some("parent".into())
+            )
+        );
+        for sql in [
+            "delete from users",
+            "delete from projects",
+            "delete from runs where id = 'parent'",
+        ] {
+            sqlx::query(sql).execute(&pool).await.expect(sql);
+        }
+        assert_eq!(refs().await, (None, None, None, None));
+        let child_step: Option<String> =
+            sqlx::query_scalar("select child_run_id from steps where run_id = 'child'")
+                .fetch_one(&pool)
+                .await
+                .expect("child's step");
+        assert_eq!(child_step, None);
+    }
 }
