@@ -287,6 +287,9 @@ impl Drop for SlotGuard {
     }
 }
 
+/// Most runs one fetch leases (see [`Fetch::run`]).
+const FETCH_MAX: usize = 64;
+
 /// Cairn's fetch: leases as many runs as there are free slots (and half as many ahead),
 /// hands them to apalis one by one, and waits — for a slot, a notification or the poll
 /// — when there is nothing to take.
@@ -304,13 +307,16 @@ impl Fetch {
     async fn run(self, to_worker: mpsc::Sender<Acquired>, stop: CancellationToken) {
         // Up to half the slots' worth of runs are leased ahead, so that under load
         // wake-ups are taken in batches instead of one per finished run. Those runs
-        // wait in memory for a slot (their leases are renewed with the others).
+        // wait in memory for a slot (their leases are renewed with the others). A fetch
+        // takes at most FETCH_MAX: at high concurrency, a few hundred runs leased in one
+        // statement then started together made the worker's work come in waves.
         let ahead = self.concurrency / 2;
         let capacity = self.concurrency + ahead;
+        let least = ahead.min(FETCH_MAX);
         loop {
             let taken = self.slots.taken.load(Ordering::SeqCst);
             let free = capacity.saturating_sub(taken);
-            if free == 0 || free < ahead {
+            if free == 0 || free < least {
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = self.slots.freed.notified() => continue,
@@ -324,7 +330,7 @@ impl Fetch {
                 QUEUE,
                 &self.owner,
                 self.lease,
-                free as i64,
+                free.min(FETCH_MAX) as i64,
             )
             .await;
             match claimed {

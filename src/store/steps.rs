@@ -136,13 +136,21 @@ pub async fn step_transitions(
                        with ordinality
                        as i (run_id, token, owner, ck_step, ck_attempt, ck_output, run_output,
                              begin_step, begin_attempt, ord)),
-         fence as (
-              select r.id from runs r
-               where r.id = any ($1::text[]) and r.status = 'running'
-                 and r.lease_expires_at > clock_timestamp() and r.cancel_requested_at is null
-                 and exists (select from input i where i.run_id = r.id and i.token = r.lease_token)
+         -- The runs named, found and locked by key alone, then kept if still leased
+         -- with the token given, as locked. Found with the status among the conditions,
+         -- a generic plan that trusted the statistics of `status` (few running runs)
+         -- read every running run through `runs_status_created` for each statement.
+         locked as materialized (
+              select r.id, r.status, r.lease_token, r.lease_expires_at, r.cancel_requested_at
+                from runs r
+               where r.id = any ($1::text[])
                order by r.id
                  for no key update),
+         fence as (
+              select l.id from locked l
+               where l.status = 'running' and l.lease_expires_at > clock_timestamp()
+                 and l.cancel_requested_at is null
+                 and exists (select from input i where i.run_id = l.id and i.token = l.lease_token)),
          ok as (select i.* from input i where i.run_id in (select id from fence)),
          at as (select clock_timestamp() as t),
          done as (update steps s set status = 'succeeded', output = ok.ck_output, error = null,
