@@ -3,7 +3,7 @@
 //! up to [`BATCH_MAX`] in a single transaction ([`submit_many`]).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
@@ -505,12 +505,6 @@ async fn write_prepared(
     Ok(out)
 }
 
-/// Connections of the pool a [`SubmitBatcher`] leaves to everything else (token
-/// lookups, reads). Halving the pool instead measurably lowered batch throughput in
-/// `cairn bench`: submit transactions spend much of their time waiting on the commit,
-/// so more of them overlap usefully.
-const CONNECTIONS_KEPT: u32 = 2;
-
 /// How many shared transactions one [`SubmitBatcher`] lane may have open at once: a
 /// second one prepares its statements while the first waits for its commit.
 const WRITERS_PER_LANE: usize = 2;
@@ -519,12 +513,17 @@ const WRITERS_PER_LANE: usize = 2;
 /// WAL flush — for all the runs that arrived while the previous transaction of their
 /// lane was being written.
 ///
-/// Why: every submit transaction sends `NOTIFY`s (the `run_events` trigger and
-/// apalis' job trigger), and Postgres serialises the commits of notifying transactions
-/// on one lock, WAL flush included. One run per transaction caps a whole database at
-/// one run per flush; sharing the transaction lifts the cap by the number of runs
-/// that share it. Under light load a submission is written at once, alone (there is no
-/// waiting for company); the batches grow only as submissions queue up.
+/// Why: a commit waits for its WAL flush, and one run per transaction caps a
+/// connection at one run per flush; sharing the transaction lifts the cap by the
+/// number of runs that share it. Under light load a submission is written at once,
+/// alone (there is no waiting for company); the batches grow only as submissions queue
+/// up.
+///
+/// Its writes go through connections of their own that do not notify
+/// ([`store::connect_unannounced`]); once a write commits, workers and event listeners
+/// are woken by one statement that writes nothing ([`Announcer`]). Postgres commits
+/// notifying transactions one at a time, WAL flush included, so submit transactions
+/// that notified could not share a flush.
 ///
 /// What each caller keeps: its input is validated before it joins a batch (a bad input
 /// changes nothing, and never fails another's submission); the answer comes after the
@@ -537,18 +536,18 @@ const WRITERS_PER_LANE: usize = 2;
 /// those. Writers are tasks spawned on demand; a lane with nothing waiting has none.
 ///
 /// It also writes whole batches ([`SubmitBatcher::submit_many`]). Every write, of a
-/// lane or a batch, holds a write permit: submissions use all but
-/// [`CONNECTIONS_KEPT`] of the pool's connections and queue for them (fairly, in arrival
-/// order) rather than time out waiting for the pool, which stays free enough for
-/// everything else the process does.
+/// lane or a batch, holds a write permit, one per connection of its own, and queues
+/// for one (fairly, in arrival order) rather than time out waiting for a connection.
+/// The process's pool stays free for everything else.
 #[derive(Debug)]
 pub struct SubmitBatcher {
+    /// As many connections as the process's pool, that do not notify.
     pool: PgPool,
     /// Shared with the process's other submitters to this database.
     stored: Arc<DefinitionsStored>,
-    /// One per open submit transaction: the pool's connections but
-    /// [`CONNECTIONS_KEPT`].
+    /// One per open submit transaction: `pool`'s connections.
     write_permits: Semaphore,
+    announcer: Arc<Announcer>,
     /// Lanes with submissions waiting or being written. A lane is removed by its last
     /// writer when it finds nothing waiting, under this lock, so a submission either
     /// joins a lane whose writer will see it or starts a new writer.
@@ -593,17 +592,18 @@ struct Waiting {
 }
 
 impl SubmitBatcher {
-    /// Submissions to `pool`'s database; `stored` is shared with other submitters of
-    /// that database.
+    /// Submissions to `pool`'s database, through as many connections again as `pool`
+    /// has (opened as needed); `stored` is shared with other submitters of that
+    /// database.
     pub fn new(pool: PgPool, stored: Arc<DefinitionsStored>) -> SubmitBatcher {
-        let permits = pool
-            .options()
-            .get_max_connections()
-            .saturating_sub(CONNECTIONS_KEPT)
-            .max(1) as usize;
+        let connections = pool.options().get_max_connections().max(1);
         SubmitBatcher {
-            write_permits: Semaphore::new(permits),
-            pool,
+            write_permits: Semaphore::new(connections as usize),
+            announcer: Arc::new(Announcer {
+                pool: pool.clone(),
+                asked: AtomicUsize::new(0),
+            }),
+            pool: store::connect_unannounced(&pool, connections),
             stored,
             lanes: Mutex::default(),
             epochs: AtomicU64::new(0),
@@ -675,15 +675,10 @@ impl SubmitBatcher {
             Err(rejected) => return Ok(Err(rejected)),
         };
         let _permit = self.permit().await?;
-        Ok(Ok(write_prepared(
-            &self.pool,
-            &self.stored,
-            def,
-            children,
-            prepared,
-            origin,
-        )
-        .await?))
+        let written =
+            write_prepared(&self.pool, &self.stored, def, children, prepared, origin).await?;
+        self.announcer.announce();
+        Ok(Ok(written))
     }
 
     async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
@@ -762,6 +757,7 @@ impl SubmitBatcher {
         };
         match written {
             Ok(answers) => {
+                self.announcer.announce();
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     let _ = reply.send(Ok(answer));
                 }
@@ -786,6 +782,9 @@ impl SubmitBatcher {
                                     ))
                                 })
                             });
+                    if one.is_ok() {
+                        self.announcer.announce();
+                    }
                     let _ = reply.send(one);
                 }
             }
@@ -795,6 +794,41 @@ impl SubmitBatcher {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LaneKey, Lane>> {
         // Every change under the lock is a few map and vector operations.
         self.lanes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Wakes workers and event listeners once submits have committed, with
+/// [`store::jobs::jobs_announce`]: one announcement at a time, and those asked for
+/// while one is being sent make one more between them.
+#[derive(Debug)]
+struct Announcer {
+    pool: PgPool,
+    /// Announcements asked for and not yet covered by one that was sent.
+    asked: AtomicUsize,
+}
+
+impl Announcer {
+    /// Asks for an announcement; starts a task to send it unless one is running.
+    fn announce(self: &Arc<Self>) {
+        if self.asked.fetch_add(1, Ordering::SeqCst) == 0 {
+            let this = self.clone();
+            tokio::spawn(async move { this.send_until_covered().await });
+        }
+    }
+
+    async fn send_until_covered(&self) {
+        loop {
+            let asked = self.asked.load(Ordering::SeqCst);
+            if let Err(e) = store::jobs::jobs_announce(&self.pool, queue::QUEUE).await {
+                // The workers' poll finds the runs all the same, a little later.
+                tracing::warn!(error = %e, "announcing submitted runs failed");
+            }
+            // Asked again meanwhile: those were committed before this announcement was
+            // sent, or after; one more covers them.
+            if self.asked.fetch_sub(asked, Ordering::SeqCst) == asked {
+                return;
+            }
+        }
     }
 }
 
@@ -816,5 +850,72 @@ impl Drop for WriterGuard<'_> {
                 lanes.remove(self.key);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use sqlx::postgres::PgListener;
+
+    use super::*;
+
+    /// Submitted runs are announced once, after their commit: the submit's own
+    /// statement notifies nobody, and one announcement wakes both the workers of the
+    /// queue and the event listeners.
+    #[sqlx::test(migrations = false)]
+    async fn submits_are_announced_once_after_their_commit(pool: PgPool) {
+        store::migrate(&pool).await.expect("migrate");
+        let mut listener = PgListener::connect_with(&pool).await.expect("listener");
+        listener
+            .listen_all(["apalis::job::insert", store::events::CHANNEL])
+            .await
+            .expect("listen");
+        let def = Definition::parse(
+            "one",
+            "one.toml",
+            "[[steps]]\nid = \"s\"\nkind = \"pass\"\n",
+        )
+        .expect("valid");
+        let batcher = SubmitBatcher::new(pool.clone(), Arc::default());
+        let input = json!({});
+        let items = [BatchItem {
+            input: &input,
+            idempotency_key: None,
+        }; 3];
+        let Ok(Ok(written)) = batcher
+            .submit_many(&def, &[], &items, &RunOrigin::default())
+            .await
+        else {
+            panic!("the batch was not written");
+        };
+        assert_eq!(written.len(), 3);
+
+        // Once the announcer is done, a marker: everything sent before it arrives first.
+        while batcher.announcer.asked.load(Ordering::SeqCst) != 0 {
+            tokio::task::yield_now().await;
+        }
+        sqlx::query("select pg_notify('apalis::job::insert', 'end')")
+            .execute(&pool)
+            .await
+            .expect("notify");
+        let mut got = Vec::new();
+        loop {
+            let n = listener.recv().await.expect("a notification");
+            if n.payload() == "end" {
+                break;
+            }
+            got.push((n.channel().to_owned(), n.payload().to_owned()));
+        }
+        got.sort();
+        assert_eq!(
+            got.len(),
+            2,
+            "one announcement, nothing from the insert: {got:?}"
+        );
+        assert_eq!(got[0].0, "apalis::job::insert");
+        let payload: serde_json::Value = serde_json::from_str(&got[0].1).expect("json");
+        assert_eq!(payload["job_type"], queue::QUEUE);
+        assert_eq!(got[1].0, store::events::CHANNEL);
     }
 }

@@ -81,8 +81,10 @@ const NOTIFY_FUNCTION: &str = "apalis.cairn_notify_new_jobs";
 /// and its fetch takes a batch; a batch of 500 submitted runs sent 500 notifications,
 /// each to be queued, de-duplicated and delivered to every listening worker, all while
 /// the committing transaction held the database-wide notification lock. Same channel,
-/// payload `{"job_type": …}`. Runs after apalis' migrations; concurrent callers are
-/// serialised, and an installed replacement is left alone.
+/// payload `{"job_type": …}`. Sessions with `cairn.notify_jobs = off` skip it and
+/// announce after their commit instead ([`jobs_announce`]). Runs after apalis'
+/// migrations; concurrent callers are serialised, and an installed replacement is left
+/// alone.
 pub async fn jobs_notify_install(pool: &PgPool) -> Result<()> {
     let mut tx = pool.begin().await?;
     sqlx::query("select pg_advisory_xact_lock(hashtext('cairn.jobs_notify_install'))")
@@ -92,7 +94,8 @@ pub async fn jobs_notify_install(pool: &PgPool) -> Result<()> {
         "select exists (select from pg_trigger t join pg_proc p on p.oid = t.tgfoid
                          where t.tgrelid = 'apalis.jobs'::regclass
                            and t.tgname = 'notify_workers'
-                           and p.oid = to_regproc($1))",
+                           and p.oid = to_regproc($1)
+                           and pg_get_triggerdef(t.oid) like '%cairn.notify_jobs%')",
     )
     .bind(NOTIFY_FUNCTION)
     .fetch_one(&mut *tx)
@@ -115,7 +118,9 @@ pub async fn jobs_notify_install(pool: &PgPool) -> Result<()> {
         format!(
             "create trigger notify_workers after insert on apalis.jobs
              referencing new table as inserted
-             for each statement execute function {NOTIFY_FUNCTION}()"
+             for each statement
+             when (current_setting('cairn.notify_jobs', true) is distinct from 'off')
+             execute function {NOTIFY_FUNCTION}()"
         ),
     ];
     for sql in statements {
@@ -124,6 +129,23 @@ pub async fn jobs_notify_install(pool: &PgPool) -> Result<()> {
             .await?;
     }
     tx.commit().await?;
+    Ok(())
+}
+
+/// Wakes the workers of `queue` and the event listeners, for runs queued (and events
+/// appended) by sessions that do not notify (see [`super::connect_unannounced`]). The
+/// notifications of a transaction are sent once it commits, and Postgres commits
+/// notifying transactions one at a time, WAL flush included; this statement writes
+/// nothing, so its commit has nothing to flush.
+pub async fn jobs_announce(pool: &PgPool, queue: &str) -> Result<()> {
+    sqlx::query(
+        "select pg_notify('apalis::job::insert', json_build_object('job_type', $1::text)::text),
+                pg_notify($2, '{\"id\": 0}')",
+    )
+    .bind(queue)
+    .bind(super::events::CHANNEL)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 

@@ -122,6 +122,21 @@ pub async fn connect_quiet(url: &str, max_connections: u32) -> Result<PgPool> {
     Ok(pool)
 }
 
+/// A pool of up to `max_connections` to `pool`'s database, with `pool`'s settings,
+/// whose sessions queue runs and append events without notifying anyone
+/// (`cairn.notify_jobs = off`, `cairn.notify_events = off`): its user announces what it
+/// committed with [`jobs::jobs_announce`]. A transaction that notifies holds a
+/// database-wide lock from its commit's start to its end, WAL flush included, so
+/// notifying commits cannot share a flush. Connections open on first use.
+pub fn connect_unannounced(pool: &PgPool, max_connections: u32) -> PgPool {
+    let options = (*pool.connect_options())
+        .clone()
+        .options([("cairn.notify_jobs", "off"), ("cairn.notify_events", "off")]);
+    pool_options(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy_with(options)
+}
+
 /// Applies Cairn's migrations and apalis' (in its own `apalis` schema), then replaces
 /// apalis' per-job insert notification with a per-statement one
 /// ([`jobs::jobs_notify_install`]) and trims its job indexes
