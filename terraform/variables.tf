@@ -170,7 +170,7 @@ variable "api_desired_count" {
 }
 
 variable "api_db_pool" {
-  description = "CAIRN_DB_POOL for each api task: database connections it may hold."
+  description = "CAIRN_DB_POOL for each api task: its pool's connections; it opens up to as many again for writing submitted runs."
   type        = number
   default     = 10
 }
