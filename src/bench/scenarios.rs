@@ -625,8 +625,9 @@ impl Bench<'_> {
 
     fn verified(&mut self, scenario: &'static str, runs: u64) {
         self.out.emit(
-            Figure::new(scenario, "verified_runs", runs as f64, "runs")
-                .note("succeeded, every step checkpointed exactly once"),
+            Figure::new(scenario, "verified_runs", runs as f64, "runs").note(
+                "succeeded, every step checkpointed exactly once, no row without its run or step",
+            ),
         );
     }
 
