@@ -15,6 +15,27 @@ locals {
     },
   ]
 
+  # Secrets the operator keeps in Secrets Manager, injected when their ARN is given.
+  api_secrets = concat(
+    local.database_secret,
+    var.webhook_secret_arn == null ? [] : [
+      { name = "CAIRN_WEBHOOK_SECRET", valueFrom = var.webhook_secret_arn },
+    ],
+  )
+
+  worker_secrets = concat(
+    local.database_secret,
+    var.llm_api_key_secret_arn == null ? [] : [
+      { name = "CAIRN_LLM_API_KEY", valueFrom = var.llm_api_key_secret_arn },
+    ],
+  )
+
+  readable_secrets = compact([
+    aws_secretsmanager_secret.database_url.arn,
+    var.webhook_secret_arn,
+    var.llm_api_key_secret_arn,
+  ])
+
   common_environment = concat(
     [
       { name = "RUST_LOG", value = var.rust_log },
@@ -23,11 +44,15 @@ locals {
     var.migrate_on_start ? [] : [{ name = "CAIRN_NO_MIGRATE", value = "true" }],
   )
 
-  api_environment = concat(local.common_environment, [
-    { name = "CAIRN_LISTEN", value = "0.0.0.0:${local.api_port}" },
-    { name = "CAIRN_WORKFLOWS_DIR", value = "/app/workflows" },
-    { name = "CAIRN_DB_POOL", value = tostring(var.api_db_pool) },
-  ])
+  api_environment = concat(
+    local.common_environment,
+    [
+      { name = "CAIRN_LISTEN", value = "0.0.0.0:${local.api_port}" },
+      { name = "CAIRN_WORKFLOWS_DIR", value = "/app/workflows" },
+      { name = "CAIRN_DB_POOL", value = tostring(var.api_db_pool) },
+    ],
+    var.llm_prices == "" ? [] : [{ name = "CAIRN_LLM_PRICES", value = var.llm_prices }],
+  )
 
   worker_environment = concat(
     local.common_environment,
@@ -36,6 +61,10 @@ locals {
       { name = "CAIRN_CONCURRENCY", value = tostring(var.worker_concurrency) },
       { name = "CAIRN_LEASE", value = var.worker_lease },
       { name = "CAIRN_SHUTDOWN_GRACE", value = "${var.worker_shutdown_grace_seconds}s" },
+    ],
+    var.llm_base_url == "" ? [] : [
+      { name = "CAIRN_LLM_BASE_URL", value = var.llm_base_url },
+      { name = "CAIRN_LLM_MODEL", value = var.llm_model },
     ],
     length(var.worker_template_env) == 0 ? [] : [
       { name = "CAIRN_TEMPLATE_ENV", value = join(",", sort(keys(var.worker_template_env))) },
@@ -106,7 +135,7 @@ resource "aws_iam_role_policy_attachment" "execution" {
 data "aws_iam_policy_document" "execution_secrets" {
   statement {
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = [aws_secretsmanager_secret.database_url.arn]
+    resources = local.readable_secrets
   }
 
   dynamic "statement" {
@@ -191,7 +220,7 @@ resource "aws_ecs_task_definition" "api" {
       essential              = true
       command                = ["api"]
       environment            = local.api_environment
-      secrets                = local.database_secret
+      secrets                = local.api_secrets
       readonlyRootFilesystem = local.readonly_root
       linuxParameters        = { initProcessEnabled = true }
       stopTimeout            = 30
@@ -246,7 +275,7 @@ resource "aws_ecs_task_definition" "worker" {
       essential              = true
       command                = ["worker"]
       environment            = local.worker_environment
-      secrets                = local.database_secret
+      secrets                = local.worker_secrets
       readonlyRootFilesystem = local.readonly_root
       linuxParameters        = { initProcessEnabled = true }
       # SIGTERM starts the drain (CAIRN_SHUTDOWN_GRACE); SIGKILL follows this later.

@@ -441,3 +441,33 @@ variable "secret_recovery_window_days" {
   type        = number
   default     = 7
 }
+
+variable "webhook_secret_arn" {
+  description = "Secrets Manager secret (ARN) holding CAIRN_WEBHOOK_SECRET, the HMAC key of POST /api/webhooks/agent-result, injected into the api. Without it the webhook answers 503. The secret's KMS key, if not AWS-managed, must let the execution role decrypt."
+  type        = string
+  default     = null
+}
+
+variable "llm_api_key_secret_arn" {
+  description = "Secrets Manager secret (ARN) holding CAIRN_LLM_API_KEY, the bearer token `llm` steps send to the model server, injected into the workers."
+  type        = string
+  default     = null
+}
+
+variable "llm_base_url" {
+  description = "CAIRN_LLM_BASE_URL for the workers: an OpenAI-compatible API base (e.g. https://api.openai.com/v1). Empty: `llm` steps fail."
+  type        = string
+  default     = ""
+}
+
+variable "llm_model" {
+  description = "CAIRN_LLM_MODEL for the workers (set with llm_base_url): the model `llm` steps use unless they name one."
+  type        = string
+  default     = "gpt-4o-mini"
+}
+
+variable "llm_prices" {
+  description = "CAIRN_LLM_PRICES for the api: USD per million tokens for billing estimates, `model=prompt/completion,...` (e.g. gpt-4o-mini=0.15/0.60). Empty: no estimates."
+  type        = string
+  default     = ""
+}

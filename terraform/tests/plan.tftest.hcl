@@ -177,9 +177,14 @@ run "defaults_create_a_vpc_and_the_services" {
   }
 
   assert {
+    condition     = [for s in jsondecode(aws_ecs_task_definition.api.container_definitions)[0].secrets : s.name] == ["DATABASE_URL"]
+    error_message = "Without webhook_secret_arn the api gets only DATABASE_URL (its webhook answers 503)."
+  }
+
+  assert {
     condition = alltrue([
       for e in jsondecode(aws_ecs_task_definition.api.container_definitions)[0].environment :
-      contains(["RUST_LOG", "CAIRN_LOG_JSON", "CAIRN_DB_POOL", "CAIRN_NO_MIGRATE", "CAIRN_WORKFLOWS_DIR", "CAIRN_LISTEN"], e.name)
+      contains(["RUST_LOG", "CAIRN_LOG_JSON", "CAIRN_DB_POOL", "CAIRN_NO_MIGRATE", "CAIRN_WORKFLOWS_DIR", "CAIRN_LISTEN", "CAIRN_LLM_PRICES"], e.name)
     ])
     error_message = "The api task sets only variables `cairn api --help` lists."
   }
@@ -187,7 +192,7 @@ run "defaults_create_a_vpc_and_the_services" {
   assert {
     condition = alltrue([
       for e in jsondecode(aws_ecs_task_definition.worker.container_definitions)[0].environment :
-      contains(["RUST_LOG", "CAIRN_LOG_JSON", "CAIRN_DB_POOL", "CAIRN_NO_MIGRATE", "CAIRN_CONCURRENCY", "CAIRN_LEASE", "CAIRN_POLL_INTERVAL", "CAIRN_SHUTDOWN_GRACE", "CAIRN_TEMPLATE_ENV"], e.name)
+      contains(["RUST_LOG", "CAIRN_LOG_JSON", "CAIRN_DB_POOL", "CAIRN_NO_MIGRATE", "CAIRN_CONCURRENCY", "CAIRN_LEASE", "CAIRN_POLL_INTERVAL", "CAIRN_SHUTDOWN_GRACE", "CAIRN_TEMPLATE_ENV", "CAIRN_LLM_BASE_URL", "CAIRN_LLM_MODEL"], e.name)
     ])
     error_message = "The worker task sets only variables `cairn worker --help` lists."
   }
@@ -276,6 +281,59 @@ run "existing_vpc_no_scheduler_and_template_env" {
       contains(jsondecode(td.container_definitions)[0].environment, { name = "CAIRN_NO_MIGRATE", value = "true" })
     ])
     error_message = "migrate_on_start = false sets CAIRN_NO_MIGRATE=true."
+  }
+}
+
+run "webhook_and_llm_settings_reach_their_services" {
+  command = apply
+
+  variables {
+    webhook_secret_arn     = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:cairn/webhook-AbCdEf"
+    llm_api_key_secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:cairn/llm-key-AbCdEf"
+    llm_base_url           = "https://api.openai.com/v1"
+    llm_prices             = "gpt-4o-mini=0.15/0.60"
+  }
+
+  assert {
+    condition = contains(
+      jsondecode(aws_ecs_task_definition.api.container_definitions)[0].secrets,
+      { name = "CAIRN_WEBHOOK_SECRET", valueFrom = var.webhook_secret_arn }
+    )
+    error_message = "The api gets CAIRN_WEBHOOK_SECRET from the given secret."
+  }
+
+  assert {
+    condition = contains(
+      jsondecode(aws_ecs_task_definition.worker.container_definitions)[0].secrets,
+      { name = "CAIRN_LLM_API_KEY", valueFrom = var.llm_api_key_secret_arn }
+    )
+    error_message = "The workers get CAIRN_LLM_API_KEY from the given secret."
+  }
+
+  assert {
+    condition = alltrue([
+      for e in [
+        { name = "CAIRN_LLM_BASE_URL", value = "https://api.openai.com/v1" },
+        { name = "CAIRN_LLM_MODEL", value = "gpt-4o-mini" },
+      ] : contains(jsondecode(aws_ecs_task_definition.worker.container_definitions)[0].environment, e)
+    ])
+    error_message = "The workers get the model server's base URL and model."
+  }
+
+  assert {
+    condition = contains(
+      jsondecode(aws_ecs_task_definition.api.container_definitions)[0].environment,
+      { name = "CAIRN_LLM_PRICES", value = "gpt-4o-mini=0.15/0.60" }
+    )
+    error_message = "The api gets the LLM prices."
+  }
+
+  assert {
+    condition = alltrue([
+      for s in jsondecode(aws_ecs_task_definition.migrate.container_definitions)[0].secrets :
+      s.name == "DATABASE_URL"
+    ])
+    error_message = "Only the services that use a secret get it."
   }
 }
 
