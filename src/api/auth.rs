@@ -51,9 +51,21 @@ const PRINCIPALS_MAX: usize = 10_000;
 /// are remembered, each for [`PRINCIPAL_TTL`]; so a token's `last_used_at` is updated
 /// at most once per TTL per API process. Handlers that revoke tokens, end sessions or
 /// change users evict the affected entries.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Principals {
     entries: Mutex<HashMap<String, Remembered>>,
+    /// Bumped whenever a token, session or user is evicted: long-lived requests (event
+    /// streams) subscribe and re-check their caller at once.
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Principals {
+    fn default() -> Self {
+        Principals {
+            entries: Mutex::default(),
+            changes: tokio::sync::watch::channel(0).0,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -93,11 +105,13 @@ impl Principals {
     /// Forgets a revoked token.
     pub fn evict_token(&self, token_id: i64) {
         self.lock().retain(|_, r| r.token_id != Some(token_id));
+        self.changed();
     }
 
     /// Forgets a secret (an ended session) by its stored hash.
     pub fn evict_secret(&self, hash: &str) {
         self.lock().remove(hash);
+        self.changed();
     }
 
     /// Forgets every session and token of a user (disabled, deleted, or given another
@@ -105,6 +119,16 @@ impl Principals {
     pub fn evict_user(&self, user_id: i64) {
         self.lock()
             .retain(|_, r| r.principal.user_id != Some(user_id));
+        self.changed();
+    }
+
+    /// Changes whenever a credential may have been revoked in this process.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Remembered>> {
@@ -113,9 +137,14 @@ impl Principals {
     }
 }
 
-/// Who is calling: a bearer token, else a session cookie.
-async fn principal(parts: &Parts, state: &AppState) -> Result<Option<Principal>, ApiError> {
-    if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+/// Who is calling: a bearer token, else a session cookie. `None` when the request
+/// carries neither; an error when it carries a credential that is not (or no longer)
+/// valid.
+pub async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<Principal>, ApiError> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
         let token = value
             .to_str()
             .ok()
@@ -140,7 +169,7 @@ async fn principal(parts: &Parts, state: &AppState) -> Result<Option<Principal>,
         state.principals.put(hash, p.clone(), Some(row.id));
         return Ok(Some(p));
     }
-    if let Some(session) = cookie(&parts.headers, SESSION_COOKIE) {
+    if let Some(session) = cookie(headers, SESSION_COOKIE) {
         let hash = auth::secret_hash(&session);
         if let Some(p) = state.principals.get(&hash) {
             return Ok(Some(p));
@@ -160,7 +189,7 @@ async fn principal(parts: &Parts, state: &AppState) -> Result<Option<Principal>,
 }
 
 async fn require(parts: &Parts, state: &AppState, role: Role) -> Result<Principal, ApiError> {
-    let p = principal(parts, state)
+    let p = authenticate(state, &parts.headers)
         .await?
         .ok_or_else(|| ApiError::Unauthorized("sign in or send a bearer token".into()))?;
     if p.role < role {

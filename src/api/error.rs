@@ -16,7 +16,7 @@ pub struct ErrorBody {
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`,
-    /// `payload_too_large`, `invalid_input`, `unavailable` or `internal`.
+    /// `payload_too_large`, `invalid_input`, `rate_limited`, `unavailable` or `internal`.
     pub code: String,
     pub message: String,
     #[schema(value_type = Option<Object>)]
@@ -48,6 +48,9 @@ pub enum ApiError {
         message: String,
         details: Option<Value>,
     },
+    /// Too many requests; try again after `retry_after` seconds (`Retry-After`).
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after: u64 },
     #[error("{0}")]
     Unavailable(String),
     /// Any internal failure; its text is logged, never sent.
@@ -76,6 +79,7 @@ impl ApiError {
             ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Unprocessable { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
+            ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -99,7 +103,14 @@ impl IntoResponse for ApiError {
         if let Some(d) = details {
             error["details"] = d;
         }
-        (status, Json(json!({ "error": error }))).into_response()
+        let mut response = (status, Json(json!({ "error": error }))).into_response();
+        if let ApiError::TooManyRequests { retry_after, .. } = &self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from((*retry_after).max(1)),
+            );
+        }
+        response
     }
 }
 
