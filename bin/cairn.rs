@@ -105,6 +105,9 @@ enum AdminCommand {
         role: cairn::auth::Role,
         #[arg(long, default_value = "cli")]
         name: String,
+        /// When the token stops working: a duration (`90d`, `12h`), or `never`.
+        #[arg(long, default_value = "90d")]
+        expires_in: cairn::config::Ttl,
     },
 }
 
@@ -193,6 +196,11 @@ async fn serve_api(
     tracing::info!(addr = %listener.local_addr()?, "API listening");
     let mut state = cairn::api::AppState::new(pool, workflows);
     state.cookie_secure = api.cookie_secure;
+    state.token_ttl = api.token_ttl.0;
+    state.login = Arc::new(cairn::api::auth::LoginGuard::new(
+        api.login_rate,
+        api.trust_forwarded_for,
+    ));
     state.static_dir = Some(api.static_dir.clone());
     state.webhook_secret = api.webhook_secret.clone().filter(|s| !s.is_empty());
     state.prices = Arc::new(
@@ -248,8 +256,13 @@ async fn main() -> Result<()> {
                         cairn::auth::create_user(&pool, &email, &name, &password, role).await?;
                     println!("created {} user {} ({})", user.role, user.email, user.id);
                 }
-                AdminCommand::CreateToken { role, name } => {
-                    println!("{}", cairn::auth::create_token(&pool, &name, role).await?);
+                AdminCommand::CreateToken {
+                    role,
+                    name,
+                    expires_in,
+                } => {
+                    let token = cairn::auth::create_token(&pool, &name, role, expires_in.0).await?;
+                    println!("{token}");
                 }
             }
             close(pool).await;
@@ -312,8 +325,13 @@ async fn main() -> Result<()> {
             };
             let pool = connect(&db, true).await?;
             if let Some(pg) = &private {
-                let token =
-                    cairn::auth::create_token(&pool, "cairn dev", cairn::auth::Role::Admin).await?;
+                let token = cairn::auth::create_token(
+                    &pool,
+                    "cairn dev",
+                    cairn::auth::Role::Admin,
+                    Some(cairn::auth::TOKEN_TTL),
+                )
+                .await?;
                 println!("DATABASE_URL={}", pg.url());
                 println!("CAIRN_API_URL=http://{}", api.listen);
                 println!("CAIRN_TOKEN={token}");

@@ -1,5 +1,12 @@
 //! Who may do what: roles, password hashing (argon2), and the random secrets behind
 //! sessions and API tokens. Only SHA-256 hashes of secrets are stored.
+//!
+//! argon2 is deliberately slow (tens of milliseconds of CPU): the async forms here run
+//! it on the blocking pool, a few at a time, so a flood of sign-ins queues behind them
+//! instead of stalling every other request on the runtime's threads.
+
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -13,6 +20,8 @@ pub enum AuthError {
     Random(String),
     #[error("unknown role `{0}`; expected viewer, operator or admin")]
     UnknownRole(String),
+    #[error("password hashing was interrupted: {0}")]
+    Interrupted(String),
 }
 
 /// Roles, each allowed everything the ones before it may do.
@@ -65,6 +74,8 @@ pub struct Principal {
     /// An email for users, a token's name for tokens.
     pub name: String,
     pub role: Role,
+    /// The token the request carried (`None` for a session).
+    pub token_id: Option<i64>,
 }
 
 pub fn hash_password(password: &str) -> Result<String, AuthError> {
@@ -87,6 +98,66 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// At most this many hashes are computed at once in a process: half the cores (at least
+/// one), so other work always has a core.
+fn hashing() -> &'static tokio::sync::Semaphore {
+    static PERMITS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    PERMITS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        tokio::sync::Semaphore::new((cores / 2).max(1))
+    })
+}
+
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AuthError> {
+    let _permit = hashing()
+        .acquire()
+        .await
+        .map_err(|e| AuthError::Interrupted(e.to_string()))?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| AuthError::Interrupted(e.to_string()))
+}
+
+/// [`hash_password`] off the async runtime.
+pub async fn hash_password_async(password: &str) -> Result<String, AuthError> {
+    let password = password.to_owned();
+    off_runtime(move || hash_password(&password)).await?
+}
+
+/// Checks `password` against `hash`, or — when there is no user to check it against —
+/// against a hash of nothing anybody knows, so that an unknown email costs the same
+/// work (and time) as a known one. Off the async runtime.
+pub async fn verify_password_async(password: &str, hash: Option<&str>) -> Result<bool, AuthError> {
+    let password = password.to_owned();
+    let hash = hash.map(str::to_owned);
+    off_runtime(move || match hash {
+        Some(hash) => verify_password(&password, &hash),
+        None => {
+            let _ = verify_password(&password, decoy_hash());
+            false
+        }
+    })
+    .await
+}
+
+/// A hash made with the same parameters as users' hashes, of a random password.
+fn decoy_hash() -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY.get_or_init(|| {
+        new_secret("")
+            .and_then(|s| hash_password(&s))
+            .unwrap_or_default()
+    })
+}
+
+/// Computes the decoy hash now (on the blocking pool), so that the first sign-in with an
+/// unknown email does not pay for it.
+pub async fn warm_up() {
+    let _ = off_runtime(|| decoy_hash().len()).await;
+}
+
 /// A new random secret: `prefix` and 32 random bytes in hex.
 pub fn new_secret(prefix: &str) -> Result<String, AuthError> {
     let mut bytes = [0u8; 32];
@@ -99,16 +170,20 @@ pub fn secret_hash(secret: &str) -> String {
     crate::workflow::content_hash(secret)
 }
 
-/// Creates a service token with `role`; returns the token (the only time it exists in
-/// clear).
+/// How long a token lives unless its maker says otherwise.
+pub const TOKEN_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// Creates a service token with `role` that expires after `ttl` (`None`: never);
+/// returns the token (the only time it exists in clear).
 pub async fn create_token(
     pool: &sqlx::PgPool,
     name: &str,
     role: Role,
+    ttl: Option<Duration>,
 ) -> Result<String, crate::store::StoreError> {
     let secret =
         new_secret("crn_").map_err(|e| crate::store::StoreError::Invalid(e.to_string()))?;
-    crate::store::users::token_create(pool, name, &secret_hash(&secret), role.as_str(), None)
+    crate::store::users::token_create(pool, name, &secret_hash(&secret), role.as_str(), None, ttl)
         .await?;
     Ok(secret)
 }
@@ -121,8 +196,9 @@ pub async fn create_user(
     password: &str,
     role: Role,
 ) -> Result<crate::store::users::UserRow, crate::store::StoreError> {
-    let hash =
-        hash_password(password).map_err(|e| crate::store::StoreError::Invalid(e.to_string()))?;
+    let hash = hash_password_async(password)
+        .await
+        .map_err(|e| crate::store::StoreError::Invalid(e.to_string()))?;
     crate::store::users::user_create(pool, email, name, &hash, role.as_str()).await
 }
 

@@ -49,6 +49,35 @@ pub struct ApiArgs {
     /// `model=prompt/completion,…` (e.g. `gpt-4o-mini=0.15/0.60`).
     #[arg(long, env = "CAIRN_LLM_PRICES", default_value = "")]
     pub llm_prices: String,
+    /// How long tokens made through the API live unless the request asks for less (`ctl
+    /// login`'s, the dashboard's): a duration (`90d`), or `never`.
+    #[arg(long, env = "CAIRN_TOKEN_TTL", default_value = "90d")]
+    pub token_ttl: Ttl,
+    /// Sign-in attempts allowed per minute from one client address, and for one account
+    /// (each a separate budget); past it, 429 with `Retry-After`.
+    #[arg(long, env = "CAIRN_LOGIN_RATE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_rate: u32,
+    /// Take the client address for sign-in limits from the last `X-Forwarded-For` entry
+    /// (set this only behind a proxy that appends it, such as a load balancer).
+    #[arg(long, env = "CAIRN_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
+}
+
+/// A lifetime: a duration (`90d`, `12h`), or `never` / `0` for none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ttl(pub Option<Duration>);
+
+impl std::str::FromStr for Ttl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Ttl, String> {
+        match s.trim() {
+            "never" | "0" => Ok(Ttl(None)),
+            d => humantime::parse_duration(d)
+                .map(|d| Ttl(Some(d)))
+                .map_err(|e| format!("`{d}`: {e} (a duration such as 90d, or `never`)")),
+        }
+    }
 }
 
 /// `cairn worker`.

@@ -60,6 +60,7 @@ async fn spawn_api(pool: &PgPool, defs: Vec<Definition>) -> Api {
         &cairn::auth::secret_hash(&secret),
         "operator",
         Some(user.id),
+        None,
     )
     .await
     .unwrap();

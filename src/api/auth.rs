@@ -1,17 +1,27 @@
 //! Authentication and roles for the API: role extractors every handler declares
 //! ([`Viewer`], [`Operator`], [`Admin`]), dashboard sign-in with an HttpOnly session
-//! cookie, and the admin endpoints for users and tokens.
+//! cookie, the caller's own tokens and password, and the admin endpoints for users and
+//! tokens.
+//!
+//! A credential is only as strong as its user is now: a token acts with the lower of
+//! its own role and its owner's current role, expires, and stops with its owner;
+//! sign-in is rate-limited per client address and per account and costs the same for
+//! unknown and known emails.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -137,6 +147,99 @@ impl Principals {
     }
 }
 
+/// Sign-in budgets: so many attempts a minute from one client address, and as many for
+/// one account, whichever runs out first. Each budget refills continuously (GCRA).
+#[derive(Debug)]
+pub struct LoginGuard {
+    by_address: DefaultKeyedRateLimiter<IpAddr>,
+    by_account: DefaultKeyedRateLimiter<String>,
+    clock: DefaultClock,
+    trust_forwarded_for: bool,
+}
+
+/// Past this many remembered addresses or accounts, budgets that are full again are
+/// forgotten.
+const LOGIN_KEYS_MAX: usize = 10_000;
+
+impl LoginGuard {
+    /// `per_minute` attempts per address and per account; with `trust_forwarded_for`, the
+    /// address is the last `X-Forwarded-For` entry (what the proxy in front appended).
+    pub fn new(per_minute: u32, trust_forwarded_for: bool) -> LoginGuard {
+        let quota = Quota::per_minute(NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN));
+        LoginGuard {
+            by_address: RateLimiter::keyed(quota),
+            by_account: RateLimiter::keyed(quota),
+            clock: DefaultClock::default(),
+            trust_forwarded_for,
+        }
+    }
+
+    fn address(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> Option<IpAddr> {
+        if self.trust_forwarded_for
+            && let Some(ip) = headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .next_back()
+                .and_then(|ip| ip.trim().parse().ok())
+        {
+            return Some(ip);
+        }
+        peer
+    }
+
+    /// Spends one attempt of the address' and the account's budgets, or says when to
+    /// try again.
+    fn attempt(&self, address: Option<IpAddr>, account: &str) -> Result<(), ApiError> {
+        let wait = |until: governor::NotUntil<_>, whose: &str| {
+            let secs = until.wait_time_from(self.clock.now()).as_secs_f64().ceil() as u64;
+            ApiError::TooManyRequests {
+                message: format!("too many sign-in attempts {whose}; try again in {secs} s"),
+                retry_after: secs.max(1),
+            }
+        };
+        if let Some(ip) = address {
+            self.by_address
+                .check_key(&ip)
+                .map_err(|u| wait(u, "from this address"))?;
+        }
+        self.by_account
+            .check_key(&account.trim().to_lowercase())
+            .map_err(|u| wait(u, "for this account"))?;
+        for limiter_len in [self.by_address.len(), self.by_account.len()] {
+            if limiter_len > LOGIN_KEYS_MAX {
+                self.by_address.retain_recent();
+                self.by_account.retain_recent();
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for LoginGuard {
+    fn default() -> Self {
+        LoginGuard::new(10, false)
+    }
+}
+
+/// The peer's address, when the server was started with connection info.
+pub struct ClientAddr(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(a)| a.ip()),
+        ))
+    }
+}
+
 /// Who is calling: a bearer token, else a session cookie. `None` when the request
 /// carries neither; an error when it carries a credential that is not (or no longer)
 /// valid.
@@ -165,6 +268,7 @@ pub async fn authenticate(
             user_id: row.user_id,
             name: row.name,
             role,
+            token_id: Some(row.id),
         };
         state.principals.put(hash, p.clone(), Some(row.id));
         return Ok(Some(p));
@@ -180,6 +284,7 @@ pub async fn authenticate(
                 user_id: Some(user.id),
                 name: user.email,
                 role,
+                token_id: None,
             };
             state.principals.put(hash, p.clone(), None);
             return Ok(Some(p));
@@ -238,6 +343,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(logout))
         .routes(routes!(me))
         .routes(routes!(personal_token))
+        .routes(routes!(own_tokens))
+        .routes(routes!(revoke_own_token))
+        .routes(routes!(change_password))
         .routes(routes!(list_users, create_user))
         .routes(routes!(update_user, delete_user))
         .routes(routes!(list_tokens, create_token))
@@ -284,18 +392,34 @@ pub struct LoginRequest {
 
 /// Signs in and sets the session cookie.
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, body = UserEnvelope), (status = 401, description = "wrong email or password")))]
+    security(()),
+    responses((status = 200, body = UserEnvelope), (status = 401, description = "wrong email or password"),
+              (status = 429, description = "too many attempts from this address or for this account", body = super::error::ErrorBody)))]
 async fn login(
     State(state): State<AppState>,
+    ClientAddr(peer): ClientAddr,
+    headers: HeaderMap,
     AppJson(req): AppJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
     let wrong = || ApiError::Unauthorized("wrong email or password".into());
+    state
+        .login
+        .attempt(state.login.address(&headers, peer), &req.email)?;
     let user = users::user_by_email(&state.pool, &req.email)
         .await?
-        .ok_or_else(wrong)?;
-    if user.disabled_at.is_some() || !auth::verify_password(&req.password, &user.password_hash) {
-        return Err(wrong());
-    }
+        .filter(|u| u.disabled_at.is_none());
+    // An unknown or disabled account is checked against a decoy hash: the answer takes
+    // as long as for a known one.
+    let ok = auth::verify_password_async(
+        &req.password,
+        user.as_ref().map(|u| u.password_hash.as_str()),
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    let user = match user {
+        Some(user) if ok => user,
+        _ => return Err(wrong()),
+    };
     let secret = auth::new_secret("").map_err(ApiError::internal)?;
     users::session_create(
         &state.pool,
@@ -370,20 +494,39 @@ async fn me(State(state): State<AppState>, Viewer(p): Viewer) -> Result<Json<MeV
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PersonalTokenRequest {
     name: String,
+    /// Days until the token stops working (1–365); the server's `--token-ttl` when absent.
+    #[schema(minimum = 1, maximum = 365)]
+    expires_in_days: Option<u32>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct NewToken {
     id: i64,
     /// Shown once; only its hash is stored.
     token: String,
     role: Role,
+    /// When the token stops working (null: never).
+    expires_at: Option<DateTime<Utc>>,
 }
 
-/// Creates a token for the caller, with the caller's role (what `ctl login` stores).
+/// The lifetime a request asks for, or the server's default.
+fn token_ttl(state: &AppState, days: Option<u32>) -> Result<Option<Duration>, ApiError> {
+    match days {
+        None => Ok(state.token_ttl),
+        Some(d @ 1..=365) => Ok(Some(Duration::from_secs(u64::from(d) * 24 * 3600))),
+        Some(_) => Err(ApiError::Unprocessable {
+            message: "expiresInDays must be from 1 to 365".into(),
+            details: None,
+        }),
+    }
+}
+
+/// Creates a token for the caller, with the caller's role (what `ctl login` stores). It
+/// never acts with more than its user's role at the time it is used.
 #[utoipa::path(post, path = "/api/auth/token", tag = "auth", request_body = PersonalTokenRequest,
     responses((status = 201, body = NewToken)))]
 async fn personal_token(
@@ -391,6 +534,7 @@ async fn personal_token(
     Viewer(p): Viewer,
     AppJson(req): AppJson<PersonalTokenRequest>,
 ) -> Result<(StatusCode, Json<NewToken>), ApiError> {
+    let ttl = token_ttl(&state, req.expires_in_days)?;
     let secret = auth::new_secret("crn_").map_err(ApiError::internal)?;
     let row = users::token_create(
         &state.pool,
@@ -398,6 +542,7 @@ async fn personal_token(
         &auth::secret_hash(&secret),
         p.role.as_str(),
         p.user_id,
+        ttl,
     )
     .await?;
     Ok((
@@ -406,8 +551,100 @@ async fn personal_token(
             id: row.id,
             token: secret,
             role: p.role,
+            expires_at: row.expires_at,
         }),
     ))
+}
+
+/// Whose tokens are the caller's own: a user's, or for a service token (which has no
+/// user) itself.
+fn owner(p: &Principal) -> users::TokenOwner {
+    match (p.user_id, p.token_id) {
+        (Some(user), _) => users::TokenOwner::User(user),
+        (None, Some(token)) => users::TokenOwner::Token(token),
+        (None, None) => users::TokenOwner::Nobody,
+    }
+}
+
+/// The caller's own tokens (never their secrets): a user's tokens, or a service token
+/// itself.
+#[utoipa::path(get, path = "/api/auth/tokens", tag = "auth", responses((status = 200, body = TokenList)))]
+async fn own_tokens(
+    State(state): State<AppState>,
+    Viewer(p): Viewer,
+) -> Result<Json<TokenList>, ApiError> {
+    let items = users::token_list_own(&state.pool, owner(&p))
+        .await?
+        .into_iter()
+        .map(TokenView::from)
+        .collect();
+    Ok(Json(TokenList { items }))
+}
+
+/// Revokes one of the caller's own tokens.
+#[utoipa::path(delete, path = "/api/auth/tokens/{id}", tag = "auth", params(("id" = i64, Path)),
+    responses((status = 204), (status = 404)))]
+async fn revoke_own_token(
+    State(state): State<AppState>,
+    Viewer(p): Viewer,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    if users::token_revoke_own(&state.pool, id, owner(&p)).await? {
+        state.principals.evict_token(id);
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!("you have no token {id}")))
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PasswordChange {
+    current_password: String,
+    /// At least 8 characters.
+    new_password: String,
+}
+
+/// Changes the caller's password and ends their other sessions.
+#[utoipa::path(post, path = "/api/auth/password", tag = "auth", request_body = PasswordChange,
+    responses((status = 204), (status = 401, description = "the current password is wrong"),
+              (status = 409, description = "the caller is a service token, which has no password"),
+              (status = 422, description = "the new password is too short"),
+              (status = 429, description = "too many attempts", body = super::error::ErrorBody)))]
+async fn change_password(
+    State(state): State<AppState>,
+    Viewer(p): Viewer,
+    ClientAddr(peer): ClientAddr,
+    headers: HeaderMap,
+    AppJson(req): AppJson<PasswordChange>,
+) -> Result<StatusCode, ApiError> {
+    let id = p.user_id.ok_or_else(|| ApiError::Conflict {
+        message: "a service token has no password; sign in as a user".into(),
+        details: None,
+    })?;
+    check_password(&req.new_password)?;
+    let user = users::user_get(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("your user no longer exists".into()))?;
+    state
+        .login
+        .attempt(state.login.address(&headers, peer), &user.email)?;
+    if !auth::verify_password_async(&req.current_password, Some(&user.password_hash))
+        .await
+        .map_err(ApiError::internal)?
+    {
+        return Err(ApiError::Unauthorized(
+            "the current password is wrong".into(),
+        ));
+    }
+    let hash = auth::hash_password_async(&req.new_password)
+        .await
+        .map_err(ApiError::internal)?;
+    users::user_update(&state.pool, id, None, None, Some(&hash), None).await?;
+    let keep = cookie(&headers, SESSION_COOKIE).map(|s| auth::secret_hash(&s));
+    users::sessions_end(&state.pool, id, keep.as_deref()).await?;
+    state.principals.evict_user(id);
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -461,7 +698,9 @@ async fn create_user(
         });
     }
     check_password(&req.password)?;
-    let hash = auth::hash_password(&req.password).map_err(ApiError::internal)?;
+    let hash = auth::hash_password_async(&req.password)
+        .await
+        .map_err(ApiError::internal)?;
     let user = users::user_create(
         &state.pool,
         req.email.trim(),
@@ -501,7 +740,11 @@ async fn update_user(
     let hash = match &req.password {
         Some(p) => {
             check_password(p)?;
-            Some(auth::hash_password(p).map_err(ApiError::internal)?)
+            Some(
+                auth::hash_password_async(p)
+                    .await
+                    .map_err(ApiError::internal)?,
+            )
         }
         None => None,
     };
@@ -515,6 +758,10 @@ async fn update_user(
     )
     .await?
     .ok_or_else(|| ApiError::NotFound(format!("no user {id}")))?;
+    // A new password, or a disabled account, ends every session.
+    if hash.is_some() || req.disabled == Some(true) {
+        users::sessions_end(&state.pool, id, None).await?;
+    }
     state.principals.evict_user(id);
     Ok(Json(user.try_into()?))
 }
@@ -544,6 +791,8 @@ pub struct TokenView {
     user_id: Option<i64>,
     created_at: DateTime<Utc>,
     last_used_at: Option<DateTime<Utc>>,
+    /// When it stops working (null: never).
+    expires_at: Option<DateTime<Utc>>,
     revoked: bool,
 }
 
@@ -556,6 +805,7 @@ impl From<TokenRow> for TokenView {
             user_id: t.user_id,
             created_at: t.created_at,
             last_used_at: t.last_used_at,
+            expires_at: t.expires_at,
             revoked: t.revoked_at.is_some(),
         }
     }
@@ -578,10 +828,13 @@ async fn list_tokens(State(state): State<AppState>, _: Admin) -> Result<Json<Tok
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateToken {
     name: String,
     role: Role,
+    /// Days until the token stops working (1–365); the server's `--token-ttl` when absent.
+    #[schema(minimum = 1, maximum = 365)]
+    expires_in_days: Option<u32>,
 }
 
 /// Creates a service token; the answer is the only time the token is shown.
@@ -592,6 +845,7 @@ async fn create_token(
     _: Admin,
     AppJson(req): AppJson<CreateToken>,
 ) -> Result<(StatusCode, Json<NewToken>), ApiError> {
+    let ttl = token_ttl(&state, req.expires_in_days)?;
     let secret = auth::new_secret("crn_").map_err(ApiError::internal)?;
     let row = users::token_create(
         &state.pool,
@@ -599,6 +853,7 @@ async fn create_token(
         &auth::secret_hash(&secret),
         req.role.as_str(),
         None,
+        ttl,
     )
     .await?;
     Ok((
@@ -607,6 +862,7 @@ async fn create_token(
             id: row.id,
             token: secret,
             role: req.role,
+            expires_at: row.expires_at,
         }),
     ))
 }

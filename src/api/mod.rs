@@ -64,6 +64,10 @@ pub struct AppState {
     pub principals: Arc<auth::Principals>,
     /// Writes concurrent `POST /api/tasks` together (see [`SubmitBatcher`]).
     pub submits: Arc<SubmitBatcher>,
+    /// Sign-in attempts left per client address and account.
+    pub login: Arc<auth::LoginGuard>,
+    /// How long tokens made through the API live unless asked for less (`None`: never).
+    pub token_ttl: Option<std::time::Duration>,
 }
 
 impl AppState {
@@ -80,6 +84,8 @@ impl AppState {
             webhook_secret: None,
             prices: Arc::default(),
             principals: Arc::default(),
+            login: Arc::default(),
+            token_ttl: Some(crate::auth::TOKEN_TTL),
         }
     }
 }
@@ -182,7 +188,11 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    tokio::spawn(crate::auth::warm_up());
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
 }

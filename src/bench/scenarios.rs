@@ -787,9 +787,13 @@ impl Bench<'_> {
     /// Returns seconds and the API's peak RSS (KiB); verifies every run was queued
     /// with its job.
     async fn http_load(&self, scenario: &'static str, n: u64, how: HttpSubmit) -> Result<HttpLoad> {
-        let token =
-            crate::auth::create_token(&self.db.pool, "cairn bench", crate::auth::Role::Operator)
-                .await?;
+        let token = crate::auth::create_token(
+            &self.db.pool,
+            "cairn bench",
+            crate::auth::Role::Operator,
+            None,
+        )
+        .await?;
         let listen = format!("127.0.0.1:{}", procs::free_port()?);
         let mut api = Service::api(self.s, &self.db.url, &listen)?;
         let base = format!("http://{listen}");
@@ -1046,9 +1050,13 @@ impl Bench<'_> {
     /// Times `GET /api/tasks` (first page) against a fresh API process: the first
     /// request, then the median of 20. Returns (first, median) in ms.
     async fn list_first_page(&self, runs: u64) -> Result<(f64, f64)> {
-        let token =
-            crate::auth::create_token(&self.db.pool, "cairn bench", crate::auth::Role::Viewer)
-                .await?;
+        let token = crate::auth::create_token(
+            &self.db.pool,
+            "cairn bench",
+            crate::auth::Role::Viewer,
+            None,
+        )
+        .await?;
         let listen = format!("127.0.0.1:{}", procs::free_port()?);
         let mut api = Service::api(self.s, &self.db.url, &listen)?;
         let base = format!("http://{listen}");

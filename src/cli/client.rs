@@ -220,12 +220,21 @@ impl Client {
         session.ok_or_else(|| anyhow!("the API did not set a session"))
     }
 
+    /// The API's origin (`scheme://host[:port]`), as a browser would send it.
+    fn origin(&self) -> String {
+        reqwest::Url::parse(&self.base)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_else(|_| self.base.trim_end_matches('/').to_owned())
+    }
+
     /// Creates a personal token using a session.
     pub async fn personal_token(&self, session: &str, name: &str) -> Result<Value> {
         let r = self
             .http
             .post(format!("{}/api/auth/token", self.base))
             .header(reqwest::header::COOKIE, format!("cairn_session={session}"))
+            // A cookie-authenticated change must say where it comes from (CSRF defence).
+            .header(reqwest::header::ORIGIN, self.origin())
             .json(&serde_json::json!({ "name": name }));
         self.send(r).await
     }

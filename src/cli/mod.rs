@@ -81,6 +81,11 @@ pub enum Command {
         #[command(subcommand)]
         command: WorkerCommand,
     },
+    /// Your API tokens: list and revoke them.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Sign in and save a personal token for this API (used when CAIRN_TOKEN is unset).
     Login {
         #[arg(long)]
@@ -211,6 +216,24 @@ pub enum DlqCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Your tokens (with --all, an admin's view of every token); never their secrets.
+    List {
+        /// Every token of every user and service (admins).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Revoke a token by its id; it stops working at once.
+    #[command(after_help = "Examples:\n  ctl token revoke 12\n  ctl token revoke 12 --all")]
+    Revoke {
+        id: i64,
+        /// Revoke any token, not only yours (admins).
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum WorkerCommand {
     /// Live workers (heartbeat age, runs in flight, version) and stuck runs.
     List,
@@ -291,6 +314,33 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             out.workers(&body)?;
             Ok(0)
         }
+        Command::Token {
+            command: TokenCommand::List { all },
+        } => {
+            let client = Client::new(&cli.global)?;
+            let body = client
+                .get(if all {
+                    "/api/tokens"
+                } else {
+                    "/api/auth/tokens"
+                })
+                .await?;
+            out.tokens(&body)?;
+            Ok(0)
+        }
+        Command::Token {
+            command: TokenCommand::Revoke { id, all },
+        } => {
+            let client = Client::new(&cli.global)?;
+            let path = if all {
+                format!("/api/tokens/{id}")
+            } else {
+                format!("/api/auth/tokens/{id}")
+            };
+            client.delete(&path).await?;
+            out.text(&format!("revoked token {id}\n"))?;
+            Ok(0)
+        }
         Command::Login {
             email,
             password_stdin,
@@ -315,8 +365,12 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             }
             let saved = json!({ "apiUrl": client.base(), "token": token["token"] });
             write_private(&path, &serde_json::to_string_pretty(&saved)?)?;
+            let expires = match token["expiresAt"].as_str() {
+                Some(at) => format!("expires {at}"),
+                None => "never expires".to_owned(),
+            };
             out.text(&format!(
-                "signed in as {email} ({}); token saved to {}\n",
+                "signed in as {email} ({}); token saved to {} ({expires}; `ctl token list` shows it)\n",
                 text_of(&token["role"]),
                 path.display()
             ))?;

@@ -448,6 +448,52 @@ impl<'a> Out<'a> {
         Ok(())
     }
 
+    pub fn tokens(&mut self, body: &Value) -> Result<()> {
+        if self.format == Format::Json {
+            return self.json(body);
+        }
+        let now = Utc::now();
+        let mut t = table(&[
+            "ID",
+            "NAME",
+            "ROLE",
+            "USER",
+            "CREATED",
+            "LAST USED",
+            "EXPIRES",
+            "STATUS",
+        ]);
+        for k in body["items"].as_array().into_iter().flatten() {
+            let expired = k["expiresAt"]
+                .as_str()
+                .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
+                .is_some_and(|at| at < now);
+            let status = if k["revoked"].as_bool() == Some(true) {
+                "revoked"
+            } else if expired {
+                "expired"
+            } else {
+                "active"
+            };
+            t.add_row(vec![
+                text(&k["id"]),
+                truncate(&text(&k["name"]), 40),
+                text(&k["role"]),
+                text(&k["userId"]),
+                relative(&k["createdAt"], now),
+                relative(&k["lastUsedAt"], now),
+                if k["expiresAt"].is_null() {
+                    "never".to_owned()
+                } else {
+                    relative(&k["expiresAt"], now)
+                },
+                status.to_owned(),
+            ]);
+        }
+        writeln!(self.w, "{t}")?;
+        Ok(())
+    }
+
     pub fn workers(&mut self, body: &Value) -> Result<()> {
         if self.format == Format::Json {
             return self.json(body);

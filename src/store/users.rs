@@ -144,50 +144,102 @@ pub struct TokenRow {
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
+const TOKEN_COLUMNS: &str =
+    "id, name, role, user_id, created_at, last_used_at, revoked_at, expires_at";
+
+/// A new token; `ttl` `None` never expires.
 pub async fn token_create(
     pool: &PgPool,
     name: &str,
     token_hash: &str,
     role: &str,
     user_id: Option<i64>,
+    ttl: Option<std::time::Duration>,
 ) -> Result<TokenRow> {
-    Ok(sqlx::query_as(
-        "insert into api_tokens (name, token_hash, role, user_id) values ($1, $2, $3, $4)
-         returning id, name, role, user_id, created_at, last_used_at, revoked_at",
-    )
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "insert into api_tokens (name, token_hash, role, user_id, expires_at)
+         values ($1, $2, $3, $4, now() + make_interval(secs => $5))
+         returning {TOKEN_COLUMNS}"
+    )))
     .bind(name)
     .bind(token_hash)
     .bind(role)
     .bind(user_id)
+    .bind(ttl.map(|t| t.as_secs_f64()))
     .fetch_one(pool)
     .await?)
 }
 
-/// The live token with this hash (its owner, if any, must be enabled); records its use.
+/// The live, unexpired token with this hash, and the role it acts with: the lower of
+/// its own and its owner's current one (an owner must exist and be enabled). Records
+/// its use.
 pub async fn token_use(pool: &PgPool, token_hash: &str) -> Result<Option<TokenRow>> {
     Ok(sqlx::query_as(
-        "update api_tokens t set last_used_at = now()
-          where t.token_hash = $1 and t.revoked_at is null
-            and (t.user_id is null or exists
-                   (select 1 from users u where u.id = t.user_id and u.disabled_at is null))
-         returning t.id, t.name, t.role, t.user_id, t.created_at, t.last_used_at, t.revoked_at",
+        "with t as (
+           select t.id,
+                  case when u.id is null then t.role
+                       when array_position(array['viewer', 'operator', 'admin'], u.role)
+                          < array_position(array['viewer', 'operator', 'admin'], t.role)
+                       then u.role else t.role end as role
+             from api_tokens t left join users u on u.id = t.user_id
+            where t.token_hash = $1 and t.revoked_at is null
+              and (t.expires_at is null or t.expires_at > now())
+              and (t.user_id is null or (u.id is not null and u.disabled_at is null)))
+         update api_tokens a set last_used_at = now() from t where a.id = t.id
+         returning a.id, a.name, t.role, a.user_id, a.created_at, a.last_used_at,
+                   a.revoked_at, a.expires_at",
     )
     .bind(token_hash)
     .fetch_optional(pool)
     .await?)
 }
 
+/// Whose tokens a caller may see and revoke as their own.
+#[derive(Debug, Clone, Copy)]
+pub enum TokenOwner {
+    /// A user's tokens.
+    User(i64),
+    /// A service token (no user): itself.
+    Token(i64),
+    Nobody,
+}
+
+impl TokenOwner {
+    fn keys(self) -> (Option<i64>, Option<i64>) {
+        match self {
+            TokenOwner::User(u) => (Some(u), None),
+            TokenOwner::Token(t) => (None, Some(t)),
+            TokenOwner::Nobody => (None, None),
+        }
+    }
+}
+
+/// Every token.
 pub async fn token_list(pool: &PgPool) -> Result<Vec<TokenRow>> {
-    Ok(sqlx::query_as(
-        "select id, name, role, user_id, created_at, last_used_at, revoked_at
-           from api_tokens order by id",
-    )
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {TOKEN_COLUMNS} from api_tokens order by id"
+    )))
     .fetch_all(pool)
     .await?)
 }
 
+/// `owner`'s tokens.
+pub async fn token_list_own(pool: &PgPool, owner: TokenOwner) -> Result<Vec<TokenRow>> {
+    let (user, token) = owner.keys();
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {TOKEN_COLUMNS} from api_tokens
+          where user_id = $1 or (user_id is null and id = $2) order by id"
+    )))
+    .bind(user)
+    .bind(token)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Revokes any token; false when there is no such token.
 pub async fn token_revoke(pool: &PgPool, id: i64) -> Result<bool> {
     Ok(
         sqlx::query("update api_tokens set revoked_at = coalesce(revoked_at, now()) where id = $1")
@@ -197,4 +249,32 @@ pub async fn token_revoke(pool: &PgPool, id: i64) -> Result<bool> {
             .rows_affected()
             == 1,
     )
+}
+
+/// Revokes one of `owner`'s tokens; false when it has no such token.
+pub async fn token_revoke_own(pool: &PgPool, id: i64, owner: TokenOwner) -> Result<bool> {
+    let (user, token) = owner.keys();
+    Ok(sqlx::query(
+        "update api_tokens set revoked_at = coalesce(revoked_at, now())
+          where id = $1 and (user_id = $2 or (user_id is null and id = $3))",
+    )
+    .bind(id)
+    .bind(user)
+    .bind(token)
+    .execute(pool)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// Ends a user's sessions, but `keep` (the caller's own, after changing their password).
+pub async fn sessions_end(pool: &PgPool, user_id: i64, keep: Option<&str>) -> Result<u64> {
+    Ok(sqlx::query(
+        "delete from sessions where user_id = $1 and ($2::text is null or token_hash <> $2)",
+    )
+    .bind(user_id)
+    .bind(keep)
+    .execute(pool)
+    .await?
+    .rows_affected())
 }

@@ -27,9 +27,21 @@ pub async fn migrate(pool: &PgPool) {
 
 /// A bearer token with `role`.
 pub async fn token(pool: &PgPool, role: cairn::auth::Role) -> String {
-    cairn::auth::create_token(pool, "test", role)
+    cairn::auth::create_token(pool, "test", role, Some(cairn::auth::TOKEN_TTL))
         .await
         .expect("token")
+}
+
+/// Serves `state` on a fresh local port until the returned token is cancelled; the
+/// base URL to call it at.
+pub async fn serve_api(state: cairn::api::AppState) -> (String, CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a local port");
+    let base = format!("http://{}", listener.local_addr().expect("bound"));
+    let stop = CancellationToken::new();
+    tokio::spawn(cairn::api::serve(listener, state, stop.clone()));
+    (base, stop)
 }
 
 /// A URL for the test's own database, for child processes.
