@@ -424,7 +424,6 @@ function PasswordForm() {
   return (
     <Panel title="Change password">
       <form className="stack" onSubmit={submit} aria-label="Change password" noValidate style={{ maxWidth: 420 }}>
-        <FocusedStatus message={done} />
         <Field label="Current password" error={status === 401 ? error?.message : undefined}>
           {(p) => (
             <input
@@ -479,6 +478,7 @@ function PasswordForm() {
             Change password
           </Button>
         </div>
+        <FocusedStatus message={done} />
       </form>
     </Panel>
   );
