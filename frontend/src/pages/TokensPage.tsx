@@ -471,7 +471,7 @@ function PasswordForm() {
         </Field>
         {error && status !== 401 && status !== 422 ? <InlineError error={error} /> : null}
         <p className="muted" style={{ margin: 0 }}>
-          Your other signed-in sessions end; this one stays. Tokens are not affected.
+          Your other signed-in sessions end; this one stays.
         </p>
         <div className="row">
           <Button type="submit" variant="primary" busy={change.isPending} disabled={!current || !next || !repeat}>
