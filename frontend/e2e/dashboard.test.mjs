@@ -5,7 +5,8 @@
 // The projects scenarios need the projects/agents API (`/api/projects`,
 // `/api/agents/analyze`). They run when `GET /api/projects` answers JSON; otherwise they
 // are skipped with "projects API not available: scenario not run" -- unless
-// CAIRN_E2E_REQUIRE_PROJECTS=1, which makes them fail instead.
+// CAIRN_E2E_REQUIRE_PROJECTS=1, which makes them fail instead. The tokens scenario does
+// the same with `GET /api/auth/tokens` and CAIRN_E2E_REQUIRE_TOKENS.
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import {
@@ -15,6 +16,7 @@ import {
   LAPTOP,
   openBrowser,
   probeProjectsApi,
+  probeTokensApi,
   resetArtifacts,
   screenshot,
   signIn,
@@ -25,7 +27,7 @@ import {
 
 const skip = skipReason();
 
-/** Operator-only controls, by accessible name; a viewer must see none of them. */
+/** Operator- and admin-only controls, by accessible name; a viewer must see none of them. */
 const OPERATOR_CONTROLS = [
   /^Analyze$/,
   /^Summarize$/,
@@ -40,6 +42,7 @@ const OPERATOR_CONTROLS = [
   /^New schedule$/,
   /^Pause /,
   /^Trigger /,
+  /^New service token$/,
 ];
 
 describe('Cairn dashboard', { skip: skip ?? false }, () => {
@@ -48,6 +51,8 @@ describe('Cairn dashboard', { skip: skip ?? false }, () => {
   const state = { helloRunId: '', projectUrl: '', runId: '', deadRunId: '' };
   /** @type {{ available: boolean, why: string } | undefined} */
   let projectsApi;
+  /** @type {{ available: boolean, why: string } | undefined} */
+  let tokensApi;
 
   before(async () => {
     resetArtifacts();
@@ -73,6 +78,21 @@ describe('Cairn dashboard', { skip: skip ?? false }, () => {
     if (projectsApi.available) return true;
     const notRun = `projects API not available: scenario not run (${projectsApi.why})`;
     if (config.requireProjects) assert.fail(`CAIRN_E2E_REQUIRE_PROJECTS=1, but ${projectsApi.why}`);
+    console.log(notRun);
+    t.skip(notRun);
+    return false;
+  }
+
+  /**
+   * Whether the tokens scenario can run: true when the server has the personal tokens
+   * API; otherwise skips the test (or fails it when CAIRN_E2E_REQUIRE_TOKENS=1).
+   * @param {import('node:test').TestContext} t
+   */
+  async function tokensScenario(t) {
+    tokensApi ??= await probeTokensApi(admin.context);
+    if (tokensApi.available) return true;
+    const notRun = `tokens API not available: scenario not run (${tokensApi.why})`;
+    if (config.requireTokens) assert.fail(`CAIRN_E2E_REQUIRE_TOKENS=1, but ${tokensApi.why}`);
     console.log(notRun);
     t.skip(notRun);
     return false;
@@ -251,6 +271,71 @@ describe('Cairn dashboard', { skip: skip ?? false }, () => {
     noProblems();
   });
 
+  it('creates a token, uses it, revokes it; a wrong current password does not sign out', async (t) => {
+    if (!(await tokensScenario(t))) return;
+    const { page } = admin;
+    await page.setViewportSize({ width: 1280, height: 860 });
+    const name = unique('e2e token whose name is long enough that the table has to cut it short');
+    await page.goto('/tokens');
+    await page.getByRole('heading', { name: 'Tokens', level: 1 }).waitFor();
+    await page.getByRole('button', { name: 'New token', exact: true }).click();
+    const dialog = page.getByRole('dialog', { name: 'New token' });
+    await dialog.getByRole('textbox', { name: 'Name' }).fill(name);
+    await dialog.getByLabel('Expires after (days)').fill('7');
+    await dialog.getByRole('button', { name: 'Create token' }).click();
+    const secretField = dialog.getByLabel('Your new token');
+    await secretField.waitFor();
+    const secret = await secretField.inputValue();
+    assert.ok(secret.length >= 16, 'the new token is shown');
+    await dialog.getByText('This token is shown once.').waitFor();
+    await screenshot(page, '09-token-created');
+    await dialog.getByRole('button', { name: 'Done' }).click();
+    await dialog.waitFor({ state: 'detached' });
+    assert.ok(!(await page.content()).includes(secret), 'the secret is gone once the dialog is closed');
+
+    // The token works as a bearer token (no cookie: a plain fetch from Node).
+    const asToken = () =>
+      fetch(`${config.url}/api/auth/me`, { headers: { Authorization: `Bearer ${secret}`, Accept: 'application/json' } });
+    assert.equal((await asToken()).status, 200, 'the new token authenticates');
+
+    const table = page.getByRole('table', { name: 'Your tokens' });
+    const row = table.locator('tr', { has: page.getByTitle(name, { exact: true }) });
+    await row.getByText('active', { exact: true }).waitFor();
+    const sideways = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    assert.ok(sideways <= 0, `at 1280 px the page scrolls sideways by ${sideways} px`);
+    const wraps = await page.locator('.table-wrap').evaluateAll((ws) => ws.map((w) => w.scrollWidth - w.clientWidth));
+    assert.ok(wraps.every((d) => d <= 0), `at 1280 px a token table scrolls sideways: ${wraps.join(', ')} px`);
+    await screenshot(page, '09-tokens');
+
+    await row.getByRole('button', { name: `Revoke token ${name}` }).click();
+    const confirm = page.getByRole('alertdialog', { name: `Revoke token “${name}”?` });
+    await confirm.getByRole('button', { name: 'Revoke token' }).click();
+    await confirm.waitFor({ state: 'detached' });
+    const notice = page.getByText(`Token “${name}” revoked.`);
+    await notice.waitFor();
+    assert.ok(await notice.evaluate((el) => el === document.activeElement), 'focus moves to the status message');
+    await row.getByText('revoked', { exact: true }).waitFor();
+    await screenshot(page, '09-token-revoked');
+    await eventually('the revoked token to be refused', async () => (await asToken()).status === 401, 10_000);
+
+    await page.getByLabel('Current password', { exact: true }).fill('not-the-password');
+    await page.getByLabel('New password', { exact: true }).fill('e2e-new-password-1');
+    await page.getByLabel('Repeat the new password', { exact: true }).fill('e2e-new-password-1');
+    await page.getByRole('button', { name: 'Change password' }).click();
+    await page.waitForFunction(
+      () => document.querySelector('input[name="current-password"]')?.getAttribute('aria-invalid') === 'true',
+    );
+    await screenshot(page, '09-wrong-password');
+    assert.match(page.url(), /\/tokens$/, 'a wrong current password does not sign out');
+    await page.getByRole('heading', { name: 'Tokens', level: 1 }).waitFor();
+    await page.setViewportSize(LAPTOP);
+    // Chrome logs the refused password change (401) as a console error; that one is expected.
+    const problems = admin
+      .takeProblems()
+      .filter((p) => !(/Failed to load resource/.test(p) && /401/.test(p) && /\/api\/auth\/password\b/.test(p)));
+    assert.deepEqual(problems, [], 'no console errors or uncaught exceptions');
+  });
+
   it('a viewer cannot see operator actions', async () => {
     let viewer = config.viewer;
     if (!viewer.email) {
@@ -272,6 +357,8 @@ describe('Cairn dashboard', { skip: skip ?? false }, () => {
       if (state.helloRunId) visits.push(['08-viewer-run', `/runs/${state.helloRunId}`, null]);
       if (state.runId) visits.push(['08-viewer-analysis-run', `/runs/${state.runId}`, null]);
       if (state.deadRunId) visits.push(['08-viewer-dead-run', `/runs/${state.deadRunId}`, null]);
+      tokensApi ??= await probeTokensApi(admin.context);
+      if (tokensApi.available) visits.push(['08-viewer-tokens', '/tokens', 'Tokens']);
       for (const [name, path, heading] of visits) {
         await page.goto(path);
         if (heading) await page.getByRole('heading', { name: heading, level: 1 }).waitFor();
@@ -280,6 +367,11 @@ describe('Cairn dashboard', { skip: skip ?? false }, () => {
         for (const control of OPERATOR_CONTROLS) {
           assert.equal(await page.getByRole('button', { name: control }).count(), 0, `${path} shows ${control} to a viewer`);
         }
+      }
+      if (tokensApi.available) {
+        await page.goto('/tokens');
+        await page.getByRole('heading', { name: 'Your tokens' }).waitFor();
+        assert.equal(await page.getByRole('heading', { name: 'All tokens' }).count(), 0, 'a viewer sees only their own tokens');
       }
       assert.match((await page.locator('.sidebar__user').textContent()) ?? '', /viewer/);
       assert.deepEqual(browser.takeProblems(), [], 'no console errors or uncaught exceptions');

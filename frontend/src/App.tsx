@@ -14,6 +14,7 @@ import { RunPage } from './pages/RunPage';
 import { RunsPage } from './pages/RunsPage';
 import { SchedulesPage } from './pages/SchedulesPage';
 import { SignInPage } from './pages/SignInPage';
+import { TokensPage } from './pages/TokensPage';
 import { WorkersPage } from './pages/WorkersPage';
 import { WorkflowPage } from './pages/WorkflowPage';
 import { WorkflowsPage } from './pages/WorkflowsPage';
@@ -38,6 +39,7 @@ export function AppRoutes() {
             <Route path="workflows" element={<WorkflowsPage />} />
             <Route path="workflows/:name" element={<WorkflowPage />} />
             <Route path="workers" element={<WorkersPage />} />
+            <Route path="tokens" element={<TokensPage />} />
             <Route path="*" element={<NotFoundPage />} />
           </Route>
         </Route>

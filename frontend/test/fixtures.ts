@@ -1,5 +1,5 @@
 // Realistic API answers, shaped like docs/API.md, for page tests.
-import type { DeadLetter, TaskDetail, TaskSummary } from '../src/api/types';
+import type { DeadLetter, TaskDetail, TaskSummary, TokenView } from '../src/api/types';
 
 export function taskSummary(over: Partial<TaskSummary> = {}): TaskSummary {
   return {
@@ -134,6 +134,24 @@ export function deadLetter(over: Partial<DeadLetter> = {}): DeadLetter {
     ],
     input: { name: 'Ada' },
     createdAt: '2026-01-01T12:00:03.600Z',
+    ...over,
+  };
+}
+
+const DAY = 86_400_000;
+
+/** A token as `GET /api/auth/tokens` lists it; times are relative to now (days ago: negative is in the future). */
+export function tokenView(over: Partial<TokenView> = {}, { createdDaysAgo = 10, expiresInDays = 80 as number | null } = {}): TokenView {
+  const now = Date.now();
+  return {
+    id: 1,
+    name: 'laptop',
+    role: 'operator',
+    userId: 1,
+    createdAt: new Date(now - createdDaysAgo * DAY).toISOString(),
+    lastUsedAt: new Date(now - 2 * 3_600_000).toISOString(),
+    expiresAt: expiresInDays === null ? null : new Date(now + expiresInDays * DAY).toISOString(),
+    revoked: false,
     ...over,
   };
 }

@@ -11,6 +11,8 @@
 //   CAIRN_E2E_RUN_TIMEOUT_MS   how long a run may take to finish (default 90000)
 //   CAIRN_E2E_REQUIRE_PROJECTS 1: the projects scenarios must run (fail when the server
 //                              has no projects API); otherwise they run only when it has
+//   CAIRN_E2E_REQUIRE_TOKENS   1: the tokens scenario must run (fail when the server has
+//                              no /api/auth/tokens); otherwise it runs only when it has
 //
 // Every test saves screenshots to e2e/artifacts/, and the console messages of every
 // page to e2e/artifacts/console.log.
@@ -34,6 +36,7 @@ export const config = {
   chromium: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
   runTimeoutMs: Number(process.env.CAIRN_E2E_RUN_TIMEOUT_MS ?? 90_000),
   requireProjects: process.env.CAIRN_E2E_REQUIRE_PROJECTS === '1',
+  requireTokens: process.env.CAIRN_E2E_REQUIRE_TOKENS === '1',
 };
 
 /** Why the suite cannot run here, or null when it can. */
@@ -166,9 +169,28 @@ export async function api(context, method, path, body) {
  * @returns {Promise<{ available: boolean, why: string }>}
  */
 export async function probeProjectsApi(context) {
-  const res = await context.request.fetch(`${config.url}/api/projects`, { headers: { Accept: 'application/json' } });
+  return probeApi(context, '/api/projects');
+}
+
+/**
+ * Whether the server has the personal tokens API (`GET /api/auth/tokens` answers JSON).
+ * @param {BrowserContext} context a signed-in context
+ * @returns {Promise<{ available: boolean, why: string }>}
+ */
+export async function probeTokensApi(context) {
+  return probeApi(context, '/api/auth/tokens');
+}
+
+/**
+ * Whether `GET path` answers JSON with a 2xx status.
+ * @param {BrowserContext} context a signed-in context
+ * @param {string} path
+ * @returns {Promise<{ available: boolean, why: string }>}
+ */
+async function probeApi(context, path) {
+  const res = await context.request.fetch(`${config.url}${path}`, { headers: { Accept: 'application/json' } });
   const type = (res.headers()['content-type'] ?? '').split(';')[0].trim();
-  const why = `GET /api/projects answered ${res.status()} ${type || 'without a content type'}`;
+  const why = `GET ${path} answered ${res.status()} ${type || 'without a content type'}`;
   return { available: res.ok() && type.includes('json'), why };
 }
 

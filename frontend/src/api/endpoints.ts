@@ -3,12 +3,16 @@ import { queryString, request } from './client';
 import type {
   BulkFilter,
   BulkResult,
+  CreatedToken,
   DeadLetter,
   MeResponse,
+  NewPersonalToken,
   NewProject,
   NewSchedule,
+  NewServiceToken,
   Overview,
   Page,
+  PasswordChange,
   Project,
   ProjectSummary,
   ReplayRequest,
@@ -17,6 +21,7 @@ import type {
   TaskAccepted,
   TaskDetail,
   TaskSummary,
+  TokenView,
   User,
   WorkersResponse,
   WorkflowDetail,
@@ -46,6 +51,46 @@ export async function me(): Promise<User | null> {
     if (e instanceof Error && 'status' in e && (e as { status: number }).status === 401) return null;
     throw e;
   }
+}
+
+/**
+ * Changes the signed-in user's password (and ends their other sessions). A 401 here means
+ * the current password is wrong, not that the session ended, so it does not sign out.
+ */
+export function changePassword(body: PasswordChange): Promise<void> {
+  return request('/api/auth/password', { method: 'POST', body, quiet401: true });
+}
+
+// ── tokens ──────────────────────────────────────────────────────────────────────────
+
+/** The caller's own tokens. */
+export function listMyTokens(signal?: AbortSignal): Promise<{ items: TokenView[] }> {
+  return request('/api/auth/tokens', { signal });
+}
+
+/** A token for the caller, with the caller's role. */
+export function createMyToken(body: NewPersonalToken): Promise<CreatedToken> {
+  return request('/api/auth/token', { method: 'POST', body });
+}
+
+/** Revokes one of the caller's own tokens. */
+export function revokeMyToken(id: number): Promise<void> {
+  return request(`/api/auth/tokens/${enc(String(id))}`, { method: 'DELETE' });
+}
+
+/** Every token (admin). */
+export function listAllTokens(signal?: AbortSignal): Promise<{ items: TokenView[] }> {
+  return request('/api/tokens', { signal });
+}
+
+/** A service token with any role (admin). */
+export function createServiceToken(body: NewServiceToken): Promise<CreatedToken> {
+  return request('/api/tokens', { method: 'POST', body });
+}
+
+/** Revokes any token (admin). */
+export function revokeToken(id: number): Promise<void> {
+  return request(`/api/tokens/${enc(String(id))}`, { method: 'DELETE' });
 }
 
 // ── runs ────────────────────────────────────────────────────────────────────────────

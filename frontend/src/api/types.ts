@@ -14,6 +14,44 @@ export interface MeResponse {
   user: User;
 }
 
+/** An API token as listed (never its secret). `userId` is null for a service token. */
+export interface TokenView {
+  id: number;
+  name: string;
+  role: Role;
+  userId: number | null;
+  createdAt: string;
+  lastUsedAt: string | null;
+  /** Null: the token never expires. */
+  expiresAt: string | null;
+  revoked: boolean;
+}
+
+/** `POST /api/auth/token`: a token for the caller, with the caller's role. */
+export interface NewPersonalToken {
+  name: string;
+  /** 1–365; the server's default is 90. */
+  expiresInDays?: number;
+}
+
+/** `POST /api/tokens` (admin): a service token with any role. */
+export interface NewServiceToken extends NewPersonalToken {
+  role: Role;
+}
+
+/** A token just created: the only answer that carries its secret. */
+export interface CreatedToken {
+  id: number;
+  token: string;
+  role: Role;
+  expiresAt: string | null;
+}
+
+export interface PasswordChange {
+  currentPassword: string;
+  newPassword: string;
+}
+
 export const RUN_STATUSES = [
   'queued',
   'running',

@@ -12,6 +12,7 @@ const NAV: { to: string; label: string; end?: boolean }[] = [
   { to: '/schedules', label: 'Schedules' },
   { to: '/workflows', label: 'Workflows' },
   { to: '/workers', label: 'Workers' },
+  { to: '/tokens', label: 'Tokens' },
 ];
 
 export function AppShell() {
