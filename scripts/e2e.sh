@@ -21,8 +21,9 @@
 # (console.log) and Cairn's log (cairn.log). The last line printed is the test count:
 #   e2e: P passed, F failed, S skipped
 #
-# The projects scenarios (create a project, Analyze) are mandatory; with
-# CAIRN_E2E_REQUIRE_PROJECTS=0 they run only when the server has the projects API.
+# The projects scenarios (create a project, Analyze) and the tokens scenario are
+# mandatory; with CAIRN_E2E_REQUIRE_PROJECTS=0 / CAIRN_E2E_REQUIRE_TOKENS=0 they run
+# only when the server has those APIs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -173,6 +174,7 @@ set +e
     CAIRN_E2E_ADMIN_EMAIL=$admin_email CAIRN_E2E_ADMIN_PASSWORD=$admin_password \
     CAIRN_E2E_VIEWER_EMAIL=$viewer_email CAIRN_E2E_VIEWER_PASSWORD=$viewer_password \
     CAIRN_E2E_REQUIRE_PROJECTS="${CAIRN_E2E_REQUIRE_PROJECTS:-1}" \
+    CAIRN_E2E_REQUIRE_TOKENS="${CAIRN_E2E_REQUIRE_TOKENS:-1}" \
     npm run --silent e2e
 ) 2>&1 | tee "$work/e2e.tap" # piped, so node:test reports TAP
 status=${PIPESTATUS[0]}
