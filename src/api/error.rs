@@ -15,11 +15,15 @@ pub struct ErrorBody {
 
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
-    /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`,
-    /// `payload_too_large`, `invalid_input`, `rate_limited`, `unavailable` or `internal`.
+    /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `method_not_allowed`,
+    /// `timeout`, `conflict`, `payload_too_large`, `unsupported_media_type`,
+    /// `invalid_input`, `rate_limited`, `unavailable` or `internal`.
     pub code: String,
+    /// What went wrong, for a person; at most 4,096 characters.
     pub message: String,
-    #[schema(value_type = Option<Object>)]
+    /// Structured detail where there is some: for invalid input, a list of the problems
+    /// (at most 50; a last entry counts the rest), each naming its field.
+    #[schema(value_type = Option<Value>)]
     pub details: Option<Value>,
 }
 
@@ -43,6 +47,8 @@ pub enum ApiError {
     },
     #[error("{0}")]
     PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("{message}")]
     Unprocessable {
         message: String,
@@ -78,6 +84,9 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
             ApiError::Unprocessable { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
             ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -99,9 +108,9 @@ impl IntoResponse for ApiError {
             | ApiError::Unprocessable { message, details } => (message.clone(), details.clone()),
             other => (other.to_string(), None),
         };
-        let mut error = json!({ "code": code, "message": message });
+        let mut error = json!({ "code": code, "message": bounded(message) });
         if let Some(d) = details {
-            error["details"] = d;
+            error["details"] = bounded_details(d);
         }
         let mut response = (status, Json(json!({ "error": error }))).into_response();
         if let ApiError::TooManyRequests { retry_after, .. } = &self {
@@ -111,6 +120,34 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+/// Longest message an error answer carries, in characters.
+const MESSAGE_MAX: usize = 4096;
+/// Most entries of a `details` list an error answer carries.
+const DETAILS_MAX: usize = 50;
+
+/// However much went wrong, an error answer stays small: an input with a hundred
+/// thousand problems must not be answered with megabytes.
+fn bounded(message: String) -> String {
+    if message.chars().count() <= MESSAGE_MAX {
+        return message;
+    }
+    let mut m: String = message.chars().take(MESSAGE_MAX).collect();
+    m.push('…');
+    m
+}
+
+fn bounded_details(details: Value) -> Value {
+    match details {
+        Value::Array(mut items) if items.len() > DETAILS_MAX => {
+            let more = items.len() - DETAILS_MAX;
+            items.truncate(DETAILS_MAX);
+            items.push(json!({ "message": format!("and {more} more") }));
+            Value::Array(items)
+        }
+        other => other,
     }
 }
 
@@ -132,9 +169,9 @@ impl From<JsonRejection> for ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => {
                 ApiError::PayloadTooLarge("request body is too large".into())
             }
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-                ApiError::bad_request("send a JSON body with `Content-Type: application/json`")
-            }
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(
+                "send a JSON body with `Content-Type: application/json`".into(),
+            ),
             _ => ApiError::bad_request(r.body_text()),
         }
     }

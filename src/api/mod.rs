@@ -7,6 +7,7 @@
 //! (listener, state, shutdown), so tests bind port 0.
 
 pub mod auth;
+mod boundary;
 mod dead_letters;
 pub mod error;
 mod events;
@@ -167,6 +168,7 @@ pub fn router(state: AppState) -> Router {
     )
     .merge(health::router())
     .layer(DefaultBodyLimit::max(MAX_BODY))
+    .layer(axum::middleware::from_fn(boundary::boundary))
     .layer(
         TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
             let id = req

@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::auth::{Operator, Viewer};
-use super::extract::{AppJson, AppQuery};
+use super::extract::{AppJson, AppQuery, OptionalJson};
 use super::{ApiError, AppState};
 use crate::engine;
 use crate::engine::{BATCH_MAX, BatchItem, BatchOutcome, BatchRejected, ItemRejected, KEY_MAX_LEN};
@@ -100,15 +100,9 @@ async fn replay(
     State(state): State<AppState>,
     _: Operator,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<TaskState>), ApiError> {
     // The body is optional: no body replays the whole run as it was.
-    let req: ReplayRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        ReplayRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("bad replay request: {e}")))?
-    };
+    OptionalJson(req): OptionalJson<ReplayRequest>,
+) -> Result<(StatusCode, Json<TaskState>), ApiError> {
     let params = engine::ops::ReplayParams {
         from_step: req.from_step,
         input: req.input,
@@ -228,10 +222,20 @@ pub struct BulkRequest {
     dry_run: bool,
 }
 
+/// Longest look-back a filter takes: far enough for any history, near enough for every
+/// timestamp it yields to be one Postgres can store.
+const AGO_MAX: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// The time `s` (a duration such as `1h`, at most 100 years) before now.
 pub(super) fn ago(what: &str, s: &str) -> Result<DateTime<Utc>, ApiError> {
     let d = humantime::parse_duration(s).map_err(|e| {
         ApiError::bad_request(format!("{what} `{s}` is not a duration such as 1h: {e}"))
     })?;
+    if d > AGO_MAX {
+        return Err(ApiError::bad_request(format!(
+            "{what} `{s}` is too long: at most 100 years"
+        )));
+    }
     let d = chrono::Duration::from_std(d)
         .map_err(|_| ApiError::bad_request(format!("{what} is too long")))?;
     Ok(Utc::now() - d)
@@ -732,17 +736,7 @@ async fn list(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request("limit must be between 1 and 500"));
     }
-    let created_after = match &q.since {
-        None => None,
-        Some(s) => {
-            let d = humantime::parse_duration(s).map_err(|e| {
-                ApiError::bad_request(format!("since `{s}` is not a duration such as 1h: {e}"))
-            })?;
-            let d = chrono::Duration::from_std(d)
-                .map_err(|_| ApiError::bad_request("since is too long"))?;
-            Some(Utc::now() - d)
-        }
-    };
+    let created_after = q.since.as_deref().map(|s| ago("since", s)).transpose()?;
     let before = match &q.cursor {
         None => None,
         Some(c) => Some(decode_cursor(c).ok_or_else(|| ApiError::bad_request("bad cursor"))?),

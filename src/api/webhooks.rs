@@ -92,6 +92,7 @@ async fn agent_result(
         ApiError::Unavailable("webhooks are not configured (set CAIRN_WEBHOOK_SECRET)".into())
     })?;
     verify(secret, &headers, &body, chrono::Utc::now().timestamp())?;
+    super::extract::check_object(&body)?;
     let req: AgentResult = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("bad delivery: {e}")))?;
     let run = store::runs::run_get(&state.pool, &req.task_id)

@@ -99,6 +99,20 @@ fn type_of(v: &Value) -> &'static str {
     }
 }
 
+/// Most unknown fields named in an answer; the rest are counted.
+pub const ERRORS_MAX: usize = 50;
+
+/// A field name as quoted in an error: at most 100 characters.
+fn shorten(key: &str) -> String {
+    if key.chars().count() <= 100 {
+        key.to_owned()
+    } else {
+        let mut s: String = key.chars().take(100).collect();
+        s.push('…');
+        s
+    }
+}
+
 pub(crate) fn validate(fields: &[InputField], input: &Value) -> Result<Value, Vec<InputError>> {
     let empty = Map::new();
     let given = match input {
@@ -113,18 +127,31 @@ pub(crate) fn validate(fields: &[InputField], input: &Value) -> Result<Value, Ve
     };
     let mut errors = Vec::new();
     let mut out = Map::new();
-    for key in given.keys() {
-        if !fields.iter().any(|f| &f.name == key) {
-            let known: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
-            errors.push(InputError {
-                field: key.clone(),
-                message: if known.is_empty() {
-                    "unknown field; this workflow takes no input".into()
-                } else {
-                    format!("unknown field; expected one of: {}", known.join(", "))
-                },
-            });
+    let unknown = given
+        .keys()
+        .filter(|key| !fields.iter().any(|f| &f.name == *key));
+    let mut unlisted = 0usize;
+    for key in unknown {
+        // However many unknown keys an input has, the answer names a bounded few.
+        if errors.len() >= ERRORS_MAX {
+            unlisted += 1;
+            continue;
         }
+        let known: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+        errors.push(InputError {
+            field: shorten(key),
+            message: if known.is_empty() {
+                "unknown field; this workflow takes no input".into()
+            } else {
+                format!("unknown field; expected one of: {}", known.join(", "))
+            },
+        });
+    }
+    if unlisted > 0 {
+        errors.push(InputError {
+            field: String::new(),
+            message: format!("and {unlisted} more unknown fields"),
+        });
     }
     for field in fields {
         match given.get(&field.name).filter(|v| !v.is_null()) {
