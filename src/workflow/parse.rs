@@ -122,6 +122,9 @@ struct RawStep {
     url: Option<Spanned<String>>,
     headers: Option<Spanned<BTreeMap<String, String>>>,
     body: Option<Spanned<toml::Value>>,
+    allowed_hosts: Option<Spanned<Vec<Spanned<String>>>>,
+    // http and llm
+    max_response_bytes: Option<Spanned<toml::Value>>,
     // sql
     query: Option<Spanned<String>>,
     params: Option<Spanned<Vec<toml::Value>>>,
@@ -605,6 +608,52 @@ fn check_template(
     }
 }
 
+/// An `allowed_hosts` entry as matched against URLs: a lowercase name, `*.` and a
+/// name, or an IP address.
+fn allowed_host(s: &str) -> Option<String> {
+    let s = s.trim();
+    let unbracketed = s
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(s);
+    if let Ok(ip) = unbracketed.parse::<std::net::IpAddr>() {
+        return Some(ip.to_string());
+    }
+    let (wild, name) = match s.strip_prefix("*.") {
+        Some(rest) => ("*.", rest),
+        None => ("", s),
+    };
+    let name = super::normalize_host(name)?;
+    // A wildcard over an address means nothing.
+    if !wild.is_empty() && name.parse::<std::net::IpAddr>().is_ok() {
+        return None;
+    }
+    Some(format!("{wild}{name}"))
+}
+
+/// `max_response_bytes`: a positive number of bytes or a size such as `"1MiB"`.
+fn max_response_bytes(cx: &mut Ctx<'_>, s: &RawStep, owner: &str) -> Option<u64> {
+    let m = s.max_response_bytes.as_ref()?;
+    let parsed = match m.get_ref() {
+        toml::Value::Integer(n) if *n > 0 => Ok(*n as u64),
+        toml::Value::String(text) => super::parse_size(text).and_then(|n| {
+            if n > 0 {
+                Ok(n)
+            } else {
+                Err("it must be more than 0".into())
+            }
+        }),
+        _ => Err("give a positive number of bytes or a size such as \"1MiB\"".into()),
+    };
+    match parsed {
+        Ok(n) => Some(n),
+        Err(e) => {
+            cx.error(m.span(), format!("{owner}: max_response_bytes: {e}"));
+            None
+        }
+    }
+}
+
 fn parse_step(
     cx: &mut Ctx<'_>,
     raw: &Spanned<RawStep>,
@@ -619,7 +668,12 @@ fn parse_step(
     let kind_name = s.kind.get_ref().as_str();
 
     // Fields that belong to another kind.
-    let present: [(&str, Option<Range<usize>>); 20] = [
+    let present: [(&str, Option<Range<usize>>); 22] = [
+        ("allowed_hosts", s.allowed_hosts.as_ref().map(Spanned::span)),
+        (
+            "max_response_bytes",
+            s.max_response_bytes.as_ref().map(Spanned::span),
+        ),
         ("method", s.method.as_ref().map(Spanned::span)),
         ("url", s.url.as_ref().map(Spanned::span)),
         ("headers", s.headers.as_ref().map(Spanned::span)),
@@ -642,7 +696,14 @@ fn parse_step(
         ("output", s.output.as_ref().map(Spanned::span)),
     ];
     let allowed: &[&str] = match kind_name {
-        "http" => &["method", "url", "headers", "body"],
+        "http" => &[
+            "method",
+            "url",
+            "headers",
+            "body",
+            "allowed_hosts",
+            "max_response_bytes",
+        ],
         "sql" => &["query", "params", "mode"],
         "sleep" => &["duration"],
         "llm" => &[
@@ -652,6 +713,7 @@ fn parse_step(
             "temperature",
             "max_tokens",
             "output_schema",
+            "max_response_bytes",
         ],
         "wait" => &[],
         "workflow" => &["workflow", "input"],
@@ -742,11 +804,34 @@ fn parse_step(
                 check_templates(cx, b.span(), &v, input, upstream, &owner);
                 v
             });
+            let mut allowed_hosts = Vec::new();
+            if let Some(list) = &s.allowed_hosts {
+                if list.get_ref().is_empty() {
+                    cx.error(
+                        list.span(),
+                        format!("{owner}: allowed_hosts is empty; leave it out to allow any host the worker allows"),
+                    );
+                }
+                for h in list.get_ref() {
+                    match allowed_host(h.get_ref()) {
+                        Some(p) => allowed_hosts.push(p),
+                        None => cx.error(
+                            h.span(),
+                            format!(
+                                "{owner}: `{}` in allowed_hosts is not a host name, `*.domain` or an IP address (no scheme, port or path)",
+                                h.get_ref()
+                            ),
+                        ),
+                    }
+                }
+            }
             StepKind::Http(HttpStep {
                 method,
                 url,
                 headers,
                 body,
+                allowed_hosts,
+                max_response_bytes: max_response_bytes(cx, s, &owner),
             })
         }
         "sql" => {
@@ -858,6 +943,7 @@ fn parse_step(
                 temperature,
                 max_tokens,
                 output_schema,
+                max_response_bytes: max_response_bytes(cx, s, &owner),
             })
         }
         "wait" => StepKind::Wait(WaitStep {}),

@@ -92,6 +92,11 @@ pub fn fast_settings() -> cairn::worker::WorkerSettings {
         shutdown_grace: Duration::from_secs(5),
         env: Default::default(),
         llm: None,
+        // The tests' services listen on loopback, which steps may not reach by default.
+        egress_allow: cairn::step::EgressAllow::parse(&["127.0.0.0/8", "::1"])
+            .expect("loopback entries parse"),
+        limits: Default::default(),
+        step_pool: None,
     }
 }
 
@@ -376,6 +381,8 @@ impl WorkerProcess {
             .args(args)
             .env("DATABASE_URL", database_url)
             .env("CAIRN_NO_MIGRATE", "true")
+            // The tests' services listen on loopback (`--egress-allow` overrides this).
+            .env("CAIRN_EGRESS_ALLOW", "127.0.0.0/8,::1")
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .stderr(stderr)
