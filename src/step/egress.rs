@@ -76,6 +76,12 @@ pub enum EgressError {
     NoHost,
     #[error("stopped after {MAX_REDIRECTS} redirects")]
     TooManyRedirects,
+    /// A redirect hop was refused; `to` is shown without userinfo or query.
+    #[error("redirected to {to}: {refused}")]
+    Redirected {
+        to: String,
+        refused: Box<EgressError>,
+    },
     #[error("cannot resolve `{host}`: {message}")]
     Resolve { host: String, message: String },
     #[error(
@@ -91,7 +97,11 @@ impl EgressError {
     /// Whether a retry might go differently (only name resolution and client set-up
     /// can; a refused address stays refused).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, EgressError::Resolve { .. } | EgressError::Client(_))
+        match self {
+            EgressError::Resolve { .. } | EgressError::Client(_) => true,
+            EgressError::Redirected { refused, .. } => refused.is_retryable(),
+            _ => false,
+        }
     }
 }
 
@@ -525,7 +535,13 @@ fn build_client(rules: Arc<Rules>) -> Result<reqwest::Client, EgressError> {
         }
         match redirect_rules.check_url(attempt.url()) {
             Ok(()) => attempt.follow(),
-            Err(e) => attempt.error(e),
+            Err(e) => {
+                let to = redact(attempt.url());
+                attempt.error(EgressError::Redirected {
+                    to,
+                    refused: Box::new(e),
+                })
+            }
         }
     });
     reqwest::Client::builder()
@@ -583,6 +599,16 @@ impl StepHttp {
             m.insert(allowed_hosts.to_vec(), client.clone());
         }
         Ok(client)
+    }
+}
+
+/// A URL as errors and logs show it: `scheme://host[:port]/path`, without the
+/// userinfo, query or fragment, which may carry credentials.
+pub fn redact(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{}://{host}:{port}{}", url.scheme(), url.path()),
+        None => format!("{}://{host}{}", url.scheme(), url.path()),
     }
 }
 

@@ -11,6 +11,7 @@ use reqwest::Url;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use serde_json::{Value, json};
 
+pub(crate) use super::egress::redact;
 use super::egress::{self, EgressError};
 use super::{StepContext, StepError};
 use crate::workflow::HttpStep;
@@ -116,16 +117,6 @@ pub(super) async fn execute(
     }
 }
 
-/// A URL as errors and logs show it: `scheme://host[:port]/path`, without the
-/// userinfo, query or fragment, which may carry credentials.
-pub(crate) fn redact(url: &Url) -> String {
-    let host = url.host_str().unwrap_or_default();
-    match url.port() {
-        Some(port) => format!("{}://{host}:{port}{}", url.scheme(), url.path()),
-        None => format!("{}://{host}{}", url.scheme(), url.path()),
-    }
-}
-
 /// A reqwest error with its causes, without the URL it carries.
 pub(crate) fn reqwest_error(e: reqwest::Error) -> String {
     error_chain(&e.without_url())
@@ -181,9 +172,9 @@ pub(crate) async fn read_body(
 pub(crate) fn format_bytes(n: u64) -> String {
     const KIB: u64 = 1024;
     const MIB: u64 = 1024 * 1024;
-    if n >= MIB && n % MIB == 0 {
+    if n >= MIB && n.is_multiple_of(MIB) {
         format!("{} MiB", n / MIB)
-    } else if n >= KIB && n % KIB == 0 {
+    } else if n >= KIB && n.is_multiple_of(KIB) {
         format!("{} KiB", n / KIB)
     } else {
         format!("{n} bytes")

@@ -31,9 +31,9 @@ pub(super) async fn execute(
             "the query returned more than {max} rows; add a LIMIT (the write, if any, was rolled back)"
         ))),
         StepSqlOutcome::TooManyBytes(read) => Err(StepError::fatal(format!(
-            "the query's rows came to more than the {} limit on stored outputs ({read} bytes \
-             as JSON before the database stopped); select fewer rows or columns, or raise \
-             CAIRN_MAX_OUTPUT_BYTES (--max-output-bytes) (the write, if any, was rolled back)",
+            "the query's rows came to {read} bytes as JSON, more than the {} limit on \
+             stored outputs; select fewer rows or columns, or raise CAIRN_MAX_OUTPUT_BYTES \
+             (--max-output-bytes) (the write, if any, was rolled back)",
             super::http::format_bytes(limit)
         ))),
     }

@@ -1190,6 +1190,92 @@ mod tests {
             .collect()
     }
 
+    #[test]
+    fn allowed_hosts_and_response_limits() {
+        let wf = parse_workflow(
+            "wf",
+            "wf.toml",
+            r#"
+[[steps]]
+id = "call"
+kind = "http"
+url = "https://API.example.com/x"
+allowed_hosts = ["API.Example.com.", "*.example.org", "10.0.0.1", "[::1]"]
+max_response_bytes = "1MiB"
+
+[[steps]]
+id = "ask"
+kind = "llm"
+prompt = "hi"
+max_response_bytes = 2048
+"#,
+        )
+        .unwrap();
+        let StepKind::Http(h) = &wf.steps[0].kind else {
+            panic!("http")
+        };
+        assert_eq!(
+            h.allowed_hosts,
+            ["api.example.com", "*.example.org", "10.0.0.1", "::1"]
+        );
+        assert_eq!(h.max_response_bytes, Some(1024 * 1024));
+        let StepKind::Llm(l) = &wf.steps[1].kind else {
+            panic!("llm")
+        };
+        assert_eq!(l.max_response_bytes, Some(2048));
+
+        let e = errors(
+            r#"
+[[steps]]
+id = "call"
+kind = "http"
+url = "https://example.com/"
+allowed_hosts = ["https://example.com/", "*.10.0.0.1", "a b", "example.com:443"]
+max_response_bytes = 0
+
+[[steps]]
+id = "q"
+kind = "sql"
+query = "select 1"
+allowed_hosts = ["example.com"]
+max_response_bytes = "lots"
+"#,
+        );
+        for bad in [
+            "https://example.com/",
+            "*.10.0.0.1",
+            "a b",
+            "example.com:443",
+        ] {
+            assert!(
+                e.iter()
+                    .any(|m| m.contains(&format!("`{bad}` in allowed_hosts"))),
+                "{bad}: {e:?}"
+            );
+        }
+        assert!(
+            e.iter()
+                .any(|m| m.contains("max_response_bytes: give a positive number")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("field `allowed_hosts` does not apply to kind `sql`")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("field `max_response_bytes` does not apply to kind `sql`")),
+            "{e:?}"
+        );
+        assert_eq!(super::super::parse_size("4MiB"), Ok(4 * 1024 * 1024));
+        assert_eq!(super::super::parse_size(" 512 KiB "), Ok(512 * 1024));
+        assert_eq!(super::super::parse_size("1000"), Ok(1000));
+        assert_eq!(super::super::parse_size("2MB"), Ok(2_000_000));
+        assert!(super::super::parse_size("4 parsecs").is_err());
+        assert!(super::super::parse_size("-1").is_err());
+    }
+
     const GOOD: &str = r#"
 description = "demo"
 

@@ -369,13 +369,21 @@ pub async fn attempts(
 /// A `cairn worker` child process, killed when dropped.
 pub struct WorkerProcess {
     pub child: std::process::Child,
+    /// Where its standard output and error go.
+    pub log: std::path::PathBuf,
 }
 
 impl WorkerProcess {
     pub fn spawn(database_url: &str, args: &[&str]) -> WorkerProcess {
+        WorkerProcess::spawn_with(database_url, args, &[])
+    }
+
+    /// With more environment variables (`envs` override the defaults set here).
+    pub fn spawn_with(database_url: &str, args: &[&str], envs: &[(&str, &str)]) -> WorkerProcess {
         let log =
             std::env::temp_dir().join(format!("cairn-test-worker-{}.log", ulid::Ulid::generate()));
         let stderr = std::fs::File::create(&log).expect("worker log file");
+        let stdout = stderr.try_clone().expect("worker log file");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
             .arg("worker")
             .args(args)
@@ -384,11 +392,12 @@ impl WorkerProcess {
             // The tests' services listen on loopback (`--egress-allow` overrides this).
             .env("CAIRN_EGRESS_ALLOW", "127.0.0.0/8,::1")
             .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
+            .envs(envs.iter().copied())
+            .stdout(stdout)
             .stderr(stderr)
             .spawn()
             .expect("spawn cairn worker");
-        WorkerProcess { child }
+        WorkerProcess { child, log }
     }
 
     pub fn pid(&self) -> i32 {
