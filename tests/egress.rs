@@ -561,6 +561,14 @@ async fn outputs_and_sql_results_are_capped(pool: PgPool) {
     let small = sql("select g from generate_series(1, 5) as g order by g desc");
     let wide = sql("select g, repeat('x', 200) as pad from generate_series(1, 50000) as g");
     let long = sql("select g from generate_series(1, 300000) as g");
+    sqlx::query("create table bulk (g int)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let bulk = definition(
+        "w",
+        "[[steps]]\nid = \"call\"\nkind = \"sql\"\nmode = \"write\"\nquery = \"insert into bulk select g from generate_series(1, 200000) as g returning g\"\n",
+    );
     let pass = definition(
         "p",
         r#"
@@ -581,11 +589,13 @@ retry = { max_attempts = 3, initial_delay = "50ms" }
     let wide_run = submit(&pool, &wide, json!({})).await;
     let long_run = submit(&pool, &long, json!({})).await;
     let big_run = submit(&pool, &pass, json!({ "big": "y".repeat(100 * 1024) })).await;
+    let bulk_run = submit(&pool, &bulk, json!({})).await;
     let ids = [
         small_run.clone(),
         wide_run.clone(),
         long_run.clone(),
         big_run.clone(),
+        bulk_run.clone(),
     ];
     let statuses = wait_finished(&pool, &ids, Duration::from_secs(60)).await;
     worker.shutdown().await;
@@ -615,6 +625,11 @@ retry = { max_attempts = 3, initial_delay = "50ms" }
         assert!(error.contains(says), "{error}");
         assert_eq!(attempt_count(&pool, run).await, 1, "size errors are fatal");
     }
+    let kept: i64 = sqlx::query_scalar("select count(*) from bulk")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(kept, 0, "the oversized write was rolled back");
 }
 
 #[sqlx::test(migrations = false)]

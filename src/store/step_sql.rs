@@ -83,23 +83,24 @@ pub async fn execute(
     let out = if returns_rows {
         // Wrapping keeps any statement that yields rows and turns them into JSON, in
         // the database. The limits are numbers this function formats, never user text.
-        let source = if matches!(
+        // A data-modifying WITH must be at the top level.
+        let (with, source) = if matches!(
             first_word.as_str(),
             "insert" | "update" | "delete" | "merge"
         ) {
-            format!(
-                "with cairn_rows as ({query}) select to_jsonb(cairn_rows) as j, row_number() over () as n from cairn_rows"
+            (
+                format!("with cairn_rows as ({query}) "),
+                "cairn_rows".to_owned(),
             )
         } else {
-            format!(
-                "select to_jsonb(cairn_rows) as j, row_number() over () as n from ({query}) as cairn_rows"
-            )
+            (String::new(), format!("({query}) as cairn_rows"))
         };
         let wrapped = format!(
-            "select coalesce(jsonb_agg(j order by n) filter (where total <= {max_bytes}), '[]'::jsonb), \
+            "{with}select coalesce(jsonb_agg(j order by n) filter (where total <= {max_bytes}), '[]'::jsonb), \
                     count(*), coalesce(max(total), 0)::bigint \
                from (select j, n, sum(octet_length(j::text)) over (order by n rows unbounded preceding) as total \
-                       from ({source} limit {limit}) as cairn_limited) as cairn_sized",
+                       from (select to_jsonb(cairn_rows) as j, row_number() over () as n \
+                               from {source} limit {limit}) as cairn_limited) as cairn_sized",
             max_bytes = max_bytes.min(i64::MAX as u64),
             limit = MAX_ROWS + 1,
         );
