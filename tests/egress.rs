@@ -219,6 +219,19 @@ allowed_hosts = ["api.example.com", "*.example.org"]
 retry = { max_attempts = 3, initial_delay = "50ms", jitter = 0 }
 "#,
     );
+    let pinned = definition(
+        "pinned",
+        r#"
+[input]
+url = { type = "string" }
+
+[[steps]]
+id = "call"
+kind = "http"
+url = "{{ input.url }}"
+allowed_hosts = ["127.0.0.1"]
+"#,
+    );
     let def = definition("call", CALL);
     let mut settings = fast_settings();
     settings.egress_allow = cairn::step::EgressAllow::parse(&["127.0.0.0/8"]).unwrap();
@@ -235,9 +248,16 @@ retry = { max_attempts = 3, initial_delay = "50ms", jitter = 0 }
         json!({ "url": format!("http://{allowed}/ok") }),
     )
     .await;
+    // Allowed itself, but redirected to a name outside its allowed_hosts.
+    let redirected = submit(
+        &pool,
+        &pinned,
+        json!({ "url": format!("http://{allowed}/redirect") }),
+    )
+    .await;
     let statuses = wait_finished(
         &pool,
-        &[by_name.clone(), outside.clone()],
+        &[by_name.clone(), outside.clone(), redirected.clone()],
         Duration::from_secs(60),
     )
     .await;
@@ -255,6 +275,12 @@ retry = { max_attempts = 3, initial_delay = "50ms", jitter = 0 }
         "{error}"
     );
     assert_eq!(attempt_count(&pool, &outside).await, 1);
+    assert_eq!(statuses[&redirected], "dead");
+    let error = step_error(&pool, &redirected).await;
+    assert!(
+        error.contains("redirected to http://localhost:1/: refused to connect to `localhost`"),
+        "{error}"
+    );
 }
 
 /// A service whose every answer is `size` bytes of zeros, written in 64 KiB chunks as
