@@ -142,7 +142,7 @@ fn load_workflows(args: &WorkflowArgs) -> Result<Arc<cairn::workflow::Registry>>
     Ok(Arc::new(registry))
 }
 
-fn worker_settings(w: &WorkerArgs) -> WorkerSettings {
+async fn worker_settings(w: &WorkerArgs, db: &DatabaseArgs) -> Result<WorkerSettings> {
     let env: BTreeMap<String, String> = w
         .template_env
         .iter()
@@ -150,14 +150,33 @@ fn worker_settings(w: &WorkerArgs) -> WorkerSettings {
         .filter(|n| !n.is_empty())
         .filter_map(|n| std::env::var(n).ok().map(|v| (n.to_owned(), v)))
         .collect();
-    WorkerSettings {
+    let egress_allow = w
+        .egress_allow()
+        .context("CAIRN_EGRESS_ALLOW (--egress-allow)")?;
+    // Its own pool, so `sql` steps act with that role's rights only.
+    let step_pool = match w
+        .step_database_url
+        .as_deref()
+        .filter(|u| !u.trim().is_empty())
+    {
+        Some(url) => Some(
+            cairn::store::connect(url, db.db_pool)
+                .await
+                .context("connecting to CAIRN_STEP_DATABASE_URL")?,
+        ),
+        None => None,
+    };
+    Ok(WorkerSettings {
         concurrency: w.concurrency.max(1),
         lease: w.lease,
         poll_interval: w.poll_interval,
         shutdown_grace: w.shutdown_grace,
         env,
         llm: w.llm(),
-    }
+        egress_allow,
+        limits: w.limits(),
+        step_pool,
+    })
 }
 
 fn scheduler_settings(s: &SchedulerArgs) -> cairn::scheduler::SchedulerSettings {
@@ -277,12 +296,13 @@ async fn main() -> Result<()> {
         }
         Command::Worker { db, worker } => {
             let pool = connect_as(&db, true, true).await?;
-            let ran = cairn::worker::run(
-                pool.clone(),
-                worker_settings(&worker),
-                cairn::shutdown::on_signal(),
-            )
-            .await;
+            let settings = worker_settings(&worker, &db).await?;
+            let step_pool = settings.step_pool.clone();
+            let ran =
+                cairn::worker::run(pool.clone(), settings, cairn::shutdown::on_signal()).await;
+            if let Some(p) = step_pool {
+                close(p).await;
+            }
             close(pool).await;
             ran?;
         }
@@ -324,6 +344,14 @@ async fn main() -> Result<()> {
                 }
             };
             let pool = connect(&db, true).await?;
+            let mut settings = worker_settings(&worker, &db).await?;
+            for entry in cairn::step::EgressAllow::loopback() {
+                settings.egress_allow.push(entry);
+            }
+            tracing::info!(
+                "cairn dev: http steps may reach loopback (127.0.0.0/8, ::1) as well as public \
+                 addresses; `cairn worker` refuses loopback unless CAIRN_EGRESS_ALLOW lists it"
+            );
             if let Some(pg) = &private {
                 let token = cairn::auth::create_token(
                     &pool,
@@ -339,7 +367,7 @@ async fn main() -> Result<()> {
             let shutdown = cairn::shutdown::on_signal();
             let (a, w, s) = tokio::join!(
                 serve_api(pool.clone(), registry.clone(), &api, shutdown.clone()),
-                cairn::worker::run(pool.clone(), worker_settings(&worker), shutdown.clone()),
+                cairn::worker::run(pool.clone(), settings, shutdown.clone()),
                 run_scheduler(pool, registry, &scheduler, shutdown.clone()),
             );
             drop(private);

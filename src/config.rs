@@ -113,9 +113,40 @@ pub struct WorkerArgs {
     /// Model `llm` steps use unless they name one.
     #[arg(long, env = "CAIRN_LLM_MODEL", default_value = "gpt-4o-mini")]
     pub llm_model: String,
+    /// Hosts, IP addresses or CIDRs that `http` steps may reach although they are not
+    /// public (comma-separated; each with an optional `:port`), e.g. a deployment's own
+    /// services: `10.0.0.0/8,billing.internal,127.0.0.1:9000`. By default steps reach
+    /// public addresses only. `cairn dev` adds loopback.
+    #[arg(long, env = "CAIRN_EGRESS_ALLOW", value_delimiter = ',')]
+    pub egress_allow: Vec<String>,
+    /// Largest response body an `http` or `llm` step reads (bytes, or e.g. `4MiB`); a
+    /// larger one fails the step. Steps may set less with `max_response_bytes`.
+    #[arg(long, env = "CAIRN_MAX_RESPONSE_BYTES", default_value = "4MiB", value_parser = crate::workflow::parse_size)]
+    pub max_response_bytes: u64,
+    /// Largest step output stored, as JSON (bytes, or e.g. `4MiB`); a larger one fails
+    /// the step. It also bounds what a `sql` step's query may return.
+    #[arg(long, env = "CAIRN_MAX_OUTPUT_BYTES", default_value = "4MiB", value_parser = crate::workflow::parse_size)]
+    pub max_output_bytes: u64,
+    /// PostgreSQL URL `sql` steps run on, as a role with only the rights workflows need;
+    /// without it they run on the worker's own connection, which can change anything
+    /// Cairn stores.
+    #[arg(long, env = "CAIRN_STEP_DATABASE_URL", hide_env_values = true)]
+    pub step_database_url: Option<String>,
 }
 
 impl WorkerArgs {
+    /// The egress allow list, checked.
+    pub fn egress_allow(&self) -> Result<crate::step::EgressAllow, crate::step::EgressError> {
+        crate::step::EgressAllow::parse(&self.egress_allow)
+    }
+
+    pub fn limits(&self) -> crate::step::Limits {
+        crate::step::Limits {
+            max_response_bytes: self.max_response_bytes,
+            max_output_bytes: self.max_output_bytes,
+        }
+    }
+
     pub fn llm(&self) -> Option<crate::step::LlmConfig> {
         self.llm_base_url
             .as_ref()

@@ -41,6 +41,13 @@ pub struct WorkerSettings {
     pub env: BTreeMap<String, String>,
     /// The model `llm` steps call, if any.
     pub llm: Option<crate::step::LlmConfig>,
+    /// What `http` steps may reach beyond public addresses.
+    pub egress_allow: crate::step::EgressAllow,
+    /// Size limits on responses and stored outputs.
+    pub limits: crate::step::Limits,
+    /// A pool of its own for `sql` steps (a least-privileged role); `None`: the
+    /// worker's pool.
+    pub step_pool: Option<PgPool>,
 }
 
 impl Default for WorkerSettings {
@@ -52,6 +59,9 @@ impl Default for WorkerSettings {
             shutdown_grace: Duration::from_secs(20),
             env: BTreeMap::new(),
             llm: None,
+            egress_allow: Default::default(),
+            limits: Default::default(),
+            step_pool: None,
         }
     }
 }
@@ -104,6 +114,9 @@ pub async fn run(
             shutdown_grace: settings.shutdown_grace,
             env: settings.env.clone(),
             llm: settings.llm.clone(),
+            egress_allow: settings.egress_allow.clone(),
+            limits: settings.limits,
+            step_pool: settings.step_pool.clone(),
         },
         shutdown.clone(),
     ));

@@ -96,13 +96,22 @@ pub struct EngineConfig {
     pub env: BTreeMap<String, String>,
     /// The model `llm` steps call, if any.
     pub llm: Option<step::LlmConfig>,
+    /// What `http` steps may reach beyond public addresses (`CAIRN_EGRESS_ALLOW`).
+    pub egress_allow: step::EgressAllow,
+    /// Size limits on responses and stored outputs.
+    pub limits: step::Limits,
+    /// Where `sql` steps run, when not on `pool` (`CAIRN_STEP_DATABASE_URL`).
+    pub step_pool: Option<PgPool>,
 }
 
 /// Advances runs; one per worker process, shared by all its concurrent jobs.
 pub struct Engine {
     pool: PgPool,
     config: EngineConfig,
+    /// For the operator's own endpoints (the model server): no egress policy.
     http: reqwest::Client,
+    /// The clients of `http` steps, under the egress policy.
+    egress: Arc<step::StepHttp>,
     shutdown: CancellationToken,
     definitions: Mutex<HashMap<String, Arc<Workflow>>>,
     /// See [`Engine::unreleased`].
@@ -157,6 +166,7 @@ impl Engine {
             .unwrap_or_default();
         Engine {
             writer: writer::Writer::start(pool.clone()),
+            egress: Arc::new(step::StepHttp::new(config.egress_allow.clone())),
             pool,
             config,
             http,
@@ -630,7 +640,14 @@ impl Engine {
             let step = step.clone();
             let run_id = cx.run_id.to_owned();
             let pool = self.pool.clone();
+            let sql_pool = self
+                .config
+                .step_pool
+                .clone()
+                .unwrap_or_else(|| pool.clone());
             let http = self.http.clone();
+            let egress = self.egress.clone();
+            let limits = self.config.limits;
             let llm = self.config.llm.clone();
             AbortOnDropHandle::new(tokio::spawn(async move {
                 let scx = StepContext {
@@ -639,7 +656,10 @@ impl Engine {
                     attempt: attempt as u32,
                     vars,
                     pool: &pool,
+                    sql_pool: &sql_pool,
                     http: &http,
+                    egress: &egress,
+                    limits,
                     llm: llm.as_ref(),
                 };
                 let timeout = step.timeout();

@@ -2,12 +2,17 @@
 //! Ollama, llama.cpp's server). Token usage is recorded for every answered call, billed
 //! or not; 408, 429 and 5xx are retried honouring `Retry-After`; with an
 //! `output_schema`, an answer that is not matching JSON is retried too.
+//!
+//! The model server is the operator's configuration (`CAIRN_LLM_BASE_URL`), not a
+//! workflow's, so these calls are not subject to the egress policy of `http` steps;
+//! their answers are size-limited all the same.
 
 use std::time::Duration;
 
 use reqwest::header::RETRY_AFTER;
 use serde_json::{Value, json};
 
+use super::http::{read_body, redact, reqwest_error};
 use super::{StepContext, StepError, parse_retry_after};
 use crate::workflow::template;
 use crate::workflow::{LlmStep, schema};
@@ -81,20 +86,28 @@ pub(super) async fn execute(
     if let Some(key) = &config.api_key {
         request = request.bearer_auth(key);
     }
-    let response = request
-        .send()
-        .await
-        .map_err(|e| StepError::retryable(format!("calling the model at {url}: {e}")))?;
+    let shown =
+        reqwest::Url::parse(&url).map_or_else(|_| "the configured URL".to_owned(), |u| redact(&u));
+    let response = request.send().await.map_err(|e| {
+        StepError::retryable(format!(
+            "calling the model at {shown}: {}",
+            reqwest_error(e)
+        ))
+    })?;
     let status = response.status();
     let retry_after = response
         .headers()
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
-    let text = response
-        .text()
-        .await
-        .map_err(|e| StepError::retryable(format!("reading the model's answer: {e}")))?;
+    let limit = step
+        .max_response_bytes
+        .map_or(cx.limits.max_response_bytes, |m| {
+            m.min(cx.limits.max_response_bytes)
+        });
+    let bytes = read_body(response, limit, &format!("the model at {shown}")).await?;
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    drop(bytes);
     if !status.is_success() {
         let message = format!(
             "the model answered {status}: {}",

@@ -7,11 +7,13 @@
 //! are durable timers and live in the engine, not here.
 
 mod builtin;
+pub mod egress;
 mod http;
 pub mod llm;
 mod sql;
 
 pub use builtin::summarize_text;
+pub use egress::{AllowEntry, EgressAllow, EgressError, StepHttp};
 pub(crate) use http::parse_retry_after;
 pub use llm::LlmConfig;
 
@@ -69,6 +71,28 @@ impl From<TemplateError> for StepError {
     }
 }
 
+/// The default of both [`Limits`]: 4 MiB.
+pub const DEFAULT_MAX_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Size limits on what a step brings into the worker and stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest response body an `http` or `llm` step reads (a step may set less).
+    pub max_response_bytes: u64,
+    /// Largest step output stored, measured as serialised JSON; also bounds what a
+    /// `sql` step's query may return.
+    pub max_output_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_response_bytes: DEFAULT_MAX_BYTES,
+            max_output_bytes: DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
 /// What an attempt can use.
 pub struct StepContext<'a> {
     pub run_id: &'a str,
@@ -76,8 +100,16 @@ pub struct StepContext<'a> {
     pub attempt: u32,
     /// `input`, `steps`, `run` and `env`, for templates.
     pub vars: minijinja::Value,
+    /// Cairn's own database (token usage of `llm` steps, the built-in steps).
     pub pool: &'a sqlx::PgPool,
+    /// Where `sql` steps run: a pool of their own when one is configured
+    /// (`CAIRN_STEP_DATABASE_URL`), otherwise the same as `pool`.
+    pub sql_pool: &'a sqlx::PgPool,
+    /// The client for the operator's own endpoints (the model server).
     pub http: &'a reqwest::Client,
+    /// The clients of `http` steps, under the egress policy.
+    pub egress: &'a StepHttp,
+    pub limits: Limits,
     /// The model `llm` steps call, when one is configured.
     pub llm: Option<&'a LlmConfig>,
 }
@@ -93,8 +125,45 @@ impl StepContext<'_> {
     }
 }
 
-/// Runs one attempt of a non-timer step. The caller applies the step's timeout.
+/// Runs one attempt of a non-timer step. The caller applies the step's timeout. An
+/// output larger than [`Limits::max_output_bytes`] fails the step for good.
 pub async fn execute(step: &Step, cx: &StepContext<'_>) -> Result<Value, StepError> {
+    let output = execute_kind(step, cx).await?;
+    check_output_size(&output, cx.limits.max_output_bytes)?;
+    Ok(output)
+}
+
+/// Fails when `output` serialises to more than `limit` bytes of JSON, counting
+/// without building the text.
+pub fn check_output_size(output: &Value, limit: u64) -> Result<(), StepError> {
+    struct Counter {
+        bytes: u64,
+        limit: u64,
+    }
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.bytes += buf.len() as u64;
+            if self.bytes > self.limit {
+                return Err(std::io::Error::other("over the limit"));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter { bytes: 0, limit };
+    match serde_json::to_writer(&mut counter, output) {
+        Ok(()) => Ok(()),
+        Err(_) => Err(StepError::fatal(format!(
+            "the step's output is larger than the {} limit on stored outputs \
+             (CAIRN_MAX_OUTPUT_BYTES, --max-output-bytes); return less",
+            http::format_bytes(limit)
+        ))),
+    }
+}
+
+async fn execute_kind(step: &Step, cx: &StepContext<'_>) -> Result<Value, StepError> {
     match &step.kind {
         StepKind::Http(h) => http::execute(h, cx, step.timeout()).await,
         StepKind::Sql(s) => sql::execute(s, cx, step.timeout()).await,

@@ -1,10 +1,13 @@
-//! `sql` steps: one statement with bound parameters, read-only unless `mode = "write"`.
+//! `sql` steps: one statement with bound parameters, read-only unless `mode = "write"`,
+//! on the step pool (`CAIRN_STEP_DATABASE_URL`) when there is one. What the query
+//! returns is bounded in the database, before it reaches the worker.
 
 use std::time::Duration;
 
 use serde_json::Value;
 
 use super::{StepContext, StepError};
+use crate::store::step_sql::StepSqlOutcome;
 use crate::store::{self, StoreError};
 use crate::workflow::SqlStep;
 
@@ -18,9 +21,22 @@ pub(super) async fn execute(
         .iter()
         .map(|p| cx.render(p))
         .collect::<Result<Vec<_>, _>>()?;
-    store::step_sql::execute(cx.pool, &step.query, &params, step.mode, timeout)
+    let limit = cx.limits.max_output_bytes;
+    match store::step_sql::execute(cx.sql_pool, &step.query, &params, step.mode, timeout, limit)
         .await
-        .map_err(classify)
+        .map_err(classify)?
+    {
+        StepSqlOutcome::Done(out) => Ok(out),
+        StepSqlOutcome::TooManyRows(max) => Err(StepError::fatal(format!(
+            "the query returned more than {max} rows; add a LIMIT (the write, if any, was rolled back)"
+        ))),
+        StepSqlOutcome::TooManyBytes(read) => Err(StepError::fatal(format!(
+            "the query's rows came to {read} bytes as JSON, more than the {} limit on \
+             stored outputs; select fewer rows or columns, or raise CAIRN_MAX_OUTPUT_BYTES \
+             (--max-output-bytes) (the write, if any, was rolled back)",
+            super::http::format_bytes(limit)
+        ))),
+    }
 }
 
 /// Postgres error classes that another attempt can fix.

@@ -6,15 +6,15 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgArguments;
-use sqlx::query::QueryScalar;
+use sqlx::query::QueryAs;
 
 use super::Result;
 use crate::workflow::SqlMode;
 
-fn bind<'q, O>(
-    mut q: QueryScalar<'q, sqlx::Postgres, O, PgArguments>,
+fn bind_row<'q, O>(
+    mut q: QueryAs<'q, sqlx::Postgres, O, PgArguments>,
     params: &'q [Value],
-) -> QueryScalar<'q, sqlx::Postgres, O, PgArguments> {
+) -> QueryAs<'q, sqlx::Postgres, O, PgArguments> {
     for p in params {
         q = match p {
             Value::Null => q.bind(None::<String>),
@@ -30,14 +30,32 @@ fn bind<'q, O>(
     q
 }
 
-/// Runs `query` and returns `{ "rows": [...], "rowCount": n }`.
+/// Most rows a `sql` step's query may return.
+pub const MAX_ROWS: u64 = 100_000;
+
+/// What a `sql` step's statement gave.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepSqlOutcome {
+    /// `{ "rows": [...], "rowCount": n }`.
+    Done(Value),
+    /// The query returned more than [`MAX_ROWS`] rows (the count stops there).
+    TooManyRows(u64),
+    /// The rows came to more than `max_bytes` of JSON; reading stopped after this many.
+    TooManyBytes(u64),
+}
+
+/// Runs `query`. Rows come back as one JSON array built by the database, of at most
+/// [`MAX_ROWS`] rows and `max_bytes` bytes (as Postgres spells JSON): the database
+/// stops reading at the row limit and stops adding to the array at the byte limit, so
+/// a query that matches a whole table costs the worker no more memory than the limit.
 pub async fn execute(
     pool: &PgPool,
     query: &str,
     params: &[Value],
     mode: SqlMode,
     timeout: Duration,
-) -> Result<Value> {
+    max_bytes: u64,
+) -> Result<StepSqlOutcome> {
     let query = query.trim().trim_end_matches(';').trim();
     // One round trip: the transaction's mode and its statement timeout (a number this
     // function formats, never user text) travel with BEGIN, and so does the default
@@ -63,23 +81,39 @@ pub async fn execute(
     let returns_rows = matches!(first_word.as_str(), "select" | "with" | "values" | "table")
         || query.to_ascii_lowercase().contains("returning");
     let out = if returns_rows {
-        // Wrapping keeps any statement that yields rows and turns them into JSON.
-        let wrapped = if matches!(
+        // Wrapping keeps any statement that yields rows and turns them into JSON, in
+        // the database. The limits are numbers this function formats, never user text.
+        // A data-modifying WITH must be at the top level.
+        let (with, source) = if matches!(
             first_word.as_str(),
             "insert" | "update" | "delete" | "merge"
         ) {
-            format!(
-                "with cairn_rows as ({query}) select coalesce(jsonb_agg(to_jsonb(cairn_rows)), '[]'::jsonb) from cairn_rows"
+            (
+                format!("with cairn_rows as ({query}) "),
+                "cairn_rows".to_owned(),
             )
         } else {
-            format!(
-                "select coalesce(jsonb_agg(to_jsonb(cairn_rows)), '[]'::jsonb) from ({query}) as cairn_rows"
-            )
+            (String::new(), format!("({query}) as cairn_rows"))
         };
-        let rows: Value = bind(sqlx::query_scalar(sqlx::AssertSqlSafe(wrapped)), params)
-            .fetch_one(&mut *tx)
-            .await?;
-        let count = rows.as_array().map_or(0, Vec::len);
+        let wrapped = format!(
+            "{with}select coalesce(jsonb_agg(j order by n) filter (where total <= {max_bytes}), '[]'::jsonb), \
+                    count(*), coalesce(max(total), 0)::bigint \
+               from (select j, n, sum(octet_length(j::text)) over (order by n rows unbounded preceding) as total \
+                       from (select to_jsonb(cairn_rows) as j, row_number() over () as n \
+                               from {source} limit {limit}) as cairn_limited) as cairn_sized",
+            max_bytes = max_bytes.min(i64::MAX as u64),
+            limit = MAX_ROWS + 1,
+        );
+        let (rows, count, bytes): (Value, i64, i64) =
+            bind_row(sqlx::query_as(sqlx::AssertSqlSafe(wrapped)), params)
+                .fetch_one(&mut *tx)
+                .await?;
+        if count as u64 > MAX_ROWS {
+            return Ok(StepSqlOutcome::TooManyRows(MAX_ROWS));
+        }
+        if bytes as u64 > max_bytes {
+            return Ok(StepSqlOutcome::TooManyBytes(bytes as u64));
+        }
         json!({ "rows": rows, "rowCount": count })
     } else {
         let mut q = sqlx::query(sqlx::AssertSqlSafe(query.to_owned()));
@@ -99,5 +133,5 @@ pub async fn execute(
         json!({ "rows": [], "rowCount": done.rows_affected() })
     };
     tx.commit().await?;
-    Ok(out)
+    Ok(StepSqlOutcome::Done(out))
 }

@@ -150,6 +150,14 @@ pub struct HttpStep {
     /// A JSON body whose strings may be templates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<serde_json::Value>,
+    /// When not empty, the only hosts this step may connect to, on every redirect hop
+    /// too: names (lowercase), `*.suffix` patterns or IP addresses. It narrows the
+    /// worker's egress policy and never widens it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
+    /// A lower limit than the worker's on the response body read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_response_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,6 +202,9 @@ pub struct LlmStep {
     /// When set, the answer must be JSON matching this schema (see [`schema`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_schema: Option<serde_json::Value>,
+    /// A lower limit than the worker's on the model's answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_response_bytes: Option<u64>,
 }
 
 /// Waits for an external callback (`POST /api/webhooks/agent-result`).
@@ -258,6 +269,45 @@ impl Default for RetryPolicy {
             jitter: 0.2,
         }
     }
+}
+
+/// A host name as the `url` crate spells it (lowercase, punycode, no trailing dot), or
+/// `None` when `s` is not one.
+pub fn normalize_host(s: &str) -> Option<String> {
+    let s = s.trim().trim_end_matches('.');
+    if s.is_empty() || s.contains(['/', '@', '?', '#', ':', '*']) {
+        return None;
+    }
+    let url = reqwest::Url::parse(&format!("http://{s}/")).ok()?;
+    match url.host()? {
+        url::Host::Domain(d) => Some(d.to_owned()),
+        // An address spelled oddly (`2130706433`): keep the canonical spelling.
+        url::Host::Ipv4(ip) => Some(ip.to_string()),
+        url::Host::Ipv6(ip) => Some(ip.to_string()),
+    }
+}
+
+/// A byte size: a number of bytes, or a number with `KiB`, `MiB`, `GiB` (or `KB`, `MB`,
+/// `GB`, powers of 1000), e.g. `4MiB`, `512 KiB`, `1048576`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (e.g. 4MiB, 512KiB, 1048576)"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => return Err(format!("`{s}` is not a size (e.g. 4MiB, 512KiB, 1048576)")),
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("`{s}` is too large"))
 }
 
 /// The default step timeout when neither the step nor `[defaults]` sets one.

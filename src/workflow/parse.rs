@@ -122,6 +122,9 @@ struct RawStep {
     url: Option<Spanned<String>>,
     headers: Option<Spanned<BTreeMap<String, String>>>,
     body: Option<Spanned<toml::Value>>,
+    allowed_hosts: Option<Spanned<Vec<Spanned<String>>>>,
+    // http and llm
+    max_response_bytes: Option<Spanned<toml::Value>>,
     // sql
     query: Option<Spanned<String>>,
     params: Option<Spanned<Vec<toml::Value>>>,
@@ -605,6 +608,52 @@ fn check_template(
     }
 }
 
+/// An `allowed_hosts` entry as matched against URLs: a lowercase name, `*.` and a
+/// name, or an IP address.
+fn allowed_host(s: &str) -> Option<String> {
+    let s = s.trim();
+    let unbracketed = s
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(s);
+    if let Ok(ip) = unbracketed.parse::<std::net::IpAddr>() {
+        return Some(ip.to_string());
+    }
+    let (wild, name) = match s.strip_prefix("*.") {
+        Some(rest) => ("*.", rest),
+        None => ("", s),
+    };
+    let name = super::normalize_host(name)?;
+    // A wildcard over an address means nothing.
+    if !wild.is_empty() && name.parse::<std::net::IpAddr>().is_ok() {
+        return None;
+    }
+    Some(format!("{wild}{name}"))
+}
+
+/// `max_response_bytes`: a positive number of bytes or a size such as `"1MiB"`.
+fn max_response_bytes(cx: &mut Ctx<'_>, s: &RawStep, owner: &str) -> Option<u64> {
+    let m = s.max_response_bytes.as_ref()?;
+    let parsed = match m.get_ref() {
+        toml::Value::Integer(n) if *n > 0 => Ok(*n as u64),
+        toml::Value::String(text) => super::parse_size(text).and_then(|n| {
+            if n > 0 {
+                Ok(n)
+            } else {
+                Err("it must be more than 0".into())
+            }
+        }),
+        _ => Err("give a positive number of bytes or a size such as \"1MiB\"".into()),
+    };
+    match parsed {
+        Ok(n) => Some(n),
+        Err(e) => {
+            cx.error(m.span(), format!("{owner}: max_response_bytes: {e}"));
+            None
+        }
+    }
+}
+
 fn parse_step(
     cx: &mut Ctx<'_>,
     raw: &Spanned<RawStep>,
@@ -619,7 +668,12 @@ fn parse_step(
     let kind_name = s.kind.get_ref().as_str();
 
     // Fields that belong to another kind.
-    let present: [(&str, Option<Range<usize>>); 20] = [
+    let present: [(&str, Option<Range<usize>>); 22] = [
+        ("allowed_hosts", s.allowed_hosts.as_ref().map(Spanned::span)),
+        (
+            "max_response_bytes",
+            s.max_response_bytes.as_ref().map(Spanned::span),
+        ),
         ("method", s.method.as_ref().map(Spanned::span)),
         ("url", s.url.as_ref().map(Spanned::span)),
         ("headers", s.headers.as_ref().map(Spanned::span)),
@@ -642,7 +696,14 @@ fn parse_step(
         ("output", s.output.as_ref().map(Spanned::span)),
     ];
     let allowed: &[&str] = match kind_name {
-        "http" => &["method", "url", "headers", "body"],
+        "http" => &[
+            "method",
+            "url",
+            "headers",
+            "body",
+            "allowed_hosts",
+            "max_response_bytes",
+        ],
         "sql" => &["query", "params", "mode"],
         "sleep" => &["duration"],
         "llm" => &[
@@ -652,6 +713,7 @@ fn parse_step(
             "temperature",
             "max_tokens",
             "output_schema",
+            "max_response_bytes",
         ],
         "wait" => &[],
         "workflow" => &["workflow", "input"],
@@ -742,11 +804,34 @@ fn parse_step(
                 check_templates(cx, b.span(), &v, input, upstream, &owner);
                 v
             });
+            let mut allowed_hosts = Vec::new();
+            if let Some(list) = &s.allowed_hosts {
+                if list.get_ref().is_empty() {
+                    cx.error(
+                        list.span(),
+                        format!("{owner}: allowed_hosts is empty; leave it out to allow any host the worker allows"),
+                    );
+                }
+                for h in list.get_ref() {
+                    match allowed_host(h.get_ref()) {
+                        Some(p) => allowed_hosts.push(p),
+                        None => cx.error(
+                            h.span(),
+                            format!(
+                                "{owner}: `{}` in allowed_hosts is not a host name, `*.domain` or an IP address (no scheme, port or path)",
+                                h.get_ref()
+                            ),
+                        ),
+                    }
+                }
+            }
             StepKind::Http(HttpStep {
                 method,
                 url,
                 headers,
                 body,
+                allowed_hosts,
+                max_response_bytes: max_response_bytes(cx, s, &owner),
             })
         }
         "sql" => {
@@ -858,6 +943,7 @@ fn parse_step(
                 temperature,
                 max_tokens,
                 output_schema,
+                max_response_bytes: max_response_bytes(cx, s, &owner),
             })
         }
         "wait" => StepKind::Wait(WaitStep {}),
@@ -1102,6 +1188,92 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect()
+    }
+
+    #[test]
+    fn allowed_hosts_and_response_limits() {
+        let wf = parse_workflow(
+            "wf",
+            "wf.toml",
+            r#"
+[[steps]]
+id = "call"
+kind = "http"
+url = "https://API.example.com/x"
+allowed_hosts = ["API.Example.com.", "*.example.org", "10.0.0.1", "[::1]"]
+max_response_bytes = "1MiB"
+
+[[steps]]
+id = "ask"
+kind = "llm"
+prompt = "hi"
+max_response_bytes = 2048
+"#,
+        )
+        .unwrap();
+        let StepKind::Http(h) = &wf.steps[0].kind else {
+            panic!("http")
+        };
+        assert_eq!(
+            h.allowed_hosts,
+            ["api.example.com", "*.example.org", "10.0.0.1", "::1"]
+        );
+        assert_eq!(h.max_response_bytes, Some(1024 * 1024));
+        let StepKind::Llm(l) = &wf.steps[1].kind else {
+            panic!("llm")
+        };
+        assert_eq!(l.max_response_bytes, Some(2048));
+
+        let e = errors(
+            r#"
+[[steps]]
+id = "call"
+kind = "http"
+url = "https://example.com/"
+allowed_hosts = ["https://example.com/", "*.10.0.0.1", "a b", "example.com:443"]
+max_response_bytes = 0
+
+[[steps]]
+id = "q"
+kind = "sql"
+query = "select 1"
+allowed_hosts = ["example.com"]
+max_response_bytes = "lots"
+"#,
+        );
+        for bad in [
+            "https://example.com/",
+            "*.10.0.0.1",
+            "a b",
+            "example.com:443",
+        ] {
+            assert!(
+                e.iter()
+                    .any(|m| m.contains(&format!("`{bad}` in allowed_hosts"))),
+                "{bad}: {e:?}"
+            );
+        }
+        assert!(
+            e.iter()
+                .any(|m| m.contains("max_response_bytes: give a positive number")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("field `allowed_hosts` does not apply to kind `sql`")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("field `max_response_bytes` does not apply to kind `sql`")),
+            "{e:?}"
+        );
+        assert_eq!(super::super::parse_size("4MiB"), Ok(4 * 1024 * 1024));
+        assert_eq!(super::super::parse_size(" 512 KiB "), Ok(512 * 1024));
+        assert_eq!(super::super::parse_size("1000"), Ok(1000));
+        assert_eq!(super::super::parse_size("2MB"), Ok(2_000_000));
+        assert!(super::super::parse_size("4 parsecs").is_err());
+        assert!(super::super::parse_size("-1").is_err());
     }
 
     const GOOD: &str = r#"

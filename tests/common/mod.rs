@@ -104,6 +104,11 @@ pub fn fast_settings() -> cairn::worker::WorkerSettings {
         shutdown_grace: Duration::from_secs(5),
         env: Default::default(),
         llm: None,
+        // The tests' services listen on loopback, which steps may not reach by default.
+        egress_allow: cairn::step::EgressAllow::parse(&["127.0.0.0/8", "::1"])
+            .expect("loopback entries parse"),
+        limits: Default::default(),
+        step_pool: None,
     }
 }
 
@@ -376,24 +381,35 @@ pub async fn attempts(
 /// A `cairn worker` child process, killed when dropped.
 pub struct WorkerProcess {
     pub child: std::process::Child,
+    /// Where its standard output and error go.
+    pub log: std::path::PathBuf,
 }
 
 impl WorkerProcess {
     pub fn spawn(database_url: &str, args: &[&str]) -> WorkerProcess {
+        WorkerProcess::spawn_with(database_url, args, &[])
+    }
+
+    /// With more environment variables (`envs` override the defaults set here).
+    pub fn spawn_with(database_url: &str, args: &[&str], envs: &[(&str, &str)]) -> WorkerProcess {
         let log =
             std::env::temp_dir().join(format!("cairn-test-worker-{}.log", ulid::Ulid::generate()));
         let stderr = std::fs::File::create(&log).expect("worker log file");
+        let stdout = stderr.try_clone().expect("worker log file");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
             .arg("worker")
             .args(args)
             .env("DATABASE_URL", database_url)
             .env("CAIRN_NO_MIGRATE", "true")
+            // The tests' services listen on loopback (`--egress-allow` overrides this).
+            .env("CAIRN_EGRESS_ALLOW", "127.0.0.0/8,::1")
             .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
+            .envs(envs.iter().copied())
+            .stdout(stdout)
             .stderr(stderr)
             .spawn()
             .expect("spawn cairn worker");
-        WorkerProcess { child }
+        WorkerProcess { child, log }
     }
 
     pub fn pid(&self) -> i32 {
