@@ -730,3 +730,71 @@ async fn sql_steps_run_as_the_step_role_when_one_is_set(pool: PgPool) {
             .unwrap();
     }
 }
+
+/// Answers 401 quoting the `Authorization` header it was sent, as careless services do.
+async fn echoing_service() -> SocketAddr {
+    let app = Router::new().route(
+        "/echo",
+        post(|h: HeaderMap| async move {
+            let sent = h
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({ "error": format!("invalid credentials: {sent}") })),
+            )
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+#[sqlx::test(migrations = false)]
+async fn template_environment_values_are_redacted_from_errors(pool: PgPool) {
+    migrate(&pool).await;
+    const KEY: &str = "sk-live-0123456789abcdef";
+    let service = echoing_service().await;
+    let def = definition(
+        "keyed_call",
+        &format!(
+            r#"
+[[steps]]
+id = "call"
+kind = "http"
+method = "POST"
+url = "http://{service}/echo"
+headers = {{ authorization = "Bearer {{{{ env.API_KEY }}}}" }}
+retry = {{ max_attempts = 1 }}
+"#
+        ),
+    );
+    let mut settings = fast_settings();
+    settings.env.insert("API_KEY".into(), KEY.into());
+    let worker = TestWorker::start(&pool, settings);
+    let id = submit(&pool, &def, json!({})).await;
+    let statuses = wait_finished(&pool, &[id.clone()], Duration::from_secs(30)).await;
+    worker.shutdown().await;
+    assert_eq!(statuses[&id], "dead");
+
+    let stored: String = sqlx::query_scalar(
+        "select coalesce(string_agg(t, E'\\n'), '') from (
+             select row_to_json(s)::text as t from steps s where run_id = $1
+             union all select row_to_json(a)::text from step_attempts a where run_id = $1
+             union all select row_to_json(e)::text from run_events e where run_id = $1
+             union all select row_to_json(d)::text from dead_letters d where run_id = $1
+         ) as everything",
+    )
+    .bind(&id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(!stored.contains(KEY), "the key is stored: {stored}");
+    assert!(
+        stored.contains("invalid credentials: Bearer [redacted API_KEY]"),
+        "the error still says what happened: {stored}"
+    );
+}

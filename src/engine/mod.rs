@@ -66,6 +66,23 @@ pub enum EngineError {
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
+/// Shortest template environment value redacted from step errors.
+pub const REDACT_MIN: usize = 4;
+
+/// `message` with each value of `env` (at least [`REDACT_MIN`] bytes long) replaced by
+/// `[redacted NAME]`, longest values first so that one containing another goes whole.
+pub fn redact(env: &BTreeMap<String, String>, mut message: String) -> String {
+    let mut values: Vec<(&String, &String)> =
+        env.iter().filter(|(_, v)| v.len() >= REDACT_MIN).collect();
+    values.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+    for (name, value) in values {
+        if message.contains(value.as_str()) {
+            message = message.replace(value.as_str(), &format!("[redacted {name}]"));
+        }
+    }
+    message
+}
+
 /// How long a run handed back after an error waits before it is tried again.
 pub const RETRY_AFTER_ERROR: Duration = Duration::from_secs(5);
 
@@ -726,6 +743,15 @@ impl Engine {
         Ok(())
     }
 
+    /// `message` without the values of the environment variables templates may read
+    /// (`CAIRN_TEMPLATE_ENV`: API keys, as a rule): a step's error is stored, shown to
+    /// viewers and put in dead letters, and a service's answer or a URL in it may quote
+    /// what the step sent. Values shorter than [`REDACT_MIN`] are left alone: they are
+    /// not secrets, and replacing them would garble every message.
+    fn redact(&self, message: String) -> String {
+        redact(&self.config.env, message)
+    }
+
     /// Commits an attempt's outcome. Returns the error if the step has failed for good.
     async fn finish(
         &self,
@@ -767,14 +793,14 @@ impl Engine {
                     }
                     _ => None,
                 };
-                let message = if retry_in.is_none() && error.is_retryable() {
+                let message = self.redact(if retry_in.is_none() && error.is_retryable() {
                     format!(
                         "{error} (attempt {} of {max}; no attempts left)",
                         attempt - floor
                     )
                 } else {
                     error.to_string()
-                };
+                });
                 let mut tx = self.pool.begin().await?;
                 let next = store::steps::step_fail(
                     &mut tx, cx.lease, &step_id, attempt, &message, retry_in,
@@ -893,6 +919,7 @@ impl Engine {
         states: &mut HashMap<String, StepState>,
         error: String,
     ) -> Result<Started<'static>> {
+        let error = self.redact(error);
         let mut tx = self.pool.begin().await?;
         store::steps::step_begin(&mut tx, cx.lease, &step.id, attempt).await?;
         store::steps::step_fail(&mut tx, cx.lease, &step.id, attempt, &error, None).await?;
@@ -1249,4 +1276,26 @@ pub async fn rescue_expired(pool: &PgPool, batch: i64) -> Result<usize> {
         tracing::info!(count = ids.len(), runs = ?ids, "requeued runs whose worker lost its lease");
     }
     Ok(ids.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_environment_values_are_redacted_longest_first() {
+        let env: BTreeMap<String, String> = [
+            ("KEY", "sk-123456"),
+            ("LONG", "sk-123456-extended"),
+            ("SHORT", "abc"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(
+            redact(&env, "sent sk-123456-extended and sk-123456 and abc".into()),
+            "sent [redacted LONG] and [redacted KEY] and abc"
+        );
+        assert_eq!(redact(&env, "nothing".into()), "nothing");
+    }
 }
