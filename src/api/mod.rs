@@ -11,6 +11,7 @@ mod dead_letters;
 pub mod error;
 mod events;
 mod extract;
+pub mod guard;
 mod health;
 mod metrics;
 pub mod projects;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub principals: Arc<auth::Principals>,
     /// Writes concurrent `POST /api/tasks` together (see [`SubmitBatcher`]).
     pub submits: Arc<SubmitBatcher>,
+    /// Request timeout, event stream limits, where `/metrics` is served.
+    pub limits: guard::Limits,
 }
 
 impl AppState {
@@ -80,6 +83,7 @@ impl AppState {
             webhook_secret: None,
             prices: Arc::default(),
             principals: Arc::default(),
+            limits: guard::Limits::default(),
         }
     }
 }
@@ -146,7 +150,8 @@ pub fn router(state: AppState) -> Router {
         ),
         None => api,
     };
-    api.route("/metrics", get(metrics::metrics))
+    let app = api
+        .route("/metrics", get(metrics::metrics))
         // Unknown API paths answer in the API's error shape, not with the dashboard.
         .route(
             "/api/{*rest}",
@@ -161,6 +166,8 @@ pub fn router(state: AppState) -> Router {
     )
     .merge(health::router())
     .layer(DefaultBodyLimit::max(MAX_BODY))
+    .layer(axum::middleware::from_fn_with_state(state.clone(), guard::timeout))
+    .layer(axum::middleware::from_fn_with_state(state.clone(), guard::same_origin))
     .layer(
         TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
             let id = req
@@ -172,8 +179,8 @@ pub fn router(state: AppState) -> Router {
         }),
     )
     .layer(PropagateRequestIdLayer::new(request_id.clone()))
-    .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-    .with_state(state)
+    .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
+    guard::security_headers(app, state.cookie_secure).with_state(state)
 }
 
 /// Serves until `shutdown` is cancelled, then drains open requests.
