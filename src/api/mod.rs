@@ -67,6 +67,8 @@ pub struct AppState {
     pub submits: Arc<SubmitBatcher>,
     /// Request timeout, event stream limits, where `/metrics` is served.
     pub limits: guard::Limits,
+    /// The last `/metrics` rendering.
+    metrics: Arc<metrics::Cache>,
 }
 
 impl AppState {
@@ -84,6 +86,7 @@ impl AppState {
             prices: Arc::default(),
             principals: Arc::default(),
             limits: guard::Limits::default(),
+            metrics: Arc::default(),
         }
     }
 }
@@ -150,8 +153,12 @@ pub fn router(state: AppState) -> Router {
         ),
         None => api,
     };
+    // `/metrics` for viewers, unless it has a listener of its own.
+    let api = match state.limits.metrics_elsewhere {
+        true => api,
+        false => api.route("/metrics", get(metrics::metrics)),
+    };
     let app = api
-        .route("/metrics", get(metrics::metrics))
         // Unknown API paths answer in the API's error shape, not with the dashboard.
         .route(
             "/api/{*rest}",
@@ -181,6 +188,24 @@ pub fn router(state: AppState) -> Router {
     .layer(PropagateRequestIdLayer::new(request_id.clone()))
     .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
     guard::security_headers(app, state.cookie_secure).with_state(state)
+}
+
+/// `/metrics` alone, unauthenticated, for a listener only the monitoring network
+/// reaches (`--metrics-listen`).
+pub fn metrics_router(state: AppState) -> Router {
+    let app = Router::new().route("/metrics", get(metrics::metrics_open));
+    guard::security_headers(app, state.cookie_secure).with_state(state)
+}
+
+/// Serves [`metrics_router`] until `shutdown` is cancelled.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, metrics_router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
 }
 
 /// Serves until `shutdown` is cancelled, then drains open requests.
