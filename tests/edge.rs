@@ -714,3 +714,52 @@ async fn the_api_pool_cancels_long_statements(pool: PgPool) {
     drop(api);
     api_pool.close().await;
 }
+
+#[sqlx::test(migrations = false)]
+async fn ctl_logs_follow_reconnects_across_stream_ends(pool: PgPool) {
+    migrate(&pool).await;
+    // Streams of 300 ms, a run of 3 s or more: `--follow` sees several streams end.
+    let api = spawn_api(
+        &pool,
+        Limits {
+            stream_lifetime: Duration::from_millis(300),
+            ..Limits::default()
+        },
+    )
+    .await;
+    let def = definition(
+        "napper",
+        "[[steps]]\nid = \"nap\"\nkind = \"sleep\"\nduration = \"3s\"\n\n\
+         [[steps]]\nid = \"after\"\nkind = \"sql\"\nneeds = [\"nap\"]\nquery = \"select 1 as one\"\n",
+    );
+    let run = submit(&pool, &def, json!({})).await;
+    let worker = TestWorker::start(&pool, fast_settings());
+    let viewer = token(&pool, Role::Viewer).await;
+    let follow = tokio::process::Command::new(env!("CARGO_BIN_EXE_ctl"))
+        .args(["task", "logs", &run, "--follow"])
+        .env("CAIRN_API_URL", &api.base)
+        .env("CAIRN_TOKEN", &viewer)
+        .env("HOME", std::env::temp_dir())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), follow)
+        .await
+        .expect("ctl logs --follow ends when the run does")
+        .expect("run ctl");
+    worker.shutdown().await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("run_succeeded"), "{stdout}");
+    // Every event once, in order: nothing lost or repeated across reconnections.
+    let printed: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    let stored: i64 = sqlx::query_scalar("select count(*) from run_events where run_id = $1")
+        .bind(&run)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(printed.len() as i64, stored, "{stdout}");
+}
