@@ -135,6 +135,25 @@ async fn connect_as(db: &DatabaseArgs, migrate: bool, quiet: bool) -> Result<sql
     Ok(pool)
 }
 
+/// The API's pool, whose statements time out (`--statement-timeout`). Migrations run
+/// first, on a connection of their own: they may rightly take longer than a request.
+async fn connect_api(db: &DatabaseArgs, api: &ApiArgs) -> Result<sqlx::PgPool> {
+    if !db.no_migrate {
+        let one = DatabaseArgs {
+            db_pool: 1,
+            ..db.clone()
+        };
+        close(connect(&one, true).await?).await;
+    }
+    let url = db
+        .database_url
+        .as_deref()
+        .context("DATABASE_URL is not set (give --database-url or set DATABASE_URL)")?;
+    cairn::store::connect_api(url, db.db_pool, api.statement_timeout)
+        .await
+        .context("connecting to the database")
+}
+
 fn load_workflows(args: &WorkflowArgs) -> Result<Arc<cairn::workflow::Registry>> {
     let registry = cairn::workflow::Registry::load_dir(&args.workflows_dir)
         .with_context(|| format!("loading workflows from {}", args.workflows_dir.display()))?;
@@ -226,7 +245,20 @@ async fn serve_api(
         cairn::api::projects::Prices::parse(&api.llm_prices)
             .map_err(|e| anyhow::anyhow!("CAIRN_LLM_PRICES: {e}"))?,
     );
-    cairn::api::serve(listener, state, shutdown).await?;
+    state.limits = api.limits();
+    match api.metrics_listen.as_deref().map(str::trim) {
+        Some(addr) if !addr.is_empty() => {
+            let metrics = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr} for metrics"))?;
+            tracing::info!(addr = %metrics.local_addr()?, "metrics listening");
+            tokio::try_join!(
+                cairn::api::serve(listener, state.clone(), shutdown.clone()),
+                cairn::api::serve_metrics(metrics, state, shutdown),
+            )?;
+        }
+        _ => cairn::api::serve(listener, state, shutdown).await?,
+    }
     Ok(())
 }
 
@@ -288,7 +320,7 @@ async fn main() -> Result<()> {
         }
         Command::Api { db, workflows, api } => {
             let registry = load_workflows(&workflows)?;
-            let pool = connect(&db, true).await?;
+            let pool = connect_api(&db, &api).await?;
             let served =
                 serve_api(pool.clone(), registry, &api, cairn::shutdown::on_signal()).await;
             close(pool).await;
@@ -364,9 +396,15 @@ async fn main() -> Result<()> {
                 println!("CAIRN_API_URL=http://{}", api.listen);
                 println!("CAIRN_TOKEN={token}");
             }
+            // The API's own pool, with its statement timeout (the worker's has none).
+            let api_db = DatabaseArgs {
+                no_migrate: true,
+                ..db.clone()
+            };
+            let api_pool = connect_api(&api_db, &api).await?;
             let shutdown = cairn::shutdown::on_signal();
             let (a, w, s) = tokio::join!(
-                serve_api(pool.clone(), registry.clone(), &api, shutdown.clone()),
+                serve_api(api_pool, registry.clone(), &api, shutdown.clone()),
                 cairn::worker::run(pool.clone(), settings, shutdown.clone()),
                 run_scheduler(pool, registry, &scheduler, shutdown.clone()),
             );

@@ -61,6 +61,43 @@ pub struct ApiArgs {
     /// (set this only behind a proxy that appends it, such as a load balancer).
     #[arg(long, env = "CAIRN_TRUST_FORWARDED_FOR")]
     pub trust_forwarded_for: bool,
+    /// Serve `/metrics` on this address instead, without authentication (then it is not
+    /// on the main listener, where it needs a viewer). Keep it off the public network.
+    #[arg(long, env = "CAIRN_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// Longest an API request may take; past it the request is answered with 503.
+    /// Live event streams are exempt.
+    #[arg(long, env = "CAIRN_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// Longest one SQL statement of the API may run (`statement_timeout` on its pool).
+    #[arg(long, env = "CAIRN_STATEMENT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub statement_timeout: Duration,
+    /// Open live event streams (`/api/events`) one user or service token may hold.
+    #[arg(long, env = "CAIRN_EVENTS_PER_PRINCIPAL", default_value_t = 8)]
+    pub events_per_principal: usize,
+    /// Open live event streams this API process serves in all.
+    #[arg(long, env = "CAIRN_EVENTS_MAX", default_value_t = 1000)]
+    pub events_max: usize,
+    /// A live event stream ends after this long; clients reconnect with `Last-Event-ID`.
+    #[arg(long, env = "CAIRN_EVENTS_LIFETIME", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub events_lifetime: Duration,
+}
+
+impl ApiArgs {
+    /// The API's edge settings these flags give.
+    pub fn limits(&self) -> crate::api::guard::Limits {
+        crate::api::guard::Limits {
+            request_timeout: self.request_timeout,
+            streams_per_principal: self.events_per_principal,
+            streams_max: self.events_max,
+            stream_lifetime: self.events_lifetime,
+            metrics_elsewhere: self
+                .metrics_listen
+                .as_ref()
+                .is_some_and(|a| !a.trim().is_empty()),
+            ..Default::default()
+        }
+    }
 }
 
 /// A lifetime: a duration (`90d`, `12h`), or `never` / `0` for none.

@@ -50,6 +50,9 @@ locals {
       { name = "CAIRN_LISTEN", value = "0.0.0.0:${local.api_port}" },
       { name = "CAIRN_WORKFLOWS_DIR", value = "/app/workflows" },
       { name = "CAIRN_DB_POOL", value = tostring(var.api_db_pool) },
+      # Browsers reach the api only through the ALB's HTTPS listener: Secure session
+      # cookies, and Strict-Transport-Security on every answer.
+      { name = "CAIRN_COOKIE_SECURE", value = "true" },
     ],
     var.llm_prices == "" ? [] : [{ name = "CAIRN_LLM_PRICES", value = var.llm_prices }],
   )

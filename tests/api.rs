@@ -825,6 +825,7 @@ async fn revoking_a_token_or_logging_out_takes_effect_at_once(pool: PgPool) {
         .http
         .post(format!("{}/api/auth/logout", api.base))
         .header("cookie", cookie.clone())
+        .header("origin", &api.base)
         .send()
         .await
         .unwrap();

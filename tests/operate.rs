@@ -813,6 +813,7 @@ async fn metrics_and_text_search_report_what_is_there(pool: PgPool) {
     let text = api
         .http
         .get(format!("{}/metrics", api.base))
+        .bearer_auth(&api.operator)
         .send()
         .await
         .unwrap()

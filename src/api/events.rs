@@ -4,10 +4,17 @@
 //! every open stream; each stream then reads the events after its cursor from
 //! `run_events`, so what it sends is always the durable history, in id order, and a
 //! client reconnecting with `Last-Event-ID` misses nothing.
+//!
+//! A stream is bounded: it re-checks its caller's credential every
+//! [`Limits::stream_recheck`] and at once when a credential is revoked in this process
+//! (ending when it is no longer valid), it ends after [`Limits::stream_lifetime`]
+//! (its last message carries the cursor, so `EventSource` and `ctl logs --follow`
+//! resume where it stopped), and each principal, and the process in all, may hold only
+//! so many open (see [`EventHub::claim`]).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -18,23 +25,88 @@ use futures::Stream;
 use serde::Deserialize;
 use serde_json::json;
 use sqlx::PgPool;
-use tokio::sync::{OnceCell, broadcast};
+use tokio::sync::{OnceCell, broadcast, watch};
+use tokio::time::Instant;
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::auth::Viewer;
+use super::auth::{Viewer, authenticate};
 use super::extract::AppQuery;
+use super::guard::Limits;
 use super::{ApiError, AppState};
+use crate::auth::{Principal, Role};
 use crate::store;
 
-/// Wakes event streams when Postgres announces new events.
+/// How long a client refused for too many streams is asked to wait.
+const STREAMS_RETRY_AFTER: u64 = 10;
+
+/// Wakes event streams when Postgres announces new events, and counts them.
 #[derive(Default)]
 pub struct EventHub {
     /// Sends the id of each announced event; receivers are the open streams.
     tx: OnceCell<broadcast::Sender<i64>>,
+    /// Open streams, in all and per principal; each [`Slot`] gives its place back when
+    /// its stream is dropped.
+    open: Mutex<Open>,
+}
+
+#[derive(Debug, Default)]
+struct Open {
+    total: usize,
+    by_principal: HashMap<String, usize>,
+}
+
+/// An open stream's place in [`EventHub`]'s counts, released on drop (the client went
+/// away, or the stream ended).
+struct Slot {
+    hub: Hub,
+    principal: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.hub.lock();
+        open.total = open.total.saturating_sub(1);
+        if let Some(n) = open.by_principal.get_mut(&self.principal) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.by_principal.remove(&self.principal);
+            }
+        }
+    }
 }
 
 impl EventHub {
+    /// A place for one more stream of `principal`, unless it already holds
+    /// [`Limits::streams_per_principal`] or the process serves [`Limits::streams_max`].
+    fn claim(self: &Arc<Self>, principal: String, limits: &Limits) -> Result<Slot, ApiError> {
+        let mut open = self.lock();
+        let mine = open.by_principal.get(&principal).copied().unwrap_or(0);
+        let refuse = |message: String| ApiError::TooManyRequests {
+            message,
+            retry_after: STREAMS_RETRY_AFTER,
+        };
+        if mine >= limits.streams_per_principal {
+            return Err(refuse(format!(
+                "you already have {mine} open event streams; close one first"
+            )));
+        }
+        if open.total >= limits.streams_max {
+            return Err(refuse("this server has too many open event streams".into()));
+        }
+        open.total += 1;
+        *open.by_principal.entry(principal.clone()).or_default() += 1;
+        Ok(Slot {
+            hub: self.clone(),
+            principal,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
+        // Every change is a few integer updates: a panic cannot leave one half done.
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     async fn subscribe(&self, pool: &PgPool) -> broadcast::Receiver<i64> {
         let tx = self
             .tx
@@ -105,6 +177,20 @@ pub struct StreamQuery {
     after: Option<i64>,
 }
 
+/// Whom a stream counts against: a user (whatever credential they use), or a
+/// service token by its secret's hash (service tokens belong to no user).
+fn principal_key(p: &Principal, headers: &HeaderMap) -> String {
+    if let Some(id) = p.user_id {
+        return format!("user:{id}");
+    }
+    let secret = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| super::guard::session_cookie(headers))
+        .unwrap_or_default();
+    format!("secret:{}", crate::auth::secret_hash(secret))
+}
+
 struct Cursor {
     pool: PgPool,
     rx: broadcast::Receiver<i64>,
@@ -112,19 +198,55 @@ struct Cursor {
     run_id: Option<String>,
     workflow: Option<String>,
     pending: VecDeque<store::events::FeedRow>,
+    /// To re-check the caller: the server's state and the request's credentials.
+    state: AppState,
+    headers: HeaderMap,
+    /// Changes when a credential is revoked in this process; the sender lives in
+    /// `state.principals`.
+    revocations: watch::Receiver<u64>,
+    /// A revocation was announced: re-check before sending anything more.
+    recheck_now: bool,
+    next_check: Instant,
+    ends_at: Instant,
+    /// The stream has said its last message.
+    done: bool,
+    _slot: Slot,
+}
+
+impl Cursor {
+    /// Whether the caller's credential still admits a viewer.
+    async fn caller_valid(&self) -> bool {
+        match authenticate(&self.state, &self.headers).await {
+            Ok(Some(p)) => p.role >= Role::Viewer,
+            Ok(None) => false,
+            Err(e) => {
+                tracing::debug!(error = %e, "an event stream's caller is no longer valid");
+                false
+            }
+        }
+    }
 }
 
 /// Live run and step events (`text/event-stream`). Each event's `id` is its run-event id;
-/// reconnect with `Last-Event-ID` to resume without gaps.
+/// reconnect with `Last-Event-ID` to resume without gaps. A stream ends after a while
+/// (15 minutes by default; its last message is an `id` alone) and when its credential
+/// stops being valid; too many open streams answer 429.
 #[utoipa::path(get, path = "/api/events", tag = "events", params(StreamQuery,
         ("Last-Event-ID" = Option<i64>, Header, description = "resume after this event")),
-    responses((status = 200, content_type = "text/event-stream", description = "a stream of `run-event` events")))]
+    responses((status = 200, content_type = "text/event-stream", description = "a stream of `run-event` events"),
+        (status = 429, description = "too many open streams", body = super::error::ErrorBody)))]
 async fn stream(
     State(state): State<AppState>,
-    _: Viewer,
+    Viewer(caller): Viewer,
     headers: HeaderMap,
     AppQuery(q): AppQuery<StreamQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let limits = state.limits;
+    let slot = state
+        .events
+        .claim(principal_key(&caller, &headers), &limits)?;
+    // Subscribed before anything else can happen: a revocation from here on is seen.
+    let revocations = state.principals.subscribe();
     let rx = state.events.subscribe(&state.pool).await;
     let last = headers
         .get("last-event-id")
@@ -142,9 +264,39 @@ async fn stream(
         run_id: q.run_id,
         workflow: q.workflow,
         pending: VecDeque::new(),
+        state: state.clone(),
+        headers,
+        revocations,
+        recheck_now: false,
+        next_check: Instant::now() + limits.stream_recheck,
+        ends_at: Instant::now() + limits.stream_lifetime,
+        done: false,
+        _slot: slot,
     };
-    let stream = futures::stream::unfold(cursor, |mut c| async move {
+    let stream = futures::stream::unfold(cursor, move |mut c| async move {
+        if c.done {
+            return None;
+        }
         loop {
+            let now = Instant::now();
+            if now >= c.ends_at {
+                // An `id` without data sets the client's last event id without
+                // dispatching anything: a client that saw no events in this stream
+                // still resumes from where it stood.
+                c.done = true;
+                return Some((Ok(Event::default().id(c.after.to_string())), c));
+            }
+            if c.recheck_now
+                || !matches!(c.revocations.has_changed(), Ok(false))
+                || now >= c.next_check
+            {
+                c.revocations.borrow_and_update();
+                if !c.caller_valid().await {
+                    return None;
+                }
+                c.recheck_now = false;
+                c.next_check = Instant::now() + limits.stream_recheck;
+            }
             if let Some(e) = c.pending.pop_front() {
                 c.after = e.id;
                 let data = json!({
@@ -173,9 +325,18 @@ async fn stream(
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "reading events for a stream failed"),
             }
-            match c.rx.recv().await {
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => return None,
+            tokio::select! {
+                woken = c.rx.recv() => match woken {
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                revoked = c.revocations.changed() => match revoked {
+                    Ok(()) => c.recheck_now = true,
+                    // Revocations can no longer be heard (cannot happen while the
+                    // state lives): stop rather than serve unchecked.
+                    Err(_) => return None,
+                },
+                _ = tokio::time::sleep_until(c.next_check.min(c.ends_at)) => {}
             }
         }
     });

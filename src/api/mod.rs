@@ -12,6 +12,7 @@ mod dead_letters;
 pub mod error;
 mod events;
 mod extract;
+pub mod guard;
 mod health;
 mod metrics;
 pub mod projects;
@@ -69,6 +70,10 @@ pub struct AppState {
     pub login: Arc<auth::LoginGuard>,
     /// How long tokens made through the API live unless asked for less (`None`: never).
     pub token_ttl: Option<std::time::Duration>,
+    /// Request timeout, event stream limits, where `/metrics` is served.
+    pub limits: guard::Limits,
+    /// The last `/metrics` rendering.
+    metrics: Arc<metrics::Cache>,
 }
 
 impl AppState {
@@ -87,6 +92,8 @@ impl AppState {
             principals: Arc::default(),
             login: Arc::default(),
             token_ttl: Some(crate::auth::TOKEN_TTL),
+            limits: guard::Limits::default(),
+            metrics: Arc::default(),
         }
     }
 }
@@ -153,7 +160,12 @@ pub fn router(state: AppState) -> Router {
         ),
         None => api,
     };
-    api.route("/metrics", get(metrics::metrics))
+    // `/metrics` for viewers, unless it has a listener of its own.
+    let api = match state.limits.metrics_elsewhere {
+        true => api,
+        false => api.route("/metrics", get(metrics::metrics)),
+    };
+    let app = api
         // Unknown API paths answer in the API's error shape, not with the dashboard.
         .route(
             "/api/{*rest}",
@@ -169,6 +181,8 @@ pub fn router(state: AppState) -> Router {
     .merge(health::router())
     .layer(DefaultBodyLimit::max(MAX_BODY))
     .layer(axum::middleware::from_fn(boundary::boundary))
+    .layer(axum::middleware::from_fn_with_state(state.clone(), guard::timeout))
+    .layer(axum::middleware::from_fn_with_state(state.clone(), guard::same_origin))
     .layer(
         TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
             let id = req
@@ -180,8 +194,26 @@ pub fn router(state: AppState) -> Router {
         }),
     )
     .layer(PropagateRequestIdLayer::new(request_id.clone()))
-    .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-    .with_state(state)
+    .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
+    guard::security_headers(app, state.cookie_secure).with_state(state)
+}
+
+/// `/metrics` alone, unauthenticated, for a listener only the monitoring network
+/// reaches (`--metrics-listen`).
+pub fn metrics_router(state: AppState) -> Router {
+    let app = Router::new().route("/metrics", get(metrics::metrics_open));
+    guard::security_headers(app, state.cookie_secure).with_state(state)
+}
+
+/// Serves [`metrics_router`] until `shutdown` is cancelled.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, metrics_router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
 }
 
 /// Serves until `shutdown` is cancelled, then drains open requests.

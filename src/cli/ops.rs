@@ -177,18 +177,22 @@ pub async fn logs(client: &Client, out: &mut Out<'_>, id: &str, follow: bool) ->
     ) {
         return Ok(0);
     }
-    let mut stream = client
-        .sse(&format!("/api/events?runId={id}&after={last}"))
-        .await?;
-    while let Some(data) = stream.next_event().await? {
-        let e: Value = serde_json::from_str(&data)?;
-        out.event(&e)?;
-        if matches!(
-            e["kind"].as_str(),
-            Some("run_succeeded" | "run_dead" | "run_cancelled")
-        ) {
-            break;
+    // The API ends a stream after a while (and when the token stops being valid): open
+    // another from the last event seen until the run finishes (or the API refuses).
+    loop {
+        let mut stream = client
+            .sse(&format!("/api/events?runId={id}&after={last}"))
+            .await?;
+        while let Some(data) = stream.next_event().await? {
+            let e: Value = serde_json::from_str(&data)?;
+            out.event(&e)?;
+            last = e["id"].as_i64().unwrap_or(last);
+            if matches!(
+                e["kind"].as_str(),
+                Some("run_succeeded" | "run_dead" | "run_cancelled")
+            ) {
+                return Ok(0);
+            }
         }
     }
-    Ok(0)
 }

@@ -101,8 +101,8 @@ pub async fn dead_letter_purge(conn: &mut sqlx::PgConnection, ids: &[i64]) -> Re
         .rows_affected())
 }
 
-pub async fn dead_letter_count(pool: &PgPool) -> Result<i64> {
+pub async fn dead_letter_count(db: impl sqlx::PgExecutor<'_>) -> Result<i64> {
     Ok(sqlx::query_scalar("select count(*) from dead_letters")
-        .fetch_one(pool)
+        .fetch_one(db)
         .await?)
 }

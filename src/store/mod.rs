@@ -88,6 +88,26 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
     Ok(pool)
 }
 
+/// Opens a pool for the API, whose statements are cancelled after `statement_timeout`
+/// (set for each connection as it opens): a request's query cannot hold a connection,
+/// or the locks it took, for longer. Workers' pools have no such limit: a step's query
+/// may rightly run long.
+pub async fn connect_api(
+    url: &str,
+    max_connections: u32,
+    statement_timeout: Duration,
+) -> Result<PgPool> {
+    let options: PgConnectOptions = url.parse()?;
+    let pool = pool_options(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options.application_name("cairn").options([(
+            "statement_timeout",
+            format!("{}ms", statement_timeout.as_millis()),
+        )]))
+        .await?;
+    Ok(pool)
+}
+
 /// Opens a pool for workers, whose transitions are many and always the same few
 /// statements:
 ///

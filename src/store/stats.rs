@@ -1,27 +1,48 @@
 //! Read-only aggregates for the overview page, `/metrics` and stuck-run detection.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, Transaction};
 
 use super::Result;
 
+/// A read-only transaction whose statements are cancelled after `timeout`: for
+/// aggregates served to anyone who asks (`/metrics`), which must stay cheap however
+/// large the tables grow.
+pub async fn stats_begin(
+    pool: &PgPool,
+    timeout: Duration,
+) -> Result<Transaction<'static, Postgres>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("set transaction read only")
+        .execute(&mut *tx)
+        .await?;
+    // `set local` takes no parameters; `set_config(…, true)` is its bindable form.
+    sqlx::query("select set_config('statement_timeout', $1, true)")
+        .bind(format!("{}ms", timeout.as_millis()))
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
 /// Runs per status.
-pub async fn runs_by_status(pool: &PgPool) -> Result<Vec<(String, i64)>> {
+pub async fn runs_by_status(db: impl PgExecutor<'_>) -> Result<Vec<(String, i64)>> {
     Ok(
         sqlx::query_as("select status, count(*) from runs group by status order by status")
-            .fetch_all(pool)
+            .fetch_all(db)
             .await?,
     )
 }
 
 /// Queued runs per workflow and the age of the oldest, in seconds.
-pub async fn queue_depth(pool: &PgPool) -> Result<Vec<(String, i64, f64)>> {
+pub async fn queue_depth(db: impl PgExecutor<'_>) -> Result<Vec<(String, i64, f64)>> {
     Ok(sqlx::query_as(
         "select workflow, count(*),
                 extract(epoch from clock_timestamp() - min(updated_at))::float8
            from runs where status = 'queued' group by workflow order by workflow",
     )
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?)
 }
 
@@ -44,13 +65,13 @@ pub async fn throughput(
 }
 
 /// Workers with a heartbeat within `secs`.
-pub async fn workers_alive(pool: &PgPool, secs: f64) -> Result<i64> {
+pub async fn workers_alive(db: impl PgExecutor<'_>, secs: f64) -> Result<i64> {
     Ok(sqlx::query_scalar(
         "select count(*) from workers
           where stopped_at is null and last_heartbeat_at > clock_timestamp() - make_interval(secs => $1)",
     )
     .bind(secs)
-    .fetch_one(pool)
+    .fetch_one(db)
     .await?)
 }
 
@@ -94,15 +115,15 @@ pub struct StepStats {
     pub duration_count: i64,
 }
 
-pub async fn step_stats(pool: &PgPool, bounds: &[f64]) -> Result<StepStats> {
+pub async fn step_stats(conn: &mut PgConnection, bounds: &[f64]) -> Result<StepStats> {
     let attempts_by_status = sqlx::query_as(
         "select status, count(*) from step_attempts group by status order by status",
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     let retries: i64 =
         sqlx::query_scalar("select count(*) from step_attempts where retry_delay_ms is not null")
-            .fetch_one(pool)
+            .fetch_one(&mut *conn)
             .await?;
     let (buckets, sum, count): (Vec<i64>, f64, i64) = sqlx::query_as(
         "with d as (select extract(epoch from finished_at - started_at)::float8 as s
@@ -111,7 +132,7 @@ pub async fn step_stats(pool: &PgPool, bounds: &[f64]) -> Result<StepStats> {
                 coalesce((select sum(s) from d), 0)::float8, (select count(*) from d)",
     )
     .bind(bounds)
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await?;
     Ok(StepStats {
         attempts_by_status,

@@ -184,9 +184,14 @@ run "defaults_create_a_vpc_and_the_services" {
   assert {
     condition = alltrue([
       for e in jsondecode(aws_ecs_task_definition.api.container_definitions)[0].environment :
-      contains(["RUST_LOG", "CAIRN_LOG_JSON", "CAIRN_DB_POOL", "CAIRN_NO_MIGRATE", "CAIRN_WORKFLOWS_DIR", "CAIRN_LISTEN", "CAIRN_LLM_PRICES"], e.name)
+      contains(["RUST_LOG", "CAIRN_LOG_JSON", "CAIRN_DB_POOL", "CAIRN_NO_MIGRATE", "CAIRN_WORKFLOWS_DIR", "CAIRN_LISTEN", "CAIRN_LLM_PRICES", "CAIRN_COOKIE_SECURE"], e.name)
     ])
     error_message = "The api task sets only variables `cairn api --help` lists."
+  }
+
+  assert {
+    condition     = contains([for e in jsondecode(aws_ecs_task_definition.api.container_definitions)[0].environment : "${e.name}=${e.value}"], "CAIRN_COOKIE_SECURE=true")
+    error_message = "Behind the ALB's HTTPS listener the api marks its session cookie Secure (and sends HSTS)."
   }
 
   assert {
