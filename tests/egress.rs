@@ -776,7 +776,7 @@ retry = {{ max_attempts = 1 }}
     settings.env.insert("API_KEY".into(), KEY.into());
     let worker = TestWorker::start(&pool, settings);
     let id = submit(&pool, &def, json!({})).await;
-    let statuses = wait_finished(&pool, &[id.clone()], Duration::from_secs(30)).await;
+    let statuses = wait_finished(&pool, std::slice::from_ref(&id), Duration::from_secs(30)).await;
     worker.shutdown().await;
     assert_eq!(statuses[&id], "dead");
 
