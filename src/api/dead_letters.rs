@@ -64,8 +64,12 @@ impl From<DeadLetterRow> for DeadLetter {
 pub struct ListQuery {
     workflow: Option<String>,
     /// Dead within this long (e.g. `1h`).
+    #[param(pattern = r"^([0-9]{1,9}(ms|s|m|h|d|w|y))+$")]
     since: Option<String>,
+    /// At most this many (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
+    /// `nextCursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -88,7 +92,7 @@ async fn list(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request("limit must be between 1 and 500"));
     }
-    let before = match &q.cursor {
+    let before = match q.cursor.as_ref().filter(|c| !c.is_empty()) {
         None => None,
         Some(c) => {
             let parsed = c.split_once('_').and_then(|(m, id)| {
@@ -97,7 +101,10 @@ async fn list(
                     id.parse().ok()?,
                 ))
             });
-            Some(parsed.ok_or_else(|| ApiError::bad_request("bad cursor"))?)
+            Some(parsed.ok_or_else(|| ApiError::Unprocessable {
+                message: "unknown cursor: pass the nextCursor of a previous page".into(),
+                details: None,
+            })?)
         }
     };
     let filter = DeadLetterFilter {
@@ -194,7 +201,7 @@ pub struct DeadLetterFilterBody {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct BulkRequest {
+pub struct DeadLetterBulkRequest {
     #[serde(default)]
     filter: DeadLetterFilterBody,
     #[serde(default)]
@@ -203,13 +210,13 @@ pub struct BulkRequest {
 
 /// Redrives or purges every dead letter matching a filter, in batches; `dryRun` only counts.
 #[utoipa::path(post, path = "/api/dead-letters/bulk/{action}", tag = "dead-letters",
-    params(("action" = String, Path, description = "redrive or purge")), request_body = BulkRequest,
+    params(("action" = String, Path, description = "redrive or purge")), request_body = DeadLetterBulkRequest,
     responses((status = 200, body = BulkOutcome), (status = 404, body = super::error::ErrorBody)))]
 async fn bulk(
     State(state): State<AppState>,
     Operator(p): Operator,
     Path(action): Path<String>,
-    AppJson(req): AppJson<BulkRequest>,
+    AppJson(req): AppJson<DeadLetterBulkRequest>,
 ) -> Result<Json<BulkOutcome>, ApiError> {
     let redrive = match action.as_str() {
         "redrive" => true,

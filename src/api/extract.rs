@@ -36,8 +36,10 @@ where
             }
         })?;
         check_object(&bytes)?;
-        let axum::Json(v) = axum::Json::<T>::from_bytes(&bytes)?;
-        Ok(AppJson(v))
+        match axum::Json::<T>::from_bytes(&bytes) {
+            Ok(axum::Json(v)) => Ok(AppJson(v)),
+            Err(e) => whole_numbers(&bytes).map(AppJson).ok_or_else(|| e.into()),
+        }
     }
 }
 
@@ -67,6 +69,31 @@ where
         let AppJson(v) = AppJson::<T>::from_request(req, state).await?;
         Ok(OptionalJson(v))
     }
+}
+
+/// JSON (and JSON Schema) says `2.0` is the integer 2; serde does not. Only when a body
+/// failed to deserialize, its numbers with no fraction are read as integers and it is
+/// tried once more, so the common case pays nothing.
+fn whole_numbers<T: DeserializeOwned>(json: &[u8]) -> Option<T> {
+    fn fix(v: &mut serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::Number(n) if n.is_f64() => match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                    *v = serde_json::Value::from(f as i64);
+                    true
+                }
+                _ => false,
+            },
+            serde_json::Value::Array(items) => items.iter_mut().fold(false, |c, i| fix(i) || c),
+            serde_json::Value::Object(m) => m.values_mut().fold(false, |c, i| fix(i) || c),
+            _ => false,
+        }
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(json).ok()?;
+    if !fix(&mut value) {
+        return None;
+    }
+    serde_json::from_value(value).ok()
 }
 
 /// Refuses JSON text that is not an object, or that holds a NUL in any string.

@@ -9,6 +9,7 @@
 pub mod auth;
 mod boundary;
 mod dead_letters;
+mod doc;
 pub mod error;
 mod events;
 mod extract;
@@ -139,14 +140,14 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(webhooks::routes())
 }
 
-/// The OpenAPI document of every `/api` route.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_routes().into_openapi()
+/// The OpenAPI document of every `/api` route, completed (see [`doc`]).
+pub fn openapi() -> serde_json::Value {
+    doc::complete(api_routes().into_openapi())
 }
 
 pub fn router(state: AppState) -> Router {
     let (api, doc) = api_routes().split_for_parts();
-    let doc = Arc::new(doc);
+    let doc = Arc::new(doc::complete(doc));
     let request_id = HeaderName::from_static("x-request-id");
     // The dashboard: files from the build, and its index for client-side routes.
     let api = match state

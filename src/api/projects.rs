@@ -405,8 +405,10 @@ impl Prices {
 #[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     /// From this long ago (default 30d).
+    #[param(pattern = r"^([0-9]{1,9}(ms|s|m|h|d|w|y))+$")]
     since: Option<String>,
     /// Until this long ago (default now).
+    #[param(pattern = r"^([0-9]{1,9}(ms|s|m|h|d|w|y))+$")]
     until: Option<String>,
 }
 

@@ -214,7 +214,7 @@ pub struct RunFilterBody {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct BulkRequest {
+pub struct RunBulkRequest {
     #[serde(default)]
     filter: RunFilterBody,
     /// Count and list, change nothing.
@@ -226,16 +226,49 @@ pub struct BulkRequest {
 /// timestamp it yields to be one Postgres can store.
 const AGO_MAX: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
 
-/// The time `s` (a duration such as `1h`, at most 100 years) before now.
-pub(super) fn ago(what: &str, s: &str) -> Result<DateTime<Utc>, ApiError> {
-    let d = humantime::parse_duration(s).map_err(|e| {
-        ApiError::bad_request(format!("{what} `{s}` is not a duration such as 1h: {e}"))
-    })?;
-    if d > AGO_MAX {
-        return Err(ApiError::bad_request(format!(
-            "{what} `{s}` is too long: at most 100 years"
-        )));
+/// A duration as the API documents them: one or more of a number (at most 9 digits)
+/// and a unit — `ms`, `s`, `m`, `h`, `d`, `w` or `y` — as in `90s`, `1h30m`, `7d`.
+pub(super) fn span(what: &str, s: &str) -> Result<std::time::Duration, ApiError> {
+    let bad = || {
+        ApiError::bad_request(format!(
+            "{what} `{s}` is not a duration such as 30m, 1h30m or 7d"
+        ))
+    };
+    let mut rest = s;
+    let mut total = std::time::Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 9 {
+            return Err(bad());
+        }
+        let (n, tail) = rest.split_at(digits);
+        let unit = ["ms", "s", "m", "h", "d", "w", "y"]
+            .into_iter()
+            .find(|u| tail.starts_with(u) && !(*u == "m" && tail.starts_with("ms")))
+            .ok_or_else(bad)?;
+        let n: u64 = n.parse().map_err(|_| bad())?;
+        let secs: f64 = match unit {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86_400.0,
+            "w" => 604_800.0,
+            _ => 31_557_600.0,
+        };
+        total = total.saturating_add(std::time::Duration::from_secs_f64(n as f64 * secs));
+        rest = &tail[unit.len()..];
     }
+    if s.is_empty() {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+/// The time `s` (see [`span`]) before now. Look-backs longer than 100 years are taken as
+/// 100 years: all history, and a time Postgres can store.
+pub(super) fn ago(what: &str, s: &str) -> Result<DateTime<Utc>, ApiError> {
+    let d = span(what, s)?.min(AGO_MAX);
     let d = chrono::Duration::from_std(d)
         .map_err(|_| ApiError::bad_request(format!("{what} is too long")))?;
     Ok(Utc::now() - d)
@@ -255,13 +288,13 @@ fn check_status(s: &Option<String>) -> Result<(), ApiError> {
 
 /// Retries, cancels or replays every run matching a filter, in batches; `dryRun` only counts.
 #[utoipa::path(post, path = "/api/tasks/bulk/{action}", tag = "tasks",
-    params(("action" = String, Path, description = "retry, cancel or replay")), request_body = BulkRequest,
+    params(("action" = String, Path, description = "retry, cancel or replay")), request_body = RunBulkRequest,
     responses((status = 200, body = engine::ops::BulkOutcome), (status = 400, body = super::error::ErrorBody)))]
 async fn bulk(
     State(state): State<AppState>,
     Operator(p): Operator,
     Path(action): Path<String>,
-    AppJson(req): AppJson<BulkRequest>,
+    AppJson(req): AppJson<RunBulkRequest>,
 ) -> Result<Json<engine::ops::BulkOutcome>, ApiError> {
     use engine::ops::BulkAction;
     let action = match action.as_str() {
@@ -396,7 +429,7 @@ fn workflow_named<'a>(state: &'a AppState, name: &str) -> Result<&'a Definition,
 
 /// Queues a run. The run and its queue job commit together before the answer.
 #[utoipa::path(post, path = "/api/tasks", tag = "tasks", request_body = SubmitRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Submitting again with the same key returns the same run")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, description = "Submitting again with the same key returns the same run")),
     responses(
         (status = 201, body = SubmitResponse),
         (status = 200, body = SubmitResponse, description = "the run an earlier request with this key created"),
@@ -688,13 +721,20 @@ fn batch_invalid(workflow: &str, total: usize, rejected: &[ItemRejected]) -> Api
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only runs in this state.
+    #[param(pattern = "^(queued|running|waiting|sleeping|retrying|succeeded|dead|cancelled)$")]
     status: Option<String>,
+    /// Only runs of this workflow.
     workflow: Option<String>,
     /// A duration such as `1h` or `30m`: runs created within it.
+    #[param(pattern = r"^([0-9]{1,9}(ms|s|m|h|d|w|y))+$")]
     since: Option<String>,
     /// Text to find in the run's id, workflow or error.
     q: Option<String>,
+    /// At most this many (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
+    /// `nextCursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -737,9 +777,12 @@ async fn list(
         return Err(ApiError::bad_request("limit must be between 1 and 500"));
     }
     let created_after = q.since.as_deref().map(|s| ago("since", s)).transpose()?;
-    let before = match &q.cursor {
+    let before = match q.cursor.as_ref().filter(|c| !c.is_empty()) {
         None => None,
-        Some(c) => Some(decode_cursor(c).ok_or_else(|| ApiError::bad_request("bad cursor"))?),
+        Some(c) => Some(decode_cursor(c).ok_or_else(|| ApiError::Unprocessable {
+            message: "unknown cursor: pass the nextCursor of a previous page".into(),
+            details: None,
+        })?),
     };
     let rows = store::runs::run_list(
         &state.pool,

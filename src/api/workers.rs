@@ -95,7 +95,8 @@ async fn workers(State(state): State<AppState>, _: Viewer) -> Result<Json<Worker
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct OverviewQuery {
-    /// How far back the throughput chart goes (default 24h).
+    /// How far back the throughput chart goes (default 24h; from 1m to 90d).
+    #[param(pattern = r"^([0-9]{1,9}(ms|s|m|h|d|w|y))+$")]
     window: Option<String>,
 }
 
@@ -141,8 +142,7 @@ async fn overview(
     AppQuery(q): AppQuery<OverviewQuery>,
 ) -> Result<Json<Overview>, ApiError> {
     let window = match &q.window {
-        Some(w) => humantime::parse_duration(w)
-            .map_err(|e| ApiError::bad_request(format!("window `{w}` is not a duration: {e}")))?,
+        Some(w) => super::tasks::span("window", w)?,
         None => Duration::from_secs(24 * 3600),
     };
     let window = window.clamp(Duration::from_secs(60), Duration::from_secs(90 * 24 * 3600));

@@ -22,6 +22,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 pub struct GraphQuery {
     /// `mermaid` (default) or `dot`.
+    #[param(pattern = "^(mermaid|dot)$")]
     format: Option<String>,
 }
 
