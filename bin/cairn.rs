@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use cairn::config::{ApiArgs, DatabaseArgs, SchedulerArgs, WorkerArgs, WorkflowArgs};
+use cairn::config::{ApiArgs, DatabaseArgs, SchedulerArgs, WebhookArgs, WorkerArgs, WorkflowArgs};
 use cairn::worker::WorkerSettings;
 use clap::{Parser, Subcommand};
 
@@ -41,6 +41,8 @@ enum Command {
         workflows: WorkflowArgs,
         #[command(flatten)]
         api: ApiArgs,
+        #[command(flatten)]
+        webhook: WebhookArgs,
     },
     /// Run workflow steps.
     Worker {
@@ -197,6 +199,7 @@ async fn worker_settings(w: &WorkerArgs, db: &DatabaseArgs) -> Result<WorkerSett
         egress_allow,
         limits: w.limits(),
         step_pool,
+        webhook_secret: w.webhook.secret(),
     })
 }
 
@@ -228,6 +231,7 @@ async fn serve_api(
     pool: sqlx::PgPool,
     workflows: Arc<cairn::workflow::Registry>,
     api: &ApiArgs,
+    webhook_secret: Option<String>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&api.listen)
@@ -242,7 +246,7 @@ async fn serve_api(
         api.trust_forwarded_for,
     ));
     state.static_dir = Some(api.static_dir.clone());
-    state.webhook_secret = api.webhook_secret.clone().filter(|s| !s.is_empty());
+    state.webhook_secret = webhook_secret;
     state.prices = Arc::new(
         cairn::api::projects::Prices::parse(&api.llm_prices)
             .map_err(|e| anyhow::anyhow!("CAIRN_LLM_PRICES: {e}"))?,
@@ -320,11 +324,22 @@ async fn main() -> Result<()> {
             }
             close(pool).await;
         }
-        Command::Api { db, workflows, api } => {
+        Command::Api {
+            db,
+            workflows,
+            api,
+            webhook,
+        } => {
             let registry = load_workflows(&workflows)?;
             let pool = connect_api(&db, &api).await?;
-            let served =
-                serve_api(pool.clone(), registry, &api, cairn::shutdown::on_signal()).await;
+            let served = serve_api(
+                pool.clone(),
+                registry,
+                &api,
+                webhook.secret(),
+                cairn::shutdown::on_signal(),
+            )
+            .await;
             close(pool).await;
             served?;
         }
@@ -406,7 +421,13 @@ async fn main() -> Result<()> {
             let api_pool = connect_api(&api_db, &api).await?;
             let shutdown = cairn::shutdown::on_signal();
             let (a, w, s) = tokio::join!(
-                serve_api(api_pool, registry.clone(), &api, shutdown.clone()),
+                serve_api(
+                    api_pool,
+                    registry.clone(),
+                    &api,
+                    worker.webhook.secret(),
+                    shutdown.clone()
+                ),
                 cairn::worker::run(pool.clone(), settings, shutdown.clone()),
                 run_scheduler(pool, registry, &scheduler, shutdown.clone()),
             );

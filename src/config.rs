@@ -41,10 +41,6 @@ pub struct ApiArgs {
     /// Mark the session cookie Secure (serve over HTTPS).
     #[arg(long, env = "CAIRN_COOKIE_SECURE")]
     pub cookie_secure: bool,
-    /// Secret for HMAC-SHA256 signatures on `POST /api/webhooks/agent-result`; without
-    /// it the webhook answers 503.
-    #[arg(long, env = "CAIRN_WEBHOOK_SECRET", hide_env_values = true)]
-    pub webhook_secret: Option<String>,
     /// LLM prices for billing estimates, in USD per million tokens:
     /// `model=prompt/completion,…` (e.g. `gpt-4o-mini=0.15/0.60`).
     #[arg(long, env = "CAIRN_LLM_PRICES", default_value = "")]
@@ -97,6 +93,25 @@ impl ApiArgs {
                 .is_some_and(|a| !a.trim().is_empty()),
             ..Default::default()
         }
+    }
+}
+
+/// The webhook secret, read by the API (`cairn api` takes it on its own) and by workers
+/// (as part of [`WorkerArgs`]); `cairn dev` takes it once for both.
+#[derive(Debug, Clone, Args)]
+pub struct WebhookArgs {
+    /// Secret the per-delivery keys of `POST /api/webhooks/agent-result` are derived from
+    /// (HMAC-SHA256 over run, step and attempt). The API needs it to check deliveries
+    /// (without it the webhook answers 503); workers need it to hand agents their keys
+    /// (`run.deliveries` in templates). Agents never need it.
+    #[arg(long, env = "CAIRN_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+}
+
+impl WebhookArgs {
+    /// The secret, unless unset or empty.
+    pub fn secret(&self) -> Option<String> {
+        self.webhook_secret.clone().filter(|s| !s.is_empty())
     }
 }
 
@@ -169,6 +184,8 @@ pub struct WorkerArgs {
     /// Cairn stores.
     #[arg(long, env = "CAIRN_STEP_DATABASE_URL", hide_env_values = true)]
     pub step_database_url: Option<String>,
+    #[command(flatten)]
+    pub webhook: WebhookArgs,
 }
 
 impl WorkerArgs {

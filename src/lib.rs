@@ -19,6 +19,8 @@
 //! * [`store`] — every SQL statement Cairn runs, one file per aggregate.
 //! * [`workflow`] — definitions parsed from `workflows/*.toml`; pure, no I/O but reading
 //!   files.
+//! * [`delivery`] — the per-delivery keys that sign webhook results for `wait` steps;
+//!   pure.
 //! * [`config`], [`telemetry`], [`shutdown`] — shared by the binaries.
 
 pub mod api;
@@ -26,6 +28,7 @@ pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod devdb;
 pub mod engine;
 pub mod queue;

@@ -48,6 +48,8 @@ pub struct WorkerSettings {
     /// A pool of its own for `sql` steps (a least-privileged role); `None`: the
     /// worker's pool.
     pub step_pool: Option<PgPool>,
+    /// Derives the per-delivery keys of `wait` steps (`CAIRN_WEBHOOK_SECRET`).
+    pub webhook_secret: Option<String>,
 }
 
 impl Default for WorkerSettings {
@@ -62,6 +64,7 @@ impl Default for WorkerSettings {
             egress_allow: Default::default(),
             limits: Default::default(),
             step_pool: None,
+            webhook_secret: None,
         }
     }
 }
@@ -117,6 +120,7 @@ pub async fn run(
             egress_allow: settings.egress_allow.clone(),
             limits: settings.limits,
             step_pool: settings.step_pool.clone(),
+            webhook_secret: settings.webhook_secret.clone(),
         },
         shutdown.clone(),
     ));

@@ -23,10 +23,15 @@ locals {
     ],
   )
 
+  # Workers derive the per-delivery webhook keys they hand to agents from the same
+  # secret the api checks deliveries with.
   worker_secrets = concat(
     local.database_secret,
     var.llm_api_key_secret_arn == null ? [] : [
       { name = "CAIRN_LLM_API_KEY", valueFrom = var.llm_api_key_secret_arn },
+    ],
+    var.webhook_secret_arn == null ? [] : [
+      { name = "CAIRN_WEBHOOK_SECRET", valueFrom = var.webhook_secret_arn },
     ],
   )
 

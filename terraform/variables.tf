@@ -443,7 +443,7 @@ variable "secret_recovery_window_days" {
 }
 
 variable "webhook_secret_arn" {
-  description = "Secrets Manager secret (ARN) holding CAIRN_WEBHOOK_SECRET, the HMAC key of POST /api/webhooks/agent-result, injected into the api. Without it the webhook answers 503. The secret's KMS key, if not AWS-managed, must let the execution role decrypt."
+  description = "Secrets Manager secret (ARN) holding CAIRN_WEBHOOK_SECRET, from which the per-delivery keys of POST /api/webhooks/agent-result are derived, injected into the api (which checks deliveries) and the workers (which hand each agent its key). Without it the webhook answers 503. The secret's KMS key, if not AWS-managed, must let the execution role decrypt."
   type        = string
   default     = null
 }

@@ -1,6 +1,7 @@
 //! Agent work end to end: `llm` steps against a fake OpenAI-compatible server (usage in
-//! billing, `Retry-After` honoured), `wait` steps completed by signed webhooks (and
-//! timing out into the dead-letter table), child workflows, and the BFF's
+//! billing, `Retry-After` honoured), `wait` steps completed by webhooks signed with
+//! per-delivery keys (and timing out into the dead-letter table; keys that belong to
+//! another run, step or attempt refused), child workflows, and the BFF's
 //! analyze-a-project flow with no model configured.
 
 mod common;
@@ -86,7 +87,9 @@ impl Api {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
-    async fn deliver(&self, body: &Value, ts: i64, secret: &str) -> (u16, Value) {
+    /// Posts `body` to the webhook signed at `ts` with `key` (a delivery key, or anything
+    /// else a caller might try).
+    async fn deliver(&self, body: &Value, ts: i64, key: &str) -> (u16, Value) {
         let raw = serde_json::to_vec(body).unwrap();
         let resp = self
             .http
@@ -95,7 +98,7 @@ impl Api {
             .header("x-cairn-timestamp", ts.to_string())
             .header(
                 "x-cairn-signature",
-                cairn::api::webhooks::sign(secret, ts, &raw),
+                cairn::delivery::sign(key, ts, &raw).unwrap(),
             )
             .body(raw)
             .send()
@@ -103,6 +106,19 @@ impl Api {
             .unwrap();
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// The key of `attempt` of `step` in `run`, as the API derives it from [`SECRET`].
+fn key(run: &str, step: &str, attempt: i32) -> String {
+    cairn::delivery::key(SECRET, run, step, attempt).unwrap()
+}
+
+/// Worker settings with the webhook secret, so templates can hand out delivery keys.
+fn keyed_settings() -> cairn::worker::WorkerSettings {
+    cairn::worker::WorkerSettings {
+        webhook_secret: Some(SECRET.into()),
+        ..fast_settings()
     }
 }
 
@@ -301,24 +317,25 @@ async fn signed_webhooks_complete_wait_steps_once_and_bad_ones_change_nothing(po
         .unwrap();
     let now = chrono::Utc::now().timestamp();
     let good = json!({ "taskId": id, "stepId": "findings", "result": { "answer": "42" } });
+    let findings = key(&id, "findings", 1);
 
-    let (s, _) = api.deliver(&good, now, "wrong-secret").await;
+    let (s, _) = api.deliver(&good, now, "wrong-key").await;
     assert_eq!(s, 401, "bad signature");
-    let (s, _) = api.deliver(&good, now - 3600, SECRET).await;
+    let (s, _) = api.deliver(&good, now - 3600, &findings).await;
     assert_eq!(s, 401, "stale timestamp");
     let (s, _) = api
         .deliver(
             &json!({ "taskId": "nope", "stepId": "findings", "result": {} }),
             now,
-            SECRET,
+            &key("nope", "findings", 1),
         )
         .await;
-    assert_eq!(s, 404, "unknown task");
+    assert_eq!(s, 401, "unknown task: no key can match");
     let (s, _) = api
         .deliver(
             &json!({ "taskId": id, "stepId": "prepare", "result": {} }),
             now,
-            SECRET,
+            &key(&id, "prepare", 1),
         )
         .await;
     assert_eq!(s, 409, "not a wait step");
@@ -332,9 +349,9 @@ async fn signed_webhooks_complete_wait_steps_once_and_bad_ones_change_nothing(po
     );
     assert_eq!(run_status(&pool, &id).await, "waiting");
 
-    let (s, body) = api.deliver(&good, now, SECRET).await;
+    let (s, body) = api.deliver(&good, now, &findings).await;
     assert_eq!((s, body["accepted"].as_bool()), (200, Some(true)));
-    let (s, body) = api.deliver(&good, now, SECRET).await;
+    let (s, body) = api.deliver(&good, now, &findings).await;
     assert_eq!(
         (s, body["accepted"].as_bool()),
         (200, Some(false)),
@@ -628,4 +645,290 @@ async fn the_nightly_portfolio_report_covers_every_project_with_a_child_analysis
     .await
     .unwrap();
     assert_eq!(children, 1);
+}
+
+/// A fake external agent: hands every job it is sent to the test, and answers 202.
+async fn fake_agent() -> (String, tokio::sync::mpsc::UnboundedReceiver<Value>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/jobs",
+        post(move |Json(job): Json<Value>| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(job);
+                StatusCode::ACCEPTED
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jobs", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, rx)
+}
+
+/// Every event and every step of every run: what a refused delivery must not change.
+async fn snapshot(pool: &PgPool) -> (i64, Vec<(String, String, String, i32)>) {
+    let events: i64 = sqlx::query_scalar("select count(*) from run_events")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let steps = sqlx::query_as(
+        "select run_id, step_id, status, attempts from steps order by run_id, step_id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    (events, steps)
+}
+
+async fn step_is(pool: &PgPool, run: &str, step: &str, status: &str, attempts: i32) -> bool {
+    sqlx::query_scalar::<_, bool>(
+        "select status = $3 and attempts = $4 from steps where run_id = $1 and step_id = $2",
+    )
+    .bind(run)
+    .bind(step)
+    .bind(status)
+    .bind(attempts)
+    .fetch_optional(pool)
+    .await
+    .unwrap()
+    .unwrap_or(false)
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_research_agent_completes_its_wait_step_with_the_key_it_was_sent(pool: PgPool) {
+    migrate(&pool).await;
+    let api = spawn_api(&pool, examples()).await;
+    let worker = TestWorker::start(&pool, keyed_settings());
+    let (agent_url, mut jobs) = fake_agent().await;
+    let (status, body) = api
+        .call(
+            "POST",
+            "/api/agents/workflow",
+            Some(json!({
+                "workflow": "research_with_external_agent",
+                "input": { "question": "Why is the sky blue?", "agent_url": agent_url },
+            })),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["taskId"].as_str().unwrap().to_owned();
+
+    let job = tokio::time::timeout(Duration::from_secs(30), jobs.recv())
+        .await
+        .expect("the agent was sent the job")
+        .unwrap();
+    assert_eq!(job["task_id"], id.as_str());
+    assert_eq!(job["step_id"], "findings");
+    assert_eq!(job["callback"], "/api/webhooks/agent-result");
+    let sent = job["key"].as_str().unwrap().to_owned();
+    assert_eq!(sent, key(&id, "findings", 1), "the documented derivation");
+
+    wait_until(&pool, Duration::from_secs(30), "the run to wait", || {
+        let (pool, id) = (pool.clone(), id.clone());
+        async move { run_status(&pool, &id).await == "waiting" }
+    })
+    .await;
+    let result = json!({
+        "taskId": id,
+        "stepId": "findings",
+        "result": { "text": "Rayleigh scattering favours short wavelengths. Blue light scatters most." },
+    });
+    let now = chrono::Utc::now().timestamp();
+    let (s, body) = api.deliver(&result, now, &sent).await;
+    assert_eq!((s, body["accepted"].as_bool()), (200, Some(true)), "{body}");
+    let (s, body) = api.deliver(&result, now, &sent).await;
+    assert_eq!(
+        (s, body["accepted"].as_bool()),
+        (200, Some(false)),
+        "a repeated delivery is ignored"
+    );
+    assert_eq!(
+        wait_finished(&pool, std::slice::from_ref(&id), Duration::from_secs(30)).await[&id],
+        "succeeded"
+    );
+    worker.shutdown().await;
+    let (_, run) = api.call("GET", &format!("/api/tasks/{id}"), None).await;
+    assert!(
+        run["output"]["findings"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Rayleigh"),
+        "{run}"
+    );
+    assert!(jobs.try_recv().is_err(), "the agent was asked once");
+}
+
+const TWO_WAITS: &str = r#"
+[[steps]]
+id = "findings"
+kind = "wait"
+timeout = "1h"
+
+[[steps]]
+id = "review"
+kind = "wait"
+timeout = "1h"
+"#;
+
+#[sqlx::test(migrations = false)]
+async fn a_key_completes_only_its_own_run_and_step(pool: PgPool) {
+    migrate(&pool).await;
+    let def = definition("two_waits", TWO_WAITS);
+    let api = spawn_api(&pool, vec![def.clone()]).await;
+    let worker = TestWorker::start(&pool, keyed_settings());
+    let a = submit(&pool, &def, json!({})).await;
+    let b = submit(&pool, &def, json!({})).await;
+    wait_until(&pool, Duration::from_secs(30), "both runs to wait", || {
+        let (pool, a, b) = (pool.clone(), a.clone(), b.clone());
+        async move {
+            run_status(&pool, &a).await == "waiting" && run_status(&pool, &b).await == "waiting"
+        }
+    })
+    .await;
+    let before = snapshot(&pool).await;
+    let now = chrono::Utc::now().timestamp();
+    let a_findings = key(&a, "findings", 1);
+    let to = |run: &str, step: &str| json!({ "taskId": run, "stepId": step, "result": { "by": "intruder" } });
+
+    let (s, _) = api.deliver(&to(&b, "findings"), now, &a_findings).await;
+    assert_eq!(s, 401, "a's key on b's step");
+    let (s, _) = api.deliver(&to(&a, "review"), now, &a_findings).await;
+    assert_eq!(s, 401, "findings' key on review");
+    let (s, _) = api
+        .deliver(&to(&a, "findings"), now, &key(&a, "findings", 2))
+        .await;
+    assert_eq!(s, 401, "a later attempt's key");
+    let (s, _) = api.deliver(&to(&a, "findings"), now, SECRET).await;
+    assert_eq!(s, 401, "the webhook secret itself is no delivery key");
+    assert_eq!(
+        snapshot(&pool).await,
+        before,
+        "refused deliveries change nothing"
+    );
+
+    let (s, body) = api
+        .deliver(
+            &json!({ "taskId": a, "stepId": "findings", "result": { "by": "agent" } }),
+            now,
+            &a_findings,
+        )
+        .await;
+    assert_eq!((s, body["accepted"].as_bool()), (200, Some(true)), "{body}");
+    wait_until(
+        &pool,
+        Duration::from_secs(30),
+        "a to take the result",
+        || {
+            let (pool, a) = (pool.clone(), a.clone());
+            async move { step_is(&pool, &a, "findings", "succeeded", 1).await }
+        },
+    )
+    .await;
+    worker.shutdown().await;
+    assert!(step_is(&pool, &a, "review", "waiting", 1).await);
+    assert!(step_is(&pool, &b, "findings", "waiting", 1).await);
+    assert!(step_is(&pool, &b, "review", "waiting", 1).await);
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_wait_step_re_armed_by_an_operator_refuses_the_earlier_attempts_key(pool: PgPool) {
+    migrate(&pool).await;
+    let def = definition("waiter", WAITER);
+    let api = spawn_api(&pool, vec![def.clone()]).await;
+    let worker = TestWorker::start(&pool, keyed_settings());
+    let id = submit(&pool, &def, json!({})).await;
+    wait_until(&pool, Duration::from_secs(30), "the run to wait", || {
+        let (pool, id) = (pool.clone(), id.clone());
+        async move { run_status(&pool, &id).await == "waiting" }
+    })
+    .await;
+    let first = key(&id, "findings", 1);
+    let result = json!({ "taskId": id, "stepId": "findings", "result": { "answer": "old" } });
+
+    let (s, body) = api
+        .call("POST", &format!("/api/tasks/{id}/cancel"), None)
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let (s, _) = api
+        .deliver(&result, chrono::Utc::now().timestamp(), &first)
+        .await;
+    assert_eq!(s, 401, "the cancelled attempt's key, after the cancel");
+    let (s, body) = api
+        .call("POST", &format!("/api/tasks/{id}/retry"), None)
+        .await;
+    assert_eq!(s, 200, "{body}");
+    wait_until(
+        &pool,
+        Duration::from_secs(30),
+        "the wait to be re-armed",
+        || {
+            let (pool, id) = (pool.clone(), id.clone());
+            async move {
+                step_is(&pool, &id, "findings", "waiting", 2).await
+                    && run_status(&pool, &id).await == "waiting"
+            }
+        },
+    )
+    .await;
+
+    let before = snapshot(&pool).await;
+    let (s, _) = api
+        .deliver(&result, chrono::Utc::now().timestamp(), &first)
+        .await;
+    assert_eq!(s, 401, "a delivery for the attempt before the retry");
+    assert_eq!(
+        snapshot(&pool).await,
+        before,
+        "the refused replay changes nothing"
+    );
+
+    let fresh = json!({ "taskId": id, "stepId": "findings", "result": { "answer": "42" } });
+    let (s, body) = api
+        .deliver(
+            &fresh,
+            chrono::Utc::now().timestamp(),
+            &key(&id, "findings", 2),
+        )
+        .await;
+    assert_eq!((s, body["accepted"].as_bool()), (200, Some(true)), "{body}");
+    assert_eq!(
+        wait_finished(&pool, std::slice::from_ref(&id), Duration::from_secs(30)).await[&id],
+        "succeeded"
+    );
+    worker.shutdown().await;
+    let (_, run) = api.call("GET", &format!("/api/tasks/{id}"), None).await;
+    assert_eq!(run["output"]["use"]["rows"][0]["got"], "42");
+}
+
+#[sqlx::test(migrations = false)]
+async fn without_the_secret_a_template_asking_for_a_key_names_the_setting(pool: PgPool) {
+    migrate(&pool).await;
+    let api = spawn_api(&pool, examples()).await;
+    let worker = TestWorker::start(&pool, fast_settings());
+    let (agent_url, mut jobs) = fake_agent().await;
+    let (status, body) = api
+        .call(
+            "POST",
+            "/api/agents/workflow",
+            Some(json!({
+                "workflow": "research_with_external_agent",
+                "input": { "question": "Why?", "agent_url": agent_url },
+            })),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["taskId"].as_str().unwrap().to_owned();
+    assert_eq!(
+        wait_finished(&pool, std::slice::from_ref(&id), Duration::from_secs(30)).await[&id],
+        "dead"
+    );
+    worker.shutdown().await;
+    let error: String = sqlx::query_scalar("select error from dead_letters where run_id = $1")
+        .bind(&id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(error.contains("CAIRN_WEBHOOK_SECRET"), "{error}");
+    assert!(jobs.try_recv().is_err(), "nothing was sent to the agent");
 }

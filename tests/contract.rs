@@ -279,7 +279,12 @@ async fn nul_characters_anywhere_are_refused_and_change_nothing(pool: PgPool) {
         .header("x-cairn-timestamp", ts.to_string())
         .header(
             "x-cairn-signature",
-            cairn::api::webhooks::sign(WEBHOOK_SECRET, ts, body.as_bytes()),
+            cairn::delivery::sign(
+                &cairn::delivery::key(WEBHOOK_SECRET, nul, "s", 1).unwrap(),
+                ts,
+                body.as_bytes(),
+            )
+            .unwrap(),
         )
         .body(body)
         .send()

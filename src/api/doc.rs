@@ -75,7 +75,10 @@ pub fn complete(doc: utoipa::openapi::OpenApi) -> Value {
             };
             // `list` and `show` are each a handler's name in five modules: the tag makes
             // them unique.
-            let id = op.get("operationId").and_then(Value::as_str).map(str::to_owned);
+            let id = op
+                .get("operationId")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
             if let Some(id) = id.filter(|id| ids.get(id).is_some_and(|n| *n > 1)) {
                 let tag = op["tags"][0].as_str().unwrap_or(method).replace('-', "_");
                 op.insert("operationId".into(), json!(format!("{tag}_{id}")));

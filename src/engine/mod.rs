@@ -119,6 +119,9 @@ pub struct EngineConfig {
     pub limits: step::Limits,
     /// Where `sql` steps run, when not on `pool` (`CAIRN_STEP_DATABASE_URL`).
     pub step_pool: Option<PgPool>,
+    /// Derives the keys templates hand to external agents (`run.deliveries`);
+    /// `CAIRN_WEBHOOK_SECRET`.
+    pub webhook_secret: Option<String>,
 }
 
 /// Advances runs; one per worker process, shared by all its concurrent jobs.
@@ -539,16 +542,77 @@ impl Engine {
                 )
             })
             .collect();
-        minijinja::Value::from(minijinja::value::Serde(json!({
-            "input": cx.input,
-            "steps": steps,
-            "run": { "id": cx.run_id, "workflow": cx.workflow.name, "attempt": attempt },
-            "llm": {
-                "configured": self.config.llm.is_some(),
-                "model": self.config.llm.as_ref().map(|l| l.model.clone()),
-            },
-            "env": self.config.env,
-        })))
+        let run = minijinja::Value::from(BTreeMap::from([
+            ("id", minijinja::Value::from(cx.run_id)),
+            (
+                "workflow",
+                minijinja::Value::from(cx.workflow.name.as_str()),
+            ),
+            ("attempt", minijinja::Value::from(attempt)),
+            ("deliveries", self.deliveries(cx, states)),
+        ]));
+        let llm = json!({
+            "configured": self.config.llm.is_some(),
+            "model": self.config.llm.as_ref().map(|l| l.model.clone()),
+        });
+        minijinja::Value::from(BTreeMap::from([
+            (
+                "input",
+                minijinja::Value::from(minijinja::value::Serde(cx.input)),
+            ),
+            (
+                "steps",
+                minijinja::Value::from(minijinja::value::Serde(&steps)),
+            ),
+            ("run", run),
+            ("llm", minijinja::Value::from(minijinja::value::Serde(&llm))),
+            (
+                "env",
+                minijinja::Value::from(minijinja::value::Serde(&self.config.env)),
+            ),
+        ]))
+    }
+
+    /// `run.deliveries.<wait step>`: `{ key, attempt }`, the credential an external agent
+    /// signs that step's result with (see [`crate::delivery`]), for the attempt that is
+    /// waiting or will wait next. Without the webhook secret, reading it is an error that
+    /// names the setting.
+    fn deliveries(&self, cx: &RunCx<'_>, states: &HashMap<String, StepState>) -> minijinja::Value {
+        let mut waits = cx
+            .workflow
+            .steps
+            .iter()
+            .filter(|s| matches!(s.kind, StepKind::Wait(_)))
+            .peekable();
+        let Some(secret) = self.config.webhook_secret.as_deref() else {
+            if waits.peek().is_none() {
+                return minijinja::Value::from(BTreeMap::<String, minijinja::Value>::new());
+            }
+            return minijinja::Value::from(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                "run.deliveries needs the webhook secret on the worker \
+                 (CAIRN_WEBHOOK_SECRET or --webhook-secret)",
+            ));
+        };
+        let mut out = BTreeMap::new();
+        for step in waits {
+            let (status, attempts) = states
+                .get(&step.id)
+                .map_or(("pending", 0), |s| (s.status.as_str(), s.attempts));
+            let attempt = crate::delivery::awaited_attempt(status, attempts);
+            let value = match crate::delivery::key(secret, cx.run_id, &step.id, attempt) {
+                Ok(key) => minijinja::Value::from(BTreeMap::from([
+                    ("key", minijinja::Value::from(key)),
+                    ("attempt", minijinja::Value::from(attempt)),
+                ])),
+                Err(e) => minijinja::Value::from(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    format!("run.deliveries.{}: {e}", step.id),
+                )),
+            };
+            out.insert(step.id.clone(), value);
+        }
+        minijinja::Value::from(out)
     }
 
     /// Starts a ready step: evaluates its condition, handles timers, or records the

@@ -487,25 +487,34 @@ pub enum Delivery {
     Duplicate,
     /// The step is not waiting for a callback (not yet, or it timed out).
     NotWaiting(String),
-    UnknownRun,
-    UnknownStep,
 }
 
-/// Completes a waiting `wait` step with an external result. Takes the run's lock first,
-/// like every fenced write, so it never interleaves with the worker's transitions.
-pub async fn step_deliver(
+/// A step a callback is addressed to, read under the run's and the step's locks by
+/// [`step_lock_for_delivery`]: what the callback's credentials are checked against and
+/// what [`step_deliver`] then decides on, in the same transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryTarget {
+    pub run_status: String,
+    pub status: String,
+    pub child_run_id: Option<String>,
+    pub attempts: i32,
+}
+
+/// Locks a run and one of its steps for a callback (the run's lock first, like every
+/// fenced write, so it never interleaves with the worker's transitions). `None`: no
+/// such run or step.
+pub async fn step_lock_for_delivery(
     conn: &mut PgConnection,
     run_id: &str,
     step_id: &str,
-    result: &Value,
-) -> Result<Delivery> {
+) -> Result<Option<DeliveryTarget>> {
     let run_status: Option<String> =
         sqlx::query_scalar("select status from runs where id = $1 for update")
             .bind(run_id)
             .fetch_optional(&mut *conn)
             .await?;
     let Some(run_status) = run_status else {
-        return Ok(Delivery::UnknownRun);
+        return Ok(None);
     };
     let step: Option<(String, Option<String>, i32)> = sqlx::query_as(
         "select status, child_run_id, attempts from steps where run_id = $1 and step_id = $2 for update",
@@ -514,14 +523,29 @@ pub async fn step_deliver(
     .bind(step_id)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some((status, child, attempt)) = step else {
-        return Ok(Delivery::UnknownStep);
-    };
-    if status == "succeeded" && child.is_none() {
+    Ok(step.map(|(status, child_run_id, attempts)| DeliveryTarget {
+        run_status,
+        status,
+        child_run_id,
+        attempts,
+    }))
+}
+
+/// Completes a waiting `wait` step with an external result; `target` is the step as
+/// [`step_lock_for_delivery`] read it in this transaction.
+pub async fn step_deliver(
+    conn: &mut PgConnection,
+    run_id: &str,
+    step_id: &str,
+    target: &DeliveryTarget,
+    result: &Value,
+) -> Result<Delivery> {
+    let attempt = target.attempts;
+    if target.status == "succeeded" && target.child_run_id.is_none() {
         return Ok(Delivery::Duplicate);
     }
-    if status != "waiting" || child.is_some() {
-        return Ok(Delivery::NotWaiting(status));
+    if target.status != "waiting" || target.child_run_id.is_some() {
+        return Ok(Delivery::NotWaiting(target.status.clone()));
     }
     sqlx::query(
         "update steps set status = 'succeeded', output = $3, error = null, finished_at = clock_timestamp()
@@ -541,7 +565,7 @@ pub async fn step_deliver(
     .bind(attempt)
     .execute(&mut *conn)
     .await?;
-    if run_status == "waiting" {
+    if target.run_status == "waiting" {
         sqlx::query("update runs set status = 'queued', wake_at = null where id = $1")
             .bind(run_id)
             .execute(&mut *conn)

@@ -163,6 +163,8 @@ struct Ctx<'a> {
     file: &'a str,
     source: &'a str,
     diagnostics: Vec<Diagnostic>,
+    /// Ids of the `wait` steps: the only ones `run.deliveries.<id>` has a key for.
+    wait_steps: BTreeSet<String>,
 }
 
 impl Ctx<'_> {
@@ -235,6 +237,7 @@ pub fn parse_workflow(name: &str, file: &str, source: &str) -> Result<Workflow, 
         file,
         source,
         diagnostics: Vec::new(),
+        wait_steps: BTreeSet::new(),
     };
     let raw: RawWorkflow = match toml::from_str(source) {
         Ok(raw) => raw,
@@ -303,6 +306,14 @@ pub fn parse_workflow(name: &str, file: &str, source: &str) -> Result<Workflow, 
             }
         }
     }
+
+    cx.wait_steps = raw
+        .steps
+        .iter()
+        .map(Spanned::get_ref)
+        .filter(|s| s.kind.get_ref() == "wait")
+        .map(|s| s.id.get_ref().clone())
+        .collect();
 
     let order = match topo_order(&raw.steps) {
         Ok(order) => order,
@@ -597,7 +608,20 @@ fn check_template(
                     );
                 }
             }
-            "run" | "env" | "llm" => {}
+            "run" => {
+                if second == Some("deliveries")
+                    && let Some(step) = parts.next()
+                    && !cx.wait_steps.contains(step)
+                {
+                    cx.error(
+                        span.clone(),
+                        format!(
+                            "{owner}: template reads `run.deliveries.{step}`, but only `wait` steps have delivery keys"
+                        ),
+                    );
+                }
+            }
+            "env" | "llm" => {}
             other => cx.error(
                 span.clone(),
                 format!(
@@ -1386,6 +1410,28 @@ kind = "teleport"
         assert!(
             e.iter()
                 .any(|m| m.contains("`input.x`, which [input] does not declare")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn delivery_keys_exist_for_wait_steps_only() {
+        let src = r#"[[steps]]
+id = "ask"
+kind = "pass"
+output = { key = "{{ run.deliveries.reply.key }}", attempt = "{{ run.deliveries.reply.attempt }}" }
+
+[[steps]]
+id = "reply"
+kind = "wait"
+needs = ["ask"]
+"#;
+        assert!(parse_workflow("wf", "wf.toml", src).is_ok());
+        let e = errors(&src.replace("deliveries.reply.key", "deliveries.ask.key"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("wf.toml:4:")
+                && e[0].contains("`run.deliveries.ask`, but only `wait` steps have delivery keys"),
             "{e:?}"
         );
     }

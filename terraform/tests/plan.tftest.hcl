@@ -316,6 +316,14 @@ run "webhook_and_llm_settings_reach_their_services" {
   }
 
   assert {
+    condition = contains(
+      jsondecode(aws_ecs_task_definition.worker.container_definitions)[0].secrets,
+      { name = "CAIRN_WEBHOOK_SECRET", valueFrom = var.webhook_secret_arn }
+    )
+    error_message = "The workers get CAIRN_WEBHOOK_SECRET too, to derive the delivery keys they hand to agents."
+  }
+
+  assert {
     condition = alltrue([
       for e in [
         { name = "CAIRN_LLM_BASE_URL", value = "https://api.openai.com/v1" },

@@ -109,6 +109,7 @@ pub fn fast_settings() -> cairn::worker::WorkerSettings {
             .expect("loopback entries parse"),
         limits: Default::default(),
         step_pool: None,
+        webhook_secret: None,
     }
 }
 
