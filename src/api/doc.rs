@@ -83,6 +83,9 @@ pub fn complete(doc: utoipa::openapi::OpenApi) -> Value {
                 let tag = op["tags"][0].as_str().unwrap_or(method).replace('-', "_");
                 op.insert("operationId".into(), json!(format!("{tag}_{id}")));
             }
+            if let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) {
+                params.iter_mut().for_each(digits_only);
+            }
             let public = op
                 .get("security")
                 .and_then(Value::as_array)
@@ -124,6 +127,37 @@ pub fn complete(doc: utoipa::openapi::OpenApi) -> Value {
         }
     }
     doc
+}
+
+/// An integer in a path or query is text: documented as the digits the server parses,
+/// so that `4.0` — an integer to JSON Schema, not to the server — is not offered as one.
+fn digits_only(param: &mut Value) {
+    let Some(schema) = param.get_mut("schema").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let integer = match schema.get("type") {
+        Some(Value::String(t)) => t == "integer",
+        Some(Value::Array(ts)) => ts.iter().any(|t| t == "integer"),
+        _ => false,
+    };
+    if !integer {
+        return;
+    }
+    let range = (
+        schema.get("minimum").and_then(Value::as_i64),
+        schema.get("maximum").and_then(Value::as_i64),
+    );
+    let pattern = match range {
+        (Some(1), Some(500)) => "^([1-9]|[1-9][0-9]|[1-4][0-9]{2}|500)$",
+        _ => "^-?[0-9]{1,18}$",
+    };
+    let description = schema.get("description").cloned();
+    schema.clear();
+    schema.insert("type".into(), json!("string"));
+    schema.insert("pattern".into(), json!(pattern));
+    if let Some(d) = description {
+        schema.insert("description".into(), d);
+    }
 }
 
 fn is_method(m: &str) -> bool {
