@@ -53,6 +53,11 @@ pub enum ApiError {
     TooManyRequests { message: String, retry_after: u64 },
     #[error("{0}")]
     Unavailable(String),
+    /// The database cannot be reached right now (it is restarting, or the connection
+    /// broke): 503 `unavailable` with `Retry-After`. The reason names the class of
+    /// failure only ([`crate::store::connect::unavailable`]); the error is logged.
+    #[error("the database is unavailable ({0}); try again shortly")]
+    DatabaseUnavailable(&'static str),
     /// Any internal failure; its text is logged, never sent.
     #[error("{0}")]
     Internal(String),
@@ -80,7 +85,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Unprocessable { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
             ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Unavailable(_) | ApiError::DatabaseUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -104,25 +111,70 @@ impl IntoResponse for ApiError {
             error["details"] = d;
         }
         let mut response = (status, Json(json!({ "error": error }))).into_response();
-        if let ApiError::TooManyRequests { retry_after, .. } = &self {
+        let retry_after = match &self {
+            ApiError::TooManyRequests { retry_after, .. } => Some(*retry_after),
+            ApiError::DatabaseUnavailable(_) => Some(DATABASE_RETRY_AFTER_SECS),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from((*retry_after).max(1)),
+                axum::http::HeaderValue::from(secs.max(1)),
             );
         }
         response
     }
 }
 
+/// `Retry-After` on answers given while the database is away: a restart takes seconds.
+pub const DATABASE_RETRY_AFTER_SECS: u64 = 2;
+
+impl ApiError {
+    /// A failure to reach the database is [`ApiError::DatabaseUnavailable`] (logged at
+    /// WARN); anything else is internal.
+    fn from_database(e: impl std::fmt::Display, unavailable: Option<&'static str>) -> ApiError {
+        match unavailable {
+            Some(reason) => {
+                tracing::warn!(error = %e, "the database is unavailable");
+                ApiError::DatabaseUnavailable(reason)
+            }
+            None => ApiError::internal(e),
+        }
+    }
+}
+
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        ApiError::internal(e)
+        let unavailable = e.unavailable();
+        ApiError::from_database(e, unavailable)
     }
 }
 
 impl From<crate::engine::EngineError> for ApiError {
     fn from(e: crate::engine::EngineError) -> Self {
-        ApiError::internal(e)
+        let unavailable = e.unavailable();
+        ApiError::from_database(e, unavailable)
+    }
+}
+
+impl From<crate::queue::QueueError> for ApiError {
+    fn from(e: crate::queue::QueueError) -> Self {
+        let unavailable = e.unavailable();
+        ApiError::from_database(e, unavailable)
+    }
+}
+
+impl From<crate::scheduler::SchedulerError> for ApiError {
+    fn from(e: crate::scheduler::SchedulerError) -> Self {
+        let unavailable = e.unavailable();
+        ApiError::from_database(e, unavailable)
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        let unavailable = crate::store::connect::unavailable(&e);
+        ApiError::from_database(e, unavailable)
     }
 }
 

@@ -118,14 +118,12 @@ async fn agent_result(
             )));
         }
     }
-    let mut tx = state.pool.begin().await.map_err(ApiError::internal)?;
+    let mut tx = state.pool.begin().await?;
     let delivery =
         store::steps::step_deliver(&mut tx, &req.task_id, &req.step_id, &req.result).await?;
     let accepted = match delivery {
         Delivery::Accepted => {
-            queue::enqueue(&mut tx, &[Wake::now(&req.task_id)])
-                .await
-                .map_err(ApiError::internal)?;
+            queue::enqueue(&mut tx, &[Wake::now(&req.task_id)]).await?;
             true
         }
         Delivery::Duplicate => false,
@@ -142,7 +140,7 @@ async fn agent_result(
             return Err(ApiError::NotFound("no such task step".into()));
         }
     };
-    tx.commit().await.map_err(ApiError::internal)?;
+    tx.commit().await?;
     Ok(Json(Accepted { accepted }))
 }
 
