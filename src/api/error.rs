@@ -191,3 +191,59 @@ impl From<JsonRejection> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineError;
+    use crate::store::StoreError;
+
+    fn refused() -> sqlx::Error {
+        sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
+    }
+
+    async fn answer(e: ApiError) -> (StatusCode, Option<String>, Value) {
+        let response = e.into_response();
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(axum::http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        let body = serde_json::from_slice(&body).expect("JSON");
+        (status, retry_after, body)
+    }
+
+    /// However the failure to reach the database travels — a store error, the engine's
+    /// (the submit batcher answers with those), or a handler's own transaction — it is
+    /// a 503 with `Retry-After`; a statement's own failure stays a 500.
+    #[tokio::test]
+    async fn the_database_away_is_503_with_retry_after_through_every_layer() {
+        let away = [
+            ApiError::from(StoreError::Database(refused())),
+            ApiError::from(StoreError::Database(sqlx::Error::PoolTimedOut)),
+            ApiError::from(EngineError::Store(StoreError::Database(refused()))),
+            ApiError::from(EngineError::Database(sqlx::Error::PoolClosed)),
+            ApiError::from(refused()),
+        ];
+        for e in away {
+            let (status, retry_after, body) = answer(e).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+            assert_eq!(
+                retry_after.as_deref(),
+                Some(DATABASE_RETRY_AFTER_SECS.to_string().as_str())
+            );
+            assert_eq!(body["error"]["code"], "unavailable");
+        }
+        let (status, retry_after, body) = answer(ApiError::from(StoreError::Database(
+            sqlx::Error::RowNotFound,
+        )))
+        .await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(retry_after, None);
+        assert_eq!(body["error"]["message"], "internal server error");
+    }
+}

@@ -51,6 +51,9 @@ pub fn unavailable(e: &sqlx::Error) -> Option<&'static str> {
         sqlx::Error::PoolTimedOut => Some("no database connection could be had in time"),
         sqlx::Error::PoolClosed => Some("the database connections are closed"),
         sqlx::Error::WorkerCrashed => Some("the database connection stopped"),
+        // What a connection opened while the server restarts can read instead of an
+        // answer (e.g. "unexpected response from SSLRequest: 0x00").
+        sqlx::Error::Protocol(_) => Some("the database connection broke off"),
         sqlx::Error::Database(db) => {
             let code = db.code();
             match code.as_deref() {
