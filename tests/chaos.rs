@@ -6,11 +6,11 @@
 //! no checkpointed step runs again (a local counter service records every call with its
 //! `Idempotency-Key`, `run/step`, and no call may arrive after that step's checkpoint
 //! was committed), no request is answered 500 (503 `unavailable` with `Retry-After` is
-//! the answer while the database is away, and the client retries), no service exits by
-//! itself (the killed workers are restarted by the test, sometimes while the database
-//! is restarting), no `deadlock detected` appears in any log, and everything recovers
-//! without being restarted. Also: a service started while the database is down waits
-//! for it, and `--db-connect-timeout` bounds that wait.
+//! the answer while the database is away, and the client retries), no service — API,
+//! scheduler, workers — exits by itself (the killed workers are restarted by the test,
+//! sometimes while the database is restarting), no `deadlock detected` appears in any
+//! log, and everything recovers without being restarted. Also: a service started while
+//! the database is down waits for it, and `--db-connect-timeout` bounds that wait.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -412,6 +412,18 @@ async fn runs_survive_killed_workers_and_postgres_restarts_under_load() {
         Service::worker(&url, &cluster.dir, &[]),
         Service::worker(&url, &cluster.dir, &[]),
     ];
+    let mut scheduler = Service::spawn(
+        "scheduler",
+        &[
+            "scheduler",
+            "--workflows-dir",
+            &workflows,
+            "--scheduler-poll",
+            "200ms",
+        ],
+        &url,
+        &cluster.dir,
+    );
     // The API is up once it answers.
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -474,6 +486,7 @@ async fn runs_survive_killed_workers_and_postgres_restarts_under_load() {
             }
         }
         api.assert_running();
+        scheduler.assert_running();
         for w in &mut workers {
             w.assert_running();
         }
@@ -506,7 +519,8 @@ async fn runs_survive_killed_workers_and_postgres_restarts_under_load() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let unexpected = tally.unexpected.lock().expect("answers").clone();
-    let deadlocks: usize = std::iter::once(&api)
+    let deadlocks: usize = [&api, &scheduler]
+        .into_iter()
         .chain(workers.iter())
         .map(|s| s.log().matches("deadlock detected").count())
         .sum();
@@ -585,6 +599,7 @@ async fn runs_survive_killed_workers_and_postgres_restarts_under_load() {
 
     // Nothing exited by itself, everything answers, and no statement deadlocked.
     api.assert_running();
+    scheduler.assert_running();
     for w in &mut workers {
         w.assert_running();
     }
@@ -594,7 +609,7 @@ async fn runs_survive_killed_workers_and_postgres_restarts_under_load() {
         .await
         .expect("readyz answers");
     assert_eq!(ready.status().as_u16(), 200);
-    for service in std::iter::once(&api).chain(workers.iter()) {
+    for service in [&api, &scheduler].into_iter().chain(workers.iter()) {
         assert!(
             !service.log().contains("deadlock detected"),
             "{} logged a deadlock:\n{}",
