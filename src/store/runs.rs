@@ -637,7 +637,9 @@ fn cancel_children<'a>(
 ) -> futures::future::BoxFuture<'a, Result<()>> {
     Box::pin(async move {
         let children: Vec<String> = sqlx::query_scalar(
-            "select id from runs where parent_run_id = $1 and status not in ('succeeded', 'dead', 'cancelled')",
+            // In id order, as every statement that locks several runs takes them.
+            "select id from runs where parent_run_id = $1 and status not in ('succeeded', 'dead', 'cancelled')
+              order by id",
         )
         .bind(run_id)
         .fetch_all(&mut *conn)
