@@ -163,9 +163,9 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     // The fetch's connection is opened, and its statement planned, before the worker
-    // listens for work: the first runs it takes wait for neither.
-    // Neither is needed to start: with the database away, the fetch retries on its
-    // own and the listener is opened once it is back.
+    // listens for work: the first runs it takes wait for neither. Neither is needed to
+    // start, though: with the database away, the fetch retries on its own and the
+    // listener is opened once the database is back.
     let claim_pool = store::jobs::jobs_claim_pool(pool);
     if let Err(e) =
         store::jobs::jobs_claim_runs(&claim_pool, QUEUE, &config.name, config.lease, 0).await

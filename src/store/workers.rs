@@ -27,9 +27,12 @@ pub struct WorkerRegisterParams<'a> {
     pub concurrency: i32,
 }
 
+/// Records a starting worker. Idempotent: a worker whose first try committed but lost
+/// its answer (the database went away) tries again with the same id.
 pub async fn worker_register(pool: &PgPool, p: WorkerRegisterParams<'_>) -> Result<()> {
     sqlx::query(
-        "insert into workers (id, hostname, pid, version, concurrency) values ($1, $2, $3, $4, $5)",
+        "insert into workers (id, hostname, pid, version, concurrency) values ($1, $2, $3, $4, $5)
+         on conflict (id) do nothing",
     )
     .bind(p.id)
     .bind(p.hostname)
