@@ -61,9 +61,9 @@ pub async fn worker_heartbeat(
     // does (the writer's batched transitions, leasing, handing back): an update alone
     // locks rows in whatever order its plan visits them, and deadlocked with a batch of
     // transitions of the same runs. The heartbeat waits for a locked run rather than
-    // skipping it (`skip locked`): those locks are held for one short statement, while a
-    // skipped run keeps its old expiry until the next beat, and a run the writer touches
-    // at every beat could be skipped until its live lease expired.
+    // skipping it (`skip locked`): those locks last one short statement or transaction,
+    // while a skipped run keeps its old expiry until the next beat, and a run the writer
+    // touches at every beat could be skipped until its live lease expired.
     let held = sqlx::query(
         "with mine as (
               select id from runs
