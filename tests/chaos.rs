@@ -61,19 +61,24 @@ impl Cluster {
         self.db().url()
     }
 
-    /// Runs a `pg_ctl` action off the async threads.
-    async fn control(&self, what: &'static str) {
+    /// Starts a `pg_ctl` action off the async threads, at once.
+    fn begin(&self, what: &'static str) -> tokio::task::JoinHandle<()> {
         let db = self.db();
-        tokio::task::spawn_blocking(move || match what {
-            "restart fast" => db.restart("fast"),
-            "restart immediate" => db.restart("immediate"),
-            "stop" => db.stop("fast"),
-            "resume" => db.resume(),
-            other => panic!("unknown action {other}"),
+        tokio::task::spawn_blocking(move || {
+            match what {
+                "restart fast" => db.restart("fast"),
+                "restart immediate" => db.restart("immediate"),
+                "stop" => db.stop("fast"),
+                "resume" => db.resume(),
+                other => panic!("unknown action {other}"),
+            }
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
         })
-        .await
-        .expect("the action ran")
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+
+    /// Runs a `pg_ctl` action to its end.
+    async fn control(&self, what: &'static str) {
+        self.begin(what).await.expect("the action ran");
     }
 }
 
@@ -263,7 +268,9 @@ impl Tally {
 /// run back once.
 async fn client(n: usize, base: String, token: String, tally: Arc<Tally>, stop: CancellationToken) {
     let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
+        // Generous: a request waits for a connection for up to the pool's acquire
+        // timeout, and a failed shared submit is written again one run at a time.
+        .timeout(Duration::from_secs(60))
         .build()
         .expect("http client");
     let mut i = 0;
@@ -480,9 +487,9 @@ async fn runs_survive_killed_workers_and_postgres_restarts_under_load() {
             Action::Restart(how) => cluster.control(how).await,
             Action::KillDuringRestart(w, how) => {
                 workers[*w].kill9();
-                let restart = cluster.control(how);
+                let restart = cluster.begin(how);
                 workers[*w] = Service::worker(&url, &cluster.dir, &[]);
-                restart.await;
+                restart.await.expect("the restart ran");
             }
         }
         api.assert_running();
