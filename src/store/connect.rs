@@ -48,6 +48,9 @@ pub enum ConnectError {
 pub fn unavailable(e: &sqlx::Error) -> Option<&'static str> {
     match e {
         sqlx::Error::Io(_) => Some("the connection to the database failed"),
+        // A handshake cut short by a restarting server; a TLS misconfiguration lands
+        // here too, and a starting service then logs it at every try until it gives up.
+        sqlx::Error::Tls(_) => Some("the encrypted connection to the database failed"),
         sqlx::Error::PoolTimedOut => Some("no database connection could be had in time"),
         sqlx::Error::PoolClosed => Some("the database connections are closed"),
         sqlx::Error::WorkerCrashed => Some("the database connection stopped"),
