@@ -125,17 +125,23 @@ async fn connect_as(db: &DatabaseArgs, migrate: bool, quiet: bool) -> Result<sql
         .database_url
         .as_deref()
         .context("DATABASE_URL is not set (give --database-url or set DATABASE_URL)")?;
-    let pool = if quiet {
-        cairn::store::connect_quiet(url, db.db_pool).await
-    } else {
-        cairn::store::connect(url, db.db_pool).await
-    }
-    .context("connecting to the database")?;
-    if migrate && !db.no_migrate {
-        cairn::store::migrate(&pool)
-            .await
-            .context("applying migrations")?;
-    }
+    // A database that is down or restarting is waited for, up to --db-connect-timeout.
+    let migrate = migrate && !db.no_migrate;
+    let pool = cairn::store::connect::retrying("connecting", db.db_connect_timeout.0, || async {
+        cairn::store::connect::probe(url).await?;
+        let pool = if quiet {
+            cairn::store::connect_quiet(url, db.db_pool).await
+        } else {
+            cairn::store::connect(url, db.db_pool).await
+        }?;
+        if migrate && let Err(e) = cairn::store::migrate(&pool).await {
+            pool.close().await;
+            return Err(e);
+        }
+        Ok(pool)
+    })
+    .await
+    .context("connecting to the database and applying migrations")?;
     Ok(pool)
 }
 
@@ -153,9 +159,13 @@ async fn connect_api(db: &DatabaseArgs, api: &ApiArgs) -> Result<sqlx::PgPool> {
         .database_url
         .as_deref()
         .context("DATABASE_URL is not set (give --database-url or set DATABASE_URL)")?;
-    cairn::store::connect_api(url, db.db_pool, api.statement_timeout)
-        .await
-        .context("connecting to the database")
+    // Waited for like every other pool (see `connect_as`).
+    cairn::store::connect::retrying("connecting", db.db_connect_timeout.0, || async {
+        cairn::store::connect::probe(url).await?;
+        cairn::store::connect_api(url, db.db_pool, api.statement_timeout).await
+    })
+    .await
+    .context("connecting to the database")
 }
 
 fn load_workflows(args: &WorkflowArgs) -> Result<Arc<cairn::workflow::Registry>> {

@@ -19,6 +19,11 @@ pub struct DatabaseArgs {
     /// Do not apply migrations on start (run `cairn migrate` yourself).
     #[arg(long, env = "CAIRN_NO_MIGRATE")]
     pub no_migrate: bool,
+    /// How long a starting service waits for an unreachable database (refusing
+    /// connections, starting up, shutting down), trying again with backoff and logging
+    /// each try, before it exits: a duration, or `0` / `never` to wait for ever.
+    #[arg(long, env = "CAIRN_DB_CONNECT_TIMEOUT", default_value = "60s")]
+    pub db_connect_timeout: Ttl,
 }
 
 /// Where workflow definitions are read from.

@@ -31,6 +31,8 @@ pub struct DevDb {
     data: PathBuf,
     run_as: Option<String>,
     port: u16,
+    /// The server's command-line options (port, socket directory, settings).
+    options: String,
 }
 
 fn find_bin_dir() -> Option<PathBuf> {
@@ -149,26 +151,75 @@ impl DevDb {
             )?;
         }
         let port = free_port()?;
-        let log = data.join("server.log").display().to_string();
         let options = format!("-p {port} -k {data_str} -c listen_addresses=127.0.0.1 -c fsync=off");
-        run(
-            &bin.join("pg_ctl"),
-            &[
-                "-D", &data_str, "-o", &options, "-l", &log, "-w", "-t", "60", "start",
-            ],
-            run_as.as_deref(),
-            "pg_ctl start",
-        )?;
-        Ok(DevDb {
+        let db = DevDb {
             pg_ctl: bin.join("pg_ctl"),
             data: data.to_owned(),
             run_as,
             port,
-        })
+            options,
+        };
+        db.resume()?;
+        Ok(db)
     }
 
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts the server (again, after [`DevDb::stop`]) on its port, with its options;
+    /// waits until it accepts connections.
+    pub fn resume(&self) -> Result<(), DevDbError> {
+        let data = self.data.display().to_string();
+        let log = self.data.join("server.log").display().to_string();
+        run(
+            &self.pg_ctl,
+            &[
+                "-D",
+                &data,
+                "-o",
+                &self.options,
+                "-l",
+                &log,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            self.run_as.as_deref(),
+            "pg_ctl start",
+        )
+    }
+
+    /// Stops the server until [`DevDb::resume`]; `mode` as in [`DevDb::restart`]. For
+    /// failure tests.
+    pub fn stop(&self, mode: &str) -> Result<(), DevDbError> {
+        let data = self.data.display().to_string();
+        run(
+            &self.pg_ctl,
+            &["-D", &data, "-m", mode, "-w", "-t", "60", "stop"],
+            self.run_as.as_deref(),
+            "pg_ctl stop",
+        )
+    }
+
+    /// Restarts the server on the same port, stopping it with `mode`: `fast` (clients
+    /// are disconnected, a clean shutdown) or `immediate` (no shutdown at all: the
+    /// start recovers from the WAL, as after a crash). Waits until it accepts
+    /// connections again. For failure tests.
+    pub fn restart(&self, mode: &str) -> Result<(), DevDbError> {
+        let data = self.data.display().to_string();
+        // The server keeps the options it was started with; its output must go to the
+        // log, or this process's pipe would stay open for as long as the server runs.
+        let log = self.data.join("server.log").display().to_string();
+        run(
+            &self.pg_ctl,
+            &[
+                "-D", &data, "-l", &log, "-m", mode, "-w", "-t", "60", "restart",
+            ],
+            self.run_as.as_deref(),
+            "pg_ctl restart",
+        )
     }
 }
 

@@ -28,6 +28,8 @@ pub enum WorkerError {
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error(transparent)]
+    Connect(#[from] store::connect::ConnectError),
+    #[error(transparent)]
     Queue(#[from] queue::QueueError),
 }
 
@@ -96,17 +98,24 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     let id = worker_id();
-    store::workers::worker_register(
-        &pool,
-        store::workers::WorkerRegisterParams {
-            id: &id,
-            hostname: &hostname(),
-            pid: std::process::id() as i32,
-            version: crate::VERSION,
-            concurrency: settings.concurrency as i32,
-        },
-    )
-    .await?;
+    let host = hostname();
+    // The database may go away between the service's connect and here: wait for it.
+    let register = store::connect::retrying("registering the worker", None, || {
+        store::workers::worker_register(
+            &pool,
+            store::workers::WorkerRegisterParams {
+                id: &id,
+                hostname: &host,
+                pid: std::process::id() as i32,
+                version: crate::VERSION,
+                concurrency: settings.concurrency as i32,
+            },
+        )
+    });
+    tokio::select! {
+        registered = register => registered?,
+        _ = shutdown.cancelled() => return Ok(()),
+    }
     tracing::info!(worker = %id, concurrency = settings.concurrency, lease = ?settings.lease, "worker started");
 
     let engine = std::sync::Arc::new(Engine::new(

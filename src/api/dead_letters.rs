@@ -182,9 +182,9 @@ async fn purge(
     _: Operator,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
-    let mut tx = state.pool.begin().await.map_err(ApiError::internal)?;
+    let mut tx = state.pool.begin().await?;
     let n = store::dead_letters::dead_letter_purge(&mut tx, &[id]).await?;
-    tx.commit().await.map_err(ApiError::internal)?;
+    tx.commit().await?;
     if n == 0 {
         return Err(ApiError::NotFound(format!("no dead letter {id}")));
     }
@@ -265,10 +265,10 @@ async fn bulk(
                 }
             }
         } else {
-            let mut tx = state.pool.begin().await.map_err(ApiError::internal)?;
+            let mut tx = state.pool.begin().await?;
             outcome.processed +=
                 store::dead_letters::dead_letter_purge(&mut tx, batch).await? as usize;
-            tx.commit().await.map_err(ApiError::internal)?;
+            tx.commit().await?;
         }
     }
     Ok(Json(outcome))

@@ -59,6 +59,11 @@ pub enum ApiError {
     TooManyRequests { message: String, retry_after: u64 },
     #[error("{0}")]
     Unavailable(String),
+    /// The database cannot be reached right now (it is restarting, or the connection
+    /// broke): 503 `unavailable` with `Retry-After`. The reason names the class of
+    /// failure only ([`crate::store::connect::unavailable`]); the error is logged.
+    #[error("the database is unavailable ({0}); try again shortly")]
+    DatabaseUnavailable(&'static str),
     /// Any internal failure; its text is logged, never sent.
     #[error("{0}")]
     Internal(String),
@@ -89,7 +94,9 @@ impl ApiError {
             }
             ApiError::Unprocessable { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
             ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Unavailable(_) | ApiError::DatabaseUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -113,10 +120,15 @@ impl IntoResponse for ApiError {
             error["details"] = bounded_details(d);
         }
         let mut response = (status, Json(json!({ "error": error }))).into_response();
-        if let ApiError::TooManyRequests { retry_after, .. } = &self {
+        let retry_after = match &self {
+            ApiError::TooManyRequests { retry_after, .. } => Some(*retry_after),
+            ApiError::DatabaseUnavailable(_) => Some(DATABASE_RETRY_AFTER_SECS),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from((*retry_after).max(1)),
+                axum::http::HeaderValue::from(secs.max(1)),
             );
         }
         response
@@ -151,15 +163,55 @@ fn bounded_details(details: Value) -> Value {
     }
 }
 
+/// `Retry-After` on answers given while the database is away: a restart takes seconds.
+pub const DATABASE_RETRY_AFTER_SECS: u64 = 2;
+
+impl ApiError {
+    /// A failure to reach the database is [`ApiError::DatabaseUnavailable`] (logged at
+    /// WARN); anything else is internal.
+    fn from_database(e: impl std::fmt::Display, unavailable: Option<&'static str>) -> ApiError {
+        match unavailable {
+            Some(reason) => {
+                tracing::warn!(error = %e, "the database is unavailable");
+                ApiError::DatabaseUnavailable(reason)
+            }
+            None => ApiError::internal(e),
+        }
+    }
+}
+
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        ApiError::internal(e)
+        let unavailable = e.unavailable();
+        ApiError::from_database(e, unavailable)
     }
 }
 
 impl From<crate::engine::EngineError> for ApiError {
     fn from(e: crate::engine::EngineError) -> Self {
-        ApiError::internal(e)
+        let unavailable = e.unavailable();
+        ApiError::from_database(e, unavailable)
+    }
+}
+
+impl From<crate::queue::QueueError> for ApiError {
+    fn from(e: crate::queue::QueueError) -> Self {
+        let unavailable = e.unavailable();
+        ApiError::from_database(e, unavailable)
+    }
+}
+
+impl From<crate::scheduler::SchedulerError> for ApiError {
+    fn from(e: crate::scheduler::SchedulerError) -> Self {
+        let unavailable = e.unavailable();
+        ApiError::from_database(e, unavailable)
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        let unavailable = crate::store::connect::unavailable(&e);
+        ApiError::from_database(e, unavailable)
     }
 }
 
@@ -174,5 +226,61 @@ impl From<JsonRejection> for ApiError {
             ),
             _ => ApiError::bad_request(r.body_text()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineError;
+    use crate::store::StoreError;
+
+    fn refused() -> sqlx::Error {
+        sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
+    }
+
+    async fn answer(e: ApiError) -> (StatusCode, Option<String>, Value) {
+        let response = e.into_response();
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(axum::http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        let body = serde_json::from_slice(&body).expect("JSON");
+        (status, retry_after, body)
+    }
+
+    /// However the failure to reach the database travels — a store error, the engine's
+    /// (the submit batcher answers with those), or a handler's own transaction — it is
+    /// a 503 with `Retry-After`; a statement's own failure stays a 500.
+    #[tokio::test]
+    async fn the_database_away_is_503_with_retry_after_through_every_layer() {
+        let away = [
+            ApiError::from(StoreError::Database(refused())),
+            ApiError::from(StoreError::Database(sqlx::Error::PoolTimedOut)),
+            ApiError::from(EngineError::Store(StoreError::Database(refused()))),
+            ApiError::from(EngineError::Database(sqlx::Error::PoolClosed)),
+            ApiError::from(refused()),
+        ];
+        for e in away {
+            let (status, retry_after, body) = answer(e).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+            assert_eq!(
+                retry_after.as_deref(),
+                Some(DATABASE_RETRY_AFTER_SECS.to_string().as_str())
+            );
+            assert_eq!(body["error"]["code"], "unavailable");
+        }
+        let (status, retry_after, body) = answer(ApiError::from(StoreError::Database(
+            sqlx::Error::RowNotFound,
+        )))
+        .await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(retry_after, None);
+        assert_eq!(body["error"]["message"], "internal server error");
     }
 }

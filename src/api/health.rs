@@ -20,12 +20,17 @@ async fn healthz() -> Json<Value> {
 }
 
 /// The process can serve: the database answers and its migrations are current.
+/// Otherwise 503, saying which: the database is away (and why: refused or broken
+/// connections, starting up, shutting down), or it failed the check.
 async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let current = store::stats::migrations_current(&state.pool)
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "readiness check failed");
-            ApiError::Unavailable("database unreachable".into())
+            ApiError::DatabaseUnavailable(
+                e.unavailable()
+                    .unwrap_or("the readiness query failed; see the API's log"),
+            )
         })?;
     if !current {
         return Err(ApiError::Unavailable(

@@ -304,7 +304,7 @@ async fn create(
         next_fire_at: cron.next_after(now),
     };
     let id = ulid::Ulid::generate().to_string();
-    let mut conn = state.pool.acquire().await.map_err(ApiError::internal)?;
+    let mut conn = state.pool.acquire().await?;
     let row = store::schedule_insert(&mut conn, &id, &params)
         .await
         .map_err(|e| match e.constraint() {
@@ -395,9 +395,7 @@ async fn trigger(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let by = format!("api:{}", p.name);
-    let triggered = scheduler::trigger(&state.pool, &state.workflows, &id, &by, Utc::now())
-        .await
-        .map_err(ApiError::internal)?;
+    let triggered = scheduler::trigger(&state.pool, &state.workflows, &id, &by, Utc::now()).await?;
     let run = match triggered {
         Triggered::Run(run) => run,
         Triggered::NotFound => {

@@ -140,7 +140,7 @@ async fn agent_result(
         None => return Err(bad_signature()),
     };
 
-    let mut tx = state.pool.begin().await.map_err(ApiError::internal)?;
+    let mut tx = state.pool.begin().await?;
     let target = store::steps::step_lock_for_delivery(&mut tx, &req.task_id, &req.step_id)
         .await?
         .ok_or_else(bad_signature)?;
@@ -156,9 +156,7 @@ async fn agent_result(
             .await?;
     let accepted = match delivery {
         Delivery::Accepted => {
-            queue::enqueue(&mut tx, &[Wake::now(&req.task_id)])
-                .await
-                .map_err(ApiError::internal)?;
+            queue::enqueue(&mut tx, &[Wake::now(&req.task_id)]).await?;
             true
         }
         Delivery::Duplicate => false,
@@ -172,7 +170,7 @@ async fn agent_result(
             });
         }
     };
-    tx.commit().await.map_err(ApiError::internal)?;
+    tx.commit().await?;
     Ok(Json(Accepted { accepted }))
 }
 

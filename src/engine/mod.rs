@@ -83,6 +83,19 @@ pub fn redact(env: &BTreeMap<String, String>, mut message: String) -> String {
     message
 }
 
+impl EngineError {
+    /// Why this error means the database is away right now
+    /// ([`store::connect::unavailable`]), whichever layer it came through.
+    pub fn unavailable(&self) -> Option<&'static str> {
+        match self {
+            EngineError::Store(e) => e.unavailable(),
+            EngineError::Queue(e) => e.unavailable(),
+            EngineError::Database(e) => store::connect::unavailable(e),
+            EngineError::Definition { .. } => None,
+        }
+    }
+}
+
 /// How long a run handed back after an error waits before it is tried again.
 pub const RETRY_AFTER_ERROR: Duration = Duration::from_secs(5);
 

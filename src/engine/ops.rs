@@ -229,11 +229,15 @@ pub async fn bulk(
         return Ok(outcome);
     }
     for batch in ids.chunks(BATCH) {
+        // Each transaction locks its runs in id order, as the workers' statements that
+        // lock several runs do, so that neither waits for the other in a cycle.
+        let mut batch = batch.to_vec();
+        batch.sort();
         match action {
             BulkAction::Retry => {
                 let mut tx = pool.begin().await?;
                 let mut wakes = Vec::new();
-                for id in batch {
+                for id in &batch {
                     if store::runs::run_retry(&mut tx, id, by).await?.is_some() {
                         wakes.push(Wake::now(id));
                     }
@@ -244,7 +248,7 @@ pub async fn bulk(
             }
             BulkAction::Cancel => {
                 let mut tx = pool.begin().await?;
-                for id in batch {
+                for id in &batch {
                     if matches!(
                         store::runs::run_cancel(&mut tx, id, by).await?,
                         Some(Cancelled::Now | Cancelled::Requested)
@@ -255,7 +259,7 @@ pub async fn bulk(
                 tx.commit().await?;
             }
             BulkAction::Replay => {
-                for id in batch {
+                for id in &batch {
                     if replay(pool, registry, id, &ReplayParams::default())
                         .await?
                         .is_ok()

@@ -51,6 +51,20 @@ pub enum QueueError {
     Listen(#[from] sqlx::Error),
 }
 
+impl QueueError {
+    /// Why this error means the database is away right now
+    /// ([`store::connect::unavailable`]).
+    pub fn unavailable(&self) -> Option<&'static str> {
+        match self {
+            QueueError::Apalis(apalis_postgres::Error::Database(e)) | QueueError::Listen(e) => {
+                store::connect::unavailable(e)
+            }
+            QueueError::Store(e) => e.unavailable(),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct RunJob {
     run_id: String,
@@ -149,13 +163,25 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     // The fetch's connection is opened, and its statement planned, before the worker
-    // listens for work: the first runs it takes wait for neither.
+    // listens for work: the first runs it takes wait for neither. Neither is needed to
+    // start, though: with the database away, the fetch retries on its own and the
+    // listener is opened once the database is back.
     let claim_pool = store::jobs::jobs_claim_pool(pool);
-    store::jobs::jobs_claim_runs(&claim_pool, QUEUE, &config.name, config.lease, 0).await?;
+    if let Err(e) =
+        store::jobs::jobs_claim_runs(&claim_pool, QUEUE, &config.name, config.lease, 0).await
+    {
+        tracing::warn!(error = %e, "preparing the fetch failed");
+    }
     let inserted = Arc::new(Notify::new());
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(INSERTED).await?;
+    let listener = match listen(pool).await {
+        Ok(listener) => Some(listener),
+        Err(e) => {
+            tracing::warn!(error = %e, "listening for new jobs failed; polling meanwhile");
+            None
+        }
+    };
     let _listening = AbortOnDropHandle::new(tokio::spawn(relay_notifications(
+        pool.clone(),
         listener,
         inserted.clone(),
     )));
@@ -244,10 +270,29 @@ where
 
 type Leased = Arc<std::sync::Mutex<Option<ReceiverStream<Acquired>>>>;
 
-/// Wakes the fetch on every notification of a job of [`QUEUE`] that is due now.
-/// `recv` reconnects by itself after a lost connection; what was announced meanwhile
-/// is found by the fallback poll.
-async fn relay_notifications(mut listener: PgListener, inserted: Arc<Notify>) {
+async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(INSERTED).await?;
+    Ok(listener)
+}
+
+/// Wakes the fetch on every notification of a job of [`QUEUE`] that is due now, once
+/// `listener` is open (opened here when the worker started without it). `recv`
+/// reconnects by itself after a lost connection; what was announced meanwhile is found
+/// by the fallback poll.
+async fn relay_notifications(pool: PgPool, listener: Option<PgListener>, inserted: Arc<Notify>) {
+    let mut listener = match listener {
+        Some(listener) => listener,
+        None => loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            match listen(&pool).await {
+                Ok(listener) => break listener,
+                Err(e) => {
+                    tracing::warn!(error = %e, "listening for new jobs failed; polling meanwhile")
+                }
+            }
+        },
+    };
     loop {
         match listener.recv().await {
             Ok(n) => {

@@ -83,6 +83,19 @@ pub enum SchedulerError {
 
 pub type Result<T, E = SchedulerError> = std::result::Result<T, E>;
 
+impl SchedulerError {
+    /// Why this error means the database is away right now
+    /// ([`crate::store::connect::unavailable`]).
+    pub fn unavailable(&self) -> Option<&'static str> {
+        match self {
+            SchedulerError::Store(e) => e.unavailable(),
+            SchedulerError::Engine(e) => e.unavailable(),
+            SchedulerError::Database(e) => crate::store::connect::unavailable(e),
+            _ => None,
+        }
+    }
+}
+
 /// Where the scheduler reads the time.
 pub trait Clock: Send + Sync {
     fn now(&self) -> DateTime<Utc>;
@@ -441,7 +454,20 @@ pub async fn run(
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let synced = sync(&pool, &registry, clock.now()).await?;
+    // The database may go away between the service's connect and here: wait for it.
+    let synced = loop {
+        match sync(&pool, &registry, clock.now()).await {
+            Ok(synced) => break synced,
+            Err(e) if e.unavailable().is_some() => {
+                tracing::warn!(error = %e, "syncing schedules: the database is unavailable; trying again");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    };
     tracing::info!(scheduler = %settings.id, added = ?synced.added, changed = ?synced.changed,
         removed = ?synced.removed, unchanged = synced.unchanged, conflicts = ?synced.conflicts,
         "scheduler started; workflow schedules synced");

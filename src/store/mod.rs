@@ -7,6 +7,7 @@
 //! still the current one and unexpired ([`Lease`]); otherwise it fails with
 //! [`StoreError::LeaseLost`] and the transaction commits nothing.
 
+pub mod connect;
 pub mod dead_letters;
 pub mod definitions;
 pub mod events;

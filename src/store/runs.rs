@@ -378,9 +378,13 @@ pub async fn run_release_held(
     reason: &str,
 ) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar(
-        "with r as (update runs set status = 'queued', lease_owner = null, lease_expires_at = null
-                     where lease_owner = $1 and status = 'running'
-                    returning id),
+        // Locked in id order, as the heartbeat (still beating) locks the same runs.
+        "with held as (select id from runs where lease_owner = $1 and status = 'running'
+                        order by id
+                          for no key update),
+              r as (update runs u set status = 'queued', lease_owner = null, lease_expires_at = null
+                      from held where u.id = held.id
+                    returning u.id),
               abandoned as (
                     update step_attempts a
                        set status = 'abandoned', finished_at = clock_timestamp(),
@@ -633,7 +637,9 @@ fn cancel_children<'a>(
 ) -> futures::future::BoxFuture<'a, Result<()>> {
     Box::pin(async move {
         let children: Vec<String> = sqlx::query_scalar(
-            "select id from runs where parent_run_id = $1 and status not in ('succeeded', 'dead', 'cancelled')",
+            // In id order, as every statement that locks several runs takes them.
+            "select id from runs where parent_run_id = $1 and status not in ('succeeded', 'dead', 'cancelled')
+              order by id",
         )
         .bind(run_id)
         .fetch_all(&mut *conn)

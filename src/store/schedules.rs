@@ -354,11 +354,13 @@ pub async fn schedule_cancel_active_runs(
     schedule_id: &str,
     by: &str,
 ) -> Result<CancelledRuns> {
-    // The same cancellation operators get (steps, attempts, child runs, events).
+    // The same cancellation operators get (steps, attempts, child runs, events), one run
+    // after another in this transaction: in id order, the order every statement that
+    // locks several runs takes them in, so that none waits for another in a cycle.
     let active: Vec<String> = sqlx::query_scalar(
         "select id from runs
           where schedule_id = $1 and status in ('queued', 'waiting', 'sleeping', 'retrying', 'running')
-          order by created_at",
+          order by id",
     )
     .bind(schedule_id)
     .fetch_all(&mut *conn)

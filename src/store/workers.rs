@@ -27,9 +27,12 @@ pub struct WorkerRegisterParams<'a> {
     pub concurrency: i32,
 }
 
+/// Records a starting worker. Idempotent: a worker whose first try committed but lost
+/// its answer (the database went away) tries again with the same id.
 pub async fn worker_register(pool: &PgPool, p: WorkerRegisterParams<'_>) -> Result<()> {
     sqlx::query(
-        "insert into workers (id, hostname, pid, version, concurrency) values ($1, $2, $3, $4, $5)",
+        "insert into workers (id, hostname, pid, version, concurrency) values ($1, $2, $3, $4, $5)
+         on conflict (id) do nothing",
     )
     .bind(p.id)
     .bind(p.hostname)
@@ -54,10 +57,22 @@ pub async fn worker_heartbeat(
         .bind(id)
         .execute(&mut *tx)
         .await?;
+    // The runs are locked in id order, as every statement that locks several runs
+    // does (the writer's batched transitions, leasing, handing back): an update alone
+    // locks rows in whatever order its plan visits them, and deadlocked with a batch of
+    // transitions of the same runs. The heartbeat waits for a locked run rather than
+    // skipping it (`skip locked`): those locks last one short statement or transaction,
+    // while a skipped run keeps its old expiry until the next beat, and a run the writer
+    // touches at every beat could be skipped until its live lease expired.
     let held = sqlx::query(
-        "update runs set lease_expires_at = clock_timestamp() + make_interval(secs => $2)
-          where lease_owner = $1 and status = 'running' and lease_expires_at > clock_timestamp()
-            and id <> all ($3)",
+        "with mine as (
+              select id from runs
+               where lease_owner = $1 and status = 'running'
+                 and lease_expires_at > clock_timestamp() and id <> all ($3)
+               order by id
+                 for no key update)
+         update runs r set lease_expires_at = clock_timestamp() + make_interval(secs => $2)
+           from mine where r.id = mine.id",
     )
     .bind(id)
     .bind(ttl.as_secs_f64())
@@ -90,4 +105,99 @@ pub async fn worker_list(pool: &PgPool, since: std::time::Duration) -> Result<Ve
     .bind(since.as_secs_f64())
     .fetch_all(pool)
     .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::engine::{Submitted, submit};
+    use crate::store::steps::{Transition, step_transitions};
+    use crate::store::{Lease, StoreError, runs};
+    use crate::workflow::Definition;
+
+    /// A heartbeat and the writer's batched transitions lock the same runs at the same
+    /// time, over and over: they must wait for each other, never deadlock. The runs are
+    /// leased in reverse id order so that their rows lie in the table against the order
+    /// the writer locks them in (an unordered update visits them in table order).
+    #[sqlx::test(migrations = false)]
+    async fn heartbeats_and_batched_transitions_of_the_same_runs_never_deadlock(pool: PgPool) {
+        crate::store::migrate(&pool).await.expect("migrate");
+        let def = Definition::parse(
+            "one",
+            "one.toml",
+            "[[steps]]\nid = \"s\"\nkind = \"pass\"\n",
+        )
+        .expect("valid");
+        let mut ids = Vec::new();
+        for _ in 0..40 {
+            let Ok(Ok(Submitted::Created(run))) = submit(&pool, &def, &json!({}), None).await
+            else {
+                panic!("the run was not created");
+            };
+            ids.push(run.id);
+        }
+        ids.sort();
+        let ttl = Duration::from_secs(300);
+        let mut leases: Vec<Lease> = Vec::new();
+        for id in ids.iter().rev() {
+            let acquired = runs::run_lease_acquire(&pool, id, "w", ttl)
+                .await
+                .expect("acquire")
+                .expect("the lease is free");
+            leases.push(acquired.lease);
+        }
+        leases.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+        let leases = Arc::new(leases);
+
+        const ROUNDS: usize = 100;
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..2 {
+            let pool = pool.clone();
+            tasks.spawn(async move {
+                for _ in 0..ROUNDS {
+                    worker_heartbeat(&pool, "w", ttl, &[]).await?;
+                }
+                Ok::<_, StoreError>(())
+            });
+        }
+        for _ in 0..3 {
+            let (pool, leases) = (pool.clone(), leases.clone());
+            tasks.spawn(async move {
+                for _ in 0..ROUNDS {
+                    let batch: Vec<(&Lease, Transition<'_>)> =
+                        leases.iter().map(|l| (l, Transition::default())).collect();
+                    let mut conn = pool.acquire().await?;
+                    for result in step_transitions(&mut conn, &batch).await? {
+                        result?;
+                    }
+                }
+                Ok::<_, StoreError>(())
+            });
+        }
+        let mut deadlocks = 0;
+        while let Some(joined) = tasks.join_next().await {
+            match joined.expect("the task ran to its end") {
+                Ok(()) => {}
+                Err(StoreError::Database(sqlx::Error::Database(e)))
+                    if e.code().as_deref() == Some("40P01") =>
+                {
+                    deadlocks += 1;
+                }
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        }
+        assert_eq!(deadlocks, 0, "tasks that ended in `deadlock detected`");
+        let held: i64 = sqlx::query_scalar(
+            "select count(*) from runs where lease_owner = 'w' and lease_expires_at > clock_timestamp()",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+        assert_eq!(held, 40, "every lease is still held");
+    }
 }
