@@ -30,7 +30,11 @@ venv="${CAIRN_FUZZ_VENV:-$HOME/.cache/cairn/fuzz-venv}"
 if ! "$venv/bin/python" -c 'import schemathesis, openapi_spec_validator' 2>/dev/null ||
   ! cmp -s scripts/fuzz/requirements.txt "$venv/requirements.txt"; then
   echo "fuzz: installing the tools into $venv"
-  python3 -m venv --clear "$venv"
+  if ! python3 -m venv --clear "$venv"; then
+    echo "fuzz: installing python3-venv"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null
+    python3 -m venv --clear "$venv"
+  fi
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/fuzz/requirements.txt
   cp scripts/fuzz/requirements.txt "$venv/requirements.txt"
 fi

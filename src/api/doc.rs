@@ -119,6 +119,13 @@ pub fn complete(doc: utoipa::openapi::OpenApi) -> Value {
                     if !r.contains_key("description") {
                         r.insert("description".into(), json!(reason(status)));
                     }
+                    // Every error answer has the one error shape, whether its handler
+                    // named the body or not.
+                    if (status.starts_with('4') || status.starts_with('5'))
+                        && !r.contains_key("content")
+                    {
+                        r.insert("content".into(), error_response("")["content"].take());
+                    }
                     if matches!(status.as_str(), "429" | "503") {
                         r.entry("headers").or_insert_with(retry_after);
                     }
