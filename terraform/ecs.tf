@@ -58,6 +58,9 @@ locals {
       # Browsers reach the api only through the ALB's HTTPS listener: Secure session
       # cookies, and Strict-Transport-Security on every answer.
       { name = "CAIRN_COOKIE_SECURE", value = "true" },
+      # The ALB appends the client's address to X-Forwarded-For: sign-in limits count
+      # per client, not per load balancer node.
+      { name = "CAIRN_TRUST_FORWARDED_FOR", value = "true" },
     ],
     var.llm_prices == "" ? [] : [{ name = "CAIRN_LLM_PRICES", value = var.llm_prices }],
   )
@@ -69,6 +72,9 @@ locals {
       { name = "CAIRN_CONCURRENCY", value = tostring(var.worker_concurrency) },
       { name = "CAIRN_LEASE", value = var.worker_lease },
       { name = "CAIRN_SHUTDOWN_GRACE", value = "${var.worker_shutdown_grace_seconds}s" },
+    ],
+    length(var.worker_egress_allow) == 0 ? [] : [
+      { name = "CAIRN_EGRESS_ALLOW", value = join(",", var.worker_egress_allow) },
     ],
     var.llm_base_url == "" ? [] : [
       { name = "CAIRN_LLM_BASE_URL", value = var.llm_base_url },

@@ -233,6 +233,12 @@ variable "worker_shutdown_grace_seconds" {
   }
 }
 
+variable "worker_egress_allow" {
+  description = "Hosts, IP addresses or CIDRs (each with an optional :port) that http steps may reach besides public addresses: the deployment's own internal services, e.g. [\"10.0.12.0/24\", \"agent.internal:8443\"]. Set as CAIRN_EGRESS_ALLOW on the workers. Empty: public addresses only."
+  type        = list(string)
+  default     = []
+}
+
 variable "worker_template_env" {
   description = "Non-secret variables that workflow templates may read as env.NAME (set on the worker tasks and listed in CAIRN_TEMPLATE_ENV), e.g. { NOTIFY_URL = \"https://...\" }."
   type        = map(string)

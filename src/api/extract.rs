@@ -84,8 +84,21 @@ fn whole_numbers<T: DeserializeOwned>(json: &[u8]) -> Option<T> {
                 }
                 _ => false,
             },
-            serde_json::Value::Array(items) => items.iter_mut().fold(false, |c, i| fix(i) || c),
-            serde_json::Value::Object(m) => m.values_mut().fold(false, |c, i| fix(i) || c),
+            // Every element is fixed: no short circuit.
+            serde_json::Value::Array(items) => {
+                let mut changed = false;
+                for i in items {
+                    changed |= fix(i);
+                }
+                changed
+            }
+            serde_json::Value::Object(m) => {
+                let mut changed = false;
+                for i in m.values_mut() {
+                    changed |= fix(i);
+                }
+                changed
+            }
             _ => false,
         }
     }

@@ -81,6 +81,8 @@ async fn list(State(state): State<AppState>, _: Viewer) -> Result<Json<ProjectLi
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewProject {
+    /// At most 200 characters, not blank.
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
     #[serde(default)]
     description: String,
@@ -171,6 +173,8 @@ async fn show(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectChange {
+    /// At most 200 characters, not blank.
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
     description: Option<String>,
 }

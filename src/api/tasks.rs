@@ -521,6 +521,7 @@ pub struct BatchSubmitRequest {
     /// The workflow's name; every task is a run of it.
     workflow: String,
     /// 1 to 1,000 runs to queue, answered in this order.
+    #[schema(min_items = 1, max_items = 1000)]
     tasks: Vec<BatchTask>,
 }
 
