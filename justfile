@@ -53,6 +53,11 @@ lint:
 e2e *args:
     scripts/e2e.sh {{ args }}
 
+# Fuzz the API with schemathesis against `cairn dev` (builds the binary first).
+fuzz *args:
+    cargo build --bin cairn
+    scripts/fuzz.sh --cairn "${CARGO_TARGET_DIR:-target}/debug/cairn" {{ args }}
+
 # Check the workflow definitions without a database
 [group('check')]
 validate:
@@ -79,7 +84,7 @@ up:
 down:
     docker compose down
 
-# What CI runs: .ci/run (format, lints, frontend, terraform fmt, compose check, tests, e2e)
+# What CI runs: .ci/run (format, lints, frontend, terraform fmt, compose check, tests, fuzzing, e2e)
 [group('check')]
 ci:
     .ci/run
