@@ -35,15 +35,16 @@ use crate::store::users::{self, TokenRow, UserRow};
 pub const SESSION_COOKIE: &str = "cairn_session";
 const SESSION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+/// The session cookie's value, if the request carries one.
+pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_owned())
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v)
 }
 
 /// How long a looked-up bearer token or session is trusted without asking the
@@ -273,7 +274,7 @@ pub async fn authenticate(
         state.principals.put(hash, p.clone(), Some(row.id));
         return Ok(Some(p));
     }
-    if let Some(session) = cookie(headers, SESSION_COOKIE) {
+    if let Some(session) = session_cookie(headers) {
         let hash = auth::secret_hash(&session);
         if let Some(p) = state.principals.get(&hash) {
             return Ok(Some(p));
@@ -449,7 +450,7 @@ async fn login(
 /// Ends the session.
 #[utoipa::path(post, path = "/api/auth/logout", tag = "auth", security(()), responses((status = 204)))]
 async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    if let Some(session) = cookie(&headers, SESSION_COOKIE) {
+    if let Some(session) = session_cookie(&headers) {
         let hash = auth::secret_hash(&session);
         users::session_delete(&state.pool, &hash).await?;
         state.principals.evict_secret(&hash);
@@ -641,7 +642,7 @@ async fn change_password(
         .await
         .map_err(ApiError::internal)?;
     users::user_update(&state.pool, id, None, None, Some(&hash), None).await?;
-    let keep = cookie(&headers, SESSION_COOKIE).map(|s| auth::secret_hash(&s));
+    let keep = session_cookie(&headers).map(auth::secret_hash);
     users::sessions_end(&state.pool, id, keep.as_deref()).await?;
     state.principals.evict_user(id);
     Ok(StatusCode::NO_CONTENT)

@@ -186,7 +186,7 @@ fn principal_key(p: &Principal, headers: &HeaderMap) -> String {
     let secret = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .or_else(|| super::guard::session_cookie(headers))
+        .or_else(|| super::auth::session_cookie(headers))
         .unwrap_or_default();
     format!("secret:{}", crate::auth::secret_hash(secret))
 }

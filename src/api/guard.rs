@@ -19,7 +19,7 @@ use axum::middleware::Next;
 use axum::response::IntoResponse;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use super::auth::SESSION_COOKIE;
+use super::auth::session_cookie;
 use super::{ApiError, AppState};
 
 /// Settings of the API's edge; [`Limits::default`] is what `cairn api` uses unless
@@ -63,18 +63,6 @@ const EVENTS_PATH: &str = "/api/events";
 
 /// Authenticated by the HMAC signature of its body, never by a cookie.
 const WEBHOOK_PATH: &str = "/api/webhooks/agent-result";
-
-/// The session cookie's value, if the request carries one.
-pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == SESSION_COOKIE)
-        .map(|(_, v)| v)
-}
 
 /// Refuses a cookie-authenticated unsafe request that is not same-origin, or that
 /// carries a body other than JSON.
