@@ -275,7 +275,7 @@ pub async fn authenticate(
         return Ok(Some(p));
     }
     if let Some(session) = session_cookie(headers) {
-        let hash = auth::secret_hash(&session);
+        let hash = auth::secret_hash(session);
         if let Some(p) = state.principals.get(&hash) {
             return Ok(Some(p));
         }
@@ -451,7 +451,7 @@ async fn login(
 #[utoipa::path(post, path = "/api/auth/logout", tag = "auth", security(()), responses((status = 204)))]
 async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     if let Some(session) = session_cookie(&headers) {
-        let hash = auth::secret_hash(&session);
+        let hash = auth::secret_hash(session);
         users::session_delete(&state.pool, &hash).await?;
         state.principals.evict_secret(&hash);
     }
