@@ -1,4 +1,4 @@
-//! Logging: `tracing` to stderr, human-readable or JSON (`CAIRN_LOG_FORMAT=json`),
+//! Logging: `tracing` to stderr, human-readable or JSON (`CAIRN_LOG_JSON=true`),
 //! filtered by `RUST_LOG` (default `info`).
 
 use tracing_subscriber::EnvFilter;

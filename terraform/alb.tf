@@ -1,6 +1,6 @@
 # Internet-facing Application Load Balancer in front of `cairn api`: HTTPS with the
-# given ACM certificate, HTTP redirected to HTTPS. (The dashboard will sit behind it
-# too once it exists.)
+# given ACM certificate, HTTP redirected to HTTPS. The api serves the dashboard at `/`
+# as well, so both are behind it.
 
 resource "aws_lb" "this" {
   name               = local.name
