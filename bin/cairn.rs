@@ -319,8 +319,15 @@ async fn main() -> Result<()> {
                         password.chars().count() >= 8,
                         "the password must be at least 8 characters"
                     );
-                    let user =
-                        cairn::auth::create_user(&pool, &email, &name, &password, role).await?;
+                    let user = cairn::auth::create_user(&pool, &email, &name, &password, role)
+                        .await
+                        .map_err(|e| match e.constraint() {
+                            Some("users_email") => anyhow::anyhow!(
+                                "a user with the email {email} exists already; change them with \
+                                 PATCH /api/users/{{id}} (role, password, disabled) or pick another email"
+                            ),
+                            _ => e.into(),
+                        })?;
                     println!("created {} user {} ({})", user.role, user.email, user.id);
                 }
                 AdminCommand::CreateToken {

@@ -966,3 +966,62 @@ async fn unknown_api_paths_and_bad_queries_get_json_errors(pool: PgPool) {
     let (status, body) = api.call("GET", "/api/tasks?bogus=1", None).await;
     assert_eq!(status, 400, "{body}");
 }
+
+#[sqlx::test(migrations = false)]
+async fn ctl_says_how_to_authenticate_and_is_quiet_on_a_closed_pipe(pool: PgPool) {
+    migrate(&pool).await;
+    let api = spawn_api(&pool, vec![]).await;
+    let home = tempfile_dir();
+    let run = async |token: Option<&str>| {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_ctl"));
+        c.args(["task", "list"])
+            .env("CAIRN_API_URL", &api.base)
+            .env("HOME", &home)
+            .env_remove("CAIRN_TOKEN")
+            .env_remove("XDG_CONFIG_HOME")
+            .stdin(std::process::Stdio::null());
+        if let Some(t) = token {
+            c.env("CAIRN_TOKEN", t);
+        }
+        let out = c.output().await.unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(None).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("CAIRN_TOKEN") && err.contains("ctl login"),
+        "{err}"
+    );
+    let (code, err) = run(Some("crn_nope")).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("refused") && err.contains("ctl login"),
+        "{err}"
+    );
+
+    // `ctl … | head`: the reader goes away after ten bytes of a 90 KB answer.
+    let stderr = home.join("stderr");
+    let script = format!(
+        "{} completions bash 2>{} | head -c 10 >/dev/null; exit ${{PIPESTATUS[0]}}",
+        env!("CARGO_BIN_EXE_ctl"),
+        stderr.display()
+    );
+    let status = tokio::process::Command::new("bash")
+        .args(["-c", &script])
+        .status()
+        .await
+        .unwrap();
+    let err = std::fs::read_to_string(&stderr).unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert_eq!(err, "", "nothing to say about a closed pipe");
+}
+
+/// A fresh directory of this test's own.
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("cairn-ctl-{}", ulid::Ulid::generate()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -54,6 +54,20 @@ impl Client {
         &self.base
     }
 
+    /// The API's refusal as an error, saying what to do when it is about credentials.
+    fn refused(&self, status: reqwest::StatusCode, message: &str) -> anyhow::Error {
+        let hint = match (status.as_u16(), &self.token) {
+            (401, None) => {
+                "\nno token was sent: set CAIRN_TOKEN (or --token), or sign in with `ctl login --email you@example.com`"
+            }
+            (401, Some(_)) => {
+                "\nthe token was refused (unknown, revoked or expired): sign in again with `ctl login`, or set another CAIRN_TOKEN"
+            }
+            _ => "",
+        };
+        anyhow!("{message} (HTTP {}){hint}", status.as_u16())
+    }
+
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let mut r = self.http.request(method, format!("{}{path}", self.base));
         if let Some(t) = &self.token {
@@ -103,7 +117,7 @@ impl Client {
             .as_str()
             .map(str::to_owned)
             .unwrap_or_else(|| body.to_string());
-        Err(anyhow!("{message} (HTTP {})", status.as_u16()))
+        Err(self.refused(status, &message))
     }
 }
 
@@ -164,7 +178,7 @@ impl Client {
                 .as_str()
                 .unwrap_or("request failed")
                 .to_owned();
-            return Err(anyhow!("{message} (HTTP {})", status.as_u16()));
+            return Err(self.refused(status, &message));
         }
         Ok(SseStream {
             response,
@@ -188,7 +202,7 @@ impl Client {
             .as_str()
             .unwrap_or(&text)
             .to_owned();
-        Err(anyhow!("{message} (HTTP {})", status.as_u16()))
+        Err(self.refused(status, &message))
     }
 
     /// POST without a token, returning the answer and its `Set-Cookie` session value.
