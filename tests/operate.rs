@@ -1025,3 +1025,56 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[sqlx::test(migrations = false)]
+async fn ctl_pages_with_cursors_checks_its_values_and_stops_waiting_when_told(pool: PgPool) {
+    migrate(&pool).await;
+    let def = definition(
+        "idle",
+        r#"
+[[steps]]
+id = "one"
+kind = "pass"
+output = { ok = true }
+"#,
+    );
+    let api = spawn_api(&pool, vec![def.clone()]).await;
+    // No worker runs: the runs stay queued.
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(submit(&pool, &def, json!({})).await);
+    }
+
+    let (code, first, err) = ctl(&api, &["task", "list", "--limit", "2"]).await;
+    assert_eq!(code, 0, "{err}");
+    let cursor = first
+        .lines()
+        .find_map(|l| l.strip_prefix("(more: add --cursor "))
+        .and_then(|l| l.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no cursor in {first}"))
+        .to_owned();
+    let (code, rest, err) = ctl(&api, &["task", "list", "--limit", "2", "--cursor", &cursor]).await;
+    assert_eq!(code, 0, "{err}");
+    let listed = |text: &str| ids.iter().filter(|id| text.contains(id.as_str())).count();
+    assert_eq!((listed(&first), listed(&rest)), (2, 1), "{first}\n{rest}");
+    assert!(!rest.contains("(more:"), "{rest}");
+
+    // Values are checked before anything is sent, naming what is allowed.
+    let (code, _, err) = ctl(&api, &["task", "list", "--status", "finished"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("succeeded") && err.contains("cancelled"),
+        "{err}"
+    );
+    let (code, _, err) = ctl(&api, &["task", "list", "--limit", "501"]).await;
+    assert_eq!(code, 2, "{err}");
+
+    // --wait gives up when told, saying where the run is.
+    let (code, _, err) = ctl(
+        &api,
+        &["task", "submit", "idle", "--wait", "--timeout", "300ms"],
+    )
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is still queued after 300ms"), "{err}");
+}

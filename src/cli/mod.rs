@@ -120,21 +120,31 @@ pub enum TaskCommand {
         /// Wait until the run finishes; exit 1 unless it succeeded.
         #[arg(long)]
         wait: bool,
+        /// With --wait: give up after this long (e.g. 30s, 10m), exiting 1 and saying
+        /// the run's state; the run goes on.
+        #[arg(long, requires = "wait", value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
     },
     /// List runs, newest first.
     #[command(
         after_help = "Examples:\n  ctl task list --status dead --since 1h\n  ctl task list --workflow analyze_project -o json"
     )]
     List {
-        #[arg(long)]
+        /// Only runs in this state.
+        #[arg(long, value_parser = ["queued", "running", "waiting", "sleeping", "retrying", "succeeded", "dead", "cancelled"])]
         status: Option<String>,
+        /// Only runs of this workflow (`ctl workflow list` names them).
         #[arg(long)]
         workflow: Option<String>,
         /// Only runs created within this long (e.g. 30m, 1h, 2d).
         #[arg(long)]
         since: Option<String>,
-        #[arg(long, default_value_t = 50)]
+        /// At most this many (1 to 500).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=500))]
         limit: u32,
+        /// Continue a list: the cursor the previous page printed.
+        #[arg(long)]
+        cursor: Option<String>,
     },
     /// Show a run: steps, attempts, errors, outputs and events.
     Show { id: String },
@@ -189,12 +199,18 @@ pub enum TaskCommand {
 pub enum DlqCommand {
     /// Dead letters, newest first.
     List {
+        /// Only dead letters of this workflow.
         #[arg(long)]
         workflow: Option<String>,
+        /// Only runs dead within this long (e.g. 30m, 1h, 2d).
         #[arg(long)]
         since: Option<String>,
-        #[arg(long, default_value_t = 50)]
+        /// At most this many (1 to 500).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=500))]
         limit: u32,
+        /// Continue a list: the cursor the previous page printed.
+        #[arg(long)]
+        cursor: Option<String>,
     },
     /// One dead letter: the failed step, its error, every attempt and the input.
     Show { id: i64 },
@@ -394,6 +410,7 @@ async fn task(command: TaskCommand, client: &Client, out: &mut Out<'_>) -> Resul
             input_file,
             idempotency_key,
             wait,
+            timeout,
         } => {
             let input: Value = match (input, input_file) {
                 (Some(s), _) => serde_json::from_str(&s).context("--input is not valid JSON")?,
@@ -417,7 +434,20 @@ async fn task(command: TaskCommand, client: &Client, out: &mut Out<'_>) -> Resul
                 out.submitted(&body)?;
                 return Ok(0);
             }
-            let run = wait_for(client, &id).await?;
+            let run = match timeout {
+                None => wait_for(client, &id).await?,
+                Some(limit) => match tokio::time::timeout(limit, wait_for(client, &id)).await {
+                    Ok(run) => run?,
+                    Err(_) => {
+                        let run = client.get(&format!("/api/tasks/{id}")).await?;
+                        anyhow::bail!(
+                            "run {id} is still {} after {}; it goes on (`ctl task show {id}`)",
+                            text_of(&run["status"]),
+                            humantime::format_duration(limit)
+                        );
+                    }
+                },
+            };
             out.task(&run)?;
             Ok(if run["status"] == "succeeded" { 0 } else { 1 })
         }
@@ -426,8 +456,12 @@ async fn task(command: TaskCommand, client: &Client, out: &mut Out<'_>) -> Resul
             workflow,
             since,
             limit,
+            cursor,
         } => {
             let mut query: Vec<(&str, String)> = vec![("limit", limit.to_string())];
+            if let Some(c) = cursor {
+                query.push(("cursor", c));
+            }
             if let Some(s) = status {
                 query.push(("status", s));
             }
@@ -480,8 +514,12 @@ async fn dlq(command: DlqCommand, client: &Client, out: &mut Out<'_>) -> Result<
             workflow,
             since,
             limit,
+            cursor,
         } => {
             let mut query: Vec<(&str, String)> = vec![("limit", limit.to_string())];
+            if let Some(c) = cursor {
+                query.push(("cursor", c));
+            }
             if let Some(w) = workflow {
                 query.push(("workflow", w));
             }

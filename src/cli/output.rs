@@ -162,7 +162,7 @@ impl<'a> Out<'a> {
         }
         writeln!(self.w, "{t}")?;
         if let Some(c) = body["nextCursor"].as_str() {
-            writeln!(self.w, "(more: cursor {c})")?;
+            writeln!(self.w, "(more: add --cursor {c})")?;
         }
         Ok(())
     }
@@ -411,6 +411,9 @@ impl<'a> Out<'a> {
             ]);
         }
         writeln!(self.w, "{t}")?;
+        if let Some(c) = body["nextCursor"].as_str() {
+            writeln!(self.w, "(more: add --cursor {c})")?;
+        }
         Ok(())
     }
 
