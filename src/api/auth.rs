@@ -208,12 +208,9 @@ impl LoginGuard {
         self.by_account
             .check_key(&account.trim().to_lowercase())
             .map_err(|u| wait(u, "for this account"))?;
-        for limiter_len in [self.by_address.len(), self.by_account.len()] {
-            if limiter_len > LOGIN_KEYS_MAX {
-                self.by_address.retain_recent();
-                self.by_account.retain_recent();
-                break;
-            }
+        if self.by_address.len().max(self.by_account.len()) > LOGIN_KEYS_MAX {
+            self.by_address.retain_recent();
+            self.by_account.retain_recent();
         }
         Ok(())
     }

@@ -124,7 +124,7 @@ pub fn complete(doc: utoipa::openapi::OpenApi) -> Value {
                     if (status.starts_with('4') || status.starts_with('5'))
                         && !r.contains_key("content")
                     {
-                        r.insert("content".into(), error_response("")["content"].take());
+                        r.insert("content".into(), error_content());
                     }
                     if matches!(status.as_str(), "429" | "503") {
                         r.entry("headers").or_insert_with(retry_after);
@@ -183,10 +183,12 @@ fn operations(item: &Value) -> impl Iterator<Item = &Map<String, Value>> {
 }
 
 fn error_response(why: &str) -> Value {
-    json!({
-        "description": why,
-        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/ErrorBody" } } },
-    })
+    json!({ "description": why, "content": error_content() })
+}
+
+/// The one error shape, as an answer's content.
+fn error_content() -> Value {
+    json!({ "application/json": { "schema": { "$ref": "#/components/schemas/ErrorBody" } } })
 }
 
 fn retry_after() -> Value {

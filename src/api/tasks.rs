@@ -234,6 +234,9 @@ pub(super) fn span(what: &str, s: &str) -> Result<std::time::Duration, ApiError>
             "{what} `{s}` is not a duration such as 30m, 1h30m or 7d"
         ))
     };
+    if s.is_empty() {
+        return Err(bad());
+    }
     let mut rest = s;
     let mut total = std::time::Duration::ZERO;
     while !rest.is_empty() {
@@ -258,9 +261,6 @@ pub(super) fn span(what: &str, s: &str) -> Result<std::time::Duration, ApiError>
         };
         total = total.saturating_add(std::time::Duration::from_secs_f64(n as f64 * secs));
         rest = &tail[unit.len()..];
-    }
-    if s.is_empty() {
-        return Err(bad());
     }
     Ok(total)
 }
