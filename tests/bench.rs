@@ -13,10 +13,11 @@ const RUNS: f64 = 30.0;
 
 /// The figures the smoke run prints, by scenario, each a positive number.
 const EXPECTED: &[(&str, &[&str])] = &[
-    ("floor", &["claim_delete_rows_per_s"]),
     (
         "drain",
         &[
+            "floor_rows_per_s",
+            "keep_history_floor_per_s",
             "runs_per_s",
             "db_commits_per_run",
             "wal_bytes_per_run",
@@ -28,6 +29,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
         "chain",
         &[
             "floor_rows_per_s",
+            "keep_history_floor_per_s",
             "steps_per_s",
             "db_commits_per_step",
             "wal_bytes_per_step",
@@ -39,6 +41,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
         "pickup",
         &[
             "floor_rows_per_s",
+            "keep_history_floor_per_s",
             "p50_ms",
             "p95_ms",
             "p99_ms",
@@ -53,6 +56,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
         "submit_http",
         &[
             "floor_rows_per_s",
+            "keep_history_floor_per_s",
             "runs_per_s",
             "verified_runs",
             "batch_runs_per_s",
@@ -63,6 +67,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
         "backlog",
         &[
             "floor_rows_per_s",
+            "keep_history_floor_per_s",
             "drain_empty_runs_per_s",
             "drain_backlog_runs_per_s",
             "backlog_vs_empty",
@@ -72,9 +77,23 @@ const EXPECTED: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "history",
+        &[
+            "floor_rows_per_s",
+            "keep_history_floor_per_s",
+            "drain_empty_runs_per_s",
+            "drain_history_runs_per_s",
+            "history_vs_empty",
+            "list_first_page_ms",
+            "list_first_page_cold_ms",
+            "verified_runs",
+        ],
+    ),
+    (
         "memory",
         &[
             "floor_rows_per_s",
+            "keep_history_floor_per_s",
             "drain_runs_per_s",
             "worker_peak_rss_mib",
             "api_peak_rss_mib",
@@ -92,6 +111,14 @@ const RATIOS: &[(&str, &str)] = &[
     ("backlog", "drain_empty_runs_per_s"),
     ("backlog", "drain_backlog_runs_per_s"),
     ("memory", "drain_runs_per_s"),
+];
+
+/// Throughput figures that also carry a ratio to the keep-history floor.
+const HISTORY_RATIOS: &[(&str, &str)] = &[
+    ("drain", "runs_per_s"),
+    ("chain", "steps_per_s"),
+    ("history", "drain_empty_runs_per_s"),
+    ("history", "drain_history_runs_per_s"),
 ];
 
 /// Figures that may be zero (CPU is counted in 10 ms ticks; autovacuum may have run).
@@ -157,9 +184,11 @@ fn bench_runs_every_scenario_and_verifies_its_runs() {
         "--scenario",
         // Every scenario but fanout, which runs on its own with `sql` steps: see
         // `fanout_finishes_with_default_settings` below.
-        "drain,chain,pickup,submit_http,backlog,memory",
+        "drain,chain,pickup,submit_http,backlog,history,memory",
         "--runs",
         "30",
+        "--history",
+        "500",
         "--concurrency",
         "4",
         "--memory-concurrency",
@@ -202,6 +231,9 @@ fn bench_runs_every_scenario_and_verifies_its_runs() {
     for (scenario, figure) in RATIOS {
         positive(scenario, figure, "ratio");
     }
+    for (scenario, figure) in HISTORY_RATIOS {
+        positive(scenario, figure, "history_ratio");
+    }
     for (scenario, figure) in NON_NEGATIVE {
         let v = get(scenario, figure);
         assert!(
@@ -214,6 +246,7 @@ fn bench_runs_every_scenario_and_verifies_its_runs() {
         assert_eq!(get(scenario, "verified_runs")["value"], RUNS, "{scenario}");
     }
     assert_eq!(get("backlog", "verified_runs")["value"], 2.0 * RUNS);
+    assert_eq!(get("history", "verified_runs")["value"], 2.0 * RUNS);
     let (p50, p95, p99) = (
         positive("pickup", "p50_ms", "value"),
         positive("pickup", "p95_ms", "value"),

@@ -2,15 +2,20 @@
 //! raw-SQL floor, bulk seeding of queued runs, and the queries that time and verify a
 //! scenario's runs.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 
+use super::Stats;
 use super::{BenchError, Result};
-use crate::queue::{self, Wake};
-use crate::workflow::{Definition, content_hash};
+use crate::engine::{self, BatchItem};
+use crate::queue;
+use crate::store::definitions::DefinitionsStored;
+use crate::store::runs::RunOrigin;
+use crate::workflow::Definition;
 
 /// The bench's own database, created through an admin connection.
 pub(super) struct BenchDb {
@@ -20,6 +25,9 @@ pub(super) struct BenchDb {
     /// The bench database's URL, for child processes.
     pub(super) url: String,
     pub(super) pool: PgPool,
+    /// Finished runs seeded as history ([`BenchDb::seed_history`]), which the timing
+    /// and progress queries leave out.
+    history: AtomicI64,
 }
 
 impl BenchDb {
@@ -52,6 +60,7 @@ impl BenchDb {
                 name: name.to_owned(),
                 url,
                 pool,
+                history: AtomicI64::new(0),
             }),
             Err(e) => {
                 let _ = drop_database(admin_url, name).await;
@@ -86,6 +95,7 @@ impl BenchDb {
         sqlx::query("truncate runs, steps, step_attempts, run_events, workers, apalis.jobs, apalis.workers restart identity cascade")
             .execute(&self.pool)
             .await?;
+        self.history.store(0, Ordering::Relaxed);
         Ok(())
     }
 
@@ -153,16 +163,191 @@ impl BenchDb {
     /// Submitting one run per transaction (~1k runs/s here) would make a 1M backlog
     /// take most of an hour. The `pickup` and `submit_http` scenarios time the real
     /// submit paths.
-    pub(super) async fn seed(&self, def: &Definition, n: u64) -> Result<()> {
-        const BATCH: u64 = 1_000;
+    /// The keep-history floor: `rows` jobs in a plain table, worked by the loop every
+    /// durable queue runs — claim a batch of 100 (`FOR UPDATE SKIP LOCKED`), handle it
+    /// (nothing), mark it done — with the finished rows kept, as Cairn keeps its runs,
+    /// from two connections, each statement its own commit. With `chain_steps`, each
+    /// job is one step of a chain of that many and marking it done queues the next
+    /// step in the same statement, as a workflow's next step is queued with its
+    /// predecessor's checkpoint; `rows` chains are seeded. The table is analyzed once
+    /// seeded, as the scenarios' tables are. Returns jobs (steps) done per second.
+    pub(super) async fn history_floor(&self, rows: u64, chain_steps: Option<u32>) -> Result<f64> {
+        let pool = &self.pool;
+        sqlx::raw_sql(
+            "drop table if exists bench_history;
+             create table bench_history (
+                 id bigserial primary key,
+                 status text not null default 'queued',
+                 chain bigint not null,
+                 step int not null default 1,
+                 payload jsonb not null default '{}',
+                 created_at timestamptz not null default now(),
+                 finished_at timestamptz);
+             create index bench_history_queued on bench_history (id) where status = 'queued';",
+        )
+        .execute(pool)
+        .await?;
+        sqlx::query(
+            "insert into bench_history (chain, payload)
+             select g, jsonb_build_object('n', g) from generate_series(1, $1) g",
+        )
+        .bind(rows as i64)
+        .execute(pool)
+        .await?;
+        sqlx::query("vacuum analyze bench_history")
+            .execute(pool)
+            .await?;
+        let last_step = chain_steps.unwrap_or(1) as i32;
+
+        async fn work(pool: PgPool, last_step: i32) -> Result<u64> {
+            let mut conn = pool.acquire().await?;
+            let mut total = 0u64;
+            loop {
+                let ids: Vec<i64> = sqlx::query_scalar(
+                    "update bench_history set status = 'running'
+                      where id = any (array(
+                            select id from bench_history where status = 'queued'
+                             order by id limit 100 for update skip locked))
+                     returning id",
+                )
+                .fetch_all(&mut *conn)
+                .await?;
+                if ids.is_empty() {
+                    // Every chain's last step is done once nothing is queued or running.
+                    let open: bool = sqlx::query_scalar(
+                        "select exists (select from bench_history where status <> 'done')",
+                    )
+                    .fetch_one(&mut *conn)
+                    .await?;
+                    if !open {
+                        return Ok(total);
+                    }
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                total += ids.len() as u64;
+                sqlx::query(
+                    "with done as (
+                         update bench_history set status = 'done', finished_at = now()
+                          where id = any ($1)
+                         returning chain, step, payload)
+                     insert into bench_history (chain, step, payload)
+                     select chain, step + 1, payload from done where step < $2",
+                )
+                .bind(&ids)
+                .bind(last_step)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        let warm: Vec<_> = futures::future::try_join_all((0..2).map(|_| pool.acquire())).await?;
+        drop(warm);
+        let started = Instant::now();
+        let (a, b) =
+            tokio::try_join!(work(pool.clone(), last_step), work(pool.clone(), last_step))?;
+        let elapsed = started.elapsed().as_secs_f64();
+        let kept: i64 =
+            sqlx::query_scalar("select count(*) from bench_history where status = 'done'")
+                .fetch_one(pool)
+                .await?;
+        sqlx::query("drop table bench_history")
+            .execute(pool)
+            .await?;
+        let expected = rows * last_step as u64;
+        if a + b != expected || kept as u64 != expected {
+            return Err(BenchError::Incorrect {
+                scenario: "floor",
+                what: format!(
+                    "the keep-history floor did {} jobs and kept {kept}, of {expected}",
+                    a + b
+                ),
+            });
+        }
+        Ok(expected as f64 / elapsed.max(1e-9))
+    }
+
+    /// Seeds `n` finished runs of `def` as a deployment keeps them: each succeeded a day
+    /// ago with its one step checkpointed, one successful attempt and the five events a
+    /// one-step run leaves (`def` must have one step). Written directly, 100,000 runs a
+    /// statement with triggers off, since a million runs through the workers would
+    /// take longer than the scenario; then left as `stats` says.
+    pub(super) async fn seed_history(&self, def: &Definition, n: u64, stats: Stats) -> Result<()> {
+        const CHUNK: u64 = 100_000;
+        let step = match def.workflow.steps.as_slice() {
+            [one] => one.id.clone(),
+            _ => {
+                return Err(BenchError::Workflow(
+                    "history needs a one-step workflow".into(),
+                ));
+            }
+        };
+        let mut tx = self.pool.begin().await?;
+        engine::store_definition(&mut tx, def).await?;
+        tx.commit().await?;
+        let started = Instant::now();
+        let mut from = 0u64;
+        while from < n {
+            let size = CHUNK.min(n - from);
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("set local session_replication_role = replica")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "with r as (
+                     insert into runs (id, workflow, definition_hash, status, input, output,
+                                       request_hash, lease_token, created_at, started_at,
+                                       finished_at)
+                     select '00' || lpad(g::text, 24, '0'), $3, $4, 'succeeded', '{}'::jsonb,
+                            '{}'::jsonb, 'history', 1, t, t, t + interval '5 ms'
+                       from generate_series($1::bigint, $1 + $2 - 1) g,
+                            lateral (select now() - interval '1 day' + g * interval '1 ms') as at (t)
+                     returning id, started_at, finished_at),
+                 s as (
+                     insert into steps (run_id, step_id, status, attempts, output, started_at,
+                                        finished_at)
+                     select id, $5, 'succeeded', 1, '{}'::jsonb, started_at, finished_at from r),
+                 a as (
+                     insert into step_attempts (run_id, step_id, attempt, worker_id, status,
+                                                started_at, finished_at)
+                     select id, $5, 1, 'history', 'succeeded', started_at, finished_at from r)
+                 insert into run_events (run_id, at, kind, step_id, data)
+                 select id, started_at, e.kind, e.step, '{}'::jsonb
+                   from r, lateral (values (1, 'run_queued', null), (2, 'run_running', null),
+                                           (3, 'step_started', $5), (4, 'step_succeeded', $5),
+                                           (5, 'run_succeeded', null)) as e (ord, kind, step)
+                  order by id, e.ord",
+            )
+            .bind(from as i64)
+            .bind(size as i64)
+            .bind(&def.workflow.name)
+            .bind(&def.hash)
+            .bind(&step)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            from += size;
+        }
+        self.history.fetch_add(n as i64, Ordering::Relaxed);
+        // Autovacuum would have visited tables this size; whether it analyzed them too
+        // is `stats`.
+        sqlx::query("vacuum runs, steps, step_attempts, run_events")
+            .execute(&self.pool)
+            .await?;
+        self.settle(stats).await?;
+        let secs = started.elapsed().as_secs_f64();
+        tracing::info!(runs = n, secs, "history seeded");
+        Ok(())
+    }
+
+    /// Queues `n` runs of `def` as users do (see [`seed_batch`]), two connections at a
+    /// time, then leaves the tables' statistics as `stats` says.
+    pub(super) async fn seed(&self, def: &Definition, n: u64, stats: Stats) -> Result<()> {
+        const BATCH: u64 = engine::BATCH_MAX as u64;
         let input = def
             .workflow
             .validate_input(&json!({}))
             .map_err(|e| BenchError::Workflow(format!("{e:?}")))?;
-        let mut tx = self.pool.begin().await?;
-        crate::engine::store_definition(&mut tx, def).await?;
-        tx.commit().await?;
-
+        let stored = DefinitionsStored::default();
         let started = Instant::now();
         let batches: Vec<u64> = (0..n.div_ceil(BATCH))
             .map(|i| BATCH.min(n - i * BATCH))
@@ -174,40 +359,55 @@ impl BenchDb {
         futures::future::try_join_all(halves.into_iter().map(|sizes| {
             let pool = self.pool.clone();
             let input = input.clone();
+            let stored = &stored;
             async move {
                 for size in sizes {
-                    seed_batch(&pool, def, &input, size).await?;
+                    seed_batch(&pool, stored, def, &input, size).await?;
                 }
                 Ok::<_, BenchError>(())
             }
         }))
         .await?;
-        // What autovacuum would have done by the time a real backlog this size built up.
-        sqlx::query("analyze runs, steps, run_events, apalis.jobs")
-            .execute(&self.pool)
-            .await?;
+        self.settle(stats).await?;
         let secs = started.elapsed().as_secs_f64();
         tracing::info!(runs = n, secs, per_s = n as f64 / secs.max(1e-9), "seeded");
         Ok(())
     }
 
+    /// What a deployment's tables look like to the planner when its workers start:
+    /// `Analyzed`, as autovacuum leaves them within a minute of a backlog building up
+    /// (every hot table, `step_attempts` included, which is still empty then); `Fresh`,
+    /// never analyzed since they were emptied.
+    pub(super) async fn settle(&self, stats: Stats) -> Result<()> {
+        if stats == Stats::Analyzed {
+            sqlx::query("vacuum analyze runs, steps, step_attempts, run_events, apalis.jobs")
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Runs that reached a final status.
     pub(super) async fn finished(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar(
+        let all: i64 = sqlx::query_scalar(
             "select count(*) from runs where status in ('succeeded', 'dead', 'cancelled')",
         )
         .fetch_one(&self.pool)
-        .await?)
+        .await?;
+        Ok(all - self.history.load(Ordering::Relaxed))
     }
 
     /// Seconds from the first run's start to the `nth` run's finish, by the database's
-    /// clock; `None` while fewer than `nth` runs finished.
+    /// clock; `None` while fewer than `nth` runs finished. History (which finished a
+    /// day before it was seeded) is left out.
     pub(super) async fn window(&self, nth: u64) -> Result<Option<f64>> {
         Ok(sqlx::query_scalar(
             "select extract(epoch from
-                    (select finished_at from runs where finished_at is not null
+                    (select finished_at from runs
+                      where finished_at > now() - interval '12 hours'
                       order by finished_at offset $1 - 1 limit 1)
-                  - (select min(started_at) from runs))::float8",
+                  - (select min(started_at) from runs
+                      where started_at > now() - interval '12 hours'))::float8",
         )
         .bind(nth as i64)
         .fetch_one(&self.pool)
@@ -452,44 +652,24 @@ struct Counts {
 }
 
 /// One seeding transaction: `size` runs with their steps, events and wake-ups.
-async fn seed_batch(pool: &PgPool, def: &Definition, input: &Value, size: u64) -> Result<()> {
-    let ids: Vec<String> = (0..size)
-        .map(|_| ulid::Ulid::generate().to_string())
+/// Queues `size` runs of `def` through [`engine::submit_many`], what
+/// `POST /api/tasks/batch` calls: the rows are the ones a user's submit writes.
+async fn seed_batch(
+    pool: &PgPool,
+    stored: &DefinitionsStored,
+    def: &Definition,
+    input: &Value,
+    size: u64,
+) -> Result<()> {
+    let items: Vec<BatchItem<'_>> = (0..size)
+        .map(|_| BatchItem {
+            input,
+            idempotency_key: None,
+        })
         .collect();
-    let step_ids: Vec<String> = def.workflow.steps.iter().map(|s| s.id.clone()).collect();
-    // The same request hash `engine::submit` records.
-    let request_hash = content_hash(&format!("{}\n{}", def.workflow.name, input));
-    let mut tx = pool.begin().await?;
-    sqlx::query(
-        "insert into runs (id, workflow, definition_hash, input, request_hash)
-         select id, $2, $3, $4, $5 from unnest($1::text[]) id",
-    )
-    .bind(&ids)
-    .bind(&def.workflow.name)
-    .bind(&def.hash)
-    .bind(input)
-    .bind(&request_hash)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "insert into steps (run_id, step_id)
-         select r, s from unnest($1::text[]) r cross join unnest($2::text[]) s",
-    )
-    .bind(&ids)
-    .bind(&step_ids)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "insert into run_events (run_id, kind, data)
-         select id, 'run_queued', $2 from unnest($1::text[]) id",
-    )
-    .bind(&ids)
-    .bind(json!({ "workflow": def.workflow.name, "definition": def.hash, "replayOf": null }))
-    .execute(&mut *tx)
-    .await?;
-    let wakes: Vec<Wake> = ids.into_iter().map(Wake::now).collect();
-    queue::enqueue(&mut tx, &wakes).await?;
-    tx.commit().await?;
+    engine::submit_many(pool, stored, def, &[], &items, &RunOrigin::default())
+        .await?
+        .map_err(|rejected| BenchError::Workflow(format!("the bench's batch: {rejected:?}")))?;
     Ok(())
 }
 

@@ -103,6 +103,9 @@ pub enum Scenario {
     SubmitHttp,
     /// Drain rate with a large backlog queued vs an empty one; the run list's first page.
     Backlog,
+    /// Drain rate over a history of finished runs (`--history`, every table as a
+    /// deployment keeps it) vs over empty tables; the run list's first page then.
+    History,
     /// Peak RSS of a worker (drain at high concurrency) and of the API (submit load);
     /// dead tuples in the hot tables after the drain.
     Memory,
@@ -115,7 +118,9 @@ impl Scenario {
     pub fn expand(self) -> Vec<Scenario> {
         use Scenario::*;
         match self {
-            All => vec![Drain, Chain, Fanout, Pickup, SubmitHttp, Backlog, Memory],
+            All => vec![
+                Drain, Chain, Fanout, Pickup, SubmitHttp, Backlog, History, Memory,
+            ],
             one => vec![one],
         }
     }
@@ -138,6 +143,7 @@ impl Scenario {
             Scenario::Pickup => "pickup",
             Scenario::SubmitHttp => "submit_http",
             Scenario::Backlog => "backlog",
+            Scenario::History => "history",
             Scenario::Memory => "memory",
             Scenario::All => "all",
         }
@@ -152,6 +158,7 @@ impl Scenario {
             Scenario::Pickup => 500,
             Scenario::SubmitHttp => 20_000,
             Scenario::Backlog => 100_000,
+            Scenario::History => 20_000,
             Scenario::Memory => 20_000,
             Scenario::All => 0,
         }
@@ -170,11 +177,19 @@ pub struct BenchArgs {
     pub scenario: Vec<Scenario>,
     /// Size of every selected scenario instead of its default (runs; submissions for
     /// pickup; single requests for submit_http, whose batch part submits ten times as
-    /// many runs; the backlog for backlog). Defaults: drain
-    /// 50,000, chain 5,000, fanout 500, pickup 500, submit_http 20,000, backlog
-    /// 100,000, memory 20,000.
+    /// many runs; the backlog for backlog; the runs drained for history). Defaults:
+    /// drain 50,000, chain 5,000, fanout 500, pickup 500, submit_http 20,000, backlog
+    /// 100,000, history 20,000, memory 20,000.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub runs: Option<u64>,
+    /// Finished runs the history scenario keeps in every table before it drains.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub history: u64,
+    /// The tables' statistics when the workers start: `analyzed` (what autovacuum
+    /// leaves a deployment with; `VACUUM ANALYZE` after seeding) or `fresh` (never
+    /// analyzed since emptied: how the bench measured before).
+    #[arg(long, value_enum, default_value = "analyzed")]
+    pub stats: Stats,
     /// `json`: the JSON lines only; `table`: the Markdown table only; `both`.
     #[arg(short = 'o', long = "output", value_enum, default_value = "both")]
     pub output: OutputFormat,
@@ -212,6 +227,15 @@ pub struct BenchArgs {
     pub keep: bool,
 }
 
+/// The planner's statistics when a scenario's workers start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Stats {
+    /// Every hot table analyzed after seeding, as autovacuum leaves a deployment.
+    Analyzed,
+    /// Never analyzed since the tables were emptied.
+    Fresh,
+}
+
 /// The step every bench workflow is made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BenchStep {
@@ -225,6 +249,8 @@ pub enum BenchStep {
 #[derive(Debug, Clone)]
 struct Settings {
     step: BenchStep,
+    stats: Stats,
+    history: u64,
     runs: Option<u64>,
     workers: u32,
     concurrency: usize,
@@ -264,6 +290,8 @@ pub async fn run(args: BenchArgs) -> Result<Vec<Figure>> {
     std::fs::create_dir_all(&dir).map_err(BenchError::io(format!("creating {}", dir.display())))?;
     let settings = Settings {
         step: args.step,
+        stats: args.stats,
+        history: args.history,
         runs: args.runs,
         workers: args.workers,
         concurrency: args.concurrency.max(1),

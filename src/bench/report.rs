@@ -24,7 +24,11 @@ pub struct Figure {
     /// `value` divided by the raw-SQL floor's rows/s (throughput figures only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ratio: Option<f64>,
-    /// The goal from issue 8, where it sets one.
+    /// `value` divided by the keep-history floor's rows/s: the same claim, handle and
+    /// mark-done loop that keeps its finished rows, as Cairn keeps its runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_ratio: Option<f64>,
+    /// The goal set for it, where there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<&'static str>,
     /// The scenario's size (runs, submissions or requests).
@@ -47,6 +51,7 @@ impl Figure {
             value: Some(value),
             unit,
             ratio: None,
+            history_ratio: None,
             target: None,
             n: None,
             note: None,
@@ -68,6 +73,14 @@ impl Figure {
 
     pub fn ratio(mut self, floor: Option<f64>) -> Figure {
         self.ratio = match (self.value, floor) {
+            (Some(v), Some(f)) if f > 0.0 => Some(round(v / f, 5)),
+            _ => None,
+        };
+        self
+    }
+
+    pub fn history_ratio(mut self, floor: Option<f64>) -> Figure {
+        self.history_ratio = match (self.value, floor) {
             (Some(v), Some(f)) if f > 0.0 => Some(round(v / f, 5)),
             _ => None,
         };
@@ -138,7 +151,7 @@ impl Output {
 /// The figures as a Markdown table.
 pub fn table(figures: &[Figure]) -> String {
     let mut s = String::from(
-        "| scenario | figure | value | unit | × floor | target | n | note |\n|---|---|--:|---|--:|---|--:|---|\n",
+        "| scenario | figure | value | unit | × floor | × keep-history floor | target | n | note |\n|---|---|--:|---|--:|--:|---|--:|---|\n",
     );
     for f in figures {
         let value = match f.value {
@@ -146,14 +159,16 @@ pub fn table(figures: &[Figure]) -> String {
             None => "absent".to_owned(),
         };
         let ratio = f.ratio.map(format_ratio).unwrap_or_default();
+        let history = f.history_ratio.map(format_ratio).unwrap_or_default();
         let n = f.n.map(thousands).unwrap_or_default();
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             f.scenario,
             f.figure,
             value,
             f.unit,
             ratio,
+            history,
             f.target.unwrap_or(""),
             n,
             f.note.as_deref().unwrap_or("").replace('|', "\\|"),
@@ -201,11 +216,13 @@ mod tests {
     fn figures_print_as_json_and_markdown() {
         let f = Figure::new("drain", "runs_per_s", 1234.5678, "runs/s")
             .ratio(Some(50_000.0))
+            .history_ratio(Some(2_000.0))
             .target("≥ 0.5× floor")
             .n(50_000);
         let json: serde_json::Value = serde_json::to_value(&f).unwrap();
         assert_eq!(json["scenario"], "drain");
         assert_eq!(json["ratio"], 0.02469);
+        assert_eq!(json["history_ratio"], 0.61728);
         assert_eq!(json["n"], 50_000);
         assert!(json.get("note").is_none());
         let absent = Figure::absent("submit_http", "batch_runs_per_s", "runs/s", "no endpoint");
@@ -213,7 +230,7 @@ mod tests {
         assert!(json["value"].is_null());
         let t = table(&[f, absent]);
         assert!(t.contains(
-            "| drain | runs_per_s | 1,235 | runs/s | 0.0247 | ≥ 0.5× floor | 50,000 |  |"
+            "| drain | runs_per_s | 1,235 | runs/s | 0.0247 | 0.617 | ≥ 0.5× floor | 50,000 |  |"
         ));
         assert!(t.contains("| absent |"));
         assert_eq!(thousands(1_000_000), "1,000,000");

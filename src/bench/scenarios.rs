@@ -105,26 +105,12 @@ pub(super) async fn run_all(
 ) -> Result<()> {
     let defs = Defs::build(settings.step)?;
     defs.write(&settings.dir)?;
-    const FLOOR: &str = "plain table; delete … where id in (select … order by id limit 100 for update skip locked), 2 connections";
-    tracing::info!(rows = settings.floor_rows, "measuring the raw-SQL floor");
-    let floor = db.floor(settings.floor_rows).await?;
-    out.emit(
-        Figure::new(
-            "floor",
-            "claim_delete_rows_per_s",
-            round(floor, 0),
-            "rows/s",
-        )
-        .n(settings.floor_rows)
-        .note(format!(
-            "{FLOOR}; the first scenario's ratios divide by this"
-        )),
-    );
     let mut bench = Bench {
         db,
         s: settings,
         defs: &defs,
-        floor: Some(floor),
+        floor: None,
+        history_floor: None,
         out,
     };
     let mut failures = Vec::new();
@@ -132,24 +118,9 @@ pub(super) async fn run_all(
         let size = settings.size(scenario);
         tracing::info!(scenario = scenario.name(), size, "scenario");
         db.reset().await?;
-        if i > 0 {
-            // Shared machines drift: each scenario's ratios use a floor measured just
-            // before it.
-            let floor = db.floor(settings.floor_rows).await?;
-            bench.floor = Some(floor);
-            bench.out.emit(
-                Figure::new(
-                    scenario.name(),
-                    "floor_rows_per_s",
-                    round(floor, 0),
-                    "rows/s",
-                )
-                .n(settings.floor_rows)
-                .note(
-                    "the raw-SQL floor again, just before this scenario; its ratios divide by this",
-                ),
-            );
-        }
+        // Shared machines drift: each scenario's ratios use floors measured just
+        // before it.
+        bench.measure_floors(scenario, i == 0).await?;
         let result = match scenario {
             Scenario::Drain => bench.drain(size).await,
             Scenario::Chain => bench.chain(size).await,
@@ -157,6 +128,7 @@ pub(super) async fn run_all(
             Scenario::Pickup => bench.pickup(size).await,
             Scenario::SubmitHttp => bench.submit_http(size).await,
             Scenario::Backlog => bench.backlog(size).await,
+            Scenario::History => bench.history(size).await,
             Scenario::Memory => bench.memory(size).await,
             Scenario::All => Ok(()),
         };
@@ -308,10 +280,65 @@ struct Bench<'a> {
     s: &'a Settings,
     defs: &'a Defs,
     floor: Option<f64>,
+    /// The keep-history floor measured with `floor` (jobs/s).
+    history_floor: Option<f64>,
     out: &'a mut Output,
 }
 
 impl Bench<'_> {
+    /// Measures both floors and reports them: the raw-SQL floor (claim and delete) and
+    /// the keep-history floor (claim, mark done, keep the row); for the chain scenario
+    /// the keep-history floor is a chain floor of as many steps as its runs have.
+    async fn measure_floors(&mut self, scenario: Scenario, first: bool) -> Result<()> {
+        const FLOOR: &str = "plain table; delete … where id in (select … order by id limit 100 for update skip locked), 2 connections";
+        const HISTORY: &str = "plain table; claim 100 (update … set status = 'running' … for update skip locked), then mark them done in a second statement, rows kept; 2 connections";
+        let rows = self.s.floor_rows;
+        tracing::info!(rows, "measuring the floors");
+        let floor = self.db.floor(rows).await?;
+        self.floor = Some(floor);
+        let note = match first {
+            true => format!("{FLOOR}; this scenario's ratios divide by this"),
+            false => {
+                "the raw-SQL floor again, just before this scenario; its ratios divide by this"
+                    .to_owned()
+            }
+        };
+        self.out.emit(
+            Figure::new(
+                scenario.name(),
+                "floor_rows_per_s",
+                round(floor, 0),
+                "rows/s",
+            )
+            .n(rows)
+            .note(note),
+        );
+        let (history, what) = match scenario {
+            Scenario::Chain => (
+                self.db
+                    .history_floor(rows / CHAIN_STEPS, Some(CHAIN_STEPS as u32))
+                    .await?,
+                format!(
+                    "{HISTORY}; chains of {CHAIN_STEPS}: marking a step done queues the next in the same statement"
+                ),
+            ),
+            _ => (self.db.history_floor(rows, None).await?, HISTORY.to_owned()),
+        };
+        self.history_floor = Some(history);
+        self.out.emit(
+            Figure::new(
+                scenario.name(),
+                "keep_history_floor_per_s",
+                round(history, 0),
+                "jobs/s",
+            )
+            .ratio(Some(floor))
+            .n(rows)
+            .note(format!("{what}; the × keep-history column divides by this")),
+        );
+        Ok(())
+    }
+
     fn workers_note(&self, concurrency: usize) -> String {
         let pool = self
             .s
@@ -409,7 +436,7 @@ impl Bench<'_> {
         until: u64,
         concurrency: usize,
     ) -> Result<Drained> {
-        self.db.seed(def, n).await?;
+        self.db.seed(def, n, self.s.stats).await?;
         let before = self.snapshot().await?;
         let activity = Activity::start(self.db.pool.clone());
         let mut workers = self.start_workers(concurrency)?;
@@ -640,6 +667,7 @@ impl Bench<'_> {
         self.out.emit(
             Figure::new("drain", "runs_per_s", round(n as f64 / secs, 1), "runs/s")
                 .ratio(self.floor)
+                .history_ratio(self.history_floor)
                 .target("≥ 0.5× floor")
                 .n(n)
                 .note(self.workers_note(c)),
@@ -664,6 +692,7 @@ impl Bench<'_> {
                 "steps/s",
             )
             .ratio(self.floor)
+            .history_ratio(self.history_floor)
             .target("≥ 10,000 steps/s")
             .n(n)
             .note(format!(
@@ -693,6 +722,7 @@ impl Bench<'_> {
                 "steps/s",
             )
             .ratio(self.floor)
+            .history_ratio(self.history_floor)
             .n(n)
             .note(format!(
                 "1 → {FAN_WIDTH} → 1 steps a run; {}",
@@ -921,6 +951,7 @@ impl Bench<'_> {
                 "runs/s",
             )
             .ratio(self.floor)
+            .history_ratio(self.history_floor)
             .target("≥ 10,000 runs/s")
             .n(n)
             .note(note),
@@ -946,6 +977,7 @@ impl Bench<'_> {
                 "runs/s",
             )
             .ratio(self.floor)
+                .history_ratio(self.history_floor)
             .target("≥ 50,000 runs/s")
             .n(batch_runs)
             .note(format!(
@@ -980,7 +1012,7 @@ impl Bench<'_> {
 
         // …then as the first m of a large backlog.
         self.db.reset().await?;
-        self.db.seed(&self.defs.noop, backlog).await?;
+        self.db.seed(&self.defs.noop, backlog, self.s.stats).await?;
         let (cold_ms, page_ms) = self.list_first_page(backlog).await?;
         let mut workers = self.start_workers(c)?;
         self.wait_finished("backlog", m, &mut workers).await?;
@@ -1006,6 +1038,7 @@ impl Bench<'_> {
                 "runs/s",
             )
             .ratio(self.floor)
+            .history_ratio(self.history_floor)
             .n(m)
             .note(note(&format!("{m} runs, nothing else queued"))),
         );
@@ -1017,6 +1050,7 @@ impl Bench<'_> {
                 "runs/s",
             )
             .ratio(self.floor)
+            .history_ratio(self.history_floor)
             .n(m)
             .note(note(&format!("the first {m} runs of {backlog} queued"))),
         );
@@ -1044,6 +1078,78 @@ impl Bench<'_> {
             .note("the API's first GET /api/tasks after start"),
         );
         self.verified("backlog", verified + m);
+        Ok(())
+    }
+
+    /// The same drain of `n` one-step runs over empty tables, then over a history of
+    /// `--history` finished runs in every table: how a deployment that keeps its runs
+    /// slows down. Then the run list's first page over it all.
+    async fn history(&mut self, n: u64) -> Result<()> {
+        let c = self.s.concurrency;
+        let d = self.drain_runs("history", &self.defs.noop, n, n, c).await?;
+        let empty = n as f64 / d.secs;
+        d.activity.finish().await;
+        procs::stop_all(d.workers, GRACE).await;
+        self.db.verify_all("history", n, 1).await?;
+
+        self.db.reset().await?;
+        let h = self.s.history;
+        let seeding = Instant::now();
+        self.db
+            .seed_history(&self.defs.noop, h, self.s.stats)
+            .await?;
+        let seed_secs = seeding.elapsed().as_secs_f64();
+        let d = self.drain_runs("history", &self.defs.noop, n, n, c).await?;
+        let full = n as f64 / d.secs;
+        d.activity.finish().await;
+        procs::stop_all(d.workers, GRACE).await;
+        self.db.verify_all("history", h + n, 1).await?;
+        let (cold_ms, page_ms) = self.list_first_page(h + n).await?;
+
+        let workers_note = self.workers_note(c);
+        self.out.emit(
+            Figure::new(
+                "history",
+                "drain_empty_runs_per_s",
+                round(empty, 1),
+                "runs/s",
+            )
+            .ratio(self.floor)
+            .history_ratio(self.history_floor)
+            .n(n)
+            .note(format!("{n} runs over empty tables; {workers_note}")),
+        );
+        self.out.emit(
+            Figure::new("history", "drain_history_runs_per_s", round(full, 1), "runs/s")
+                .ratio(self.floor)
+                .history_ratio(self.history_floor)
+                .n(n)
+                .note(format!(
+                    "{n} runs over {h} finished ones (runs, steps, attempts, 5 events each; seeded in {seed_secs:.0} s); {workers_note}"
+                )),
+        );
+        self.out.emit(
+            Figure::new("history", "history_vs_empty", round(full / empty, 3), "×")
+                .target("≥ 0.8")
+                .n(h),
+        );
+        self.out.emit(
+            Figure::new("history", "list_first_page_ms", round(page_ms, 2), "ms")
+                .target("≤ 50 ms")
+                .n(h + n)
+                .note("GET /api/tasks (50 items), median of 20 warm requests"),
+        );
+        self.out.emit(
+            Figure::new(
+                "history",
+                "list_first_page_cold_ms",
+                round(cold_ms, 2),
+                "ms",
+            )
+            .n(h + n)
+            .note("the API's first GET /api/tasks after start"),
+        );
+        self.verified("history", n * 2);
         Ok(())
     }
 
@@ -1114,6 +1220,7 @@ impl Bench<'_> {
                 "runs/s",
             )
             .ratio(self.floor)
+            .history_ratio(self.history_floor)
             .n(n)
             .note(self.workers_note(c)),
         );

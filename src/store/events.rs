@@ -16,6 +16,10 @@ pub struct EventRow {
     pub data: Value,
 }
 
+/// The statement of [`event_append`].
+pub(super) const EVENT_APPEND: &str = "insert into run_events (run_id, kind, step_id, data)
+         select $1, $2, $3, $4 where exists (select from runs where id = $1)";
+
 pub async fn event_append(
     conn: &mut PgConnection,
     run_id: &str,
@@ -24,32 +28,30 @@ pub async fn event_append(
     data: Value,
 ) -> Result<()> {
     // The run must exist (`run_events` has no foreign key: see migration 0007).
-    let appended = sqlx::query(
-        "insert into run_events (run_id, kind, step_id, data)
-         select $1, $2, $3, $4 where exists (select from runs where id = $1)",
-    )
-    .bind(run_id)
-    .bind(kind)
-    .bind(step_id)
-    .bind(data)
-    .execute(conn)
-    .await?;
+    let appended = sqlx::query(EVENT_APPEND)
+        .bind(run_id)
+        .bind(kind)
+        .bind(step_id)
+        .bind(data)
+        .execute(conn)
+        .await?;
     if appended.rows_affected() == 0 {
         return Err(StoreError::Missing(format!("run {run_id}")));
     }
     Ok(())
 }
 
+/// The statement of [`event_list`].
+pub(super) const EVENT_LIST: &str = "select id, run_id, at, kind, step_id, data from run_events
+          where run_id = $1 and id > $2 order by id";
+
 /// A run's events in order, after `after_id` (0 for all).
 pub async fn event_list(pool: &PgPool, run_id: &str, after_id: i64) -> Result<Vec<EventRow>> {
-    Ok(sqlx::query_as(
-        "select id, run_id, at, kind, step_id, data from run_events
-          where run_id = $1 and id > $2 order by id",
-    )
-    .bind(run_id)
-    .bind(after_id)
-    .fetch_all(pool)
-    .await?)
+    Ok(sqlx::query_as(EVENT_LIST)
+        .bind(run_id)
+        .bind(after_id)
+        .fetch_all(pool)
+        .await?)
 }
 
 /// An event with its run's workflow, for live feeds.

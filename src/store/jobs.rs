@@ -13,7 +13,7 @@ use super::Result;
 use super::runs::{AcquireRow, Acquired, lease_statement};
 
 /// The statement of [`jobs_claim_runs`], built once.
-static CLAIM: LazyLock<String> = LazyLock::new(|| {
+pub(super) static CLAIM: LazyLock<String> = LazyLock::new(|| {
     lease_statement(
         "delete from apalis.jobs j
           where j.id = any (array(

@@ -12,6 +12,8 @@ pub mod dead_letters;
 pub mod definitions;
 pub mod events;
 pub mod jobs;
+#[cfg(test)]
+mod plans;
 pub mod projects;
 pub mod runs;
 pub mod schedules;
@@ -93,6 +95,13 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
 /// (set for each connection as it opens): a request's query cannot hold a connection,
 /// or the locks it took, for longer. Workers' pools have no such limit: a step's query
 /// may rightly run long.
+///
+/// Its statements are planned for each execution (`plan_cache_mode =
+/// force_custom_plan`). A plan is made from the table's size on disk as it is then, so a
+/// plan made for each request reads a table that has grown since it was last analyzed
+/// by key; a generic plan kept by the connection (the default after five executions)
+/// would go on scanning whole a `steps` or `run_events` that was analyzed empty. The
+/// API's statements are few per request, so planning them costs little.
 pub async fn connect_api(
     url: &str,
     max_connections: u32,
@@ -101,10 +110,13 @@ pub async fn connect_api(
     let options: PgConnectOptions = url.parse()?;
     let pool = pool_options(max_connections)
         .acquire_timeout(Duration::from_secs(10))
-        .connect_with(options.application_name("cairn").options([(
-            "statement_timeout",
-            format!("{}ms", statement_timeout.as_millis()),
-        )]))
+        .connect_with(options.application_name("cairn").options([
+            (
+                "statement_timeout",
+                format!("{}ms", statement_timeout.as_millis()),
+            ),
+            ("plan_cache_mode", "force_custom_plan".to_owned()),
+        ]))
         .await?;
     Ok(pool)
 }
@@ -182,19 +194,21 @@ pub struct Lease {
     pub ttl: Duration,
 }
 
+/// The statement of [`lease_fence`].
+pub(super) const LEASE_FENCE: &str =
+    "select lease_expires_at > clock_timestamp(), cancel_requested_at is not null
+           from runs where id = $1 and lease_token = $2 and status = 'running'
+            for no key update";
+
 /// Checks that `lease` is current and unexpired; locks the run row for the rest of the
 /// transaction, so transitions of one run are serialised. The lock writes no new row
 /// version: leases are extended by the worker's heartbeat, not by every transition.
 pub async fn lease_fence(conn: &mut PgConnection, lease: &Lease) -> Result<()> {
-    let state: Option<(bool, bool)> = sqlx::query_as(
-        "select lease_expires_at > clock_timestamp(), cancel_requested_at is not null
-           from runs where id = $1 and lease_token = $2 and status = 'running'
-            for no key update",
-    )
-    .bind(&lease.run_id)
-    .bind(lease.token)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let state: Option<(bool, bool)> = sqlx::query_as(LEASE_FENCE)
+        .bind(&lease.run_id)
+        .bind(lease.token)
+        .fetch_optional(&mut *conn)
+        .await?;
     match state {
         // Still ours, but an operator asked to cancel: the caller stops and finishes the
         // cancellation with [`runs::run_cancel_finish`].

@@ -247,7 +247,7 @@ pub(super) fn lease_statement(wanted: &str) -> String {
                       lease_expires_at = clock_timestamp() + make_interval(secs => $3),
                       started_at = coalesce(r.started_at, now()), wake_at = null
                  from old
-                where r.id = old.id
+                where r.id = any (array(select id from old)) and r.id = old.id
                   and (old.status in ('queued', 'retrying', 'sleeping', 'waiting')
                        or (old.status = 'running' and old.lease_expires_at <= clock_timestamp()))
                returning {cols}, r.lease_token, old.status as previous_status,
@@ -258,6 +258,7 @@ pub(super) fn lease_statement(wanted: &str) -> String {
                       error = 'abandoned: worker ' || a.worker_id || ' stopped before the attempt finished'
                  from steps s
                 where a.run_id = any (array(select id from r)) and a.status = 'running'
+                  and s.run_id = any (array(select id from r))
                   and s.run_id = a.run_id and s.step_id = a.step_id and s.status = 'running'
                returning a.run_id, a.step_id, a.attempt),
          pending as (update steps set status = 'pending'
@@ -283,11 +284,19 @@ pub(super) fn lease_statement(wanted: &str) -> String {
                             s.wake_at, s.started_at, s.finished_at, s.child_run_id,
                             c.status as child_status, c.output as child_output,
                             c.error as child_error
-                       from steps s left join runs c on c.id = s.child_run_id
+                       from steps s
+                            -- `limit 1` keeps this a lookup by key for each step,
+                            -- never flattened into a join the planner may order badly.
+                            left join lateral (select c.status, c.output, c.error from runs c
+                                                where c.id = s.child_run_id limit 1) c on true
                       where s.run_id = r.id) st) as steps
            from r"
     )
 }
+
+/// The statement of [`run_lease_acquire`].
+pub(super) static ACQUIRE: LazyLock<String> =
+    LazyLock::new(|| lease_statement("select $1::text as run_id"));
 
 /// Takes the lease on a run that is not finished and not leased by a live worker (see
 /// [`lease_statement`]).
@@ -297,8 +306,6 @@ pub async fn run_lease_acquire(
     owner: &str,
     ttl: std::time::Duration,
 ) -> Result<Option<Acquired>> {
-    static ACQUIRE: LazyLock<String> =
-        LazyLock::new(|| lease_statement("select $1::text as run_id"));
     let row: Option<AcquireRow> = sqlx::query_as(sqlx::AssertSqlSafe(ACQUIRE.as_str()))
         .bind(run_id)
         .bind(owner)
@@ -368,6 +375,31 @@ pub async fn run_release(conn: &mut PgConnection, lease: &Lease, reason: &str) -
     .await
 }
 
+/// The statement of [`run_release_held`]. Runs are locked in id order, as the heartbeat
+/// (still beating) locks the same runs.
+pub(super) const RELEASE_HELD: &str =
+    "with held as (select id from runs where lease_owner = $1 and status = 'running'
+                        order by id
+                          for no key update),
+              r as (update runs u set status = 'queued', lease_owner = null, lease_expires_at = null
+                      from held where u.id = any (array(select id from held)) and u.id = held.id
+                    returning u.id),
+              abandoned as (
+                    update step_attempts a
+                       set status = 'abandoned', finished_at = clock_timestamp(),
+                           error = 'abandoned: ' || $2
+                      from steps s
+                     where a.run_id = any (array(select id from r)) and a.status = 'running'
+                       and s.run_id = any (array(select id from r))
+                       and s.run_id = a.run_id and s.step_id = a.step_id and s.status = 'running'),
+              pending as (update steps set status = 'pending'
+                           where run_id = any (array(select id from r)) and status = 'running'),
+              events as (insert into run_events (run_id, kind, data)
+                         select id, 'run_released',
+                                jsonb_build_object('worker', $1::text, 'reason', $2::text)
+                           from r order by id)
+         select id from r order by id";
+
 /// Hands back every run `owner` still leases, as [`run_release`] does one: a worker
 /// calls it once its consumer has stopped and no handler is left, for runs it claimed
 /// but never started. Returns their ids; the caller queues their wake-ups in the same
@@ -377,33 +409,11 @@ pub async fn run_release_held(
     owner: &str,
     reason: &str,
 ) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar(
-        // Locked in id order, as the heartbeat (still beating) locks the same runs.
-        "with held as (select id from runs where lease_owner = $1 and status = 'running'
-                        order by id
-                          for no key update),
-              r as (update runs u set status = 'queued', lease_owner = null, lease_expires_at = null
-                      from held where u.id = held.id
-                    returning u.id),
-              abandoned as (
-                    update step_attempts a
-                       set status = 'abandoned', finished_at = clock_timestamp(),
-                           error = 'abandoned: ' || $2
-                      from steps s
-                     where a.run_id = any (array(select id from r)) and a.status = 'running'
-                       and s.run_id = a.run_id and s.step_id = a.step_id and s.status = 'running'),
-              pending as (update steps set status = 'pending'
-                           where run_id = any (array(select id from r)) and status = 'running'),
-              events as (insert into run_events (run_id, kind, data)
-                         select id, 'run_released',
-                                jsonb_build_object('worker', $1::text, 'reason', $2::text)
-                           from r order by id)
-         select id from r order by id",
-    )
-    .bind(owner)
-    .bind(reason)
-    .fetch_all(&mut *conn)
-    .await?)
+    Ok(sqlx::query_scalar(RELEASE_HELD)
+        .bind(owner)
+        .bind(reason)
+        .fetch_all(&mut *conn)
+        .await?)
 }
 
 pub async fn run_succeed(conn: &mut PgConnection, lease: &Lease, output: &Value) -> Result<()> {
@@ -466,23 +476,24 @@ pub async fn run_dead(
     .await
 }
 
-/// Requeues runs whose lease expired (their worker died or stalled); returns their ids
-/// so the caller can enqueue them in the same transaction.
-pub async fn runs_rescue_expired(conn: &mut PgConnection, limit: i64) -> Result<Vec<String>> {
-    let rescued: Vec<(String, Option<String>)> = sqlx::query_as(
-        "with expired as (
+/// The statement of [`runs_rescue_expired`].
+pub(super) const RESCUE: &str = "with expired as (
              select id, lease_owner from runs
-              where status = 'running' and lease_expires_at < clock_timestamp()
+              where status = 'running' and lease_expires_at < now()
               order by lease_expires_at
               limit $1
               for update skip locked)
          update runs r set status = 'queued', lease_owner = null, lease_expires_at = null
-           from expired e where r.id = e.id
-         returning r.id, e.lease_owner",
-    )
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
+           from expired e where r.id = any (array(select id from expired)) and r.id = e.id
+         returning r.id, e.lease_owner";
+
+/// Requeues runs whose lease expired (their worker died or stalled); returns their ids
+/// so the caller can enqueue them in the same transaction.
+pub async fn runs_rescue_expired(conn: &mut PgConnection, limit: i64) -> Result<Vec<String>> {
+    let rescued: Vec<(String, Option<String>)> = sqlx::query_as(RESCUE)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
     for (id, owner) in &rescued {
         event_append(
             conn,
@@ -793,6 +804,21 @@ pub struct RunsInserted {
     pub existing: Vec<RunRow>,
 }
 
+/// The statement of [`run_insert_many`]: one statement, hence one round trip and,
+/// outside a transaction, its own commit.
+pub(super) static INSERT_MANY: LazyLock<String> = LazyLock::new(|| {
+    insert_statement(
+        ", new_jobs as (
+         insert into apalis.jobs (id, job_type, job, metadata)
+         select w.job_id, $13, convert_to(json_build_object('run_id', new.id)::text, 'utf8'),
+                ''::hstore
+           from new join unnest($1::text[], $14::text[]) as w (run_id, job_id)
+                on w.run_id = new.id
+          where $13::text is not null
+     )",
+    )
+});
+
 /// Inserts many queued runs of one workflow with their pending steps and `run_queued`
 /// events, skipping those whose idempotency key exists (returned in `existing`).
 ///
@@ -822,36 +848,25 @@ pub async fn run_insert_many(
             "run_insert_many: {n} ids, but job ids of another length"
         )));
     }
-    // One statement, hence one round trip and, outside a transaction, its own commit.
-    static INSERT: LazyLock<String> = LazyLock::new(|| {
-        insert_statement(
-            ", new_jobs as (
-             insert into apalis.jobs (id, job_type, job, metadata)
-             select w.job_id, $13, convert_to(json_build_object('run_id', new.id)::text, 'utf8'),
-                    ''::hstore
-               from new join unnest($1::text[], $14::text[]) as w (run_id, job_id)
-                    on w.run_id = new.id
-              where $13::text is not null
-         )",
-        )
-    });
-    let created: Vec<Option<String>> = sqlx::query_scalar(sqlx::AssertSqlSafe(INSERT.as_str()))
-        .bind(p.ids)
-        .bind(p.inputs)
-        .bind(p.idempotency_keys)
-        .bind(p.request_hashes)
-        .bind(p.workflow)
-        .bind(p.definition_hash)
-        .bind(p.origin.user_id)
-        .bind(p.origin.project_id)
-        .bind(p.origin.parent.as_ref().map(|p| p.0.as_str()))
-        .bind(p.origin.parent.as_ref().map(|p| p.1.as_str()))
-        .bind(p.step_ids)
-        .bind(json!({ "workflow": p.workflow, "definition": p.definition_hash, "replayOf": null }))
-        .bind(p.wakes.map(|w| w.queue))
-        .bind(p.wakes.map(|w| w.job_ids))
-        .fetch_all(&mut *conn)
-        .await?;
+    let created: Vec<Option<String>> = sqlx::query_scalar(sqlx::AssertSqlSafe(
+        INSERT_MANY.as_str(),
+    ))
+    .bind(p.ids)
+    .bind(p.inputs)
+    .bind(p.idempotency_keys)
+    .bind(p.request_hashes)
+    .bind(p.workflow)
+    .bind(p.definition_hash)
+    .bind(p.origin.user_id)
+    .bind(p.origin.project_id)
+    .bind(p.origin.parent.as_ref().map(|p| p.0.as_str()))
+    .bind(p.origin.parent.as_ref().map(|p| p.1.as_str()))
+    .bind(p.step_ids)
+    .bind(json!({ "workflow": p.workflow, "definition": p.definition_hash, "replayOf": null }))
+    .bind(p.wakes.map(|w| w.queue))
+    .bind(p.wakes.map(|w| w.job_ids))
+    .fetch_all(&mut *conn)
+    .await?;
     // A null id: the definition is not stored, and nothing was inserted.
     let Some(created) = created.into_iter().collect::<Option<Vec<String>>>() else {
         return Err(StoreError::DefinitionMissing(p.definition_hash.to_owned()));

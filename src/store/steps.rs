@@ -41,17 +41,19 @@ pub struct AttemptRow {
     pub retry_delay_ms: Option<i64>,
 }
 
-pub async fn step_list(pool: &PgPool, run_id: &str) -> Result<Vec<StepRow>> {
-    Ok(sqlx::query_as(
-        "select s.run_id, s.step_id, s.status, s.attempts, s.attempt_floor, s.output, s.error,
+/// The statement of [`step_list`].
+pub(super) const STEP_LIST: &str =
+    "select s.run_id, s.step_id, s.status, s.attempts, s.attempt_floor, s.output, s.error,
                 s.next_attempt_at, s.wake_at, s.started_at, s.finished_at, s.child_run_id,
                 c.status as child_status, c.output as child_output, c.error as child_error
            from steps s left join runs c on c.id = s.child_run_id
-          where s.run_id = $1",
-    )
-    .bind(run_id)
-    .fetch_all(pool)
-    .await?)
+          where s.run_id = $1";
+
+pub async fn step_list(pool: &PgPool, run_id: &str) -> Result<Vec<StepRow>> {
+    Ok(sqlx::query_as(STEP_LIST)
+        .bind(run_id)
+        .fetch_all(pool)
+        .await?)
 }
 
 pub async fn attempt_list(pool: &PgPool, run_id: &str) -> Result<Vec<AttemptRow>> {
@@ -99,6 +101,79 @@ pub async fn step_transition(
         .unwrap_or_else(|| Err(StoreError::LeaseLost(lease.run_id.clone())))
 }
 
+/// The statement of [`step_transitions`].
+pub(super) const TRANSITIONS: &str = "with input as (
+          select * from unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::int[],
+                               $6::jsonb[], $7::jsonb[], $8::text[], $9::int[])
+                   with ordinality
+                   as i (run_id, token, owner, ck_step, ck_attempt, ck_output, run_output,
+                         begin_step, begin_attempt, ord)),
+     -- The runs named, found and locked by key alone, then kept if still leased
+     -- with the token given, as locked. Found with the status among the conditions,
+     -- a generic plan that trusted the statistics of `status` (few running runs)
+     -- read every running run through `runs_status_created` for each statement.
+     locked as materialized (
+          select r.id, r.status, r.lease_token, r.lease_expires_at, r.cancel_requested_at
+            from runs r
+           where r.id = any ($1::text[])
+           order by r.id
+             for no key update),
+     fence as (
+          select l.id from locked l
+           where l.status = 'running' and l.lease_expires_at > clock_timestamp()
+             and l.cancel_requested_at is null
+             and exists (select from input i where i.run_id = l.id and i.token = l.lease_token)),
+     ok as (select i.* from input i where i.run_id in (select id from fence)),
+     at as (select clock_timestamp() as t),
+     -- Each write below names its runs by `any ($1)` besides the join: a condition on
+     -- the key whatever order the planner joins in. Without it, an analyzed empty
+     -- `step_attempts` put that table on the outer side of a join, read whole for
+     -- every batch for as long as the connection kept the plan.
+     done as (update steps s set status = 'succeeded', output = ok.ck_output, error = null,
+                     finished_at = (select t from at)
+                from ok
+               where s.run_id = any ($1::text[])
+                 and s.run_id = ok.run_id and s.step_id = ok.ck_step),
+     done_attempt as (
+              update step_attempts a set status = 'succeeded', finished_at = (select t from at)
+                from ok
+               where a.run_id = any ($1::text[])
+                 and a.run_id = ok.run_id and a.step_id = ok.ck_step
+                 and a.attempt = ok.ck_attempt),
+     run as (update runs r set status = 'succeeded', output = ok.run_output,
+                    finished_at = (select t from at), lease_owner = null,
+                    lease_expires_at = null
+               from ok
+              where r.id = any ($1::text[])
+                and r.id = ok.run_id and ok.run_output is not null),
+     begun as (update steps s set status = 'running', attempts = ok.begin_attempt,
+                      next_attempt_at = null,
+                      started_at = coalesce(s.started_at, (select t from at))
+                 from ok
+                where s.run_id = any ($1::text[])
+                  and s.run_id = ok.run_id and s.step_id = ok.begin_step
+            returning s.run_id, s.step_id, s.attempts, ok.owner),
+     begun_attempt as (
+              insert into step_attempts (run_id, step_id, attempt, worker_id, started_at)
+              select run_id, step_id, attempts, owner, (select t from at) from begun),
+     events as (
+              insert into run_events (run_id, kind, step_id, data)
+              select ok.run_id, v.kind, v.step, v.data
+                from ok,
+                     lateral (values
+                         (1, 'step_succeeded', ok.ck_step,
+                          jsonb_build_object('attempt', ok.ck_attempt)),
+                         (2, 'run_succeeded', null, '{}'::jsonb),
+                         (3, 'step_started', ok.begin_step,
+                          jsonb_build_object('attempt', ok.begin_attempt,
+                                             'worker', ok.owner)))
+                       as v (ord, kind, step, data)
+               where (v.ord = 1 and ok.ck_step is not null)
+                  or (v.ord = 2 and ok.run_output is not null)
+                  or (v.ord = 3 and ok.begin_step is not null)
+               order by ok.ord, v.ord)
+     select id from fence";
+
 /// Records the transitions of any number of runs (a run may appear more than once, for
 /// different steps) in one statement. Each is fenced by its own lease: a lost lease or
 /// a cancellation writes nothing of that run's transitions and gives that error in its
@@ -129,82 +204,18 @@ pub async fn step_transitions(
         begin_steps.push(t.begin.map(|b| b.0));
         begin_attempts.push(t.begin.map(|b| b.1));
     }
-    let fenced: Vec<String> = sqlx::query_scalar(
-        "with input as (
-              select * from unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::int[],
-                                   $6::jsonb[], $7::jsonb[], $8::text[], $9::int[])
-                       with ordinality
-                       as i (run_id, token, owner, ck_step, ck_attempt, ck_output, run_output,
-                             begin_step, begin_attempt, ord)),
-         -- The runs named, found and locked by key alone, then kept if still leased
-         -- with the token given, as locked. Found with the status among the conditions,
-         -- a generic plan that trusted the statistics of `status` (few running runs)
-         -- read every running run through `runs_status_created` for each statement.
-         locked as materialized (
-              select r.id, r.status, r.lease_token, r.lease_expires_at, r.cancel_requested_at
-                from runs r
-               where r.id = any ($1::text[])
-               order by r.id
-                 for no key update),
-         fence as (
-              select l.id from locked l
-               where l.status = 'running' and l.lease_expires_at > clock_timestamp()
-                 and l.cancel_requested_at is null
-                 and exists (select from input i where i.run_id = l.id and i.token = l.lease_token)),
-         ok as (select i.* from input i where i.run_id in (select id from fence)),
-         at as (select clock_timestamp() as t),
-         done as (update steps s set status = 'succeeded', output = ok.ck_output, error = null,
-                         finished_at = (select t from at)
-                    from ok
-                   where s.run_id = ok.run_id and s.step_id = ok.ck_step),
-         done_attempt as (
-                  update step_attempts a set status = 'succeeded', finished_at = (select t from at)
-                    from ok
-                   where a.run_id = ok.run_id and a.step_id = ok.ck_step
-                     and a.attempt = ok.ck_attempt),
-         run as (update runs r set status = 'succeeded', output = ok.run_output,
-                        finished_at = (select t from at), lease_owner = null,
-                        lease_expires_at = null
-                   from ok
-                  where r.id = ok.run_id and ok.run_output is not null),
-         begun as (update steps s set status = 'running', attempts = ok.begin_attempt,
-                          next_attempt_at = null,
-                          started_at = coalesce(s.started_at, (select t from at))
-                     from ok
-                    where s.run_id = ok.run_id and s.step_id = ok.begin_step
-                returning s.run_id, s.step_id, s.attempts, ok.owner),
-         begun_attempt as (
-                  insert into step_attempts (run_id, step_id, attempt, worker_id, started_at)
-                  select run_id, step_id, attempts, owner, (select t from at) from begun),
-         events as (
-                  insert into run_events (run_id, kind, step_id, data)
-                  select ok.run_id, v.kind, v.step, v.data
-                    from ok,
-                         lateral (values
-                             (1, 'step_succeeded', ok.ck_step,
-                              jsonb_build_object('attempt', ok.ck_attempt)),
-                             (2, 'run_succeeded', null, '{}'::jsonb),
-                             (3, 'step_started', ok.begin_step,
-                              jsonb_build_object('attempt', ok.begin_attempt,
-                                                 'worker', ok.owner)))
-                           as v (ord, kind, step, data)
-                   where (v.ord = 1 and ok.ck_step is not null)
-                      or (v.ord = 2 and ok.run_output is not null)
-                      or (v.ord = 3 and ok.begin_step is not null)
-                   order by ok.ord, v.ord)
-         select id from fence",
-    )
-    .bind(&run_ids)
-    .bind(&tokens)
-    .bind(&owners)
-    .bind(&ck_steps)
-    .bind(&ck_attempts)
-    .bind(&ck_outputs)
-    .bind(&run_outputs)
-    .bind(&begin_steps)
-    .bind(&begin_attempts)
-    .fetch_all(&mut *conn)
-    .await?;
+    let fenced: Vec<String> = sqlx::query_scalar(TRANSITIONS)
+        .bind(&run_ids)
+        .bind(&tokens)
+        .bind(&owners)
+        .bind(&ck_steps)
+        .bind(&ck_attempts)
+        .bind(&ck_outputs)
+        .bind(&run_outputs)
+        .bind(&begin_steps)
+        .bind(&begin_attempts)
+        .fetch_all(&mut *conn)
+        .await?;
     let mut results = Vec::with_capacity(n);
     for (lease, _) in batch {
         if fenced.contains(&lease.run_id) {
@@ -301,6 +312,12 @@ async fn attempt_insert(
     Ok(())
 }
 
+/// The statement of [`step_fail`] that closes the attempt.
+pub(super) const ATTEMPT_FAIL: &str =
+    "update step_attempts set status = 'failed', finished_at = clock_timestamp(), error = $4,
+                retry_delay_ms = $5
+          where run_id = $1 and step_id = $2 and attempt = $3";
+
 /// Records a failed attempt. With `retry_in`, the step waits in `retry_scheduled` and
 /// the time of the next attempt is returned; without, it has failed for good.
 pub async fn step_fail(
@@ -313,18 +330,14 @@ pub async fn step_fail(
 ) -> Result<Option<DateTime<Utc>>> {
     lease_fence(conn, lease).await?;
     let delay_ms = retry_in.map(|d| d.as_millis() as i64);
-    sqlx::query(
-        "update step_attempts set status = 'failed', finished_at = clock_timestamp(), error = $4,
-                retry_delay_ms = $5
-          where run_id = $1 and step_id = $2 and attempt = $3",
-    )
-    .bind(&lease.run_id)
-    .bind(step_id)
-    .bind(attempt)
-    .bind(error)
-    .bind(delay_ms)
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query(ATTEMPT_FAIL)
+        .bind(&lease.run_id)
+        .bind(step_id)
+        .bind(attempt)
+        .bind(error)
+        .bind(delay_ms)
+        .execute(&mut *conn)
+        .await?;
     let next: Option<DateTime<Utc>> = match delay_ms {
         Some(ms) => {
             let at: DateTime<Utc> = sqlx::query_scalar(
@@ -457,6 +470,14 @@ pub async fn step_wait(
     Ok(wake_at)
 }
 
+/// The statement of [`steps_have_news`].
+pub(super) const STEPS_HAVE_NEWS: &str = "select exists (select 1 from steps s
+                         -- By key for each step, never a join the planner may order badly.
+                         left join lateral (select c.status from runs c
+                                             where c.id = s.child_run_id limit 1) c on true
+                         where s.run_id = $1 and s.step_id = any($2)
+                           and (s.status <> 'waiting' or c.status in ('succeeded', 'dead', 'cancelled')))";
+
 /// Whether any of `steps` (waiting for a callback or a child) has news: delivered, or its
 /// child finished. Called under the run's lock before parking it.
 pub async fn steps_have_news(
@@ -467,15 +488,11 @@ pub async fn steps_have_news(
     if steps.is_empty() {
         return Ok(false);
     }
-    Ok(sqlx::query_scalar(
-        "select exists (select 1 from steps s left join runs c on c.id = s.child_run_id
-                         where s.run_id = $1 and s.step_id = any($2)
-                           and (s.status <> 'waiting' or c.status in ('succeeded', 'dead', 'cancelled')))",
-    )
-    .bind(run_id)
-    .bind(steps)
-    .fetch_one(conn)
-    .await?)
+    Ok(sqlx::query_scalar(STEPS_HAVE_NEWS)
+        .bind(run_id)
+        .bind(steps)
+        .fetch_one(conn)
+        .await?)
 }
 
 /// What [`step_deliver`] did with a callback.

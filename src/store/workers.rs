@@ -44,6 +44,16 @@ pub async fn worker_register(pool: &PgPool, p: WorkerRegisterParams<'_>) -> Resu
     Ok(())
 }
 
+/// The statement of [`worker_heartbeat`]: extends the leases `$1` holds.
+pub(super) const HEARTBEAT: &str = "with mine as (
+              select id from runs
+               where lease_owner = $1 and status = 'running'
+                 and lease_expires_at > clock_timestamp() and id <> all ($3)
+               order by id
+                 for no key update)
+         update runs r set lease_expires_at = clock_timestamp() + make_interval(secs => $2)
+           from mine where r.id = any (array(select id from mine)) and r.id = mine.id";
+
 /// Records a heartbeat and extends the unexpired leases this worker holds, except those
 /// of `except` (runs it gave up on); returns how many runs it holds.
 pub async fn worker_heartbeat(
@@ -64,22 +74,13 @@ pub async fn worker_heartbeat(
     // skipping it (`skip locked`): those locks last one short statement or transaction,
     // while a skipped run keeps its old expiry until the next beat, and a run the writer
     // touches at every beat could be skipped until its live lease expired.
-    let held = sqlx::query(
-        "with mine as (
-              select id from runs
-               where lease_owner = $1 and status = 'running'
-                 and lease_expires_at > clock_timestamp() and id <> all ($3)
-               order by id
-                 for no key update)
-         update runs r set lease_expires_at = clock_timestamp() + make_interval(secs => $2)
-           from mine where r.id = mine.id",
-    )
-    .bind(id)
-    .bind(ttl.as_secs_f64())
-    .bind(except)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    let held = sqlx::query(HEARTBEAT)
+        .bind(id)
+        .bind(ttl.as_secs_f64())
+        .bind(except)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
     tx.commit().await?;
     Ok(held)
 }
