@@ -42,6 +42,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
         &[
             "floor_rows_per_s",
             "keep_history_floor_per_s",
+            "worker_ready_ms",
             "p50_ms",
             "p95_ms",
             "p99_ms",

@@ -339,6 +339,23 @@ impl BenchDb {
         Ok(())
     }
 
+    /// Milliseconds from `since` (the database's clock) to the first attempt's start.
+    pub(super) async fn first_attempt_ms_after(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<f64> {
+        let ms: Option<f64> = sqlx::query_scalar(
+            "select (extract(epoch from min(started_at) - $1) * 1000)::float8 from step_attempts",
+        )
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        ms.ok_or_else(|| BenchError::Incorrect {
+            scenario: "pickup",
+            what: "no attempt started".into(),
+        })
+    }
+
     /// Queues `n` runs of `def` as users do (see [`seed_batch`]), two connections at a
     /// time, then leaves the tables' statistics as `stats` says.
     pub(super) async fn seed(&self, def: &Definition, n: u64, stats: Stats) -> Result<()> {

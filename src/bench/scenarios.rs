@@ -736,9 +736,27 @@ impl Bench<'_> {
 
     async fn pickup(&mut self, n: u64) -> Result<()> {
         let c = self.s.concurrency;
+        let offset = self.db.clock_offset().await?;
+        // How soon a worker works after its process starts: one run queued, then the
+        // workers started; from the spawn to that run's first attempt.
+        self.db.seed(&self.defs.noop, 1, self.s.stats).await?;
+        let spawned = chrono::Utc::now() + offset;
+        let mut workers = self.start_workers(c)?;
+        self.wait_finished("pickup", 1, &mut workers).await?;
+        procs::stop_all(workers, GRACE).await;
+        let ready_ms = self.db.first_attempt_ms_after(spawned).await?;
+        self.out.emit(
+            Figure::new("pickup", "worker_ready_ms", round(ready_ms, 1), "ms")
+                .target("≤ 300 ms")
+                .note(format!(
+                    "the workers' processes spawned → the first attempt of a run queued before them; {}",
+                    self.workers_note(c)
+                )),
+        );
+        self.db.reset().await?;
+
         let mut workers = self.start_workers(c)?;
         self.wait_registered(&mut workers).await?;
-        let offset = self.db.clock_offset().await?;
         let mut tick = tokio::time::interval(PICKUP_GAP);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut answered = Vec::with_capacity(n as usize);

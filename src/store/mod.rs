@@ -146,12 +146,16 @@ pub async fn connect_quiet(url: &str, max_connections: u32) -> Result<PgPool> {
     let pool = pool_options(max_connections)
         .min_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
-        .connect_with(options.application_name("cairn").options([
+        .connect_lazy_with(options.application_name("cairn").options([
             ("cairn.notify_events", "off"),
             ("plan_cache_mode", "force_generic_plan"),
             ("enable_seqscan", "off"),
-        ]))
-        .await?;
+        ]));
+    // All at once: opened one after another, they kept a fresh worker from its first
+    // run for as many connection set-ups in a row.
+    let opened =
+        futures::future::try_join_all((0..max_connections.max(1)).map(|_| pool.acquire())).await?;
+    drop(opened);
     Ok(pool)
 }
 

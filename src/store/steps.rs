@@ -236,9 +236,7 @@ pub async fn steps_warm_up(pool: &PgPool) -> Result<()> {
     while let Some(conn) = pool.try_acquire() {
         conns.push(conn);
     }
-    for conn in &mut conns {
-        step_transitions(conn, &[]).await?;
-    }
+    futures::future::try_join_all(conns.iter_mut().map(|conn| step_transitions(conn, &[]))).await?;
     Ok(())
 }
 
