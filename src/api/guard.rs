@@ -263,6 +263,11 @@ where
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CONTENT_SECURITY_POLICY,
             |r: &Response<axum::body::Body>| {
+                // A 304 has no content type, and its headers replace the cached
+                // answer's: the dashboard's own policy must stay with its page.
+                if r.status() == axum::http::StatusCode::NOT_MODIFIED {
+                    return None;
+                }
                 let html = r
                     .headers()
                     .get(header::CONTENT_TYPE)
@@ -285,6 +290,43 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_revalidated_page_keeps_its_own_policy() {
+        use tower::ServiceExt;
+        let app = security_headers(
+            Router::new()
+                .route(
+                    "/page",
+                    axum::routing::get(|| async { axum::response::Html("<p>hi</p>") }),
+                )
+                .route(
+                    "/cached",
+                    axum::routing::get(|| async { axum::http::StatusCode::NOT_MODIFIED }),
+                )
+                .route("/json", axum::routing::get(|| async { axum::Json(1) })),
+            false,
+        );
+        let csp = |path: &'static str| {
+            let app = app.clone();
+            async move {
+                let r = app
+                    .oneshot(
+                        Request::get(path)
+                            .body(axum::body::Body::empty())
+                            .expect("request"),
+                    )
+                    .await
+                    .expect("answer");
+                r.headers()
+                    .get(header::CONTENT_SECURITY_POLICY)
+                    .map(|v| v.to_str().unwrap_or_default().to_owned())
+            }
+        };
+        assert_eq!(csp("/page").await.as_deref(), Some(CSP_DASHBOARD));
+        assert_eq!(csp("/json").await.as_deref(), Some(CSP_OTHER));
+        assert_eq!(csp("/cached").await, None);
+    }
 
     fn request(method: Method, headers: &[(&str, &str)]) -> Request {
         let mut b = Request::builder().method(method).uri("/api/tasks");
