@@ -6,7 +6,8 @@
 # 1. builds the dashboard (frontend/dist) when it is missing or older than its sources;
 # 2. starts `cairn dev --listen 127.0.0.1:<free port>` WITHOUT DATABASE_URL, so Cairn
 #    starts its own private PostgreSQL, in a fresh TMPDIR (a new, empty database every
-#    time), with CAIRN_WORKFLOWS_DIR=./workflows and CAIRN_STATIC_DIR=./frontend/dist;
+#    time), with CAIRN_STATIC_DIR=./frontend/dist and CAIRN_WORKFLOWS_DIR set to a copy
+#    of ./workflows plus the suite's own test workflows (frontend/e2e/workflows/);
 # 3. waits for /readyz, creates an admin and a viewer with `cairn admin create-user`
 #    against the DATABASE_URL that `cairn dev` prints;
 # 4. runs `npm run e2e` (node:test + playwright-core + /usr/bin/chromium) against it;
@@ -121,6 +122,12 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# The product's workflows, and the suite's own (a run that fails with a long error).
+mkdir -p "$work/workflows"
+cp workflows/*.toml "$work/workflows/"
+cp frontend/e2e/workflows/*.toml "$work/workflows/"
+chmod -R a+rX "$work/workflows"
+
 port=$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });')
 url=http://127.0.0.1:$port
 
@@ -128,7 +135,7 @@ echo "== e2e: starting cairn dev on $url (private PostgreSQL in $work)"
 # Only what this script sets: no DATABASE_URL (CI exports one for the Rust tests).
 env -u DATABASE_URL -u CAIRN_NO_MIGRATE -u CAIRN_LISTEN \
   TMPDIR="$work" \
-  CAIRN_WORKFLOWS_DIR=./workflows \
+  CAIRN_WORKFLOWS_DIR="$work/workflows" \
   CAIRN_STATIC_DIR=./frontend/dist \
   CAIRN_SHUTDOWN_GRACE=5s \
   NO_COLOR=1 \

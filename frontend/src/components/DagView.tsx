@@ -85,16 +85,23 @@ export function DagView({
               onClick={interactive ? () => onSelect?.(n.id) : undefined}
               onKeyDown={interactive ? onKey(n.id) : undefined}
             >
-              <title>{`${n.id}${meta ? ` — ${meta}` : ''}`}</title>
+              {/* A tooltip for pictures only: inside a button its text would be read as part of the button's text */}
+              {!interactive && <title>{`${n.id}${meta ? ` — ${meta}` : ''}`}</title>}
               <rect width={n.width} height={n.height} rx="8" ry="8" />
-              <text className="dag__id" x="12" y={meta ? 22 : n.height / 2 + 5}>
-                {shownId}
+              {/* one text element, so the node's text reads "id kind · status" with a space */}
+              <text>
+                <tspan className="dag__id" x="12" y={shownMeta ? 22 : n.height / 2 + 5}>
+                  {shownId}
+                </tspan>
+                {shownMeta && (
+                  <>
+                    {' '}
+                    <tspan className="dag__meta" x="12" y="41">
+                      {shownMeta}
+                    </tspan>
+                  </>
+                )}
               </text>
-              {meta && (
-                <text className="dag__meta" x="12" y="41">
-                  {shownMeta}
-                </text>
-              )}
             </g>
           );
         })}
