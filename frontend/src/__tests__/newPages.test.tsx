@@ -100,6 +100,19 @@ describe('step labels', () => {
   });
 });
 
+describe('a long run error', () => {
+  it('shows its start, and the whole of it on demand', async () => {
+    const error = `step confirm failed: ${'y'.repeat(2000)}`;
+    mockApi([['GET', '/api/tasks/01JDEAD000000000000000000B', () => json({ ...deadRun(), error })]]);
+    renderPage(<RunPage />, { route: '/runs/01JDEAD000000000000000000B', path: '/runs/:id', me: user('viewer') });
+    const note = await screen.findByRole('note');
+    const whole = note.querySelector('details pre')!.textContent!;
+    expect(note.textContent!.replace(whole, '').length).toBeLessThan(400);
+    expect(within(note).getByText(/^Show the whole error \(2,021 characters\)$/)).toBeInTheDocument();
+    expect(note.querySelector('details pre')).toHaveTextContent(error);
+  });
+});
+
 describe('project analysis', () => {
   const result = {
     projectId: 3,

@@ -168,7 +168,13 @@ function AnalysisCard({ a, now }: { a: Analysis; now: number }) {
         ) : found ? (
           <div className="stack">
             {found.narration && <p style={{ whiteSpace: 'pre-wrap', margin: 0 }}>{found.narration}</p>}
-            {found.successRate !== null && <SuccessRate rate={found.successRate} />}
+            {found.successRate !== null ? (
+              <SuccessRate rate={found.successRate} />
+            ) : (
+              <p className="muted" style={{ margin: 0 }}>
+                No success rate yet: none of the project's runs had finished.
+              </p>
+            )}
             {found.findings.length > 0 && (
               <div>
                 <h4 style={{ margin: '0 0 4px' }}>Findings</h4>

@@ -30,6 +30,9 @@ import {
   useToast,
 } from '../ui';
 
+/** How much of a long run error shows before "Show the whole error". */
+const ERROR_PREVIEW = 300;
+
 /** Steps whose wake time is a deadline (a callback or a child run), not an alarm. */
 const DEADLINE_KINDS = new Set(['wait', 'workflow']);
 
@@ -301,7 +304,17 @@ function RunView({ id }: { id: string }) {
         {r.error && (
           <div className="callout tone-danger" role="note">
             <strong>Error: </strong>
-            {r.error}
+            {r.error.length > ERROR_PREVIEW ? (
+              <>
+                {r.error.slice(0, ERROR_PREVIEW)}…
+                <details>
+                  <summary>Show the whole error ({r.error.length.toLocaleString()} characters)</summary>
+                  <pre className="code code--wrap">{r.error}</pre>
+                </details>
+              </>
+            ) : (
+              r.error
+            )}
           </div>
         )}
         {r.deadLetter && (
