@@ -7,7 +7,8 @@
 # 2. starts `cairn dev --listen 127.0.0.1:<free port>` WITHOUT DATABASE_URL, so Cairn
 #    starts its own private PostgreSQL, in a fresh TMPDIR (a new, empty database every
 #    time), with CAIRN_STATIC_DIR=./frontend/dist and CAIRN_WORKFLOWS_DIR set to a copy
-#    of ./workflows plus the suite's own test workflows (frontend/e2e/workflows/);
+#    of ./workflows plus the suite's own test workflows (frontend/e2e/workflows/), and a
+#    random CAIRN_WEBHOOK_SECRET (so `wait` steps can hand out their callback keys);
 # 3. waits for /readyz, creates an admin and a viewer with `cairn admin create-user`
 #    against the DATABASE_URL that `cairn dev` prints;
 # 4. runs `npm run e2e` (node:test + playwright-core + /usr/bin/chromium) against it;
@@ -138,6 +139,7 @@ env -u DATABASE_URL -u CAIRN_NO_MIGRATE -u CAIRN_LISTEN \
   CAIRN_WORKFLOWS_DIR="$work/workflows" \
   CAIRN_STATIC_DIR=./frontend/dist \
   CAIRN_SHUTDOWN_GRACE=5s \
+  CAIRN_WEBHOOK_SECRET="$(head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')" \
   NO_COLOR=1 \
   RUST_LOG="${RUST_LOG:-info}" \
   "$cairn" dev --listen "127.0.0.1:$port" >"$work/cairn.out" 2>"$artifacts/cairn.log" &

@@ -194,7 +194,11 @@ describe('Every page, with 100 long errors', { skip: skip ?? false }, () => {
     await page.goto(`/runs/${ids.waiting}`);
     await settled(page);
     const run = await api(admin.context, 'GET', `/api/tasks/${ids.waiting}`);
-    if (run.steps.some((/** @type {any} */ s) => s.status === 'waiting')) {
+    assert.ok(
+      run.steps.some((/** @type {any} */ s) => s.status === 'waiting'),
+      `the research run waits for its callback (it is ${run.status}: ${run.error ?? ''}; scripts/e2e.sh sets CAIRN_WEBHOOK_SECRET)`,
+    );
+    {
       const step = page.locator('section', { has: page.getByRole('heading', { name: 'Step findings' }) });
       await step.getByText('Times out').waitFor();
       const attempts = step.getByRole('table', { name: 'Attempts of step findings' });

@@ -38,8 +38,11 @@ function Chart({ overview, window, auto }: { overview: Overview; window: string;
       <ThroughputChart points={points} />
       {(trimmed || auto) && points.some((p) => p.succeeded + p.dead > 0) && (
         <p className="muted" style={{ margin: 0 }}>
-          {auto && window === '1h' ? 'Every run of the last 24 hours finished within the last hour, so this shows the last hour. ' : ''}
-          {trimmed ? `No run finished earlier in the ${label}; the chart starts just before the first one.` : ''}
+          {auto && window === '1h' && trimmed
+            ? 'Every run of the last 24 hours finished in the last few minutes: the chart starts just before the first one.'
+            : auto && window === '1h'
+              ? 'Every run of the last 24 hours finished within the last hour, so this shows the last hour.'
+              : `No run finished earlier in the ${label}; the chart starts just before the first one.`}
         </p>
       )}
     </div>
