@@ -200,7 +200,7 @@ describe('Every page, with 100 long errors', { skip: skip ?? false }, () => {
     );
     {
       const step = page.locator('section', { has: page.getByRole('heading', { name: 'Step findings' }) });
-      await step.getByText('Times out').waitFor();
+      await step.getByText('Times out', { exact: true }).waitFor();
       const attempts = step.getByRole('table', { name: 'Attempts of step findings' });
       await attempts.locator('.pill[data-status="waiting"]').waitFor();
       assert.equal(await attempts.locator('.pill[data-status="running"]').count(), 0, 'the waiting attempt does not read "running"');
