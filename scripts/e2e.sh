@@ -132,6 +132,9 @@ chmod -R a+rX "$work/workflows"
 port=$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });')
 url=http://127.0.0.1:$port
 
+webhook_secret=$(head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
+# Exists before cairn starts, so the wait below can read it from the first moment.
+: >"$work/cairn.out"
 echo "== e2e: starting cairn dev on $url (private PostgreSQL in $work)"
 # Only what this script sets: no DATABASE_URL (CI exports one for the Rust tests).
 env -u DATABASE_URL -u CAIRN_NO_MIGRATE -u CAIRN_LISTEN \
@@ -139,7 +142,7 @@ env -u DATABASE_URL -u CAIRN_NO_MIGRATE -u CAIRN_LISTEN \
   CAIRN_WORKFLOWS_DIR="$work/workflows" \
   CAIRN_STATIC_DIR=./frontend/dist \
   CAIRN_SHUTDOWN_GRACE=5s \
-  CAIRN_WEBHOOK_SECRET="$(head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')" \
+  CAIRN_WEBHOOK_SECRET="$webhook_secret" \
   NO_COLOR=1 \
   RUST_LOG="${RUST_LOG:-info}" \
   "$cairn" dev --listen "127.0.0.1:$port" >"$work/cairn.out" 2>"$artifacts/cairn.log" &
