@@ -19,7 +19,8 @@ export default defineConfig({
   },
   build: {
     outDir: 'dist',
-    sourcemap: true,
+    // Served builds carry no source maps; CAIRN_SOURCEMAP=1 writes them for debugging.
+    sourcemap: process.env.CAIRN_SOURCEMAP === '1',
     target: 'es2022',
     rollupOptions: {
       onwarn(warning, warn) {

@@ -6,7 +6,9 @@
 # 1. builds the dashboard (frontend/dist) when it is missing or older than its sources;
 # 2. starts `cairn dev --listen 127.0.0.1:<free port>` WITHOUT DATABASE_URL, so Cairn
 #    starts its own private PostgreSQL, in a fresh TMPDIR (a new, empty database every
-#    time), with CAIRN_WORKFLOWS_DIR=./workflows and CAIRN_STATIC_DIR=./frontend/dist;
+#    time), with CAIRN_STATIC_DIR=./frontend/dist and CAIRN_WORKFLOWS_DIR set to a copy
+#    of ./workflows plus the suite's own test workflows (frontend/e2e/workflows/), and a
+#    random CAIRN_WEBHOOK_SECRET (so `wait` steps can hand out their callback keys);
 # 3. waits for /readyz, creates an admin and a viewer with `cairn admin create-user`
 #    against the DATABASE_URL that `cairn dev` prints;
 # 4. runs `npm run e2e` (node:test + playwright-core + /usr/bin/chromium) against it;
@@ -121,16 +123,26 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# The product's workflows, and the suite's own (a run that fails with a long error).
+mkdir -p "$work/workflows"
+cp workflows/*.toml "$work/workflows/"
+cp frontend/e2e/workflows/*.toml "$work/workflows/"
+chmod -R a+rX "$work/workflows"
+
 port=$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });')
 url=http://127.0.0.1:$port
 
+webhook_secret=$(head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
+# Exists before cairn starts, so the wait below can read it from the first moment.
+: >"$work/cairn.out"
 echo "== e2e: starting cairn dev on $url (private PostgreSQL in $work)"
 # Only what this script sets: no DATABASE_URL (CI exports one for the Rust tests).
 env -u DATABASE_URL -u CAIRN_NO_MIGRATE -u CAIRN_LISTEN \
   TMPDIR="$work" \
-  CAIRN_WORKFLOWS_DIR=./workflows \
+  CAIRN_WORKFLOWS_DIR="$work/workflows" \
   CAIRN_STATIC_DIR=./frontend/dist \
   CAIRN_SHUTDOWN_GRACE=5s \
+  CAIRN_WEBHOOK_SECRET="$webhook_secret" \
   NO_COLOR=1 \
   RUST_LOG="${RUST_LOG:-info}" \
   "$cairn" dev --listen "127.0.0.1:$port" >"$work/cairn.out" 2>"$artifacts/cairn.log" &
@@ -185,6 +197,14 @@ count() { sed -n "s/^# $1 \([0-9][0-9]*\)\$/\1/p" "$work/e2e.tap" | tail -n1; }
 tests=$(count tests) passed=$(count pass) failed=$(count fail) skipped=$(count skipped)
 cancelled=$(count cancelled)
 echo "screenshots: $(find "$artifacts" -name '*.png' | wc -l) in ${artifacts#"$root"/}/"
+todo=$(count todo)
+if [ "${todo:-0}" != 0 ]; then
+  echo "NOTE: $todo known problem(s) reported as TODO, not counted as failures:"
+  grep -E '^ *(not )?ok .* # TODO' "$work/e2e.tap" | sed 's/^ */  /' || true
+fi
+if grep -q 'schedule editing API not available' "$work/e2e.tap"; then
+  echo "NOTE: schedule editing API not available: scenario not run (edit, backfill)"
+fi
 if grep -q 'projects API not available' "$work/e2e.tap"; then
   echo "NOTE: projects API not available: scenario not run (create a project, Analyze)"
 fi

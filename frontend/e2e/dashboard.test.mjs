@@ -32,7 +32,7 @@ const OPERATOR_CONTROLS = [
   /^Analyze$/,
   /^Summarize$/,
   /^New project$/,
-  /^Retry$/,
+  /^Retry…?$/,
   /^Replay…$/,
   /^Cancel run$/,
   /^Retry filtered…$/,
@@ -42,6 +42,10 @@ const OPERATOR_CONTROLS = [
   /^New schedule$/,
   /^Pause /,
   /^Trigger /,
+  /^Edit…/,
+  /^Backfill…/,
+  /^Delete/,
+  /^New user$/,
   /^New service token$/,
 ];
 
@@ -172,7 +176,7 @@ describe('Cairn dashboard', { skip: skip ?? false }, () => {
     );
     assert.ok(nodes.every(([, s]) => s === 'succeeded'), `every step succeeded: ${JSON.stringify(nodes)}`);
     await page.getByRole('list', { name: 'Attempts in time order' }).waitFor();
-    await page.getByRole('table', { name: 'Event history, newest first' }).waitFor();
+    await page.getByRole('list', { name: 'Event history, newest first' }).waitFor();
     await screenshot(page, '03-run-detail');
     noProblems();
   });
@@ -228,7 +232,7 @@ describe('Cairn dashboard', { skip: skip ?? false }, () => {
     const statuses = await steps.evaluateAll((nodes) => nodes.map((n) => n.getAttribute('data-status')));
     assert.ok(statuses.every((s) => s === 'succeeded' || s === 'skipped'), `every step finished: ${statuses.join(', ')}`);
     await page.getByRole('list', { name: 'Attempts in time order' }).waitFor();
-    await page.getByRole('table', { name: 'Event history, newest first' }).waitFor();
+    await page.getByRole('list', { name: 'Event history, newest first' }).waitFor();
     await screenshot(page, '06-analysis-run-detail');
     noProblems();
   });

@@ -15,6 +15,8 @@ import { RunsPage } from './pages/RunsPage';
 import { SchedulesPage } from './pages/SchedulesPage';
 import { SignInPage } from './pages/SignInPage';
 import { TokensPage } from './pages/TokensPage';
+import { UsagePage } from './pages/UsagePage';
+import { UsersPage } from './pages/UsersPage';
 import { WorkersPage } from './pages/WorkersPage';
 import { WorkflowPage } from './pages/WorkflowPage';
 import { WorkflowsPage } from './pages/WorkflowsPage';
@@ -40,6 +42,8 @@ export function AppRoutes() {
             <Route path="workflows/:name" element={<WorkflowPage />} />
             <Route path="workers" element={<WorkersPage />} />
             <Route path="tokens" element={<TokensPage />} />
+            <Route path="users" element={<UsersPage />} />
+            <Route path="usage" element={<UsagePage />} />
             <Route path="*" element={<NotFoundPage />} />
           </Route>
         </Route>

@@ -289,22 +289,50 @@ describe('Overview', () => {
 });
 
 describe('Overview chart', () => {
-  it('draws a lone bucket as one bar among the whole window, not across it', async () => {
+  it('draws a lone bucket as one narrow bar, starting the chart just before it', async () => {
     const at = new Date(Math.floor(Date.now() / 1_800_000) * 1_800_000).toISOString();
     mockApi([
       [
         'GET',
         '/api/overview',
-        () => json({ runsByStatus: [], queue: [], deadLetters: 0, workersAlive: 1, bucketSeconds: 1800, throughput: [{ at, succeeded: 2, dead: 0 }] }),
+        () => json({ runsByStatus: { succeeded: 2 }, queue: [], deadLetters: 0, workersAlive: 1, bucketSeconds: 1800, throughput: [{ at, succeeded: 2, dead: 0 }] }),
       ],
     ]);
-    const { container } = renderPage(<OverviewPage />);
+    const { container } = renderPage(<OverviewPage />, { route: '/?window=24h' });
     await screen.findByText('Succeeded (2)');
     const bars = container.querySelectorAll('rect.chart__bar--succeeded');
     expect(bars).toHaveLength(1);
-    // 24 h in 30-minute buckets: 48 or 49 slots in a 670-unit-wide plot.
-    expect(Number(bars[0]!.getAttribute('width'))).toBeLessThan(20);
+    // 12 slots of 30 minutes at least, in a 670-unit-wide plot: not one bar across it.
+    expect(Number(bars[0]!.getAttribute('width'))).toBeLessThan(60);
+    expect(screen.getByText(/No run finished earlier in the last 24 hours; the chart starts just before the first one/)).toBeInTheDocument();
     expect(within(screen.getByRole('table', { name: 'Finished runs per interval' })).getAllByRole('row')).toHaveLength(2);
+  });
+
+  it('shows the last hour on its own when everything of the day finished within it', async () => {
+    const minute = Math.floor(Date.now() / 60_000) * 60_000;
+    const { requests } = mockApi([
+      [
+        'GET',
+        '/api/overview',
+        (req) => {
+          const hour = req.url.searchParams.get('window') === '1h';
+          const size = hour ? 60_000 : 1_800_000;
+          const at = new Date(Math.floor((minute - 2 * 60_000) / size) * size).toISOString();
+          return json({ runsByStatus: { succeeded: 3 }, queue: [], deadLetters: 0, workersAlive: 1, bucketSeconds: size / 1000, throughput: [{ at, succeeded: 3, dead: 0 }] });
+        },
+      ],
+    ]);
+    renderPage(<OverviewPage />);
+    expect(await screen.findByText(/Every run of the last 24 hours finished in the last few minutes: the chart starts just before the first one/)).toBeInTheDocument();
+    expect(screen.getByLabelText('Window')).toHaveValue('1h');
+    expect(requests.map((r) => r.url.searchParams.get('window'))).toEqual(['24h', '1h']);
+  });
+
+  it('says how to start on a new install instead of drawing an empty chart', async () => {
+    mockApi([['GET', '/api/overview', () => json({ runsByStatus: {}, queue: [], deadLetters: 0, workersAlive: 1, bucketSeconds: 1800, throughput: [] })]]);
+    renderPage(<OverviewPage />);
+    expect(await screen.findByText('No runs yet.')).toBeInTheDocument();
+    expect(screen.getByRole('link', { name: 'See the workflows' })).toHaveAttribute('href', '/workflows');
   });
 });
 
@@ -334,7 +362,7 @@ describe('Workflow page', () => {
     renderPage(<WorkflowPage />, { route: '/workflows/hello', path: '/workflows/:name' });
     const dag = await screen.findByRole('group', { name: 'Steps of workflow hello' });
     expect(within(dag).getAllByRole('img')).toHaveLength(2);
-    expect(within(dag).getByRole('img', { name: 'Step pause (sleep), needs greet' })).toBeInTheDocument();
+    expect(within(dag).getByRole('img', { name: 'pause sleep, needs greet' })).toBeInTheDocument();
     expect(screen.getByRole('table', { name: 'Step definitions of hello' })).toHaveTextContent('3 attempts, 1.0 s → 30 s');
     expect(screen.getByLabelText('Source of hello')).toHaveTextContent('description = "Greets"');
   });

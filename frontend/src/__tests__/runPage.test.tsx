@@ -20,8 +20,8 @@ describe('Run detail', () => {
     api();
     renderPage(<RunPage />, route);
     const dag = await screen.findByRole('group', { name: /Steps of run/ });
-    const greet = within(dag).getByRole('button', { name: 'Step greet (sql): succeeded' });
-    const confirm = within(dag).getByRole('button', { name: 'Step confirm (sql): failed, needs greet, pause' });
+    const greet = within(dag).getByRole('button', { name: 'greet sql · succeeded' });
+    const confirm = within(dag).getByRole('button', { name: 'confirm sql · failed, needs greet, pause' });
     expect(greet).toHaveClass('tone-success');
     expect(confirm).toHaveClass('tone-danger');
     expect(dag.querySelectorAll('[data-edge]')).toHaveLength(3);
@@ -42,7 +42,7 @@ describe('Run detail', () => {
   it('selects another step from the DAG with the keyboard', async () => {
     api();
     renderPage(<RunPage />, route);
-    const greet = await screen.findByRole('button', { name: 'Step greet (sql): succeeded' });
+    const greet = await screen.findByRole('button', { name: 'greet sql · succeeded' });
     greet.focus();
     await userEvent.keyboard('{Enter}');
     expect(greet).toHaveAttribute('aria-pressed', 'true');
@@ -61,10 +61,10 @@ describe('Run detail', () => {
       'confirm#2',
     ]);
     expect(timeline).toHaveTextContent(/confirm attempt 2: failed, .*took 100 ms, error: connection refused again/);
-    const events = screen.getByRole('table', { name: 'Event history, newest first' });
-    const rows = within(events).getAllByRole('row');
-    expect(rows[1]).toHaveTextContent('run_dead');
-    expect(rows[2]).toHaveTextContent('run_submitted');
+    const events = screen.getByRole('list', { name: 'Event history, newest first' });
+    const items = within(events).getAllByRole('listitem');
+    expect(items[0]).toHaveTextContent('Run died: connection refused again');
+    expect(items[1]).toHaveTextContent('Run submitted');
   });
 
   it('replays from the chosen step with edited input', async () => {
@@ -98,11 +98,18 @@ describe('Run detail', () => {
     expect(requests.some((r) => r.path.endsWith('/replay'))).toBe(false);
   });
 
-  it('retries a dead run', async () => {
+  it('retries a dead run only after confirmation, then moves focus to the outcome', async () => {
     const { requests } = api();
     renderPage(<RunPage />, route);
-    await userEvent.click(await screen.findByRole('button', { name: 'Retry' }));
-    expect(await screen.findByText('Retried: run is now queued.')).toBeInTheDocument();
+    await userEvent.click(await screen.findByRole('button', { name: 'Retry…' }));
+    const confirm = screen.getByRole('alertdialog', { name: 'Retry this run?' });
+    expect(confirm).toHaveTextContent('resumes at the step that failed (confirm)');
+    await userEvent.click(within(confirm).getByRole('button', { name: 'Leave it' }));
+    expect(requests.some((r) => r.method === 'POST')).toBe(false);
+    await userEvent.click(screen.getByRole('button', { name: 'Retry…' }));
+    await userEvent.click(within(screen.getByRole('alertdialog')).getByRole('button', { name: 'Retry run' }));
+    const outcome = await screen.findByText('Retried: run is now queued.', { selector: 'p' });
+    await waitFor(() => expect(outcome).toHaveFocus());
     expect(requests.filter((r) => r.method === 'POST').map((r) => r.path)).toEqual(['/api/tasks/01JDEAD000000000000000000B/retry']);
   });
 

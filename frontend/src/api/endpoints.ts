@@ -28,6 +28,13 @@ import type {
   WorkflowSummary,
   Json,
   RunEvent,
+  BackfillRequest,
+  BackfillResult,
+  NewUser,
+  ScheduleChange,
+  Usage,
+  UserAccount,
+  UserChange,
 } from './types';
 
 const enc = encodeURIComponent;
@@ -207,6 +214,14 @@ export function scheduleAction(id: string | number, verb: ScheduleVerb): Promise
   return request(`/api/schedules/${enc(String(id))}/${verb}`, { method: 'POST' });
 }
 
+export function updateSchedule(id: string | number, body: ScheduleChange): Promise<Schedule> {
+  return request(`/api/schedules/${enc(String(id))}`, { method: 'PATCH', body });
+}
+
+export function backfillSchedule(id: string | number, body: BackfillRequest): Promise<BackfillResult> {
+  return request(`/api/schedules/${enc(String(id))}/backfill`, { method: 'POST', body });
+}
+
 export function deleteSchedule(id: string | number): Promise<void> {
   return request(`/api/schedules/${enc(String(id))}`, { method: 'DELETE' });
 }
@@ -231,4 +246,29 @@ export type AgentKind = 'analyze' | 'summarize';
 
 export function startAgent(kind: AgentKind, projectId: string | number): Promise<TaskAccepted> {
   return request(`/api/agents/${kind}`, { method: 'POST', body: { projectId } });
+}
+
+// ── users (admin) ───────────────────────────────────────────────────────────────────
+
+export function listUsers(signal?: AbortSignal): Promise<{ items: UserAccount[] }> {
+  return request('/api/users', { signal });
+}
+
+export function createUser(body: NewUser): Promise<UserAccount> {
+  return request('/api/users', { method: 'POST', body });
+}
+
+export function updateUser(id: number, body: UserChange): Promise<UserAccount> {
+  return request(`/api/users/${enc(String(id))}`, { method: 'PATCH', body });
+}
+
+export function deleteUser(id: number): Promise<void> {
+  return request(`/api/users/${enc(String(id))}`, { method: 'DELETE' });
+}
+
+// ── billing ─────────────────────────────────────────────────────────────────────────
+
+/** Use per user, project and workflow from `since` ago (e.g. `30d`) until `until` ago (default now). */
+export function getUsage(params: { since?: string; until?: string }, signal?: AbortSignal): Promise<Usage> {
+  return request(`/api/billing/usage${queryString(params)}`, { signal });
 }

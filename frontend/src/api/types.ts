@@ -311,8 +311,12 @@ export interface Schedule {
   enabled: boolean;
   misfirePolicy: string;
   overlapPolicy: string;
+  /** How late a tick may start and still be on time, e.g. `1m`. */
+  maxLateness?: string;
   nextFireTimes: string[];
   lastFiredAt: string | null;
+  /** `file` (a workflow file's `[[schedules]]` entry) or `api`. */
+  source?: string;
 }
 
 export interface NewSchedule {
@@ -331,7 +335,10 @@ export interface Analysis {
   workflow: string;
   status: RunStatus;
   result: Json | null;
+  /** Why the run died or was cancelled. */
+  error?: string | null;
   createdAt: string;
+  finishedAt?: string | null;
 }
 
 export interface ProjectSummary {
@@ -349,4 +356,69 @@ export interface Project extends ProjectSummary {
 export interface NewProject {
   name: string;
   description: string;
+}
+
+/** An account as `GET /api/users` lists it (admin). */
+export interface UserAccount {
+  id: number;
+  email: string;
+  name: string;
+  role: Role;
+  createdAt: string;
+  disabled: boolean;
+}
+
+/** `POST /api/users`. */
+export interface NewUser {
+  email: string;
+  name: string;
+  password: string;
+  role: Role;
+}
+
+/** `PATCH /api/users/{id}`: any of these. */
+export interface UserChange {
+  name?: string;
+  role?: Role;
+  password?: string;
+  disabled?: boolean;
+}
+
+/** One line of `GET /api/billing/usage`: a workflow's use by one user in one project. */
+export interface UsageLine {
+  userId: number | null;
+  user: string | null;
+  projectId: number | null;
+  project: string | null;
+  /** `*` on the totals line. */
+  workflow: string;
+  runs: number;
+  steps: number;
+  promptTokens: number;
+  completionTokens: number;
+  /** USD, from the server's model prices; models without a price count as 0 and are listed. */
+  estimatedCost: number;
+  unpricedModels: string[];
+}
+
+export interface Usage {
+  from: string;
+  to: string;
+  items: UsageLine[];
+  totals: UsageLine;
+}
+
+/** `PATCH /api/schedules/{id}`: any field `POST /api/schedules` takes but the name. */
+export type ScheduleChange = Partial<Omit<NewSchedule, 'name'>> & { maxLateness?: string };
+
+/** `POST /api/schedules/{id}/backfill`: start the runs of every tick in [from, to]. */
+export interface BackfillRequest {
+  from: string;
+  to: string;
+}
+
+/** What a backfill started: its runs, by id (older servers may add more fields). */
+export interface BackfillResult {
+  runs?: (string | { taskId?: string; id?: string })[];
+  [more: string]: Json | undefined | (string | { taskId?: string; id?: string })[];
 }

@@ -67,7 +67,7 @@ describe('a viewer sees no operator actions', () => {
     api();
     renderPage(<RunPage />, { route: '/runs/R', path: '/runs/:id', me: user('viewer') });
     expect(await screen.findByRole('group', { name: /Steps of run/ })).toBeInTheDocument();
-    for (const name of ['Retry', 'Replay…', 'Cancel run']) {
+    for (const name of ['Retry…', 'Replay…', 'Cancel run']) {
       expect(screen.queryByRole('button', { name })).not.toBeInTheDocument();
     }
   });
@@ -107,7 +107,7 @@ describe('an operator sees the actions', () => {
   it('on a dead run: retry, replay and (disabled for a finished run) cancel', async () => {
     api();
     renderPage(<RunPage />, { route: '/runs/R', path: '/runs/:id', me: user('operator') });
-    expect(await screen.findByRole('button', { name: 'Retry' })).toBeEnabled();
+    expect(await screen.findByRole('button', { name: 'Retry…' })).toBeEnabled();
     expect(screen.getByRole('button', { name: 'Replay…' })).toBeEnabled();
     expect(screen.getByRole('button', { name: 'Cancel run' })).toBeDisabled();
   });
@@ -120,7 +120,7 @@ describe('an operator sees the actions', () => {
     unmount();
     const s = renderPage(<SchedulesPage />, { route: '/schedules', path: '/schedules', me: user('operator') });
     expect(await screen.findByRole('button', { name: 'Pause nightly' })).toBeInTheDocument();
-    expect(screen.getByRole('button', { name: 'Trigger nightly now' })).toBeInTheDocument();
+    expect(screen.getByRole('button', { name: 'Trigger now: nightly' })).toBeInTheDocument();
     s.unmount();
     renderPage(<ProjectPage />, { route: '/projects/3', path: '/projects/:id', me: user('admin') });
     expect(await screen.findByRole('button', { name: 'Analyze' })).toBeInTheDocument();

@@ -1,10 +1,11 @@
 import { useMutation, useQueryClient } from '@tanstack/react-query';
+import { useEffect } from 'react';
 import { NavLink, Outlet, useLocation, useNavigate } from 'react-router';
 import { logout } from '../api/endpoints';
-import { ME_KEY, useUser } from '../auth/auth';
+import { hasRole, ME_KEY, useUser } from '../auth/auth';
 import { Badge, Button, ErrorBoundary } from '../ui';
 
-const NAV: { to: string; label: string; end?: boolean }[] = [
+const NAV: { to: string; label: string; end?: boolean; admin?: boolean }[] = [
   { to: '/', label: 'Overview', end: true },
   { to: '/projects', label: 'Projects' },
   { to: '/runs', label: 'Runs' },
@@ -12,14 +13,49 @@ const NAV: { to: string; label: string; end?: boolean }[] = [
   { to: '/schedules', label: 'Schedules' },
   { to: '/workflows', label: 'Workflows' },
   { to: '/workers', label: 'Workers' },
+  { to: '/usage', label: 'Usage & cost' },
   { to: '/tokens', label: 'Tokens' },
+  { to: '/users', label: 'Users & tokens', admin: true },
 ];
+
+/**
+ * On every move to another page, focus goes to its heading (once the page has drawn
+ * it), so keyboard and screen-reader users start at the new content instead of at the
+ * top of the document. Not when something inside the page took focus meanwhile, and
+ * not for changes of the query string (filters).
+ */
+function useFocusHeadingOnNavigation(pathname: string) {
+  useEffect(() => {
+    const main = document.getElementById('main');
+    if (!main) return;
+    const focusHeading = (): boolean => {
+      const active = document.activeElement;
+      if (active && active !== document.body && active !== main && main.contains(active)) return true;
+      const h1 = main.querySelector<HTMLElement>('h1');
+      if (!h1) return false;
+      if (!h1.hasAttribute('tabindex')) h1.setAttribute('tabindex', '-1');
+      h1.focus({ preventScroll: false });
+      return true;
+    };
+    if (focusHeading()) return;
+    const observer = new MutationObserver(() => {
+      if (focusHeading()) observer.disconnect();
+    });
+    observer.observe(main, { childList: true, subtree: true });
+    const stop = setTimeout(() => observer.disconnect(), 10_000);
+    return () => {
+      observer.disconnect();
+      clearTimeout(stop);
+    };
+  }, [pathname]);
+}
 
 export function AppShell() {
   const user = useUser();
   const queryClient = useQueryClient();
   const navigate = useNavigate();
   const location = useLocation();
+  useFocusHeadingOnNavigation(location.pathname);
   const signOut = useMutation({
     mutationFn: logout,
     onSettled: () => {
@@ -41,7 +77,7 @@ export function AppShell() {
           Cairn
         </NavLink>
         <nav className="nav" aria-label="Main">
-          {NAV.map((n) => (
+          {NAV.filter((n) => !n.admin || hasRole(user?.role, 'admin')).map((n) => (
             <NavLink key={n.to} to={n.to} end={n.end}>
               {n.label}
             </NavLink>

@@ -1,6 +1,6 @@
 import type { TaskStep } from '../api/types';
 import { elapsedMs, formatDuration, formatTime } from '../lib/format';
-import { statusLabel, statusTone } from '../lib/status';
+import { attemptLabel, statusLabel, statusTone } from '../lib/status';
 
 interface Bar {
   key: string;
@@ -27,7 +27,7 @@ export function AttemptTimeline({ steps, now = Date.now() }: { steps: TaskStep[]
         label: s.attempts.length > 1 ? `${s.id} #${a.attempt}` : s.id,
         stepId: s.id,
         attempt: a.attempt,
-        status: a.status,
+        status: attemptLabel(s, a),
         start,
         end: Math.max(end, start),
         running: !a.finishedAt,
@@ -47,7 +47,7 @@ export function AttemptTimeline({ steps, now = Date.now() }: { steps: TaskStep[]
           const left = ((b.start - t0) / span) * 100;
           const width = Math.max(((b.end - b.start) / span) * 100, 0.5);
           const duration = formatDuration(elapsedMs(new Date(b.start).toISOString(), b.running ? null : new Date(b.end).toISOString(), now));
-          const description = `${b.stepId} attempt ${b.attempt}: ${statusLabel(b.status)}, started ${formatTime(new Date(b.start).toISOString())}, ${b.running ? 'running for' : 'took'} ${duration}${b.error ? `, error: ${b.error}` : ''}`;
+          const description = `${b.stepId} attempt ${b.attempt}: ${statusLabel(b.status)}, started ${formatTime(new Date(b.start).toISOString())}, ${b.running ? `${b.status === 'running' ? 'running' : b.status} for` : 'took'} ${duration}${b.error ? `, error: ${b.error}` : ''}`;
           return (
             <li key={b.key} className="timeline__row" data-attempt={b.key}>
               <span className="timeline__label" title={b.label}>

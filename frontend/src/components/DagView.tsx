@@ -65,6 +65,10 @@ export function DagView({
           const tone = status ? statusTone(status) : 'neutral';
           const meta = [step?.kind, status ? statusLabel(status) : null].filter(Boolean).join(' · ');
           const needs = step?.needs?.length ? `, needs ${step.needs.join(', ')}` : '';
+          // The name starts with exactly the text the node shows (so speech input finds it),
+          // and names the whole id in parentheses when the node had to cut it.
+          const shownId = clip(n.id, 20);
+          const shownMeta = meta ? clip(meta, 26) : '';
           const interactive = !!onSelect;
           const isSelected = selected === n.id;
           return (
@@ -77,20 +81,27 @@ export function DagView({
               role={interactive ? 'button' : 'img'}
               tabIndex={interactive ? 0 : undefined}
               aria-pressed={interactive ? isSelected : undefined}
-              aria-label={`Step ${n.id}${step?.kind ? ` (${step.kind})` : ''}${status ? `: ${statusLabel(status)}` : ''}${needs}`}
+              aria-label={`${shownId}${shownMeta ? ` ${shownMeta}` : ''}${shownId !== n.id ? ` (step ${n.id})` : ''}${needs}`}
               onClick={interactive ? () => onSelect?.(n.id) : undefined}
               onKeyDown={interactive ? onKey(n.id) : undefined}
             >
-              <title>{`${n.id}${meta ? ` — ${meta}` : ''}`}</title>
+              {/* A tooltip for pictures only: inside a button its text would be read as part of the button's text */}
+              {!interactive && <title>{`${n.id}${meta ? ` — ${meta}` : ''}`}</title>}
               <rect width={n.width} height={n.height} rx="8" ry="8" />
-              <text className="dag__id" x="12" y={meta ? 22 : n.height / 2 + 5}>
-                {clip(n.id, 20)}
+              {/* one text element, so the node's text reads "id kind · status" with a space */}
+              <text>
+                <tspan className="dag__id" x="12" y={shownMeta ? 22 : n.height / 2 + 5}>
+                  {shownId}
+                </tspan>
+                {shownMeta && (
+                  <>
+                    {' '}
+                    <tspan className="dag__meta" x="12" y="41">
+                      {shownMeta}
+                    </tspan>
+                  </>
+                )}
               </text>
-              {meta && (
-                <text className="dag__meta" x="12" y="41">
-                  {clip(meta, 26)}
-                </text>
-              )}
             </g>
           );
         })}

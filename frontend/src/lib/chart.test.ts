@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { fillBuckets, windowMs } from './chart';
+import { fillBuckets, trimLeading, windowMs } from './chart';
 
 const empty = (at: string) => ({ at, succeeded: 0, dead: 0 });
 
@@ -47,5 +47,19 @@ describe('fillBuckets', () => {
     expect(fillBuckets(points, undefined, 3_600_000, now, empty)).toBe(points);
     expect(fillBuckets(points, 0, 3_600_000, now, empty)).toBe(points);
     expect(fillBuckets(points, 1, 86_400_000, now, empty)).toBe(points);
+  });
+});
+
+describe('trimLeading', () => {
+  const has = (n: number) => n > 0;
+  it('starts one bucket before the first with data, keeping at least the minimum', () => {
+    const points = [0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 5, 0];
+    expect(trimLeading(points, has, 3)).toEqual({ points: [0, 3, 0, 5, 0], trimmed: true });
+    expect(trimLeading(points, has, 6)).toEqual({ points: [0, 0, 3, 0, 5, 0], trimmed: true });
+  });
+  it('keeps everything when there is no data or history starts at the window', () => {
+    expect(trimLeading([0, 0, 0], has, 1)).toEqual({ points: [0, 0, 0], trimmed: false });
+    expect(trimLeading([1, 0, 0], has, 1)).toEqual({ points: [1, 0, 0], trimmed: false });
+    expect(trimLeading([0, 0, 1], has, 12)).toEqual({ points: [0, 0, 1], trimmed: false });
   });
 });

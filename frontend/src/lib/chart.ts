@@ -85,3 +85,16 @@ export function fillBuckets<T extends { at: string }>(
   }
   return [...byBucket.entries()].sort(([a], [b]) => a - b).map(([, p]) => p);
 }
+
+/**
+ * Drops the empty buckets before the first one with data, keeping at least `min`
+ * buckets (and one empty bucket of lead-in): on a young install the chart starts where
+ * its history does instead of drawing one bar at the far right of an empty window.
+ * Returns the points and whether any were dropped.
+ */
+export function trimLeading<T>(points: T[], hasData: (p: T) => boolean, min = 12): { points: T[]; trimmed: boolean } {
+  const first = points.findIndex(hasData);
+  if (first < 0) return { points, trimmed: false };
+  const start = Math.max(0, Math.min(first - 1, points.length - min));
+  return { points: points.slice(start), trimmed: start > 0 };
+}

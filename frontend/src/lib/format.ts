@@ -43,6 +43,14 @@ export function formatDateTime(iso: string | null | undefined): string {
   });
 }
 
+/** `Jan 2, 06:00`: a date and time short enough for a table cell. */
+export function formatShortDateTime(iso: string | null | undefined): string {
+  if (!iso) return '—';
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso;
+  return d.toLocaleString(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
+}
+
 export function formatTime(iso: string | null | undefined): string {
   if (!iso) return '—';
   const d = new Date(iso);

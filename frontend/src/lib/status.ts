@@ -1,6 +1,6 @@
 // How run and step statuses look: a tone (colour family) and a label. Colour is never
 // the only signal: pills and DAG nodes always print the label too.
-import type { RunStatus, StepStatus } from '../api/types';
+import type { Attempt, RunStatus, StepStatus, TaskStep } from '../api/types';
 
 export type Tone = 'neutral' | 'info' | 'waiting' | 'warning' | 'success' | 'danger' | 'muted';
 
@@ -37,3 +37,15 @@ export function isActive(status: string | null | undefined): boolean {
 export function isTerminalRun(status: string | null | undefined): boolean {
   return status === 'succeeded' || status === 'dead' || status === 'cancelled';
 }
+
+/**
+ * What a step's attempt is doing, in words. An attempt stays `running` while its step
+ * waits (for a callback, a child run or a timer): say that instead.
+ */
+export function attemptLabel(step: Pick<TaskStep, 'status' | 'kind'>, a: Pick<Attempt, 'status' | 'finishedAt'>): string {
+  if (a.status === 'running' && !a.finishedAt && step.status === 'waiting') {
+    return step.kind === 'sleep' ? 'sleeping' : 'waiting';
+  }
+  return a.status;
+}
+

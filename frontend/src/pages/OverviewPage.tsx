@@ -1,9 +1,9 @@
 import { useQuery } from '@tanstack/react-query';
 import { Link, useSearchParams } from 'react-router';
 import { getOverview } from '../api/endpoints';
-import { RUN_STATUSES, statusCounts, type QueueDepth, type ThroughputPoint } from '../api/types';
+import { RUN_STATUSES, statusCounts, type Overview, type QueueDepth, type ThroughputPoint } from '../api/types';
 import { ThroughputChart } from '../components/ThroughputChart';
-import { fillBuckets, windowMs } from '../lib/chart';
+import { fillBuckets, trimLeading, windowMs } from '../lib/chart';
 import { formatCount, formatDuration } from '../lib/format';
 import { statusLabel, statusTone } from '../lib/status';
 import { useTitle } from '../lib/useTitle';
@@ -17,16 +17,60 @@ const WINDOWS = [
 
 const emptyBucket = (at: string): ThroughputPoint => ({ at, succeeded: 0, dead: 0 });
 
+/** Whether every finished run in `points` lies within the last `ms` (and there is one). */
+export function finishedWithin(points: ThroughputPoint[], ms: number, now: number): boolean {
+  const busy = points.filter((p) => p.succeeded + p.dead > 0);
+  return busy.length > 0 && busy.every((p) => now - Date.parse(p.at) <= ms);
+}
+
+/** A new install: nothing has run, nothing is queued. */
+function noRunsYet(o: Overview): boolean {
+  const counts = statusCounts(o.runsByStatus);
+  return Object.values(counts).every((n) => !n) && !(o.throughput ?? []).some((p) => p.succeeded + p.dead > 0);
+}
+
+function Chart({ overview, window, auto }: { overview: Overview; window: string; auto: boolean }) {
+  const filled = fillBuckets(overview.throughput ?? [], overview.bucketSeconds, windowMs(window), Date.now(), emptyBucket);
+  const { points, trimmed } = trimLeading(filled, (p) => p.succeeded + p.dead > 0);
+  const label = WINDOWS.find((w) => w.value === window)?.label.toLowerCase() ?? window;
+  return (
+    <div className="stack">
+      <ThroughputChart points={points} />
+      {(trimmed || auto) && points.some((p) => p.succeeded + p.dead > 0) && (
+        <p className="muted" style={{ margin: 0 }}>
+          {auto && window === '1h' && trimmed
+            ? 'Every run of the last 24 hours finished in the last few minutes: the chart starts just before the first one.'
+            : auto && window === '1h'
+              ? 'Every run of the last 24 hours finished within the last hour, so this shows the last hour.'
+              : `No run finished earlier in the ${label}; the chart starts just before the first one.`}
+        </p>
+      )}
+    </div>
+  );
+}
+
 export function OverviewPage() {
   useTitle('Overview');
   const [search, setSearch] = useSearchParams();
   const windowParam = search.get('window');
-  const window = WINDOWS.some((w) => w.value === windowParam) ? windowParam! : '24h';
-  const overview = useQuery({
+  const chosen = WINDOWS.some((w) => w.value === windowParam) ? windowParam : null;
+  const day = useQuery({
+    queryKey: ['overview', '24h'],
+    queryFn: ({ signal }) => getOverview('24h', signal),
+    refetchInterval: 10_000,
+    enabled: !chosen || chosen === '24h',
+  });
+  // Unless a window was chosen: when everything of the last day finished within the last
+  // hour (a young install), the last hour shows it at a readable scale.
+  const young = !chosen && day.data ? finishedWithin(day.data.throughput ?? [], 3_600_000, Date.now()) : false;
+  const window = chosen ?? (young ? '1h' : '24h');
+  const narrow = useQuery({
     queryKey: ['overview', window],
     queryFn: ({ signal }) => getOverview(window, signal),
     refetchInterval: 10_000,
+    enabled: window !== '24h',
   });
+  const overview = window === '24h' ? day : narrow;
 
   const picker = (
     <Field label="Window">
@@ -72,7 +116,14 @@ export function OverviewPage() {
             ))}
           </section>
           <Panel title="Finished runs over time">
-            <ThroughputChart points={fillBuckets(overview.data.throughput ?? [], overview.data.bucketSeconds, windowMs(window), Date.now(), emptyBucket)} />
+            {noRunsYet(overview.data) ? (
+              <EmptyState title="No runs yet.">
+                Start one from a workflow's page, with <code>ctl submit</code>, or with <code>POST /api/tasks</code>; finished
+                runs are charted here. <Link to="/workflows">See the workflows</Link>.
+              </EmptyState>
+            ) : (
+              <Chart overview={overview.data} window={window} auto={!chosen} />
+            )}
           </Panel>
           <Panel title="Queues" flush>
             <Table<QueueDepth>

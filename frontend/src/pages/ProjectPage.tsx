@@ -96,8 +96,49 @@ function LiveRun({ taskId, projectId }: { taskId: string; projectId: string }) {
   );
 }
 
+/** What an analysis found: its findings (a list), success rate (0–1) and narrated summary. */
+export interface Findings {
+  findings: string[];
+  successRate: number | null;
+  /** A model's narration, when one wrote it (the built-in summary only repeats the findings). */
+  narration: string | null;
+}
+
+export function analysisFindings(result: Json | null | undefined): Findings | null {
+  if (!result || typeof result !== 'object' || Array.isArray(result)) return null;
+  const list = result.findings;
+  if (!Array.isArray(list)) return null;
+  const findings = list.filter((f): f is string => typeof f === 'string' && !!f.trim());
+  const rate = typeof result.successRate === 'number' && Number.isFinite(result.successRate) ? result.successRate : null;
+  const by = typeof result.narratedBy === 'string' ? result.narratedBy : null;
+  const summary = typeof result.summary === 'string' && result.summary.trim() ? result.summary : null;
+  const narration = summary && by && by !== 'built-in analyze' ? summary : null;
+  return { findings, successRate: rate === null ? null : Math.min(1, Math.max(0, rate)), narration };
+}
+
+/** The share of finished runs that succeeded, as a bar and in words. */
+export function SuccessRate({ rate }: { rate: number }) {
+  const pct = Math.round(rate * 100);
+  return (
+    <div className="stack" style={{ gap: 4 }}>
+      <div className="row" style={{ justifyContent: 'space-between' }}>
+        <strong>Success rate</strong>
+        <span>
+          <strong>{pct}%</strong> <span className="muted">of finished runs succeeded</span>
+        </span>
+      </div>
+      <div className="meter" aria-hidden="true">
+        <span className="meter__part--success" style={{ width: `${pct}%` }} />
+        <span className="meter__part--danger" style={{ width: `${100 - pct}%` }} />
+      </div>
+    </div>
+  );
+}
+
 function AnalysisCard({ a, now }: { a: Analysis; now: number }) {
   const text = resultText(a.result);
+  const found = a.status === 'succeeded' ? analysisFindings(a.result) : null;
+  const failed = a.status === 'dead' || a.status === 'cancelled';
   return (
     <article className="panel">
       <div className="panel__header">
@@ -106,19 +147,52 @@ function AnalysisCard({ a, now }: { a: Analysis; now: number }) {
         </h3>
         <div className="row">
           <StatusPill status={a.status} />
-          <Link to={`/runs/${encodeURIComponent(a.taskId)}`} aria-label={`Run of this ${a.workflow}`}>
+          <Link to={`/runs/${encodeURIComponent(a.taskId)}`} aria-label={`Run ${a.taskId} of this ${a.workflow}`}>
             Run
           </Link>
         </div>
       </div>
       <div className="panel__body">
-        {text ? (
+        {failed ? (
+          <div className="callout tone-danger" style={{ overflowWrap: 'anywhere' }}>
+            <strong>{a.status === 'dead' ? 'The run died' : 'The run was cancelled'}</strong>
+            {a.error ? (
+              <>
+                : <span className="analysis__error">{a.error}</span>
+              </>
+            ) : (
+              <> without an error message.</>
+            )}{' '}
+            <Link to={`/runs/${encodeURIComponent(a.taskId)}`}>Open the run</Link> to see which step failed.
+          </div>
+        ) : found ? (
+          <div className="stack">
+            {found.narration && <p style={{ whiteSpace: 'pre-wrap', margin: 0 }}>{found.narration}</p>}
+            {found.successRate !== null ? (
+              <SuccessRate rate={found.successRate} />
+            ) : (
+              <p className="muted" style={{ margin: 0 }}>
+                No success rate yet: none of the project's runs had finished.
+              </p>
+            )}
+            {found.findings.length > 0 && (
+              <div>
+                <h4 style={{ margin: '0 0 4px' }}>Findings</h4>
+                <ul className="findings">
+                  {found.findings.map((f, i) => (
+                    <li key={i}>{f}</li>
+                  ))}
+                </ul>
+              </div>
+            )}
+          </div>
+        ) : text ? (
           <p style={{ whiteSpace: 'pre-wrap', margin: 0 }}>{text}</p>
         ) : a.result !== null && a.result !== undefined ? (
           <JsonView value={a.result} label={`Result of ${a.workflow}`} />
         ) : (
           <p className="muted" style={{ margin: 0 }}>
-            {isTerminalRun(a.status) ? 'No result.' : 'The result appears here when the run succeeds.'}
+            {isTerminalRun(a.status) ? 'The run succeeded without a result.' : 'The result appears here when the run succeeds.'}
           </p>
         )}
       </div>

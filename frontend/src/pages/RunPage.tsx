@@ -1,21 +1,22 @@
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
-import { useEffect, useMemo, useState } from 'react';
+import { useEffect, useMemo, useRef, useState } from 'react';
 import { Link, useNavigate, useParams } from 'react-router';
 import { cancelTask, getTask, retryTask } from '../api/endpoints';
-import type { RunEvent, TaskDetail, TaskStep } from '../api/types';
+import type { TaskDetail, TaskStep } from '../api/types';
 import { RequireRole } from '../auth/auth';
 import { AttemptTimeline } from '../components/AttemptTimeline';
 import { ConfirmDialog } from '../components/ConfirmDialog';
 import { DagView } from '../components/DagView';
+import { EventTimeline } from '../components/EventTimeline';
 import { ReplayDialog } from '../components/ReplayDialog';
-import { elapsedMs, formatDuration, formatJson } from '../lib/format';
-import { isTerminalRun } from '../lib/status';
+import { copiedSteps } from '../lib/events';
+import { elapsedMs, formatDuration } from '../lib/format';
+import { attemptLabel, isTerminalRun } from '../lib/status';
 import { throttle, useLiveEvents } from '../lib/useLiveEvents';
 import { useTitle } from '../lib/useTitle';
 import {
   Button,
   DateTime,
-  EmptyState,
   ErrorState,
   JsonView,
   LiveIndicator,
@@ -28,6 +29,27 @@ import {
   useNow,
   useToast,
 } from '../ui';
+
+/** How much of a long run error shows before "Show the whole error". */
+const ERROR_PREVIEW = 300;
+
+/** Steps whose wake time is a deadline (a callback or a child run), not an alarm. */
+const DEADLINE_KINDS = new Set(['wait', 'workflow']);
+
+/** The label and time of a step's `wakeAt`: when a sleep ends, or when a wait times out. */
+export function wakeLabel(step: Pick<TaskStep, 'kind'>): { term: string; verb: string } {
+  return DEADLINE_KINDS.has(step.kind ?? '') ? { term: 'Times out', verb: 'times out' } : { term: 'Wakes', verb: 'wakes' };
+}
+
+/**
+ * Whether a step of a replay was copied from the source run instead of run again: the
+ * replay's event names the copied steps; a finished step with no attempt is one too.
+ */
+export function isCopiedStep(run: Pick<TaskDetail, 'replayOf' | 'events'>, step: TaskStep): boolean {
+  if (!run.replayOf) return false;
+  if (copiedSteps(run.events).has(step.id)) return true;
+  return step.attemptCount === 0 && (step.status === 'succeeded' || step.status === 'skipped');
+}
 
 /** The step to show first: the one that failed, else one in progress, else the first. */
 export function defaultStep(steps: TaskStep[]): string | null {
@@ -43,25 +65,37 @@ function StepPanel({ run, step, now }: { run: TaskDetail; step: TaskStep; now: n
   const upstream = Object.fromEntries(
     step.needs.map((n) => [n, run.steps.find((s) => s.id === n)?.output ?? null]),
   );
+  const copied = isCopiedStep(run, step);
+  const source = run.replayOf ? (
+    <Link className="mono" to={`/runs/${encodeURIComponent(run.replayOf)}`}>
+      {run.replayOf}
+    </Link>
+  ) : null;
+  const wake = wakeLabel(step);
   return (
     <Panel title={`Step ${step.id}`} actions={<StatusPill status={step.status} />}>
       <div className="stack">
+        {copied && (
+          <p className="callout tone-neutral" style={{ margin: 0 }}>
+            Copied from run {source}: this replay did not run it again; its output is the one that run checkpointed.
+          </p>
+        )}
         <dl className="props">
           <dt>Kind</dt>
           <dd>{step.kind ?? '—'}</dd>
           <dt>Needs</dt>
           <dd>{step.needs.length ? step.needs.join(', ') : 'nothing (a first step)'}</dd>
           <dt>Attempts</dt>
-          <dd>{step.attemptCount}</dd>
-          <dt>Started</dt>
+          <dd>{copied ? <>none in this run (copied from run {source})</> : step.attemptCount}</dd>
+          <dt>{copied ? 'Started (source run)' : 'Started'}</dt>
           <dd>
             <DateTime iso={step.startedAt} />
           </dd>
-          <dt>Finished</dt>
+          <dt>{copied ? 'Finished (source run)' : 'Finished'}</dt>
           <dd>
             <DateTime iso={step.finishedAt} />
           </dd>
-          <dt>Duration</dt>
+          <dt>{copied ? 'Took (source run)' : 'Duration'}</dt>
           <dd>{step.startedAt ? formatDuration(elapsedMs(step.startedAt, step.finishedAt, now)) : '—'}</dd>
           {step.nextAttemptAt && (
             <>
@@ -73,7 +107,7 @@ function StepPanel({ run, step, now }: { run: TaskDetail; step: TaskStep; now: n
           )}
           {step.wakeAt && (
             <>
-              <dt>Wakes</dt>
+              <dt>{wake.term}</dt>
               <dd>
                 <RelativeTime iso={step.wakeAt} now={now} />
               </dd>
@@ -104,16 +138,28 @@ function StepPanel({ run, step, now }: { run: TaskDetail; step: TaskStep; now: n
             caption={`Attempts of step ${step.id}`}
             rows={step.attempts}
             rowKey={(a) => String(a.attempt)}
-            empty={<p className="muted">No attempts yet.</p>}
+            empty={
+              <p className="muted">{copied ? <>None: the step was copied from run {source}.</> : 'No attempts yet.'}</p>
+            }
             columns={[
               { key: 'n', header: '#', className: 'num', render: (a) => a.attempt },
-              { key: 'status', header: 'Status', render: (a) => <StatusPill status={a.status} /> },
+              { key: 'status', header: 'Status', render: (a) => <StatusPill status={attemptLabel(step, a)} /> },
               { key: 'start', header: 'Started', render: (a) => <DateTime iso={a.startedAt} /> },
               {
                 key: 'dur',
                 header: 'Duration',
                 className: 'num',
-                render: (a) => formatDuration(a.durationMs ?? elapsedMs(a.startedAt, a.finishedAt, now)),
+                render: (a) =>
+                  a.status === 'running' && step.status === 'waiting' && step.wakeAt ? (
+                    <>
+                      {formatDuration(elapsedMs(a.startedAt, null, now))}{' '}
+                      <span className="muted">
+                        ({wake.verb} <RelativeTime iso={step.wakeAt} now={now} />)
+                      </span>
+                    </>
+                  ) : (
+                    formatDuration(a.durationMs ?? elapsedMs(a.startedAt, a.finishedAt, now))
+                  ),
               },
               { key: 'worker', header: 'Worker', render: (a) => <span className="mono">{a.worker ?? '—'}</span> },
               {
@@ -140,33 +186,6 @@ function StepPanel({ run, step, now }: { run: TaskDetail; step: TaskStep; now: n
   );
 }
 
-function EventsTable({ events }: { events: RunEvent[] }) {
-  const rows = [...events].reverse();
-  return (
-    <Table
-      caption="Event history, newest first"
-      rows={rows}
-      rowKey={(e) => String(e.id)}
-      empty={<EmptyState title="No events yet." />}
-      columns={[
-        { key: 'at', header: 'Time', render: (e) => <DateTime iso={e.at} /> },
-        { key: 'kind', header: 'Event', render: (e) => <span className="mono">{e.kind}</span> },
-        { key: 'step', header: 'Step', render: (e) => e.stepId ?? '—' },
-        {
-          key: 'data',
-          header: 'Details',
-          render: (e) =>
-            e.data == null ? null : (
-              <code className="error-cell" style={{ color: 'inherit' }} title={formatJson(e.data)}>
-                {typeof e.data === 'string' ? e.data : JSON.stringify(e.data)}
-              </code>
-            ),
-        },
-      ]}
-    />
-  );
-}
-
 /** Keyed by id, so moving to another run (after a replay) starts with fresh state. */
 export function RunPage() {
   const { id = '' } = useParams();
@@ -180,7 +199,13 @@ function RunView({ id }: { id: string }) {
   const toast = useToast();
   const now = useNow(1000);
   const [selected, setSelected] = useState<string | null>(null);
-  const [dialog, setDialog] = useState<'replay' | 'cancel' | null>(null);
+  const [dialog, setDialog] = useState<'replay' | 'cancel' | 'retry' | null>(null);
+  // The outcome of the last action, which takes focus so keyboard and screen-reader users land on it.
+  const [outcome, setOutcome] = useState<{ text: string; seq: number } | null>(null);
+  const outcomeRef = useRef<HTMLParagraphElement>(null);
+  useEffect(() => {
+    if (outcome) outcomeRef.current?.focus();
+  }, [outcome]);
 
   const invalidate = useMemo(
     () => throttle(() => void queryClient.invalidateQueries({ queryKey: ['task', id] }), 500),
@@ -196,11 +221,19 @@ function RunView({ id }: { id: string }) {
   });
 
   const afterAction = (verb: string) => (res: { taskId: string; status: string }) => {
-    toast.notify(`${verb}: run is now ${res.status.replace(/_/g, ' ')}.`);
+    const text = `${verb}: run is now ${res.status.replace(/_/g, ' ')}.`;
+    toast.notify(text);
+    setOutcome((o) => ({ text, seq: (o?.seq ?? 0) + 1 }));
     void queryClient.invalidateQueries({ queryKey: ['task', id] });
     void queryClient.invalidateQueries({ queryKey: ['tasks'] });
   };
-  const retry = useMutation({ mutationFn: () => retryTask(id), onSuccess: afterAction('Retried') });
+  const retry = useMutation({
+    mutationFn: () => retryTask(id),
+    onSuccess: (res) => {
+      setDialog(null);
+      afterAction('Retried')(res);
+    },
+  });
   const cancel = useMutation({
     mutationFn: () => cancelTask(id),
     onSuccess: (res) => {
@@ -237,12 +270,12 @@ function RunView({ id }: { id: string }) {
             {!terminal && <LiveIndicator state={live} />}
             <RequireRole min="operator">
               <Button
-                onClick={() => retry.mutate()}
+                onClick={() => setDialog('retry')}
                 busy={retry.isPending}
                 disabled={r.status !== 'dead' && r.status !== 'cancelled'}
                 title={r.status === 'dead' || r.status === 'cancelled' ? 'Resume at the failed step' : 'Only dead or cancelled runs can be retried'}
               >
-                Retry
+                Retry…
               </Button>
               <Button onClick={() => setDialog('replay')}>Replay…</Button>
               <Button variant="danger" onClick={() => setDialog('cancel')} disabled={terminal}>
@@ -259,13 +292,29 @@ function RunView({ id }: { id: string }) {
           </span>
         </div>
       </PageHeader>
-      {retry.isError && <ErrorState error={retry.error} title="Retry failed" />}
+      <div role="status">
+        {outcome && (
+          <p ref={outcomeRef} tabIndex={-1} className="callout tone-success" style={{ margin: '0 0 16px' }}>
+            {outcome.text}
+          </p>
+        )}
+      </div>
 
       <div className="stack">
         {r.error && (
           <div className="callout tone-danger" role="note">
             <strong>Error: </strong>
-            {r.error}
+            {r.error.length > ERROR_PREVIEW ? (
+              <>
+                {r.error.slice(0, ERROR_PREVIEW)}…
+                <details>
+                  <summary>Show the whole error ({r.error.length.toLocaleString()} characters)</summary>
+                  <pre className="code code--wrap">{r.error}</pre>
+                </details>
+              </>
+            ) : (
+              r.error
+            )}
           </div>
         )}
         {r.deadLetter && (
@@ -349,8 +398,8 @@ function RunView({ id }: { id: string }) {
           </Panel>
         </div>
 
-        <Panel title="Event history" flush>
-          <EventsTable events={r.events} />
+        <Panel title="Event history">
+          <EventTimeline events={r.events} now={now} />
         </Panel>
       </div>
 
@@ -366,6 +415,30 @@ function RunView({ id }: { id: string }) {
           navigate(`/runs/${encodeURIComponent(res.taskId)}`);
         }}
       />
+      <ConfirmDialog
+        open={dialog === 'retry'}
+        title="Retry this run?"
+        confirmLabel="Retry run"
+        cancelLabel="Leave it"
+        busy={retry.isPending}
+        error={retry.error}
+        onConfirm={() => retry.mutate()}
+        onClose={() => {
+          retry.reset();
+          setDialog(null);
+        }}
+      >
+        <p>
+          Run <span className="mono">{r.id}</span> resumes at the step that failed
+          {r.deadLetter ? (
+            <>
+              {' '}
+              (<strong>{r.deadLetter.stepId}</strong>)
+            </>
+          ) : null}
+          ; the steps that succeeded keep their outputs and do not run again.
+        </p>
+      </ConfirmDialog>
       <ConfirmDialog
         open={dialog === 'cancel'}
         title="Cancel this run?"

@@ -1,4 +1,5 @@
-import type { ReactNode } from 'react';
+import { useRef, type ReactNode } from 'react';
+import { useScrollable } from './useScrollable';
 
 export interface Column<T> {
   key: string;
@@ -27,9 +28,19 @@ export function Table<T>({
   rowKey: (row: T) => string;
   empty?: ReactNode;
 }) {
+  const wrap = useRef<HTMLDivElement>(null);
+  // A table wider than its panel scrolls sideways inside it, never the page; then the
+  // keyboard must reach it too.
+  const scrollable = useScrollable(wrap);
   if (rows.length === 0 && empty) return <>{empty}</>;
   return (
-    <div className="table-wrap">
+    <div
+      ref={wrap}
+      className="table-wrap"
+      tabIndex={scrollable ? 0 : undefined}
+      role={scrollable ? 'region' : undefined}
+      aria-label={scrollable ? `${caption} (scrolls sideways)` : undefined}
+    >
       <table className="table">
         <caption className={captionVisible ? undefined : 'sr-only'}>{caption}</caption>
         <thead>
