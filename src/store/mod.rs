@@ -13,6 +13,7 @@ pub mod definitions;
 pub mod events;
 pub mod jobs;
 pub mod projects;
+pub mod run_ids;
 pub mod runs;
 pub mod schedules;
 pub mod stats;
