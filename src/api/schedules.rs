@@ -445,9 +445,10 @@ impl UpdateSchedule {
     params(("id" = String, Path, description = "id or name")), request_body = UpdateSchedule,
     responses(
         (status = 200, body = ScheduleDetail, description = "the schedule as it is now, as `GET /api/schedules/{id}` shows it"),
+        (status = 400, body = super::error::ErrorBody, description = "a field that is not a setting (the name cannot change) or of the wrong type"),
         (status = 404, body = super::error::ErrorBody),
         (status = 409, body = super::error::ErrorBody, description = "the schedule comes from a workflow file: edit its `[[schedules]]` entry"),
-        (status = 422, body = super::error::ErrorBody, description = "bad expression, zone, policy, workflow or input, or an unknown field (the name cannot change); `details` lists each problem")))]
+        (status = 422, body = super::error::ErrorBody, description = "bad expression, zone, policy, workflow or input; `details` lists each problem")))]
 async fn update(
     State(state): State<AppState>,
     _: Operator,
@@ -638,7 +639,7 @@ fn backfill_bounds() -> (DateTime<Utc>, DateTime<Utc>) {
     params(("id" = String, Path, description = "id or name")), request_body = BackfillRequest,
     responses(
         (status = 200, body = BackfillResponse, description = "the runs started (none when every fire time was handled before)"),
-        (status = 400, body = super::error::ErrorBody, description = "`from` is not before `to`, an instant outside the years 1970 to 9999, or more than 1,000 fire times in the range"),
+        (status = 400, body = super::error::ErrorBody, description = "`from` is not before `to`, a time that is not RFC 3339 or lies outside the years 1970 to 9999, or more than 1,000 fire times in the range"),
         (status = 404, body = super::error::ErrorBody),
         (status = 422, body = super::error::ErrorBody, description = "the workflow is not loaded or the schedule's input no longer matches it: nothing was started")))]
 async fn backfill(
