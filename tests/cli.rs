@@ -1,6 +1,7 @@
 //! Promises of the operator CLI, kept by running the built `ctl` against a real API:
-//! shortened run ids (unique, ambiguous, unknown, too short), refusing to delete or stop
-//! anything without `--yes` when no one can answer, `--all` over many pages, `logs
+//! shortened run ids (unique, ambiguous, unknown, too short), asking before deleting or
+//! stopping one thing on a terminal and refusing without `--yes` when no one can answer,
+//! `--all` over many pages, `logs
 //! --follow` across a cut stream (every event once, in order) and giving up when the API
 //! is gone; and the schedule edits and backfills behind `ctl schedule update|backfill`.
 

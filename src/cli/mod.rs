@@ -101,7 +101,10 @@ pub enum Command {
     },
     /// Print shell completions.
     #[command(after_help = "Example:\n  ctl completions bash > /etc/bash_completion.d/ctl")]
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
