@@ -250,6 +250,10 @@ async fn deleting_or_stopping_one_thing_asks_on_a_terminal_and_needs_yes_without
         "{err}"
     );
     assert_eq!(status(&pool, &run).await, "queued", "nothing changed");
+    let (code, _, err) = ctl(&api, &["task", "cancel", &run, "--dry-run", "--yes"]).await;
+    assert_eq!(code, 1, "a dry run of one run is not a cancel: {err}");
+    assert!(err.contains("--dry-run previews a filter"), "{err}");
+    assert_eq!(status(&pool, &run).await, "queued");
     // On a terminal it asks; anything but yes changes nothing.
     let (code, out) = on_a_terminal(&api, &format!("task cancel {run}"), "n\n").await;
     assert_eq!(code, 1, "{out}");

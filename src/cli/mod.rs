@@ -592,6 +592,16 @@ async fn dlq(command: DlqCommand, client: &Client, out: &mut Out<'_>) -> Result<
                 "dead letters are filtered by --workflow, --since and --until (they are all dead)"
             )
         }
+        DlqCommand::Redrive {
+            id: Some(id),
+            filter,
+        }
+        | DlqCommand::Purge {
+            id: Some(id),
+            filter,
+        } if filter.dry_run => {
+            bail!("--dry-run previews a filter; `ctl dlq show {id}` shows one dead letter")
+        }
         DlqCommand::Redrive { id: Some(id), .. } => {
             let body = client
                 .post(&format!("/api/dead-letters/{id}/redrive"), &json!({}), None)

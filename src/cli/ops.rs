@@ -113,6 +113,9 @@ pub async fn run_action(
             if !filter.is_empty() {
                 bail!("give either a run id or a filter, not both");
             }
+            if filter.dry_run {
+                bail!("--dry-run previews a filter; `ctl task show {id}` shows one run");
+            }
             let id = run_id::resolve(client, &id).await?;
             if action == "cancel" && !confirm_one(&format!("cancel run {id}"), filter.yes)? {
                 return Ok(declined());
