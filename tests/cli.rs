@@ -233,7 +233,7 @@ async fn run_ids_can_be_shortened_to_a_unique_prefix(pool: PgPool) {
     let (code, _) = api
         .call("GET", &format!("/api/tasks?idPrefix={common}&q=idle"), None)
         .await;
-    assert_eq!(code, 400);
+    assert_eq!(code, 422, "well-formed, but not together");
 }
 
 #[sqlx::test(migrations = false)]
@@ -970,7 +970,7 @@ async fn backfill_starts_each_fire_time_once_within_a_bound(pool: PgPool) {
             Some(json!({ "from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z" })),
         )
         .await;
-    assert_eq!(code, 400, "{body}");
+    assert_eq!(code, 422, "{body}");
     assert!(
         body["error"]["message"]
             .as_str()
@@ -978,12 +978,16 @@ async fn backfill_starts_each_fire_time_once_within_a_bound(pool: PgPool) {
             .contains("more than 1000"),
         "{body}"
     );
-    let (code, _) = backfill("2026-01-01T05:00:00Z", "2026-01-01T05:00:00Z").await;
-    assert_eq!(code, 400, "from = to");
+    let (code, body) = backfill("2026-01-01T05:00:00Z", "2026-01-01T05:00:00Z").await;
+    assert_eq!(code, 422, "from = to: {body}");
+    assert_eq!(body["error"]["details"][0]["field"], "to");
     let (code, _) = backfill("2026-01-01T06:00:00Z", "2026-01-01T05:00:00Z").await;
-    assert_eq!(code, 400, "from after to");
-    let (code, _) = backfill("1900-01-01T00:00:00Z", "2026-01-01T05:00:00Z").await;
-    assert_eq!(code, 400, "before 1970");
+    assert_eq!(code, 422, "from after to");
+    let (code, body) = backfill("1900-01-01T00:00:00Z", "2026-01-01T05:00:00Z").await;
+    assert_eq!(code, 422, "before 1970");
+    assert_eq!(body["error"]["details"][0]["field"], "from");
+    let (code, _) = backfill("yesterday", "2026-01-01T05:00:00Z").await;
+    assert_eq!(code, 400, "not a time");
     let (code, _) = api
         .call(
             "POST",

@@ -634,31 +634,39 @@ fn backfill_bounds() -> (DateTime<Utc>, DateTime<Utc>) {
 /// handled yet — whatever its overlap policy, and also while paused — all in one
 /// transaction. A fire time never starts two runs: repeating a backfill, or
 /// backfilling what the scheduler fired, starts nothing more. Ranges of more than
-/// 1,000 fire times are refused.
+/// 1,000 fire times are refused (422).
 #[utoipa::path(post, path = "/api/schedules/{id}/backfill", tag = "schedules",
     params(("id" = String, Path, description = "id or name")), request_body = BackfillRequest,
     responses(
         (status = 200, body = BackfillResponse, description = "the runs started (none when every fire time was handled before)"),
-        (status = 400, body = super::error::ErrorBody, description = "`from` is not before `to`, a time that is not RFC 3339 or lies outside the years 1970 to 9999, or more than 1,000 fire times in the range"),
+        (status = 400, body = super::error::ErrorBody, description = "a time that is not RFC 3339, or a field other than `from` and `to`"),
         (status = 404, body = super::error::ErrorBody),
-        (status = 422, body = super::error::ErrorBody, description = "the workflow is not loaded or the schedule's input no longer matches it: nothing was started")))]
+        (status = 422, body = super::error::ErrorBody, description = "no range: `from` is not before `to`, a time lies outside the years 1970 to 9999, or the range holds more than 1,000 fire times (`details` names the field); or the workflow is not loaded or the schedule's input no longer matches it. Nothing was started")))]
 async fn backfill(
     State(state): State<AppState>,
     Operator(p): Operator,
     Path(id): Path<String>,
     AppJson(req): AppJson<BackfillRequest>,
 ) -> Result<Json<BackfillResponse>, ApiError> {
+    // Well-formed times that make no range are the rules a schema cannot state: 422,
+    // naming the field, as the API answers those everywhere.
+    let refuse = |field: &str, message: String| ApiError::Unprocessable {
+        details: Some(json!([{ "field": field, "message": message }])),
+        message,
+    };
     let (earliest, latest) = backfill_bounds();
     for (field, at) in [("from", req.from), ("to", req.to)] {
         if at < earliest || at > latest {
-            return Err(ApiError::bad_request(format!(
-                "`{field}` must lie between 1970 and 9999"
-            )));
+            return Err(refuse(
+                field,
+                format!("`{field}` must lie between 1970 and 9999"),
+            ));
         }
     }
     if req.from >= req.to {
-        return Err(ApiError::bad_request(
-            "`from` must be before `to` (the range is [from, to))",
+        return Err(refuse(
+            "to",
+            "`from` must be before `to` (the range is [from, to))".into(),
         ));
     }
     let by = format!("api:{}", p.name);
@@ -682,10 +690,13 @@ async fn backfill(
         Backfilled::NotFound => Err(ApiError::NotFound(format!(
             "no schedule with id or name `{id}`"
         ))),
-        Backfilled::TooMany => Err(ApiError::bad_request(format!(
-            "the range holds more than {} fire times; backfill it in shorter ranges",
-            scheduler::BACKFILL_MAX
-        ))),
+        Backfilled::TooMany => Err(refuse(
+            "to",
+            format!(
+                "the range holds more than {} fire times; backfill it in shorter ranges",
+                scheduler::BACKFILL_MAX
+            ),
+        )),
         Backfilled::Failed(message) => Err(ApiError::Unprocessable {
             message: format!("nothing was started: {message}"),
             details: None,

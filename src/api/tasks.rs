@@ -817,7 +817,10 @@ async fn list(
                 ));
             }
             if text.is_some() {
-                return Err(ApiError::bad_request("give either idPrefix or q, not both"));
+                return Err(ApiError::Unprocessable {
+                    message: "give either idPrefix or q, not both".into(),
+                    details: None,
+                });
             }
             let prefix = prefix.to_ascii_uppercase();
             store::run_ids::run_list_by_id_prefix(
