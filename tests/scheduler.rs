@@ -1034,7 +1034,7 @@ async fn ctl_schedule_commands(pool: PgPool) {
     assert_eq!(code, 0);
     assert!(out.contains("manual") && out.contains(task), "{out}");
 
-    let (code, _, _) = ctl(&api, &["schedule", "remove", "nightly"]).await;
+    let (code, _, _) = ctl(&api, &["schedule", "remove", "nightly", "--yes"]).await;
     assert_eq!(code, 0);
     let (code, _, err) = ctl(&api, &["schedule", "show", "nightly"]).await;
     assert_eq!(code, 1);

@@ -1,6 +1,7 @@
-//! `/api/schedules`: list, create, show, pause, resume, trigger and remove recurring
-//! runs. Schedules from workflow files (`source: "file"`) are synced by the schedulers;
-//! they can be paused, resumed and triggered here but are removed from their file.
+//! `/api/schedules`: list, create, show, edit, pause, resume, trigger, backfill and
+//! remove recurring runs. Schedules from workflow files (`source: "file"`) are synced by
+//! the schedulers; they can be paused, resumed, triggered and backfilled here but are
+//! edited and removed in their file.
 
 use std::time::Duration;
 
@@ -17,15 +18,16 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::auth::{Operator, Viewer};
 use super::extract::AppJson;
 use super::{ApiError, AppState};
-use crate::scheduler::{self, Triggered};
+use crate::scheduler::{self, Backfilled, Triggered};
 use crate::store::schedules::{self as store, ScheduleParams, ScheduleRow, TickRow};
-use crate::workflow::schedule::{DEFAULT_MAX_LATENESS, parse_timezone};
+use crate::workflow::schedule::{DEFAULT_MAX_LATENESS, ScheduleError, parse_timezone};
 use crate::workflow::{CronSchedule, MisfirePolicy, OverlapPolicy};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
-        .routes(routes!(show, remove))
+        .routes(routes!(show, update, remove))
+        .routes(routes!(backfill))
         .routes(routes!(pause))
         .routes(routes!(resume))
         .routes(routes!(trigger))
@@ -98,7 +100,7 @@ impl ScheduleView {
 pub struct TickView {
     /// The cron time it stands for (for manual triggers, when triggered).
     tick_at: DateTime<Utc>,
-    /// `on_time`, `late` (stands for missed ticks) or `manual`.
+    /// `on_time`, `late` (stands for missed ticks), `manual` or `backfill`.
     kind: String,
     /// `fired`, `skipped_overlap`, `skipped_misfire` or `failed`.
     outcome: String,
@@ -191,6 +193,154 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
+/// A schedule's settings checked: what [`settings`] answers.
+struct Settings {
+    workflow: String,
+    cron_expr: String,
+    cron: CronSchedule,
+    timezone: String,
+    input: Value,
+    misfire: MisfirePolicy,
+    overlap: OverlapPolicy,
+    max_lateness: Duration,
+}
+
+/// A schedule's settings as a request gives them, over `base` (the defaults when
+/// creating, the schedule as it is when editing).
+struct Given<'a> {
+    workflow: &'a str,
+    cron: &'a str,
+    timezone: &'a str,
+    input: &'a Value,
+    misfire_policy: &'a str,
+    overlap_policy: &'a str,
+    /// `None`: the base's, already checked.
+    max_lateness: Option<&'a str>,
+    base_max_lateness: Duration,
+    /// Whether to check that the workflow is loaded and the input matches it (on create,
+    /// and when either changes: an edit of the timing alone does not trip on them).
+    check_workflow: bool,
+}
+
+/// Problems with a request's fields, each naming its field, answered together as one 422.
+#[derive(Default)]
+struct Problems(Vec<Value>);
+
+impl Problems {
+    fn add(&mut self, field: &str, message: String) {
+        self.0.push(json!({ "field": field, "message": message }));
+    }
+
+    fn into_error(self) -> ApiError {
+        let summary: Vec<String> = self
+            .0
+            .iter()
+            .filter_map(|p| p["message"].as_str().map(str::to_owned))
+            .collect();
+        ApiError::Unprocessable {
+            message: format!("invalid schedule: {}", summary.join("; ")),
+            details: Some(Value::Array(self.0)),
+        }
+    }
+}
+
+/// Checks a schedule's settings — the same rules for creating and editing — adding
+/// each problem to `problems`; `None` when there was any.
+fn settings(state: &AppState, g: &Given<'_>, problems: &mut Problems) -> Option<Settings> {
+    let before = problems.0.len();
+    let timezone = g.timezone.trim().to_owned();
+    // The expression and the zone are checked apart, so both are reported.
+    let mut cron = match CronSchedule::parse(g.cron, "UTC") {
+        Ok(c) => Some(c),
+        Err(e) => {
+            problems.add("cron", e.to_string());
+            None
+        }
+    };
+    if let Err(e) = parse_timezone(&timezone) {
+        problems.add("timezone", e.to_string());
+    } else if cron.is_some() {
+        cron = CronSchedule::parse(g.cron, &timezone).ok();
+    }
+    let misfire = g
+        .misfire_policy
+        .parse()
+        .map_err(|e: ScheduleError| problems.add("misfirePolicy", e.to_string()))
+        .ok();
+    let overlap = g
+        .overlap_policy
+        .parse()
+        .map_err(|e: ScheduleError| problems.add("overlapPolicy", e.to_string()))
+        .ok();
+    let max_lateness = match g.max_lateness {
+        None => g.base_max_lateness,
+        Some(s) => match humantime::parse_duration(s.trim()) {
+            Ok(d) if d >= Duration::from_secs(1) => d,
+            Ok(_) => {
+                problems.add("maxLateness", "maxLateness must be at least 1s".into());
+                g.base_max_lateness
+            }
+            Err(e) => {
+                problems.add(
+                    "maxLateness",
+                    format!("`{s}` is not a duration such as 30s or 5m: {e}"),
+                );
+                g.base_max_lateness
+            }
+        },
+    };
+    match state.workflows.get(g.workflow) {
+        _ if !g.check_workflow => {}
+        None => problems.add(
+            "workflow",
+            format!(
+                "no workflow named `{}`; known workflows: {}",
+                g.workflow,
+                state.workflows.names().join(", ")
+            ),
+        ),
+        Some(def) => {
+            if let Err(errors) = def.workflow.validate_input(g.input) {
+                for e in errors {
+                    problems.add("input", e.to_string());
+                }
+            }
+        }
+    }
+    if problems.0.len() > before {
+        return None;
+    }
+    Some(Settings {
+        workflow: g.workflow.to_owned(),
+        cron_expr: g.cron.trim().to_owned(),
+        cron: cron?,
+        timezone,
+        input: g.input.clone(),
+        misfire: misfire?,
+        overlap: overlap?,
+        max_lateness,
+    })
+}
+
+impl Settings {
+    fn params<'a>(&'a self, name: &'a str, enabled: bool, source: &'a str) -> ScheduleParams<'a> {
+        ScheduleParams {
+            name,
+            workflow: &self.workflow,
+            cron: &self.cron_expr,
+            timezone: &self.timezone,
+            input: &self.input,
+            enabled,
+            misfire_policy: self.misfire.as_str(),
+            max_lateness_ms: i64::try_from(self.max_lateness.as_millis()).unwrap_or(i64::MAX),
+            overlap_policy: self.overlap.as_str(),
+            source,
+            spec_hash: None,
+            next_fire_at: self.cron.next_after(Utc::now()),
+        }
+    }
+}
+
 /// Creates a schedule; it fires from its next tick on.
 #[utoipa::path(post, path = "/api/schedules", tag = "schedules", request_body = CreateSchedule,
     responses(
@@ -202,107 +352,38 @@ async fn create(
     _: Operator,
     AppJson(req): AppJson<CreateSchedule>,
 ) -> Result<Response, ApiError> {
-    let mut problems: Vec<Value> = Vec::new();
-    let mut problem = |field: &str, message: String| {
-        problems.push(json!({ "field": field, "message": message }));
-    };
+    let mut problems = Problems::default();
     if !valid_name(&req.name) {
-        problem(
+        problems.add(
             "name",
             format!("name must be 1 to {MAX_NAME_LEN} letters, digits, `_`, `-` or `.`"),
         );
     }
-    let timezone = req.timezone.as_deref().unwrap_or("UTC").trim().to_owned();
-    // The expression and the zone are checked apart, so both are reported.
-    let mut cron = match CronSchedule::parse(&req.cron, "UTC") {
-        Ok(c) => Some(c),
-        Err(e) => {
-            problem("cron", e.to_string());
-            None
-        }
+    let empty = json!({});
+    let given = Given {
+        workflow: &req.workflow,
+        cron: &req.cron,
+        timezone: req.timezone.as_deref().unwrap_or("UTC"),
+        input: req.input.as_ref().unwrap_or(&empty),
+        misfire_policy: req
+            .misfire_policy
+            .as_deref()
+            .unwrap_or(MisfirePolicy::FireOnce.as_str()),
+        overlap_policy: req
+            .overlap_policy
+            .as_deref()
+            .unwrap_or(OverlapPolicy::Allow.as_str()),
+        max_lateness: req.max_lateness.as_deref(),
+        base_max_lateness: DEFAULT_MAX_LATENESS,
+        check_workflow: true,
     };
-    if let Err(e) = parse_timezone(&timezone) {
-        problem("timezone", e.to_string());
-    } else if cron.is_some() {
-        cron = CronSchedule::parse(&req.cron, &timezone).ok();
-    }
-    let misfire = req
-        .misfire_policy
-        .as_deref()
-        .map_or(Ok(MisfirePolicy::FireOnce), str::parse)
-        .unwrap_or_else(|e| {
-            problem("misfirePolicy", e.to_string());
-            MisfirePolicy::FireOnce
-        });
-    let overlap = req
-        .overlap_policy
-        .as_deref()
-        .map_or(Ok(OverlapPolicy::Allow), str::parse)
-        .unwrap_or_else(|e| {
-            problem("overlapPolicy", e.to_string());
-            OverlapPolicy::Allow
-        });
-    let max_lateness = match req.max_lateness.as_deref() {
-        None => DEFAULT_MAX_LATENESS,
-        Some(s) => match humantime::parse_duration(s.trim()) {
-            Ok(d) if d >= Duration::from_secs(1) => d,
-            Ok(_) => {
-                problem("maxLateness", "maxLateness must be at least 1s".into());
-                DEFAULT_MAX_LATENESS
-            }
-            Err(e) => {
-                problem(
-                    "maxLateness",
-                    format!("`{s}` is not a duration such as 30s or 5m: {e}"),
-                );
-                DEFAULT_MAX_LATENESS
-            }
-        },
-    };
-    let input = req.input.clone().unwrap_or_else(|| json!({}));
-    match state.workflows.get(&req.workflow) {
-        None => problem(
-            "workflow",
-            format!(
-                "no workflow named `{}`; known workflows: {}",
-                req.workflow,
-                state.workflows.names().join(", ")
-            ),
-        ),
-        Some(def) => {
-            if let Err(errors) = def.workflow.validate_input(&input) {
-                for e in errors {
-                    problem("input", e.to_string());
-                }
-            }
-        }
-    }
-    let Some(cron) = cron.filter(|_| problems.is_empty()) else {
-        let summary: Vec<String> = problems
-            .iter()
-            .filter_map(|p| p["message"].as_str().map(str::to_owned))
-            .collect();
-        return Err(ApiError::Unprocessable {
-            message: format!("invalid schedule: {}", summary.join("; ")),
-            details: Some(Value::Array(problems)),
-        });
+    let checked = settings(&state, &given, &mut problems);
+    let Some(checked) = checked.filter(|_| problems.0.is_empty()) else {
+        return Err(problems.into_error());
     };
 
     let now = Utc::now();
-    let params = ScheduleParams {
-        name: &req.name,
-        workflow: &req.workflow,
-        cron: req.cron.trim(),
-        timezone: &timezone,
-        input: &input,
-        enabled: req.enabled.unwrap_or(true),
-        misfire_policy: misfire.as_str(),
-        max_lateness_ms: i64::try_from(max_lateness.as_millis()).unwrap_or(i64::MAX),
-        overlap_policy: overlap.as_str(),
-        source: "api",
-        spec_hash: None,
-        next_fire_at: cron.next_after(now),
-    };
+    let params = checked.params(&req.name, req.enabled.unwrap_or(true), "api");
     let id = ulid::Ulid::generate().to_string();
     let mut conn = state.pool.acquire().await?;
     let row = store::schedule_insert(&mut conn, &id, &params)
@@ -319,6 +400,98 @@ async fn create(
         response.headers_mut().insert(header::LOCATION, location);
     }
     Ok(response)
+}
+
+/// What an edit changes: any setting but the name; absent fields stay as they are.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UpdateSchedule {
+    workflow: Option<String>,
+    /// 5 fields (`0 6 * * *`), or 6 with seconds first.
+    cron: Option<String>,
+    /// IANA zone name.
+    timezone: Option<String>,
+    /// The input of every run. Checked against the workflow's `[input]` when it or the
+    /// workflow changes.
+    #[schema(value_type = Option<Object>)]
+    input: Option<Value>,
+    /// `false` pauses, `true` resumes (from the next tick; paused ticks never fire).
+    enabled: Option<bool>,
+    /// `fire_once` or `skip`.
+    misfire_policy: Option<String>,
+    /// `allow`, `skip` or `cancel_previous`.
+    overlap_policy: Option<String>,
+    /// A duration such as `30s` or `5m`, at least `1s`.
+    max_lateness: Option<String>,
+}
+
+impl UpdateSchedule {
+    /// Whether it changes anything but `enabled` (all a file schedule takes here).
+    fn edits_settings(&self) -> bool {
+        self.workflow.is_some()
+            || self.cron.is_some()
+            || self.timezone.is_some()
+            || self.input.is_some()
+            || self.misfire_policy.is_some()
+            || self.overlap_policy.is_some()
+            || self.max_lateness.is_some()
+    }
+}
+
+/// Edits a schedule: the fields given change, checked as on create; the others stay. A
+/// new expression or zone (or a resume) moves the next fire time to the first tick from
+/// now under the new settings. Schedules from workflow files take `enabled` only.
+#[utoipa::path(patch, path = "/api/schedules/{id}", tag = "schedules",
+    params(("id" = String, Path, description = "id or name")), request_body = UpdateSchedule,
+    responses(
+        (status = 200, body = ScheduleDetail, description = "the schedule as it is now, as `GET /api/schedules/{id}` shows it"),
+        (status = 400, body = super::error::ErrorBody, description = "a field that is not a setting (the name cannot change) or of the wrong type"),
+        (status = 404, body = super::error::ErrorBody),
+        (status = 409, body = super::error::ErrorBody, description = "the schedule comes from a workflow file: edit its `[[schedules]]` entry"),
+        (status = 422, body = super::error::ErrorBody, description = "bad expression, zone, policy, workflow or input; `details` lists each problem")))]
+async fn update(
+    State(state): State<AppState>,
+    _: Operator,
+    Path(id): Path<String>,
+    AppJson(req): AppJson<UpdateSchedule>,
+) -> Result<Json<ScheduleDetail>, ApiError> {
+    let s = find(&state, &id).await?;
+    if s.source == "file" && req.edits_settings() {
+        return Err(ApiError::Conflict {
+            message: format!(
+                "schedule `{}` comes from a `[[schedules]]` entry in workflow `{}`: edit the entry (the schedulers apply it on their next start); here it can only be paused or resumed",
+                s.name, s.workflow
+            ),
+            details: None,
+        });
+    }
+    let given = Given {
+        workflow: req.workflow.as_deref().unwrap_or(&s.workflow),
+        cron: req.cron.as_deref().unwrap_or(&s.cron),
+        timezone: req.timezone.as_deref().unwrap_or(&s.timezone),
+        input: req.input.as_ref().unwrap_or(&s.input),
+        misfire_policy: req.misfire_policy.as_deref().unwrap_or(&s.misfire_policy),
+        overlap_policy: req.overlap_policy.as_deref().unwrap_or(&s.overlap_policy),
+        max_lateness: req.max_lateness.as_deref(),
+        base_max_lateness: Duration::from_millis(u64::try_from(s.max_lateness_ms).unwrap_or(0)),
+        check_workflow: req.input.is_some() || req.workflow.is_some(),
+    };
+    let mut problems = Problems::default();
+    let Some(checked) = settings(&state, &given, &mut problems) else {
+        return Err(problems.into_error());
+    };
+    let enabled = req.enabled.unwrap_or(s.enabled);
+    let retimed = checked.cron_expr != s.cron || checked.timezone != s.timezone;
+    let resumed = enabled && !s.enabled;
+    let params = checked.params(&s.name, enabled, &s.source);
+    let row = store::schedule_update(&state.pool, &s.id, &params, retimed || resumed)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no schedule with id or name `{id}`")))?;
+    let ticks = store::schedule_ticks_recent(&state.pool, &row.id, RECENT_TICKS).await?;
+    Ok(Json(ScheduleDetail {
+        schedule: ScheduleView::new(row, Utc::now()),
+        recent_ticks: ticks.into_iter().map(TickView::from).collect(),
+    }))
 }
 
 /// A schedule with its latest ticks.
@@ -422,6 +595,113 @@ async fn trigger(
         response.headers_mut().insert(header::LOCATION, location);
     }
     Ok(response)
+}
+
+/// A range of fire times to start runs for.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BackfillRequest {
+    /// The first instant of the range (RFC 3339), included.
+    from: DateTime<Utc>,
+    /// The end of the range (RFC 3339), excluded; after `from`.
+    to: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackfillResponse {
+    /// The runs this request started, in fire-time order.
+    runs: Vec<String>,
+    /// How many runs this request started.
+    count: usize,
+    /// Fire times in the range.
+    fire_times: usize,
+    /// Fire times handled before (by a scheduler or an earlier backfill): no run started.
+    already_handled: usize,
+}
+
+/// The earliest and latest instants a backfill range may name.
+fn backfill_bounds() -> (DateTime<Utc>, DateTime<Utc>) {
+    (
+        DateTime::<Utc>::UNIX_EPOCH,
+        chrono::NaiveDate::from_ymd_opt(10_000, 1, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map_or(DateTime::<Utc>::MAX_UTC, |t| t.and_utc()),
+    )
+}
+
+/// Starts one run for every fire time of the schedule in `[from, to)` that was not
+/// handled yet — whatever its overlap policy, and also while paused — all in one
+/// transaction. A fire time never starts two runs: repeating a backfill, or
+/// backfilling what the scheduler fired, starts nothing more. Ranges of more than
+/// 1,000 fire times are refused (422).
+#[utoipa::path(post, path = "/api/schedules/{id}/backfill", tag = "schedules",
+    params(("id" = String, Path, description = "id or name")), request_body = BackfillRequest,
+    responses(
+        (status = 200, body = BackfillResponse, description = "the runs started (none when every fire time was handled before)"),
+        (status = 400, body = super::error::ErrorBody, description = "a time that is not RFC 3339, or a field other than `from` and `to`"),
+        (status = 404, body = super::error::ErrorBody),
+        (status = 422, body = super::error::ErrorBody, description = "no range: `from` is not before `to`, a time lies outside the years 1970 to 9999, or the range holds more than 1,000 fire times (`details` names the field); or the workflow is not loaded or the schedule's input no longer matches it. Nothing was started")))]
+async fn backfill(
+    State(state): State<AppState>,
+    Operator(p): Operator,
+    Path(id): Path<String>,
+    AppJson(req): AppJson<BackfillRequest>,
+) -> Result<Json<BackfillResponse>, ApiError> {
+    // Well-formed times that make no range are the rules a schema cannot state: 422,
+    // naming the field, as the API answers those everywhere.
+    let refuse = |field: &str, message: String| ApiError::Unprocessable {
+        details: Some(json!([{ "field": field, "message": message }])),
+        message,
+    };
+    let (earliest, latest) = backfill_bounds();
+    for (field, at) in [("from", req.from), ("to", req.to)] {
+        if at < earliest || at > latest {
+            return Err(refuse(
+                field,
+                format!("`{field}` must lie between 1970 and 9999"),
+            ));
+        }
+    }
+    if req.from >= req.to {
+        return Err(refuse(
+            "to",
+            "`from` must be before `to` (the range is [from, to))".into(),
+        ));
+    }
+    let by = format!("api:{}", p.name);
+    let done = scheduler::backfill(
+        &state.pool,
+        &state.workflows,
+        &id,
+        req.from,
+        req.to,
+        &by,
+        Utc::now(),
+    )
+    .await?;
+    match done {
+        Backfilled::Done(r) => Ok(Json(BackfillResponse {
+            count: r.runs.len(),
+            runs: r.runs,
+            fire_times: r.fire_times,
+            already_handled: r.already_handled,
+        })),
+        Backfilled::NotFound => Err(ApiError::NotFound(format!(
+            "no schedule with id or name `{id}`"
+        ))),
+        Backfilled::TooMany => Err(refuse(
+            "to",
+            format!(
+                "the range holds more than {} fire times; backfill it in shorter ranges",
+                scheduler::BACKFILL_MAX
+            ),
+        )),
+        Backfilled::Failed(message) => Err(ApiError::Unprocessable {
+            message: format!("nothing was started: {message}"),
+            details: None,
+        }),
+    }
 }
 
 /// Removes a schedule created through the API, with its tick history (its runs stay).

@@ -732,6 +732,11 @@ pub struct ListQuery {
     since: Option<String>,
     /// Text to find in the run's id, workflow or error.
     q: Option<String>,
+    /// Only runs whose id starts with this (1 to 26 letters and digits; letters are read
+    /// as upper case, as run ids are written). Not with `q`. Served by a range scan of
+    /// the ids, so it finds a run from the first few characters of its id at once.
+    #[param(pattern = "^[0-9A-Za-z]{1,26}$")]
+    id_prefix: Option<String>,
     /// At most this many (default 50).
     #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
@@ -757,7 +762,8 @@ pub struct TaskList {
     next_cursor: Option<String>,
 }
 
-/// Lists runs, newest first, a keyset-paginated page at a time.
+/// Lists runs, newest first, a keyset-paginated page at a time. With `idPrefix`, the
+/// runs whose id starts with it (how `ctl` resolves a shortened run id).
 #[utoipa::path(get, path = "/api/tasks", tag = "tasks", params(ListQuery),
     responses((status = 200, body = TaskList), (status = 400, body = super::error::ErrorBody)))]
 async fn list(
@@ -785,18 +791,52 @@ async fn list(
             details: None,
         })?),
     };
-    let rows = store::runs::run_list(
-        &state.pool,
-        &RunListParams {
-            status: q.status,
-            workflow: q.workflow,
-            created_after,
-            text: q.q.filter(|t| !t.trim().is_empty()),
-            before,
-            limit: limit + 1,
-        },
-    )
-    .await?;
+    let text = q.q.filter(|t| !t.trim().is_empty());
+    let rows = match q.id_prefix {
+        None => {
+            store::runs::run_list(
+                &state.pool,
+                &RunListParams {
+                    status: q.status,
+                    workflow: q.workflow,
+                    created_after,
+                    text,
+                    before,
+                    limit: limit + 1,
+                },
+            )
+            .await?
+        }
+        Some(prefix) => {
+            if prefix.is_empty()
+                || prefix.len() > 26
+                || !prefix.bytes().all(|b| b.is_ascii_alphanumeric())
+            {
+                return Err(ApiError::bad_request(
+                    "idPrefix must be 1 to 26 letters and digits (the start of a run id)",
+                ));
+            }
+            if text.is_some() {
+                return Err(ApiError::Unprocessable {
+                    message: "give either idPrefix or q, not both".into(),
+                    details: None,
+                });
+            }
+            let prefix = prefix.to_ascii_uppercase();
+            store::run_ids::run_list_by_id_prefix(
+                &state.pool,
+                &store::run_ids::RunPrefixParams {
+                    prefix: &prefix,
+                    status: q.status.as_deref(),
+                    workflow: q.workflow.as_deref(),
+                    created_after,
+                    before_id: before.as_ref().map(|(_, id)| id.as_str()),
+                    limit: limit + 1,
+                },
+            )
+            .await?
+        }
+    };
     let has_more = rows.len() as i64 > limit;
     let page = &rows[..rows.len().min(limit as usize)];
     let next = if has_more {

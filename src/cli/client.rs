@@ -85,6 +85,11 @@ impl Client {
             .await
     }
 
+    pub async fn patch(&self, path: &str, body: &Value) -> Result<Value> {
+        self.send(self.request(Method::PATCH, path).json(body))
+            .await
+    }
+
     pub async fn delete(&self, path: &str) -> Result<Value> {
         self.send(self.request(Method::DELETE, path)).await
     }
@@ -127,19 +132,48 @@ pub struct SseStream {
     buffer: String,
 }
 
+/// One message of an event stream: its `id` (the cursor to resume after) and `data`;
+/// either may be absent (the API ends a stream with an `id` alone).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SseMessage {
+    pub id: Option<String>,
+    pub data: Option<String>,
+}
+
+/// Why an event stream could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SseError {
+    /// The API answered and said no (unknown run, bad credentials): trying again will
+    /// not help.
+    #[error("{0}")]
+    Refused(anyhow::Error),
+    /// The API could not be reached, or failed or was busy: worth trying again.
+    #[error("{0}")]
+    Unavailable(anyhow::Error),
+}
+
 impl SseStream {
-    /// The `data` of the next event, `None` when the server closed the stream.
-    pub async fn next_event(&mut self) -> Result<Option<String>> {
+    /// The next message, `None` when the server closed the stream.
+    pub async fn next_message(&mut self) -> Result<Option<SseMessage>> {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
-                let data: Vec<&str> = block
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("data:"))
-                    .map(str::trim_start)
-                    .collect();
+                let mut message = SseMessage::default();
+                let mut data: Vec<&str> = Vec::new();
+                for line in block.lines() {
+                    let (field, value) = line.split_once(':').unwrap_or((line, ""));
+                    let value = value.strip_prefix(' ').unwrap_or(value);
+                    match field {
+                        "data" => data.push(value),
+                        "id" => message.id = Some(value.to_owned()),
+                        _ => {}
+                    }
+                }
                 if !data.is_empty() {
-                    return Ok(Some(data.join("\n")));
+                    message.data = Some(data.join("\n"));
+                }
+                if message.id.is_some() || message.data.is_some() {
+                    return Ok(Some(message));
                 }
                 continue;
             }
@@ -159,26 +193,45 @@ impl SseStream {
 }
 
 impl Client {
-    /// Opens an event stream (no overall timeout).
-    pub async fn sse(&self, path: &str) -> Result<SseStream> {
-        let mut r = reqwest::Client::new()
+    /// Opens an event stream (no overall timeout), resuming after `last_event_id`.
+    pub async fn sse(
+        &self,
+        path: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<SseStream, SseError> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("cairn-ctl/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(|e| SseError::Refused(e.into()))?;
+        let mut r = http
             .get(format!("{}{path}", self.base))
             .header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            r = r.header("last-event-id", id);
+        }
         if let Some(t) = &self.token {
             r = r.bearer_auth(t);
         }
-        let response = r
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the Cairn API at {}", self.base))?;
-        if !response.status().is_success() {
-            let status = response.status();
+        let response = r.send().await.map_err(|e| {
+            SseError::Unavailable(
+                anyhow::Error::new(e)
+                    .context(format!("cannot reach the Cairn API at {}", self.base)),
+            )
+        })?;
+        let status = response.status();
+        if !status.is_success() {
             let body: Value = response.json().await.unwrap_or(Value::Null);
             let message = body["error"]["message"]
                 .as_str()
                 .unwrap_or("request failed")
                 .to_owned();
-            return Err(self.refused(status, &message));
+            let e = self.refused(status, &message);
+            return Err(if status.is_server_error() || status.as_u16() == 429 {
+                SseError::Unavailable(e)
+            } else {
+                SseError::Refused(e)
+            });
         }
         Ok(SseStream {
             response,

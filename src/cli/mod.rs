@@ -2,12 +2,17 @@
 //! (`--api-url` / `CAIRN_API_URL`, bearer token from `CAIRN_TOKEN`); output goes to an
 //! injected writer as a table or, with `-o json`, one JSON document.
 //!
+//! Run ids may be shortened to any unique prefix of at least four characters, as git
+//! takes commit hashes. Commands that delete or stop one thing ask first on a terminal
+//! and need `--yes` elsewhere.
+//!
 //! Exit codes: 0 success, 1 failure (including a run that did not succeed under
-//! `--wait`, and invalid workflows), 2 usage errors.
+//! `--wait`, invalid workflows, and a declined confirmation), 2 usage errors.
 
 mod client;
 mod ops;
 mod output;
+mod run_id;
 mod schedule;
 
 use std::io::Write;
@@ -21,7 +26,7 @@ use serde_json::{Value, json};
 use crate::workflow::{Registry, WorkflowError, toml_files};
 use client::Client;
 pub use output::Format;
-use output::Out;
+use output::{List, Out, Page};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -96,7 +101,10 @@ pub enum Command {
     },
     /// Print shell completions.
     #[command(after_help = "Example:\n  ctl completions bash > /etc/bash_completion.d/ctl")]
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,11 +135,11 @@ pub enum TaskCommand {
     },
     /// List runs, newest first.
     #[command(
-        after_help = "Examples:\n  ctl task list --status dead --since 1h\n  ctl task list --workflow analyze_project -o json"
+        after_help = "Examples:\n  ctl task list --status dead --since 1h\n  ctl task list --workflow analyze_project -o json\n  ctl task list --status dead --all"
     )]
     List {
         /// Only runs in this state.
-        #[arg(long, value_parser = ["queued", "running", "waiting", "sleeping", "retrying", "succeeded", "dead", "cancelled"])]
+        #[arg(long, value_parser = ops::RUN_STATUSES)]
         status: Option<String>,
         /// Only runs of this workflow (`ctl workflow list` names them).
         #[arg(long)]
@@ -145,14 +153,21 @@ pub enum TaskCommand {
         /// Continue a list: the cursor the previous page printed.
         #[arg(long)]
         cursor: Option<String>,
+        /// Every page, one after another (--limit runs a page).
+        #[arg(long)]
+        all: bool,
     },
     /// Show a run: steps, attempts, errors, outputs and events.
-    Show { id: String },
+    Show {
+        /// Run id, or a unique prefix of it (at least 4 characters).
+        id: String,
+    },
     /// Resume dead runs from their failed step (one, or all matching a filter).
     #[command(
         after_help = "Examples:\n  ctl task retry 01J…\n  ctl task retry --status dead --workflow analyze_project --since 1h --dry-run\n  ctl task retry --status dead --since 1h --yes"
     )]
     Retry {
+        /// Run id, or a unique prefix of it (at least 4 characters).
         id: Option<String>,
         #[command(flatten)]
         filter: ops::FilterArgs,
@@ -162,6 +177,7 @@ pub enum TaskCommand {
         after_help = "Examples:\n  ctl task replay 01J… --from-step analyze\n  ctl task replay 01J… --input '{\"depth\": \"deep\"}' --latest-definition"
     )]
     Replay {
+        /// Run id, or a unique prefix of it (at least 4 characters).
         id: String,
         /// Re-execute this step and everything downstream; keep the other checkpoints.
         #[arg(long)]
@@ -178,20 +194,30 @@ pub enum TaskCommand {
         #[command(flatten)]
         filter: ops::FilterArgs,
     },
-    /// Cancel runs: queued and parked at once, running at the next step boundary.
+    /// Cancel runs: queued and parked at once, running at the next step boundary. Asks
+    /// first (or pass --yes).
     #[command(
-        after_help = "Examples:\n  ctl task cancel 01J…\n  ctl task cancel --status queued --workflow nightly --dry-run"
+        after_help = "Examples:\n  ctl task cancel 01J…\n  ctl task cancel 01JAB7 --yes\n  ctl task cancel --status queued --workflow nightly --dry-run"
     )]
     Cancel {
+        /// Run id, or a unique prefix of it (at least 4 characters).
         id: Option<String>,
         #[command(flatten)]
         filter: ops::FilterArgs,
     },
     /// A run's events; --follow streams them until the run finishes.
+    #[command(
+        after_help = "A dropped stream is reopened after the last event printed (Last-Event-ID): nothing\nis printed twice or skipped. After --reconnects failed attempts in a row, ctl gives up\nand exits 1.\n\nExamples:\n  ctl task logs 01JAB7\n  ctl task logs 01JAB7 --follow"
+    )]
     Logs {
+        /// Run id, or a unique prefix of it (at least 4 characters).
         id: String,
+        /// Keep streaming new events until the run finishes.
         #[arg(long, short = 'f')]
         follow: bool,
+        /// With --follow: give up after this many failed reconnects in a row.
+        #[arg(long, default_value_t = 10, requires = "follow")]
+        reconnects: u32,
     },
 }
 
@@ -211,6 +237,9 @@ pub enum DlqCommand {
         /// Continue a list: the cursor the previous page printed.
         #[arg(long)]
         cursor: Option<String>,
+        /// Every page, one after another (--limit runs a page).
+        #[arg(long)]
+        all: bool,
     },
     /// One dead letter: the failed step, its error, every attempt and the input.
     Show { id: i64 },
@@ -223,7 +252,10 @@ pub enum DlqCommand {
         #[command(flatten)]
         filter: ops::FilterArgs,
     },
-    /// Remove dead letters (the runs stay dead).
+    /// Remove dead letters (the runs stay dead). Asks first (or pass --yes).
+    #[command(
+        after_help = "Examples:\n  ctl dlq purge 42\n  ctl dlq purge 42 --yes\n  ctl dlq purge --workflow analyze_project --until 30d --dry-run"
+    )]
     Purge {
         id: Option<i64>,
         #[command(flatten)]
@@ -239,13 +271,16 @@ pub enum TokenCommand {
         #[arg(long)]
         all: bool,
     },
-    /// Revoke a token by its id; it stops working at once.
-    #[command(after_help = "Examples:\n  ctl token revoke 12\n  ctl token revoke 12 --all")]
+    /// Revoke a token by its id; it stops working at once. Asks first (or pass --yes).
+    #[command(after_help = "Examples:\n  ctl token revoke 12\n  ctl token revoke 12 --all --yes")]
     Revoke {
         id: i64,
         /// Revoke any token, not only yours (admins).
         #[arg(long)]
         all: bool,
+        /// Do not ask for confirmation (needed when standard input is not a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
 }
 
@@ -345,9 +380,12 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Token {
-            command: TokenCommand::Revoke { id, all },
+            command: TokenCommand::Revoke { id, all, yes },
         } => {
             let client = Client::new(&cli.global)?;
+            if !ops::confirm_one(&format!("revoke token {id}"), yes)? {
+                return Ok(ops::declined());
+            }
             let path = if all {
                 format!("/api/tokens/{id}")
             } else {
@@ -457,6 +495,7 @@ async fn task(command: TaskCommand, client: &Client, out: &mut Out<'_>) -> Resul
             since,
             limit,
             cursor,
+            all,
         } => {
             let mut query: Vec<(&str, String)> = vec![("limit", limit.to_string())];
             if let Some(c) = cursor {
@@ -471,11 +510,10 @@ async fn task(command: TaskCommand, client: &Client, out: &mut Out<'_>) -> Resul
             if let Some(s) = since {
                 query.push(("since", s));
             }
-            let body = client.get_query("/api/tasks", &query).await?;
-            out.tasks(&body)?;
-            Ok(0)
+            list(client, out, "/api/tasks", query, List::Tasks, all).await
         }
         TaskCommand::Show { id } => {
+            let id = run_id::resolve(client, &id).await?;
             let body = client.get(&format!("/api/tasks/{id}")).await?;
             out.task(&body)?;
             Ok(0)
@@ -504,7 +542,11 @@ async fn task(command: TaskCommand, client: &Client, out: &mut Out<'_>) -> Resul
             )
             .await
         }
-        TaskCommand::Logs { id, follow } => ops::logs(client, out, &id, follow).await,
+        TaskCommand::Logs {
+            id,
+            follow,
+            reconnects,
+        } => ops::logs(client, out, &id, follow, reconnects).await,
     }
 }
 
@@ -515,6 +557,7 @@ async fn dlq(command: DlqCommand, client: &Client, out: &mut Out<'_>) -> Result<
             since,
             limit,
             cursor,
+            all,
         } => {
             let mut query: Vec<(&str, String)> = vec![("limit", limit.to_string())];
             if let Some(c) = cursor {
@@ -526,9 +569,15 @@ async fn dlq(command: DlqCommand, client: &Client, out: &mut Out<'_>) -> Result<
             if let Some(s) = since {
                 query.push(("since", s));
             }
-            let body = client.get_query("/api/dead-letters", &query).await?;
-            out.dead_letters(&body)?;
-            Ok(0)
+            list(
+                client,
+                out,
+                "/api/dead-letters",
+                query,
+                List::DeadLetters,
+                all,
+            )
+            .await
         }
         DlqCommand::Show { id } => {
             let body = client.get(&format!("/api/dead-letters/{id}")).await?;
@@ -543,6 +592,16 @@ async fn dlq(command: DlqCommand, client: &Client, out: &mut Out<'_>) -> Result<
                 "dead letters are filtered by --workflow, --since and --until (they are all dead)"
             )
         }
+        DlqCommand::Redrive {
+            id: Some(id),
+            filter,
+        }
+        | DlqCommand::Purge {
+            id: Some(id),
+            filter,
+        } if filter.dry_run => {
+            bail!("--dry-run previews a filter; `ctl dlq show {id}` shows one dead letter")
+        }
         DlqCommand::Redrive { id: Some(id), .. } => {
             let body = client
                 .post(&format!("/api/dead-letters/{id}/redrive"), &json!({}), None)
@@ -550,7 +609,13 @@ async fn dlq(command: DlqCommand, client: &Client, out: &mut Out<'_>) -> Result<
             out.task_state(&body)?;
             Ok(0)
         }
-        DlqCommand::Purge { id: Some(id), .. } => {
+        DlqCommand::Purge {
+            id: Some(id),
+            filter,
+        } => {
+            if !ops::confirm_one(&format!("purge dead letter {id}"), filter.yes)? {
+                return Ok(ops::declined());
+            }
             client
                 .post(&format!("/api/dead-letters/{id}/purge"), &json!({}), None)
                 .await?;
@@ -582,6 +647,34 @@ async fn dlq(command: DlqCommand, client: &Client, out: &mut Out<'_>) -> Result<
             .await
         }
     }
+}
+
+/// A list: one page (with the cursor of the next), or with `all` every page, following
+/// the cursor to the end and printing each page as it arrives.
+async fn list(
+    client: &Client,
+    out: &mut Out<'_>,
+    path: &str,
+    mut query: Vec<(&str, String)>,
+    kind: List,
+    all: bool,
+) -> Result<u8> {
+    let body = client.get_query(path, &query).await?;
+    if !all {
+        out.page(kind, &body, Page::Only)?;
+        return Ok(0);
+    }
+    out.page(kind, &body, Page::First)?;
+    let mut next = body["nextCursor"].as_str().map(str::to_owned);
+    while let Some(cursor) = next {
+        query.retain(|(k, _)| *k != "cursor");
+        query.push(("cursor", cursor));
+        let body = client.get_query(path, &query).await?;
+        out.page(kind, &body, Page::Next)?;
+        next = body["nextCursor"].as_str().map(str::to_owned);
+    }
+    out.end_pages()?;
+    Ok(0)
 }
 
 fn text_of(v: &Value) -> String {

@@ -23,10 +23,31 @@ pub struct Out<'a> {
     color: bool,
 }
 
-fn table(header: &[&str]) -> Table {
+/// Which page of a list is printed: the only one (with the hint to the next), or one of
+/// the pages `--all` prints one after another as they arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    Only,
+    /// The first of `--all`'s pages: table header, or the JSON document's opening.
+    First,
+    /// A later page: more rows, or more items of the same JSON document.
+    Next,
+}
+
+/// A list whose pages [`Out::page`] prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum List {
+    Tasks,
+    DeadLetters,
+}
+
+/// A borderless table, with `header` as its first row when `with_header`.
+fn table(header: &[&str], with_header: bool) -> Table {
     let mut t = Table::new();
     t.load_preset(presets::NOTHING);
-    t.set_header(header.iter().map(|h| h.to_string()));
+    if with_header {
+        t.set_header(header.iter().map(|h| h.to_string()));
+    }
     t
 }
 
@@ -139,18 +160,72 @@ impl<'a> Out<'a> {
         Ok(())
     }
 
-    pub fn tasks(&mut self, body: &Value) -> Result<()> {
+    /// A page of a list (see [`Page`]); `--all` ends with [`Out::end_pages`].
+    pub fn page(&mut self, list: List, body: &Value, page: Page) -> Result<()> {
         if self.format == Format::Json {
-            return self.json(body);
+            return match page {
+                Page::Only => self.json(body),
+                Page::First | Page::Next => self.json_items(body, page == Page::First),
+            };
         }
-        let now = Utc::now();
         let items = body["items"].as_array().cloned().unwrap_or_default();
-        if items.is_empty() {
-            writeln!(self.w, "no runs")?;
+        if items.is_empty() && page != Page::Next {
+            let none = match list {
+                List::Tasks => "no runs",
+                List::DeadLetters => "no dead letters",
+            };
+            writeln!(self.w, "{none}")?;
             return Ok(());
         }
-        let mut t = table(&["ID", "WORKFLOW", "STATUS", "CREATED", "UPDATED", "ERROR"]);
-        for r in &items {
+        // Later pages continue the first one's table: no header again.
+        let header = page != Page::Next;
+        let t = match list {
+            List::Tasks => self.tasks_table(&items, header),
+            List::DeadLetters => self.dead_letters_table(&items, header),
+        };
+        if !items.is_empty() {
+            writeln!(self.w, "{t}")?;
+        }
+        if page == Page::Only
+            && let Some(c) = body["nextCursor"].as_str()
+        {
+            writeln!(self.w, "(more: add --cursor {c})")?;
+        }
+        self.w.flush()?;
+        Ok(())
+    }
+
+    /// `--all` in JSON: the items of every page as one document, `{ "items": [...] }`,
+    /// written as they arrive (one item a line).
+    fn json_items(&mut self, body: &Value, first: bool) -> Result<()> {
+        let mut any = !first;
+        if first {
+            write!(self.w, "{{\n\"items\": [")?;
+        }
+        for item in body["items"].as_array().into_iter().flatten() {
+            writeln!(self.w, "{}", if any { "," } else { "" })?;
+            serde_json::to_writer(&mut *self.w, item)?;
+            any = true;
+        }
+        self.w.flush()?;
+        Ok(())
+    }
+
+    /// Closes what `--all` printed (the JSON document; nothing for tables).
+    pub fn end_pages(&mut self) -> Result<()> {
+        if self.format == Format::Json {
+            writeln!(self.w, "\n],\n\"nextCursor\": null\n}}")?;
+        }
+        Ok(())
+    }
+
+    fn tasks_table(&self, items: &[Value], header: bool) -> Table {
+        let now = Utc::now();
+        let mut t = table(
+            &["ID", "WORKFLOW", "STATUS", "CREATED", "UPDATED", "ERROR"],
+            header,
+        );
+        for r in items {
             t.add_row(vec![
                 text(&r["id"]),
                 text(&r["workflow"]),
@@ -160,11 +235,7 @@ impl<'a> Out<'a> {
                 truncate(&text(&r["error"]), 60),
             ]);
         }
-        writeln!(self.w, "{t}")?;
-        if let Some(c) = body["nextCursor"].as_str() {
-            writeln!(self.w, "(more: add --cursor {c})")?;
-        }
-        Ok(())
+        t
     }
 
     pub fn task(&mut self, run: &Value) -> Result<()> {
@@ -219,7 +290,10 @@ impl<'a> Out<'a> {
             )?;
         }
         writeln!(self.w)?;
-        let mut t = table(&["STEP", "KIND", "STATUS", "ATTEMPTS", "DURATION", "ERROR"]);
+        let mut t = table(
+            &["STEP", "KIND", "STATUS", "ATTEMPTS", "DURATION", "ERROR"],
+            true,
+        );
         for s in run["steps"].as_array().into_iter().flatten() {
             t.add_row(vec![
                 text(&s["id"]),
@@ -231,9 +305,12 @@ impl<'a> Out<'a> {
             ]);
         }
         writeln!(self.w, "{t}")?;
-        let mut attempts = table(&[
-            "STEP", "#", "STATUS", "WORKER", "STARTED", "DURATION", "ERROR",
-        ]);
+        let mut attempts = table(
+            &[
+                "STEP", "#", "STATUS", "WORKER", "STARTED", "DURATION", "ERROR",
+            ],
+            true,
+        );
         let mut any = false;
         for s in run["steps"].as_array().into_iter().flatten() {
             for a in s["attempts"].as_array().into_iter().flatten() {
@@ -254,7 +331,7 @@ impl<'a> Out<'a> {
         }
         let events = run["events"].as_array().cloned().unwrap_or_default();
         if !events.is_empty() {
-            let mut t = table(&["AT", "EVENT", "STEP", "DETAIL"]);
+            let mut t = table(&["AT", "EVENT", "STEP", "DETAIL"], true);
             let skip = events.len().saturating_sub(30);
             for e in &events[skip..] {
                 t.add_row(vec![
@@ -277,7 +354,7 @@ impl<'a> Out<'a> {
         if self.format == Format::Json {
             return self.json(body);
         }
-        let mut t = table(&["NAME", "STEPS", "DESCRIPTION"]);
+        let mut t = table(&["NAME", "STEPS", "DESCRIPTION"], true);
         for w in body["items"].as_array().into_iter().flatten() {
             t.add_row(vec![
                 text(&w["name"]),
@@ -388,18 +465,13 @@ impl<'a> Out<'a> {
         Ok(())
     }
 
-    pub fn dead_letters(&mut self, body: &Value) -> Result<()> {
-        if self.format == Format::Json {
-            return self.json(body);
-        }
-        let items = body["items"].as_array().cloned().unwrap_or_default();
-        if items.is_empty() {
-            writeln!(self.w, "no dead letters")?;
-            return Ok(());
-        }
+    fn dead_letters_table(&self, items: &[Value], header: bool) -> Table {
         let now = Utc::now();
-        let mut t = table(&["ID", "RUN", "WORKFLOW", "STEP", "ATTEMPTS", "DIED", "ERROR"]);
-        for d in &items {
+        let mut t = table(
+            &["ID", "RUN", "WORKFLOW", "STEP", "ATTEMPTS", "DIED", "ERROR"],
+            header,
+        );
+        for d in items {
             t.add_row(vec![
                 text(&d["id"]),
                 text(&d["runId"]),
@@ -410,11 +482,7 @@ impl<'a> Out<'a> {
                 truncate(&text(&d["error"]), 60),
             ]);
         }
-        writeln!(self.w, "{t}")?;
-        if let Some(c) = body["nextCursor"].as_str() {
-            writeln!(self.w, "(more: add --cursor {c})")?;
-        }
-        Ok(())
+        t
     }
 
     pub fn dead_letter(&mut self, d: &Value) -> Result<()> {
@@ -434,7 +502,10 @@ impl<'a> Out<'a> {
         )?;
         writeln!(self.w, "Error     {}", text(&d["error"]))?;
         writeln!(self.w, "Input     {}", d["input"])?;
-        let mut t = table(&["#", "STATUS", "STARTED", "DURATION", "RETRY IN", "ERROR"]);
+        let mut t = table(
+            &["#", "STATUS", "STARTED", "DURATION", "RETRY IN", "ERROR"],
+            true,
+        );
         for a in d["attempts"].as_array().into_iter().flatten() {
             t.add_row(vec![
                 text(&a["attempt"]),
@@ -456,16 +527,19 @@ impl<'a> Out<'a> {
             return self.json(body);
         }
         let now = Utc::now();
-        let mut t = table(&[
-            "ID",
-            "NAME",
-            "ROLE",
-            "USER",
-            "CREATED",
-            "LAST USED",
-            "EXPIRES",
-            "STATUS",
-        ]);
+        let mut t = table(
+            &[
+                "ID",
+                "NAME",
+                "ROLE",
+                "USER",
+                "CREATED",
+                "LAST USED",
+                "EXPIRES",
+                "STATUS",
+            ],
+            true,
+        );
         for k in body["items"].as_array().into_iter().flatten() {
             let expired = k["expiresAt"]
                 .as_str()
@@ -501,15 +575,18 @@ impl<'a> Out<'a> {
         if self.format == Format::Json {
             return self.json(body);
         }
-        let mut t = table(&[
-            "WORKER",
-            "HOST",
-            "PID",
-            "VERSION",
-            "CONCURRENCY",
-            "IN FLIGHT",
-            "HEARTBEAT",
-        ]);
+        let mut t = table(
+            &[
+                "WORKER",
+                "HOST",
+                "PID",
+                "VERSION",
+                "CONCURRENCY",
+                "IN FLIGHT",
+                "HEARTBEAT",
+            ],
+            true,
+        );
         for w in body["items"].as_array().into_iter().flatten() {
             let age = w["heartbeatAgeMs"].as_i64().unwrap_or(0);
             t.add_row(vec![
@@ -525,7 +602,7 @@ impl<'a> Out<'a> {
         writeln!(self.w, "{t}")?;
         let stuck = body["stuck"].as_array().cloned().unwrap_or_default();
         if !stuck.is_empty() {
-            let mut t = table(&["STUCK RUN", "WORKFLOW", "WORKER", "LEASE EXPIRED"]);
+            let mut t = table(&["STUCK RUN", "WORKFLOW", "WORKER", "LEASE EXPIRED"], true);
             for s in &stuck {
                 let ms = s["leaseExpiredAgoMs"].as_i64().unwrap_or(0);
                 t.add_row(vec![

@@ -1,17 +1,25 @@
-//! `ctl schedule …`: list (with the next three fire times), show, add, pause, resume,
-//! trigger and remove schedules through `/api/schedules`. A schedule is named by its id
-//! or its name.
+//! `ctl schedule …`: list (with the next three fire times), show, add, update, pause,
+//! resume, trigger, backfill and remove schedules through `/api/schedules`. A schedule
+//! is named by its id or its name.
 
 use std::io::Write;
 
-use anyhow::{Context, Result};
-use chrono::Utc;
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use comfy_table::{Table, presets};
 use serde_json::{Value, json};
 
 use super::client::Client;
+use super::ops;
 use super::output::{Format, Out, relative};
+
+/// An instant as RFC 3339 (`2026-01-01T00:00:00Z`, `2026-01-01T06:00:00+01:00`).
+fn instant(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("not an RFC 3339 time such as 2026-01-01T00:00:00Z: {e}"))
+}
 
 #[derive(Debug, Subcommand)]
 pub enum ScheduleCommand {
@@ -53,14 +61,64 @@ pub enum ScheduleCommand {
         #[arg(long)]
         paused: bool,
     },
+    /// Change a schedule's settings; what is not given stays (the name cannot change). A
+    /// new expression or zone takes effect from the next tick from now.
+    #[command(
+        after_help = "Examples:\n  ctl schedule update nightly --cron '0 7 * * *'\n  ctl schedule update nightly --timezone America/New_York --input '{\"hours\": 48}'"
+    )]
+    Update {
+        /// Id or name.
+        schedule: String,
+        #[arg(long)]
+        workflow: Option<String>,
+        /// 5 fields (`0 6 * * *`), or 6 with seconds first (`*/10 * * * * *`).
+        #[arg(long)]
+        cron: Option<String>,
+        /// IANA time zone the expression is read in.
+        #[arg(long)]
+        timezone: Option<String>,
+        /// Input of every run, as a JSON object.
+        #[arg(long)]
+        input: Option<String>,
+        /// What missed ticks do: one late run (`fire_once`) or nothing (`skip`).
+        #[arg(long, value_parser = ["fire_once", "skip"])]
+        misfire_policy: Option<String>,
+        /// When the previous run is still active: `allow`, `skip`, `cancel_previous`.
+        #[arg(long, value_parser = ["allow", "skip", "cancel_previous"])]
+        overlap_policy: Option<String>,
+        /// How late a tick may start and still be on time (e.g. 30s, 5m).
+        #[arg(long)]
+        max_lateness: Option<String>,
+    },
+    /// Start one run for every fire time in [--from, --to) not handled yet (at most
+    /// 1,000); repeating it starts nothing twice.
+    #[command(
+        after_help = "Examples:\n  ctl schedule backfill nightly --from 2026-01-01T00:00:00Z --to 2026-01-08T00:00:00Z"
+    )]
+    Backfill {
+        /// Id or name.
+        schedule: String,
+        /// First instant of the range, included (RFC 3339).
+        #[arg(long, value_parser = instant)]
+        from: DateTime<Utc>,
+        /// End of the range, excluded (RFC 3339).
+        #[arg(long, value_parser = instant)]
+        to: DateTime<Utc>,
+    },
     /// Stop a schedule firing until it is resumed.
     Pause { schedule: String },
     /// Resume a paused schedule from its next tick (the paused ticks never fire).
     Resume { schedule: String },
     /// Start a run of the schedule now.
     Trigger { schedule: String },
-    /// Remove a schedule created with `add` (a file's schedule is removed from its file).
-    Remove { schedule: String },
+    /// Remove a schedule created with `add` (a file's schedule is removed from its
+    /// file). Asks first (or pass --yes).
+    Remove {
+        schedule: String,
+        /// Do not ask for confirmation (needed when standard input is not a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
 }
 
 fn path(schedule: &str) -> String {
@@ -108,6 +166,65 @@ pub async fn run(command: ScheduleCommand, client: &Client, out: &mut Out<'_>) -
             let created = client.post("/api/schedules", &body, None).await?;
             one(w, format, &created)?;
         }
+        ScheduleCommand::Update {
+            schedule,
+            workflow,
+            cron,
+            timezone,
+            input,
+            misfire_policy,
+            overlap_policy,
+            max_lateness,
+        } => {
+            let mut body = serde_json::Map::new();
+            let mut set = |k: &str, v: Option<String>| {
+                if let Some(v) = v {
+                    body.insert(k.to_owned(), Value::String(v));
+                }
+            };
+            set("workflow", workflow);
+            set("cron", cron);
+            set("timezone", timezone);
+            set("misfirePolicy", misfire_policy);
+            set("overlapPolicy", overlap_policy);
+            set("maxLateness", max_lateness);
+            if let Some(s) = input {
+                let v: Value = serde_json::from_str(&s).context("--input is not valid JSON")?;
+                body.insert("input".into(), v);
+            }
+            if body.is_empty() {
+                bail!(
+                    "nothing to change: give at least one of --workflow, --cron, --timezone, --input, --misfire-policy, --overlap-policy, --max-lateness"
+                );
+            }
+            let updated = client.patch(&path(&schedule), &Value::Object(body)).await?;
+            show(w, format, &updated)?;
+        }
+        ScheduleCommand::Backfill { schedule, from, to } => {
+            let body = client
+                .post(
+                    &format!("{}/backfill", path(&schedule)),
+                    &json!({ "from": from, "to": to }),
+                    None,
+                )
+                .await?;
+            if format == Format::Json {
+                json_out(w, &body)?;
+            } else {
+                writeln!(
+                    w,
+                    "started {} run(s) for the {} fire time(s) in [{}, {}); {} handled before",
+                    text(&body["count"]),
+                    text(&body["fireTimes"]),
+                    from.to_rfc3339(),
+                    to.to_rfc3339(),
+                    text(&body["alreadyHandled"])
+                )?;
+                for id in body["runs"].as_array().into_iter().flatten() {
+                    writeln!(w, "  {}", text(id))?;
+                }
+            }
+        }
         ScheduleCommand::Pause { schedule } => {
             let body = client
                 .post(&format!("{}/pause", path(&schedule)), &json!({}), None)
@@ -130,7 +247,10 @@ pub async fn run(command: ScheduleCommand, client: &Client, out: &mut Out<'_>) -
                 writeln!(w, "{}  {}", text(&body["taskId"]), text(&body["status"]))?;
             }
         }
-        ScheduleCommand::Remove { schedule } => {
+        ScheduleCommand::Remove { schedule, yes } => {
+            if !ops::confirm_one(&format!("remove schedule {schedule}"), yes)? {
+                return Ok(ops::declined());
+            }
             client.delete(&path(&schedule)).await?;
             if format == Format::Json {
                 json_out(w, &json!({ "removed": schedule }))?;

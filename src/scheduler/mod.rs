@@ -31,8 +31,15 @@
 //! `skipped_overlap`, `cancel_previous` cancels the active runs first. Paused schedules
 //! fire nothing, and resuming one moves its cursor to the next tick from now.
 //!
+//! # Backfill
+//!
+//! An operator can start the runs of every fire time in a range ([`backfill`]); each
+//! is a `backfill` tick under the same unique index, so neither a backfill nor a
+//! scheduler starts a second run for a fire time the other handled.
+//!
 //! Time is injected: a pass takes `now`, and the loop reads a [`Clock`].
 
+pub mod backfill;
 pub mod plan;
 pub mod sync;
 
@@ -50,6 +57,7 @@ use crate::store::{StoreError, runs::RunRow};
 use crate::workflow::schedule::ScheduleError;
 use crate::workflow::{CronSchedule, MisfirePolicy, OverlapPolicy, Registry};
 
+pub use backfill::{BACKFILL_MAX, Backfilled, backfill};
 pub use sync::{SyncReport, sync};
 
 /// The channel the `schedules` trigger notifies.
@@ -135,6 +143,8 @@ pub enum TickKind {
     OnTime,
     Late,
     Manual,
+    /// Started by an operator's backfill of a range of fire times.
+    Backfill,
 }
 
 impl TickKind {
@@ -143,6 +153,7 @@ impl TickKind {
             TickKind::OnTime => "on_time",
             TickKind::Late => "late",
             TickKind::Manual => "manual",
+            TickKind::Backfill => "backfill",
         }
     }
 }
@@ -206,8 +217,8 @@ pub fn upcoming(s: &ScheduleRow, now: DateTime<Utc>, n: usize) -> Vec<DateTime<U
 }
 
 /// Fires one tick of `s` inside the caller's transaction: claims the tick's row, applies
-/// the overlap policy (not to manual ticks: an operator asked for this run), and submits
-/// the run with the schedule's input.
+/// the overlap policy (not to manual or backfill ticks: an operator asked for these
+/// runs), and submits the run with the schedule's input.
 pub async fn fire(
     conn: &mut PgConnection,
     registry: &Registry,
@@ -227,7 +238,7 @@ pub async fn fire(
     let Some(tick_id) = store::schedule_tick_insert(conn, &tick).await? else {
         return Ok(Fired::AlreadyHandled);
     };
-    if kind != TickKind::Manual {
+    if matches!(kind, TickKind::OnTime | TickKind::Late) {
         let overlap = s
             .overlap_policy
             .parse::<OverlapPolicy>()
@@ -266,7 +277,7 @@ pub async fn fire(
         Ok(Submitted::Created(run)) => {
             store::run_schedule_link(conn, &run.id, &s.id, tick_at).await?;
             store::schedule_tick_finish(conn, tick_id, "fired", Some(&run.id), None).await?;
-            if kind == TickKind::OnTime {
+            if matches!(kind, TickKind::OnTime | TickKind::Backfill) {
                 tracing::debug!(schedule = %s.name, tick = %tick_at, run = %run.id, "tick fired");
             } else {
                 tracing::info!(schedule = %s.name, tick = %tick_at, kind = kind.as_str(),

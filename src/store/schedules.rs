@@ -129,6 +129,50 @@ pub async fn schedule_set_enabled(
         .await?)
 }
 
+/// A schedule by id, locked for the rest of the transaction (a backfill holds it so
+/// that no scheduler handles its ticks meanwhile).
+pub async fn schedule_lock(conn: &mut PgConnection, id: &str) -> Result<Option<ScheduleRow>> {
+    let sql = format!("select {SCHEDULE_COLUMNS} from schedules where id = $1 for update");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?)
+}
+
+/// Rewrites an API schedule's settings (all but its name and source). The cursor moves
+/// to `p.next_fire_at` only with `move_cursor` (its timing changed, or it was resumed),
+/// so an edit of the input alone keeps the ticks already due.
+pub async fn schedule_update(
+    pool: &PgPool,
+    id: &str,
+    p: &ScheduleParams<'_>,
+    move_cursor: bool,
+) -> Result<Option<ScheduleRow>> {
+    let sql = format!(
+        "update schedules
+            set workflow = $2, cron = $3, timezone = $4, input = $5, enabled = $6,
+                misfire_policy = $7, max_lateness_ms = $8, overlap_policy = $9,
+                next_fire_at = case when $10 then $11 else next_fire_at end,
+                updated_at = now()
+          where id = $1
+         returning {SCHEDULE_COLUMNS}"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(p.workflow)
+        .bind(p.cron)
+        .bind(p.timezone)
+        .bind(p.input)
+        .bind(p.enabled)
+        .bind(p.misfire_policy)
+        .bind(p.max_lateness_ms)
+        .bind(p.overlap_policy)
+        .bind(move_cursor)
+        .bind(p.next_fire_at)
+        .fetch_optional(pool)
+        .await?)
+}
+
 /// Removes a schedule and its tick history; the runs it started keep their record.
 pub async fn schedule_delete(pool: &PgPool, id: &str) -> Result<bool> {
     let done = sqlx::query("delete from schedules where id = $1")
@@ -203,7 +247,7 @@ pub async fn schedule_next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>> {
 pub struct TickInsertParams<'a> {
     pub schedule_id: &'a str,
     pub tick_at: DateTime<Utc>,
-    /// `on_time`, `late` or `manual`.
+    /// `on_time`, `late`, `manual` or `backfill`.
     pub kind: &'a str,
     pub missed: i32,
     pub scheduler: &'a str,
@@ -303,7 +347,7 @@ pub struct RunScheduleRow {
     pub tick_at: DateTime<Utc>,
     /// `None` once the schedule was removed.
     pub name: Option<String>,
-    /// `on_time`, `late` or `manual`; `None` once the schedule was removed.
+    /// `on_time`, `late`, `manual` or `backfill`; `None` once the schedule was removed.
     pub kind: Option<String>,
 }
 
