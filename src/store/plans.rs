@@ -122,42 +122,49 @@ pub(super) async fn plan(
 }
 
 /// What is wrong with `plan` by the rule above: each read of a hot table that is a
-/// sequential scan, or an index scan with no key condition (which reads the whole index)
-/// outside an ordered read stopped by a `LIMIT`.
+/// sequential scan, an index scan with no key condition (which reads the whole index)
+/// outside an ordered read stopped by a `LIMIT`, or the inner side of a nested loop
+/// that looks a whole array of keys up for each outer row.
 pub(super) fn plan_problems(plan: &Value) -> Vec<String> {
     let mut problems = Vec::new();
     if let Some(root) = plan.get(0).and_then(|p| p.get("Plan")) {
-        visit(root, false, &mut problems);
+        visit(root, false, false, &mut problems);
     }
     problems
 }
 
-fn visit(node: &Value, under_limit: bool, problems: &mut Vec<String>) {
+fn visit(node: &Value, under_limit: bool, inner_of_loop: bool, problems: &mut Vec<String>) {
     let kind = node["Node Type"].as_str().unwrap_or_default();
     let relation = node["Relation Name"].as_str().unwrap_or_default();
     let index = node["Index Name"].as_str().unwrap_or_default();
+    let cond = node["Index Cond"].as_str();
     if HOT_TABLES.contains(&relation) {
         match kind {
             "Seq Scan" => problems.push(format!("Seq Scan on {relation}")),
+            "Index Scan" | "Index Only Scan" if cond.is_none() && !under_limit => problems.push(
+                format!("{kind} using {index} on {relation} with no Index Cond"),
+            ),
+            // A key array looked up again for every row of the loop's outer side.
             "Index Scan" | "Index Only Scan"
-                if node.get("Index Cond").is_none() && !under_limit =>
+                if inner_of_loop && cond.is_some_and(|c| c.contains("ANY (")) =>
             {
                 problems.push(format!(
-                    "{kind} using {index} on {relation} with no Index Cond"
+                    "{kind} using {index} on {relation} looks up a key array for each outer row"
                 ))
             }
             _ => {}
         }
     }
-    if kind == "Bitmap Index Scan" && node.get("Index Cond").is_none() {
+    if kind == "Bitmap Index Scan" && cond.is_none() {
         problems.push(format!(
             "Bitmap Index Scan using {index} with no Index Cond"
         ));
     }
     let limit = kind == "Limit";
     if let Some(children) = node["Plans"].as_array() {
-        for child in children {
-            visit(child, limit, problems);
+        for (i, child) in children.iter().enumerate() {
+            let inner = kind == "Nested Loop" && i == 1;
+            visit(child, limit, inner, problems);
         }
     }
 }
@@ -322,13 +329,18 @@ mod tests {
               "Index Cond": "(run_id = x)" },
             { "Node Type": "Limit", "Plans": [
                 { "Node Type": "Index Scan", "Relation Name": "runs",
-                  "Index Name": "runs_created" }]}
+                  "Index Name": "runs_created" }]},
+            { "Node Type": "Nested Loop", "Plans": [
+                { "Node Type": "CTE Scan", "CTE Name": "ok" },
+                { "Node Type": "Index Scan", "Relation Name": "steps", "Index Name": "steps_pkey",
+                  "Index Cond": "((run_id = ok.run_id) AND (run_id = ANY ($1)))" }]}
         ]}}]);
         assert_eq!(
             plan_problems(&plan),
             vec![
                 "Index Scan using step_attempts_pkey on step_attempts with no Index Cond",
-                "Seq Scan on runs"
+                "Seq Scan on runs",
+                "Index Scan using steps_pkey on steps looks up a key array for each outer row"
             ]
         );
     }

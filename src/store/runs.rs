@@ -242,24 +242,31 @@ pub(super) fn lease_statement(wanted: &str) -> String {
          -- snapshot: a run that was being parked when the statement began is running
          -- in the snapshot and waiting once its park commits, and its wake-up, deleted
          -- above, must lease it.
+         eligible as materialized (
+               select id, status, lease_owner from old
+                where status in ('queued', 'retrying', 'sleeping', 'waiting')
+                   or (status = 'running' and lease_expires_at <= clock_timestamp())),
+         -- Every write finds its rows by key alone (`= any (array(...))`, the only index
+         -- condition it has) and joins nothing: with a join, the planner may read the
+         -- table on either side, and one side is a whole read of the table, the other
+         -- a lookup of the whole key array for each row.
          r as (update runs r
                   set status = 'running', lease_owner = $2, lease_token = r.lease_token + 1,
                       lease_expires_at = clock_timestamp() + make_interval(secs => $3),
                       started_at = coalesce(r.started_at, now()), wake_at = null
-                 from old
-                where r.id = any (array(select id from old)) and r.id = old.id
-                  and (old.status in ('queued', 'retrying', 'sleeping', 'waiting')
-                       or (old.status = 'running' and old.lease_expires_at <= clock_timestamp()))
-               returning {cols}, r.lease_token, old.status as previous_status,
-                         old.lease_owner as previous_owner, now() as db_now),
+                where r.id = any (array(select id from eligible))
+               returning {cols}, r.lease_token,
+                         (select e.status from eligible e where e.id = r.id) as previous_status,
+                         (select e.lease_owner from eligible e where e.id = r.id) as previous_owner,
+                         now() as db_now),
          abandoned as (
                update step_attempts a
                   set status = 'abandoned', finished_at = clock_timestamp(),
                       error = 'abandoned: worker ' || a.worker_id || ' stopped before the attempt finished'
-                 from steps s
                 where a.run_id = any (array(select id from r)) and a.status = 'running'
-                  and s.run_id = any (array(select id from r))
-                  and s.run_id = a.run_id and s.step_id = a.step_id and s.status = 'running'
+                  and (a.run_id, a.step_id) = any (array(
+                          select row(s.run_id, s.step_id) from steps s
+                           where s.run_id = any (array(select id from r)) and s.status = 'running'))
                returning a.run_id, a.step_id, a.attempt),
          pending as (update steps set status = 'pending'
                       where run_id = any (array(select id from r)) and status = 'running'),
@@ -382,16 +389,17 @@ pub(super) const RELEASE_HELD: &str =
                         order by id
                           for no key update),
               r as (update runs u set status = 'queued', lease_owner = null, lease_expires_at = null
-                      from held where u.id = any (array(select id from held)) and u.id = held.id
+                     where u.id = any (array(select id from held))
                     returning u.id),
               abandoned as (
                     update step_attempts a
                        set status = 'abandoned', finished_at = clock_timestamp(),
                            error = 'abandoned: ' || $2
-                      from steps s
                      where a.run_id = any (array(select id from r)) and a.status = 'running'
-                       and s.run_id = any (array(select id from r))
-                       and s.run_id = a.run_id and s.step_id = a.step_id and s.status = 'running'),
+                       and (a.run_id, a.step_id) = any (array(
+                               select row(s.run_id, s.step_id) from steps s
+                                where s.run_id = any (array(select id from r))
+                                  and s.status = 'running'))),
               pending as (update steps set status = 'pending'
                            where run_id = any (array(select id from r)) and status = 'running'),
               events as (insert into run_events (run_id, kind, data)
@@ -482,10 +490,11 @@ pub(super) const RESCUE: &str = "with expired as (
               where status = 'running' and lease_expires_at < now()
               order by lease_expires_at
               limit $1
-              for update skip locked)
-         update runs r set status = 'queued', lease_owner = null, lease_expires_at = null
-           from expired e where r.id = any (array(select id from expired)) and r.id = e.id
-         returning r.id, e.lease_owner";
+              for update skip locked),
+         r as (update runs r set status = 'queued', lease_owner = null, lease_expires_at = null
+                where r.id = any (array(select id from expired))
+               returning r.id)
+         select r.id, e.lease_owner from r join expired e on e.id = r.id";
 
 /// Requeues runs whose lease expired (their worker died or stalled); returns their ids
 /// so the caller can enqueue them in the same transaction.

@@ -125,37 +125,48 @@ pub(super) const TRANSITIONS: &str = "with input as (
              and exists (select from input i where i.run_id = l.id and i.token = l.lease_token)),
      ok as (select i.* from input i where i.run_id in (select id from fence)),
      at as (select clock_timestamp() as t),
-     -- Each write below names its runs by `any ($1)` besides the join: a condition on
-     -- the key whatever order the planner joins in. Without it, an analyzed empty
-     -- `step_attempts` put that table on the outer side of a join, read whole for
-     -- every batch for as long as the connection kept the plan.
-     done as (update steps s set status = 'succeeded', output = ok.ck_output, error = null,
-                     finished_at = (select t from at)
-                from ok
-               where s.run_id = any ($1::text[])
-                 and s.run_id = ok.run_id and s.step_id = ok.ck_step),
+     -- Every write finds its rows by key alone (`= any (array(...))`, the only index
+     -- condition it has), keeps the exact rows with a filter on their whole key, and
+     -- looks its new values up in `ok`: it joins nothing. Joined to `ok`, the plan
+     -- hung on the join order: with the table outside, an analyzed empty
+     -- `step_attempts` was read whole for every batch for as long as the connection
+     -- kept the plan; with `ok` outside, any key condition besides the join is looked
+     -- up again for each row.
+     done as (update steps s
+                 set status = 'succeeded', error = null, finished_at = (select t from at),
+                     output = (select ok.ck_output from ok
+                                where ok.run_id = s.run_id and ok.ck_step = s.step_id limit 1)
+               where s.run_id = any (array(select run_id from ok where ck_step is not null))
+                 and (s.run_id, s.step_id) = any (array(
+                         select row(run_id, ck_step) from ok where ck_step is not null))),
      done_attempt as (
               update step_attempts a set status = 'succeeded', finished_at = (select t from at)
-                from ok
-               where a.run_id = any ($1::text[])
-                 and a.run_id = ok.run_id and a.step_id = ok.ck_step
-                 and a.attempt = ok.ck_attempt),
-     run as (update runs r set status = 'succeeded', output = ok.run_output,
-                    finished_at = (select t from at), lease_owner = null,
-                    lease_expires_at = null
-               from ok
-              where r.id = any ($1::text[])
-                and r.id = ok.run_id and ok.run_output is not null),
-     begun as (update steps s set status = 'running', attempts = ok.begin_attempt,
-                      next_attempt_at = null,
-                      started_at = coalesce(s.started_at, (select t from at))
-                 from ok
-                where s.run_id = any ($1::text[])
-                  and s.run_id = ok.run_id and s.step_id = ok.begin_step
-            returning s.run_id, s.step_id, s.attempts, ok.owner),
+               where a.run_id = any (array(select run_id from ok where ck_step is not null))
+                 and (a.run_id, a.step_id, a.attempt) = any (array(
+                         select row(run_id, ck_step, ck_attempt) from ok
+                          where ck_step is not null))),
+     run as (update runs r
+                set status = 'succeeded', finished_at = (select t from at), lease_owner = null,
+                    lease_expires_at = null,
+                    output = (select ok.run_output from ok
+                               where ok.run_id = r.id and ok.run_output is not null limit 1)
+              where r.id = any (array(select run_id from ok where run_output is not null))),
+     begun as (update steps s
+                  set status = 'running', next_attempt_at = null,
+                      started_at = coalesce(s.started_at, (select t from at)),
+                      attempts = (select ok.begin_attempt from ok
+                                   where ok.run_id = s.run_id and ok.begin_step = s.step_id
+                                   limit 1)
+                where s.run_id = any (array(select run_id from ok where begin_step is not null))
+                  and (s.run_id, s.step_id) = any (array(
+                          select row(run_id, begin_step) from ok where begin_step is not null))
+            returning s.run_id, s.step_id, s.attempts),
      begun_attempt as (
               insert into step_attempts (run_id, step_id, attempt, worker_id, started_at)
-              select run_id, step_id, attempts, owner, (select t from at) from begun),
+              select b.run_id, b.step_id, b.attempts,
+                     (select ok.owner from ok where ok.run_id = b.run_id limit 1),
+                     (select t from at)
+                from begun b),
      events as (
               insert into run_events (run_id, kind, step_id, data)
               select ok.run_id, v.kind, v.step, v.data

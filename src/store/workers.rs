@@ -52,7 +52,7 @@ pub(super) const HEARTBEAT: &str = "with mine as (
                order by id
                  for no key update)
          update runs r set lease_expires_at = clock_timestamp() + make_interval(secs => $2)
-           from mine where r.id = any (array(select id from mine)) and r.id = mine.id";
+           where r.id = any (array(select id from mine))";
 
 /// Records a heartbeat and extends the unexpired leases this worker holds, except those
 /// of `except` (runs it gave up on); returns how many runs it holds.
