@@ -247,7 +247,7 @@ pub(super) fn lease_statement(wanted: &str) -> String {
                 where status in ('queued', 'retrying', 'sleeping', 'waiting')
                    or (status = 'running' and lease_expires_at <= clock_timestamp())),
          -- Every write finds its rows by key alone (`= any (array(...))`, the only index
-         -- condition it has) and joins nothing: with a join, the planner may read the
+         -- condition it has), filtered by a hashed subplan at most, and joins nothing: with a join, the planner may read the
          -- table on either side, and one side is a whole read of the table, the other
          -- a lookup of the whole key array for each row.
          r as (update runs r
@@ -264,9 +264,10 @@ pub(super) fn lease_statement(wanted: &str) -> String {
                   set status = 'abandoned', finished_at = clock_timestamp(),
                       error = 'abandoned: worker ' || a.worker_id || ' stopped before the attempt finished'
                 where a.run_id = any (array(select id from r)) and a.status = 'running'
-                  and (a.run_id, a.step_id) = any (array(
-                          select row(s.run_id, s.step_id) from steps s
+                  and ((a.run_id, a.step_id) in (
+                          select s.run_id, s.step_id from steps s
                            where s.run_id = any (array(select id from r)) and s.status = 'running'))
+                      is true
                returning a.run_id, a.step_id, a.attempt),
          pending as (update steps set status = 'pending'
                       where run_id = any (array(select id from r)) and status = 'running'),
@@ -396,10 +397,10 @@ pub(super) const RELEASE_HELD: &str =
                        set status = 'abandoned', finished_at = clock_timestamp(),
                            error = 'abandoned: ' || $2
                      where a.run_id = any (array(select id from r)) and a.status = 'running'
-                       and (a.run_id, a.step_id) = any (array(
-                               select row(s.run_id, s.step_id) from steps s
+                       and ((a.run_id, a.step_id) in (
+                               select s.run_id, s.step_id from steps s
                                 where s.run_id = any (array(select id from r))
-                                  and s.status = 'running'))),
+                                  and s.status = 'running')) is true),
               pending as (update steps set status = 'pending'
                            where run_id = any (array(select id from r)) and status = 'running'),
               events as (insert into run_events (run_id, kind, data)

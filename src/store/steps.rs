@@ -126,8 +126,9 @@ pub(super) const TRANSITIONS: &str = "with input as (
      ok as (select i.* from input i where i.run_id in (select id from fence)),
      at as (select clock_timestamp() as t),
      -- Every write finds its rows by key alone (`= any (array(...))`, the only index
-     -- condition it has), keeps the exact rows with a filter on their whole key, and
-     -- looks its new values up in `ok`: it joins nothing. Joined to `ok`, the plan
+     -- condition it has), keeps the exact rows with a filter on their whole key (a
+     -- hashed subplan: `(…) in (…) is true` is never turned into a join), and looks
+     -- its new values up in `ok`: it joins nothing. Joined to `ok`, the plan
      -- hung on the join order: with the table outside, an analyzed empty
      -- `step_attempts` was read whole for every batch for as long as the connection
      -- kept the plan; with `ok` outside, any key condition besides the join is looked
@@ -137,14 +138,14 @@ pub(super) const TRANSITIONS: &str = "with input as (
                      output = (select ok.ck_output from ok
                                 where ok.run_id = s.run_id and ok.ck_step = s.step_id limit 1)
                where s.run_id = any (array(select run_id from ok where ck_step is not null))
-                 and (s.run_id, s.step_id) = any (array(
-                         select row(run_id, ck_step) from ok where ck_step is not null))),
+                 and ((s.run_id, s.step_id) in (
+                         select run_id, ck_step from ok where ck_step is not null)) is true),
      done_attempt as (
               update step_attempts a set status = 'succeeded', finished_at = (select t from at)
                where a.run_id = any (array(select run_id from ok where ck_step is not null))
-                 and (a.run_id, a.step_id, a.attempt) = any (array(
-                         select row(run_id, ck_step, ck_attempt) from ok
-                          where ck_step is not null))),
+                 and ((a.run_id, a.step_id, a.attempt) in (
+                         select run_id, ck_step, ck_attempt from ok
+                          where ck_step is not null)) is true),
      run as (update runs r
                 set status = 'succeeded', finished_at = (select t from at), lease_owner = null,
                     lease_expires_at = null,
@@ -158,8 +159,8 @@ pub(super) const TRANSITIONS: &str = "with input as (
                                    where ok.run_id = s.run_id and ok.begin_step = s.step_id
                                    limit 1)
                 where s.run_id = any (array(select run_id from ok where begin_step is not null))
-                  and (s.run_id, s.step_id) = any (array(
-                          select row(run_id, begin_step) from ok where begin_step is not null))
+                  and ((s.run_id, s.step_id) in (
+                          select run_id, begin_step from ok where begin_step is not null)) is true
             returning s.run_id, s.step_id, s.attempts),
      begun_attempt as (
               insert into step_attempts (run_id, step_id, attempt, worker_id, started_at)
