@@ -108,7 +108,10 @@ impl Binaries {
                 }
                 continue;
             }
-            if positional || help.subcommands.is_empty() {
+            // `…`, `<id>`, `[ARGS]`, `$VAR`: a placeholder, for whatever comes next.
+            let placeholder =
+                w.contains('…') || w.contains("...") || w.starts_with(['<', '[', '{', '$']);
+            if positional || placeholder || help.subcommands.is_empty() {
                 positional = true;
                 continue;
             }
@@ -162,7 +165,13 @@ fn words(line: &str) -> Vec<String> {
 fn commands(line: &str) -> Vec<Vec<String>> {
     let mut found = Vec::new();
     for segment in line.split(['|', ';', '&', '(', ')', '`']) {
-        let w = words(segment);
+        let mut w = words(segment);
+        // Leading `NAME=value` assignments.
+        let assignments = w
+            .iter()
+            .take_while(|x| x.contains('=') && !x.starts_with('-'))
+            .count();
+        w.drain(..assignments);
         // `cargo run [--release] --bin X -- args`
         if w.first().map(String::as_str) == Some("cargo") {
             if let Some(i) = w.iter().position(|x| x == "--bin")
@@ -179,7 +188,7 @@ fn commands(line: &str) -> Vec<Vec<String>> {
             }
             continue;
         }
-        // Skip `NAME=value` assignments and wrappers such as `docker compose exec -T api`.
+        // After wrappers such as `docker compose exec -T api`.
         if let Some(i) = w.iter().position(|x| {
             let base = x.rsplit('/').next().unwrap_or(x);
             base == "cairn" || base == "ctl"
