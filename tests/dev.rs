@@ -224,7 +224,9 @@ fn postmaster_pid(data_dir: &str) -> Option<u32> {
 async fn killed_with_sigkill_it_starts_again_with_the_same_port_token_and_data() {
     let checkout = Checkout::new("alpha");
     let cwd = checkout.root.join("alpha");
-    let mut first = Dev::spawn(&cwd, &checkout.xdg(), &[]);
+    // A port of its own rather than 8080, which a test running beside this one may take
+    // while this cairn dev is down; kept like any other.
+    let mut first = Dev::spawn(&cwd, &checkout.xdg(), &["--listen", "127.0.0.1:0"]);
     first.ready().await;
     let data_dir = first.get("CAIRN_DATA_DIR").to_owned();
     assert!(
@@ -301,6 +303,7 @@ async fn killed_with_sigkill_it_starts_again_with_the_same_port_token_and_data()
     );
 
     // SIGTERM: a clean stop says nothing alarming, and stops the server.
+    let again_env = again.env.clone();
     let (status, log) = again.terminate().await;
     assert!(status.success(), "{status}\n{log}");
     assert_eq!(warnings(&log), Vec::<&str>::new(), "{log}");
@@ -309,6 +312,28 @@ async fn killed_with_sigkill_it_starts_again_with_the_same_port_token_and_data()
         "colour codes in a log written to a file:\n{log}"
     );
     assert_eq!(postmaster_pid(&data_dir), None, "its PostgreSQL stopped");
+
+    // Asked for a new token: the old one stops working, the port stays.
+    let mut rotated = Dev::spawn(&cwd, &checkout.xdg(), &["--new-token"]);
+    rotated.ready().await;
+    let earlier = |name: &str| again_env.iter().find(|(n, _)| n == name).unwrap().1.clone();
+    assert_eq!(rotated.get("CAIRN_API_URL"), earlier("CAIRN_API_URL"));
+    assert_ne!(rotated.get("CAIRN_TOKEN"), earlier("CAIRN_TOKEN"));
+    assert_eq!(
+        api(&rotated, reqwest::Method::GET, "/api/tasks", None)
+            .await
+            .0,
+        200
+    );
+    let old = reqwest::Client::new()
+        .get(format!("{}/api/tasks", earlier("CAIRN_API_URL")))
+        .bearer_auth(earlier("CAIRN_TOKEN"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), 401);
+    let (status, log) = rotated.terminate().await;
+    assert!(status.success(), "{log}");
 }
 
 #[tokio::test]

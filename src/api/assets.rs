@@ -47,8 +47,9 @@ enum Source {
     Dir(PathBuf),
     /// The copy built into the binary.
     Embedded,
-    /// Neither: the page that says how to add it.
-    Missing { dir: Option<PathBuf> },
+    /// Neither: the page that says how to add it (`dir_set`: `CAIRN_STATIC_DIR` named
+    /// a folder without `index.html`).
+    Missing { dir_set: bool },
 }
 
 impl Source {
@@ -62,12 +63,10 @@ impl Source {
                      (build it with `cd frontend && npm ci && npm run build`, or unset \
                      CAIRN_STATIC_DIR to serve the copy built into this binary)"
                 );
-                Source::Missing {
-                    dir: Some(d.to_owned()),
-                }
+                Source::Missing { dir_set: true }
             }
             None if embedded() => Source::Embedded,
-            None => Source::Missing { dir: None },
+            None => Source::Missing { dir_set: false },
         }
     }
 }
@@ -224,7 +223,7 @@ async fn serve(
         Some(index) => answer(index, REVALIDATE, &headers),
         None => missing_page(matches!(
             source.as_ref(),
-            Source::Dir(_) | Source::Missing { dir: Some(_) }
+            Source::Dir(_) | Source::Missing { dir_set: true }
         )),
     }
 }
