@@ -36,6 +36,10 @@ pub enum DevDbError {
     )]
     Busy { dir: PathBuf, pid: String },
     #[error(
+        "initdb could not make a cluster in {data}: {detail}\n  fix: remove {data} if an earlier attempt left it half made, or give --data-dir (CAIRN_DATA_DIR) another folder"
+    )]
+    Init { data: PathBuf, detail: String },
+    #[error(
         "PostgreSQL did not start in {data}: {detail}\n  log: {log}{tail}\n  fix: stop whatever else uses this folder (`{stop}`), or start afresh with `cairn dev --data-dir <another folder>`"
     )]
     Start {
@@ -233,7 +237,14 @@ impl DevDb {
                 ],
                 run_as.as_deref(),
                 "initdb",
-            )?;
+            )
+            .map_err(|e| DevDbError::Init {
+                data: data.to_owned(),
+                detail: match e {
+                    DevDbError::Command { detail, .. } => detail.replace('\n', " "),
+                    e => e.to_string(),
+                },
+            })?;
         }
         let mut db = DevDb {
             pg_ctl: bin.join("pg_ctl"),

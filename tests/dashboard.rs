@@ -217,7 +217,7 @@ async fn a_static_folder_wins_over_the_built_in_copy(pool: PgPool) {
         "public, max-age=31536000, immutable"
     );
     assert_eq!(header_of(&r, header::CONTENT_ENCODING), "gzip");
-    for path in ["/assets/app-1234.js.map", "/assets/..%2f.env"] {
+    for path in ["/assets/app-1234.js.map", "/assets/..%2f.env", "/readyz/x"] {
         assert_eq!(get(path).send().await.unwrap().status(), 404, "{path}");
     }
     assert!(

@@ -34,6 +34,9 @@ const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 const REVALIDATE: &str = "no-cache";
 /// Largest file served from a directory (the dashboard's are far smaller).
 const MAX_FILE: u64 = 32 * 1024 * 1024;
+/// The server's own paths: when one reaches the dashboard (`/metrics` served on a
+/// listener of its own), it is not there, rather than a page of the dashboard.
+const SERVER_PATHS: [&str; 4] = ["api", "metrics", "healthz", "readyz"];
 
 /// Whether this binary was built with the dashboard inside.
 pub fn embedded() -> bool {
@@ -214,9 +217,10 @@ async fn serve(
         };
         return answer(file, cache, &headers);
     }
-    // A missing build file or a source map is a 404; any other path is one of the
-    // dashboard's own routes, which its index renders.
-    if rel.starts_with("assets/") || rel.ends_with(".map") {
+    // A missing build file, a source map or a server path is a 404; any other path is
+    // one of the dashboard's own routes, which its index renders.
+    let first = rel.split('/').next().unwrap_or(rel);
+    if first == "assets" || rel.ends_with(".map") || SERVER_PATHS.contains(&first) {
         return not_found();
     }
     match read(&source, "index.html").await {
