@@ -135,6 +135,12 @@ async fn the_binary_serves_the_dashboard_it_was_built_with(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(revalidated.status(), 304);
+    // The browser keeps the 304's headers with its copy: the page's policy, not the API's.
+    assert!(
+        header_of(&revalidated, header::CONTENT_SECURITY_POLICY).contains("script-src 'self'"),
+        "{:?}",
+        revalidated.headers()
+    );
     let br = get("/")
         .header(header::ACCEPT_ENCODING, "br")
         .send()

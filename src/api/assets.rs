@@ -146,13 +146,14 @@ fn answer(file: File, cache: &'static str, headers: &HeaderMap) -> Response {
     let mut r = if fresh {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let mut r = Response::new(Body::from(file.bytes));
-        if let Ok(v) = HeaderValue::from_str(&with_charset(&file.mime)) {
-            r.headers_mut().insert(header::CONTENT_TYPE, v);
-        }
-        r
+        Response::new(Body::from(file.bytes))
     };
     let h = r.headers_mut();
+    // On a 304 too: the browser takes the 304's headers for its cached copy, and the
+    // security headers choose the page's Content-Security-Policy by this type.
+    if let Ok(v) = HeaderValue::from_str(&with_charset(&file.mime)) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     if let Ok(v) = HeaderValue::from_str(&file.etag) {
         h.insert(header::ETAG, v);
