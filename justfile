@@ -7,7 +7,13 @@ set dotenv-load
 db := env_var_or_default("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 target := env_var_or_default("CARGO_TARGET_DIR", "target")
 
-# Cairn in one process, serving frontend/dist (no DATABASE_URL: a private PostgreSQL)
+# Install `cairn` (with the dashboard built into it when npm is there) and `ctl` into ~/.cargo/bin
+[group('run')]
+install:
+    if command -v npm >/dev/null 2>&1; then cd frontend && npm ci --prefer-offline && npm run build; else echo "npm not found: cairn is installed without the dashboard (it serves a page saying how to add it)"; fi
+    cargo install --locked --path . --bins
+
+# Cairn in one process with the dashboard (no DATABASE_URL: a private PostgreSQL in --data-dir)
 [group('run')]
 dev *args:
     cargo run --bin cairn -- dev {{ args }}

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use cairn::config::{ApiArgs, DatabaseArgs, SchedulerArgs, WebhookArgs, WorkerArgs, WorkflowArgs};
+use cairn::config::{
+    ApiArgs, DatabaseArgs, DevArgs, SchedulerArgs, WebhookArgs, WorkerArgs, WorkflowArgs,
+};
 use cairn::worker::WorkerSettings;
 use clap::{Parser, Subcommand};
 
@@ -68,8 +70,12 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
-    /// The API, a worker and a scheduler in one process, for a laptop.
+    /// The API (with the dashboard), a worker and a scheduler in one process, for a
+    /// laptop: without DATABASE_URL on a private PostgreSQL in --data-dir, kept between
+    /// starts with the same port and token.
     Dev {
+        #[command(flatten)]
+        dev: DevArgs,
         #[command(flatten)]
         db: DatabaseArgs,
         #[command(flatten)]
@@ -169,10 +175,27 @@ async fn connect_api(db: &DatabaseArgs, api: &ApiArgs) -> Result<sqlx::PgPool> {
 }
 
 fn load_workflows(args: &WorkflowArgs) -> Result<Arc<cairn::workflow::Registry>> {
+    check_workflows_dir(args)?;
     let registry = cairn::workflow::Registry::load_dir(&args.workflows_dir)
         .with_context(|| format!("loading workflows from {}", args.workflows_dir.display()))?;
     tracing::info!(workflows = ?registry.names(), dir = %args.workflows_dir.display(), "workflows loaded");
     Ok(Arc::new(registry))
+}
+
+/// A missing workflows folder is a usage mistake (a command started outside the
+/// checkout), told in one line with the way to point at it.
+fn check_workflows_dir(args: &WorkflowArgs) -> Result<()> {
+    let dir = &args.workflows_dir;
+    if !dir.is_dir() {
+        let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+        anyhow::bail!(
+            "no workflows folder at {} (looked for {}); run this from the checkout, or point \
+             at the folder with --workflows-dir DIR or CAIRN_WORKFLOWS_DIR=DIR",
+            abs.display(),
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 async fn worker_settings(w: &WorkerArgs, db: &DatabaseArgs) -> Result<WorkerSettings> {
@@ -237,16 +260,20 @@ async fn run_scheduler(
     Ok(())
 }
 
+async fn bind(addr: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr} (--listen, CAIRN_LISTEN)"))
+}
+
 async fn serve_api(
+    listener: tokio::net::TcpListener,
     pool: sqlx::PgPool,
     workflows: Arc<cairn::workflow::Registry>,
     api: &ApiArgs,
     webhook_secret: Option<String>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(&api.listen)
-        .await
-        .with_context(|| format!("listening on {}", api.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "API listening");
     let mut state = cairn::api::AppState::new(pool, workflows);
     state.cookie_secure = api.cookie_secure;
@@ -255,7 +282,7 @@ async fn serve_api(
         api.login_rate,
         api.trust_forwarded_for,
     ));
-    state.static_dir = Some(api.static_dir.clone());
+    state.static_dir = api.static_dir().map(ToOwned::to_owned);
     state.webhook_secret = webhook_secret;
     state.prices = Arc::new(
         cairn::api::projects::Prices::parse(&api.llm_prices)
@@ -279,10 +306,21 @@ async fn serve_api(
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     cairn::telemetry::init(cli.log_json);
-    match cli.command {
+    match run(cli.command).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The causes on one line; no backtrace, whatever RUST_BACKTRACE says.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<()> {
+    match command {
         Command::Bench(args) => {
             cairn::bench::run(args).await?;
         }
@@ -348,8 +386,10 @@ async fn main() -> Result<()> {
             webhook,
         } => {
             let registry = load_workflows(&workflows)?;
+            let listener = bind(api.listen().unwrap_or(cairn::config::DEFAULT_LISTEN)).await?;
             let pool = connect_api(&db, &api).await?;
             let served = serve_api(
+                listener,
                 pool.clone(),
                 registry,
                 &api,
@@ -390,70 +430,131 @@ async fn main() -> Result<()> {
             ran?;
         }
         Command::Dev {
-            mut db,
+            dev,
+            db,
             workflows,
             api,
             worker,
             scheduler,
-        } => {
-            let registry = load_workflows(&workflows)?;
-            // Without a database, a private one for as long as this process runs.
-            let private = match db.database_url {
-                Some(_) => None,
-                None => {
-                    let dir = cairn::devdb::DevDb::default_dir();
-                    let pg = tokio::task::spawn_blocking(move || cairn::devdb::DevDb::start(&dir))
-                        .await?
-                        .context("starting a private PostgreSQL")?;
-                    db.database_url = Some(pg.url());
-                    Some(pg)
-                }
-            };
-            let pool = connect(&db, true).await?;
-            let mut settings = worker_settings(&worker, &db).await?;
-            for entry in cairn::step::EgressAllow::loopback() {
-                settings.egress_allow.push(entry);
-            }
-            tracing::info!(
-                "cairn dev: http steps may reach loopback (127.0.0.0/8, ::1) as well as public \
-                 addresses; `cairn worker` refuses loopback unless CAIRN_EGRESS_ALLOW lists it"
-            );
-            if let Some(pg) = &private {
-                let token = cairn::auth::create_token(
-                    &pool,
-                    "cairn dev",
-                    cairn::auth::Role::Admin,
-                    Some(cairn::auth::TOKEN_TTL),
-                )
-                .await?;
-                println!("DATABASE_URL={}", pg.url());
-                println!("CAIRN_API_URL=http://{}", api.listen);
-                println!("CAIRN_TOKEN={token}");
-            }
-            // The API's own pool, with its statement timeout (the worker's has none).
-            let api_db = DatabaseArgs {
-                no_migrate: true,
-                ..db.clone()
-            };
-            let api_pool = connect_api(&api_db, &api).await?;
-            let shutdown = cairn::shutdown::on_signal();
-            let (a, w, s) = tokio::join!(
-                serve_api(
-                    api_pool,
-                    registry.clone(),
-                    &api,
-                    worker.webhook.secret(),
-                    shutdown.clone()
-                ),
-                cairn::worker::run(pool.clone(), settings, shutdown.clone()),
-                run_scheduler(pool, registry, &scheduler, shutdown.clone()),
-            );
-            drop(private);
-            a?;
-            w?;
-            s?;
-        }
+        } => run_dev(dev, db, workflows, api, worker, scheduler).await?,
     }
+    Ok(())
+}
+
+/// `cairn dev`: on DATABASE_URL, or on a private PostgreSQL in its folder, which also
+/// keeps the port and the token from one start to the next.
+async fn run_dev(
+    dev: DevArgs,
+    mut db: DatabaseArgs,
+    workflows: WorkflowArgs,
+    api: ApiArgs,
+    worker: WorkerArgs,
+    scheduler: SchedulerArgs,
+) -> Result<()> {
+    let registry = load_workflows(&workflows)?;
+    // Without a database, a private one, in a folder that only this process uses.
+    let mut home = match db.database_url {
+        Some(_) => None,
+        None => {
+            let dir = dev
+                .data_dir
+                .clone()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or_else(|| cairn::devdb::DevDir::default_for(&workflows.workflows_dir));
+            Some(cairn::devdb::DevDir::open(&dir)?)
+        }
+    };
+    let listener = match (
+        api.listen(),
+        home.as_ref().and_then(|h| h.state.listen.clone()),
+    ) {
+        (Some(addr), _) => bind(addr).await?,
+        (None, Some(last)) => match tokio::net::TcpListener::bind(&last).await {
+            Ok(l) => l,
+            Err(e) => {
+                let l = bind("127.0.0.1:0").await?;
+                tracing::warn!(
+                    addr = %last, error = %e,
+                    "where cairn dev listened last time is taken; listening on {} instead (kept for next time)",
+                    l.local_addr()?
+                );
+                l
+            }
+        },
+        // The first start: 8080 unless another program (or another cairn dev) has it.
+        (None, None) => match tokio::net::TcpListener::bind(cairn::config::DEFAULT_LISTEN).await {
+            Ok(l) => l,
+            Err(_) if home.is_some() => bind("127.0.0.1:0").await?,
+            Err(e) => {
+                return Err(e).context(format!("listening on {}", cairn::config::DEFAULT_LISTEN));
+            }
+        },
+    };
+    let addr = listener.local_addr()?;
+    let private = match home.as_mut() {
+        Some(home) => {
+            let started =
+                tokio::task::block_in_place(|| home.start_postgres()).with_context(|| {
+                    format!("starting a private PostgreSQL in {}", home.path().display())
+                })?;
+            db.database_url = Some(started.url());
+            home.state.listen = Some(addr.to_string());
+            Some(started)
+        }
+        None => None,
+    };
+    let pool = connect(&db, true).await?;
+    let mut settings = worker_settings(&worker, &db).await?;
+    for entry in cairn::step::EgressAllow::loopback() {
+        settings.egress_allow.push(entry);
+    }
+    tracing::info!(
+        "cairn dev: http steps may reach loopback (127.0.0.0/8, ::1) as well as public \
+         addresses; `cairn worker` refuses loopback unless CAIRN_EGRESS_ALLOW lists it"
+    );
+    if let (Some(home), Some(pg)) = (home.as_mut(), &private) {
+        let token = home.token(&pool, dev.new_token).await?;
+        home.save()?;
+        println!("DATABASE_URL={}", pg.url());
+        println!("CAIRN_API_URL=http://{addr}");
+        println!("CAIRN_TOKEN={token}");
+        println!("CAIRN_DATA_DIR={}", home.path().display());
+        tracing::info!(
+            dashboard = %format!("http://{addr}/"),
+            data = %home.path().display(),
+            log = %pg.log().display(),
+            "cairn dev is ready; the same port and token next time (--listen, --new-token change them)"
+        );
+    }
+    // The API's own pool, with its statement timeout (the worker's has none).
+    let api_db = DatabaseArgs {
+        no_migrate: true,
+        ..db.clone()
+    };
+    let api_pool = connect_api(&api_db, &api).await?;
+    let shutdown = cairn::shutdown::on_signal();
+    let (a, w, s) = tokio::join!(
+        serve_api(
+            listener,
+            api_pool.clone(),
+            registry.clone(),
+            &api,
+            worker.webhook.secret(),
+            shutdown.clone()
+        ),
+        cairn::worker::run(pool.clone(), settings, shutdown.clone()),
+        run_scheduler(pool.clone(), registry, &scheduler, shutdown.clone()),
+    );
+    // Every connection closed before the database stops: it logs nothing as lost.
+    close(api_pool).await;
+    close(pool).await;
+    if let Some(pg) = private {
+        tokio::task::block_in_place(|| drop(pg));
+    }
+    drop(home);
+    a?;
+    w?;
+    s?;
     Ok(())
 }
 

@@ -5,10 +5,10 @@
 #
 # 1. builds the dashboard (frontend/dist) when it is missing or older than its sources;
 # 2. starts `cairn dev --listen 127.0.0.1:<free port>` WITHOUT DATABASE_URL, so Cairn
-#    starts its own private PostgreSQL, in a fresh TMPDIR (a new, empty database every
-#    time), with CAIRN_STATIC_DIR=./frontend/dist and CAIRN_WORKFLOWS_DIR set to a copy
-#    of ./workflows plus the suite's own test workflows (frontend/e2e/workflows/), and a
-#    random CAIRN_WEBHOOK_SECRET (so `wait` steps can hand out their callback keys);
+#    starts its own private PostgreSQL, in a fresh CAIRN_DATA_DIR (a new, empty database
+#    every time), with CAIRN_STATIC_DIR=./frontend/dist and CAIRN_WORKFLOWS_DIR set to a
+#    copy of ./workflows plus the suite's own test workflows (frontend/e2e/workflows/),
+#    and a random CAIRN_WEBHOOK_SECRET (so `wait` steps can hand out their callback keys);
 # 3. waits for /readyz, creates an admin and a viewer with `cairn admin create-user`
 #    against the DATABASE_URL that `cairn dev` prints;
 # 4. runs `npm run e2e` (node:test + playwright-core + /usr/bin/chromium) against it;
@@ -139,6 +139,7 @@ echo "== e2e: starting cairn dev on $url (private PostgreSQL in $work)"
 # Only what this script sets: no DATABASE_URL (CI exports one for the Rust tests).
 env -u DATABASE_URL -u CAIRN_NO_MIGRATE -u CAIRN_LISTEN \
   TMPDIR="$work" \
+  CAIRN_DATA_DIR="$work/cairn-dev" \
   CAIRN_WORKFLOWS_DIR="$work/workflows" \
   CAIRN_STATIC_DIR=./frontend/dist \
   CAIRN_SHUTDOWN_GRACE=5s \

@@ -37,12 +37,14 @@ pub struct WorkflowArgs {
 /// `cairn api`.
 #[derive(Debug, Clone, Args)]
 pub struct ApiArgs {
-    /// Address to listen on.
-    #[arg(long, env = "CAIRN_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: String,
-    /// Built dashboard assets to serve at `/` (skipped when missing).
-    #[arg(long, env = "CAIRN_STATIC_DIR", default_value = "./frontend/dist")]
-    pub static_dir: PathBuf,
+    /// Address to listen on [default: 127.0.0.1:8080; `cairn dev`: where it listened
+    /// last time, or a free port when 8080 is taken].
+    #[arg(long, env = "CAIRN_LISTEN")]
+    pub listen: Option<String>,
+    /// Serve the dashboard from this directory (e.g. `./frontend/dist`, for working on
+    /// it) instead of the copy built into the binary.
+    #[arg(long, env = "CAIRN_STATIC_DIR")]
+    pub static_dir: Option<PathBuf>,
     /// Mark the session cookie Secure (serve over HTTPS).
     #[arg(long, env = "CAIRN_COOKIE_SECURE")]
     pub cookie_secure: bool,
@@ -84,7 +86,25 @@ pub struct ApiArgs {
     pub events_lifetime: Duration,
 }
 
+/// Where `cairn api` listens unless told.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
 impl ApiArgs {
+    /// `--listen` unless unset or empty.
+    pub fn listen(&self) -> Option<&str> {
+        self.listen
+            .as_deref()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+    }
+
+    /// `--static-dir` unless unset or empty.
+    pub fn static_dir(&self) -> Option<&std::path::Path> {
+        self.static_dir
+            .as_deref()
+            .filter(|d| !d.as_os_str().is_empty())
+    }
+
     /// The API's edge settings these flags give.
     pub fn limits(&self) -> crate::api::guard::Limits {
         crate::api::guard::Limits {
@@ -225,4 +245,18 @@ pub struct SchedulerArgs {
     /// the next tick, and wakes at once when a schedule is added, retimed or resumed.
     #[arg(long, env = "CAIRN_SCHEDULER_POLL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub scheduler_poll: Duration,
+}
+
+/// `cairn dev`'s own: where it keeps its private PostgreSQL, port and token.
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    /// Folder for the private PostgreSQL (without DATABASE_URL), its log, and the port
+    /// and token `cairn dev` reuses on every start [default: one per user and
+    /// workflows folder: `$XDG_DATA_HOME/cairn/dev-<folder>-<hash>`, i.e. under
+    /// `~/.local/share`; as root `/var/lib/cairn/…` unless XDG_DATA_HOME is set].
+    #[arg(long, env = "CAIRN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Revoke the token kept from earlier starts and print a new one.
+    #[arg(long)]
+    pub new_token: bool,
 }

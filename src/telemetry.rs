@@ -1,13 +1,29 @@
 //! Logging: `tracing` to stderr, human-readable or JSON (`CAIRN_LOG_JSON=true`),
-//! filtered by `RUST_LOG` (default `info`).
+//! filtered by `RUST_LOG` (default [`DEFAULT_FILTER`]).
+//!
+//! Colours only on a terminal (and never with `NO_COLOR` set): logs written to a file or
+//! a pipe are read with tools that do not expect escape codes.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
+/// `info`, without PostgreSQL's notices: every start applies migrations, whose
+/// `create … if not exists` statements each answer "already exists, skipping".
+pub const DEFAULT_FILTER: &str = "info,sqlx::postgres::notice=warn";
+
+/// Whether to colour what goes to stderr.
+fn ansi() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+}
+
 /// Installs the global subscriber; calling it twice is harmless.
 pub fn init(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi())
         .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().try_init()

@@ -10,7 +10,9 @@
 //! (ending when it is no longer valid), it ends after [`Limits::stream_lifetime`]
 //! (its last message carries the cursor, so `EventSource` and `ctl logs --follow`
 //! resume where it stopped), and each principal, and the process in all, may hold only
-//! so many open (see [`EventHub::claim`]).
+//! so many open (see [`EventHub::claim`]). When the server shuts down, every stream
+//! ends the same way (see [`EventHub::close`]) and the listening connection is closed,
+//! so that the server drains at once and quietly.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -27,6 +29,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use tokio::sync::{OnceCell, broadcast, watch};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -48,6 +51,8 @@ pub struct EventHub {
     /// Open streams, in all and per principal; each [`Slot`] gives its place back when
     /// its stream is dropped.
     open: Mutex<Open>,
+    /// Cancelled when the server shuts down: streams end, the listener stops.
+    closing: CancellationToken,
 }
 
 #[derive(Debug, Default)]
@@ -102,6 +107,12 @@ impl EventHub {
         })
     }
 
+    /// Ends every open stream (each with its cursor, so its client resumes elsewhere or
+    /// later) and stops listening: the server is shutting down.
+    pub fn close(&self) {
+        self.closing.cancel();
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
         // Every change is a few integer updates: a panic cannot leave one half done.
         self.open.lock().unwrap_or_else(|e| e.into_inner())
@@ -112,7 +123,7 @@ impl EventHub {
             .tx
             .get_or_init(|| async {
                 let (tx, _) = broadcast::channel(1024);
-                tokio::spawn(listen(pool.clone(), tx.clone()));
+                tokio::spawn(listen(pool.clone(), tx.clone(), self.closing.clone()));
                 tx
             })
             .await;
@@ -120,11 +131,11 @@ impl EventHub {
     }
 }
 
-/// Relays notifications until every receiver is gone, reconnecting with backoff.
-async fn listen(pool: PgPool, tx: broadcast::Sender<i64>) {
+/// Relays notifications until the server shuts down, reconnecting with backoff.
+async fn listen(pool: PgPool, tx: broadcast::Sender<i64>, closing: CancellationToken) {
     loop {
         let connect = || async { store::events::event_listener(&pool).await };
-        let mut listener = match connect
+        let connected = connect
             .retry(
                 ExponentialBuilder::default()
                     .with_max_delay(Duration::from_secs(10))
@@ -132,19 +143,26 @@ async fn listen(pool: PgPool, tx: broadcast::Sender<i64>) {
             )
             .notify(
                 |e, d| tracing::warn!(error = %e, retry_in = ?d, "event listener cannot connect"),
-            )
-            .await
-        {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, "event listener gave up");
-                return;
-            }
+            );
+        let mut listener = tokio::select! {
+            connected = connected => match connected {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, "event listener gave up");
+                    return;
+                }
+            },
+            _ = closing.cancelled() => return,
         };
         // A reconnect may have missed notifications: wake everyone to re-read.
         let _ = tx.send(0);
         loop {
-            match listener.recv().await {
+            let received = tokio::select! {
+                received = listener.recv() => received,
+                // Dropping the listener closes its connection before the database goes.
+                _ = closing.cancelled() => return,
+            };
+            match received {
                 Ok(n) => {
                     let id = serde_json::from_str::<serde_json::Value>(n.payload())
                         .ok()
@@ -192,6 +210,8 @@ fn principal_key(p: &Principal, headers: &HeaderMap) -> String {
 }
 
 struct Cursor {
+    /// [`EventHub::closing`].
+    closing: CancellationToken,
     pool: PgPool,
     rx: broadcast::Receiver<i64>,
     after: i64,
@@ -257,7 +277,9 @@ async fn stream(
         (None, Some(_)) => 0,
         (None, None) => store::events::event_last_id(&state.pool).await?,
     };
+    let closing = state.events.closing.clone();
     let cursor = Cursor {
+        closing,
         pool: state.pool.clone(),
         rx,
         after,
@@ -279,7 +301,7 @@ async fn stream(
         }
         loop {
             let now = Instant::now();
-            if now >= c.ends_at {
+            if now >= c.ends_at || c.closing.is_cancelled() {
                 // An `id` without data sets the client's last event id without
                 // dispatching anything: a client that saw no events in this stream
                 // still resumes from where it stood.
@@ -337,6 +359,7 @@ async fn stream(
                     Err(_) => return None,
                 },
                 _ = tokio::time::sleep_until(c.next_check.min(c.ends_at)) => {}
+                _ = c.closing.cancelled() => {}
             }
         }
     });

@@ -4,8 +4,10 @@
 //! `/api` handler declares the role it needs through an extractor ([`auth::Viewer`],
 //! [`auth::Operator`], [`auth::Admin`]), and carries a `#[utoipa::path]`, from which the
 //! OpenAPI document at `/api/openapi.json` is generated. The server is a function of
-//! (listener, state, shutdown), so tests bind port 0.
+//! (listener, state, shutdown), so tests bind port 0. Every other path is the
+//! dashboard ([`assets`]).
 
+mod assets;
 pub mod auth;
 mod boundary;
 mod dead_letters;
@@ -41,6 +43,7 @@ use crate::engine::SubmitBatcher;
 use crate::store::definitions::DefinitionsStored;
 use crate::workflow::Registry;
 
+pub use assets::embedded as dashboard_embedded;
 pub use error::ApiError;
 
 /// Largest accepted request body.
@@ -53,7 +56,8 @@ pub struct AppState {
     pub workflows: Arc<Registry>,
     /// Mark the session cookie `Secure` (behind HTTPS).
     pub cookie_secure: bool,
-    /// Built dashboard assets served at `/`, when present.
+    /// Serve the dashboard from this directory instead of the copy built into the
+    /// binary (see [`assets`]).
     pub static_dir: Option<std::path::PathBuf>,
     /// Wakes `/api/events` streams.
     pub events: events::Hub,
@@ -149,18 +153,8 @@ pub fn router(state: AppState) -> Router {
     let (api, doc) = api_routes().split_for_parts();
     let doc = Arc::new(doc::complete(doc));
     let request_id = HeaderName::from_static("x-request-id");
-    // The dashboard: files from the build, and its index for client-side routes.
-    let api = match state
-        .static_dir
-        .as_ref()
-        .filter(|d| d.join("index.html").is_file())
-    {
-        Some(dir) => api.fallback_service(
-            tower_http::services::ServeDir::new(dir)
-                .fallback(tower_http::services::ServeFile::new(dir.join("index.html"))),
-        ),
-        None => api,
-    };
+    // The dashboard: every path that is not the API's.
+    let api = api.fallback_service(assets::router(state.static_dir.as_deref()));
     // `/metrics` for viewers, unless it has a listener of its own.
     let api = match state.limits.metrics_elsewhere {
         true => api,
@@ -217,17 +211,22 @@ pub async fn serve_metrics(
         .await
 }
 
-/// Serves until `shutdown` is cancelled, then drains open requests.
+/// Serves until `shutdown` is cancelled, then drains open requests; live event streams
+/// end at once (their clients resume with `Last-Event-ID`).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     tokio::spawn(crate::auth::warm_up());
+    let events = state.events.clone();
     axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .with_graceful_shutdown(async move {
+        shutdown.cancelled().await;
+        events.close();
+    })
     .await
 }
