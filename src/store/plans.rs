@@ -24,18 +24,16 @@ const HOT_TABLES: &[&str] = &[
 ];
 
 /// How a statement is run in production: by a worker (one generic plan per connection,
-/// no sequential scans: `store::connect_quiet`), or by the API (a plan for each
-/// execution and its values: `store::connect_api`), given as SQL literals here.
+/// no sequential scans: `store::connect_quiet`), by the API (a plan for each execution
+/// and its values, given as SQL literals here: `store::connect_api`), or by the API's
+/// submit connections (the server's default, whose plan is generic after five runs:
+/// `store::connect_unannounced`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Session {
     Worker,
     Api(&'static str),
+    Submit,
 }
-
-/// Values for the submit statement: two new runs of a stored definition, with wake-ups.
-const SUBMIT_ARGS: &str = "array['new1', 'new2'], array['{}'::jsonb, '{}'::jsonb], \
-     array[null, null]::text[], array['x', 'y'], 'w', 'h', null, null, null, null, \
-     array['a'], '{}'::jsonb, 'cairn.runs', array['job1', 'job2']";
 
 /// A hot statement and the session that runs it.
 pub(super) struct Hot {
@@ -57,7 +55,7 @@ pub(super) fn hot_statements() -> Vec<Hot> {
         hot(
             "submit (runs, steps, events, wake-ups)",
             &super::runs::INSERT_MANY,
-            Api(SUBMIT_ARGS),
+            Submit,
         ),
         hot("claim (fetch and lease)", &super::jobs::CLAIM, Worker),
         hot("lease one run", &super::runs::ACQUIRE, Worker),
@@ -92,6 +90,7 @@ pub(super) async fn plan(
     let (mode, seqscan) = match session {
         Session::Worker => ("force_generic_plan", "off"),
         Session::Api(_) => ("force_custom_plan", "on"),
+        Session::Submit => ("force_generic_plan", "on"),
     };
     let settings = format!("set plan_cache_mode = {mode}; set enable_seqscan = {seqscan}");
     sqlx::raw_sql(sqlx::AssertSqlSafe(settings))
@@ -108,7 +107,7 @@ pub(super) async fn plan(
     .await?;
     let args = match session {
         Session::Api(values) => values.to_owned(),
-        Session::Worker => vec!["null"; params as usize].join(", "),
+        Session::Worker | Session::Submit => vec!["null"; params as usize].join(", "),
     };
     let execute = match params {
         0 => "explain (format json) execute hot".to_owned(),
