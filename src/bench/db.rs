@@ -329,11 +329,15 @@ impl BenchDb {
         }
         self.history.fetch_add(n as i64, Ordering::Relaxed);
         // Autovacuum would have visited tables this size; whether it analyzed them too
-        // is `stats`.
-        sqlx::query("vacuum runs, steps, step_attempts, run_events")
-            .execute(&self.pool)
-            .await?;
-        self.settle(stats).await?;
+        // is `stats` (`settle` vacuums as it analyzes).
+        match stats {
+            Stats::Analyzed => self.settle(stats).await?,
+            Stats::Fresh => {
+                sqlx::query("vacuum runs, steps, step_attempts, run_events")
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
         let secs = started.elapsed().as_secs_f64();
         tracing::info!(runs = n, secs, "history seeded");
         Ok(())
