@@ -2,14 +2,11 @@
 //! worker and scheduler in one process). Configuration comes from flags and the
 //! environment (see `--help`).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
 use anyhow::{Context, Result};
 use cairn::config::{
     ApiArgs, DatabaseArgs, DevArgs, SchedulerArgs, WebhookArgs, WorkerArgs, WorkflowArgs,
 };
-use cairn::worker::WorkerSettings;
+use cairn::startup::{self, PoolKind, close};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -121,189 +118,8 @@ enum AdminCommand {
     },
 }
 
-async fn connect(db: &DatabaseArgs, migrate: bool) -> Result<sqlx::PgPool> {
-    connect_as(db, migrate, false).await
-}
-
-/// `quiet`: events appended on this pool do not notify (workers announce them).
-async fn connect_as(db: &DatabaseArgs, migrate: bool, quiet: bool) -> Result<sqlx::PgPool> {
-    let url = db
-        .database_url
-        .as_deref()
-        .context("DATABASE_URL is not set (give --database-url or set DATABASE_URL)")?;
-    // A database that is down or restarting is waited for, up to --db-connect-timeout.
-    let migrate = migrate && !db.no_migrate;
-    let pool = cairn::store::connect::retrying("connecting", db.db_connect_timeout.0, || async {
-        cairn::store::connect::probe(url).await?;
-        let pool = if quiet {
-            cairn::store::connect_quiet(url, db.db_pool).await
-        } else {
-            cairn::store::connect(url, db.db_pool).await
-        }?;
-        if migrate && let Err(e) = cairn::store::migrate(&pool).await {
-            pool.close().await;
-            return Err(e);
-        }
-        Ok(pool)
-    })
-    .await
-    .context("connecting to the database and applying migrations")?;
-    Ok(pool)
-}
-
-/// The API's pool, whose statements time out (`--statement-timeout`). Migrations run
-/// first, on a connection of their own: they may rightly take longer than a request.
-async fn connect_api(db: &DatabaseArgs, api: &ApiArgs) -> Result<sqlx::PgPool> {
-    if !db.no_migrate {
-        let one = DatabaseArgs {
-            db_pool: 1,
-            ..db.clone()
-        };
-        close(connect(&one, true).await?).await;
-    }
-    let url = db
-        .database_url
-        .as_deref()
-        .context("DATABASE_URL is not set (give --database-url or set DATABASE_URL)")?;
-    // Waited for like every other pool (see `connect_as`).
-    cairn::store::connect::retrying("connecting", db.db_connect_timeout.0, || async {
-        cairn::store::connect::probe(url).await?;
-        cairn::store::connect_api(url, db.db_pool, api.statement_timeout).await
-    })
-    .await
-    .context("connecting to the database")
-}
-
-fn load_workflows(args: &WorkflowArgs) -> Result<Arc<cairn::workflow::Registry>> {
-    check_workflows_dir(args)?;
-    let registry = cairn::workflow::Registry::load_dir(&args.workflows_dir)
-        .with_context(|| format!("loading workflows from {}", args.workflows_dir.display()))?;
-    tracing::info!(workflows = ?registry.names(), dir = %args.workflows_dir.display(), "workflows loaded");
-    Ok(Arc::new(registry))
-}
-
-/// A missing workflows folder is a usage mistake (a command started outside the
-/// checkout), told in one line with the way to point at it.
-fn check_workflows_dir(args: &WorkflowArgs) -> Result<()> {
-    let dir = &args.workflows_dir;
-    if !dir.is_dir() {
-        let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
-        anyhow::bail!(
-            "no workflows folder at {} (looked for {}); run this from the checkout, or point \
-             at the folder with --workflows-dir DIR or CAIRN_WORKFLOWS_DIR=DIR",
-            abs.display(),
-            dir.display()
-        );
-    }
-    Ok(())
-}
-
-async fn worker_settings(w: &WorkerArgs, db: &DatabaseArgs) -> Result<WorkerSettings> {
-    let env: BTreeMap<String, String> = w
-        .template_env
-        .iter()
-        .map(|n| n.trim())
-        .filter(|n| !n.is_empty())
-        .filter_map(|n| std::env::var(n).ok().map(|v| (n.to_owned(), v)))
-        .collect();
-    let egress_allow = w
-        .egress_allow()
-        .context("CAIRN_EGRESS_ALLOW (--egress-allow)")?;
-    // Its own pool, so `sql` steps act with that role's rights only.
-    let step_pool = match w
-        .step_database_url
-        .as_deref()
-        .filter(|u| !u.trim().is_empty())
-    {
-        Some(url) => Some(
-            cairn::store::connect(url, db.db_pool)
-                .await
-                .context("connecting to CAIRN_STEP_DATABASE_URL")?,
-        ),
-        None => None,
-    };
-    Ok(WorkerSettings {
-        concurrency: w.concurrency.max(1),
-        lease: w.lease,
-        poll_interval: w.poll_interval,
-        shutdown_grace: w.shutdown_grace,
-        env,
-        llm: w.llm(),
-        egress_allow,
-        limits: w.limits(),
-        step_pool,
-        webhook_secret: w.webhook.secret(),
-    })
-}
-
-fn scheduler_settings(s: &SchedulerArgs) -> cairn::scheduler::SchedulerSettings {
-    cairn::scheduler::SchedulerSettings {
-        poll_interval: s.scheduler_poll,
-        ..Default::default()
-    }
-}
-
-async fn run_scheduler(
-    pool: sqlx::PgPool,
-    workflows: Arc<cairn::workflow::Registry>,
-    args: &SchedulerArgs,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> Result<()> {
-    cairn::scheduler::run(
-        pool,
-        workflows,
-        scheduler_settings(args),
-        Arc::new(cairn::scheduler::SystemClock),
-        shutdown,
-    )
-    .await?;
-    Ok(())
-}
-
-async fn bind(addr: &str) -> Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("listening on {addr} (--listen, CAIRN_LISTEN)"))
-}
-
-async fn serve_api(
-    listener: tokio::net::TcpListener,
-    pool: sqlx::PgPool,
-    workflows: Arc<cairn::workflow::Registry>,
-    api: &ApiArgs,
-    webhook_secret: Option<String>,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> Result<()> {
-    tracing::info!(addr = %listener.local_addr()?, "API listening");
-    let mut state = cairn::api::AppState::new(pool, workflows);
-    state.cookie_secure = api.cookie_secure;
-    state.token_ttl = api.token_ttl.0;
-    state.login = Arc::new(cairn::api::auth::LoginGuard::new(
-        api.login_rate,
-        api.trust_forwarded_for,
-    ));
-    state.static_dir = api.static_dir().map(ToOwned::to_owned);
-    state.webhook_secret = webhook_secret;
-    state.prices = Arc::new(
-        cairn::api::projects::Prices::parse(&api.llm_prices)
-            .map_err(|e| anyhow::anyhow!("CAIRN_LLM_PRICES: {e}"))?,
-    );
-    state.limits = api.limits();
-    match api.metrics_listen.as_deref().map(str::trim) {
-        Some(addr) if !addr.is_empty() => {
-            let metrics = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("listening on {addr} for metrics"))?;
-            tracing::info!(addr = %metrics.local_addr()?, "metrics listening");
-            tokio::try_join!(
-                cairn::api::serve(listener, state.clone(), shutdown.clone()),
-                cairn::api::serve_metrics(metrics, state, shutdown),
-            )?;
-        }
-        _ => cairn::api::serve(listener, state, shutdown).await?,
-    }
-    Ok(())
-}
+/// The flag an API address comes from, for errors.
+const LISTEN_FLAG: &str = "--listen, CAIRN_LISTEN";
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -325,15 +141,15 @@ async fn run(command: Command) -> Result<()> {
             cairn::bench::run(args).await?;
         }
         Command::Migrate { db } => {
-            let pool = connect(&db, false).await?;
-            cairn::store::migrate(&pool)
+            let pool = startup::connect(&db, PoolKind::Plain, false).await?;
+            startup::migrate(&pool)
                 .await
                 .context("applying migrations")?;
             close(pool).await;
             println!("migrations applied");
         }
         Command::Admin { db, command } => {
-            let pool = connect(&db, true).await?;
+            let pool = startup::connect(&db, PoolKind::Plain, true).await?;
             match command {
                 AdminCommand::CreateUser {
                     email,
@@ -385,24 +201,26 @@ async fn run(command: Command) -> Result<()> {
             api,
             webhook,
         } => {
-            let registry = load_workflows(&workflows)?;
-            let listener = bind(api.listen().unwrap_or(cairn::config::DEFAULT_LISTEN)).await?;
-            let pool = connect_api(&db, &api).await?;
-            let served = serve_api(
-                listener,
-                pool.clone(),
-                registry,
-                &api,
-                webhook.secret(),
-                cairn::shutdown::on_signal(),
+            let registry = startup::load_workflows(&workflows)?;
+            let listener = startup::bind(
+                api.listen().unwrap_or(cairn::config::DEFAULT_LISTEN),
+                LISTEN_FLAG,
             )
+            .await?;
+            let pool = startup::connect_api(&db, &api).await?;
+            let served = async {
+                startup::Api::build(listener, pool.clone(), registry, &api, webhook.secret())
+                    .await?
+                    .run(cairn::shutdown::on_signal())
+                    .await
+            }
             .await;
             close(pool).await;
             served?;
         }
         Command::Worker { db, worker } => {
-            let pool = connect_as(&db, true, true).await?;
-            let settings = worker_settings(&worker, &db).await?;
+            let pool = startup::connect(&db, PoolKind::Quiet, true).await?;
+            let settings = startup::worker_settings(&worker, &db).await?;
             let step_pool = settings.step_pool.clone();
             let ran =
                 cairn::worker::run(pool.clone(), settings, cairn::shutdown::on_signal()).await;
@@ -417,9 +235,9 @@ async fn run(command: Command) -> Result<()> {
             workflows,
             scheduler,
         } => {
-            let registry = load_workflows(&workflows)?;
-            let pool = connect(&db, true).await?;
-            let ran = run_scheduler(
+            let registry = startup::load_workflows(&workflows)?;
+            let pool = startup::connect(&db, PoolKind::Plain, true).await?;
+            let ran = startup::run_scheduler(
                 pool.clone(),
                 registry,
                 &scheduler,
@@ -451,7 +269,7 @@ async fn run_dev(
     worker: WorkerArgs,
     scheduler: SchedulerArgs,
 ) -> Result<()> {
-    let registry = load_workflows(&workflows)?;
+    let registry = startup::load_workflows(&workflows)?;
     // Without a database, a private one, in a folder that only this process uses.
     let mut home = match db.database_url {
         Some(_) => None,
@@ -468,11 +286,11 @@ async fn run_dev(
         api.listen(),
         home.as_ref().and_then(|h| h.state.listen.clone()),
     ) {
-        (Some(addr), _) => bind(addr).await?,
+        (Some(addr), _) => startup::bind(addr, LISTEN_FLAG).await?,
         (None, Some(last)) => match tokio::net::TcpListener::bind(&last).await {
             Ok(l) => l,
             Err(e) => {
-                let l = bind("127.0.0.1:0").await?;
+                let l = startup::bind("127.0.0.1:0", LISTEN_FLAG).await?;
                 tracing::warn!(
                     addr = %last, error = %e,
                     "where cairn dev listened last time is taken; listening on {} instead (kept for next time)",
@@ -484,7 +302,7 @@ async fn run_dev(
         // The first start: 8080 unless another program (or another cairn dev) has it.
         (None, None) => match tokio::net::TcpListener::bind(cairn::config::DEFAULT_LISTEN).await {
             Ok(l) => l,
-            Err(_) if home.is_some() => bind("127.0.0.1:0").await?,
+            Err(_) if home.is_some() => startup::bind("127.0.0.1:0", LISTEN_FLAG).await?,
             Err(e) => {
                 return Err(e).context(format!("listening on {}", cairn::config::DEFAULT_LISTEN));
             }
@@ -503,8 +321,8 @@ async fn run_dev(
         }
         None => None,
     };
-    let pool = connect(&db, true).await?;
-    let mut settings = worker_settings(&worker, &db).await?;
+    let pool = startup::connect(&db, PoolKind::Plain, true).await?;
+    let mut settings = startup::worker_settings(&worker, &db).await?;
     for entry in cairn::step::EgressAllow::loopback() {
         settings.egress_allow.push(entry);
     }
@@ -531,19 +349,20 @@ async fn run_dev(
         no_migrate: true,
         ..db.clone()
     };
-    let api_pool = connect_api(&api_db, &api).await?;
+    let api_pool = startup::connect_api(&api_db, &api).await?;
+    let server = startup::Api::build(
+        listener,
+        api_pool.clone(),
+        registry.clone(),
+        &api,
+        worker.webhook.secret(),
+    )
+    .await?;
     let shutdown = cairn::shutdown::on_signal();
     let (a, w, s) = tokio::join!(
-        serve_api(
-            listener,
-            api_pool.clone(),
-            registry.clone(),
-            &api,
-            worker.webhook.secret(),
-            shutdown.clone()
-        ),
+        server.run(shutdown.clone()),
         cairn::worker::run(pool.clone(), settings, shutdown.clone()),
-        run_scheduler(pool.clone(), registry, &scheduler, shutdown.clone()),
+        startup::run_scheduler(pool.clone(), registry, &scheduler, shutdown.clone()),
     );
     // Every connection closed before the database stops: it logs nothing as lost.
     close(api_pool).await;
@@ -556,10 +375,4 @@ async fn run_dev(
     w?;
     s?;
     Ok(())
-}
-
-/// Closes a service's connections properly on the way out (the server otherwise logs
-/// each as reset by its client), waiting a few seconds at most.
-async fn close(pool: sqlx::PgPool) {
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), pool.close()).await;
 }

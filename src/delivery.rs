@@ -19,6 +19,8 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::state::StepStatus;
+
 /// Names the derivation, so a key made for deliveries is never valid for anything else
 /// the secret might one day key, and a new scheme can change the label.
 pub const KEY_LABEL: &str = "cairn-delivery/v1";
@@ -54,9 +56,9 @@ pub fn key(
 /// and recorded attempts: the attempt that is (or was, for a delivered step) waiting, or,
 /// before the step waits again (pending, a retry scheduled, re-armed by an operator), the
 /// attempt that will.
-pub fn awaited_attempt(status: &str, attempts: i32) -> i32 {
+pub fn awaited_attempt(status: StepStatus, attempts: i32) -> i32 {
     match status {
-        "waiting" | "succeeded" => attempts,
+        StepStatus::Waiting | StepStatus::Succeeded => attempts,
         _ => attempts + 1,
     }
 }
@@ -130,12 +132,12 @@ mod tests {
 
     #[test]
     fn the_awaited_attempt_follows_the_step() {
-        assert_eq!(awaited_attempt("pending", 0), 1);
-        assert_eq!(awaited_attempt("waiting", 1), 1);
-        assert_eq!(awaited_attempt("succeeded", 1), 1);
-        assert_eq!(awaited_attempt("retry_scheduled", 1), 2);
+        assert_eq!(awaited_attempt(StepStatus::Pending, 0), 1);
+        assert_eq!(awaited_attempt(StepStatus::Waiting, 1), 1);
+        assert_eq!(awaited_attempt(StepStatus::Succeeded, 1), 1);
+        assert_eq!(awaited_attempt(StepStatus::RetryScheduled, 1), 2);
         // Re-armed by an operator retry: pending again with its attempts kept.
-        assert_eq!(awaited_attempt("pending", 2), 3);
-        assert_eq!(awaited_attempt("failed", 2), 3);
+        assert_eq!(awaited_attempt(StepStatus::Pending, 2), 3);
+        assert_eq!(awaited_attempt(StepStatus::Failed, 2), 3);
     }
 }

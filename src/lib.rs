@@ -2,8 +2,11 @@
 //!
 //! # Layout
 //!
-//! Dependencies point down this list, never up:
+//! Dependencies point down this list, never up (a module may use the ones below it):
 //!
+//! * [`startup`] and [`config`] — the wiring every process shares, from flags to
+//!   connected pools and a served API; the binaries and the tests start Cairn through
+//!   it. [`devdb`] — `cairn dev`'s private PostgreSQL.
 //! * [`bench`] — `cairn bench`: real worker and API processes on a fresh database,
 //!   measured next to a raw-SQL floor.
 //! * [`cli`] — the `ctl` operator CLI; talks to the API over HTTP only.
@@ -13,15 +16,22 @@
 //!   into runs, each tick exactly once however many schedulers run.
 //! * [`engine`] — advances one run: leases it, runs its ready steps, checkpoints,
 //!   retries with backoff, parks, finishes or dead-letters it.
-//! * [`step`] — executes one attempt of one step (`http`, `sql`).
-//! * [`queue`] — the seam to apalis: the job that says "advance run X"; no apalis type
-//!   leaves it.
-//! * [`store`] — every SQL statement Cairn runs, one file per aggregate.
+//! * [`step`] — executes one attempt of one step (`http`, `sql`, `llm`, built-ins).
+//! * [`queue`] — the seam to apalis: the job that says "advance run X", and
+//!   [`queue::migrate`], which brings a database up to date; no apalis type leaves it.
+//! * [`auth`] — users, tokens and sessions.
+//! * [`store`] — every SQL statement Cairn runs, one file per aggregate, and Cairn's
+//!   own migrations.
 //! * [`workflow`] — definitions parsed from `workflows/*.toml`; pure, no I/O but reading
 //!   files.
+//! * [`state`] — the run, step, attempt and tick states as enums that mirror the
+//!   database's `CHECK`s; pure.
 //! * [`delivery`] — the per-delivery keys that sign webhook results for `wait` steps;
 //!   pure.
-//! * [`config`], [`telemetry`], [`shutdown`] — shared by the binaries.
+//! * [`telemetry`], [`shutdown`] — logging, process identity and signals, for every
+//!   process.
+//!
+//! `docs/ARCHITECTURE.md` walks through a run's journey across these layers.
 
 pub mod api;
 pub mod auth;
@@ -34,14 +44,13 @@ pub mod engine;
 pub mod queue;
 pub mod scheduler;
 pub mod shutdown;
+pub mod startup;
+pub mod state;
 pub mod step;
 pub mod store;
 pub mod telemetry;
 pub mod worker;
 pub mod workflow;
-
-/// Cairn's own migrations (`migrations/`); apalis' are applied by [`store::migrate`].
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// The version every process reports (workers record it with their heartbeat).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,4 +1,4 @@
-//! Logging: `tracing` to stderr, human-readable or JSON (`CAIRN_LOG_JSON=true`),
+//! Logging and process identity: `tracing` to stderr, human-readable or JSON (`CAIRN_LOG_JSON=true`),
 //! filtered by `RUST_LOG` (default [`DEFAULT_FILTER`]).
 //!
 //! Colours only on a terminal (and never with `NO_COLOR` set): logs written to a file or
@@ -30,4 +30,25 @@ pub fn init(json: bool) {
     } else {
         builder.try_init()
     };
+}
+
+/// A unique id for this process, as workers and schedulers record themselves: host, pid
+/// and a ULID (a restarted process with the same pid is still another).
+pub fn process_id() -> String {
+    format!(
+        "{}-{}-{}",
+        hostname(),
+        std::process::id(),
+        ulid::Ulid::generate()
+    )
+}
+
+/// This machine's (or container's) host name; `localhost` when none can be read.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{self, Engine, EngineConfig};
 use crate::queue::{self, ConsumerConfig};
-use crate::store;
+use crate::{store, telemetry};
 
 /// How often a busy worker wakes event listeners, at most.
 const ANNOUNCE_EVERY: Duration = Duration::from_millis(25);
@@ -33,7 +33,7 @@ pub enum WorkerError {
     Queue(#[from] queue::QueueError),
 }
 
-/// Worker settings (see [`crate::config::WorkerArgs`] for their meaning).
+/// Worker settings (the `cairn worker` flags fill them in; `--help` says what each means).
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
     pub concurrency: usize,
@@ -71,25 +71,6 @@ impl Default for WorkerSettings {
     }
 }
 
-/// A unique id for this process: host, pid and a ULID.
-pub fn worker_id() -> String {
-    format!(
-        "{}-{}-{}",
-        hostname(),
-        std::process::id(),
-        ulid::Ulid::generate()
-    )
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 /// Runs a worker until `shutdown` is cancelled and its in-flight runs are finished or
 /// handed back.
 pub async fn run(
@@ -97,8 +78,8 @@ pub async fn run(
     settings: WorkerSettings,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let id = worker_id();
-    let host = hostname();
+    let id = telemetry::process_id();
+    let host = telemetry::hostname();
     // The database may go away between the service's connect and here: wait for it.
     let register = store::connect::retrying("registering the worker", None, || {
         store::workers::worker_register(

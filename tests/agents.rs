@@ -19,32 +19,18 @@ use cairn::workflow::{Definition, Registry};
 use common::*;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "webhook-test-secret";
 
-struct Api {
-    base: String,
-    http: reqwest::Client,
-    stop: CancellationToken,
-    token: String,
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-async fn spawn_api(pool: &PgPool, defs: Vec<Definition>) -> Api {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    let mut state =
-        cairn::api::AppState::new(pool.clone(), Arc::new(Registry::from_definitions(defs)));
-    state.webhook_secret = Some(SECRET.into());
-    state.prices = Arc::new(cairn::api::projects::Prices::parse("test-model=1000/2000").unwrap());
-    tokio::spawn(cairn::api::serve(listener, state, stop.clone()));
+/// The API with the webhook secret and a price for `test-model`; its operator token is
+/// the user `ops@example.com`'s, whom usage is billed to.
+async fn spawn_api(pool: &PgPool, defs: Vec<Definition>) -> TestApi {
+    let mut api = TestApi::builder(pool)
+        .workflows(defs)
+        .webhook_secret(SECRET)
+        .flags(&["--llm-prices", "test-model=1000/2000"])
+        .start()
+        .await;
     let user = cairn::auth::create_user(
         pool,
         "ops@example.com",
@@ -65,28 +51,11 @@ async fn spawn_api(pool: &PgPool, defs: Vec<Definition>) -> Api {
     )
     .await
     .unwrap();
-    Api {
-        base,
-        http: reqwest::Client::new(),
-        stop,
-        token: secret,
-    }
+    api.operator = secret;
+    api
 }
 
-impl Api {
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut r = self
-            .http
-            .request(method.parse().unwrap(), format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r.send().await.unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
-
+impl TestApi {
     /// Posts `body` to the webhook signed at `ts` with `key` (a delivery key, or anything
     /// else a caller might try).
     async fn deliver(&self, body: &Value, ts: i64, key: &str) -> (u16, Value) {

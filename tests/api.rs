@@ -3,15 +3,11 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use cairn::api::{AppState, serve};
-use cairn::workflow::Registry;
 use common::*;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
 const GREET: &str = r#"
 description = "test"
@@ -34,38 +30,13 @@ query = "select $1::text as text"
 params = ["{{ steps.greet.output.rows[0].text }}"]
 "#;
 
-struct Api {
-    base: String,
-    http: reqwest::Client,
-    stop: CancellationToken,
-    /// An operator's bearer token.
-    token: String,
-    /// The server's state (shared with it: the same memos).
-    state: AppState,
-}
-
-async fn spawn_api(pool: &PgPool) -> Api {
-    let registry = Registry::from_definitions([definition("greet", GREET)]);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    let state = AppState::new(pool.clone(), Arc::new(registry));
-    tokio::spawn(serve(listener, state.clone(), stop.clone()));
-    Api {
-        base,
-        http: reqwest::Client::new(),
-        stop,
-        token: token(pool, cairn::auth::Role::Operator).await,
-        state,
-    }
-}
-
-impl Api {
+impl TestApi {
+    /// `POST /api/tasks` as the operator, with an `Idempotency-Key` when given.
     async fn post(&self, body: Value, key: Option<&str>) -> (u16, Value) {
         let mut r = self
             .http
-            .post(format!("{}/api/tasks", self.base))
-            .bearer_auth(&self.token)
+            .post(self.url("/api/tasks"))
+            .bearer_auth(&self.operator)
             .json(&body);
         if let Some(k) = key {
             r = r.header("Idempotency-Key", k);
@@ -79,44 +50,17 @@ impl Api {
 
     /// `POST /api/tasks/batch` as the operator.
     async fn batch(&self, body: Value) -> (u16, Value) {
-        self.call_as(&self.token, "POST", "/api/tasks/batch", Some(body))
-            .await
-    }
-
-    async fn call_as(
-        &self,
-        token: &str,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut r = self
-            .http
-            .request(method.parse().unwrap(), format!("{}{path}", self.base))
-            .bearer_auth(token);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r.send().await.unwrap();
-        (
-            resp.status().as_u16(),
-            resp.json().await.unwrap_or(Value::Null),
-        )
+        self.call("POST", "/api/tasks/batch", Some(body)).await
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap();
-        (
-            resp.status().as_u16(),
-            resp.json().await.unwrap_or(Value::Null),
-        )
+        self.call("GET", path, None).await
     }
+}
+
+/// The API serving `greet`.
+async fn spawn_api(pool: &PgPool) -> TestApi {
+    TestApi::start(pool, [definition("greet", GREET)]).await
 }
 
 async fn counts(pool: &PgPool) -> (i64, i64, i64) {
@@ -207,7 +151,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing(pool: PgPool) {
     let resp = api
         .http
         .post(format!("{}/api/tasks", api.base))
-        .bearer_auth(&api.token)
+        .bearer_auth(&api.operator)
         .header("content-type", "application/json")
         .body("{not json")
         .send()
@@ -304,30 +248,14 @@ async fn runs_are_listed_newest_first_with_keyset_pages_and_filters(pool: PgPool
     api.stop.cancel();
 }
 
-async fn ctl(api: &str, token: &str, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ctl"))
-        .args(args)
-        .env("CAIRN_API_URL", api)
-        .env("CAIRN_TOKEN", token)
-        .env("HOME", std::env::temp_dir())
-        .output()
-        .await
-        .expect("run ctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[sqlx::test(migrations = false)]
 async fn ctl_submits_lists_and_shows_runs(pool: PgPool) {
     migrate(&pool).await;
     let api = spawn_api(&pool).await;
     let worker = TestWorker::start(&pool, fast_settings());
-    let (base, tok) = (api.base.as_str(), api.token.as_str());
+    let (base, tok) = (api.base.as_str(), api.operator.as_str());
 
-    let (code, out, err) = ctl(
+    let (code, out, err) = ctl_at(
         base,
         tok,
         &[
@@ -346,7 +274,7 @@ async fn ctl_submits_lists_and_shows_runs(pool: PgPool) {
     let id = submitted["id"].as_str().unwrap().to_owned();
     wait_finished(&pool, std::slice::from_ref(&id), Duration::from_secs(30)).await;
 
-    let (code, out, _) = ctl(base, tok, &["task", "show", &id, "-o", "json"]).await;
+    let (code, out, _) = ctl_at(base, tok, &["task", "show", &id, "-o", "json"]).await;
     assert_eq!(code, 0);
     let shown: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(shown["status"], "succeeded");
@@ -364,15 +292,15 @@ async fn ctl_submits_lists_and_shows_runs(pool: PgPool) {
     }
     assert_eq!(shown["output"]["again"]["rows"][0]["text"], "hi Ada");
 
-    let (code, out, _) = ctl(base, tok, &["task", "show", &id]).await;
+    let (code, out, _) = ctl_at(base, tok, &["task", "show", &id]).await;
     assert_eq!(code, 0);
     assert!(out.contains("greet") && out.contains("succeeded"), "{out}");
 
-    let (code, out, _) = ctl(base, tok, &["task", "list", "--status", "succeeded"]).await;
+    let (code, out, _) = ctl_at(base, tok, &["task", "list", "--status", "succeeded"]).await;
     assert_eq!(code, 0);
     assert!(out.contains(&id) && out.contains("succeeded"), "{out}");
 
-    let (code, _, err) = ctl(
+    let (code, _, err) = ctl_at(
         base,
         tok,
         &["task", "submit", "greet", "--input", r#"{"name":1}"#],
@@ -381,11 +309,11 @@ async fn ctl_submits_lists_and_shows_runs(pool: PgPool) {
     assert_eq!(code, 1);
     assert!(err.contains("name: expected string, got integer"), "{err}");
 
-    let (code, _, err) = ctl(base, "wrong", &["task", "list"]).await;
+    let (code, _, err) = ctl_at(base, "wrong", &["task", "list"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("401"), "{err}");
 
-    let (code, _, _) = ctl(base, tok, &["task", "bogus"]).await;
+    let (code, _, _) = ctl_at(base, tok, &["task", "bogus"]).await;
     assert_eq!(code, 2, "usage errors exit 2");
 
     worker.shutdown().await;
@@ -403,7 +331,7 @@ async fn ctl_validate_reports_located_errors_without_a_database() {
     )
     .unwrap();
     std::fs::write(dir.join("broken.toml"), "[[steps]\nid = 1\n").unwrap();
-    let (code, out, _) = ctl(
+    let (code, out, _) = ctl_at(
         "http://127.0.0.1:1",
         "",
         &["workflow", "validate", dir.to_str().unwrap()],
@@ -417,7 +345,7 @@ async fn ctl_validate_reports_located_errors_without_a_database() {
     assert!(out.contains("broken.toml:1:"), "{out}");
     assert!(!out.contains("good.toml"), "{out}");
 
-    let (code, out, _) = ctl(
+    let (code, out, _) = ctl_at(
         "http://127.0.0.1:1",
         "",
         &[
@@ -434,7 +362,7 @@ async fn ctl_validate_reports_located_errors_without_a_database() {
     assert_eq!(v["valid"], true);
 
     let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows");
-    let (code, out, _) = ctl(
+    let (code, out, _) = ctl_at(
         "http://127.0.0.1:1",
         "",
         &["workflow", "validate", examples],

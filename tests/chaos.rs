@@ -394,7 +394,7 @@ async fn runs_survive_killed_workers_and_postgres_restarts_under_load() {
     let cluster = Cluster::start().await;
     let url = cluster.url();
     let pool = pool(&url).await;
-    cairn::store::migrate(&pool)
+    cairn::queue::migrate(&pool)
         .await
         .expect("migrations apply");
     let token = cairn::auth::create_token(
@@ -643,7 +643,7 @@ async fn services_started_while_postgres_is_down_wait_for_it() {
     let url = cluster.url();
     {
         let pool = pool(&url).await;
-        cairn::store::migrate(&pool)
+        cairn::queue::migrate(&pool)
             .await
             .expect("migrations apply");
         pool.close().await;

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cairn::auth::Role;
 use cairn::workflow::Registry;
 use chrono::{DateTime, Utc};
 use common::*;
@@ -21,70 +20,6 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::io::AsyncBufReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
-
-struct Api {
-    base: String,
-    http: reqwest::Client,
-    stop: CancellationToken,
-    operator: String,
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-async fn spawn_api(pool: &PgPool, defs: Vec<cairn::workflow::Definition>) -> Api {
-    let state = cairn::api::AppState::new(pool.clone(), Arc::new(Registry::from_definitions(defs)));
-    let (base, stop) = serve_api(state).await;
-    Api {
-        base,
-        http: reqwest::Client::new(),
-        stop,
-        operator: token(pool, Role::Operator).await,
-    }
-}
-
-impl Api {
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut r = self
-            .http
-            .request(method.parse().unwrap(), format!("{}{path}", self.base))
-            .bearer_auth(&self.operator);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r.send().await.unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
-}
-
-/// Runs `ctl` against `base` with standard input not a terminal; (exit code, stdout,
-/// stderr).
-async fn ctl_at(base: &str, token: &str, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ctl"))
-        .args(args)
-        .env("CAIRN_API_URL", base)
-        .env("CAIRN_TOKEN", token)
-        .env("HOME", std::env::temp_dir())
-        .env_remove("XDG_CONFIG_HOME")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-async fn ctl(api: &Api, args: &[&str]) -> (i32, String, String) {
-    ctl_at(&api.base, &api.operator, args).await
-}
 
 const IDLE: &str = r#"
 [input]
@@ -117,7 +52,7 @@ fn unique_prefix(id: &str, all: &[String]) -> String {
 async fn run_ids_can_be_shortened_to_a_unique_prefix(pool: PgPool) {
     migrate(&pool).await;
     let def = definition("idle", IDLE);
-    let api = spawn_api(&pool, vec![def.clone()]).await;
+    let api = TestApi::start(&pool, vec![def.clone()]).await;
     // No worker: the runs stay queued. Made together, their ids share their first
     // characters (the time part of a ULID).
     let mut ids = Vec::new();
@@ -130,20 +65,22 @@ async fn run_ids_can_be_shortened_to_a_unique_prefix(pool: PgPool) {
     // Unique: every command that takes a run id takes the prefix, in either case.
     let short = unique_prefix(&ids[0], &ids);
     assert!(short.len() < 26, "{short}");
-    let (code, out, err) = ctl(&api, &["task", "show", &short.to_lowercase()]).await;
+    let (code, out, err) = api.ctl(&["task", "show", &short.to_lowercase()]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(&format!("Run       {}", ids[0])), "{out}");
-    let (code, out, err) = ctl(&api, &["task", "logs", &short]).await;
+    let (code, out, err) = api.ctl(&["task", "logs", &short]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("run_queued"), "{out}");
-    let (code, out, err) = ctl(&api, &["task", "cancel", &short, "--yes", "-o", "json"]).await;
+    let (code, out, err) = api
+        .ctl(&["task", "cancel", &short, "--yes", "-o", "json"])
+        .await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["id"], ids[0]);
     assert_eq!(status(&pool, &ids[0]).await, "cancelled");
-    let (code, out, err) = ctl(&api, &["task", "retry", &short, "-o", "json"]).await;
+    let (code, out, err) = api.ctl(&["task", "retry", &short, "-o", "json"]).await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["id"], ids[0]);
-    let (code, out, err) = ctl(&api, &["task", "replay", &short, "-o", "json"]).await;
+    let (code, out, err) = api.ctl(&["task", "replay", &short, "-o", "json"]).await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         serde_json::from_str::<Value>(&out).unwrap()["replayOf"],
@@ -151,25 +88,25 @@ async fn run_ids_can_be_shortened_to_a_unique_prefix(pool: PgPool) {
     );
 
     // Ambiguous: an error that lists candidates; nothing is done.
-    let (code, _, err) = ctl(&api, &["task", "show", common]).await;
+    let (code, _, err) = api.ctl(&["task", "show", common]).await;
     assert_eq!(code, 1);
     assert!(err.contains("ambiguous"), "{err}");
     assert!(ids[1..].iter().all(|id| err.contains(id.as_str())), "{err}");
-    let (code, _, err) = ctl(&api, &["task", "cancel", common, "--yes"]).await;
+    let (code, _, err) = api.ctl(&["task", "cancel", common, "--yes"]).await;
     assert_eq!(code, 1, "{err}");
     assert_eq!(status(&pool, &ids[1]).await, "queued");
 
     // Unknown, too short, not an id.
-    let (code, _, err) = ctl(&api, &["task", "show", "ZZZZZZ"]).await;
+    let (code, _, err) = api.ctl(&["task", "show", "ZZZZZZ"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("no run id starts with `ZZZZZZ`"), "{err}");
-    let (code, _, err) = ctl(&api, &["task", "logs", &ids[1][..3]]).await;
+    let (code, _, err) = api.ctl(&["task", "logs", &ids[1][..3]]).await;
     assert_eq!(code, 1);
     assert!(
         err.contains("too short") && err.contains("at least 4"),
         "{err}"
     );
-    let (code, _, err) = ctl(&api, &["task", "show", "01J-AB"]).await;
+    let (code, _, err) = api.ctl(&["task", "show", "01J-AB"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("is not a run id"), "{err}");
 
@@ -240,17 +177,19 @@ async fn run_ids_can_be_shortened_to_a_unique_prefix(pool: PgPool) {
 async fn deleting_or_stopping_one_thing_asks_on_a_terminal_and_needs_yes_without_one(pool: PgPool) {
     migrate(&pool).await;
     let def = definition("idle", IDLE);
-    let api = spawn_api(&pool, vec![def.clone()]).await;
+    let api = TestApi::start(&pool, vec![def.clone()]).await;
     let run = submit(&pool, &def, json!({})).await;
 
-    let (code, _, err) = ctl(&api, &["task", "cancel", &run]).await;
+    let (code, _, err) = api.ctl(&["task", "cancel", &run]).await;
     assert_eq!(code, 1);
     assert!(
         err.contains("refusing to cancel run") && err.contains("--yes"),
         "{err}"
     );
     assert_eq!(status(&pool, &run).await, "queued", "nothing changed");
-    let (code, _, err) = ctl(&api, &["task", "cancel", &run, "--dry-run", "--yes"]).await;
+    let (code, _, err) = api
+        .ctl(&["task", "cancel", &run, "--dry-run", "--yes"])
+        .await;
     assert_eq!(code, 1, "a dry run of one run is not a cancel: {err}");
     assert!(err.contains("--dry-run previews a filter"), "{err}");
     assert_eq!(status(&pool, &run).await, "queued");
@@ -266,33 +205,32 @@ async fn deleting_or_stopping_one_thing_asks_on_a_terminal_and_needs_yes_without
     assert_eq!(code, 0, "{out}");
     assert_eq!(status(&pool, &run).await, "cancelled");
     let run = submit(&pool, &def, json!({})).await;
-    let (code, _, err) = ctl(&api, &["task", "cancel", &run, "--yes"]).await;
+    let (code, _, err) = api.ctl(&["task", "cancel", &run, "--yes"]).await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(status(&pool, &run).await, "cancelled");
 
-    let (code, _, err) = ctl(&api, &["dlq", "purge", "1"]).await;
+    let (code, _, err) = api.ctl(&["dlq", "purge", "1"]).await;
     assert_eq!(code, 1);
     assert!(
         err.contains("refusing to purge dead letter 1") && err.contains("--yes"),
         "{err}"
     );
-    let (code, _, err) = ctl(&api, &["dlq", "purge", "1", "-y"]).await;
+    let (code, _, err) = api.ctl(&["dlq", "purge", "1", "-y"]).await;
     assert_eq!(
         code, 1,
         "with --yes it asks the API, which has no such letter"
     );
     assert!(err.contains("404"), "{err}");
 
-    let (code, _, err) = ctl(&api, &["token", "revoke", "7"]).await;
+    let (code, _, err) = api.ctl(&["token", "revoke", "7"]).await;
     assert_eq!(code, 1);
     assert!(
         err.contains("refusing to revoke token 7") && err.contains("--yes"),
         "{err}"
     );
 
-    let (code, _, err) = ctl(
-        &api,
-        &[
+    let (code, _, err) = api
+        .ctl(&[
             "schedule",
             "add",
             "hourly",
@@ -300,25 +238,24 @@ async fn deleting_or_stopping_one_thing_asks_on_a_terminal_and_needs_yes_without
             "idle",
             "--cron",
             "0 * * * *",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(code, 0, "{err}");
-    let (code, _, err) = ctl(&api, &["schedule", "remove", "hourly"]).await;
+    let (code, _, err) = api.ctl(&["schedule", "remove", "hourly"]).await;
     assert_eq!(code, 1);
     assert!(
         err.contains("refusing to remove schedule hourly") && err.contains("--yes"),
         "{err}"
     );
-    let (code, _, _) = ctl(&api, &["schedule", "show", "hourly"]).await;
+    let (code, _, _) = api.ctl(&["schedule", "show", "hourly"]).await;
     assert_eq!(code, 0, "still there");
-    let (code, _, err) = ctl(&api, &["schedule", "remove", "hourly", "--yes"]).await;
+    let (code, _, err) = api.ctl(&["schedule", "remove", "hourly", "--yes"]).await;
     assert_eq!(code, 0, "{err}");
 }
 
 /// Runs `ctl ARGS` on a pseudo-terminal (util-linux `script`) typing `answer`; (exit
 /// code, what the terminal showed).
-async fn on_a_terminal(api: &Api, args: &str, answer: &str) -> (i32, String) {
+async fn on_a_terminal(api: &TestApi, args: &str, answer: &str) -> (i32, String) {
     use tokio::io::AsyncWriteExt;
     let command = format!("'{}' {args}", env!("CARGO_BIN_EXE_ctl"));
     let mut child = tokio::process::Command::new("script")
@@ -367,7 +304,7 @@ async fn all_follows_the_cursor_through_every_page(pool: PgPool) {
     migrate(&pool).await;
     let (addr, _) = spawn_service(&pool, 1).await;
     let def = failing(addr);
-    let api = spawn_api(&pool, vec![def.clone()]).await;
+    let api = TestApi::start(&pool, vec![def.clone()]).await;
     let mut ids = Vec::new();
     for _ in 0..7 {
         ids.push(submit(&pool, &def, json!({})).await);
@@ -377,7 +314,7 @@ async fn all_follows_the_cursor_through_every_page(pool: PgPool) {
     worker.shutdown().await;
 
     // Tables: one header, every run once, no cursor hint.
-    let (code, out, err) = ctl(&api, &["task", "list", "--limit", "2", "--all"]).await;
+    let (code, out, err) = api.ctl(&["task", "list", "--limit", "2", "--all"]).await;
     assert_eq!(code, 0, "{err}");
     for id in &ids {
         assert_eq!(out.matches(id.as_str()).count(), 1, "{id} in\n{out}");
@@ -386,11 +323,9 @@ async fn all_follows_the_cursor_through_every_page(pool: PgPool) {
     assert!(!out.contains("(more:"), "{out}");
 
     // JSON: one document with every item, newest first like each page.
-    let (code, out, err) = ctl(
-        &api,
-        &["task", "list", "--limit", "3", "--all", "-o", "json"],
-    )
-    .await;
+    let (code, out, err) = api
+        .ctl(&["task", "list", "--limit", "3", "--all", "-o", "json"])
+        .await;
     assert_eq!(code, 0, "{err}");
     let doc: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     let listed: Vec<&str> = doc["items"]
@@ -405,16 +340,14 @@ async fn all_follows_the_cursor_through_every_page(pool: PgPool) {
     assert!(doc["nextCursor"].is_null());
 
     // Dead letters page the same way.
-    let (code, out, err) = ctl(&api, &["dlq", "list", "--limit", "2", "--all"]).await;
+    let (code, out, err) = api.ctl(&["dlq", "list", "--limit", "2", "--all"]).await;
     assert_eq!(code, 0, "{err}");
     for id in &ids {
         assert_eq!(out.matches(id.as_str()).count(), 1, "{id} in\n{out}");
     }
-    let (code, out, err) = ctl(
-        &api,
-        &["dlq", "list", "--limit", "4", "--all", "-o", "json"],
-    )
-    .await;
+    let (code, out, err) = api
+        .ctl(&["dlq", "list", "--limit", "4", "--all", "-o", "json"])
+        .await;
     assert_eq!(code, 0, "{err}");
     let doc: Value = serde_json::from_str(&out).unwrap();
     let runs: BTreeSet<&str> = doc["items"]
@@ -427,11 +360,9 @@ async fn all_follows_the_cursor_through_every_page(pool: PgPool) {
     assert_eq!(doc["items"].as_array().unwrap().len(), 7);
 
     // An empty list is still one document.
-    let (code, out, _) = ctl(
-        &api,
-        &["task", "list", "--status", "running", "--all", "-o", "json"],
-    )
-    .await;
+    let (code, out, _) = api
+        .ctl(&["task", "list", "--status", "running", "--all", "-o", "json"])
+        .await;
     assert_eq!(code, 0);
     let doc: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(doc["items"], json!([]));
@@ -622,7 +553,7 @@ async fn logs_follow_resumes_after_a_cut_and_gives_up_when_the_api_is_gone(pool:
     migrate(&pool).await;
     let (addr, seen) = spawn_service(&pool, 1).await;
     let def = gated(addr);
-    let api = spawn_api(&pool, vec![def.clone()]).await;
+    let api = TestApi::start(&pool, vec![def.clone()]).await;
     let relay = Relay::start(&api.base).await;
     let run = submit(&pool, &def, json!({})).await;
     let worker = TestWorker::start(&pool, fast_settings());
@@ -675,7 +606,7 @@ async fn logs_follow_is_quiet_when_its_reader_goes_away(pool: PgPool) {
     migrate(&pool).await;
     let (addr, seen) = spawn_service(&pool, 1).await;
     let def = gated(addr);
-    let api = spawn_api(&pool, vec![def.clone()]).await;
+    let api = TestApi::start(&pool, vec![def.clone()]).await;
     let run = submit(&pool, &def, json!({})).await;
     let worker = TestWorker::start(&pool, fast_settings());
     // `ctl task logs --follow | head -1`: the reader leaves after one line; the next
@@ -723,7 +654,7 @@ fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 
-async fn add_schedule(api: &Api, name: &str, cron: &str) -> Value {
+async fn add_schedule(api: &TestApi, name: &str, cron: &str) -> Value {
     let (code, body) = api
         .call(
             "POST",
@@ -738,13 +669,12 @@ async fn add_schedule(api: &Api, name: &str, cron: &str) -> Value {
 #[sqlx::test(migrations = false)]
 async fn schedules_are_edited_as_they_are_created(pool: PgPool) {
     migrate(&pool).await;
-    let api = spawn_api(&pool, vec![definition("idle", IDLE)]).await;
+    let api = TestApi::start(&pool, vec![definition("idle", IDLE)]).await;
     let created = add_schedule(&api, "nightly", "0 6 * * *").await;
     let id = created["id"].as_str().unwrap();
 
-    let (code, out, err) = ctl(
-        &api,
-        &[
+    let (code, out, err) = api
+        .ctl(&[
             "schedule",
             "update",
             "nightly",
@@ -756,9 +686,8 @@ async fn schedules_are_edited_as_they_are_created(pool: PgPool) {
             r#"{"n": 3}"#,
             "-o",
             "json",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(code, 0, "{err}");
     let updated: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(updated["cron"], "30 7 * * *");
@@ -840,10 +769,12 @@ async fn schedules_are_edited_as_they_are_created(pool: PgPool) {
     let (_, after) = api.call("GET", "/api/schedules/nightly", None).await;
     assert_eq!(after["cron"], "30 7 * * *");
 
-    let (code, _, err) = ctl(&api, &["schedule", "update", "nightly", "--cron", "nope"]).await;
+    let (code, _, err) = api
+        .ctl(&["schedule", "update", "nightly", "--cron", "nope"])
+        .await;
     assert_eq!(code, 1);
     assert!(err.contains("cron") && err.contains("422"), "{err}");
-    let (code, _, err) = ctl(&api, &["schedule", "update", "nightly"]).await;
+    let (code, _, err) = api.ctl(&["schedule", "update", "nightly"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("nothing to change"), "{err}");
 
@@ -874,7 +805,7 @@ async fn schedule_runs(pool: &PgPool, schedule: &str) -> Vec<(DateTime<Utc>, Str
 async fn backfill_starts_each_fire_time_once_within_a_bound(pool: PgPool) {
     migrate(&pool).await;
     let registry = Registry::from_definitions([definition("idle", IDLE)]);
-    let api = spawn_api(&pool, vec![definition("idle", IDLE)]).await;
+    let api = TestApi::start(&pool, vec![definition("idle", IDLE)]).await;
     let created = add_schedule(&api, "hourly", "0 * * * *").await;
     let id = created["id"].as_str().unwrap().to_owned();
 
@@ -1003,9 +934,8 @@ async fn backfill_starts_each_fire_time_once_within_a_bound(pool: PgPool) {
     assert_eq!(total, 1 + 16, "refused backfills started nothing");
 
     // Through ctl, by name.
-    let (code, out, err) = ctl(
-        &api,
-        &[
+    let (code, out, err) = api
+        .ctl(&[
             "schedule",
             "backfill",
             "hourly",
@@ -1013,17 +943,15 @@ async fn backfill_starts_each_fire_time_once_within_a_bound(pool: PgPool) {
             "2026-01-03T00:00:00Z",
             "--to",
             "2026-01-03T03:00:00Z",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("started 3 run(s) for the 3 fire time(s)"),
         "{out}"
     );
-    let (code, out, err) = ctl(
-        &api,
-        &[
+    let (code, out, err) = api
+        .ctl(&[
             "schedule",
             "backfill",
             "hourly",
@@ -1033,14 +961,12 @@ async fn backfill_starts_each_fire_time_once_within_a_bound(pool: PgPool) {
             "2026-01-03T03:00:00Z",
             "-o",
             "json",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["count"], 0);
-    let (code, _, err) = ctl(
-        &api,
-        &[
+    let (code, _, err) = api
+        .ctl(&[
             "schedule",
             "backfill",
             "hourly",
@@ -1048,9 +974,8 @@ async fn backfill_starts_each_fire_time_once_within_a_bound(pool: PgPool) {
             "yesterday",
             "--to",
             "today",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(code, 2);
     assert!(err.contains("RFC 3339"), "{err}");
 }

@@ -5,15 +5,9 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use cairn::api::AppState;
-use cairn::auth::Role;
-use cairn::workflow::Registry;
 use common::*;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
 const GREET: &str = r#"
 description = "test"
@@ -29,32 +23,12 @@ output = { text = "hi {{ input.name }}" }
 
 const WEBHOOK_SECRET: &str = "contract-secret";
 
-struct Api {
-    base: String,
-    http: reqwest::Client,
-    admin: String,
-    _stop: Stop,
-}
-
-struct Stop(CancellationToken);
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        self.0.cancel();
-    }
-}
-
-async fn spawn(pool: &PgPool) -> Api {
-    let registry = Registry::from_definitions([definition("greet", GREET)]);
-    let mut state = AppState::new(pool.clone(), Arc::new(registry));
-    state.webhook_secret = Some(WEBHOOK_SECRET.into());
-    let (base, stop) = serve_api(state).await;
-    Api {
-        base,
-        http: reqwest::Client::new(),
-        admin: token(pool, Role::Admin).await,
-        _stop: Stop(stop),
-    }
+async fn spawn(pool: &PgPool) -> TestApi {
+    TestApi::builder(pool)
+        .workflows([definition("greet", GREET)])
+        .webhook_secret(WEBHOOK_SECRET)
+        .start()
+        .await
 }
 
 /// An answer: status, content type and body.
@@ -65,7 +39,7 @@ struct Answer {
     len: usize,
 }
 
-impl Api {
+impl TestApi {
     async fn send(&self, method: &str, path: &str, body: Option<&str>) -> Answer {
         let mut r = self
             .http

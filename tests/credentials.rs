@@ -8,9 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn::api::AppState;
 use cairn::auth::Role;
-use cairn::workflow::Registry;
 use common::*;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -18,27 +16,14 @@ use tokio_util::sync::CancellationToken;
 
 const PASSWORD: &str = "correct horse battery";
 
-struct Api {
-    base: String,
-    http: reqwest::Client,
-    stop: CancellationToken,
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-async fn spawn(pool: &PgPool, configure: impl FnOnce(&mut AppState)) -> Api {
-    let mut state = AppState::new(pool.clone(), Arc::new(Registry::default()));
-    configure(&mut state);
-    let (base, stop) = serve_api(state).await;
-    Api {
-        base,
-        http: reqwest::Client::new(),
-        stop,
-    }
+/// The API with `cairn api`'s `flags`, serving no workflow, with no token but those the
+/// test makes (it counts them).
+async fn spawn(pool: &PgPool, flags: &[&str]) -> TestApi {
+    TestApi::builder(pool)
+        .flags(flags)
+        .without_tokens()
+        .start()
+        .await
 }
 
 /// How a request authenticates.
@@ -48,8 +33,8 @@ enum As<'a> {
     Session(&'a str),
 }
 
-impl Api {
-    async fn call(
+impl TestApi {
+    async fn request(
         &self,
         who: As<'_>,
         method: &str,
@@ -116,7 +101,7 @@ impl Api {
     /// A personal token made through a session (what `ctl login` does).
     async fn personal_token(&self, session: &str) -> Value {
         let (status, body) = self
-            .call(
+            .request(
                 As::Session(session),
                 "POST",
                 "/api/auth/token",
@@ -138,7 +123,7 @@ async fn user(pool: &PgPool, email: &str, role: Role) -> i64 {
 #[sqlx::test]
 async fn a_token_acts_with_its_users_current_role_and_stops_with_the_user(pool: PgPool) {
     migrate(&pool).await;
-    let api = spawn(&pool, |_| {}).await;
+    let api = spawn(&pool, &[]).await;
     let admin = token(&pool, Role::Admin).await;
     let id = user(&pool, "ada@example.com", Role::Admin).await;
     let session = api.login("ada@example.com", PASSWORD).await.unwrap();
@@ -152,13 +137,13 @@ async fn a_token_acts_with_its_users_current_role_and_stops_with_the_user(pool: 
     assert!((89..=90).contains(&days), "expires in {days} days");
     let personal = minted["token"].as_str().unwrap().to_owned();
     let (status, _) = api
-        .call(As::Token(&personal), "GET", "/api/users", None)
+        .request(As::Token(&personal), "GET", "/api/users", None)
         .await;
     assert_eq!(status, 200, "an admin's token acts as an admin");
 
     // Demoted: the token is a viewer's now, and mints only viewer tokens.
     let (status, _) = api
-        .call(
+        .request(
             As::Token(&admin),
             "PATCH",
             &format!("/api/users/{id}"),
@@ -167,15 +152,15 @@ async fn a_token_acts_with_its_users_current_role_and_stops_with_the_user(pool: 
         .await;
     assert_eq!(status, 200);
     let (status, me) = api
-        .call(As::Token(&personal), "GET", "/api/auth/me", None)
+        .request(As::Token(&personal), "GET", "/api/auth/me", None)
         .await;
     assert_eq!((status, me["user"]["role"].as_str()), (200, Some("viewer")));
     let (status, body) = api
-        .call(As::Token(&personal), "GET", "/api/users", None)
+        .request(As::Token(&personal), "GET", "/api/users", None)
         .await;
     assert_eq!(status, 403, "{body}");
     let (status, body) = api
-        .call(
+        .request(
             As::Token(&personal),
             "POST",
             "/api/tokens",
@@ -184,7 +169,7 @@ async fn a_token_acts_with_its_users_current_role_and_stops_with_the_user(pool: 
         .await;
     assert_eq!(status, 403, "{body}");
     let (status, body) = api
-        .call(
+        .request(
             As::Token(&personal),
             "POST",
             "/api/auth/token",
@@ -198,13 +183,13 @@ async fn a_token_acts_with_its_users_current_role_and_stops_with_the_user(pool: 
     );
     let again = body["token"].as_str().unwrap().to_owned();
     let (status, me) = api
-        .call(As::Session(&session), "GET", "/api/auth/me", None)
+        .request(As::Session(&session), "GET", "/api/auth/me", None)
         .await;
     assert_eq!((status, me["user"]["role"].as_str()), (200, Some("viewer")));
 
     // Promoted back: the first token has its own (admin) role again; the second one
     // never had more than viewer.
-    api.call(
+    api.request(
         As::Token(&admin),
         "PATCH",
         &format!("/api/users/{id}"),
@@ -212,15 +197,17 @@ async fn a_token_acts_with_its_users_current_role_and_stops_with_the_user(pool: 
     )
     .await;
     let (status, _) = api
-        .call(As::Token(&personal), "GET", "/api/users", None)
+        .request(As::Token(&personal), "GET", "/api/users", None)
         .await;
     assert_eq!(status, 200);
-    let (status, _) = api.call(As::Token(&again), "GET", "/api/users", None).await;
+    let (status, _) = api
+        .request(As::Token(&again), "GET", "/api/users", None)
+        .await;
     assert_eq!(status, 403);
 
     // Disabled: neither its tokens nor its sessions work, and the sessions are gone.
     let (status, _) = api
-        .call(
+        .request(
             As::Token(&admin),
             "PATCH",
             &format!("/api/users/{id}"),
@@ -233,7 +220,7 @@ async fn a_token_acts_with_its_users_current_role_and_stops_with_the_user(pool: 
         As::Token(&again),
         As::Session(&session),
     ] {
-        let (status, _) = api.call(who, "GET", "/api/auth/me", None).await;
+        let (status, _) = api.request(who, "GET", "/api/auth/me", None).await;
         assert_eq!(status, 401);
     }
     let sessions: i64 = sqlx::query_scalar("select count(*) from sessions where user_id = $1")
@@ -249,7 +236,7 @@ async fn a_token_acts_with_its_users_current_role_and_stops_with_the_user(pool: 
 #[sqlx::test]
 async fn tokens_expire_and_owners_list_and_revoke_their_own(pool: PgPool) {
     migrate(&pool).await;
-    let api = spawn(&pool, |_| {}).await;
+    let api = spawn(&pool, &[]).await;
     user(&pool, "op@example.com", Role::Operator).await;
     user(&pool, "other@example.com", Role::Operator).await;
     let session = api.login("op@example.com", PASSWORD).await.unwrap();
@@ -259,7 +246,7 @@ async fn tokens_expire_and_owners_list_and_revoke_their_own(pool: PgPool) {
 
     // Asked-for lifetimes are bounded.
     let (status, body) = api
-        .call(
+        .request(
             As::Session(&session),
             "POST",
             "/api/auth/token",
@@ -268,7 +255,7 @@ async fn tokens_expire_and_owners_list_and_revoke_their_own(pool: PgPool) {
         .await;
     assert_eq!(status, 422, "{body}");
     let (status, short) = api
-        .call(
+        .request(
             As::Session(&session),
             "POST",
             "/api/auth/token",
@@ -279,7 +266,7 @@ async fn tokens_expire_and_owners_list_and_revoke_their_own(pool: PgPool) {
 
     // Only my own tokens, never a secret.
     let (status, list) = api
-        .call(As::Session(&session), "GET", "/api/auth/tokens", None)
+        .request(As::Session(&session), "GET", "/api/auth/tokens", None)
         .await;
     assert_eq!(status, 200);
     let ids: Vec<i64> = list["items"]
@@ -297,7 +284,7 @@ async fn tokens_expire_and_owners_list_and_revoke_their_own(pool: PgPool) {
 
     // Someone else's token: not mine to revoke (and untouched).
     let (status, _) = api
-        .call(
+        .request(
             As::Session(&session),
             "DELETE",
             &format!("/api/auth/tokens/{}", theirs["id"]),
@@ -307,7 +294,7 @@ async fn tokens_expire_and_owners_list_and_revoke_their_own(pool: PgPool) {
     assert_eq!(status, 404);
     let theirs_secret = theirs["token"].as_str().unwrap();
     assert_eq!(
-        api.call(As::Token(theirs_secret), "GET", "/api/auth/me", None)
+        api.request(As::Token(theirs_secret), "GET", "/api/auth/me", None)
             .await
             .0,
         200
@@ -316,13 +303,13 @@ async fn tokens_expire_and_owners_list_and_revoke_their_own(pool: PgPool) {
     // Revoking my own takes effect at once.
     let mine_secret = mine["token"].as_str().unwrap();
     assert_eq!(
-        api.call(As::Token(mine_secret), "GET", "/api/auth/me", None)
+        api.request(As::Token(mine_secret), "GET", "/api/auth/me", None)
             .await
             .0,
         200
     );
     let (status, _) = api
-        .call(
+        .request(
             As::Token(mine_secret),
             "DELETE",
             &format!("/api/auth/tokens/{}", mine["id"]),
@@ -331,7 +318,7 @@ async fn tokens_expire_and_owners_list_and_revoke_their_own(pool: PgPool) {
         .await;
     assert_eq!(status, 204);
     assert_eq!(
-        api.call(As::Token(mine_secret), "GET", "/api/auth/me", None)
+        api.request(As::Token(mine_secret), "GET", "/api/auth/me", None)
             .await
             .0,
         401
@@ -345,20 +332,20 @@ async fn tokens_expire_and_owners_list_and_revoke_their_own(pool: PgPool) {
         .await
         .unwrap();
     let (status, body) = api
-        .call(As::Token(short_secret), "GET", "/api/auth/me", None)
+        .request(As::Token(short_secret), "GET", "/api/auth/me", None)
         .await;
     assert_eq!(status, 401, "{body}");
 
     // A service token's own token is itself; an admin sees every token.
     let service = token(&pool, Role::Admin).await;
     let (status, own) = api
-        .call(As::Token(&service), "GET", "/api/auth/tokens", None)
+        .request(As::Token(&service), "GET", "/api/auth/tokens", None)
         .await;
     assert_eq!(status, 200, "{own}");
     assert_eq!(own["items"].as_array().unwrap().len(), 1);
     assert_eq!(own["items"][0]["userId"], Value::Null);
     let (status, all) = api
-        .call(As::Token(&service), "GET", "/api/tokens", None)
+        .request(As::Token(&service), "GET", "/api/tokens", None)
         .await;
     assert_eq!(status, 200);
     assert_eq!(all["items"].as_array().unwrap().len(), 4);
@@ -367,13 +354,13 @@ async fn tokens_expire_and_owners_list_and_revoke_their_own(pool: PgPool) {
 #[sqlx::test]
 async fn a_password_change_ends_the_users_other_sessions(pool: PgPool) {
     migrate(&pool).await;
-    let api = spawn(&pool, |_| {}).await;
+    let api = spawn(&pool, &[]).await;
     let id = user(&pool, "ada@example.com", Role::Viewer).await;
     let here = api.login("ada@example.com", PASSWORD).await.unwrap();
     let elsewhere = api.login("ada@example.com", PASSWORD).await.unwrap();
     for s in [&here, &elsewhere] {
         assert_eq!(
-            api.call(As::Session(s), "GET", "/api/auth/me", None)
+            api.request(As::Session(s), "GET", "/api/auth/me", None)
                 .await
                 .0,
             200
@@ -383,7 +370,7 @@ async fn a_password_change_ends_the_users_other_sessions(pool: PgPool) {
     let change =
         |current: &str, new: &str| json!({ "currentPassword": current, "newPassword": new });
     let (status, body) = api
-        .call(
+        .request(
             As::Session(&here),
             "POST",
             "/api/auth/password",
@@ -392,7 +379,7 @@ async fn a_password_change_ends_the_users_other_sessions(pool: PgPool) {
         .await;
     assert_eq!(status, 401, "{body}");
     let (status, body) = api
-        .call(
+        .request(
             As::Session(&here),
             "POST",
             "/api/auth/password",
@@ -401,7 +388,7 @@ async fn a_password_change_ends_the_users_other_sessions(pool: PgPool) {
         .await;
     assert_eq!(status, 422, "{body}");
     let (status, body) = api
-        .call(
+        .request(
             As::Session(&here),
             "POST",
             "/api/auth/password",
@@ -411,13 +398,13 @@ async fn a_password_change_ends_the_users_other_sessions(pool: PgPool) {
     assert_eq!(status, 204, "{body}");
 
     assert_eq!(
-        api.call(As::Session(&here), "GET", "/api/auth/me", None)
+        api.request(As::Session(&here), "GET", "/api/auth/me", None)
             .await
             .0,
         200
     );
     assert_eq!(
-        api.call(As::Session(&elsewhere), "GET", "/api/auth/me", None)
+        api.request(As::Session(&elsewhere), "GET", "/api/auth/me", None)
             .await
             .0,
         401
@@ -434,7 +421,7 @@ async fn a_password_change_ends_the_users_other_sessions(pool: PgPool) {
     // An admin setting the password ends every session.
     let admin = token(&pool, Role::Admin).await;
     let (status, _) = api
-        .call(
+        .request(
             As::Token(&admin),
             "PATCH",
             &format!("/api/users/{id}"),
@@ -444,7 +431,7 @@ async fn a_password_change_ends_the_users_other_sessions(pool: PgPool) {
     assert_eq!(status, 200);
     for s in [&here, &again] {
         assert_eq!(
-            api.call(As::Session(s), "GET", "/api/auth/me", None)
+            api.request(As::Session(s), "GET", "/api/auth/me", None)
                 .await
                 .0,
             401
@@ -455,7 +442,7 @@ async fn a_password_change_ends_the_users_other_sessions(pool: PgPool) {
 #[sqlx::test]
 async fn sign_in_is_throttled_per_address_and_per_account(pool: PgPool) {
     migrate(&pool).await;
-    let api = spawn(&pool, |_| {}).await;
+    let api = spawn(&pool, &[]).await;
     user(&pool, "ada@example.com", Role::Viewer).await;
 
     // 30 wrong passwords: the first ten are judged, the rest refused unjudged.
@@ -496,10 +483,7 @@ async fn sign_in_is_throttled_per_address_and_per_account(pool: PgPool) {
 
     // Per account: another address would be refused for this account, but another
     // account from a fresh budget is not held back by it.
-    let api = spawn(&pool, |s| {
-        s.login = Arc::new(cairn::api::auth::LoginGuard::new(5, true));
-    })
-    .await;
+    let api = spawn(&pool, &["--login-rate", "5", "--trust-forwarded-for"]).await;
     let from = |ip: &str| {
         let http = api.http.clone();
         let base = api.base.clone();
@@ -533,10 +517,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 #[sqlx::test]
 async fn unknown_and_known_emails_cost_the_same(pool: PgPool) {
     migrate(&pool).await;
-    let api = spawn(&pool, |s| {
-        s.login = Arc::new(cairn::api::auth::LoginGuard::new(1000, false));
-    })
-    .await;
+    let api = spawn(&pool, &["--login-rate", "1000"]).await;
     user(&pool, "ada@example.com", Role::Viewer).await;
     // The decoy hash is made once, off the clock.
     let _ = api.login("warm@example.com", "x").await;
@@ -571,10 +552,7 @@ async fn unknown_and_known_emails_cost_the_same(pool: PgPool) {
 #[sqlx::test]
 async fn a_sign_in_flood_does_not_stall_other_requests(pool: PgPool) {
     migrate(&pool).await;
-    let api = spawn(&pool, |s| {
-        s.login = Arc::new(cairn::api::auth::LoginGuard::new(100_000, false));
-    })
-    .await;
+    let api = spawn(&pool, &["--login-rate", "100000"]).await;
     user(&pool, "ada@example.com", Role::Viewer).await;
     let stop = CancellationToken::new();
     let judged = Arc::new(std::sync::atomic::AtomicUsize::new(0));

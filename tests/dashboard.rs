@@ -12,7 +12,6 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -207,10 +206,11 @@ async fn a_static_folder_wins_over_the_built_in_copy(pool: PgPool) {
     std::fs::write(dir.join("assets/app-1234.js"), &script).unwrap();
     std::fs::write(dir.join("assets/app-1234.js.map"), "{}").unwrap();
     std::fs::write(dir.join(".env"), "SECRET=1").unwrap();
-    let mut state = cairn::api::AppState::new(pool.clone(), Arc::new(Default::default()));
-    state.static_dir = Some(dir.clone());
-    let (base, stop) = serve_api(state).await;
-    let http = reqwest::Client::new();
+    let api = TestApi::builder(&pool)
+        .flags(&["--static-dir", dir.to_str().unwrap()])
+        .start()
+        .await;
+    let (base, http) = (api.base.clone(), api.http.clone());
     let get = |path: &str| http.get(format!("{base}{path}"));
 
     let r = get("/schedules").send().await.unwrap();
@@ -240,16 +240,17 @@ async fn a_static_folder_wins_over_the_built_in_copy(pool: PgPool) {
             .unwrap()
             .contains("SECRET")
     );
-    stop.cancel();
+    drop(api);
 
     // A folder without index.html: the page that says so, not the built-in copy.
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let mut state = cairn::api::AppState::new(pool.clone(), Arc::new(Default::default()));
-    state.static_dir = Some(empty);
-    let (base, stop) = serve_api(state).await;
+    let api = TestApi::builder(&pool)
+        .flags(&["--static-dir", empty.to_str().unwrap()])
+        .start()
+        .await;
     let page = http
-        .get(format!("{base}/"))
+        .get(api.url("/"))
         .send()
         .await
         .unwrap()
@@ -257,7 +258,6 @@ async fn a_static_folder_wins_over_the_built_in_copy(pool: PgPool) {
         .await
         .unwrap();
     assert!(page.contains("names a folder without"), "{page}");
-    stop.cancel();
     let _ = std::fs::remove_dir_all(dir);
 }
 

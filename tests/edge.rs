@@ -7,18 +7,14 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use cairn::api::AppState;
 use cairn::api::guard::Limits;
 use cairn::auth::Role;
-use cairn::workflow::Registry;
 use common::*;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 const GREET: &str = r#"
 description = "test"
@@ -35,49 +31,19 @@ params = ["{{ input.name }}"]
 
 const EVIL: &str = "https://evil.example";
 
-struct Api {
-    base: String,
-    http: reqwest::Client,
-    stop: CancellationToken,
-    /// An admin's bearer token.
-    admin: String,
+/// The API serving `greet` with `limits`.
+async fn spawn_api(pool: &PgPool, limits: Limits) -> TestApi {
+    greet_api(pool)
+        .adjust(move |s| s.limits = limits)
+        .start()
+        .await
 }
 
-impl Drop for Api {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
+fn greet_api(pool: &PgPool) -> TestApiBuilder {
+    TestApi::builder(pool).workflows([definition("greet", GREET)])
 }
 
-fn state(pool: &PgPool, limits: Limits) -> AppState {
-    let registry = Registry::from_definitions([definition("greet", GREET)]);
-    let mut state = AppState::new(pool.clone(), Arc::new(registry));
-    state.limits = limits;
-    state
-}
-
-async fn spawn(pool: &PgPool, state: AppState) -> Api {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    tokio::spawn(cairn::api::serve(listener, state, stop.clone()));
-    Api {
-        base,
-        http: reqwest::Client::new(),
-        stop,
-        admin: token(pool, Role::Admin).await,
-    }
-}
-
-async fn spawn_api(pool: &PgPool, limits: Limits) -> Api {
-    spawn(pool, state(pool, limits)).await
-}
-
-impl Api {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
+impl TestApi {
     /// Signs a new user with `role` in; the `cookie` header value of their session.
     async fn session(&self, pool: &PgPool, email: &str, role: Role) -> String {
         cairn::auth::create_user(pool, email, "", "correct horse", role)
@@ -525,21 +491,14 @@ async fn metrics_need_a_viewer_or_their_own_listener(pool: PgPool) {
     assert_eq!(again, text);
 
     // On a listener of its own: open there, absent from the main one.
-    let state = state(
-        &pool,
-        Limits {
-            metrics_elsewhere: true,
-            ..Limits::default()
-        },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let metrics = format!("http://{}/metrics", listener.local_addr().unwrap());
-    tokio::spawn(cairn::api::serve_metrics(
-        listener,
-        state.clone(),
-        api.stop.clone(),
-    ));
-    let main = spawn(&pool, state).await;
+    let main = greet_api(&pool)
+        .flags(&["--metrics-listen", "127.0.0.1:0"])
+        .start()
+        .await;
+    let metrics = main
+        .metrics
+        .clone()
+        .expect("metrics on a listener of their own");
     let open = main.http.get(&metrics).send().await.unwrap();
     assert_eq!(open.status().as_u16(), 200);
     assert!(open.text().await.unwrap().contains("cairn_queue_depth"));
@@ -581,9 +540,10 @@ async fn every_answer_carries_the_security_headers(pool: PgPool) {
         "<!doctype html><title>Cairn</title>",
     )
     .unwrap();
-    let mut plain = state(&pool, Limits::default());
-    plain.static_dir = Some(dir.clone());
-    let api = spawn(&pool, plain).await;
+    let api = greet_api(&pool)
+        .flags(&["--static-dir", dir.to_str().unwrap()])
+        .start()
+        .await;
     let cookie = api.session(&pool, "v@example.com", Role::Viewer).await;
     let answers = [
         ("/healthz", api.http.get(api.url("/healthz"))),
@@ -621,9 +581,7 @@ async fn every_answer_carries_the_security_headers(pool: PgPool) {
         }
     }
     // Behind HTTPS (Secure cookies): HSTS as well.
-    let mut secure = state(&pool, Limits::default());
-    secure.cookie_secure = true;
-    let https = spawn(&pool, secure).await;
+    let https = greet_api(&pool).flags(&["--cookie-secure"]).start().await;
     let r = https.http.get(https.url("/healthz")).send().await.unwrap();
     assert_security_headers(&r, "/healthz over https");
     assert!(
@@ -695,7 +653,7 @@ async fn the_api_pool_cancels_long_statements(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(timeout, "300ms");
-    let api = spawn(&pool, state(&api_pool, Limits::default())).await;
+    let api = greet_api(&api_pool).start().await;
     let viewer = token(&pool, Role::Viewer).await;
     assert_eq!(
         answer(api.http.get(api.url("/api/auth/me")).bearer_auth(&viewer))

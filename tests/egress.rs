@@ -507,18 +507,9 @@ retry = { max_attempts = 2, initial_delay = "50ms", jitter = 0 }
     .fetch_one(&pool)
     .await
     .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api = listener.local_addr().unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let state = cairn::api::AppState::new(
-        pool.clone(),
-        Arc::new(cairn::workflow::Registry::from_definitions(vec![
-            def.clone(),
-        ])),
-    );
-    tokio::spawn(cairn::api::serve(listener, state, stop.clone()));
-    let viewer = token(&pool, cairn::auth::Role::Viewer).await;
-    let client = reqwest::Client::new();
+    let api = TestApi::start(&pool, [def.clone()]).await;
+    let viewer = api.viewer.clone();
+    let client = api.http.clone();
     let mut answers = String::new();
     for id in &ids {
         for path in [
@@ -526,7 +517,7 @@ retry = { max_attempts = 2, initial_delay = "50ms", jitter = 0 }
             format!("/api/tasks/{id}/events"),
         ] {
             let response = client
-                .get(format!("http://{api}{path}"))
+                .get(api.url(&path))
                 .bearer_auth(&viewer)
                 .send()
                 .await
@@ -536,13 +527,13 @@ retry = { max_attempts = 2, initial_delay = "50ms", jitter = 0 }
         }
     }
     let dead = client
-        .get(format!("http://{api}/api/dead-letters"))
+        .get(api.url("/api/dead-letters"))
         .bearer_auth(&viewer)
         .send()
         .await
         .unwrap();
     answers.push_str(&dead.text().await.unwrap());
-    stop.cancel();
+    drop(api);
     let log_path = worker.log.clone();
     drop(worker);
     let log = std::fs::read_to_string(&log_path).expect("the worker's log");

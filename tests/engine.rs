@@ -817,7 +817,7 @@ async fn a_wake_up_taken_while_its_run_is_parked_leases_it_once_the_park_commits
     store::runs::run_park(
         &mut park,
         &lease,
-        "waiting",
+        cairn::state::RunStatus::Waiting,
         chrono::Utc::now() + chrono::Duration::hours(1),
     )
     .await

@@ -5,58 +5,13 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use cairn::auth::Role;
-use cairn::workflow::Registry;
 use common::*;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
-
-struct Api {
-    base: String,
-    http: reqwest::Client,
-    stop: CancellationToken,
-    operator: String,
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-async fn spawn_api(pool: &PgPool, defs: Vec<cairn::workflow::Definition>) -> Api {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    let state = cairn::api::AppState::new(pool.clone(), Arc::new(Registry::from_definitions(defs)));
-    tokio::spawn(cairn::api::serve(listener, state, stop.clone()));
-    Api {
-        base,
-        http: reqwest::Client::new(),
-        stop,
-        operator: token(pool, Role::Operator).await,
-    }
-}
-
-impl Api {
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut r = self
-            .http
-            .request(method.parse().unwrap(), format!("{}{path}", self.base))
-            .bearer_auth(&self.operator);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r.send().await.unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
-}
 
 /// Who may call what. Every operation in the OpenAPI document must be listed here.
 const ACCESS: &[(&str, &str, Option<Role>)] = &[
@@ -126,7 +81,7 @@ const ACCESS: &[(&str, &str, Option<Role>)] = &[
 #[sqlx::test(migrations = false)]
 async fn every_endpoint_checks_every_role(pool: PgPool) {
     migrate(&pool).await;
-    let api = spawn_api(&pool, vec![]).await;
+    let api = TestApi::start(&pool, vec![]).await;
 
     // The table covers exactly the operations the API serves.
     let doc = serde_json::to_value(cairn::api::openapi()).unwrap();
@@ -265,7 +220,7 @@ async fn retry_resumes_at_the_failed_step_and_replay_reruns_from_a_step(pool: Pg
     migrate(&pool).await;
     let (addr, seen) = spawn_service(&pool, 1).await;
     let def = chain(addr, "chain", "/toggle");
-    let api = spawn_api(&pool, vec![def.clone()]).await;
+    let api = TestApi::start(&pool, vec![def.clone()]).await;
     let worker = TestWorker::start(&pool, fast_settings());
 
     let id = submit(&pool, &def, json!({})).await;
@@ -355,7 +310,7 @@ async fn bulk_retry_dry_runs_then_retries_five_hundred_in_batches(pool: PgPool) 
         "divide",
         "[[steps]]\nid = \"x\"\nkind = \"sql\"\nquery = \"select 1 / 0\"\n",
     );
-    let api = spawn_api(&pool, vec![def.clone()]).await;
+    let api = TestApi::start(&pool, vec![def.clone()]).await;
     let mut ids = Vec::new();
     for _ in 0..500 {
         ids.push(submit(&pool, &def, json!({})).await);
@@ -424,7 +379,7 @@ async fn cancelling_a_running_step_stops_the_run_there(pool: PgPool) {
     migrate(&pool).await;
     let (addr, seen) = spawn_service(&pool, 1).await;
     let def = chain(addr, "gated", "/gate");
-    let api = spawn_api(&pool, vec![def.clone()]).await;
+    let api = TestApi::start(&pool, vec![def.clone()]).await;
     let worker = TestWorker::start(&pool, fast_settings());
     let id = submit(&pool, &def, json!({})).await;
     let s = seen.clone();
@@ -515,7 +470,7 @@ async fn live_events_arrive_in_order_and_resume_after_a_reconnect(pool: PgPool) 
     migrate(&pool).await;
     let (addr, seen) = spawn_service(&pool, 1).await;
     let def = chain(addr, "gated", "/gate");
-    let api = spawn_api(&pool, vec![def.clone()]).await;
+    let api = TestApi::start(&pool, vec![def.clone()]).await;
     let id = submit(&pool, &def, json!({})).await;
     let url = format!("{}/api/events?runId={id}", api.base);
     let mut first = api
@@ -570,32 +525,15 @@ async fn live_events_arrive_in_order_and_resume_after_a_reconnect(pool: PgPool) 
     assert_eq!(steps, ["a", "b", "c", "d"]);
 }
 
-async fn ctl(api: &Api, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ctl"))
-        .args(args)
-        .env("CAIRN_API_URL", &api.base)
-        .env("CAIRN_TOKEN", &api.operator)
-        .env("HOME", std::env::temp_dir())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[sqlx::test(migrations = false)]
 async fn ctl_submit_show_retry_and_redrive(pool: PgPool) {
     migrate(&pool).await;
     let (addr, seen) = spawn_service(&pool, 1).await;
     let def = chain(addr, "chain", "/toggle");
-    let api = spawn_api(&pool, vec![def.clone()]).await;
+    let api = TestApi::start(&pool, vec![def.clone()]).await;
     let worker = TestWorker::start(&pool, fast_settings());
 
-    let (code, out, err) = ctl(&api, &["task", "submit", "chain", "-o", "json"]).await;
+    let (code, out, err) = api.ctl(&["task", "submit", "chain", "-o", "json"]).await;
     assert_eq!(code, 0, "{err}");
     let id = serde_json::from_str::<Value>(&out).unwrap()["id"]
         .as_str()
@@ -603,27 +541,29 @@ async fn ctl_submit_show_retry_and_redrive(pool: PgPool) {
         .to_owned();
     wait_finished(&pool, std::slice::from_ref(&id), Duration::from_secs(30)).await;
 
-    let (code, out, _) = ctl(&api, &["task", "show", &id]).await;
+    let (code, out, _) = api.ctl(&["task", "show", &id]).await;
     assert_eq!(code, 0);
     assert!(
         out.contains("Status    dead") && out.contains("answered 500"),
         "{out}"
     );
 
-    let (code, out, _) = ctl(&api, &["task", "retry", "--status", "dead", "--dry-run"]).await;
+    let (code, out, _) = api
+        .ctl(&["task", "retry", "--status", "dead", "--dry-run"])
+        .await;
     assert_eq!(code, 0);
     assert!(
         out.contains("1 matched (dry run") && out.contains(&id),
         "{out}"
     );
-    let (code, _, err) = ctl(&api, &["task", "retry", "--status", "dead"]).await;
+    let (code, _, err) = api.ctl(&["task", "retry", "--status", "dead"]).await;
     assert_eq!(
         code, 1,
         "bulk without --yes and without a terminal is refused"
     );
     assert!(err.contains("--yes"), "{err}");
 
-    let (code, out, _) = ctl(&api, &["task", "retry", &id, "-o", "json"]).await;
+    let (code, out, _) = api.ctl(&["task", "retry", &id, "-o", "json"]).await;
     assert_eq!(code, 0);
     assert_eq!(
         serde_json::from_str::<Value>(&out).unwrap()["status"],
@@ -648,26 +588,26 @@ async fn ctl_submit_show_retry_and_redrive(pool: PgPool) {
     )
     .await;
 
-    let (code, out, _) = ctl(&api, &["dlq", "list", "-o", "json"]).await;
+    let (code, out, _) = api.ctl(&["dlq", "list", "-o", "json"]).await;
     assert_eq!(code, 0);
     let list: Value = serde_json::from_str(&out).unwrap();
     let letter = list["items"][0]["id"].as_i64().unwrap();
     assert_eq!(list["items"][0]["runId"], id.as_str());
-    let (code, out, _) = ctl(&api, &["dlq", "show", &letter.to_string()]).await;
+    let (code, out, _) = api.ctl(&["dlq", "show", &letter.to_string()]).await;
     assert_eq!(code, 0);
     assert!(
         out.contains("Step      b") && out.contains("Attempts"),
         "{out}"
     );
-    let (_, table, _) = ctl(&api, &["dlq", "list"]).await;
+    let (_, table, _) = api.ctl(&["dlq", "list"]).await;
     assert!(table.contains(&id), "{table}");
 
     seen.failing.store(false, Ordering::SeqCst);
-    let (code, out, err) = ctl(&api, &["dlq", "redrive", &letter.to_string()]).await;
+    let (code, out, err) = api.ctl(&["dlq", "redrive", &letter.to_string()]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(&id), "{out}");
     wait_finished(&pool, std::slice::from_ref(&id), Duration::from_secs(30)).await;
-    let (code, out, _) = ctl(&api, &["task", "show", &id, "-o", "json"]).await;
+    let (code, out, _) = api.ctl(&["task", "show", &id, "-o", "json"]).await;
     assert_eq!(code, 0);
     let shown: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(shown["status"], "succeeded");
@@ -679,19 +619,19 @@ async fn ctl_submit_show_retry_and_redrive(pool: PgPool) {
         .unwrap()
         .clone();
     assert_eq!(b["attempts"].as_array().unwrap().len(), 3, "{b}");
-    let (code, out, _) = ctl(&api, &["task", "logs", &id]).await;
+    let (code, out, _) = api.ctl(&["task", "logs", &id]).await;
     assert_eq!(code, 0);
     assert!(
         out.contains("run_retried") && out.contains("run_succeeded"),
         "{out}"
     );
-    let (code, out, _) = ctl(&api, &["task", "logs", &id, "--follow"]).await;
+    let (code, out, _) = api.ctl(&["task", "logs", &id, "--follow"]).await;
     assert_eq!(code, 0, "follow ends when the run has finished");
     assert!(
         out.trim_end().ends_with("run_succeeded") || out.contains("run_succeeded"),
         "{out}"
     );
-    let (code, out, _) = ctl(&api, &["worker", "list", "-o", "json"]).await;
+    let (code, out, _) = api.ctl(&["worker", "list", "-o", "json"]).await;
     assert_eq!(code, 0);
     assert_eq!(
         serde_json::from_str::<Value>(&out).unwrap()["items"]
@@ -700,7 +640,7 @@ async fn ctl_submit_show_retry_and_redrive(pool: PgPool) {
             .len(),
         1
     );
-    let (code, out, _) = ctl(&api, &["workflow", "graph", "chain"]).await;
+    let (code, out, _) = api.ctl(&["workflow", "graph", "chain"]).await;
     assert_eq!(code, 0);
     assert!(out.contains("a --> b") && out.contains("c --> d"), "{out}");
     worker.shutdown().await;
@@ -808,7 +748,7 @@ async fn metrics_and_text_search_report_what_is_there(pool: PgPool) {
         "slow_one",
         "[[steps]]\nid = \"nap\"\nkind = \"sleep\"\nduration = \"1h\"\n",
     );
-    let api = spawn_api(&pool, vec![def.clone()]).await;
+    let api = TestApi::start(&pool, vec![def.clone()]).await;
     let a = submit(&pool, &def, json!({})).await;
     submit(&pool, &def, json!({})).await;
 
@@ -864,7 +804,7 @@ async fn metrics_and_text_search_report_what_is_there(pool: PgPool) {
 #[sqlx::test(migrations = false)]
 async fn ctl_login_saves_a_personal_token_used_afterwards(pool: PgPool) {
     migrate(&pool).await;
-    let api = spawn_api(&pool, vec![]).await;
+    let api = TestApi::start(&pool, vec![]).await;
     cairn::auth::create_user(
         &pool,
         "ada@example.com",
@@ -950,7 +890,7 @@ async fn ctl_login_saves_a_personal_token_used_afterwards(pool: PgPool) {
 #[sqlx::test(migrations = false)]
 async fn unknown_api_paths_and_bad_queries_get_json_errors(pool: PgPool) {
     migrate(&pool).await;
-    let api = spawn_api(&pool, vec![]).await;
+    let api = TestApi::start(&pool, vec![]).await;
     let (status, body) = api.call("GET", "/api/nothing/here", None).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
@@ -972,7 +912,7 @@ async fn unknown_api_paths_and_bad_queries_get_json_errors(pool: PgPool) {
 #[sqlx::test(migrations = false)]
 async fn ctl_says_how_to_authenticate_and_is_quiet_on_a_closed_pipe(pool: PgPool) {
     migrate(&pool).await;
-    let api = spawn_api(&pool, vec![]).await;
+    let api = TestApi::start(&pool, vec![]).await;
     let home = tempfile_dir();
     let run = async |token: Option<&str>| {
         let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_ctl"));
@@ -1040,14 +980,14 @@ kind = "pass"
 output = { ok = true }
 "#,
     );
-    let api = spawn_api(&pool, vec![def.clone()]).await;
+    let api = TestApi::start(&pool, vec![def.clone()]).await;
     // No worker runs: the runs stay queued.
     let mut ids = Vec::new();
     for _ in 0..3 {
         ids.push(submit(&pool, &def, json!({})).await);
     }
 
-    let (code, first, err) = ctl(&api, &["task", "list", "--limit", "2"]).await;
+    let (code, first, err) = api.ctl(&["task", "list", "--limit", "2"]).await;
     assert_eq!(code, 0, "{err}");
     let cursor = first
         .lines()
@@ -1055,28 +995,28 @@ output = { ok = true }
         .and_then(|l| l.strip_suffix(')'))
         .unwrap_or_else(|| panic!("no cursor in {first}"))
         .to_owned();
-    let (code, rest, err) = ctl(&api, &["task", "list", "--limit", "2", "--cursor", &cursor]).await;
+    let (code, rest, err) = api
+        .ctl(&["task", "list", "--limit", "2", "--cursor", &cursor])
+        .await;
     assert_eq!(code, 0, "{err}");
     let listed = |text: &str| ids.iter().filter(|id| text.contains(id.as_str())).count();
     assert_eq!((listed(&first), listed(&rest)), (2, 1), "{first}\n{rest}");
     assert!(!rest.contains("(more:"), "{rest}");
 
     // Values are checked before anything is sent, naming what is allowed.
-    let (code, _, err) = ctl(&api, &["task", "list", "--status", "finished"]).await;
+    let (code, _, err) = api.ctl(&["task", "list", "--status", "finished"]).await;
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("succeeded") && err.contains("cancelled"),
         "{err}"
     );
-    let (code, _, err) = ctl(&api, &["task", "list", "--limit", "501"]).await;
+    let (code, _, err) = api.ctl(&["task", "list", "--limit", "501"]).await;
     assert_eq!(code, 2, "{err}");
 
     // --wait gives up when told, saying where the run is.
-    let (code, _, err) = ctl(
-        &api,
-        &["task", "submit", "idle", "--wait", "--timeout", "300ms"],
-    )
-    .await;
+    let (code, _, err) = api
+        .ctl(&["task", "submit", "idle", "--wait", "--timeout", "300ms"])
+        .await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("is still queued after 300ms"), "{err}");
 }

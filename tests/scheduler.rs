@@ -10,10 +10,8 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use cairn::api::{AppState, serve};
 use cairn::scheduler::{self, Triggered};
 use cairn::store::schedules as store;
 use cairn::workflow::{CronSchedule, Registry};
@@ -22,7 +20,6 @@ use common::*;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio_util::sync::CancellationToken;
 
 fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -696,59 +693,6 @@ cron = "0 6 * * *"
 input = { name = "file" }
 "#;
 
-struct Api {
-    base: String,
-    http: reqwest::Client,
-    stop: CancellationToken,
-    operator: String,
-    viewer: String,
-}
-
-impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        self.call_as(&self.operator, method, path, body).await
-    }
-
-    async fn call_as(
-        &self,
-        token: &str,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut r = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(token);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r.send().await.unwrap();
-        (
-            resp.status().as_u16(),
-            resp.json().await.unwrap_or(Value::Null),
-        )
-    }
-}
-
-async fn spawn_api(pool: &PgPool, registry: Registry) -> Api {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    tokio::spawn(serve(
-        listener,
-        AppState::new(pool.clone(), Arc::new(registry)),
-        stop.clone(),
-    ));
-    Api {
-        base,
-        http: reqwest::Client::new(),
-        stop,
-        operator: token(pool, cairn::auth::Role::Operator).await,
-        viewer: token(pool, cairn::auth::Role::Viewer).await,
-    }
-}
-
 async fn count_schedules(pool: &PgPool) -> i64 {
     sqlx::query_scalar("select count(*) from schedules")
         .fetch_one(pool)
@@ -758,11 +702,10 @@ async fn count_schedules(pool: &PgPool) -> i64 {
 
 #[sqlx::test(migrations = false)]
 async fn the_schedules_api(pool: PgPool) {
-    use reqwest::Method;
     migrate(&pool).await;
     let registry = Registry::from_definitions([definition("greet", GREET)]);
     scheduler::sync(&pool, &registry, Utc::now()).await.unwrap();
-    let api = spawn_api(&pool, registry).await;
+    let api = TestApi::builder(&pool).registry(registry).start().await;
 
     let body = json!({
         "name": "every-10s",
@@ -773,9 +716,7 @@ async fn the_schedules_api(pool: PgPool) {
         "overlapPolicy": "skip",
         "maxLateness": "30s",
     });
-    let (code, created) = api
-        .call(Method::POST, "/api/schedules", Some(body.clone()))
-        .await;
+    let (code, created) = api.call("POST", "/api/schedules", Some(body.clone())).await;
     assert_eq!(code, 201, "{created}");
     let id = created["id"].as_str().unwrap().to_owned();
     for key in [
@@ -809,16 +750,14 @@ async fn the_schedules_api(pool: PgPool) {
 
     // Refusals change nothing.
     let before = count_schedules(&pool).await;
-    let (code, e) = api
-        .call(Method::POST, "/api/schedules", Some(body.clone()))
-        .await;
+    let (code, e) = api.call("POST", "/api/schedules", Some(body.clone())).await;
     assert_eq!(code, 409, "{e}");
     let bad = json!({
         "name": "bad name!", "workflow": "greet", "cron": "61 * * * *",
         "timezone": "Mars/Base", "misfirePolicy": "later", "maxLateness": "soon",
         "input": { "name": 1 },
     });
-    let (code, e) = api.call(Method::POST, "/api/schedules", Some(bad)).await;
+    let (code, e) = api.call("POST", "/api/schedules", Some(bad)).await;
     assert_eq!(code, 422, "{e}");
     let fields: Vec<&str> = e["error"]["details"]
         .as_array()
@@ -840,7 +779,7 @@ async fn the_schedules_api(pool: PgPool) {
     );
     let (code, e) = api
         .call(
-            Method::POST,
+            "POST",
             "/api/schedules",
             Some(json!({ "name": "x", "workflow": "nope", "cron": "* * * * *" })),
         )
@@ -851,26 +790,21 @@ async fn the_schedules_api(pool: PgPool) {
     );
     let (code, _) = api
         .call(
-            Method::POST,
+            "POST",
             "/api/schedules",
             Some(json!({ "name": "x", "workflow": "greet", "cron": "* * * * *", "colour": 1 })),
         )
         .await;
     assert_eq!(code, 400);
     let (code, _) = api
-        .call_as(
-            &api.viewer,
-            Method::POST,
-            "/api/schedules",
-            Some(body.clone()),
-        )
+        .call_as(&api.viewer, "POST", "/api/schedules", Some(body.clone()))
         .await;
     assert_eq!(code, 403);
     assert_eq!(count_schedules(&pool).await, before);
 
     // Reading, by id or name, as a viewer.
     let (code, list) = api
-        .call_as(&api.viewer, Method::GET, "/api/schedules", None)
+        .call_as(&api.viewer, "GET", "/api/schedules", None)
         .await;
     assert_eq!(code, 200);
     let names: Vec<&str> = list["items"]
@@ -880,72 +814,60 @@ async fn the_schedules_api(pool: PgPool) {
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["every-10s", "greet.daily"]);
-    let (code, by_name) = api
-        .call(Method::GET, "/api/schedules/every-10s", None)
-        .await;
+    let (code, by_name) = api.call("GET", "/api/schedules/every-10s", None).await;
     assert_eq!((code, by_name["id"].as_str()), (200, Some(id.as_str())));
     assert_eq!(by_name["recentTicks"], json!([]));
-    let (code, _) = api.call(Method::GET, "/api/schedules/nope", None).await;
+    let (code, _) = api.call("GET", "/api/schedules/nope", None).await;
     assert_eq!(code, 404);
 
     // Pause, resume.
     let (code, paused) = api
-        .call(Method::POST, &format!("/api/schedules/{id}/pause"), None)
+        .call("POST", &format!("/api/schedules/{id}/pause"), None)
         .await;
     assert_eq!(
         (code, &paused["enabled"], &paused["nextFireTimes"]),
         (200, &json!(false), &json!([]))
     );
     let (code, resumed) = api
-        .call(Method::POST, &format!("/api/schedules/{id}/resume"), None)
+        .call("POST", &format!("/api/schedules/{id}/resume"), None)
         .await;
     assert_eq!((code, &resumed["enabled"]), (200, &json!(true)));
     assert_eq!(resumed["nextFireTimes"].as_array().unwrap().len(), 3);
 
     // Trigger: a run now, which shows the schedule and tick that started it.
     let (code, triggered) = api
-        .call(Method::POST, &format!("/api/schedules/{id}/trigger"), None)
+        .call("POST", &format!("/api/schedules/{id}/trigger"), None)
         .await;
     assert_eq!(code, 201, "{triggered}");
     assert_eq!(triggered["status"], "queued");
     let task = triggered["taskId"].as_str().unwrap();
-    let (_, run) = api
-        .call(Method::GET, &format!("/api/tasks/{task}"), None)
-        .await;
+    let (_, run) = api.call("GET", &format!("/api/tasks/{task}"), None).await;
     assert_eq!(run["input"], json!({ "name": "Ada" }));
     assert_eq!(run["schedule"]["id"], json!(id));
     assert_eq!(run["schedule"]["name"], "every-10s");
     assert_eq!(run["schedule"]["kind"], "manual");
     assert!(run["schedule"]["tickAt"].is_string());
-    let (_, detail) = api
-        .call(Method::GET, &format!("/api/schedules/{id}"), None)
-        .await;
+    let (_, detail) = api.call("GET", &format!("/api/schedules/{id}"), None).await;
     assert_eq!(detail["recentTicks"][0]["taskId"], json!(task));
     assert!(detail["lastFiredAt"].is_string());
 
     // Remove: API schedules go; file schedules are removed from their file.
-    let (code, e) = api
-        .call(Method::DELETE, "/api/schedules/greet.daily", None)
-        .await;
+    let (code, e) = api.call("DELETE", "/api/schedules/greet.daily", None).await;
     assert_eq!(code, 409, "{e}");
     let (code, _) = api
-        .call(Method::DELETE, &format!("/api/schedules/{id}"), None)
+        .call("DELETE", &format!("/api/schedules/{id}"), None)
         .await;
     assert_eq!(code, 204);
-    let (code, _) = api
-        .call(Method::GET, &format!("/api/schedules/{id}"), None)
-        .await;
+    let (code, _) = api.call("GET", &format!("/api/schedules/{id}"), None).await;
     assert_eq!(code, 404);
     // The run keeps its record of the removed schedule.
-    let (_, run) = api
-        .call(Method::GET, &format!("/api/tasks/{task}"), None)
-        .await;
+    let (_, run) = api.call("GET", &format!("/api/tasks/{task}"), None).await;
     assert_eq!(
         (run["schedule"]["id"].as_str(), &run["schedule"]["name"]),
         (Some(id.as_str()), &Value::Null)
     );
 
-    let (_, doc) = api.call(Method::GET, "/api/openapi.json", None).await;
+    let (_, doc) = api.call("GET", "/api/openapi.json", None).await;
     for path in [
         "/api/schedules",
         "/api/schedules/{id}",
@@ -961,31 +883,14 @@ async fn the_schedules_api(pool: PgPool) {
     api.stop.cancel();
 }
 
-async fn ctl(api: &Api, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ctl"))
-        .args(args)
-        .env("CAIRN_API_URL", &api.base)
-        .env("CAIRN_TOKEN", &api.operator)
-        .env("HOME", std::env::temp_dir())
-        .output()
-        .await
-        .expect("run ctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[sqlx::test(migrations = false)]
 async fn ctl_schedule_commands(pool: PgPool) {
     migrate(&pool).await;
     let registry = Registry::from_definitions([definition("greet", GREET)]);
-    let api = spawn_api(&pool, registry).await;
+    let api = TestApi::builder(&pool).registry(registry).start().await;
 
-    let (code, out, err) = ctl(
-        &api,
-        &[
+    let (code, out, err) = api
+        .ctl(&[
             "schedule",
             "add",
             "nightly",
@@ -997,19 +902,18 @@ async fn ctl_schedule_commands(pool: PgPool) {
             "Europe/Berlin",
             "--input",
             r#"{"name":"Ada"}"#,
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("Schedule  nightly"), "{out}");
 
-    let (code, out, err) = ctl(&api, &["schedule", "list"]).await;
+    let (code, out, err) = api.ctl(&["schedule", "list"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("NEXT FIRE TIMES") && out.contains("nightly"),
         "{out}"
     );
-    let (code, out, _) = ctl(&api, &["schedule", "list", "-o", "json"]).await;
+    let (code, out, _) = api.ctl(&["schedule", "list", "-o", "json"]).await;
     assert_eq!(code, 0);
     let list: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
@@ -1017,26 +921,28 @@ async fn ctl_schedule_commands(pool: PgPool) {
         3
     );
 
-    let (code, out, _) = ctl(&api, &["schedule", "pause", "nightly"]).await;
+    let (code, out, _) = api.ctl(&["schedule", "pause", "nightly"]).await;
     assert_eq!(code, 0);
     assert!(out.contains("Next      paused"), "{out}");
-    let (code, _, _) = ctl(&api, &["schedule", "resume", "nightly"]).await;
+    let (code, _, _) = api.ctl(&["schedule", "resume", "nightly"]).await;
     assert_eq!(code, 0);
 
-    let (code, out, err) = ctl(&api, &["schedule", "trigger", "nightly", "-o", "json"]).await;
+    let (code, out, err) = api
+        .ctl(&["schedule", "trigger", "nightly", "-o", "json"])
+        .await;
     assert_eq!(code, 0, "{err}");
     let triggered: Value = serde_json::from_str(&out).unwrap();
     let task = triggered["taskId"].as_str().unwrap();
-    let (code, out, _) = ctl(&api, &["task", "show", task]).await;
+    let (code, out, _) = api.ctl(&["task", "show", task]).await;
     assert_eq!(code, 0);
     assert!(out.contains("Schedule  nightly (tick "), "{out}");
-    let (code, out, _) = ctl(&api, &["schedule", "show", "nightly"]).await;
+    let (code, out, _) = api.ctl(&["schedule", "show", "nightly"]).await;
     assert_eq!(code, 0);
     assert!(out.contains("manual") && out.contains(task), "{out}");
 
-    let (code, _, _) = ctl(&api, &["schedule", "remove", "nightly", "--yes"]).await;
+    let (code, _, _) = api.ctl(&["schedule", "remove", "nightly", "--yes"]).await;
     assert_eq!(code, 0);
-    let (code, _, err) = ctl(&api, &["schedule", "show", "nightly"]).await;
+    let (code, _, err) = api.ctl(&["schedule", "show", "nightly"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("no schedule"), "{err}");
     api.stop.cancel();

@@ -149,7 +149,7 @@ async fn show(
 #[serde(rename_all = "camelCase")]
 pub struct Redriven {
     task_id: String,
-    status: String,
+    status: crate::state::RunStatus,
 }
 
 /// Resumes the dead run from its failed step (the dead letter is cleared).

@@ -78,7 +78,7 @@ async fn render(pool: &PgPool) -> Result<String, ApiError> {
     )
     .map_err(fmt)?;
     for (status, n) in store::stats::runs_by_status(&mut *tx).await? {
-        writeln!(w, "cairn_runs{{status=\"{}\"}} {n}", esc(&status)).map_err(fmt)?;
+        writeln!(w, "cairn_runs{{status=\"{}\"}} {n}", esc(status.as_str())).map_err(fmt)?;
     }
     writeln!(
         w,
@@ -108,7 +108,7 @@ async fn render(pool: &PgPool) -> Result<String, ApiError> {
         writeln!(
             w,
             "cairn_step_attempts_total{{status=\"{}\"}} {n}",
-            esc(status)
+            esc(status.as_str())
         )
         .map_err(fmt)?;
     }

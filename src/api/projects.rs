@@ -18,6 +18,7 @@ use super::tasks::ago;
 use super::{ApiError, AppState};
 use crate::auth::Principal;
 use crate::engine::{self, Rejected, Submitted};
+use crate::state::RunStatus;
 use crate::store;
 use crate::store::projects::ProjectRow;
 use crate::store::runs::RunOrigin;
@@ -118,7 +119,7 @@ async fn create(
 pub struct Analysis {
     task_id: String,
     workflow: String,
-    status: String,
+    status: RunStatus,
     /// The run's output once it succeeded.
     #[schema(value_type = Option<Object>)]
     result: Option<Value>,
@@ -221,7 +222,7 @@ async fn delete(
 #[serde(rename_all = "camelCase")]
 pub struct Started {
     task_id: String,
-    status: String,
+    status: RunStatus,
     workflow: String,
 }
 

@@ -100,10 +100,9 @@ impl ScheduleView {
 pub struct TickView {
     /// The cron time it stands for (for manual triggers, when triggered).
     tick_at: DateTime<Utc>,
-    /// `on_time`, `late` (stands for missed ticks), `manual` or `backfill`.
-    kind: String,
-    /// `fired`, `skipped_overlap`, `skipped_misfire` or `failed`.
-    outcome: String,
+    /// Why the tick row exists; `late` stands for missed ticks.
+    kind: crate::state::TickKind,
+    outcome: crate::state::TickOutcome,
     task_id: Option<String>,
     /// For `late` ticks: how many missed ticks it stands for.
     missed: i32,
@@ -551,7 +550,7 @@ async fn resume(
 #[serde(rename_all = "camelCase")]
 pub struct TriggerResponse {
     task_id: String,
-    status: String,
+    status: crate::state::RunStatus,
 }
 
 /// Starts a run of the schedule now (even while paused, and whatever its overlap
@@ -587,7 +586,7 @@ async fn trigger(
         StatusCode::CREATED,
         Json(TriggerResponse {
             task_id: run.id.clone(),
-            status: run.status.clone(),
+            status: run.status,
         }),
     )
         .into_response();

@@ -16,6 +16,7 @@ use super::extract::{AppJson, AppQuery, OptionalJson};
 use super::{ApiError, AppState};
 use crate::engine;
 use crate::engine::{BATCH_MAX, BatchItem, BatchOutcome, BatchRejected, ItemRejected, KEY_MAX_LEN};
+use crate::state::RunStatus;
 use crate::store;
 use crate::store::runs::{RunListParams, RunRow};
 use crate::workflow::Definition;
@@ -41,7 +42,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[serde(rename_all = "camelCase")]
 pub struct TaskState {
     task_id: String,
-    status: String,
+    status: RunStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     replay_of: Option<String>,
 }
@@ -151,12 +152,12 @@ async fn cancel(
         None => Err(ApiError::NotFound(format!("no task with id `{id}`"))),
         Some(Cancelled::Now) => Ok(Json(TaskState {
             task_id: id,
-            status: "cancelled".into(),
+            status: RunStatus::Cancelled,
             replay_of: None,
         })),
         Some(Cancelled::Requested) => Ok(Json(TaskState {
             task_id: id,
-            status: "running".into(),
+            status: RunStatus::Running,
             replay_of: None,
         })),
         Some(Cancelled::AlreadyFinished(s)) => Err(ApiError::Conflict {
@@ -274,16 +275,17 @@ pub(super) fn ago(what: &str, s: &str) -> Result<DateTime<Utc>, ApiError> {
     Ok(Utc::now() - d)
 }
 
-fn check_status(s: &Option<String>) -> Result<(), ApiError> {
-    if let Some(s) = s
-        && !RUN_STATUSES.contains(&s.as_str())
-    {
-        return Err(ApiError::bad_request(format!(
-            "unknown status `{s}`; expected one of: {}",
-            RUN_STATUSES.join(", ")
-        )));
-    }
-    Ok(())
+/// A `status` filter, read as a run status (a 400 naming the states otherwise).
+fn parse_status(s: Option<&str>) -> Result<Option<RunStatus>, ApiError> {
+    s.map(|s| {
+        s.parse().map_err(|_| {
+            ApiError::bad_request(format!(
+                "unknown status `{s}`; expected one of: {}",
+                RunStatus::expected()
+            ))
+        })
+    })
+    .transpose()
 }
 
 /// Retries, cancels or replays every run matching a filter, in batches; `dryRun` only counts.
@@ -307,7 +309,7 @@ async fn bulk(
             )));
         }
     };
-    check_status(&req.filter.status)?;
+    let status = parse_status(req.filter.status.as_deref())?;
     let f = &req.filter;
     if f.status.is_none() && f.workflow.is_none() && f.since.is_none() && f.until.is_none() {
         return Err(ApiError::bad_request(
@@ -315,7 +317,7 @@ async fn bulk(
         ));
     }
     let filter = store::runs::RunFilter {
-        status: req.filter.status,
+        status,
         workflow: req.filter.workflow,
         created_after: req
             .filter
@@ -342,18 +344,6 @@ async fn bulk(
     Ok(Json(outcome))
 }
 
-/// Every run status, in lifecycle order.
-pub const RUN_STATUSES: &[&str] = &[
-    "queued",
-    "running",
-    "waiting",
-    "sleeping",
-    "retrying",
-    "succeeded",
-    "dead",
-    "cancelled",
-];
-
 /// Largest body of `POST /api/tasks/batch` (other requests: [`super::MAX_BODY`]).
 pub const BATCH_MAX_BODY: usize = 8 * 1024 * 1024;
 
@@ -372,7 +362,7 @@ pub struct SubmitRequest {
 #[serde(rename_all = "camelCase")]
 pub struct SubmitResponse {
     task_id: String,
-    status: String,
+    status: RunStatus,
     workflow: String,
 }
 
@@ -382,7 +372,7 @@ pub struct SubmitResponse {
 pub struct TaskSummary {
     id: String,
     workflow: String,
-    status: String,
+    status: RunStatus,
     error: Option<String>,
     idempotency_key: Option<String>,
     worker: Option<String>,
@@ -401,7 +391,7 @@ impl From<&RunRow> for TaskSummary {
         TaskSummary {
             id: r.id.clone(),
             workflow: r.workflow.clone(),
-            status: r.status.clone(),
+            status: r.status,
             error: r.error.clone(),
             idempotency_key: r.idempotency_key.clone(),
             worker: r.lease_owner.clone(),
@@ -552,7 +542,7 @@ pub struct BatchTaskResult {
     /// idempotency key made before.
     task_id: String,
     /// That run's status.
-    status: String,
+    status: RunStatus,
     outcome: BatchTaskOutcome,
 }
 
@@ -771,14 +761,7 @@ async fn list(
     _: Viewer,
     AppQuery(q): AppQuery<ListQuery>,
 ) -> Result<Json<TaskList>, ApiError> {
-    if let Some(s) = &q.status
-        && !RUN_STATUSES.contains(&s.as_str())
-    {
-        return Err(ApiError::bad_request(format!(
-            "unknown status `{s}`; expected one of: {}",
-            RUN_STATUSES.join(", ")
-        )));
-    }
+    let status = parse_status(q.status.as_deref())?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request("limit must be between 1 and 500"));
@@ -797,7 +780,7 @@ async fn list(
             store::runs::run_list(
                 &state.pool,
                 &RunListParams {
-                    status: q.status,
+                    status,
                     workflow: q.workflow,
                     created_after,
                     text,
@@ -827,7 +810,7 @@ async fn list(
                 &state.pool,
                 &store::run_ids::RunPrefixParams {
                     prefix: &prefix,
-                    status: q.status.as_deref(),
+                    status,
                     workflow: q.workflow.as_deref(),
                     created_after,
                     before_id: before.as_ref().map(|(_, id)| id.as_str()),

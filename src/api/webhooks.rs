@@ -92,7 +92,7 @@ fn authenticate(
     sig: &Signature,
     body: &[u8],
 ) -> Result<(), ApiError> {
-    let attempt = delivery::awaited_attempt(&target.status, target.attempts);
+    let attempt = delivery::awaited_attempt(target.status, target.attempts);
     let key =
         delivery::key(secret, &req.task_id, &req.step_id, attempt).map_err(ApiError::internal)?;
     delivery::verify(&key, sig.timestamp, body, &sig.mac).map_err(|e| match e {

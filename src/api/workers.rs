@@ -110,7 +110,7 @@ pub struct QueueView {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StatusCount {
-    status: String,
+    status: crate::state::RunStatus,
     count: i64,
 }
 

@@ -50,7 +50,7 @@ impl BenchDb {
                         .options([("client_min_messages", "warning")]),
                 )
                 .await?;
-            crate::store::migrate(&pool).await?;
+            crate::queue::migrate(&pool).await?;
             Ok::<_, BenchError>(pool)
         }
         .await;

@@ -23,6 +23,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 
+use crate::state::RunStatus;
 use crate::workflow::{Registry, WorkflowError, toml_files};
 use client::Client;
 pub use output::Format;
@@ -139,8 +140,8 @@ pub enum TaskCommand {
     )]
     List {
         /// Only runs in this state.
-        #[arg(long, value_parser = ops::RUN_STATUSES)]
-        status: Option<String>,
+        #[arg(long, value_parser = ops::run_status_parser())]
+        status: Option<RunStatus>,
         /// Only runs of this workflow (`ctl workflow list` names them).
         #[arg(long)]
         workflow: Option<String>,
@@ -487,7 +488,11 @@ async fn task(command: TaskCommand, client: &Client, out: &mut Out<'_>) -> Resul
                 },
             };
             out.task(&run)?;
-            Ok(if run["status"] == "succeeded" { 0 } else { 1 })
+            Ok(if status_of(&run) == Some(RunStatus::Succeeded) {
+                0
+            } else {
+                1
+            })
         }
         TaskCommand::List {
             status,
@@ -502,7 +507,7 @@ async fn task(command: TaskCommand, client: &Client, out: &mut Out<'_>) -> Resul
                 query.push(("cursor", c));
             }
             if let Some(s) = status {
-                query.push(("status", s));
+                query.push(("status", s.to_string()));
             }
             if let Some(w) = workflow {
                 query.push(("workflow", w));
@@ -695,13 +700,15 @@ fn write_private(path: &std::path::Path, contents: &str) -> Result<()> {
     Ok(())
 }
 
+/// A run's status as the API answered it.
+fn status_of(run: &Value) -> Option<RunStatus> {
+    run["status"].as_str().and_then(|s| s.parse().ok())
+}
+
 async fn wait_for(client: &Client, id: &str) -> Result<Value> {
     loop {
         let run = client.get(&format!("/api/tasks/{id}")).await?;
-        if matches!(
-            run["status"].as_str(),
-            Some("succeeded" | "dead" | "cancelled")
-        ) {
+        if status_of(&run).is_some_and(RunStatus::is_final) {
             return Ok(run);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -10,25 +10,21 @@ use serde_json::{Value, json};
 use super::client::{Client, SseError};
 use super::output::Out;
 use super::run_id;
+use crate::state::RunStatus;
 
-/// Every run status, as `--status` takes them.
-pub const RUN_STATUSES: [&str; 8] = [
-    "queued",
-    "running",
-    "waiting",
-    "sleeping",
-    "retrying",
-    "succeeded",
-    "dead",
-    "cancelled",
-];
+/// `--status`: one of the run states, listed in `--help` and completions.
+pub fn run_status_parser() -> impl clap::builder::TypedValueParser<Value = RunStatus> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(RunStatus::ALL.iter().map(|s| s.as_str()))
+        .try_map(|s| s.parse::<RunStatus>())
+}
 
 /// Which runs (or dead letters) a bulk command applies to.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct FilterArgs {
     /// Runs with this status.
-    #[arg(long, value_parser = RUN_STATUSES)]
-    pub status: Option<String>,
+    #[arg(long, value_parser = run_status_parser())]
+    pub status: Option<RunStatus>,
     /// Runs of this workflow.
     #[arg(long)]
     pub workflow: Option<String>,

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use comfy_table::{Table, presets};
 use serde_json::Value;
 
+use crate::state::{RunStatus, StepStatus};
 use crate::workflow::Diagnostic;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -135,11 +136,13 @@ impl<'a> Out<'a> {
         if !self.color {
             return s;
         }
-        let code = match s.as_str() {
-            "succeeded" => "32",
-            "dead" | "failed" => "31",
-            "running" | "queued" => "36",
-            "retrying" | "retry_scheduled" | "sleeping" | "waiting" => "33",
+        // Runs' states first, then steps' (an attempt's are a subset of a step's).
+        let code = match (s.parse::<RunStatus>(), s.parse::<StepStatus>()) {
+            (Ok(RunStatus::Succeeded), _) | (_, Ok(StepStatus::Succeeded)) => "32",
+            (Ok(RunStatus::Dead), _) | (_, Ok(StepStatus::Failed)) => "31",
+            (Ok(RunStatus::Running | RunStatus::Queued), _) | (_, Ok(StepStatus::Running)) => "36",
+            (Ok(RunStatus::Retrying | RunStatus::Sleeping | RunStatus::Waiting), _)
+            | (_, Ok(StepStatus::RetryScheduled | StepStatus::Waiting)) => "33",
             _ => "2",
         };
         format!("\x1b[{code}m{s}\x1b[0m")

@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::queue::{self, QueueError, Wake};
+use crate::state::{RunStatus, StepStatus};
 use crate::step::{self, StepContext, StepError};
 use crate::store::runs::Acquired;
 use crate::store::{self, Lease, StoreError};
@@ -158,7 +159,7 @@ pub struct Engine {
 /// What the engine knows of one step during an advance.
 #[derive(Debug, Clone)]
 struct StepState {
-    status: String,
+    status: StepStatus,
     attempts: i32,
     /// Attempts before the last operator retry; they do not count toward the budget.
     attempt_floor: i32,
@@ -166,21 +167,18 @@ struct StepState {
     next_attempt_at: Option<DateTime<Utc>>,
     wake_at: Option<DateTime<Utc>>,
     child_run_id: Option<String>,
-    child_status: Option<String>,
+    child_status: Option<RunStatus>,
     child_output: Option<Value>,
     child_error: Option<String>,
 }
 
 impl StepState {
     fn child_finished(&self) -> bool {
-        matches!(
-            self.child_status.as_deref(),
-            Some("succeeded" | "dead" | "cancelled")
-        )
+        self.child_status.is_some_and(RunStatus::is_final)
     }
 
     fn is_done(&self) -> bool {
-        matches!(self.status.as_str(), "succeeded" | "skipped")
+        self.status.satisfies_needs()
     }
 }
 
@@ -409,7 +407,7 @@ impl Engine {
         let mut running: Vec<String> = Vec::new();
         let mut dead: Option<(String, String)> = states
             .iter()
-            .find(|(_, s)| s.status == "failed")
+            .find(|(_, s)| s.status == StepStatus::Failed)
             .map(|(id, _)| (id.clone(), "failed earlier".to_owned()));
         let mut grace_deadline: Option<tokio::time::Instant> = None;
         // A checkpoint not yet written: it commits with the start of the next step, or
@@ -481,7 +479,7 @@ impl Engine {
             match result {
                 Ok(output) => {
                     set(states, &step_id, |s| {
-                        s.status = "succeeded".into();
+                        s.status = StepStatus::Succeeded;
                         s.output = Some(output.clone());
                     });
                     let may_finish =
@@ -526,11 +524,13 @@ impl Engine {
         let Some(state) = states.get(&step.id) else {
             return false;
         };
-        let due = match state.status.as_str() {
-            "pending" => true,
-            "retry_scheduled" => state.next_attempt_at.is_none_or(|t| t <= now),
+        let due = match state.status {
+            StepStatus::Pending => true,
+            StepStatus::RetryScheduled => state.next_attempt_at.is_none_or(|t| t <= now),
             // Timers fire, waits time out; a child's end is news at once.
-            "waiting" => state.wake_at.is_some_and(|t| t <= now) || state.child_finished(),
+            StepStatus::Waiting => {
+                state.wake_at.is_some_and(|t| t <= now) || state.child_finished()
+            }
             _ => false,
         };
         due && step
@@ -611,7 +611,7 @@ impl Engine {
         for step in waits {
             let (status, attempts) = states
                 .get(&step.id)
-                .map_or(("pending", 0), |s| (s.status.as_str(), s.attempts));
+                .map_or((StepStatus::Pending, 0), |s| (s.status, s.attempts));
             let attempt = crate::delivery::awaited_attempt(status, attempts);
             let value = match crate::delivery::key(secret, cx.run_id, &step.id, attempt) {
                 Ok(key) => minijinja::Value::from(BTreeMap::from([
@@ -653,7 +653,7 @@ impl Engine {
         let attempt = state.attempts + 1;
         let vars = self.vars(cx, states, attempt);
 
-        if state.status == "pending"
+        if state.status == StepStatus::Pending
             && let Some(condition) = &step.condition
         {
             match template::eval_condition(condition, &vars) {
@@ -663,7 +663,7 @@ impl Engine {
                     store::steps::step_skip(&mut tx, cx.lease, &step.id).await?;
                     tx.commit().await?;
                     set(states, &step.id, |s| {
-                        s.status = "skipped".into();
+                        s.status = StepStatus::Skipped;
                         s.output = Some(Value::Null);
                     });
                     return Ok(Started::Settled);
@@ -685,7 +685,7 @@ impl Engine {
                 .await;
         }
         if let StepKind::Sleep(sleep) = &step.kind {
-            if state.status == "waiting" {
+            if state.status == StepStatus::Waiting {
                 let woke = json!({ "wokeAt": state.wake_at });
                 let attempt = state.attempts;
                 let mut tx = self.pool.begin().await?;
@@ -693,7 +693,7 @@ impl Engine {
                     .await?;
                 tx.commit().await?;
                 set(states, &step.id, |s| {
-                    s.status = "succeeded".into();
+                    s.status = StepStatus::Succeeded;
                     s.output = Some(woke.clone());
                 });
             } else {
@@ -704,7 +704,7 @@ impl Engine {
                         .await?;
                 tx.commit().await?;
                 set(states, &step.id, |s| {
-                    s.status = "waiting".into();
+                    s.status = StepStatus::Waiting;
                     s.attempts = attempt;
                     s.wake_at = Some(wake_at);
                 });
@@ -723,7 +723,7 @@ impl Engine {
         self.writer.write(cx.lease, t).await?;
         self.announce.notify_one();
         set(states, &step.id, |s| {
-            s.status = "running".into();
+            s.status = StepStatus::Running;
             s.attempts = attempt;
         });
         // Each attempt runs on its own task: the run loop may wait for a connection
@@ -845,7 +845,7 @@ impl Engine {
         match result {
             Ok(output) => {
                 set(states, &step_id, |s| {
-                    s.status = "succeeded".into();
+                    s.status = StepStatus::Succeeded;
                     s.output = Some(output.clone());
                 });
                 let mut pending = Some(Pending {
@@ -887,13 +887,13 @@ impl Engine {
                 match next {
                     Some(at) => {
                         set(states, &step_id, |s| {
-                            s.status = "retry_scheduled".into();
+                            s.status = StepStatus::RetryScheduled;
                             s.next_attempt_at = Some(at);
                         });
                         Ok(None)
                     }
                     None => {
-                        set(states, &step_id, |s| s.status = "failed".into());
+                        set(states, &step_id, |s| s.status = StepStatus::Failed);
                         Ok(Some((step_id, message)))
                     }
                 }
@@ -938,17 +938,21 @@ impl Engine {
             return Ok(Some(Outcome::Succeeded));
         }
         // Waiting on retries or timers: park until the earliest.
-        let mut earliest: Option<(DateTime<Utc>, &'static str)> = None;
+        let mut earliest: Option<(DateTime<Utc>, RunStatus)> = None;
         // Steps waiting on the outside world: checked for news before parking.
         let mut watch: Vec<String> = Vec::new();
         for (id, s) in states {
             let kind = cx.workflow.step(id).map(|st| &st.kind);
-            let candidate = match (s.status.as_str(), kind) {
-                ("retry_scheduled", _) => s.next_attempt_at.map(|t| (t, "retrying")),
-                ("waiting", Some(StepKind::Sleep(_))) => s.wake_at.map(|t| (t, "sleeping")),
-                ("waiting", _) => {
+            let candidate = match (s.status, kind) {
+                (StepStatus::RetryScheduled, _) => {
+                    s.next_attempt_at.map(|t| (t, RunStatus::Retrying))
+                }
+                (StepStatus::Waiting, Some(StepKind::Sleep(_))) => {
+                    s.wake_at.map(|t| (t, RunStatus::Sleeping))
+                }
+                (StepStatus::Waiting, _) => {
                     watch.push(id.clone());
-                    s.wake_at.map(|t| (t, "waiting"))
+                    s.wake_at.map(|t| (t, RunStatus::Waiting))
                 }
                 _ => None,
             };
@@ -1002,7 +1006,7 @@ impl Engine {
         store::steps::step_fail(&mut tx, cx.lease, &step.id, attempt, &error, None).await?;
         tx.commit().await?;
         set(states, &step.id, |s| {
-            s.status = "failed".into();
+            s.status = StepStatus::Failed;
             s.attempts = attempt;
         });
         Ok(Started::Failed(error))
@@ -1044,7 +1048,7 @@ impl Engine {
         state: &StepState,
         states: &mut HashMap<String, StepState>,
     ) -> Result<Started<'static>> {
-        if state.status == "waiting" {
+        if state.status == StepStatus::Waiting {
             // Only due when the timeout passed (a delivered result is a checkpoint).
             let error = StepError::retryable(format!(
                 "no callback arrived within {}",
@@ -1059,7 +1063,7 @@ impl Engine {
                 .await?;
         tx.commit().await?;
         set(states, &step.id, |s| {
-            s.status = "waiting".into();
+            s.status = StepStatus::Waiting;
             s.attempts = attempt;
             s.wake_at = Some(wake_at);
         });
@@ -1076,10 +1080,10 @@ impl Engine {
         states: &mut HashMap<String, StepState>,
         vars: minijinja::Value,
     ) -> Result<Started<'static>> {
-        if state.status == "waiting" {
+        if state.status == StepStatus::Waiting {
             let child_id = state.child_run_id.clone().unwrap_or_default();
-            match state.child_status.as_deref() {
-                Some("succeeded") => {
+            match state.child_status {
+                Some(RunStatus::Succeeded) => {
                     let output = state.child_output.clone().unwrap_or(Value::Null);
                     let mut tx = self.pool.begin().await?;
                     store::steps::step_succeed(
@@ -1093,12 +1097,12 @@ impl Engine {
                     .await?;
                     tx.commit().await?;
                     set(states, &step.id, |s| {
-                        s.status = "succeeded".into();
+                        s.status = StepStatus::Succeeded;
                         s.output = Some(output.clone());
                     });
                     return Ok(Started::Settled);
                 }
-                Some(status @ ("dead" | "cancelled")) => {
+                Some(status @ (RunStatus::Dead | RunStatus::Cancelled)) => {
                     let why = state.child_error.clone().unwrap_or_default();
                     let error =
                         StepError::fatal(format!("child run {child_id} is {status}: {why}"));
@@ -1188,11 +1192,11 @@ impl Engine {
         .await?;
         tx.commit().await?;
         set(states, &step.id, |s| {
-            s.status = "waiting".into();
+            s.status = StepStatus::Waiting;
             s.attempts = attempt;
             s.wake_at = Some(wake_at);
             s.child_run_id = Some(created.id.clone());
-            s.child_status = Some(created.status.clone());
+            s.child_status = Some(created.status);
         });
         Ok(Started::Settled)
     }

@@ -12,6 +12,7 @@ use tokio::sync::{Semaphore, oneshot};
 
 use super::{EngineError, Result};
 use crate::queue::{self, Wake};
+use crate::state::RunStatus;
 use crate::store;
 use crate::store::definitions::DefinitionsStored;
 use crate::store::runs::{RunInsertManyParams, RunInsertParams, RunInserted, RunOrigin, RunRow};
@@ -268,7 +269,7 @@ pub enum BatchOutcome {
 pub struct BatchSubmitted {
     pub run_id: String,
     /// The run's status when the batch committed (`queued` for created runs).
-    pub status: String,
+    pub status: RunStatus,
     pub outcome: BatchOutcome,
 }
 
@@ -472,7 +473,7 @@ async fn write_prepared(
     for (i, &l) in lead.iter().enumerate() {
         // The run item `i` refers to: (id, status, request hash).
         let (run_id, status, promised) = if created.contains(ids[l].as_str()) {
-            (ids[l].as_str(), "queued", Some(hashes[l]))
+            (ids[l].as_str(), RunStatus::Queued, Some(hashes[l]))
         } else {
             let run = prepared[l]
                 .idempotency_key
@@ -483,11 +484,7 @@ async fn write_prepared(
                         "item {l} of a batch was neither inserted nor found by its idempotency key"
                     )))
                 })?;
-            (
-                run.id.as_str(),
-                run.status.as_str(),
-                run.request_hash.as_deref(),
-            )
+            (run.id.as_str(), run.status, run.request_hash.as_deref())
         };
         let outcome = if i == l && created.contains(run_id) {
             BatchOutcome::Created
@@ -498,7 +495,7 @@ async fn write_prepared(
         };
         out.push(BatchSubmitted {
             run_id: run_id.to_owned(),
-            status: status.to_owned(),
+            status,
             outcome,
         });
     }
@@ -865,7 +862,7 @@ mod tests {
     /// queue and the event listeners.
     #[sqlx::test(migrations = false)]
     async fn submits_are_announced_once_after_their_commit(pool: PgPool) {
-        store::migrate(&pool).await.expect("migrate");
+        crate::queue::migrate(&pool).await.expect("migrate");
         let mut listener = PgListener::connect_with(&pool).await.expect("listener");
         listener
             .listen_all(["apalis::job::insert", store::events::CHANNEL])

@@ -169,6 +169,8 @@ async fn write_one(pool: &PgPool, job: &Job) -> Result<(), StoreError> {
 mod tests {
     use std::time::Duration;
 
+    use crate::state::StepStatus;
+
     use serde_json::json;
 
     use super::*;
@@ -190,7 +192,7 @@ mod tests {
     /// transitions of the others in the same batch commit all the same.
     #[sqlx::test(migrations = false)]
     async fn a_lost_lease_in_a_batch_leaves_the_others_committed(pool: PgPool) {
-        store::migrate(&pool).await.expect("migrate");
+        crate::queue::migrate(&pool).await.expect("migrate");
         let def = Definition::parse(
             "one",
             "one.toml",
@@ -220,7 +222,7 @@ mod tests {
             "{:?}",
             results[1]
         );
-        let statuses: Vec<(String, String, i64)> = sqlx::query_as(
+        let statuses: Vec<(String, StepStatus, i64)> = sqlx::query_as(
             "select s.run_id, s.status,
                     (select count(*) from step_attempts a where a.run_id = s.run_id)
                from steps s where s.run_id = any($1) order by s.run_id = $2 desc",
@@ -230,10 +232,11 @@ mod tests {
         .fetch_all(&pool)
         .await
         .expect("read steps");
-        assert_eq!(statuses[0].1, "running");
+        assert_eq!(statuses[0].1, StepStatus::Running);
         assert_eq!(statuses[0].2, 1);
         assert_eq!(
-            statuses[1].1, "pending",
+            statuses[1].1,
+            StepStatus::Pending,
             "nothing written for the lost lease"
         );
         assert_eq!(statuses[1].2, 0);
@@ -246,7 +249,7 @@ mod tests {
     async fn rows_are_written_only_for_existing_runs_and_steps_and_deleted_with_their_run(
         pool: PgPool,
     ) {
-        store::migrate(&pool).await.expect("migrate");
+        crate::queue::migrate(&pool).await.expect("migrate");
         let def = Definition::parse(
             "one",
             "one.toml",

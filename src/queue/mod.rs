@@ -51,6 +51,12 @@ pub enum QueueError {
     Listen(#[from] sqlx::Error),
 }
 
+impl store::connect::Transient for QueueError {
+    fn unavailable(&self) -> Option<&'static str> {
+        QueueError::unavailable(self)
+    }
+}
+
 impl QueueError {
     /// Why this error means the database is away right now
     /// ([`store::connect::unavailable`]).
@@ -95,8 +101,17 @@ pub fn wake_ids(n: usize) -> Vec<String> {
 }
 
 /// Creates apalis' tables (schema `apalis`) if they are missing.
-pub async fn setup(pool: &PgPool) -> Result<(), QueueError> {
+/// Brings a database up to date: Cairn's migrations, then apalis' (in its own `apalis`
+/// schema), then Cairn's changes to apalis' tables — its per-job insert notification
+/// replaced by a per-statement one ([`store::jobs::jobs_notify_install`]) and its job
+/// indexes trimmed ([`store::jobs::jobs_indexes_trim`]). In that order, because each
+/// step needs the one before. Safe to run from several processes at once: each step
+/// takes an advisory lock.
+pub async fn migrate(pool: &PgPool) -> Result<(), QueueError> {
+    store::migrate(pool).await?;
     PostgresStorage::setup(pool).await?;
+    store::jobs::jobs_notify_install(pool).await?;
+    store::jobs::jobs_indexes_trim(pool).await?;
     Ok(())
 }
 

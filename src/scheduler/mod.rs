@@ -119,7 +119,7 @@ impl Clock for SystemClock {
     }
 }
 
-/// Scheduler settings (see [`crate::config::SchedulerArgs`]).
+/// Scheduler settings (the `cairn scheduler` flags fill them in).
 #[derive(Debug, Clone)]
 pub struct SchedulerSettings {
     /// This process, as recorded on the ticks it handles.
@@ -131,32 +131,13 @@ pub struct SchedulerSettings {
 impl Default for SchedulerSettings {
     fn default() -> Self {
         SchedulerSettings {
-            id: format!("scheduler-{}", crate::worker::worker_id()),
+            id: format!("scheduler-{}", crate::telemetry::process_id()),
             poll_interval: Duration::from_secs(10),
         }
     }
 }
 
-/// How a tick was recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TickKind {
-    OnTime,
-    Late,
-    Manual,
-    /// Started by an operator's backfill of a range of fire times.
-    Backfill,
-}
-
-impl TickKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TickKind::OnTime => "on_time",
-            TickKind::Late => "late",
-            TickKind::Manual => "manual",
-            TickKind::Backfill => "backfill",
-        }
-    }
-}
+pub use crate::state::{TickKind, TickOutcome};
 
 /// What firing one tick did.
 #[derive(Debug)]
@@ -231,7 +212,7 @@ pub async fn fire(
     let tick = TickInsertParams {
         schedule_id: &s.id,
         tick_at,
-        kind: kind.as_str(),
+        kind,
         missed: i32::try_from(missed).unwrap_or(i32::MAX),
         scheduler: handler,
     };
@@ -248,8 +229,14 @@ pub async fn fire(
             OverlapPolicy::Skip => {
                 let active = store::schedule_active_runs(conn, &s.id).await?;
                 if !active.is_empty() {
-                    store::schedule_tick_finish(conn, tick_id, "skipped_overlap", None, None)
-                        .await?;
+                    store::schedule_tick_finish(
+                        conn,
+                        tick_id,
+                        TickOutcome::SkippedOverlap,
+                        None,
+                        None,
+                    )
+                    .await?;
                     tracing::info!(schedule = %s.name, tick = %tick_at, active = ?active,
                         "tick skipped: the previous run is still active");
                     return Ok(Fired::SkippedOverlap);
@@ -276,7 +263,8 @@ pub async fn fire(
     match engine::submit_in(conn, def, &s.input, None).await? {
         Ok(Submitted::Created(run)) => {
             store::run_schedule_link(conn, &run.id, &s.id, tick_at).await?;
-            store::schedule_tick_finish(conn, tick_id, "fired", Some(&run.id), None).await?;
+            store::schedule_tick_finish(conn, tick_id, TickOutcome::Fired, Some(&run.id), None)
+                .await?;
             if matches!(kind, TickKind::OnTime | TickKind::Backfill) {
                 tracing::debug!(schedule = %s.name, tick = %tick_at, run = %run.id, "tick fired");
             } else {
@@ -307,7 +295,7 @@ async fn tick_failed(
     tick_at: DateTime<Utc>,
     message: String,
 ) -> Result<Fired> {
-    store::schedule_tick_finish(conn, tick_id, "failed", None, Some(&message)).await?;
+    store::schedule_tick_finish(conn, tick_id, TickOutcome::Failed, None, Some(&message)).await?;
     tracing::warn!(schedule = %s.name, tick = %tick_at, error = %message, "tick failed");
     Ok(Fired::Failed(message))
 }
@@ -356,12 +344,13 @@ async fn handle(
                 let tick = TickInsertParams {
                     schedule_id: &s.id,
                     tick_at: missed.latest,
-                    kind: TickKind::Late.as_str(),
+                    kind: TickKind::Late,
                     missed: i32::try_from(missed.count).unwrap_or(i32::MAX),
                     scheduler: handler,
                 };
                 if let Some(id) = store::schedule_tick_insert(conn, &tick).await? {
-                    store::schedule_tick_finish(conn, id, "skipped_misfire", None, None).await?;
+                    store::schedule_tick_finish(conn, id, TickOutcome::SkippedMisfire, None, None)
+                        .await?;
                     report.skipped += 1;
                     tracing::info!(schedule = %s.name, missed = missed.count, latest = %missed.latest,
                         "missed ticks skipped (misfire policy skip)");

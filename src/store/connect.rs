@@ -26,8 +26,22 @@ const MIN_DELAY: Duration = Duration::from_millis(250);
 /// Longest pause between tries.
 const MAX_DELAY: Duration = Duration::from_secs(5);
 
+/// An error that may only mean the database is away for now (see [`unavailable`]):
+/// what [`retrying`] waits out.
+pub trait Transient: std::fmt::Display {
+    /// Why the database cannot be reached right now, or `None` when the error is not
+    /// cured by waiting.
+    fn unavailable(&self) -> Option<&'static str>;
+}
+
+impl Transient for StoreError {
+    fn unavailable(&self) -> Option<&'static str> {
+        StoreError::unavailable(self)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
+pub enum ConnectError<E = StoreError> {
     /// The database stayed away for the whole wait.
     #[error("the database was still unavailable after {waited:?} ({tries} tries): {last}")]
     TimedOut {
@@ -38,7 +52,7 @@ pub enum ConnectError {
     },
     /// A failure that waiting does not cure.
     #[error(transparent)]
-    Failed(#[from] StoreError),
+    Failed(E),
 }
 
 /// Why `e` means the database cannot be reached right now — a connection that could not
@@ -101,18 +115,19 @@ pub async fn probe(url: &str) -> Result<(), StoreError> {
 }
 
 /// Calls `attempt` until it succeeds, for as long as it fails with the database away
-/// ([`StoreError::unavailable`]), pausing between tries with exponential backoff and
+/// ([`Transient::unavailable`]), pausing between tries with exponential backoff and
 /// jitter and logging each failure at WARN; `what` names the attempt in the log. With a
 /// `timeout`, gives up once that much time has passed since the first try (`None`:
 /// waits for ever). Any other error is returned at once.
-pub async fn retrying<T, F, Fut>(
+pub async fn retrying<T, E, F, Fut>(
     what: &str,
     timeout: Option<Duration>,
     attempt: F,
-) -> Result<T, ConnectError>
+) -> Result<T, ConnectError<E>>
 where
+    E: Transient,
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, StoreError>>,
+    Fut: Future<Output = Result<T, E>>,
 {
     let started = tokio::time::Instant::now();
     let mut tries = 0u32;
@@ -125,8 +140,8 @@ where
     let waiting = attempt
         .retry(backoff)
         .sleep(tokio::time::sleep)
-        .when(|e: &StoreError| e.unavailable().is_some())
-        .notify(|e: &StoreError, pause: Duration| {
+        .when(|e: &E| e.unavailable().is_some())
+        .notify(|e: &E, pause: Duration| {
             tries += 1;
             tracing::warn!(error = %e, tries, retry_in = ?pause, "{what}: the database is unavailable; trying again");
             last = Some(e.to_string());
@@ -136,7 +151,7 @@ where
         Some(limit) => tokio::time::timeout(limit, waiting).await.ok(),
     };
     match outcome {
-        Some(done) => Ok(done?),
+        Some(done) => done.map_err(ConnectError::Failed),
         None => Err(ConnectError::TimedOut {
             waited: started.elapsed(),
             tries: tries + 1,

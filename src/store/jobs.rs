@@ -209,8 +209,8 @@ mod tests {
     /// per purpose, and the one by worker leaves out jobs no worker holds.
     #[sqlx::test(migrations = false)]
     async fn migrating_trims_the_job_indexes_once(pool: PgPool) {
-        crate::store::migrate(&pool).await.expect("migrate");
-        crate::store::migrate(&pool).await.expect("migrate again");
+        crate::queue::migrate(&pool).await.expect("migrate");
+        crate::queue::migrate(&pool).await.expect("migrate again");
         let indexes: Vec<(String, String)> = sqlx::query_as(
             "select indexname::text, indexdef from pg_indexes
               where schemaname = 'apalis' and tablename = 'jobs' order by indexname",
@@ -239,8 +239,8 @@ mod tests {
     /// due jobs and one for later sends one notification, naming the queue.
     #[sqlx::test(migrations = false)]
     async fn a_statement_of_new_jobs_notifies_once(pool: PgPool) {
-        crate::store::migrate(&pool).await.expect("migrate");
-        crate::store::migrate(&pool).await.expect("migrate again");
+        crate::queue::migrate(&pool).await.expect("migrate");
+        crate::queue::migrate(&pool).await.expect("migrate again");
         let triggers: i64 = sqlx::query_scalar(
             "select count(*) from pg_trigger
               where tgrelid = 'apalis.jobs'::regclass and not tgisinternal",

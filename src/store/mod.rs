@@ -37,8 +37,6 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("apalis setup failed: {0}")]
-    QueueSetup(String),
     #[error("lease on run {0} is no longer held by this worker")]
     LeaseLost(String),
     #[error("run {0} was cancelled")]
@@ -180,20 +178,15 @@ pub fn connect_unannounced(pool: &PgPool, max_connections: u32) -> PgPool {
         .connect_lazy_with(options)
 }
 
-/// Applies Cairn's migrations and apalis' (in its own `apalis` schema), then replaces
-/// apalis' per-job insert notification with a per-statement one
-/// ([`jobs::jobs_notify_install`]) and trims its job indexes
-/// ([`jobs::jobs_indexes_trim`]). Safe to run from several processes at once: each
-/// step takes an advisory lock.
+/// Applies Cairn's own migrations (`migrations/`). A database is brought fully up to
+/// date by `queue::migrate`, which also sets up apalis' tables: use that.
 pub async fn migrate(pool: &PgPool) -> Result<()> {
-    crate::MIGRATOR.run(pool).await?;
-    crate::queue::setup(pool)
-        .await
-        .map_err(|e| StoreError::QueueSetup(e.to_string()))?;
-    jobs::jobs_notify_install(pool).await?;
-    jobs::jobs_indexes_trim(pool).await?;
+    MIGRATOR.run(pool).await?;
     Ok(())
 }
+
+/// Cairn's own migrations (`migrations/`).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Proof of ownership of a run, checked by every fenced write.
 #[derive(Debug, Clone)]

@@ -198,18 +198,19 @@ pub(super) fn plan_outline(plan: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::RunStatus;
     use sqlx::PgPool;
 
     /// Seeds `n` runs of `status` (queued: each with a pending step, a wake-up and one
     /// event; succeeded: each with a finished step, attempt and five events), inserted
     /// with triggers off so a history of many thousands takes seconds.
-    async fn seed(pool: &PgPool, from: i64, n: i64, status: &str) {
+    async fn seed(pool: &PgPool, from: i64, n: i64, status: RunStatus) {
         let mut tx = pool.begin().await.expect("begin");
         sqlx::query("set local session_replication_role = replica")
             .execute(&mut *tx)
             .await
             .expect("replica");
-        let finished = status == "succeeded";
+        let finished = status == RunStatus::Succeeded;
         let sql = format!(
             "with r as (
                  insert into runs (id, workflow, definition_hash, status, input, output,
@@ -287,7 +288,7 @@ mod tests {
 
     #[sqlx::test(migrations = false)]
     async fn hot_statements_read_hot_tables_by_key_in_every_state(pool: PgPool) {
-        crate::store::migrate(&pool).await.expect("migrate");
+        crate::queue::migrate(&pool).await.expect("migrate");
         // Statistics change only when this test analyzes.
         for table in HOT_TABLES {
             let table = if *table == "jobs" {
@@ -304,7 +305,7 @@ mod tests {
         }
         let mut failures = Vec::new();
         check(&pool, EMPTY, true, &mut failures).await;
-        seed(&pool, 0, 20_000, "queued").await;
+        seed(&pool, 0, 20_000, RunStatus::Queued).await;
         check(
             &pool,
             "analyzed empty, then 20k runs queued",
@@ -313,7 +314,7 @@ mod tests {
         )
         .await;
         check(&pool, "analyzed, everything queued", true, &mut failures).await;
-        seed(&pool, 1_000_000, 100_000, "succeeded").await;
+        seed(&pool, 1_000_000, 100_000, RunStatus::Succeeded).await;
         check(&pool, "analyzed, 100k finished runs", true, &mut failures).await;
         assert!(failures.is_empty(), "{}", failures.join("\n"));
     }

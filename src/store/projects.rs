@@ -91,7 +91,7 @@ pub async fn project_delete(pool: &PgPool, id: i64) -> Result<bool> {
 pub struct AnalysisRow {
     pub run_id: String,
     pub workflow: String,
-    pub status: String,
+    pub status: crate::state::RunStatus,
     pub output: Option<Value>,
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,

@@ -16,7 +16,7 @@ use super::runs::{RUN_COLUMNS, RunRow};
 #[derive(Debug, Clone, Default)]
 pub struct RunPrefixParams<'a> {
     pub prefix: &'a str,
-    pub status: Option<&'a str>,
+    pub status: Option<crate::state::RunStatus>,
     pub workflow: Option<&'a str>,
     pub created_after: Option<DateTime<Utc>>,
     /// Only ids below this one (the last id of the previous page).

@@ -9,6 +9,7 @@ use sqlx::{PgConnection, PgPool};
 use super::events::event_append;
 use super::steps::StepRow;
 use super::{Lease, Result, StoreError, lease_fence};
+use crate::state::RunStatus;
 
 pub const RUN_COLUMNS: &str = "id, workflow, definition_hash, status, input, output, error, \
      idempotency_key, request_hash, lease_owner, lease_expires_at, wake_at, created_at, \
@@ -20,7 +21,7 @@ pub struct RunRow {
     pub id: String,
     pub workflow: String,
     pub definition_hash: String,
-    pub status: String,
+    pub status: RunStatus,
     pub input: Value,
     pub output: Option<Value>,
     pub error: Option<String>,
@@ -144,7 +145,7 @@ pub async fn run_get(pool: &PgPool, id: &str) -> Result<Option<RunRow>> {
 /// Filters for [`run_list`]; results are newest first.
 #[derive(Debug, Clone, Default)]
 pub struct RunListParams {
-    pub status: Option<String>,
+    pub status: Option<RunStatus>,
     pub workflow: Option<String>,
     pub created_after: Option<DateTime<Utc>>,
     /// Text found (case-insensitively) in the id, workflow or error.
@@ -170,7 +171,7 @@ pub async fn run_list(pool: &PgPool, p: &RunListParams) -> Result<Vec<RunRow>> {
           limit $6"
     );
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(&p.status)
+        .bind(p.status)
         .bind(&p.workflow)
         .bind(p.created_after)
         .bind(before_at)
@@ -328,7 +329,7 @@ pub async fn run_lease_acquire(
 pub async fn run_park(
     conn: &mut PgConnection,
     lease: &Lease,
-    status: &str,
+    status: RunStatus,
     wake_at: DateTime<Utc>,
 ) -> Result<()> {
     lease_fence(conn, lease).await?;
@@ -520,7 +521,7 @@ pub async fn runs_rescue_expired(conn: &mut PgConnection, limit: i64) -> Result<
 /// Filters for [`run_ids_matching`] (bulk operations).
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
-    pub status: Option<String>,
+    pub status: Option<RunStatus>,
     pub workflow: Option<String>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
@@ -537,7 +538,7 @@ pub async fn run_ids_matching(pool: &PgPool, f: &RunFilter, limit: i64) -> Resul
           order by created_at, id
           limit $5",
     )
-    .bind(&f.status)
+    .bind(f.status)
     .bind(&f.workflow)
     .bind(f.created_after)
     .bind(f.created_before)
@@ -595,7 +596,7 @@ pub enum Cancelled {
     /// A worker is running it: it stops at the next step boundary.
     Requested,
     /// It had already finished, with this status.
-    AlreadyFinished(String),
+    AlreadyFinished(RunStatus),
 }
 
 /// Cancels a run: at once unless a worker holds it, else at its next step boundary.
@@ -605,7 +606,7 @@ pub async fn run_cancel(
     run_id: &str,
     by: &str,
 ) -> Result<Option<Cancelled>> {
-    let status: Option<String> =
+    let status: Option<RunStatus> =
         sqlx::query_scalar("select status from runs where id = $1 for update")
             .bind(run_id)
             .fetch_optional(&mut *conn)
@@ -613,8 +614,8 @@ pub async fn run_cancel(
     let Some(status) = status else {
         return Ok(None);
     };
-    match status.as_str() {
-        "queued" | "retrying" | "sleeping" | "waiting" => {
+    match status {
+        RunStatus::Queued | RunStatus::Retrying | RunStatus::Sleeping | RunStatus::Waiting => {
             sqlx::query(
                 "update runs set status = 'cancelled', finished_at = clock_timestamp(), wake_at = null,
                         cancel_requested_at = coalesce(cancel_requested_at, now())
@@ -628,7 +629,7 @@ pub async fn run_cancel(
             cancel_children(conn, run_id, by).await?;
             Ok(Some(Cancelled::Now))
         }
-        "running" => {
+        RunStatus::Running => {
             sqlx::query(
                 "update runs set cancel_requested_at = coalesce(cancel_requested_at, now()) where id = $1",
             )
@@ -646,7 +647,9 @@ pub async fn run_cancel(
             cancel_children(conn, run_id, by).await?;
             Ok(Some(Cancelled::Requested))
         }
-        other => Ok(Some(Cancelled::AlreadyFinished(other.to_owned()))),
+        finished @ (RunStatus::Succeeded | RunStatus::Dead | RunStatus::Cancelled) => {
+            Ok(Some(Cancelled::AlreadyFinished(finished)))
+        }
     }
 }
 
@@ -932,7 +935,7 @@ mod tests {
     /// project or a run makes the runs that named them forget them.
     #[sqlx::test(migrations = false)]
     async fn runs_check_their_references_once_and_forget_deleted_ones(pool: PgPool) {
-        crate::store::migrate(&pool).await.expect("migrate");
+        crate::queue::migrate(&pool).await.expect("migrate");
         let mut conn = pool.acquire().await.expect("connection");
         let input = json!({});
         let origin = RunOrigin::default();

@@ -11,13 +11,13 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
 use super::Result;
+#[cfg(doc)]
+use crate::state::RunStatus;
+use crate::state::{TickKind, TickOutcome};
 
 pub const SCHEDULE_COLUMNS: &str = "id, name, workflow, cron, timezone, input, enabled, \
      misfire_policy, max_lateness_ms, overlap_policy, source, spec_hash, next_fire_at, \
      last_fired_at, created_at, updated_at";
-
-/// Run statuses in which a run counts as active for the overlap policies.
-pub const ACTIVE_RUN_STATUSES: &[&str] = &["queued", "running", "waiting", "sleeping", "retrying"];
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ScheduleRow {
@@ -247,8 +247,7 @@ pub async fn schedule_next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>> {
 pub struct TickInsertParams<'a> {
     pub schedule_id: &'a str,
     pub tick_at: DateTime<Utc>,
-    /// `on_time`, `late`, `manual` or `backfill`.
-    pub kind: &'a str,
+    pub kind: TickKind,
     pub missed: i32,
     pub scheduler: &'a str,
 }
@@ -279,7 +278,7 @@ pub async fn schedule_tick_insert(
 pub async fn schedule_tick_finish(
     conn: &mut PgConnection,
     tick_id: i64,
-    outcome: &str,
+    outcome: TickOutcome,
     run_id: Option<&str>,
     error: Option<&str>,
 ) -> Result<()> {
@@ -298,8 +297,8 @@ pub struct TickRow {
     pub id: i64,
     pub schedule_id: String,
     pub tick_at: DateTime<Utc>,
-    pub kind: String,
-    pub outcome: String,
+    pub kind: TickKind,
+    pub outcome: TickOutcome,
     pub run_id: Option<String>,
     pub missed: i32,
     pub error: Option<String>,
@@ -364,7 +363,7 @@ pub async fn run_schedule_get(pool: &PgPool, run_id: &str) -> Result<Option<RunS
     .await?)
 }
 
-/// Ids of a schedule's active runs (see [`ACTIVE_RUN_STATUSES`]), oldest first.
+/// Ids of a schedule's active runs (in [`RunStatus::ACTIVE`], as the partial index `runs_schedule_active` lists them), oldest first.
 pub async fn schedule_active_runs(
     conn: &mut PgConnection,
     schedule_id: &str,

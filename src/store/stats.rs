@@ -27,7 +27,9 @@ pub async fn stats_begin(
 }
 
 /// Runs per status.
-pub async fn runs_by_status(db: impl PgExecutor<'_>) -> Result<Vec<(String, i64)>> {
+pub async fn runs_by_status(
+    db: impl PgExecutor<'_>,
+) -> Result<Vec<(crate::state::RunStatus, i64)>> {
     Ok(
         sqlx::query_as("select status, count(*) from runs group by status order by status")
             .fetch_all(db)
@@ -108,7 +110,7 @@ pub async fn stuck_runs(pool: &PgPool, secs: f64) -> Result<Vec<StuckRow>> {
 /// histogram bucket (cumulative counts for each upper bound in `bounds`, then the sum
 /// and count).
 pub struct StepStats {
-    pub attempts_by_status: Vec<(String, i64)>,
+    pub attempts_by_status: Vec<(crate::state::AttemptStatus, i64)>,
     pub retries: i64,
     pub duration_buckets: Vec<i64>,
     pub duration_sum: f64,
@@ -149,7 +151,7 @@ pub async fn migrations_current(pool: &PgPool) -> Result<bool> {
         sqlx::query_scalar("select version from _sqlx_migrations where success")
             .fetch_all(pool)
             .await?;
-    Ok(crate::MIGRATOR
+    Ok(super::MIGRATOR
         .iter()
         .filter(|m| m.migration_type.is_up_migration())
         .all(|m| applied.contains(&m.version)))

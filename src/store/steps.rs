@@ -8,12 +8,13 @@ use sqlx::{PgConnection, PgPool};
 
 use super::events::event_append;
 use super::{Lease, Result, StoreError, fence_failure, lease_fence};
+use crate::state::{AttemptStatus, RunStatus, StepStatus};
 
 #[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct StepRow {
     pub run_id: String,
     pub step_id: String,
-    pub status: String,
+    pub status: StepStatus,
     pub attempts: i32,
     pub attempt_floor: i32,
     pub output: Option<Value>,
@@ -24,7 +25,7 @@ pub struct StepRow {
     pub finished_at: Option<DateTime<Utc>>,
     /// A `workflow` step's child run, and how it stands.
     pub child_run_id: Option<String>,
-    pub child_status: Option<String>,
+    pub child_status: Option<RunStatus>,
     pub child_output: Option<Value>,
     pub child_error: Option<String>,
 }
@@ -34,7 +35,7 @@ pub struct AttemptRow {
     pub step_id: String,
     pub attempt: i32,
     pub worker_id: String,
-    pub status: String,
+    pub status: AttemptStatus,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
@@ -513,7 +514,7 @@ pub enum Delivery {
     /// The step had already taken a result: nothing changed.
     Duplicate,
     /// The step is not waiting for a callback (not yet, or it timed out).
-    NotWaiting(String),
+    NotWaiting(StepStatus),
 }
 
 /// A step a callback is addressed to, read under the run's and the step's locks by
@@ -521,8 +522,8 @@ pub enum Delivery {
 /// what [`step_deliver`] then decides on, in the same transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryTarget {
-    pub run_status: String,
-    pub status: String,
+    pub run_status: RunStatus,
+    pub status: StepStatus,
     pub child_run_id: Option<String>,
     pub attempts: i32,
 }
@@ -535,7 +536,7 @@ pub async fn step_lock_for_delivery(
     run_id: &str,
     step_id: &str,
 ) -> Result<Option<DeliveryTarget>> {
-    let run_status: Option<String> =
+    let run_status: Option<RunStatus> =
         sqlx::query_scalar("select status from runs where id = $1 for update")
             .bind(run_id)
             .fetch_optional(&mut *conn)
@@ -543,7 +544,7 @@ pub async fn step_lock_for_delivery(
     let Some(run_status) = run_status else {
         return Ok(None);
     };
-    let step: Option<(String, Option<String>, i32)> = sqlx::query_as(
+    let step: Option<(StepStatus, Option<String>, i32)> = sqlx::query_as(
         "select status, child_run_id, attempts from steps where run_id = $1 and step_id = $2 for update",
     )
     .bind(run_id)
@@ -568,11 +569,11 @@ pub async fn step_deliver(
     result: &Value,
 ) -> Result<Delivery> {
     let attempt = target.attempts;
-    if target.status == "succeeded" && target.child_run_id.is_none() {
+    if target.status == StepStatus::Succeeded && target.child_run_id.is_none() {
         return Ok(Delivery::Duplicate);
     }
-    if target.status != "waiting" || target.child_run_id.is_some() {
-        return Ok(Delivery::NotWaiting(target.status.clone()));
+    if target.status != StepStatus::Waiting || target.child_run_id.is_some() {
+        return Ok(Delivery::NotWaiting(target.status));
     }
     sqlx::query(
         "update steps set status = 'succeeded', output = $3, error = null, finished_at = clock_timestamp()
@@ -592,7 +593,7 @@ pub async fn step_deliver(
     .bind(attempt)
     .execute(&mut *conn)
     .await?;
-    if target.run_status == "waiting" {
+    if target.run_status == RunStatus::Waiting {
         sqlx::query("update runs set status = 'queued', wake_at = null where id = $1")
             .bind(run_id)
             .execute(&mut *conn)

@@ -127,7 +127,7 @@ mod tests {
     /// the writer locks them in (an unordered update visits them in table order).
     #[sqlx::test(migrations = false)]
     async fn heartbeats_and_batched_transitions_of_the_same_runs_never_deadlock(pool: PgPool) {
-        crate::store::migrate(&pool).await.expect("migrate");
+        crate::queue::migrate(&pool).await.expect("migrate");
         let def = Definition::parse(
             "one",
             "one.toml",

@@ -22,7 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Applies Cairn's and apalis' migrations to a test database.
 pub async fn migrate(pool: &PgPool) {
-    cairn::store::migrate(pool).await.expect("migrations apply");
+    cairn::startup::migrate(pool)
+        .await
+        .expect("migrations apply");
 }
 
 /// A bearer token with `role`.
@@ -32,16 +34,204 @@ pub async fn token(pool: &PgPool, role: cairn::auth::Role) -> String {
         .expect("token")
 }
 
-/// Serves `state` on a fresh local port until the returned token is cancelled; the
-/// base URL to call it at.
-pub async fn serve_api(state: cairn::api::AppState) -> (String, CancellationToken) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+/// `cairn api`'s flags as the binary reads them (with their defaults), from `args`.
+pub fn api_args(args: &[&str]) -> cairn::config::ApiArgs {
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        api: cairn::config::ApiArgs,
+    }
+    let argv = std::iter::once("cairn-api").chain(args.iter().copied());
+    <Flags as clap::Parser>::try_parse_from(argv)
+        .expect("API flags parse")
+        .api
+}
+
+/// The API in this process, wired by [`cairn::startup::Api`] as `cairn api` wires it, on
+/// a fresh local port, until dropped; with an admin's, an operator's and a viewer's
+/// bearer token.
+pub struct TestApi {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub stop: CancellationToken,
+    /// The server's state (shared with it: the same memos and limits).
+    pub state: cairn::api::AppState,
+    /// `http://…/metrics` when started with `--metrics-listen`.
+    pub metrics: Option<String>,
+    pub admin: String,
+    pub operator: String,
+    pub viewer: String,
+}
+
+impl Drop for TestApi {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A change to the API's state before it serves.
+type Adjustment = Box<dyn FnOnce(&mut cairn::api::AppState) + Send>;
+
+/// How a [`TestApi`] is set up: its workflows, flags, webhook secret, and any change to
+/// its state the flags cannot make.
+pub struct TestApiBuilder {
+    pool: PgPool,
+    registry: cairn::workflow::Registry,
+    args: Vec<String>,
+    webhook_secret: Option<String>,
+    adjust: Vec<Adjustment>,
+    tokens: bool,
+}
+
+impl TestApiBuilder {
+    pub fn workflows(mut self, defs: impl IntoIterator<Item = Definition>) -> Self {
+        self.registry = cairn::workflow::Registry::from_definitions(defs);
+        self
+    }
+
+    pub fn registry(mut self, registry: cairn::workflow::Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// `cairn api` flags, e.g. `["--llm-prices", "m=1/2"]`.
+    pub fn flags(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
+    pub fn webhook_secret(mut self, secret: &str) -> Self {
+        self.webhook_secret = Some(secret.to_owned());
+        self
+    }
+
+    /// Makes no tokens (for tests that count every token there is): `admin`,
+    /// `operator` and `viewer` are empty.
+    pub fn without_tokens(mut self) -> Self {
+        self.tokens = false;
+        self
+    }
+
+    /// Changes the state before serving (limits a flag does not reach, and the like).
+    pub fn adjust(mut self, f: impl FnOnce(&mut cairn::api::AppState) + Send + 'static) -> Self {
+        self.adjust.push(Box::new(f));
+        self
+    }
+
+    pub async fn start(self) -> TestApi {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a local port");
+        let base = format!("http://{}", listener.local_addr().expect("bound"));
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let mut api = cairn::startup::Api::build(
+            listener,
+            self.pool.clone(),
+            Arc::new(self.registry),
+            &api_args(&args),
+            self.webhook_secret,
+        )
         .await
-        .expect("a local port");
-    let base = format!("http://{}", listener.local_addr().expect("bound"));
-    let stop = CancellationToken::new();
-    tokio::spawn(cairn::api::serve(listener, state, stop.clone()));
-    (base, stop)
+        .expect("the API is built");
+        for f in self.adjust {
+            f(&mut api.state);
+        }
+        let state = api.state.clone();
+        let metrics = api.metrics_addr().map(|a| format!("http://{a}/metrics"));
+        let stop = CancellationToken::new();
+        tokio::spawn(api.run(stop.clone()));
+        use cairn::auth::Role;
+        let token = async |role| {
+            if self.tokens {
+                token(&self.pool, role).await
+            } else {
+                String::new()
+            }
+        };
+        TestApi {
+            base,
+            http: reqwest::Client::new(),
+            stop,
+            state,
+            metrics,
+            admin: token(Role::Admin).await,
+            operator: token(Role::Operator).await,
+            viewer: token(Role::Viewer).await,
+        }
+    }
+}
+
+impl TestApi {
+    pub fn builder(pool: &PgPool) -> TestApiBuilder {
+        TestApiBuilder {
+            pool: pool.clone(),
+            registry: cairn::workflow::Registry::default(),
+            args: Vec::new(),
+            webhook_secret: None,
+            adjust: Vec::new(),
+            tokens: true,
+        }
+    }
+
+    /// The API serving `defs`, otherwise as `cairn api` starts by default.
+    pub async fn start(pool: &PgPool, defs: impl IntoIterator<Item = Definition>) -> TestApi {
+        TestApi::builder(pool).workflows(defs).start().await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `method path` with `body` as JSON, as the operator: the status and the JSON
+    /// answer (`null` when it is not JSON).
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call_as(&self.operator, method, path, body).await
+    }
+
+    /// [`TestApi::call`] with another bearer token.
+    pub async fn call_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut r = self
+            .http
+            .request(method.parse().expect("a method"), self.url(path))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.expect("the API answers");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Runs `ctl` against this API as the operator (see [`ctl_at`]).
+    pub async fn ctl(&self, args: &[&str]) -> (i32, String, String) {
+        ctl_at(&self.base, &self.operator, args).await
+    }
+}
+
+/// Runs the `ctl` binary against `base` with `token`, in an empty home with standard
+/// input not a terminal: (exit code, stdout, stderr).
+pub async fn ctl_at(base: &str, token: &str, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ctl"))
+        .args(args)
+        .env("CAIRN_API_URL", base)
+        .env("CAIRN_TOKEN", token)
+        .env("HOME", std::env::temp_dir())
+        .env_remove("XDG_CONFIG_HOME")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run ctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A URL for the test's own database, for child processes.
