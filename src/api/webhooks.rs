@@ -23,9 +23,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{ApiError, AppState};
 use crate::delivery::{self, DeliveryError};
-use crate::queue::{self, Wake};
+use crate::engine::{self, Delivered};
 use crate::store;
-use crate::store::steps::Delivery;
 use crate::workflow::{StepKind, Workflow};
 
 /// How far a signature's timestamp may be from the server's clock.
@@ -140,27 +139,30 @@ async fn agent_result(
         None => return Err(bad_signature()),
     };
 
-    let mut tx = state.pool.begin().await?;
-    let target = store::steps::step_lock_for_delivery(&mut tx, &req.task_id, &req.step_id)
-        .await?
-        .ok_or_else(bad_signature)?;
-    authenticate(secret, &req, &target, &sig, &body)?;
-    if !is_wait {
-        return Err(ApiError::Conflict {
-            message: format!("step `{}` is not a wait step", req.step_id),
-            details: None,
-        });
-    }
-    let delivery =
-        store::steps::step_deliver(&mut tx, &req.task_id, &req.step_id, &target, &req.result)
-            .await?;
-    let accepted = match delivery {
-        Delivery::Accepted => {
-            queue::enqueue(&mut tx, &[Wake::now(&req.task_id)]).await?;
-            true
-        }
-        Delivery::Duplicate => false,
-        Delivery::NotWaiting(status) => {
+    // Judged with the run and the step locked: the credential is the awaited attempt's.
+    let delivered = engine::deliver(
+        &state.pool,
+        &req.task_id,
+        &req.step_id,
+        &req.result,
+        |target| {
+            authenticate(secret, &req, target, &sig, &body)?;
+            if !is_wait {
+                return Err(ApiError::Conflict {
+                    message: format!("step `{}` is not a wait step", req.step_id),
+                    details: None,
+                });
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    let accepted = match delivered {
+        Delivered::Accepted => true,
+        Delivered::Duplicate => false,
+        Delivered::Unknown => return Err(bad_signature()),
+        Delivered::Refused(e) => return Err(e),
+        Delivered::NotWaiting(status) => {
             return Err(ApiError::Conflict {
                 message: format!(
                     "step `{}` is not waiting for a result (it is {status})",
@@ -170,7 +172,6 @@ async fn agent_result(
             });
         }
     };
-    tx.commit().await?;
     Ok(Json(Accepted { accepted }))
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 use sqlx::PgPool;
 
-use super::{EngineError, Result};
+use super::{EngineError, Result, writer};
 use crate::queue::{self, Wake};
 use crate::store::runs::{Cancelled, RunFilter, RunInsertParams, RunInserted, RunRow};
 use crate::store::{self};
@@ -20,26 +20,12 @@ pub const BULK_LIMIT: i64 = 100_000;
 /// Retries a dead or cancelled run from its failed steps. `None`: no such run, or it is
 /// not dead or cancelled (see [`store::runs::run_retry`]).
 pub async fn retry(pool: &PgPool, run_id: &str, by: &str) -> Result<Option<RunRow>> {
-    let mut tx = pool.begin().await?;
-    let run = store::runs::run_retry(&mut tx, run_id, by).await?;
-    if run.is_some() {
-        queue::enqueue(&mut tx, &[Wake::now(run_id)]).await?;
-    }
-    tx.commit().await?;
-    Ok(run)
+    writer::retry(pool, run_id, by).await
 }
 
 /// Cancels a run (and the child runs it started); a parent waiting on it learns at once.
 pub async fn cancel(pool: &PgPool, run_id: &str, by: &str) -> Result<Option<Cancelled>> {
-    let mut tx = pool.begin().await?;
-    let outcome = store::runs::run_cancel(&mut tx, run_id, by).await?;
-    if outcome == Some(Cancelled::Now)
-        && let Some(parent) = store::runs::run_get_parent(&mut tx, run_id).await?
-    {
-        queue::enqueue(&mut tx, &[Wake::now(parent)]).await?;
-    }
-    tx.commit().await?;
-    Ok(outcome)
+    writer::cancel(pool, run_id, by).await
 }
 
 /// What to replay.
@@ -235,28 +221,10 @@ pub async fn bulk(
         batch.sort();
         match action {
             BulkAction::Retry => {
-                let mut tx = pool.begin().await?;
-                let mut wakes = Vec::new();
-                for id in &batch {
-                    if store::runs::run_retry(&mut tx, id, by).await?.is_some() {
-                        wakes.push(Wake::now(id));
-                    }
-                }
-                queue::enqueue(&mut tx, &wakes).await?;
-                tx.commit().await?;
-                outcome.processed += wakes.len();
+                outcome.processed += writer::retry_many(pool, &batch, by).await?;
             }
             BulkAction::Cancel => {
-                let mut tx = pool.begin().await?;
-                for id in &batch {
-                    if matches!(
-                        store::runs::run_cancel(&mut tx, id, by).await?,
-                        Some(Cancelled::Now | Cancelled::Requested)
-                    ) {
-                        outcome.processed += 1;
-                    }
-                }
-                tx.commit().await?;
+                outcome.processed += writer::cancel_many(pool, &batch, by).await?;
             }
             BulkAction::Replay => {
                 for id in &batch {

@@ -1,4 +1,13 @@
-//! Group commit for step transitions.
+//! The one writer of run and step transitions.
+//!
+//! Every change the engine makes to a run's state goes through [`Writer`]: the hot ones
+//! (a step's start, its checkpoint, a run's success) group-committed as below, the rest
+//! (skips, timers, waits, child runs, failures, parking, finishing, releasing) each in
+//! a transaction of its own — always fenced by the run's lease, always with the events
+//! and queue wake-ups that belong to it. A `wait` step's result delivered through the
+//! webhook is written here too ([`deliver`]), so no transition is written elsewhere.
+//!
+//! # Group commit
 //!
 //! A worker advances many runs at once, and each of their transitions (a step's start,
 //! its checkpoint, the run's success) is a fenced write. Written one commit each, every
@@ -14,13 +23,21 @@
 //! as a whole, every transition in it is retried on its own.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::store::steps::{Checkpoint, Transition};
+use super::submit::{Rejected, Submitted, submit_with};
+use super::{EngineError, Result};
+use crate::queue::{self, Wake};
+use crate::state::RunStatus;
+use crate::store::runs::{Cancelled, RunOrigin, RunRow};
+use crate::store::steps::{Checkpoint, Delivery, DeliveryTarget, Transition};
 use crate::store::{self, Lease, StoreError};
+use crate::workflow::{Definition, InputError};
 
 /// Transitions written in one statement, at most.
 const MAX_BATCH: usize = 256;
@@ -31,8 +48,9 @@ const MAX_BATCH: usize = 256;
 /// two 2,800–2,900 and 6,900–7,400).
 const WRITERS: usize = 1;
 
-/// Sends transitions to the writer tasks; they stop when it is dropped.
+/// Writes a worker's transitions; its group-commit tasks stop when it is dropped.
 pub(crate) struct Writer {
+    pool: PgPool,
     jobs: mpsc::Sender<Job>,
 }
 
@@ -87,7 +105,7 @@ impl Writer {
         for _ in 0..WRITERS {
             tokio::spawn(write_loop(pool.clone(), rx.clone()));
         }
-        Writer { jobs }
+        Writer { pool, jobs }
     }
 
     /// Writes `t` for the run `lease` holds; returns once it is committed.
@@ -102,6 +120,378 @@ impl Writer {
         self.jobs.send(job).await.map_err(|_| stopped())?;
         committed.await.map_err(|_| stopped())?
     }
+
+    /// The run's last checkpoint and its success (`t`), and for a child run its
+    /// parent's wake-up in the same transaction (so not group-committed).
+    pub(crate) async fn finish_run(
+        &self,
+        lease: &Lease,
+        t: Transition<'_>,
+        parent: Option<&str>,
+    ) -> Result<()> {
+        match parent {
+            Some(parent) => {
+                let mut tx = self.pool.begin().await?;
+                store::steps::step_transition(&mut tx, lease, t).await?;
+                wake(&mut tx, Some(parent)).await?;
+                tx.commit().await?;
+            }
+            None => self.write(lease, t).await?,
+        }
+        Ok(())
+    }
+
+    /// A step whose `if` is false: skipped, with a `null` output.
+    pub(crate) async fn skip(&self, lease: &Lease, step_id: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        store::steps::step_skip(&mut tx, lease, step_id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A waiting step done with `output` (a timer that fired, a child that succeeded).
+    pub(crate) async fn succeed_waiting(
+        &self,
+        lease: &Lease,
+        step_id: &str,
+        attempt: i32,
+        output: &Value,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        store::steps::step_succeed(&mut tx, lease, step_id, attempt, output, None).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A `sleep` step's timer set; when it fires.
+    pub(crate) async fn sleep(
+        &self,
+        lease: &Lease,
+        step_id: &str,
+        attempt: i32,
+        duration: Duration,
+    ) -> Result<DateTime<Utc>> {
+        let mut tx = self.pool.begin().await?;
+        let wake_at = store::steps::step_sleep(&mut tx, lease, step_id, attempt, duration).await?;
+        tx.commit().await?;
+        Ok(wake_at)
+    }
+
+    /// A `wait` step waiting for its delivery; when it times out.
+    pub(crate) async fn wait(
+        &self,
+        lease: &Lease,
+        step_id: &str,
+        attempt: i32,
+        timeout: Duration,
+    ) -> Result<DateTime<Utc>> {
+        let mut tx = self.pool.begin().await?;
+        let wake_at =
+            store::steps::step_wait(&mut tx, lease, step_id, attempt, timeout, None).await?;
+        tx.commit().await?;
+        Ok(wake_at)
+    }
+
+    /// A `workflow` step's child run created (`def` with `input`, from `origin`) and the
+    /// step waiting for it, in one transaction; when the step times out. Nothing is
+    /// written when the child's input is refused.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn spawn_child(
+        &self,
+        lease: &Lease,
+        step_id: &str,
+        attempt: i32,
+        timeout: Duration,
+        def: &Definition,
+        input: &Value,
+        origin: &RunOrigin,
+    ) -> Result<Result<(RunRow, DateTime<Utc>), Vec<InputError>>> {
+        let mut tx = self.pool.begin().await?;
+        store::lease_fence(&mut tx, lease).await?;
+        let created = match submit_with(&mut tx, def, input, None, origin).await? {
+            Ok(Submitted::Created(run)) => run,
+            Ok(_) => {
+                return Err(EngineError::Definition {
+                    run: lease.run_id.clone(),
+                    hash: def.hash.clone(),
+                    reason: "child run not created".into(),
+                });
+            }
+            Err(Rejected::Input(errors)) => return Ok(Err(errors)),
+        };
+        let wake_at =
+            store::steps::step_wait(&mut tx, lease, step_id, attempt, timeout, Some(&created.id))
+                .await?;
+        tx.commit().await?;
+        Ok(Ok((created, wake_at)))
+    }
+
+    /// Cancels a child run whose parent stopped waiting for it.
+    pub(crate) async fn cancel_child(&self, child_id: &str, by: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        store::runs::run_cancel(&mut tx, child_id, by).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A failed attempt: retried after `retry_in`, or failed for good (`None`); when the
+    /// next attempt is due, if there is one.
+    pub(crate) async fn fail(
+        &self,
+        lease: &Lease,
+        step_id: &str,
+        attempt: i32,
+        message: &str,
+        retry_in: Option<Duration>,
+    ) -> Result<Option<DateTime<Utc>>> {
+        let mut tx = self.pool.begin().await?;
+        let next =
+            store::steps::step_fail(&mut tx, lease, step_id, attempt, message, retry_in).await?;
+        tx.commit().await?;
+        Ok(next)
+    }
+
+    /// A step failed for good before it ran (a broken condition, template or child
+    /// input): its attempt recorded, with the error.
+    pub(crate) async fn fail_at_start(
+        &self,
+        lease: &Lease,
+        step_id: &str,
+        attempt: i32,
+        error: &str,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        store::steps::step_begin(&mut tx, lease, step_id, attempt).await?;
+        store::steps::step_fail(&mut tx, lease, step_id, attempt, error, None).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The run is dead (`step_id` names the step, or what failed: `definition`,
+    /// `output`), its parent woken.
+    pub(crate) async fn dead(
+        &self,
+        lease: &Lease,
+        step_id: &str,
+        error: &str,
+        parent: Option<&str>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        store::runs::run_dead(&mut tx, lease, step_id, error).await?;
+        wake(&mut tx, parent).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The run succeeded with `output`, its parent woken.
+    pub(crate) async fn succeed(
+        &self,
+        lease: &Lease,
+        output: &Value,
+        parent: Option<&str>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        store::runs::run_succeed(&mut tx, lease, output).await?;
+        wake(&mut tx, parent).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Parks the run as `status` until `at`, with its wake-up queued — unless one of the
+    /// `watch`ed steps (waiting on the outside world) has news, then nothing is written
+    /// and `false` comes back. The park holds the run's lock: a callback or a child's end
+    /// either committed before (seen here) or wakes the run after.
+    pub(crate) async fn park(
+        &self,
+        lease: &Lease,
+        status: RunStatus,
+        at: DateTime<Utc>,
+        watch: &[String],
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        store::runs::run_park(&mut tx, lease, status, at).await?;
+        if store::steps::steps_have_news(&mut tx, &lease.run_id, watch).await? {
+            return Ok(false);
+        }
+        queue::enqueue(
+            &mut tx,
+            &[Wake {
+                run_id: lease.run_id.clone(),
+                at: Some(at),
+            }],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Gives the run back to the queue, to be taken again at `at` (now when `None`).
+    pub(crate) async fn release(
+        &self,
+        lease: &Lease,
+        reason: &str,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        store::runs::run_release(&mut tx, lease, reason).await?;
+        let wake = Wake {
+            run_id: lease.run_id.clone(),
+            at,
+        };
+        queue::enqueue(&mut tx, &[wake]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// An operator's cancel, honoured at a step boundary.
+    pub(crate) async fn cancel_finish(&self, lease: &Lease) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        store::runs::run_cancel_finish(&mut tx, lease).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Queues a wake-up for the parent run, in the transaction that finishes its child.
+async fn wake(conn: &mut PgConnection, parent: Option<&str>) -> Result<()> {
+    if let Some(parent) = parent {
+        queue::enqueue(conn, &[Wake::now(parent)]).await?;
+    }
+    Ok(())
+}
+
+/// Hands back to the queue every run worker `owner` still leases — runs its fetch took
+/// but never started before it stopped — so they continue at once elsewhere rather than
+/// when their lease expires. Call only once no handler of `owner` is running.
+pub async fn release_held(pool: &PgPool, owner: &str) -> Result<usize> {
+    let mut tx = pool.begin().await?;
+    let ids =
+        store::runs::run_release_held(&mut tx, owner, "the worker stopped before starting it")
+            .await?;
+    if !ids.is_empty() {
+        let wakes: Vec<Wake> = ids.iter().map(Wake::now).collect();
+        queue::enqueue(&mut tx, &wakes).await?;
+    }
+    tx.commit().await?;
+    Ok(ids.len())
+}
+
+/// Queues wake-ups for runs whose lease expired; returns how many were rescued.
+pub async fn rescue_expired(pool: &PgPool, batch: i64) -> Result<usize> {
+    let mut tx = pool.begin().await?;
+    let ids = store::runs::runs_rescue_expired(&mut tx, batch).await?;
+    if !ids.is_empty() {
+        let wakes: Vec<Wake> = ids.iter().map(Wake::now).collect();
+        queue::enqueue(&mut tx, &wakes).await?;
+    }
+    tx.commit().await?;
+    if !ids.is_empty() {
+        tracing::info!(count = ids.len(), runs = ?ids, "requeued runs whose worker lost its lease");
+    }
+    Ok(ids.len())
+}
+
+/// Retries a dead or cancelled run from its failed steps, queued at once. `None`: no
+/// such run, or it is not dead or cancelled (see [`store::runs::run_retry`]).
+pub(crate) async fn retry(pool: &PgPool, run_id: &str, by: &str) -> Result<Option<RunRow>> {
+    let mut tx = pool.begin().await?;
+    let run = store::runs::run_retry(&mut tx, run_id, by).await?;
+    if run.is_some() {
+        queue::enqueue(&mut tx, &[Wake::now(run_id)]).await?;
+    }
+    tx.commit().await?;
+    Ok(run)
+}
+
+/// [`retry`] for each of `ids` (sorted, so its locks are taken in id order), in one
+/// transaction; how many were retried.
+pub(crate) async fn retry_many(pool: &PgPool, ids: &[String], by: &str) -> Result<usize> {
+    let mut tx = pool.begin().await?;
+    let mut wakes = Vec::new();
+    for id in ids {
+        if store::runs::run_retry(&mut tx, id, by).await?.is_some() {
+            wakes.push(Wake::now(id));
+        }
+    }
+    queue::enqueue(&mut tx, &wakes).await?;
+    tx.commit().await?;
+    Ok(wakes.len())
+}
+
+/// Cancels a run (and the child runs it started); a parent waiting on it is woken.
+pub(crate) async fn cancel(pool: &PgPool, run_id: &str, by: &str) -> Result<Option<Cancelled>> {
+    let mut tx = pool.begin().await?;
+    let outcome = store::runs::run_cancel(&mut tx, run_id, by).await?;
+    if outcome == Some(Cancelled::Now)
+        && let Some(parent) = store::runs::run_get_parent(&mut tx, run_id).await?
+    {
+        queue::enqueue(&mut tx, &[Wake::now(parent)]).await?;
+    }
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// Cancels each of `ids` (sorted, as [`retry_many`]) in one transaction; how many were
+/// cancelled or asked to stop.
+pub(crate) async fn cancel_many(pool: &PgPool, ids: &[String], by: &str) -> Result<usize> {
+    let mut tx = pool.begin().await?;
+    let mut cancelled = 0;
+    for id in ids {
+        if matches!(
+            store::runs::run_cancel(&mut tx, id, by).await?,
+            Some(Cancelled::Now | Cancelled::Requested)
+        ) {
+            cancelled += 1;
+        }
+    }
+    tx.commit().await?;
+    Ok(cancelled)
+}
+
+/// How a delivered result for a `wait` step went.
+#[derive(Debug)]
+pub enum Delivered<E> {
+    /// Stored, and the run woken.
+    Accepted,
+    /// The step had this result already: nothing written.
+    Duplicate,
+    /// No such run or step.
+    Unknown,
+    /// The step is not waiting for a result; it is in this state.
+    NotWaiting(crate::state::StepStatus),
+    /// `check` refused the delivery.
+    Refused(E),
+}
+
+/// Delivers `result` to the `wait` step `step_id` of run `run_id` (the webhook): with
+/// the run and the step locked, `check` judges the delivery against the step as it
+/// stands (its credentials are per attempt); an accepted result is the step's
+/// checkpoint and the run's wake-up, in one transaction.
+pub async fn deliver<E>(
+    pool: &PgPool,
+    run_id: &str,
+    step_id: &str,
+    result: &Value,
+    check: impl FnOnce(&DeliveryTarget) -> std::result::Result<(), E>,
+) -> Result<Delivered<E>> {
+    let mut tx = pool.begin().await?;
+    let Some(target) = store::steps::step_lock_for_delivery(&mut tx, run_id, step_id).await? else {
+        return Ok(Delivered::Unknown);
+    };
+    if let Err(e) = check(&target) {
+        return Ok(Delivered::Refused(e));
+    }
+    let delivered =
+        match store::steps::step_deliver(&mut tx, run_id, step_id, &target, result).await? {
+            Delivery::Accepted => {
+                queue::enqueue(&mut tx, &[Wake::now(run_id)]).await?;
+                Delivered::Accepted
+            }
+            Delivery::Duplicate => Delivered::Duplicate,
+            Delivery::NotWaiting(status) => return Ok(Delivered::NotWaiting(status)),
+        };
+    tx.commit().await?;
+    Ok(delivered)
 }
 
 async fn write_loop(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {

@@ -1,0 +1,443 @@
+//! Starting a ready step: its condition, then by kind — a plain attempt spawned on a
+//! task of its own, a `sleep` timer, a `wait` for a delivery, a child run — and the
+//! variables its templates see.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use futures::FutureExt;
+use serde_json::{Map, Value, json};
+use tokio_util::task::AbortOnDropHandle;
+
+use super::dag::{Finished, Pending, Started, StepState, set};
+use super::{Engine, EngineError, Result, RunCx};
+use crate::state::{RunStatus, StepStatus};
+use crate::step::{self, StepContext, StepError};
+use crate::store;
+use crate::workflow::template;
+use crate::workflow::{Step, StepKind, Workflow};
+
+impl Engine {
+    pub(super) fn vars(
+        &self,
+        cx: &RunCx<'_>,
+        states: &HashMap<String, StepState>,
+        attempt: i32,
+    ) -> minijinja::Value {
+        let steps: Map<String, Value> = states
+            .iter()
+            .filter(|(_, s)| s.is_done())
+            .map(|(id, s)| {
+                (
+                    id.clone(),
+                    json!({ "output": s.output.clone().unwrap_or(Value::Null), "status": s.status }),
+                )
+            })
+            .collect();
+        let run = minijinja::Value::from(BTreeMap::from([
+            ("id", minijinja::Value::from(cx.run_id)),
+            (
+                "workflow",
+                minijinja::Value::from(cx.workflow.name.as_str()),
+            ),
+            ("attempt", minijinja::Value::from(attempt)),
+            ("deliveries", self.deliveries(cx, states)),
+        ]));
+        let llm = json!({
+            "configured": self.config.llm.is_some(),
+            "model": self.config.llm.as_ref().map(|l| l.model.clone()),
+        });
+        minijinja::Value::from(BTreeMap::from([
+            (
+                "input",
+                minijinja::Value::from(minijinja::value::Serde(cx.input)),
+            ),
+            (
+                "steps",
+                minijinja::Value::from(minijinja::value::Serde(&steps)),
+            ),
+            ("run", run),
+            ("llm", minijinja::Value::from(minijinja::value::Serde(&llm))),
+            (
+                "env",
+                minijinja::Value::from(minijinja::value::Serde(&self.config.env)),
+            ),
+        ]))
+    }
+
+    /// `run.deliveries.<wait step>`: `{ key, attempt }`, the credential an external agent
+    /// signs that step's result with (see [`crate::delivery`]), for the attempt that is
+    /// waiting or will wait next. Without the webhook secret, reading it is an error that
+    /// names the setting.
+    pub(super) fn deliveries(
+        &self,
+        cx: &RunCx<'_>,
+        states: &HashMap<String, StepState>,
+    ) -> minijinja::Value {
+        let mut waits = cx
+            .workflow
+            .steps
+            .iter()
+            .filter(|s| matches!(s.kind, StepKind::Wait(_)))
+            .peekable();
+        let Some(secret) = self.config.webhook_secret.as_deref() else {
+            if waits.peek().is_none() {
+                return minijinja::Value::from(BTreeMap::<String, minijinja::Value>::new());
+            }
+            return minijinja::Value::from(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                "run.deliveries needs the webhook secret on the worker \
+                 (CAIRN_WEBHOOK_SECRET or --webhook-secret)",
+            ));
+        };
+        let mut out = BTreeMap::new();
+        for step in waits {
+            let (status, attempts) = states
+                .get(&step.id)
+                .map_or((StepStatus::Pending, 0), |s| (s.status, s.attempts));
+            let attempt = crate::delivery::awaited_attempt(status, attempts);
+            let value = match crate::delivery::key(secret, cx.run_id, &step.id, attempt) {
+                Ok(key) => minijinja::Value::from(BTreeMap::from([
+                    ("key", minijinja::Value::from(key)),
+                    ("attempt", minijinja::Value::from(attempt)),
+                ])),
+                Err(e) => minijinja::Value::from(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    format!("run.deliveries.{}: {e}", step.id),
+                )),
+            };
+            out.insert(step.id.clone(), value);
+        }
+        minijinja::Value::from(out)
+    }
+
+    /// Starts a ready step: evaluates its condition, handles timers, or records the
+    /// attempt's start and returns the attempt to await.
+    pub(super) async fn start<'a>(
+        &'a self,
+        cx: &'a RunCx<'a>,
+        step: &'a Step,
+        states: &mut HashMap<String, StepState>,
+        pending: &mut Option<Pending>,
+    ) -> Result<Started<'a>> {
+        // Only a plain attempt's start carries a pending checkpoint; anything else
+        // writes it first, so events stay in the order things happened.
+        let plain = step.condition.is_none()
+            && !matches!(
+                step.kind,
+                StepKind::Sleep(_) | StepKind::Wait(_) | StepKind::Workflow(_)
+            );
+        if !plain {
+            self.flush(cx, pending).await?;
+        }
+        let Some(state) = states.get(&step.id).cloned() else {
+            return Ok(Started::Settled);
+        };
+        let attempt = state.attempts + 1;
+        let vars = self.vars(cx, states, attempt);
+
+        if state.status == StepStatus::Pending
+            && let Some(condition) = &step.condition
+        {
+            match template::eval_condition(condition, &vars) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.writer.skip(cx.lease, &step.id).await?;
+                    set(states, &step.id, |s| {
+                        s.status = StepStatus::Skipped;
+                        s.output = Some(Value::Null);
+                    });
+                    return Ok(Started::Settled);
+                }
+                Err(e) => {
+                    return self
+                        .fail_at_start(cx, step, attempt, states, format!("condition: {e}"))
+                        .await;
+                }
+            }
+        }
+
+        if let StepKind::Wait(_) = &step.kind {
+            return self.start_wait(cx, step, &state, states).await;
+        }
+        if let StepKind::Workflow(child) = &step.kind {
+            return self
+                .start_child(cx, step, child, &state, states, vars)
+                .await;
+        }
+        if let StepKind::Sleep(sleep) = &step.kind {
+            if state.status == StepStatus::Waiting {
+                let woke = json!({ "wokeAt": state.wake_at });
+                self.writer
+                    .succeed_waiting(cx.lease, &step.id, state.attempts, &woke)
+                    .await?;
+                set(states, &step.id, |s| {
+                    s.status = StepStatus::Succeeded;
+                    s.output = Some(woke.clone());
+                });
+            } else {
+                let duration = Duration::from_millis(sleep.duration_ms);
+                let wake_at = self
+                    .writer
+                    .sleep(cx.lease, &step.id, attempt, duration)
+                    .await?;
+                set(states, &step.id, |s| {
+                    s.status = StepStatus::Waiting;
+                    s.attempts = attempt;
+                    s.wake_at = Some(wake_at);
+                });
+            }
+            return Ok(Started::Settled);
+        }
+
+        // One statement, with the checkpoint that made this step ready if it is
+        // still pending.
+        let last = pending.take();
+        let t = store::steps::Transition {
+            checkpoint: last.as_ref().map(Pending::checkpoint),
+            run_output: None,
+            begin: Some((&step.id, attempt)),
+        };
+        self.writer.write(cx.lease, t).await?;
+        self.announce.notify_one();
+        set(states, &step.id, |s| {
+            s.status = StepStatus::Running;
+            s.attempts = attempt;
+        });
+        // Each attempt runs on its own task: the run loop may wait for a connection
+        // to record one step's outcome while its other steps, holding connections in
+        // the middle of their own transactions, keep going. Dropping the handle (the
+        // run loop gave up, e.g. after the shutdown grace) aborts the attempt.
+        let task = {
+            let step = step.clone();
+            let run_id = cx.run_id.to_owned();
+            let pool = self.pool.clone();
+            let sql_pool = self
+                .config
+                .step_pool
+                .clone()
+                .unwrap_or_else(|| pool.clone());
+            let http = self.http.clone();
+            let egress = self.egress.clone();
+            let limits = self.config.limits;
+            let llm = self.config.llm.clone();
+            AbortOnDropHandle::new(tokio::spawn(async move {
+                let scx = StepContext {
+                    run_id: &run_id,
+                    step_id: &step.id,
+                    attempt: attempt as u32,
+                    vars,
+                    pool: &pool,
+                    sql_pool: &sql_pool,
+                    http: &http,
+                    egress: &egress,
+                    limits,
+                    llm: llm.as_ref(),
+                };
+                let timeout = step.timeout();
+                match tokio::time::timeout(timeout, step::execute(&step, &scx)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(StepError::retryable(format!(
+                        "timed out after {}",
+                        humantime::format_duration(timeout)
+                    ))),
+                }
+            }))
+        };
+        let step_id = step.id.clone();
+        let fut = async move {
+            let result = match task.await {
+                Ok(result) => result,
+                Err(e) if e.is_panic() => Err(StepError::fatal("the step panicked")),
+                Err(e) => Err(StepError::fatal(format!("the step's task stopped: {e}"))),
+            };
+            Finished {
+                step_id,
+                attempt,
+                result,
+            }
+        }
+        .boxed();
+        Ok(Started::Attempt(fut))
+    }
+
+    /// Fails a step for good before it ran (a broken condition, template or child input):
+    /// the attempt is recorded, with its error.
+    pub(super) async fn fail_at_start(
+        &self,
+        cx: &RunCx<'_>,
+        step: &Step,
+        attempt: i32,
+        states: &mut HashMap<String, StepState>,
+        error: String,
+    ) -> Result<Started<'static>> {
+        let error = self.redact(error);
+        self.writer
+            .fail_at_start(cx.lease, &step.id, attempt, &error)
+            .await?;
+        set(states, &step.id, |s| {
+            s.status = StepStatus::Failed;
+            s.attempts = attempt;
+        });
+        Ok(Started::Failed(error))
+    }
+
+    /// Records a timed-out or failed wait as a failed attempt, retried per the policy.
+    pub(super) async fn fail_waiting(
+        &self,
+        cx: &RunCx<'_>,
+        step: &Step,
+        state: &StepState,
+        states: &mut HashMap<String, StepState>,
+        error: StepError,
+    ) -> Result<Started<'static>> {
+        let done = Finished {
+            step_id: step.id.clone(),
+            attempt: state.attempts,
+            result: Err(error),
+        };
+        match self.finish(cx, states, done).await? {
+            Some((_, message)) => Ok(Started::Failed(message)),
+            None => Ok(Started::Settled),
+        }
+    }
+
+    /// `wait` steps: start waiting for the callback, or time out.
+    pub(super) async fn start_wait(
+        &self,
+        cx: &RunCx<'_>,
+        step: &Step,
+        state: &StepState,
+        states: &mut HashMap<String, StepState>,
+    ) -> Result<Started<'static>> {
+        if state.status == StepStatus::Waiting {
+            // Only due when the timeout passed (a delivered result is a checkpoint).
+            let error = StepError::retryable(format!(
+                "no callback arrived within {}",
+                humantime::format_duration(step.timeout())
+            ));
+            return self.fail_waiting(cx, step, state, states, error).await;
+        }
+        let attempt = state.attempts + 1;
+        let wake_at = self
+            .writer
+            .wait(cx.lease, &step.id, attempt, step.timeout())
+            .await?;
+        set(states, &step.id, |s| {
+            s.status = StepStatus::Waiting;
+            s.attempts = attempt;
+            s.wake_at = Some(wake_at);
+        });
+        Ok(Started::Settled)
+    }
+
+    /// `workflow` steps: start the child run, or take its result, or time out.
+    pub(super) async fn start_child(
+        &self,
+        cx: &RunCx<'_>,
+        step: &Step,
+        child: &crate::workflow::ChildStep,
+        state: &StepState,
+        states: &mut HashMap<String, StepState>,
+        vars: minijinja::Value,
+    ) -> Result<Started<'static>> {
+        if state.status == StepStatus::Waiting {
+            let child_id = state.child_run_id.clone().unwrap_or_default();
+            match state.child_status {
+                Some(RunStatus::Succeeded) => {
+                    let output = state.child_output.clone().unwrap_or(Value::Null);
+                    self.writer
+                        .succeed_waiting(cx.lease, &step.id, state.attempts, &output)
+                        .await?;
+                    set(states, &step.id, |s| {
+                        s.status = StepStatus::Succeeded;
+                        s.output = Some(output.clone());
+                    });
+                    return Ok(Started::Settled);
+                }
+                Some(status @ (RunStatus::Dead | RunStatus::Cancelled)) => {
+                    let why = state.child_error.clone().unwrap_or_default();
+                    let error =
+                        StepError::fatal(format!("child run {child_id} is {status}: {why}"));
+                    return self.fail_waiting(cx, step, state, states, error).await;
+                }
+                _ => {
+                    // Timed out: stop the child before trying again.
+                    self.writer
+                        .cancel_child(&child_id, &format!("parent {} timed out", cx.run_id))
+                        .await?;
+                    let error = StepError::retryable(format!(
+                        "child run {child_id} did not finish within {}",
+                        humantime::format_duration(step.timeout())
+                    ));
+                    return self.fail_waiting(cx, step, state, states, error).await;
+                }
+            }
+        }
+        let attempt = state.attempts + 1;
+        let input = match template::render_value(&child.input, &vars) {
+            Ok(v) => v,
+            Err(e) => {
+                return self
+                    .fail_at_start(cx, step, attempt, states, e.to_string())
+                    .await;
+            }
+        };
+        let Some((hash, definition)) =
+            store::definitions::definition_latest(&self.pool, &child.workflow).await?
+        else {
+            let error = format!(
+                "workflow `{}` has never been stored; submit it once through the API",
+                child.workflow
+            );
+            return self.fail_at_start(cx, step, attempt, states, error).await;
+        };
+        let workflow: Workflow =
+            serde_json::from_value(definition).map_err(|e| EngineError::Definition {
+                run: cx.run_id.to_owned(),
+                hash: hash.clone(),
+                reason: e.to_string(),
+            })?;
+        let def = crate::workflow::Definition {
+            workflow,
+            source: String::new(),
+            hash,
+        };
+        let origin = store::runs::RunOrigin {
+            parent: Some((cx.run_id.to_owned(), step.id.clone())),
+            ..cx.origin.clone()
+        };
+        let spawned = self
+            .writer
+            .spawn_child(
+                cx.lease,
+                &step.id,
+                attempt,
+                step.timeout(),
+                &def,
+                &input,
+                &origin,
+            )
+            .await?;
+        let (created, wake_at) = match spawned {
+            Ok(spawned) => spawned,
+            Err(errors) => {
+                let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                let error = format!(
+                    "input for workflow `{}` is invalid: {}",
+                    child.workflow,
+                    text.join("; ")
+                );
+                return self.fail_at_start(cx, step, attempt, states, error).await;
+            }
+        };
+        set(states, &step.id, |s| {
+            s.status = StepStatus::Waiting;
+            s.attempts = attempt;
+            s.wake_at = Some(wake_at);
+            s.child_run_id = Some(created.id.clone());
+            s.child_status = Some(created.status);
+        });
+        Ok(Started::Settled)
+    }
+}
