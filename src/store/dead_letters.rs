@@ -19,16 +19,15 @@ pub struct DeadLetterRow {
 }
 
 pub async fn dead_letter_list_for_run(pool: &PgPool, run_id: &str) -> Result<Vec<DeadLetterRow>> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as!(
+        DeadLetterRow,
         "select id, run_id, workflow, step_id, error, attempts, input, created_at
            from dead_letters where run_id = $1 order by id",
+        run_id
     )
-    .bind(run_id)
     .fetch_all(pool)
     .await?)
 }
-
-const DL_COLUMNS: &str = "id, run_id, workflow, step_id, error, attempts, input, created_at";
 
 /// Filters for [`dead_letter_list`] and [`dead_letter_ids_matching`].
 #[derive(Debug, Clone, Default)]
@@ -45,29 +44,33 @@ pub async fn dead_letter_list(
     before: Option<(DateTime<Utc>, i64)>,
     limit: i64,
 ) -> Result<Vec<DeadLetterRow>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {DL_COLUMNS} from dead_letters
+    Ok(sqlx::query_as!(
+        DeadLetterRow,
+        "select id, run_id, workflow, step_id, error, attempts, input, created_at
+           from dead_letters
           where ($1::text is null or workflow = $1)
             and ($2::timestamptz is null or created_at >= $2)
             and ($3::timestamptz is null or created_at < $3)
-            and ($4::timestamptz is null or (created_at, id) < ($4, $5))
-          order by created_at desc, id desc limit $6"
-    )))
-    .bind(&f.workflow)
-    .bind(f.created_after)
-    .bind(f.created_before)
-    .bind(before.map(|b| b.0))
-    .bind(before.map(|b| b.1))
-    .bind(limit)
+            and ($4::timestamptz is null or (created_at, id) < ($4, $5::bigint))
+          order by created_at desc, id desc limit $6",
+        f.workflow.as_deref(),
+        f.created_after,
+        f.created_before,
+        before.map(|b| b.0),
+        before.map(|b| b.1),
+        limit
+    )
     .fetch_all(pool)
     .await?)
 }
 
 pub async fn dead_letter_get(pool: &PgPool, id: i64) -> Result<Option<DeadLetterRow>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {DL_COLUMNS} from dead_letters where id = $1"
-    )))
-    .bind(id)
+    Ok(sqlx::query_as!(
+        DeadLetterRow,
+        "select id, run_id, workflow, step_id, error, attempts, input, created_at
+           from dead_letters where id = $1",
+        id
+    )
     .fetch_optional(pool)
     .await?)
 }
@@ -77,32 +80,33 @@ pub async fn dead_letter_ids_matching(
     f: &DeadLetterFilter,
     limit: i64,
 ) -> Result<Vec<i64>> {
-    Ok(sqlx::query_scalar(
+    Ok(sqlx::query_scalar!(
         "select id from dead_letters
           where ($1::text is null or workflow = $1)
             and ($2::timestamptz is null or created_at >= $2)
             and ($3::timestamptz is null or created_at < $3)
           order by created_at, id limit $4",
+        f.workflow.as_deref(),
+        f.created_after,
+        f.created_before,
+        limit
     )
-    .bind(&f.workflow)
-    .bind(f.created_after)
-    .bind(f.created_before)
-    .bind(limit)
     .fetch_all(pool)
     .await?)
 }
 
 /// Removes dead letters (the runs stay `dead`); returns how many were removed.
 pub async fn dead_letter_purge(conn: &mut sqlx::PgConnection, ids: &[i64]) -> Result<u64> {
-    Ok(sqlx::query("delete from dead_letters where id = any($1)")
-        .bind(ids)
+    Ok(sqlx::query!("delete from dead_letters where id = any($1)", ids)
         .execute(conn)
         .await?
         .rows_affected())
 }
 
 pub async fn dead_letter_count(db: impl sqlx::PgExecutor<'_>) -> Result<i64> {
-    Ok(sqlx::query_scalar("select count(*) from dead_letters")
-        .fetch_one(db)
-        .await?)
+    Ok(
+        sqlx::query_scalar!(r#"select count(*) as "count!" from dead_letters"#)
+            .fetch_one(db)
+            .await?,
+    )
 }

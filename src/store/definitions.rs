@@ -16,14 +16,14 @@ pub async fn definition_upsert(
     definition: &Value,
     source: &str,
 ) -> Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "insert into workflow_definitions (hash, name, definition, source)
          values ($1, $2, $3, $4) on conflict (hash) do nothing",
+        hash,
+        name,
+        definition,
+        source
     )
-    .bind(hash)
-    .bind(name)
-    .bind(definition)
-    .bind(source)
     .execute(conn)
     .await?;
     Ok(())
@@ -32,21 +32,24 @@ pub async fn definition_upsert(
 /// The stored definition (validated JSON) for a hash.
 pub async fn definition_get(pool: &PgPool, hash: &str) -> Result<Option<Value>> {
     Ok(
-        sqlx::query_scalar("select definition from workflow_definitions where hash = $1")
-            .bind(hash)
-            .fetch_optional(pool)
-            .await?,
+        sqlx::query_scalar!(
+            "select definition from workflow_definitions where hash = $1",
+            hash
+        )
+        .fetch_optional(pool)
+        .await?,
     )
 }
 
 /// The most recently stored definition named `name`: (hash, validated JSON).
 pub async fn definition_latest(pool: &PgPool, name: &str) -> Result<Option<(String, Value)>> {
-    Ok(sqlx::query_as(
+    let row = sqlx::query!(
         "select hash, definition from workflow_definitions where name = $1 order by created_at desc limit 1",
+        name
     )
-    .bind(name)
     .fetch_optional(pool)
-    .await?)
+    .await?;
+    Ok(row.map(|r| (r.hash, r.definition)))
 }
 
 /// The content hashes this process has seen committed to `workflow_definitions` of

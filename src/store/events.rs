@@ -74,17 +74,18 @@ pub async fn event_feed(
     workflow: Option<&str>,
     limit: i64,
 ) -> Result<Vec<FeedRow>> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as!(
+        FeedRow,
         "select e.id, e.run_id, r.workflow, e.at, e.kind, e.step_id, e.data
            from run_events e join runs r on r.id = e.run_id
           where e.id > $1 and ($2::text is null or e.run_id = $2)
             and ($3::text is null or r.workflow = $3)
           order by e.id limit $4",
+        after_id,
+        run_id,
+        workflow,
+        limit
     )
-    .bind(after_id)
-    .bind(run_id)
-    .bind(workflow)
-    .bind(limit)
     .fetch_all(pool)
     .await?)
 }
@@ -92,7 +93,7 @@ pub async fn event_feed(
 /// The newest event id (0 when there is none).
 pub async fn event_last_id(pool: &PgPool) -> Result<i64> {
     Ok(
-        sqlx::query_scalar("select coalesce(max(id), 0) from run_events")
+        sqlx::query_scalar!(r#"select coalesce(max(id), 0) as "max!" from run_events"#)
             .fetch_one(pool)
             .await?,
     )
@@ -104,9 +105,8 @@ pub const CHANNEL: &str = "cairn_events";
 /// Wakes event listeners: events were appended on connections that do not notify (see
 /// [`super::connect_quiet`]). Listeners re-read after their cursor.
 pub async fn event_announce(pool: &PgPool) -> Result<()> {
-    sqlx::query("select pg_notify($1, '{\"id\": 0}')")
-        .bind(CHANNEL)
-        .execute(pool)
+    sqlx::query!("select pg_notify($1, '{\"id\": 0}')", CHANNEL)
+        .fetch_one(pool)
         .await?;
     Ok(())
 }

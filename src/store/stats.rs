@@ -15,14 +15,16 @@ pub async fn stats_begin(
     timeout: Duration,
 ) -> Result<Transaction<'static, Postgres>> {
     let mut tx = pool.begin().await?;
-    sqlx::query("set transaction read only")
+    sqlx::query!("set transaction read only")
         .execute(&mut *tx)
         .await?;
     // `set local` takes no parameters; `set_config(…, true)` is its bindable form.
-    sqlx::query("select set_config('statement_timeout', $1, true)")
-        .bind(format!("{}ms", timeout.as_millis()))
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "select set_config('statement_timeout', $1, true)",
+        format!("{}ms", timeout.as_millis())
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     Ok(tx)
 }
 
@@ -30,22 +32,27 @@ pub async fn stats_begin(
 pub async fn runs_by_status(
     db: impl PgExecutor<'_>,
 ) -> Result<Vec<(crate::state::RunStatus, i64)>> {
-    Ok(
-        sqlx::query_as("select status, count(*) from runs group by status order by status")
-            .fetch_all(db)
-            .await?,
+    let rows = sqlx::query!(
+        r#"select status, count(*) as "count!" from runs group by status order by status"#
     )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.status, r.count)).collect())
 }
 
 /// Queued runs per workflow and the age of the oldest, in seconds.
 pub async fn queue_depth(db: impl PgExecutor<'_>) -> Result<Vec<(String, i64, f64)>> {
-    Ok(sqlx::query_as(
-        "select workflow, count(*),
-                extract(epoch from clock_timestamp() - min(updated_at))::float8
-           from runs where status = 'queued' group by workflow order by workflow",
+    let rows = sqlx::query!(
+        r#"select workflow, count(*) as "depth!",
+                extract(epoch from clock_timestamp() - min(updated_at))::float8 as "age!"
+           from runs where status = 'queued' group by workflow order by workflow"#
     )
     .fetch_all(db)
-    .await?)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.workflow, r.depth, r.age))
+        .collect())
 }
 
 /// Runs that finished per time bucket since `since`: (bucket start, succeeded, dead).
@@ -54,25 +61,30 @@ pub async fn throughput(
     since: DateTime<Utc>,
     bucket_secs: f64,
 ) -> Result<Vec<(DateTime<Utc>, i64, i64)>> {
-    Ok(sqlx::query_as(
-        "select to_timestamp(floor(extract(epoch from finished_at) / $2) * $2) as bucket,
-                count(*) filter (where status = 'succeeded'), count(*) filter (where status = 'dead')
+    let rows = sqlx::query!(
+        r#"select to_timestamp(floor(extract(epoch from finished_at) / $2::float8) * $2::float8) as "bucket!",
+                count(*) filter (where status = 'succeeded') as "succeeded!",
+                count(*) filter (where status = 'dead') as "dead!"
            from runs where finished_at >= $1
-          group by bucket order by bucket",
+          group by 1 order by 1"#,
+        since,
+        bucket_secs
     )
-    .bind(since)
-    .bind(bucket_secs)
     .fetch_all(pool)
-    .await?)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.bucket, r.succeeded, r.dead))
+        .collect())
 }
 
 /// Workers with a heartbeat within `secs`.
 pub async fn workers_alive(db: impl PgExecutor<'_>, secs: f64) -> Result<i64> {
-    Ok(sqlx::query_scalar(
-        "select count(*) from workers
-          where stopped_at is null and last_heartbeat_at > clock_timestamp() - make_interval(secs => $1)",
+    Ok(sqlx::query_scalar!(
+        r#"select count(*) as "alive!" from workers
+          where stopped_at is null and last_heartbeat_at > clock_timestamp() - make_interval(secs => $1)"#,
+        secs
     )
-    .bind(secs)
     .fetch_one(db)
     .await?)
 }
@@ -91,17 +103,19 @@ pub struct StuckRow {
 
 /// Running runs whose lease expired or whose worker's heartbeat is older than `secs`.
 pub async fn stuck_runs(pool: &PgPool, secs: f64) -> Result<Vec<StuckRow>> {
-    Ok(sqlx::query_as(
-        "select r.id as run_id, r.workflow, r.lease_owner as worker, r.lease_expires_at,
-                extract(epoch from clock_timestamp() - r.lease_expires_at)::float8 as lease_expired_secs
+    Ok(sqlx::query_as!(
+        StuckRow,
+        r#"select r.id as run_id, r.workflow, r.lease_owner as worker, r.lease_expires_at,
+                coalesce(extract(epoch from clock_timestamp() - r.lease_expires_at)::float8, 0)
+                    as "lease_expired_secs!"
            from runs r left join workers w on w.id = r.lease_owner
           where r.status = 'running'
             and (r.lease_expires_at < clock_timestamp()
                  or w.id is null or w.stopped_at is not null
                  or w.last_heartbeat_at < clock_timestamp() - make_interval(secs => $1))
-          order by r.lease_expires_at limit 500",
+          order by r.lease_expires_at limit 500"#,
+        secs
     )
-    .bind(secs)
     .fetch_all(pool)
     .await?)
 }
@@ -118,24 +132,31 @@ pub struct StepStats {
 }
 
 pub async fn step_stats(conn: &mut PgConnection, bounds: &[f64]) -> Result<StepStats> {
-    let attempts_by_status = sqlx::query_as(
-        "select status, count(*) from step_attempts group by status order by status",
+    let attempts_by_status = sqlx::query!(
+        r#"select status, count(*) as "count!" from step_attempts group by status order by status"#
     )
     .fetch_all(&mut *conn)
-    .await?;
-    let retries: i64 =
-        sqlx::query_scalar("select count(*) from step_attempts where retry_delay_ms is not null")
-            .fetch_one(&mut *conn)
-            .await?;
-    let (buckets, sum, count): (Vec<i64>, f64, i64) = sqlx::query_as(
-        "with d as (select extract(epoch from finished_at - started_at)::float8 as s
-                      from step_attempts where finished_at is not null)
-         select array(select (select count(*) from d where s <= b) from unnest($1::float8[]) as b),
-                coalesce((select sum(s) from d), 0)::float8, (select count(*) from d)",
+    .await?
+    .into_iter()
+    .map(|r| (r.status, r.count))
+    .collect();
+    let retries = sqlx::query_scalar!(
+        r#"select count(*) as "retries!" from step_attempts where retry_delay_ms is not null"#
     )
-    .bind(bounds)
     .fetch_one(&mut *conn)
     .await?;
+    let durations = sqlx::query!(
+        r#"with d as (select extract(epoch from finished_at - started_at)::float8 as s
+                      from step_attempts where finished_at is not null)
+         select array(select (select count(*) from d where s <= b) from unnest($1::float8[]) as b)
+                    as "buckets!",
+                coalesce((select sum(s) from d), 0)::float8 as "sum!",
+                (select count(*) from d) as "count!""#,
+        bounds
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let (buckets, sum, count) = (durations.buckets, durations.sum, durations.count);
     Ok(StepStats {
         attempts_by_status,
         retries,

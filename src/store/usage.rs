@@ -14,16 +14,16 @@ pub async fn llm_usage_insert(
     prompt_tokens: i64,
     completion_tokens: i64,
 ) -> Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "insert into llm_usage (run_id, step_id, attempt, model, prompt_tokens, completion_tokens)
          values ($1, $2, $3, $4, $5, $6)",
+        run_id,
+        step_id,
+        attempt,
+        model,
+        prompt_tokens.max(0),
+        completion_tokens.max(0)
     )
-    .bind(run_id)
-    .bind(step_id)
-    .bind(attempt)
-    .bind(model)
-    .bind(prompt_tokens.max(0))
-    .bind(completion_tokens.max(0))
     .execute(pool)
     .await?;
     Ok(())
@@ -52,7 +52,8 @@ pub async fn usage_report(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<UsageRow>> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as!(
+        UsageRow,
         "with r as (select id, user_id, project_id, workflow from runs where created_at >= $1 and created_at < $2),
               work as (
                 select r.user_id, r.project_id, r.workflow, null::text as model, count(*) as runs,
@@ -64,15 +65,16 @@ pub async fn usage_report(
                        sum(l.prompt_tokens)::bigint, sum(l.completion_tokens)::bigint
                   from llm_usage l join r on r.id = l.run_id
                  group by r.user_id, r.project_id, r.workflow, l.model)
-         select x.user_id, u.email as user_email, x.project_id, p.name as project_name, x.workflow,
-                x.model, x.runs, x.steps, x.prompt_tokens, x.completion_tokens
+         select x.user_id, u.email as \"user_email?\", x.project_id, p.name as \"project_name?\",
+                x.workflow as \"workflow!\", x.model, x.runs as \"runs!\", x.steps as \"steps!\",
+                x.prompt_tokens as \"prompt_tokens!\", x.completion_tokens as \"completion_tokens!\"
            from (select * from work union all select * from tokens) x
            left join users u on u.id = x.user_id
            left join projects p on p.id = x.project_id
           order by x.workflow, x.user_id nulls first, x.project_id nulls first, x.model nulls first",
+        from,
+        to
     )
-    .bind(from)
-    .bind(to)
     .fetch_all(pool)
     .await?)
 }

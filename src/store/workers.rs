@@ -30,15 +30,15 @@ pub struct WorkerRegisterParams<'a> {
 /// Records a starting worker. Idempotent: a worker whose first try committed but lost
 /// its answer (the database went away) tries again with the same id.
 pub async fn worker_register(pool: &PgPool, p: WorkerRegisterParams<'_>) -> Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "insert into workers (id, hostname, pid, version, concurrency) values ($1, $2, $3, $4, $5)
          on conflict (id) do nothing",
+        p.id,
+        p.hostname,
+        p.pid,
+        p.version,
+        p.concurrency
     )
-    .bind(p.id)
-    .bind(p.hostname)
-    .bind(p.pid)
-    .bind(p.version)
-    .bind(p.concurrency)
     .execute(pool)
     .await?;
     Ok(())
@@ -63,10 +63,12 @@ pub async fn worker_heartbeat(
     except: &[String],
 ) -> Result<u64> {
     let mut tx = pool.begin().await?;
-    sqlx::query("update workers set last_heartbeat_at = clock_timestamp() where id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "update workers set last_heartbeat_at = clock_timestamp() where id = $1",
+        id
+    )
+    .execute(&mut *tx)
+    .await?;
     // The runs are locked in id order, as every statement that locks several runs
     // does (the writer's batched transitions, leasing, handing back): an update alone
     // locks rows in whatever order its plan visits them, and deadlocked with a batch of
@@ -86,24 +88,27 @@ pub async fn worker_heartbeat(
 }
 
 pub async fn worker_stop(pool: &PgPool, id: &str) -> Result<()> {
-    sqlx::query("update workers set stopped_at = clock_timestamp() where id = $1")
-        .bind(id)
-        .execute(pool)
-        .await?;
+    sqlx::query!(
+        "update workers set stopped_at = clock_timestamp() where id = $1",
+        id
+    )
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
 /// Workers seen within `since`, with how many runs each holds.
 pub async fn worker_list(pool: &PgPool, since: std::time::Duration) -> Result<Vec<WorkerRow>> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as!(
+        WorkerRow,
         "select w.id, w.hostname, w.pid, w.version, w.concurrency, w.started_at,
                 w.last_heartbeat_at, w.stopped_at,
-                (select count(*) from runs r where r.lease_owner = w.id and r.status = 'running') as in_flight
+                (select count(*) from runs r where r.lease_owner = w.id and r.status = 'running') as \"in_flight!\"
            from workers w
           where w.last_heartbeat_at > clock_timestamp() - make_interval(secs => $1)
           order by w.started_at",
+        since.as_secs_f64()
     )
-    .bind(since.as_secs_f64())
     .fetch_all(pool)
     .await?)
 }
