@@ -239,6 +239,7 @@ async fn worker_settings(w: &WorkerArgs, db: &DatabaseArgs) -> Result<WorkerSett
 fn scheduler_settings(s: &SchedulerArgs) -> cairn::scheduler::SchedulerSettings {
     cairn::scheduler::SchedulerSettings {
         poll_interval: s.scheduler_poll,
+        retention: Some(s.retention.settings()),
         ..Default::default()
     }
 }
