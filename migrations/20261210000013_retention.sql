@@ -7,8 +7,10 @@
 
 -- A pinned run is never deleted. Operators pin and unpin runs (`POST
 -- /api/tasks/{id}/pin`), and a run of a workflow declaring `retain = "forever"` is
--- pinned when it is queued, as is a child run whose parent is pinned.
-alter table runs add column pinned boolean not null default false;
+-- pinned when it is queued, as is a child run whose parent is pinned. (`if not exists`:
+-- an operator may have added it beforehand, with the index below; see
+-- docs/OPERATIONS.md.)
+alter table runs add column if not exists pinned boolean not null default false;
 
 -- The reaper's scan: finished runs that may go, by status, oldest finish first. Only
 -- finished, unpinned runs are in it. Building it reads `runs` once and blocks writes to

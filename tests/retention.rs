@@ -870,33 +870,28 @@ async fn the_api_and_ctl_show_the_settings_and_the_passes(pool: PgPool) {
     stop.cancel();
 }
 
-/// `cairn scheduler` runs the reaper with the settings it is given: an old run goes,
-/// and the pass is recorded under the scheduler's name.
-#[sqlx::test(migrations = false)]
-async fn cairn_scheduler_runs_the_reaper(pool: PgPool) {
-    migrate(&pool).await;
+/// Starts `cairn ARGS` on the test's database with `--retain-succeeded 2h` and a
+/// run that finished 3 hours ago beside one that just finished, and waits for the
+/// process's reaper to record its first pass: the old run goes, the new one stays, and
+/// the pass is recorded under the process's name with the settings it was given.
+async fn the_process_runs_the_reaper(pool: &PgPool, args: &[&str]) {
     let ok = definition("ok", OK);
-    let ids = finished_runs(&pool, &ok, 2).await;
+    let ids = finished_runs(pool, &ok, 2).await;
     let now = Utc::now();
-    finished_ago(&pool, &ids[..1], now, chrono::Duration::hours(3)).await;
+    finished_ago(pool, &ids[..1], now, chrono::Duration::hours(3)).await;
     let dir = std::env::temp_dir().join(format!("cairn-retention-{}", ulid::Ulid::generate()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("ok.toml"), OK).unwrap();
-    let log = dir.join("scheduler.log");
+    let log = dir.join("process.log");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args([
-            "scheduler",
-            "--retain-succeeded",
-            "2h",
-            "--reaper-interval",
-            "1h",
-        ])
-        .env("DATABASE_URL", database_url(&pool))
+        .args(args)
+        .args(["--retain-succeeded", "2h", "--reaper-interval", "1h"])
+        .env("DATABASE_URL", database_url(pool))
         .env("CAIRN_NO_MIGRATE", "true")
         .env("CAIRN_WORKFLOWS_DIR", &dir)
         .env("RUST_LOG", "warn")
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::fs::File::create(dir.join("scheduler.err")).unwrap())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -904,17 +899,24 @@ async fn cairn_scheduler_runs_the_reaper(pool: PgPool) {
         let row: Option<(String, Value, Value)> = sqlx::query_as(
             "select reaper, runs, settings from retention_passes order by id desc limit 1",
         )
-        .fetch_optional(&pool)
+        .fetch_optional(pool)
         .await
         .unwrap();
         if let Some(row) = row {
             break row;
         }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{args:?} exited ({status}): {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
         assert!(
             tokio::time::Instant::now() < deadline,
             "no pass within 60 s: {}",
-            std::fs::read_to_string(dir.join("scheduler.err")).unwrap_or_default()
+            std::fs::read_to_string(&log).unwrap_or_default()
         );
+        // No event tells of a pass: look again shortly.
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let _ = child.kill();
@@ -922,11 +924,22 @@ async fn cairn_scheduler_runs_the_reaper(pool: PgPool) {
     assert!(pass.0.starts_with("scheduler-"), "{pass:?}");
     assert_eq!(pass.1["succeeded"], 1);
     assert_eq!(pass.2["succeeded"], 7200);
+    assert_eq!(pass.2["dead"], 30 * 86_400);
     assert_eq!(pass.2["interval"], 3600);
-    assert_eq!(status_of(&pool, &ids[0]).await, None);
-    assert_eq!(
-        status_of(&pool, &ids[1]).await.as_deref(),
-        Some("succeeded")
-    );
+    assert_eq!(status_of(pool, &ids[0]).await, None);
+    assert_eq!(status_of(pool, &ids[1]).await.as_deref(), Some("succeeded"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[sqlx::test(migrations = false)]
+async fn cairn_scheduler_runs_the_reaper(pool: PgPool) {
+    migrate(&pool).await;
+    the_process_runs_the_reaper(&pool, &["scheduler"]).await;
+}
+
+/// `cairn dev` (API, worker and scheduler in one process) runs it too.
+#[sqlx::test(migrations = false)]
+async fn cairn_dev_runs_the_reaper(pool: PgPool) {
+    migrate(&pool).await;
+    the_process_runs_the_reaper(&pool, &["dev", "--listen", "127.0.0.1:0"]).await;
 }
