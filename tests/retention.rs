@@ -510,7 +510,8 @@ async fn pinned_runs_and_forever_workflows_are_kept(pool: PgPool) {
 }
 
 /// Runs that are not final are never deleted, however old: queued, running (leased),
-/// sleeping, and a dead run retried (queued again).
+/// sleeping, and a dead run retried (queued again); nor is a finished run whose child
+/// run is still going.
 #[sqlx::test(migrations = false)]
 async fn runs_that_are_not_final_are_never_touched(pool: PgPool) {
     migrate(&pool).await;
@@ -520,6 +521,7 @@ async fn runs_that_are_not_final_are_never_touched(pool: PgPool) {
         "nap",
         "[[steps]]\nid = \"zz\"\nkind = \"sleep\"\nduration = \"1h\"\n",
     );
+    let parent = finished_runs(&pool, &ok, 1).await.remove(0);
     let napping = submit(&pool, &nap, json!({})).await;
     let retried = finished_runs(&pool, &boom, 1).await.remove(0);
     let worker = TestWorker::start(&pool, fast_settings());
@@ -540,6 +542,16 @@ async fn runs_that_are_not_final_are_never_touched(pool: PgPool) {
         .await
         .unwrap()
         .expect("retried");
+    // A run past its window whose child run is still going (queued) stays until the
+    // child finishes.
+    let child = submit(&pool, &ok, json!({})).await;
+    sqlx::query("update runs set parent_run_id = $1 where id = $2")
+        .bind(&parent)
+        .bind(&child)
+        .execute(&pool)
+        .await
+        .unwrap();
+    finished_ago(&pool, std::slice::from_ref(&parent), Utc::now(), days(365)).await;
     let ids = vec![napping, queued, running, retried];
     sqlx::query("update runs set created_at = now() - interval '3 years' where id = any($1)")
         .bind(&ids)
@@ -564,6 +576,22 @@ async fn runs_that_are_not_final_are_never_touched(pool: PgPool) {
             .await
             .unwrap();
     assert_eq!(statuses, ["queued", "queued", "running", "sleeping"]);
+    assert_eq!(
+        status_of(&pool, &parent).await.as_deref(),
+        Some("succeeded")
+    );
+
+    cairn::engine::ops::cancel(&pool, &child, "test")
+        .await
+        .unwrap()
+        .expect("the child exists");
+    let report = reap(&pool, &ReaperSettings::default(), Utc::now()).await;
+    assert_eq!(
+        report.runs["succeeded"], 1,
+        "the parent goes once its child is final"
+    );
+    assert_eq!(status_of(&pool, &parent).await, None);
+    assert_eq!(status_of(&pool, &child).await.as_deref(), Some("cancelled"));
 }
 
 /// One reaper at a time: while another session holds the reaper lock (another

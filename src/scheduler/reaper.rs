@@ -9,7 +9,7 @@
 //!   with their steps, attempts, events, dead letters, LLM usage and the schedule ticks
 //!   that started them. A window of `None` keeps that status for ever. Pinned runs stay
 //!   (an operator's pin, or a workflow's `retain = "forever"`), and so does every run
-//!   that is not final.
+//!   that is not final, and every run with a child run still going.
 //! * Ticks that started no run (skipped or failed), once older than the longest
 //!   window; none while any status is kept for ever.
 //! * Expired sessions, expired API tokens, and workers silent for

@@ -11,8 +11,9 @@
 //! only rows no one else holds (`for update skip locked`): the reaper never waits for a
 //! worker, and a worker waits at most one batch for the reaper. Runs are found through
 //! `runs_reapable` (finished, unpinned runs by status and finish time), the rest through
-//! an index on their age (migration 0013). A run is never deleted unless it is final and
-//! not pinned, and that is checked under its row lock.
+//! an index on their age (migration 0013). A run is never deleted unless it is final,
+//! not pinned and without a child run still going, and that is checked under its row
+//! lock.
 //!
 //! One reaper works at a time in a cluster: it holds the session advisory lock
 //! [`reaper_lock_try`] takes for the whole pass; the others skip theirs.
@@ -67,15 +68,20 @@ pub const RUN_TABLES: &[&str] = &[
 
 /// The statement of [`runs_reap_batch`]: locks up to `$3` runs of status `$1` that
 /// finished before `$2` and are not pinned, oldest first, skipping those locked
-/// elsewhere, and deletes them with every row that hangs off them, counting each
+/// elsewhere and those with a child run still going (it would lock the parent when it
+/// finishes, while the batch waits for the child's row), and deletes them with every row that hangs off them, counting each
 /// table's. (`for update` re-reads a row changed since the statement began, such as by
 /// an operator's retry or pin, and leaves it out unless it still qualifies.) The
 /// children are deleted here rather than by the runs' trigger and foreign keys, which
 /// then find nothing left, so that their rows can be counted; every delete finds its
 /// rows by key alone.
 pub(super) const REAP_RUNS: &str = "with doomed as materialized (
-             select id from runs
+             select id from runs r
               where status = $1 and finished_at < $2 and not pinned
+                -- A subplan looking children up by key for each candidate, never an
+                -- anti-join the planner may turn into a read of every child.
+                and (select c.id from runs c
+                      where c.parent_run_id = r.id and c.finished_at is null limit 1) is null
               order by finished_at
               limit $3
                 for update skip locked),
