@@ -11,9 +11,8 @@
 //! only rows no one else holds (`for update skip locked`): the reaper never waits for a
 //! worker, and a worker waits at most one batch for the reaper. Runs are found through
 //! `runs_reapable` (finished, unpinned runs by status and finish time), the rest through
-//! an index on their age (migration 0013). A run is never deleted unless it is final,
-//! not pinned and without a child run still going, and that is checked under its row
-//! lock.
+//! an index on their age (migration 0013). A run is never deleted unless it is final
+//! and not pinned (checked under its row lock) and has no child run still going.
 //!
 //! One reaper works at a time in a cluster: it holds the session advisory lock
 //! [`reaper_lock_try`] takes for the whole pass; the others skip theirs.
