@@ -245,6 +245,77 @@ pub struct SchedulerArgs {
     /// the next tick, and wakes at once when a schedule is added, retimed or resumed.
     #[arg(long, env = "CAIRN_SCHEDULER_POLL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub scheduler_poll: Duration,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+}
+
+/// Retention: how long finished runs are kept, and the reaper that deletes them, which
+/// runs in `cairn scheduler` and `cairn dev` (one at a time in a cluster; see
+/// docs/OPERATIONS.md).
+#[derive(Debug, Clone, Args)]
+pub struct RetentionArgs {
+    /// Delete succeeded runs (with their steps, attempts, events and ticks) this long
+    /// after they finished: a duration (`7d`, `36h`), or `0` / `forever` to keep them.
+    /// Pinned runs are always kept.
+    #[arg(long, env = "CAIRN_RETAIN_SUCCEEDED", default_value = "7d")]
+    pub retain_succeeded: RetainFor,
+    /// Delete cancelled runs this long after they finished (`0` / `forever`: keep).
+    #[arg(long, env = "CAIRN_RETAIN_CANCELLED", default_value = "7d")]
+    pub retain_cancelled: RetainFor,
+    /// Delete dead runs (and their dead letters) this long after they died (`0` /
+    /// `forever`: keep).
+    #[arg(long, env = "CAIRN_RETAIN_DEAD", default_value = "30d")]
+    pub retain_dead: RetainFor,
+    /// Time between two passes of the reaper (at least 1s). Each pass deletes
+    /// everything due, in batches.
+    #[arg(long, env = "CAIRN_REAPER_INTERVAL", default_value = "1m", value_parser = reaper_interval)]
+    pub reaper_interval: Duration,
+    /// Runs (or other rows) the reaper deletes per transaction.
+    #[arg(long, env = "CAIRN_REAPER_BATCH", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub reaper_batch: u32,
+}
+
+impl RetentionArgs {
+    /// The reaper's settings these flags give.
+    pub fn settings(&self) -> crate::scheduler::reaper::ReaperSettings {
+        crate::scheduler::reaper::ReaperSettings {
+            succeeded: self.retain_succeeded.0,
+            cancelled: self.retain_cancelled.0,
+            dead: self.retain_dead.0,
+            interval: self.reaper_interval,
+            batch: self.reaper_batch,
+            ..Default::default()
+        }
+    }
+}
+
+fn reaper_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim()).map_err(|e| format!("`{s}`: {e}"))?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("`{s}` is shorter than 1s"));
+    }
+    Ok(d)
+}
+
+/// How long something is kept: a duration (`7d`, `36h`), or `0` / `forever` for ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetainFor(pub Option<Duration>);
+
+impl std::str::FromStr for RetainFor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<RetainFor, String> {
+        match s.trim() {
+            "forever" | "0" => Ok(RetainFor(None)),
+            d => match humantime::parse_duration(d) {
+                Ok(d) if d.is_zero() => Ok(RetainFor(None)),
+                Ok(d) => Ok(RetainFor(Some(d))),
+                Err(e) => Err(format!(
+                    "`{d}`: {e} (a duration such as 7d or 36h, or `forever`)"
+                )),
+            },
+        }
+    }
 }
 
 /// `cairn dev`'s own: where it keeps its private PostgreSQL, port and token.

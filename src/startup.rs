@@ -200,6 +200,7 @@ pub async fn run_scheduler(
 ) -> Result<()> {
     let settings = SchedulerSettings {
         poll_interval: args.scheduler_poll,
+        retention: Some(args.retention.settings()),
         ..Default::default()
     };
     scheduler::run(

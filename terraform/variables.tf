@@ -251,7 +251,7 @@ variable "worker_template_env" {
 }
 
 variable "enable_scheduler" {
-  description = "Run `cairn scheduler` (cron -> runs: workflow files' [[schedules]] and schedules made through the API). Without it no schedule fires."
+  description = "Run `cairn scheduler` (cron -> runs: workflow files' [[schedules]] and schedules made through the API; and the reaper that deletes finished runs past their retention window, docs/OPERATIONS.md). Without it no schedule fires and nothing is deleted."
   type        = bool
   default     = true
 }

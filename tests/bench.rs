@@ -91,6 +91,18 @@ const EXPECTED: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "retention",
+        &[
+            "floor_rows_per_s",
+            "keep_history_floor_per_s",
+            "drain_kept_runs_per_s",
+            "drain_reaping_runs_per_s",
+            "reaping_vs_kept",
+            "reaper_runs_per_s",
+            "verified_runs",
+        ],
+    ),
+    (
         "memory",
         &[
             "floor_rows_per_s",
@@ -120,6 +132,8 @@ const HISTORY_RATIOS: &[(&str, &str)] = &[
     ("chain", "steps_per_s"),
     ("history", "drain_empty_runs_per_s"),
     ("history", "drain_history_runs_per_s"),
+    ("retention", "drain_kept_runs_per_s"),
+    ("retention", "drain_reaping_runs_per_s"),
 ];
 
 /// Figures that may be zero (CPU is counted in 10 ms ticks; autovacuum may have run).
@@ -136,6 +150,8 @@ const NON_NEGATIVE: &[(&str, &str)] = &[
     ("submit_http", "batch_client_cpu_us_per_run"),
     ("submit_http", "machine_cpu_busy_pct"),
     ("submit_http", "batch_machine_cpu_busy_pct"),
+    // The reaper may finish before the drain's last run (it is small here).
+    ("retention", "reaped_during_drain"),
     ("memory", "dead_tuples_runs"),
     ("memory", "dead_tuples_steps"),
     ("memory", "dead_tuples_step_attempts"),
@@ -185,10 +201,12 @@ fn bench_runs_every_scenario_and_verifies_its_runs() {
         "--scenario",
         // Every scenario but fanout, which runs on its own with `sql` steps: see
         // `fanout_finishes_with_default_settings` below.
-        "drain,chain,pickup,submit_http,backlog,history,memory",
+        "drain,chain,pickup,submit_http,backlog,history,retention,memory",
         "--runs",
         "30",
         "--history",
+        "500",
+        "--reap",
         "500",
         "--concurrency",
         "4",
@@ -248,6 +266,7 @@ fn bench_runs_every_scenario_and_verifies_its_runs() {
     }
     assert_eq!(get("backlog", "verified_runs")["value"], 2.0 * RUNS);
     assert_eq!(get("history", "verified_runs")["value"], 2.0 * RUNS);
+    assert_eq!(get("retention", "verified_runs")["value"], 2.0 * RUNS);
     let (p50, p95, p99) = (
         positive("pickup", "p50_ms", "value"),
         positive("pickup", "p95_ms", "value"),

@@ -37,6 +37,8 @@ const ACCESS: &[(&str, &str, Option<Role>)] = &[
     ("post", "/api/tasks/{id}/retry", Some(Role::Operator)),
     ("post", "/api/tasks/{id}/replay", Some(Role::Operator)),
     ("post", "/api/tasks/{id}/cancel", Some(Role::Operator)),
+    ("post", "/api/tasks/{id}/pin", Some(Role::Operator)),
+    ("post", "/api/tasks/{id}/unpin", Some(Role::Operator)),
     ("post", "/api/tasks/bulk/{action}", Some(Role::Operator)),
     ("get", "/api/dead-letters", Some(Role::Viewer)),
     ("get", "/api/dead-letters/{id}", Some(Role::Viewer)),
@@ -75,6 +77,7 @@ const ACCESS: &[(&str, &str, Option<Role>)] = &[
     ("post", "/api/agents/summarize", Some(Role::Operator)),
     ("post", "/api/agents/workflow", Some(Role::Operator)),
     ("get", "/api/billing/usage", Some(Role::Viewer)),
+    ("get", "/api/retention", Some(Role::Viewer)),
     ("post", "/api/webhooks/agent-result", None),
 ];
 

@@ -19,6 +19,7 @@ pub mod guard;
 mod health;
 mod metrics;
 pub mod projects;
+mod retention;
 mod schedules;
 mod tasks;
 pub mod webhooks;
@@ -141,6 +142,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(workflows::routes())
         .merge(workers::routes())
         .merge(projects::routes())
+        .merge(retention::routes())
         .merge(webhooks::routes())
 }
 

@@ -29,6 +29,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(retry))
         .routes(routes!(replay))
         .routes(routes!(cancel))
+        .routes(routes!(pin))
+        .routes(routes!(unpin))
         .routes(routes!(bulk))
         .merge(
             // A thousand tasks need more room than one.
@@ -165,6 +167,60 @@ async fn cancel(
             details: None,
         }),
     }
+}
+
+/// A run's pin, as pinning or unpinning left it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PinState {
+    task_id: String,
+    status: String,
+    pinned: bool,
+    /// The runs whose pin this request changed: the run and its child runs,
+    /// transitively (empty when they already were as asked).
+    changed: Vec<String>,
+}
+
+async fn set_pin(
+    state: &AppState,
+    p: &crate::auth::Principal,
+    id: String,
+    pinned: bool,
+) -> Result<Json<PinState>, ApiError> {
+    match store::retention::run_pin(&state.pool, &id, pinned, &by(p)).await? {
+        None => Err(ApiError::NotFound(format!("no task with id `{id}`"))),
+        Some(done) => Ok(Json(PinState {
+            task_id: id,
+            status: done.status,
+            pinned,
+            changed: done.changed,
+        })),
+    }
+}
+
+/// Pins a run and its child runs: retention never deletes them (see `GET
+/// /api/retention`). A run in any status may be pinned; pinning a pinned run changes
+/// nothing.
+#[utoipa::path(post, path = "/api/tasks/{id}/pin", tag = "tasks", params(("id" = String, Path)),
+    responses((status = 200, body = PinState), (status = 404, body = super::error::ErrorBody)))]
+async fn pin(
+    State(state): State<AppState>,
+    Operator(p): Operator,
+    Path(id): Path<String>,
+) -> Result<Json<PinState>, ApiError> {
+    set_pin(&state, &p, id, true).await
+}
+
+/// Unpins a run and its child runs (also those pinned by their workflow's `retain =
+/// "forever"`): retention deletes them once they are past their status's window.
+#[utoipa::path(post, path = "/api/tasks/{id}/unpin", tag = "tasks", params(("id" = String, Path)),
+    responses((status = 200, body = PinState), (status = 404, body = super::error::ErrorBody)))]
+async fn unpin(
+    State(state): State<AppState>,
+    Operator(p): Operator,
+    Path(id): Path<String>,
+) -> Result<Json<PinState>, ApiError> {
+    set_pin(&state, &p, id, false).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -384,6 +440,9 @@ pub struct TaskSummary {
     updated_at: DateTime<Utc>,
     replay_of: Option<String>,
     cancel_requested_at: Option<DateTime<Utc>>,
+    /// Kept by retention whatever its age (an operator's pin, or its workflow's
+    /// `retain = "forever"`).
+    pinned: bool,
 }
 
 impl From<&RunRow> for TaskSummary {
@@ -403,6 +462,7 @@ impl From<&RunRow> for TaskSummary {
             updated_at: r.updated_at,
             replay_of: r.replay_of.clone(),
             cancel_requested_at: r.cancel_requested_at,
+            pinned: r.pinned,
         }
     }
 }

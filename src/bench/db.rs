@@ -2,7 +2,6 @@
 //! raw-SQL floor, bulk seeding of queued runs, and the queries that time and verify a
 //! scenario's runs.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -25,9 +24,6 @@ pub(super) struct BenchDb {
     /// The bench database's URL, for child processes.
     pub(super) url: String,
     pub(super) pool: PgPool,
-    /// Finished runs seeded as history ([`BenchDb::seed_history`]), which the timing
-    /// and progress queries leave out.
-    history: AtomicI64,
 }
 
 impl BenchDb {
@@ -60,7 +56,6 @@ impl BenchDb {
                 name: name.to_owned(),
                 url,
                 pool,
-                history: AtomicI64::new(0),
             }),
             Err(e) => {
                 let _ = drop_database(admin_url, name).await;
@@ -92,10 +87,9 @@ impl BenchDb {
     /// events (and, by cascade, anything else that references them), Cairn's workers,
     /// and apalis' jobs and workers. Definitions stay.
     pub(super) async fn reset(&self) -> Result<()> {
-        sqlx::query("truncate runs, steps, step_attempts, run_events, workers, apalis.jobs, apalis.workers restart identity cascade")
+        sqlx::query("truncate runs, steps, step_attempts, run_events, workers, retention_passes, apalis.jobs, apalis.workers restart identity cascade")
             .execute(&self.pool)
             .await?;
-        self.history.store(0, Ordering::Relaxed);
         Ok(())
     }
 
@@ -327,7 +321,6 @@ impl BenchDb {
             tx.commit().await?;
             from += size;
         }
-        self.history.fetch_add(n as i64, Ordering::Relaxed);
         // Autovacuum would have visited tables this size; whether it analyzed them too
         // is `stats` (`settle` vacuums as it analyzes).
         match stats {
@@ -408,14 +401,71 @@ impl BenchDb {
         Ok(())
     }
 
-    /// Runs that reached a final status.
+    /// Runs that reached a final status. History (which finished a day before it was
+    /// seeded, and which the retention scenario's reaper deletes meanwhile) is left out.
     pub(super) async fn finished(&self) -> Result<i64> {
-        let all: i64 = sqlx::query_scalar(
-            "select count(*) from runs where status in ('succeeded', 'dead', 'cancelled')",
+        Ok(sqlx::query_scalar(
+            "select count(*) from runs where status in ('succeeded', 'dead', 'cancelled')
+                and finished_at > now() - interval '12 hours'",
         )
         .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Seeded history still there: runs that finished over 12 hours ago.
+    pub(super) async fn history_left(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "select count(*) from runs
+              where status = 'succeeded' and finished_at < now() - interval '12 hours'",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// The first run's start and the `nth` run's finish (database clock), history left
+    /// out; `None` while fewer than `nth` runs finished.
+    pub(super) async fn drain_bounds(
+        &self,
+        nth: u64,
+    ) -> Result<Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)>> {
+        let row: (
+            Option<chrono::DateTime<chrono::Utc>>,
+            Option<chrono::DateTime<chrono::Utc>>,
+        ) = sqlx::query_as(
+            "select (select min(started_at) from runs
+                      where started_at > now() - interval '12 hours'),
+                    (select finished_at from runs
+                      where finished_at > now() - interval '12 hours'
+                      order by finished_at offset $1 - 1 limit 1)",
+        )
+        .bind(nth as i64)
+        .fetch_one(&self.pool)
         .await?;
-        Ok(all - self.history.load(Ordering::Relaxed))
+        Ok(row.0.zip(row.1))
+    }
+
+    /// The latest complete pass of a reaper that deleted something: (runs, rows,
+    /// start, end).
+    pub(super) async fn reaper_pass(
+        &self,
+    ) -> Result<
+        Option<(
+            i64,
+            i64,
+            chrono::DateTime<chrono::Utc>,
+            chrono::DateTime<chrono::Utc>,
+        )>,
+    > {
+        Ok(sqlx::query_as(
+            "select (runs ->> 'succeeded')::bigint,
+                    (select coalesce(sum(value::bigint), 0)::bigint from jsonb_each_text(deleted)),
+                    started_at, finished_at
+               from retention_passes
+              where complete and (runs ->> 'succeeded')::bigint > 0
+              order by id desc limit 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// Seconds from the first run's start to the `nth` run's finish, by the database's

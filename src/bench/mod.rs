@@ -106,6 +106,9 @@ pub enum Scenario {
     /// Drain rate over a history of finished runs (`--history`, every table as a
     /// deployment keeps it) vs over empty tables; the run list's first page then.
     History,
+    /// Drain rate over `--reap` finished runs past their retention window while the
+    /// reaper (`cairn scheduler`) deletes them vs with no reaper; the reaper's rate.
+    Retention,
     /// Peak RSS of a worker (drain at high concurrency) and of the API (submit load);
     /// dead tuples in the hot tables after the drain.
     Memory,
@@ -119,7 +122,7 @@ impl Scenario {
         use Scenario::*;
         match self {
             All => vec![
-                Drain, Chain, Fanout, Pickup, SubmitHttp, Backlog, History, Memory,
+                Drain, Chain, Fanout, Pickup, SubmitHttp, Backlog, History, Retention, Memory,
             ],
             one => vec![one],
         }
@@ -144,6 +147,7 @@ impl Scenario {
             Scenario::SubmitHttp => "submit_http",
             Scenario::Backlog => "backlog",
             Scenario::History => "history",
+            Scenario::Retention => "retention",
             Scenario::Memory => "memory",
             Scenario::All => "all",
         }
@@ -159,6 +163,7 @@ impl Scenario {
             Scenario::SubmitHttp => 20_000,
             Scenario::Backlog => 100_000,
             Scenario::History => 20_000,
+            Scenario::Retention => 20_000,
             Scenario::Memory => 20_000,
             Scenario::All => 0,
         }
@@ -177,14 +182,19 @@ pub struct BenchArgs {
     pub scenario: Vec<Scenario>,
     /// Size of every selected scenario instead of its default (runs; submissions for
     /// pickup; single requests for submit_http, whose batch part submits ten times as
-    /// many runs; the backlog for backlog; the runs drained for history). Defaults:
-    /// drain 50,000, chain 5,000, fanout 500, pickup 500, submit_http 20,000, backlog
-    /// 100,000, history 20,000, memory 20,000.
+    /// many runs; the backlog for backlog; the runs drained for history and retention).
+    /// Defaults: drain 50,000, chain 5,000, fanout 500, pickup 500, submit_http 20,000,
+    /// backlog 100,000, history 20,000, retention 20,000, memory 20,000.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub runs: Option<u64>,
     /// Finished runs the history scenario keeps in every table before it drains.
     #[arg(long, default_value_t = 1_000_000)]
     pub history: u64,
+    /// Finished runs past their retention window that the retention scenario's reaper
+    /// deletes while the workers drain (and that lie there, undeleted, in its drain
+    /// without a reaper).
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub reap: u64,
     /// The tables' statistics when the workers start: `analyzed` (what autovacuum
     /// leaves a deployment with; `VACUUM ANALYZE` after seeding) or `fresh` (never
     /// analyzed since emptied: how the bench measured before).
@@ -251,6 +261,7 @@ struct Settings {
     step: BenchStep,
     stats: Stats,
     history: u64,
+    reap: u64,
     runs: Option<u64>,
     workers: u32,
     concurrency: usize,
@@ -292,6 +303,7 @@ pub async fn run(args: BenchArgs) -> Result<Vec<Figure>> {
         step: args.step,
         stats: args.stats,
         history: args.history,
+        reap: args.reap,
         runs: args.runs,
         workers: args.workers,
         concurrency: args.concurrency.max(1),

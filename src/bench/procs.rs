@@ -1,4 +1,5 @@
-//! The processes the bench drives: `cairn worker` and `cairn api`, started from this
+//! The processes the bench drives: `cairn worker`, `cairn api` and `cairn scheduler`
+//! (for its reaper), started from this
 //! very executable against the bench database, stopped with SIGTERM (SIGKILL when they
 //! do not stop, and always when dropped).
 
@@ -49,6 +50,24 @@ impl Service {
             args.extend(["--db-pool".to_owned(), pool.to_string()]);
         }
         Service::spawn(s, url, "api".to_owned(), &args)
+    }
+
+    /// `cairn scheduler` loading the bench workflows, whose reaper deletes succeeded
+    /// runs that finished over an hour ago, in one pass at start.
+    pub(super) fn reaper(s: &Settings, url: &str) -> Result<Service> {
+        let args: Vec<String> = [
+            "scheduler",
+            "--workflows-dir",
+            &s.dir.join("workflows").display().to_string(),
+            "--retain-succeeded",
+            "1h",
+            "--reaper-interval",
+            "1h",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        Service::spawn(s, url, "scheduler".to_owned(), &args)
     }
 
     fn spawn(s: &Settings, url: &str, what: String, args: &[String]) -> Result<Service> {

@@ -129,6 +129,7 @@ pub(super) async fn run_all(
             Scenario::SubmitHttp => bench.submit_http(size).await,
             Scenario::Backlog => bench.backlog(size).await,
             Scenario::History => bench.history(size).await,
+            Scenario::Retention => bench.retention(size).await,
             Scenario::Memory => bench.memory(size).await,
             Scenario::All => Ok(()),
         };
@@ -1168,6 +1169,141 @@ impl Bench<'_> {
             .note("the API's first GET /api/tasks after start"),
         );
         self.verified("history", n * 2);
+        Ok(())
+    }
+
+    /// The same drain of `n` one-step runs over `--reap` finished runs that are past
+    /// their retention window: first with no reaper, then while `cairn scheduler`'s
+    /// reaper deletes them (its first pass starts with the workers). How much a
+    /// deployment's retention slows its workers, and how fast it deletes.
+    async fn retention(&mut self, n: u64) -> Result<()> {
+        const SCENARIO: &str = "retention";
+        let c = self.s.concurrency;
+        let h = self.s.reap;
+
+        // No reaper: the finished runs lie there.
+        self.db
+            .seed_history(&self.defs.noop, h, self.s.stats)
+            .await?;
+        let d = self.drain_runs(SCENARIO, &self.defs.noop, n, n, c).await?;
+        let without = n as f64 / d.secs;
+        d.activity.finish().await;
+        procs::stop_all(d.workers, GRACE).await;
+        self.db.verify_all(SCENARIO, h + n, 1).await?;
+
+        // The reaper deletes them while the workers drain.
+        self.db.reset().await?;
+        self.db
+            .seed_history(&self.defs.noop, h, self.s.stats)
+            .await?;
+        self.db.seed(&self.defs.noop, n, self.s.stats).await?;
+        let mut all = vec![Service::reaper(self.s, &self.db.url)?];
+        all.extend(self.start_workers(c)?);
+        self.wait_finished(SCENARIO, n, &mut all).await?;
+        let (drain_start, drain_end) =
+            self.db
+                .drain_bounds(n)
+                .await?
+                .ok_or_else(|| BenchError::Stalled {
+                    scenario: SCENARIO,
+                    what: "no timing: runs finished without start times".into(),
+                })?;
+        let left_at_drain_end = self.db.history_left().await?;
+        let scheduler = all.remove(0);
+        procs::stop_all(all, GRACE).await;
+        let secs =
+            ((drain_end - drain_start).num_microseconds().unwrap_or(0) as f64 / 1e6).max(1e-6);
+        let with = n as f64 / secs;
+
+        // The reaper's pass, once it has deleted everything.
+        let mut scheduler = vec![scheduler];
+        let waited = Instant::now();
+        let (reaped, rows, pass_start, pass_end) = loop {
+            scheduler[0].check_alive()?;
+            if let Some(pass) = self.db.reaper_pass().await? {
+                break pass;
+            }
+            if waited.elapsed() > STALL {
+                let left = self.db.history_left().await?;
+                return Err(BenchError::Stalled {
+                    scenario: SCENARIO,
+                    what: format!(
+                        "the reaper recorded no complete pass; {left} of {h} finished runs left"
+                    ),
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        };
+        procs::stop_all(scheduler, GRACE).await;
+        // Every finished run gone with all its rows; the drained runs whole.
+        self.db.verify_all(SCENARIO, n, 1).await?;
+        if reaped as u64 != h {
+            return Err(BenchError::Incorrect {
+                scenario: SCENARIO,
+                what: format!("the reaper deleted {reaped} runs, expected {h}"),
+            });
+        }
+        let pass_secs = ((pass_end - pass_start).num_milliseconds() as f64 / 1e3).max(1e-3);
+        let overlap = (drain_end.min(pass_end) - drain_start.max(pass_start))
+            .num_milliseconds()
+            .max(0) as f64
+            / 1e3;
+
+        let workers_note = self.workers_note(c);
+        self.out.emit(
+            Figure::new(
+                SCENARIO,
+                "drain_kept_runs_per_s",
+                round(without, 1),
+                "runs/s",
+            )
+            .ratio(self.floor)
+            .history_ratio(self.history_floor)
+            .n(n)
+            .note(format!(
+                "{n} runs over {h} finished ones past their window, no reaper; {workers_note}"
+            )),
+        );
+        self.out.emit(
+            Figure::new(SCENARIO, "drain_reaping_runs_per_s", round(with, 1), "runs/s")
+                .ratio(self.floor)
+                .history_ratio(self.history_floor)
+                .n(n)
+                .note(format!(
+                    "the same drain while `cairn scheduler`'s reaper deletes the {h} (batches of 1,000); {workers_note}"
+                )),
+        );
+        self.out.emit(
+            Figure::new(SCENARIO, "reaping_vs_kept", round(with / without, 3), "×")
+                .target("≥ 0.8")
+                .n(h),
+        );
+        self.out.emit(
+            Figure::new(
+                SCENARIO,
+                "reaper_runs_per_s",
+                round(reaped as f64 / pass_secs, 1),
+                "runs/s",
+            )
+            .n(h)
+            .note(format!(
+                "{reaped} runs ({rows} rows) deleted in one pass of {pass_secs:.1} s"
+            )),
+        );
+        self.out.emit(
+            Figure::new(
+                SCENARIO,
+                "reaped_during_drain",
+                (h as i64 - left_at_drain_end).max(0) as f64,
+                "runs",
+            )
+            .n(h)
+            .note(format!(
+                "finished runs the reaper had deleted when the drain's last run finished; the pass overlapped {:.0} % of the drain's {secs:.1} s",
+                100.0 * overlap / secs
+            )),
+        );
+        self.verified(SCENARIO, n * 2);
         Ok(())
     }
 

@@ -87,6 +87,15 @@ pub enum Command {
         #[command(subcommand)]
         command: WorkerCommand,
     },
+    /// Retention: how long finished runs are kept, and what the reaper deleted.
+    #[command(
+        after_help = "Runs are pinned (kept whatever their age) with `ctl task pin ID`.\n\nExamples:\n  ctl retention\n  ctl retention --limit 50 -o json"
+    )]
+    Retention {
+        /// The latest passes to show (1 to 1,000).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+    },
     /// Your API tokens: list and revoke them.
     Token {
         #[command(subcommand)]
@@ -205,6 +214,19 @@ pub enum TaskCommand {
         id: Option<String>,
         #[command(flatten)]
         filter: ops::FilterArgs,
+    },
+    /// Keep a run (and its child runs) whatever its age: retention never deletes a
+    /// pinned run.
+    #[command(after_help = "Examples:\n  ctl task pin 01JAB7\n  ctl task unpin 01JAB7")]
+    Pin {
+        /// Run id, or a unique prefix of it (at least 4 characters).
+        id: String,
+    },
+    /// Let retention delete a run (and its child runs) again once it is past its
+    /// window.
+    Unpin {
+        /// Run id, or a unique prefix of it (at least 4 characters).
+        id: String,
     },
     /// A run's events; --follow streams them until the run finishes.
     #[command(
@@ -366,6 +388,14 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             out.workers(&body)?;
             Ok(0)
         }
+        Command::Retention { limit } => {
+            let client = Client::new(&cli.global)?;
+            let body = client
+                .get_query("/api/retention", &[("limit", limit.to_string())])
+                .await?;
+            out.retention(&body)?;
+            Ok(0)
+        }
         Command::Token {
             command: TokenCommand::List { all },
         } => {
@@ -523,6 +553,8 @@ async fn task(command: TaskCommand, client: &Client, out: &mut Out<'_>) -> Resul
             out.task(&body)?;
             Ok(0)
         }
+        TaskCommand::Pin { id } => pin(client, out, &id, "pin").await,
+        TaskCommand::Unpin { id } => pin(client, out, &id, "unpin").await,
         TaskCommand::Retry { id, filter } => {
             ops::run_action(client, out, "retry", id, &filter).await
         }
@@ -553,6 +585,16 @@ async fn task(command: TaskCommand, client: &Client, out: &mut Out<'_>) -> Resul
             reconnects,
         } => ops::logs(client, out, &id, follow, reconnects).await,
     }
+}
+
+/// `ctl task pin|unpin`: `action` is the endpoint's last segment.
+async fn pin(client: &Client, out: &mut Out<'_>, id: &str, action: &str) -> Result<u8> {
+    let id = run_id::resolve(client, id).await?;
+    let body = client
+        .post(&format!("/api/tasks/{id}/{action}"), &json!({}), None)
+        .await?;
+    out.pinned(&body)?;
+    Ok(0)
 }
 
 async fn dlq(command: DlqCommand, client: &Client, out: &mut Out<'_>) -> Result<u8> {

@@ -102,6 +102,17 @@ fn duration(start: &Value, end: &Value) -> String {
     }
 }
 
+/// Seconds as the largest whole unit: `7d`, `36h`, `90m`, `45s`.
+fn span(secs: u64) -> String {
+    match secs {
+        0 => "0s".to_owned(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
 fn truncate(s: &str, n: usize) -> String {
     let one_line = s.replace('\n', " ");
     if one_line.chars().count() <= n {
@@ -268,6 +279,12 @@ impl<'a> Out<'a> {
         }
         if !run["error"].is_null() {
             writeln!(self.w, "Error     {}", text(&run["error"]))?;
+        }
+        if run["pinned"] == true {
+            writeln!(
+                self.w,
+                "Pinned    yes: retention keeps it (`ctl task unpin` lets it go)"
+            )?;
         }
         if !run["schedule"].is_null() {
             let s = &run["schedule"];
@@ -621,6 +638,131 @@ impl<'a> Out<'a> {
             }
             writeln!(self.w, "\n{t}")?;
         }
+        Ok(())
+    }
+
+    /// `ctl task pin|unpin`.
+    pub fn pinned(&mut self, body: &Value) -> Result<()> {
+        if self.format == Format::Json {
+            return self.json(body);
+        }
+        let id = text(&body["taskId"]);
+        let what = if body["pinned"] == true {
+            "pinned: retention keeps it"
+        } else {
+            "unpinned: retention deletes it once it is past its window"
+        };
+        let changed = body["changed"].as_array().map_or(0, Vec::len);
+        let children = changed.saturating_sub(1);
+        let note = match (changed, children) {
+            (0, _) => " (it already was)".to_owned(),
+            (_, 0) => String::new(),
+            (_, 1) => " (with 1 child run)".to_owned(),
+            (_, n) => format!(" (with {n} child runs)"),
+        };
+        writeln!(
+            self.w,
+            "{id}  {}  {what}{note}",
+            self.status(&body["status"])
+        )?;
+        Ok(())
+    }
+
+    /// `ctl retention`.
+    pub fn retention(&mut self, body: &Value) -> Result<()> {
+        if self.format == Format::Json {
+            return self.json(body);
+        }
+        let s = &body["settings"];
+        if s.is_null() {
+            writeln!(
+                self.w,
+                "No reaper pass recorded yet. The reaper runs in {}; is one running?",
+                text(&body["reaperRunsIn"])
+            )?;
+            return Ok(());
+        }
+        let window = |v: &Value| match v.as_u64() {
+            None => "kept forever".to_owned(),
+            Some(secs) => format!("deleted {} after", span(secs)),
+        };
+        writeln!(
+            self.w,
+            "Retention, as the latest pass applied it (the reaper runs in {}):",
+            text(&body["reaperRunsIn"])
+        )?;
+        let mut t = table(&[], false);
+        t.add_row(vec![
+            "succeeded runs".to_owned(),
+            format!("{} they finished", window(&s["succeeded"])),
+        ]);
+        t.add_row(vec![
+            "cancelled runs".to_owned(),
+            format!("{} they finished", window(&s["cancelled"])),
+        ]);
+        t.add_row(vec![
+            "dead runs".to_owned(),
+            format!("{} they died, with their dead letters", window(&s["dead"])),
+        ]);
+        t.add_row(vec![
+            "ticks that started no run".to_owned(),
+            format!("{} they were handled", window(&s["ticks"])),
+        ]);
+        t.add_row(vec![
+            "workers".to_owned(),
+            format!("{} their last heartbeat", window(&s["workers"])),
+        ]);
+        t.add_row(vec![
+            "sessions and API tokens".to_owned(),
+            "deleted once expired".to_owned(),
+        ]);
+        t.add_row(vec![
+            "passes".to_owned(),
+            format!(
+                "every {}, {} rows a transaction; pinned runs are always kept",
+                s["interval"].as_u64().map_or("-".to_owned(), span),
+                text(&s["batch"])
+            ),
+        ]);
+        writeln!(self.w, "{t}\n")?;
+        let now = Utc::now();
+        let mut t = table(
+            &[
+                "PASS",
+                "STARTED",
+                "DURATION",
+                "RUNS",
+                "SUCCEEDED",
+                "CANCELLED",
+                "DEAD",
+                "ROWS",
+                "REAPER",
+                "RESULT",
+            ],
+            true,
+        );
+        for p in body["passes"].as_array().into_iter().flatten() {
+            let result = match (&p["error"], p["complete"].as_bool()) {
+                (Value::String(e), _) => format!("failed: {}", truncate(e, 60)),
+                (_, Some(false)) => "stopped part-way".to_owned(),
+                _ => "complete".to_owned(),
+            };
+            t.add_row(vec![
+                text(&p["id"]),
+                relative(&p["startedAt"], now),
+                p["durationMs"]
+                    .as_i64()
+                    .map_or("-".to_owned(), |ms| format!("{ms}ms")),
+                text(&p["runsDeleted"]),
+                text(&p["runs"]["succeeded"]),
+                text(&p["runs"]["cancelled"]),
+                text(&p["runs"]["dead"]),
+                text(&p["rowsDeleted"]),
+                text(&p["reaper"]),
+                result,
+            ]);
+        }
+        writeln!(self.w, "{t}")?;
         Ok(())
     }
 

@@ -141,6 +141,7 @@ pub async fn replay(
                 project_id: original.project_id,
                 parent: None,
             },
+            pinned: workflow.pins_runs(),
         },
     )
     .await?;

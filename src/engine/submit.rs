@@ -189,6 +189,7 @@ async fn insert_run(
             step_ids: &step_ids,
             replay_of: None,
             origin,
+            pinned: def.workflow.pins_runs(),
         },
     )
     .await?;
@@ -436,6 +437,7 @@ async fn write_prepared(
             queue: queue::QUEUE,
             job_ids: &job_ids,
         }),
+        pinned: def.workflow.pins_runs(),
     };
     let defs: Vec<&Definition> = std::iter::once(def)
         .chain(children.iter().copied())

@@ -37,10 +37,17 @@
 //! is a `backfill` tick under the same unique index, so neither a backfill nor a
 //! scheduler starts a second run for a fire time the other handled.
 //!
+//! # Retention
+//!
+//! With [`SchedulerSettings::retention`] set (as `cairn scheduler` and `cairn dev` set
+//! it), the process also runs the [reaper], which deletes finished runs past their
+//! retention window; one reaper works at a time however many schedulers run.
+//!
 //! Time is injected: a pass takes `now`, and the loop reads a [`Clock`].
 
 pub mod backfill;
 pub mod plan;
+pub mod reaper;
 pub mod sync;
 
 use std::sync::Arc;
@@ -126,6 +133,9 @@ pub struct SchedulerSettings {
     pub id: String,
     /// The longest sleep between passes.
     pub poll_interval: Duration,
+    /// Run the [reaper] beside the schedules, with these settings; `None`: no retention
+    /// in this process.
+    pub retention: Option<reaper::ReaperSettings>,
 }
 
 impl Default for SchedulerSettings {
@@ -133,6 +143,7 @@ impl Default for SchedulerSettings {
         SchedulerSettings {
             id: format!("scheduler-{}", crate::telemetry::process_id()),
             poll_interval: Duration::from_secs(10),
+            retention: None,
         }
     }
 }
@@ -446,8 +457,36 @@ pub async fn trigger(
 const MIN_WAIT: Duration = Duration::from_millis(20);
 
 /// Runs a scheduler until `shutdown` is cancelled: syncs the workflow files'
-/// schedules, then fires due ticks as they come.
+/// schedules, then fires due ticks as they come; and, with `settings.retention`, the
+/// [reaper] beside them.
 pub async fn run(
+    pool: PgPool,
+    registry: Arc<Registry>,
+    settings: SchedulerSettings,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let stop_reaper = shutdown.child_token();
+    let reaper = settings.retention.clone().map(|retention| {
+        tokio::spawn(reaper::run(
+            pool.clone(),
+            retention,
+            clock.clone(),
+            settings.id.clone(),
+            stop_reaper.clone(),
+        ))
+    });
+    let ran = run_schedules(pool, registry, settings, clock, shutdown).await;
+    stop_reaper.cancel();
+    if let Some(reaper) = reaper
+        && let Err(e) = reaper.await
+    {
+        tracing::error!(error = %e, "the reaper task failed");
+    }
+    ran
+}
+
+async fn run_schedules(
     pool: PgPool,
     registry: Arc<Registry>,
     settings: SchedulerSettings,

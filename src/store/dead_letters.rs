@@ -97,10 +97,12 @@ pub async fn dead_letter_ids_matching(
 
 /// Removes dead letters (the runs stay `dead`); returns how many were removed.
 pub async fn dead_letter_purge(conn: &mut sqlx::PgConnection, ids: &[i64]) -> Result<u64> {
-    Ok(sqlx::query!("delete from dead_letters where id = any($1)", ids)
-        .execute(conn)
-        .await?
-        .rows_affected())
+    Ok(
+        sqlx::query!("delete from dead_letters where id = any($1)", ids)
+            .execute(conn)
+            .await?
+            .rows_affected(),
+    )
 }
 
 pub async fn dead_letter_count(db: impl sqlx::PgExecutor<'_>) -> Result<i64> {

@@ -31,14 +31,12 @@ pub async fn definition_upsert(
 
 /// The stored definition (validated JSON) for a hash.
 pub async fn definition_get(pool: &PgPool, hash: &str) -> Result<Option<Value>> {
-    Ok(
-        sqlx::query_scalar!(
-            "select definition from workflow_definitions where hash = $1",
-            hash
-        )
-        .fetch_optional(pool)
-        .await?,
+    Ok(sqlx::query_scalar!(
+        "select definition from workflow_definitions where hash = $1",
+        hash
     )
+    .fetch_optional(pool)
+    .await?)
 }
 
 /// The most recently stored definition named `name`: (hash, validated JSON).

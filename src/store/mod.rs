@@ -15,6 +15,7 @@ pub mod jobs;
 #[cfg(test)]
 mod plans;
 pub mod projects;
+pub mod retention;
 pub mod run_ids;
 pub mod runs;
 pub mod schedules;

@@ -67,6 +67,13 @@ pub(super) fn hot_statements() -> Vec<Hot> {
         hot("hand back held runs", super::runs::RELEASE_HELD, Worker),
         hot("close a failed attempt", super::steps::ATTEMPT_FAIL, Worker),
         hot("waiting steps' news", super::steps::STEPS_HAVE_NEWS, Worker),
+        // Not on a run's path, but it deletes from every hot table while workers write
+        // them; its transactions plan as workers' do (`retention::BATCH_SETTINGS`).
+        hot(
+            "reaper batch (retention)",
+            super::retention::REAP_RUNS,
+            Worker,
+        ),
         hot(
             "a run's steps",
             super::steps::STEP_LIST,

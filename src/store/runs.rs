@@ -14,7 +14,7 @@ use crate::state::RunStatus;
 pub const RUN_COLUMNS: &str = "id, workflow, definition_hash, status, input, output, error, \
      idempotency_key, request_hash, lease_owner, lease_expires_at, wake_at, created_at, \
      started_at, finished_at, updated_at, replay_of, cancel_requested_at, user_id, project_id, \
-     parent_run_id, parent_step_id";
+     parent_run_id, parent_step_id, pinned";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RunRow {
@@ -40,6 +40,8 @@ pub struct RunRow {
     pub project_id: Option<i64>,
     pub parent_run_id: Option<String>,
     pub parent_step_id: Option<String>,
+    /// Never deleted by retention (see [`super::retention`]).
+    pub pinned: bool,
 }
 
 /// Who and what a run is for.
@@ -64,6 +66,9 @@ pub struct RunInsertParams<'a> {
     /// The run this one replays.
     pub replay_of: Option<&'a str>,
     pub origin: &'a RunOrigin,
+    /// Pin the run (its workflow says `retain = "forever"`). A child run of a pinned
+    /// parent is pinned whatever this says.
+    pub pinned: bool,
 }
 
 pub enum RunInserted {
@@ -76,8 +81,8 @@ pub enum RunInserted {
 pub async fn run_insert(conn: &mut PgConnection, p: RunInsertParams<'_>) -> Result<RunInserted> {
     let sql = format!(
         "insert into runs (id, workflow, definition_hash, input, idempotency_key, request_hash, replay_of,
-                           user_id, project_id, parent_run_id, parent_step_id)
-         select $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11
+                           user_id, project_id, parent_run_id, parent_step_id, pinned)
+         select $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
           where exists (select from workflow_definitions where hash = $3)
          on conflict (idempotency_key) where idempotency_key is not null do nothing
          returning {RUN_COLUMNS}"
@@ -94,6 +99,7 @@ pub async fn run_insert(conn: &mut PgConnection, p: RunInsertParams<'_>) -> Resu
         .bind(p.origin.project_id)
         .bind(p.origin.parent.as_ref().map(|p| p.0.as_str()))
         .bind(p.origin.parent.as_ref().map(|p| p.1.as_str()))
+        .bind(p.pinned || parent_pinned(conn, p.origin).await?)
         .fetch_optional(&mut *conn)
         .await?;
     let Some(run) = created else {
@@ -121,6 +127,21 @@ pub async fn run_insert(conn: &mut PgConnection, p: RunInsertParams<'_>) -> Resu
     )
     .await?;
     Ok(RunInserted::Created(run))
+}
+
+/// Whether the run that starts runs of `origin` is pinned: its child runs are pinned
+/// too. Read only for child runs, by key.
+async fn parent_pinned(conn: &mut PgConnection, origin: &RunOrigin) -> Result<bool> {
+    let Some((parent, _)) = &origin.parent else {
+        return Ok(false);
+    };
+    Ok(
+        sqlx::query_scalar::<_, bool>("select pinned from runs where id = $1")
+            .bind(parent)
+            .fetch_optional(conn)
+            .await?
+            .unwrap_or(false),
+    )
 }
 
 /// Whether definition `hash` is stored. (Runs have no foreign key to it: the statements
@@ -761,8 +782,10 @@ fn insert_statement(more: &str) -> String {
     format!(
         "with new as (
              insert into runs (id, workflow, definition_hash, input, idempotency_key,
-                               request_hash, user_id, project_id, parent_run_id, parent_step_id)
-             select r.id, $5, $6, r.input, r.idempotency_key, r.request_hash, $7, $8, $9, $10
+                               request_hash, user_id, project_id, parent_run_id, parent_step_id,
+                               pinned)
+             select r.id, $5, $6, r.input, r.idempotency_key, r.request_hash, $7, $8, $9, $10,
+                    $15
                from unnest($1::text[], $2::jsonb[], $3::text[], $4::text[])
                     as r (id, input, idempotency_key, request_hash)
               where exists (select from workflow_definitions where hash = $6)
@@ -797,6 +820,9 @@ pub struct RunInsertManyParams<'a> {
     pub request_hashes: &'a [&'a str],
     /// When given, each created run's wake-up is queued by the same statement.
     pub wakes: Option<NewWakes<'a>>,
+    /// Pin the runs (their workflow says `retain = "forever"`); children of a pinned
+    /// parent are pinned whatever this says.
+    pub pinned: bool,
 }
 
 /// Wake-ups [`run_insert_many`] queues with the runs it creates: an apalis job of
@@ -878,6 +904,7 @@ pub async fn run_insert_many(
     .bind(json!({ "workflow": p.workflow, "definition": p.definition_hash, "replayOf": null }))
     .bind(p.wakes.map(|w| w.queue))
     .bind(p.wakes.map(|w| w.job_ids))
+    .bind(p.pinned || parent_pinned(conn, p.origin).await?)
     .fetch_all(&mut *conn)
     .await?;
     // A null id: the definition is not stored, and nothing was inserted.
@@ -927,6 +954,7 @@ mod tests {
             idempotency_keys: keys,
             request_hashes: hashes,
             wakes: None,
+            pinned: false,
         }
     }
 
@@ -961,6 +989,7 @@ mod tests {
                 step_ids: &[],
                 replay_of: None,
                 origin: &origin,
+                pinned: false,
             },
         )
         .await;
@@ -1010,6 +1039,7 @@ mod tests {
                 step_ids: &["s".to_owned()],
                 replay_of: Some("parent"),
                 origin: &child_origin,
+                pinned: false,
             },
         )
         .await

@@ -72,6 +72,18 @@ pub struct Workflow {
     /// `[[schedules]]`: recurring runs of this workflow, which `cairn scheduler` syncs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub schedules: Vec<ScheduleSpec>,
+    /// `retain = "forever"`: every run is pinned when it is queued, so retention never
+    /// deletes it. Without it, runs go when the cluster's retention windows say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain: Option<Retain>,
+}
+
+/// How long a workflow's runs are kept, when the workflow decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Retain {
+    /// Runs are pinned: never deleted until an operator unpins them.
+    Forever,
 }
 
 /// One step of a workflow.
@@ -333,6 +345,11 @@ impl Workflow {
             .iter()
             .filter(|s| !needed.contains(s.id.as_str()))
             .collect()
+    }
+
+    /// Whether runs of this workflow are pinned when they are queued.
+    pub fn pins_runs(&self) -> bool {
+        self.retain == Some(Retain::Forever)
     }
 
     /// Checks a submitted input against the schema and fills in defaults.

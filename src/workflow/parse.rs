@@ -54,6 +54,7 @@ impl std::fmt::Display for Diagnostic {
 #[serde(deny_unknown_fields)]
 struct RawWorkflow {
     description: Option<String>,
+    retain: Option<Spanned<String>>,
     #[serde(default)]
     input: BTreeMap<Spanned<String>, Spanned<RawInputField>>,
     defaults: Option<Spanned<RawDefaults>>,
@@ -366,6 +367,22 @@ pub fn parse_workflow(name: &str, file: &str, source: &str) -> Result<Workflow, 
 
     let schedules = parse_schedules(&mut cx, name, &raw.schedules, &input);
 
+    let retain = match &raw.retain {
+        None => None,
+        Some(r) if r.get_ref() == "forever" => Some(super::Retain::Forever),
+        Some(r) => {
+            cx.error(
+                r.span(),
+                format!(
+                    "`retain` is \"forever\" or absent, not `{}`: without it, runs are deleted after the \
+                     cluster's retention windows (--retain-succeeded, --retain-cancelled, --retain-dead)",
+                    r.get_ref()
+                ),
+            );
+            None
+        }
+    };
+
     if cx.diagnostics.is_empty() {
         Ok(Workflow {
             name: name.to_owned(),
@@ -374,6 +391,7 @@ pub fn parse_workflow(name: &str, file: &str, source: &str) -> Result<Workflow, 
             output,
             steps,
             schedules,
+            retain,
         })
     } else {
         cx.diagnostics.sort_by_key(|d| (d.line, d.column));
@@ -1477,6 +1495,32 @@ needs = ["shape"]
         let e = errors("description = \"x\"\n[[steps]\n");
         assert_eq!(e.len(), 1);
         assert!(e[0].starts_with("wf.toml:2:"), "{e:?}");
+    }
+
+    #[test]
+    fn retain_forever_pins_runs_and_nothing_else_is_accepted() {
+        let steps = "\n[[steps]]\nid = \"a\"\nkind = \"pass\"\n";
+        let kept = parse_workflow("wf", "wf.toml", &format!("retain = \"forever\"\n{steps}"))
+            .expect("retain = forever parses");
+        assert!(kept.pins_runs());
+        let plain = parse_workflow("wf", "wf.toml", steps).expect("no retain parses");
+        assert!(!plain.pins_runs());
+        // Stored as JSON and read back (the engine reads child definitions so).
+        let json = serde_json::to_value(&kept).unwrap();
+        assert_eq!(json["retain"], "forever");
+        assert!(
+            serde_json::to_value(&plain)
+                .unwrap()
+                .get("retain")
+                .is_none()
+        );
+        let back: super::super::Workflow = serde_json::from_value(json).unwrap();
+        assert!(back.pins_runs());
+
+        let e = errors(&format!("retain = \"30d\"\n{steps}"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("wf.toml:1:10:"), "{e:?}");
+        assert!(e[0].contains("\"forever\" or absent"), "{e:?}");
     }
 
     #[test]
