@@ -17,21 +17,18 @@ pub struct ProjectRow {
     pub updated_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str =
-    "p.id, p.name, p.description, p.owner_id, u.email as owner_email, p.created_at, p.updated_at";
-
 pub async fn project_create(
     pool: &PgPool,
     name: &str,
     description: &str,
     owner: Option<i64>,
 ) -> Result<ProjectRow> {
-    let id: i64 = sqlx::query_scalar(
+    let id = sqlx::query_scalar!(
         "insert into projects (name, description, owner_id) values ($1, $2, $3) returning id",
+        name,
+        description,
+        owner
     )
-    .bind(name)
-    .bind(description)
-    .bind(owner)
     .fetch_one(pool)
     .await?;
     project_get(pool, id)
@@ -40,18 +37,24 @@ pub async fn project_create(
 }
 
 pub async fn project_get(pool: &PgPool, id: i64) -> Result<Option<ProjectRow>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {COLUMNS} from projects p left join users u on u.id = p.owner_id where p.id = $1"
-    )))
-    .bind(id)
+    Ok(sqlx::query_as!(
+        ProjectRow,
+        r#"select p.id, p.name, p.description, p.owner_id, u.email as "owner_email?",
+                p.created_at, p.updated_at
+           from projects p left join users u on u.id = p.owner_id where p.id = $1"#,
+        id
+    )
     .fetch_optional(pool)
     .await?)
 }
 
 pub async fn project_list(pool: &PgPool) -> Result<Vec<ProjectRow>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {COLUMNS} from projects p left join users u on u.id = p.owner_id order by p.id desc"
-    )))
+    Ok(sqlx::query_as!(
+        ProjectRow,
+        r#"select p.id, p.name, p.description, p.owner_id, u.email as "owner_email?",
+                p.created_at, p.updated_at
+           from projects p left join users u on u.id = p.owner_id order by p.id desc"#
+    )
     .fetch_all(pool)
     .await?)
 }
@@ -62,13 +65,13 @@ pub async fn project_update(
     name: Option<&str>,
     description: Option<&str>,
 ) -> Result<Option<ProjectRow>> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update projects set name = coalesce($2, name), description = coalesce($3, description),
                 updated_at = now() where id = $1",
+        id,
+        name,
+        description
     )
-    .bind(id)
-    .bind(name)
-    .bind(description)
     .execute(pool)
     .await?;
     if done.rows_affected() == 0 {
@@ -78,8 +81,7 @@ pub async fn project_update(
 }
 
 pub async fn project_delete(pool: &PgPool, id: i64) -> Result<bool> {
-    Ok(sqlx::query("delete from projects where id = $1")
-        .bind(id)
+    Ok(sqlx::query!("delete from projects where id = $1", id)
         .execute(pool)
         .await?
         .rows_affected()
@@ -99,12 +101,13 @@ pub struct AnalysisRow {
 }
 
 pub async fn project_analyses(pool: &PgPool, id: i64, limit: i64) -> Result<Vec<AnalysisRow>> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as!(
+        AnalysisRow,
         "select id as run_id, workflow, status, output, error, created_at, finished_at
            from runs where project_id = $1 order by created_at desc limit $2",
+        id,
+        limit
     )
-    .bind(id)
-    .bind(limit)
     .fetch_all(pool)
     .await?)
 }
@@ -129,42 +132,48 @@ pub async fn project_facts(pool: &PgPool, id: i64) -> Result<Option<ProjectFacts
     let Some(p) = project_get(pool, id).await? else {
         return Ok(None);
     };
-    let (total, succeeded, dead, cancelled, active, last_7_days): (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
-        "select count(*), count(*) filter (where status = 'succeeded'), count(*) filter (where status = 'dead'),
-                count(*) filter (where status = 'cancelled'),
-                count(*) filter (where status not in ('succeeded', 'dead', 'cancelled')),
-                count(*) filter (where created_at > now() - interval '7 days')
-           from runs where project_id = $1",
+    let counts = sqlx::query!(
+        r#"select count(*) as "total!", count(*) filter (where status = 'succeeded') as "succeeded!",
+                count(*) filter (where status = 'dead') as "dead!",
+                count(*) filter (where status = 'cancelled') as "cancelled!",
+                count(*) filter (where status not in ('succeeded', 'dead', 'cancelled')) as "active!",
+                count(*) filter (where created_at > now() - interval '7 days') as "last_7_days!"
+           from runs where project_id = $1"#,
+        id
     )
-    .bind(id)
     .fetch_one(pool)
     .await?;
-    let top_errors: Vec<(String, i64)> = sqlx::query_as(
-        "select error, count(*) from runs where project_id = $1 and error is not null
-          group by error order by count(*) desc, error limit 3",
+    let top_errors = sqlx::query!(
+        r#"select error as "error!", count(*) as "count!" from runs
+          where project_id = $1 and error is not null
+          group by error order by count(*) desc, error limit 3"#,
+        id
     )
-    .bind(id)
     .fetch_all(pool)
-    .await?;
-    let recent: Value = sqlx::query_scalar(
-        "select coalesce(jsonb_agg(jsonb_build_object('id', id, 'workflow', workflow, 'status', status,
+    .await?
+    .into_iter()
+    .map(|r| (r.error, r.count))
+    .collect();
+    let recent = sqlx::query_scalar!(
+        r#"select coalesce(jsonb_agg(jsonb_build_object('id', id, 'workflow', workflow, 'status', status,
                                                         'createdAt', created_at) order by created_at desc), '[]')
+                    as "recent!"
            from (select id, workflow, status, created_at from runs where project_id = $1
-                  order by created_at desc limit 10) r",
+                  order by created_at desc limit 10) r"#,
+        id
     )
-    .bind(id)
     .fetch_one(pool)
     .await?;
     Ok(Some(ProjectFacts {
         id: p.id,
         name: p.name,
         description: p.description,
-        total,
-        succeeded,
-        dead,
-        cancelled,
-        active,
-        last_7_days,
+        total: counts.total,
+        succeeded: counts.succeeded,
+        dead: counts.dead,
+        cancelled: counts.cancelled,
+        active: counts.active,
+        last_7_days: counts.last_7_days,
         top_errors,
         recent,
     }))
