@@ -15,10 +15,6 @@ use super::Result;
 use crate::state::RunStatus;
 use crate::state::{TickKind, TickOutcome};
 
-pub const SCHEDULE_COLUMNS: &str = "id, name, workflow, cron, timezone, input, enabled, \
-     misfire_policy, max_lateness_ms, overlap_policy, source, spec_hash, next_fire_at, \
-     last_fired_at, created_at, updated_at";
-
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ScheduleRow {
     pub id: String,
@@ -64,45 +60,55 @@ pub async fn schedule_insert(
     id: &str,
     p: &ScheduleParams<'_>,
 ) -> Result<ScheduleRow> {
-    let sql = format!(
+    Ok(sqlx::query_as!(
+        ScheduleRow,
         "insert into schedules (id, name, workflow, cron, timezone, input, enabled, misfire_policy,
                                 max_lateness_ms, overlap_policy, source, spec_hash, next_fire_at)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-         returning {SCHEDULE_COLUMNS}"
-    );
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .bind(p.name)
-        .bind(p.workflow)
-        .bind(p.cron)
-        .bind(p.timezone)
-        .bind(p.input)
-        .bind(p.enabled)
-        .bind(p.misfire_policy)
-        .bind(p.max_lateness_ms)
-        .bind(p.overlap_policy)
-        .bind(p.source)
-        .bind(p.spec_hash)
-        .bind(p.next_fire_at)
-        .fetch_one(&mut *conn)
+         returning id, name, workflow, cron, timezone, input, enabled, misfire_policy, max_lateness_ms,
+                overlap_policy, source, spec_hash, next_fire_at, last_fired_at, created_at,
+                updated_at",
+        id,
+        p.name,
+        p.workflow,
+        p.cron,
+        p.timezone,
+        p.input,
+        p.enabled,
+        p.misfire_policy,
+        p.max_lateness_ms,
+        p.overlap_policy,
+        p.source,
+        p.spec_hash,
+        p.next_fire_at
+    )
+    .fetch_one(&mut *conn)
         .await?)
 }
 
 /// A schedule by id or by name.
 pub async fn schedule_get(pool: &PgPool, id_or_name: &str) -> Result<Option<ScheduleRow>> {
-    let sql = format!("select {SCHEDULE_COLUMNS} from schedules where id = $1 or name = $1");
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(id_or_name)
-        .fetch_optional(pool)
-        .await?)
+    Ok(sqlx::query_as!(
+        ScheduleRow,
+        "select id, name, workflow, cron, timezone, input, enabled, misfire_policy, max_lateness_ms,
+                overlap_policy, source, spec_hash, next_fire_at, last_fired_at, created_at,
+                updated_at from schedules where id = $1 or name = $1",
+        id_or_name
+    )
+    .fetch_optional(pool)
+    .await?)
 }
 
 /// Every schedule, by name.
 pub async fn schedule_list(pool: &PgPool) -> Result<Vec<ScheduleRow>> {
-    let sql = format!("select {SCHEDULE_COLUMNS} from schedules order by name");
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .fetch_all(pool)
-        .await?)
+    Ok(sqlx::query_as!(
+        ScheduleRow,
+        "select id, name, workflow, cron, timezone, input, enabled, misfire_policy, max_lateness_ms,
+                overlap_policy, source, spec_hash, next_fire_at, last_fired_at, created_at,
+                updated_at from schedules order by name"
+    )
+    .fetch_all(pool)
+    .await?)
 }
 
 /// Pauses or resumes a schedule. Resuming a paused schedule moves its cursor to
@@ -114,29 +120,35 @@ pub async fn schedule_set_enabled(
     enabled: bool,
     resume_at: Option<DateTime<Utc>>,
 ) -> Result<Option<ScheduleRow>> {
-    let sql = format!(
+    Ok(sqlx::query_as!(
+        ScheduleRow,
         "update schedules
             set enabled = $2, updated_at = now(),
                 next_fire_at = case when $2 and not enabled then $3 else next_fire_at end
           where id = $1
-         returning {SCHEDULE_COLUMNS}"
-    );
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .bind(enabled)
-        .bind(resume_at)
-        .fetch_optional(pool)
+         returning id, name, workflow, cron, timezone, input, enabled, misfire_policy, max_lateness_ms,
+                overlap_policy, source, spec_hash, next_fire_at, last_fired_at, created_at,
+                updated_at",
+        id,
+        enabled,
+        resume_at
+    )
+    .fetch_optional(pool)
         .await?)
 }
 
 /// A schedule by id, locked for the rest of the transaction (a backfill holds it so
 /// that no scheduler handles its ticks meanwhile).
 pub async fn schedule_lock(conn: &mut PgConnection, id: &str) -> Result<Option<ScheduleRow>> {
-    let sql = format!("select {SCHEDULE_COLUMNS} from schedules where id = $1 for update");
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?)
+    Ok(sqlx::query_as!(
+        ScheduleRow,
+        "select id, name, workflow, cron, timezone, input, enabled, misfire_policy, max_lateness_ms,
+                overlap_policy, source, spec_hash, next_fire_at, last_fired_at, created_at,
+                updated_at from schedules where id = $1 for update",
+        id
+    )
+    .fetch_optional(&mut *conn)
+    .await?)
 }
 
 /// Rewrites an API schedule's settings (all but its name and source). The cursor moves
@@ -148,35 +160,36 @@ pub async fn schedule_update(
     p: &ScheduleParams<'_>,
     move_cursor: bool,
 ) -> Result<Option<ScheduleRow>> {
-    let sql = format!(
+    Ok(sqlx::query_as!(
+        ScheduleRow,
         "update schedules
             set workflow = $2, cron = $3, timezone = $4, input = $5, enabled = $6,
                 misfire_policy = $7, max_lateness_ms = $8, overlap_policy = $9,
                 next_fire_at = case when $10 then $11 else next_fire_at end,
                 updated_at = now()
           where id = $1
-         returning {SCHEDULE_COLUMNS}"
-    );
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .bind(p.workflow)
-        .bind(p.cron)
-        .bind(p.timezone)
-        .bind(p.input)
-        .bind(p.enabled)
-        .bind(p.misfire_policy)
-        .bind(p.max_lateness_ms)
-        .bind(p.overlap_policy)
-        .bind(move_cursor)
-        .bind(p.next_fire_at)
-        .fetch_optional(pool)
+         returning id, name, workflow, cron, timezone, input, enabled, misfire_policy, max_lateness_ms,
+                overlap_policy, source, spec_hash, next_fire_at, last_fired_at, created_at,
+                updated_at",
+        id,
+        p.workflow,
+        p.cron,
+        p.timezone,
+        p.input,
+        p.enabled,
+        p.misfire_policy,
+        p.max_lateness_ms,
+        p.overlap_policy,
+        move_cursor,
+        p.next_fire_at
+    )
+    .fetch_optional(pool)
         .await?)
 }
 
 /// Removes a schedule and its tick history; the runs it started keep their record.
 pub async fn schedule_delete(pool: &PgPool, id: &str) -> Result<bool> {
-    let done = sqlx::query("delete from schedules where id = $1")
-        .bind(id)
+    let done = sqlx::query!("delete from schedules where id = $1", id)
         .execute(pool)
         .await?;
     Ok(done.rows_affected() == 1)
@@ -190,18 +203,20 @@ pub async fn schedule_claim_due(
     now: DateTime<Utc>,
     skip: &[String],
 ) -> Result<Option<ScheduleRow>> {
-    let sql = format!(
-        "select {SCHEDULE_COLUMNS} from schedules
+    Ok(sqlx::query_as!(
+        ScheduleRow,
+        "select id, name, workflow, cron, timezone, input, enabled, misfire_policy, max_lateness_ms,
+                overlap_policy, source, spec_hash, next_fire_at, last_fired_at, created_at,
+                updated_at from schedules
           where enabled and next_fire_at <= $1 and id <> all($2)
           order by next_fire_at
           limit 1
-          for update skip locked"
-    );
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(now)
-        .bind(skip)
-        .fetch_optional(&mut *conn)
-        .await?)
+          for update skip locked",
+        now,
+        skip
+    )
+    .fetch_optional(&mut *conn)
+    .await?)
 }
 
 /// Moves a claimed schedule's cursor; `fired_at` records that a run was started.
@@ -211,13 +226,13 @@ pub async fn schedule_advance(
     next_fire_at: Option<DateTime<Utc>>,
     fired_at: Option<DateTime<Utc>>,
 ) -> Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "update schedules set next_fire_at = $2, last_fired_at = coalesce($3, last_fired_at)
           where id = $1",
+        id,
+        next_fire_at,
+        fired_at
     )
-    .bind(id)
-    .bind(next_fire_at)
-    .bind(fired_at)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -225,18 +240,20 @@ pub async fn schedule_advance(
 
 /// Records that a manual trigger started a run.
 pub async fn schedule_fired(conn: &mut PgConnection, id: &str, at: DateTime<Utc>) -> Result<()> {
-    sqlx::query("update schedules set last_fired_at = $2 where id = $1")
-        .bind(id)
-        .bind(at)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query!(
+        "update schedules set last_fired_at = $2 where id = $1",
+        id,
+        at
+    )
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
 /// The earliest cursor of any enabled schedule: when a scheduler next has work.
 pub async fn schedule_next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>> {
     Ok(
-        sqlx::query_scalar("select min(next_fire_at) from schedules where enabled")
+        sqlx::query_scalar!("select min(next_fire_at) from schedules where enabled")
             .fetch_one(pool)
             .await?,
     )
@@ -258,17 +275,17 @@ pub async fn schedule_tick_insert(
     conn: &mut PgConnection,
     p: &TickInsertParams<'_>,
 ) -> Result<Option<i64>> {
-    Ok(sqlx::query_scalar(
+    Ok(sqlx::query_scalar!(
         "insert into schedule_ticks (schedule_id, tick_at, kind, outcome, missed, scheduler)
          values ($1, $2, $3, 'fired', $4, $5)
          on conflict (schedule_id, tick_at) where kind <> 'manual' do nothing
          returning id",
+        p.schedule_id,
+        p.tick_at,
+        p.kind as TickKind,
+        p.missed,
+        p.scheduler
     )
-    .bind(p.schedule_id)
-    .bind(p.tick_at)
-    .bind(p.kind)
-    .bind(p.missed)
-    .bind(p.scheduler)
     .fetch_optional(&mut *conn)
     .await?)
 }
@@ -282,13 +299,15 @@ pub async fn schedule_tick_finish(
     run_id: Option<&str>,
     error: Option<&str>,
 ) -> Result<()> {
-    sqlx::query("update schedule_ticks set outcome = $2, run_id = $3, error = $4 where id = $1")
-        .bind(tick_id)
-        .bind(outcome)
-        .bind(run_id)
-        .bind(error)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query!(
+        "update schedule_ticks set outcome = $2, run_id = $3, error = $4 where id = $1",
+        tick_id,
+        outcome as TickOutcome,
+        run_id,
+        error
+    )
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -330,12 +349,14 @@ pub async fn run_schedule_link(
     schedule_id: &str,
     tick_at: DateTime<Utc>,
 ) -> Result<()> {
-    sqlx::query("update runs set schedule_id = $2, schedule_tick_at = $3 where id = $1")
-        .bind(run_id)
-        .bind(schedule_id)
-        .bind(tick_at)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query!(
+        "update runs set schedule_id = $2, schedule_tick_at = $3 where id = $1",
+        run_id,
+        schedule_id,
+        tick_at
+    )
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -368,12 +389,9 @@ pub async fn schedule_active_runs(
     conn: &mut PgConnection,
     schedule_id: &str,
 ) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar(
-        "select id from runs
+    Ok(sqlx::query_scalar!("select id from runs
           where schedule_id = $1 and status in ('queued', 'running', 'waiting', 'sleeping', 'retrying')
-          order by created_at, id",
-    )
-    .bind(schedule_id)
+          order by created_at, id", schedule_id)
     .fetch_all(&mut *conn)
     .await?)
 }
@@ -400,12 +418,9 @@ pub async fn schedule_cancel_active_runs(
     // The same cancellation operators get (steps, attempts, child runs, events), one run
     // after another in this transaction: in id order, the order every statement that
     // locks several runs takes them in, so that none waits for another in a cycle.
-    let active: Vec<String> = sqlx::query_scalar(
-        "select id from runs
+    let active: Vec<String> = sqlx::query_scalar!("select id from runs
           where schedule_id = $1 and status in ('queued', 'waiting', 'sleeping', 'retrying', 'running')
-          order by id",
-    )
-    .bind(schedule_id)
+          order by id", schedule_id)
     .fetch_all(&mut *conn)
     .await?;
     let mut out = CancelledRuns {
@@ -424,7 +439,7 @@ pub async fn schedule_cancel_active_runs(
 
 /// Serialises file syncs: schedulers starting together apply the files one at a time.
 pub async fn schedule_sync_lock(conn: &mut PgConnection) -> Result<()> {
-    sqlx::query("select pg_advisory_xact_lock(hashtext('cairn.schedules.sync'))")
+    sqlx::query!("select pg_advisory_xact_lock(hashtext('cairn.schedules.sync'))")
         .execute(&mut *conn)
         .await?;
     Ok(())
@@ -435,11 +450,15 @@ pub async fn schedule_get_for_update(
     conn: &mut PgConnection,
     name: &str,
 ) -> Result<Option<ScheduleRow>> {
-    let sql = format!("select {SCHEDULE_COLUMNS} from schedules where name = $1 for update");
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(name)
-        .fetch_optional(&mut *conn)
-        .await?)
+    Ok(sqlx::query_as!(
+        ScheduleRow,
+        "select id, name, workflow, cron, timezone, input, enabled, misfire_policy, max_lateness_ms,
+                overlap_policy, source, spec_hash, next_fire_at, last_fired_at, created_at,
+                updated_at from schedules where name = $1 for update",
+        name
+    )
+    .fetch_optional(&mut *conn)
+    .await?)
 }
 
 /// Rewrites a file schedule from its changed `[[schedules]]` entry. The cursor moves to
@@ -450,26 +469,26 @@ pub async fn schedule_file_update(
     p: &ScheduleParams<'_>,
     move_cursor: bool,
 ) -> Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "update schedules
             set workflow = $2, cron = $3, timezone = $4, input = $5, enabled = $6,
                 misfire_policy = $7, max_lateness_ms = $8, overlap_policy = $9, spec_hash = $10,
                 next_fire_at = case when $11 then $12 else next_fire_at end,
                 updated_at = now()
           where id = $1",
+        id,
+        p.workflow,
+        p.cron,
+        p.timezone,
+        p.input,
+        p.enabled,
+        p.misfire_policy,
+        p.max_lateness_ms,
+        p.overlap_policy,
+        p.spec_hash,
+        move_cursor,
+        p.next_fire_at
     )
-    .bind(id)
-    .bind(p.workflow)
-    .bind(p.cron)
-    .bind(p.timezone)
-    .bind(p.input)
-    .bind(p.enabled)
-    .bind(p.misfire_policy)
-    .bind(p.max_lateness_ms)
-    .bind(p.overlap_policy)
-    .bind(p.spec_hash)
-    .bind(move_cursor)
-    .bind(p.next_fire_at)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -480,10 +499,10 @@ pub async fn schedule_file_delete_except(
     conn: &mut PgConnection,
     keep: &[String],
 ) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar(
+    Ok(sqlx::query_scalar!(
         "delete from schedules where source = 'file' and name <> all($1) returning name",
+        keep
     )
-    .bind(keep)
     .fetch_all(&mut *conn)
     .await?)
 }
