@@ -40,16 +40,18 @@ const BATCH_SETTINGS: &str =
 /// The lock lasts until [`reaper_unlock`] or the connection closes.
 pub async fn reaper_lock_try(conn: &mut PgConnection) -> Result<bool> {
     Ok(
-        sqlx::query_scalar("select pg_try_advisory_lock(hashtext('cairn.reaper'))")
-            .fetch_one(conn)
-            .await?,
+        sqlx::query_scalar!(
+            r#"select pg_try_advisory_lock(hashtext('cairn.reaper')) as "locked!""#
+        )
+        .fetch_one(conn)
+        .await?,
     )
 }
 
 /// Gives the reaper lock back.
 pub async fn reaper_unlock(conn: &mut PgConnection) -> Result<()> {
-    sqlx::query("select pg_advisory_unlock(hashtext('cairn.reaper'))")
-        .execute(conn)
+    sqlx::query!("select pg_advisory_unlock(hashtext('cairn.reaper'))")
+        .fetch_one(conn)
         .await?;
     Ok(())
 }
@@ -251,29 +253,29 @@ pub struct PassInsert<'a> {
 /// Records a pass and forgets all but the latest [`PASSES_KEPT`].
 pub async fn pass_insert(conn: &mut PgConnection, p: &PassInsert<'_>) -> Result<i64> {
     let mut tx = conn.begin().await?;
-    let id: i64 = sqlx::query_scalar(
+    let id: i64 = sqlx::query_scalar!(
         "insert into retention_passes (reaper, started_at, finished_at, duration_ms, settings,
                                        runs, deleted, batches, complete, error)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          returning id",
+        p.reaper,
+        p.started_at,
+        p.finished_at,
+        p.duration_ms,
+        p.settings,
+        p.runs,
+        p.deleted,
+        p.batches,
+        p.complete,
+        p.error
     )
-    .bind(p.reaper)
-    .bind(p.started_at)
-    .bind(p.finished_at)
-    .bind(p.duration_ms)
-    .bind(p.settings)
-    .bind(p.runs)
-    .bind(p.deleted)
-    .bind(p.batches)
-    .bind(p.complete)
-    .bind(p.error)
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "delete from retention_passes
           where id <= (select id from retention_passes order by id desc offset $1 limit 1)",
+        PASSES_KEPT
     )
-    .bind(PASSES_KEPT)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
