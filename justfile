@@ -64,6 +64,12 @@ fuzz *args:
     cargo build --bin cairn
     scripts/fuzz.sh --cairn "${CARGO_TARGET_DIR:-target}/debug/cairn" {{ args }}
 
+# Rebuild .sqlx/ (the prepared data of the SQL checked when compiling) after changing a
+# statement or a migration; `--check` only says whether it is stale
+[group('check')]
+sqlx-prepare *args:
+    DATABASE_URL={{ db }} scripts/sqlx-prepare.sh {{ args }}
+
 # Check the workflow definitions without a database
 [group('check')]
 validate:
