@@ -273,6 +273,11 @@ pub struct RetentionArgs {
     /// Runs (or other rows) the reaper deletes per transaction.
     #[arg(long, env = "CAIRN_REAPER_BATCH", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub reaper_batch: u32,
+    /// The largest share of its time the reaper spends deleting runs (above 0, at most
+    /// 1): after each batch it rests so that deleting a large backlog does not take
+    /// the database's CPUs from the workers. `1`: no rest.
+    #[arg(long, env = "CAIRN_REAPER_SHARE", default_value_t = crate::scheduler::reaper::DEFAULT_SHARE, value_parser = reaper_share)]
+    pub reaper_share: f64,
 }
 
 impl RetentionArgs {
@@ -284,8 +289,16 @@ impl RetentionArgs {
             dead: self.retain_dead.0,
             interval: self.reaper_interval,
             batch: self.reaper_batch,
+            share: self.reaper_share,
             ..Default::default()
         }
+    }
+}
+
+fn reaper_share(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x > 0.0 && x <= 1.0 => Ok(x),
+        _ => Err(format!("`{s}` is not a share above 0 and at most 1 (e.g. 0.25)")),
     }
 }
 

@@ -64,7 +64,7 @@ pub const FINAL_STATUSES: [RunStatus; 3] =
 
 /// What is kept how long, and how the reaper works (see
 /// [`crate::config::RetentionArgs`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ReaperSettings {
     /// How long succeeded runs are kept after they finished; `None`: for ever.
     pub succeeded: Option<Duration>,
@@ -76,9 +76,18 @@ pub struct ReaperSettings {
     pub interval: Duration,
     /// Runs (or other rows) deleted per transaction.
     pub batch: u32,
+    /// The largest share of a pass's time spent deleting (0 < share ≤ 1): after a batch
+    /// of runs that took `t` the reaper rests `t × (1 − share) / share`, so a large
+    /// backlog of finished runs is worked off beside the workers rather than in
+    /// competition with them for the database's CPUs.
+    pub share: f64,
 }
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// [`ReaperSettings::share`] unless told: a quarter of the time deleting (measured in
+/// docs/BENCHMARKS.md, "Retention").
+pub const DEFAULT_SHARE: f64 = 0.25;
 
 impl Default for ReaperSettings {
     fn default() -> Self {
@@ -89,6 +98,7 @@ impl Default for ReaperSettings {
             workers: 7 * DAY,
             interval: Duration::from_secs(60),
             batch: 1000,
+            share: DEFAULT_SHARE,
         }
     }
 }
@@ -124,6 +134,7 @@ impl ReaperSettings {
             "workers": self.workers.as_secs(),
             "interval": self.interval.as_secs(),
             "batch": self.batch,
+            "share": self.share,
         })
     }
 }
@@ -240,6 +251,19 @@ pub async fn pass(
     Ok(Pass::Done(report))
 }
 
+/// After a batch that took `took`, rests so that deleting takes at most `share` of the
+/// time; `stop` cuts the rest short.
+async fn rest(took: Duration, share: f64, stop: &CancellationToken) {
+    if !(share > 0.0 && share < 1.0) {
+        return;
+    }
+    let pause = took.mul_f64((1.0 - share) / share);
+    tokio::select! {
+        _ = tokio::time::sleep(pause) => {}
+        _ = stop.cancelled() => {}
+    }
+}
+
 async fn work(
     conn: &mut PgConnection,
     s: &ReaperSettings,
@@ -262,6 +286,7 @@ async fn work(
                 report.complete = false;
                 return Ok(());
             }
+            let took = Instant::now();
             let batch = store::runs_reap_batch(conn, status, cutoff, limit).await?;
             report.batches += 1;
             if let Some(n) = report.runs.get_mut(status.as_str()) {
@@ -273,6 +298,7 @@ async fn work(
             if batch.runs < limit as u64 {
                 break;
             }
+            rest(took.elapsed(), s.share, stop).await;
         }
     }
     let others = [
