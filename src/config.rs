@@ -298,7 +298,9 @@ impl RetentionArgs {
 fn reaper_share(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(x) if x > 0.0 && x <= 1.0 => Ok(x),
-        _ => Err(format!("`{s}` is not a share above 0 and at most 1 (e.g. 0.25)")),
+        _ => Err(format!(
+            "`{s}` is not a share above 0 and at most 1 (e.g. 0.25)"
+        )),
     }
 }
 

@@ -227,20 +227,12 @@ async fn bulk(
             )));
         }
     };
+    let (created_after, created_before) =
+        super::tasks::created_range(req.filter.since.as_deref(), req.filter.until.as_deref())?;
     let filter = DeadLetterFilter {
         workflow: req.filter.workflow,
-        created_after: req
-            .filter
-            .since
-            .as_deref()
-            .map(|s| ago("since", s))
-            .transpose()?,
-        created_before: req
-            .filter
-            .until
-            .as_deref()
-            .map(|s| ago("until", s))
-            .transpose()?,
+        created_after,
+        created_before,
     };
     let ids =
         store::dead_letters::dead_letter_ids_matching(&state.pool, &filter, BULK_LIMIT).await?;

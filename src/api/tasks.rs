@@ -331,6 +331,21 @@ pub(super) fn ago(what: &str, s: &str) -> Result<DateTime<Utc>, ApiError> {
     Ok(Utc::now() - d)
 }
 
+/// Creation times a filter bounds: (created after, created before).
+pub(super) type CreatedRange = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+/// A bulk filter's `since` and `until` (durations back from now) as the range of
+/// creation times they bound.
+pub(super) fn created_range(
+    since: Option<&str>,
+    until: Option<&str>,
+) -> Result<CreatedRange, ApiError> {
+    Ok((
+        since.map(|s| ago("since", s)).transpose()?,
+        until.map(|s| ago("until", s)).transpose()?,
+    ))
+}
+
 /// A `status` filter, read as a run status (a 400 naming the states otherwise).
 fn parse_status(s: Option<&str>) -> Result<Option<RunStatus>, ApiError> {
     s.map(|s| {
@@ -372,21 +387,13 @@ async fn bulk(
             "give at least one of filter.status, filter.workflow, filter.since, filter.until",
         ));
     }
+    let (created_after, created_before) =
+        created_range(req.filter.since.as_deref(), req.filter.until.as_deref())?;
     let filter = store::runs::RunFilter {
         status,
         workflow: req.filter.workflow,
-        created_after: req
-            .filter
-            .since
-            .as_deref()
-            .map(|s| ago("since", s))
-            .transpose()?,
-        created_before: req
-            .filter
-            .until
-            .as_deref()
-            .map(|s| ago("until", s))
-            .transpose()?,
+        created_after,
+        created_before,
     };
     let outcome = engine::ops::bulk(
         &state.pool,

@@ -43,7 +43,7 @@ pub enum List {
 }
 
 /// A borderless table, with `header` as its first row when `with_header`.
-fn table(header: &[&str], with_header: bool) -> Table {
+pub(super) fn table(header: &[&str], with_header: bool) -> Table {
     let mut t = Table::new();
     t.load_preset(presets::NOTHING);
     if with_header {
@@ -52,7 +52,8 @@ fn table(header: &[&str], with_header: bool) -> Table {
     t
 }
 
-fn text(v: &Value) -> String {
+/// A JSON value as a table cell: strings bare, null as `-`.
+pub(super) fn text(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),

@@ -7,12 +7,11 @@ use std::io::Write;
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
-use comfy_table::{Table, presets};
 use serde_json::{Value, json};
 
 use super::client::Client;
 use super::ops;
-use super::output::{Format, Out, relative};
+use super::output::{Format, Out, relative, table, text};
 
 /// An instant as RFC 3339 (`2026-01-01T00:00:00Z`, `2026-01-01T06:00:00+01:00`).
 fn instant(s: &str) -> Result<DateTime<Utc>, String> {
@@ -262,21 +261,6 @@ pub async fn run(command: ScheduleCommand, client: &Client, out: &mut Out<'_>) -
     Ok(0)
 }
 
-fn table(header: &[&str]) -> Table {
-    let mut t = Table::new();
-    t.load_preset(presets::NOTHING);
-    t.set_header(header.iter().map(|h| h.to_string()));
-    t
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 fn json_out(w: &mut dyn Write, v: &Value) -> Result<()> {
     serde_json::to_writer_pretty(&mut *w, v)?;
     writeln!(w)?;
@@ -310,15 +294,18 @@ fn list(w: &mut dyn Write, format: Format, body: &Value) -> Result<()> {
         return Ok(());
     }
     let now = Utc::now();
-    let mut t = table(&[
-        "NAME",
-        "WORKFLOW",
-        "CRON",
-        "TIMEZONE",
-        "SOURCE",
-        "LAST FIRED",
-        "NEXT FIRE TIMES",
-    ]);
+    let mut t = table(
+        &[
+            "NAME",
+            "WORKFLOW",
+            "CRON",
+            "TIMEZONE",
+            "SOURCE",
+            "LAST FIRED",
+            "NEXT FIRE TIMES",
+        ],
+        true,
+    );
     for s in &items {
         t.add_row(vec![
             text(&s["name"]),
@@ -371,7 +358,10 @@ fn show(w: &mut dyn Write, format: Format, s: &Value) -> Result<()> {
         writeln!(w, "\nno ticks handled yet")?;
         return Ok(());
     }
-    let mut t = table(&["TICK", "KIND", "OUTCOME", "TASK", "MISSED", "BY", "ERROR"]);
+    let mut t = table(
+        &["TICK", "KIND", "OUTCOME", "TASK", "MISSED", "BY", "ERROR"],
+        true,
+    );
     for k in &ticks {
         t.add_row(vec![
             text(&k["tickAt"]),
