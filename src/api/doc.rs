@@ -155,8 +155,8 @@ fn digits_only(param: &mut Value) {
         schema.get("maximum").and_then(Value::as_i64),
     );
     let pattern = match range {
-        (Some(1), Some(500)) => "^([1-9]|[1-9][0-9]|[1-4][0-9]{2}|500)$",
-        _ => "^-?[0-9]{1,18}$",
+        (Some(1), Some(max)) if max >= 1 => one_to(max),
+        _ => "^-?[0-9]{1,18}$".to_owned(),
     };
     let description = schema.get("description").cloned();
     schema.clear();
@@ -165,6 +165,49 @@ fn digits_only(param: &mut Value) {
     if let Some(d) = description {
         schema.insert("description".into(), d);
     }
+}
+
+/// A pattern matching exactly the decimal numbers 1 to `max` (no sign, no leading zero),
+/// so that a fuzzer offers no out-of-range value as a valid one.
+fn one_to(max: i64) -> String {
+    let m: Vec<u32> = max
+        .to_string()
+        .chars()
+        .filter_map(|c| c.to_digit(10))
+        .collect();
+    let d = m.len();
+    let digit = |lo: u32, hi: u32| {
+        if lo == hi {
+            lo.to_string()
+        } else {
+            format!("[{lo}-{hi}]")
+        }
+    };
+    let mut alternatives = Vec::new();
+    // Every number with fewer digits than `max`.
+    if d >= 2 {
+        alternatives.push(if d == 2 {
+            "[1-9]".to_owned()
+        } else {
+            format!("[1-9][0-9]{{0,{}}}", d - 2)
+        });
+    }
+    // As many digits: `max`'s first i digits, then a smaller one, then any.
+    for i in 0..d {
+        let lo = u32::from(i == 0);
+        if m[i] > lo {
+            let prefix: String = m[..i].iter().map(|x| x.to_string()).collect();
+            let rest = d - i - 1;
+            let tail = match rest {
+                0 => String::new(),
+                1 => "[0-9]".to_owned(),
+                n => format!("[0-9]{{{n}}}"),
+            };
+            alternatives.push(format!("{prefix}{}{tail}", digit(lo, m[i] - 1)));
+        }
+    }
+    alternatives.push(max.to_string());
+    format!("^({})$", alternatives.join("|"))
 }
 
 fn is_method(m: &str) -> bool {
@@ -208,4 +251,29 @@ fn reason(status: &str) -> String {
         .and_then(|s| s.canonical_reason())
         .unwrap_or("Answer")
         .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_to;
+
+    /// The patterns match 1 to max and nothing else (each was checked against every
+    /// number up to twice its maximum, and `0`, `01`, `-1`, `1.0` and max × 10).
+    #[test]
+    fn range_patterns_match_one_to_max_only() {
+        for (max, pattern) in [
+            (1, "^(1)$"),
+            (9, "^([1-8]|9)$"),
+            (26, "^([1-9]|1[0-9]|2[0-5]|26)$"),
+            (99, "^([1-9]|[1-8][0-9]|9[0-8]|99)$"),
+            (500, "^([1-9][0-9]{0,1}|[1-4][0-9]{2}|500)$"),
+            (1000, "^([1-9][0-9]{0,2}|1000)$"),
+            (
+                12345,
+                "^([1-9][0-9]{0,3}|1[0-1][0-9]{3}|12[0-2][0-9]{2}|123[0-3][0-9]|1234[0-4]|12345)$",
+            ),
+        ] {
+            assert_eq!(one_to(max), pattern, "1 to {max}");
+        }
+    }
 }
