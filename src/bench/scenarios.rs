@@ -1215,24 +1215,31 @@ impl Bench<'_> {
             ((drain_end - drain_start).num_microseconds().unwrap_or(0) as f64 / 1e6).max(1e-6);
         let with = n as f64 / secs;
 
-        // The reaper's pass, once it has deleted everything.
+        // The reaper's pass, once it has deleted everything: waited for as long as it
+        // keeps deleting (it rests between batches, so a large pass takes minutes).
         let mut scheduler = vec![scheduler];
-        let waited = Instant::now();
+        let mut progressed = Instant::now();
+        let mut left_before = left_at_drain_end;
         let (reaped, rows, pass_start, pass_end) = loop {
             scheduler[0].check_alive()?;
             if let Some(pass) = self.db.reaper_pass().await? {
                 break pass;
             }
-            if waited.elapsed() > STALL {
-                let left = self.db.history_left().await?;
+            // Counting what is left reads the table, so only every few seconds.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let left = self.db.history_left().await?;
+            if left < left_before {
+                left_before = left;
+                progressed = Instant::now();
+            } else if progressed.elapsed() > STALL {
                 return Err(BenchError::Stalled {
                     scenario: SCENARIO,
                     what: format!(
-                        "the reaper recorded no complete pass; {left} of {h} finished runs left"
+                        "the reaper recorded no complete pass and deleted nothing in {STALL:?}; \
+                         {left} of {h} finished runs left"
                     ),
                 });
             }
-            tokio::time::sleep(POLL).await;
         };
         procs::stop_all(scheduler, GRACE).await;
         // Every finished run gone with all its rows; the drained runs whole.
