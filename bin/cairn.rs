@@ -142,7 +142,7 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::Migrate { db } => {
             let pool = startup::connect(&db, PoolKind::Plain, false).await?;
-            startup::migrate(&pool)
+            cairn::queue::migrate(&pool)
                 .await
                 .context("applying migrations")?;
             close(pool).await;

@@ -62,12 +62,6 @@ pub enum StartupError {
 
 pub type Result<T, E = StartupError> = std::result::Result<T, E>;
 
-/// Brings `pool`'s database up to date (Cairn's migrations, apalis', and Cairn's changes
-/// to apalis' tables: [`queue::migrate`]).
-pub async fn migrate(pool: &PgPool) -> Result<(), QueueError> {
-    queue::migrate(pool).await
-}
-
 /// What a process's pool is for (see [`connect`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolKind {

@@ -22,9 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Applies Cairn's and apalis' migrations to a test database.
 pub async fn migrate(pool: &PgPool) {
-    cairn::startup::migrate(pool)
-        .await
-        .expect("migrations apply");
+    cairn::queue::migrate(pool).await.expect("migrations apply");
 }
 
 /// A bearer token with `role`.
