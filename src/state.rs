@@ -213,6 +213,8 @@ status! {
         Failed = "failed",
         /// Its worker's lease ran out mid-attempt: the attempt is closed with no result.
         Abandoned = "abandoned",
+        /// An operator terminated the run while the attempt ran: it was stopped at once.
+        Terminated = "terminated",
     }
 }
 

@@ -123,9 +123,16 @@ pub async fn run(
         engine.announcements(),
         stopped.clone(),
     ));
+    let held = queue::Held::default();
+    let terminations = tokio::spawn(terminate_loop(
+        pool.clone(),
+        engine.clone(),
+        stopped.clone(),
+    ));
     let heartbeat = tokio::spawn(heartbeat_loop(
         pool.clone(),
         engine.clone(),
+        held.clone(),
         id.clone(),
         settings.lease,
         stopped.clone(),
@@ -159,6 +166,7 @@ pub async fn run(
             poll_interval: settings.poll_interval,
             shutdown_timeout: settings.shutdown_grace + Duration::from_secs(5),
         },
+        held,
         handler,
         shutdown,
     )
@@ -173,6 +181,7 @@ pub async fn run(
 
     stopped.cancel();
     let _ = heartbeat.await;
+    let _ = terminations.await;
     let _ = rescuer.await;
     let _ = announcer.await;
     if let Err(e) = store::workers::worker_stop(&pool, &id).await {
@@ -210,6 +219,7 @@ async fn announce_loop(
 async fn heartbeat_loop(
     pool: PgPool,
     engine: Arc<Engine>,
+    held: queue::Held,
     id: String,
     lease: Duration,
     stopped: CancellationToken,
@@ -222,14 +232,65 @@ async fn heartbeat_loop(
             _ = stopped.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let except = engine.unreleased();
-        if let Err(e) = store::workers::worker_heartbeat(&pool, &id, lease, &except).await {
+        let ids = held.ids();
+        if let Err(e) = store::workers::worker_heartbeat(&pool, &id, lease, &ids).await {
             tracing::warn!(error = %e, "heartbeat failed");
+        }
+        // A termination whose notification was missed (the listener reconnecting).
+        match store::runs::runs_terminating(&pool, &ids).await {
+            Ok(runs) => {
+                for run in runs {
+                    engine.terminate(&run);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "checking for terminated runs failed"),
         }
     }
 }
 
-/// Requeues runs whose lease expired.
+/// Stops the runs an operator terminates, as soon as the API says so
+/// (`store::runs::TERMINATE_CHANNEL`); the heartbeat catches what a lost connection let
+/// pass.
+async fn terminate_loop(pool: PgPool, engine: Arc<Engine>, stopped: CancellationToken) {
+    let pool = store::listen_pool(&pool);
+    let mut listener = loop {
+        let opened = async {
+            let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+            listener.listen(store::runs::TERMINATE_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        tokio::select! {
+            _ = stopped.cancelled() => return,
+            opened = opened => match opened {
+                Ok(listener) => break listener,
+                Err(e) => tracing::warn!(error = %e, "listening for terminated runs failed; retrying"),
+            },
+        }
+        tokio::select! {
+            _ = stopped.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = stopped.cancelled() => return,
+            received = listener.recv() => match received {
+                Ok(n) => {
+                    engine.terminate(n.payload());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "listening for terminated runs failed; retrying");
+                    tokio::select! {
+                        _ = stopped.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// Requeues runs whose lease expired, and admits runs to concurrency slots left free.
 async fn rescue_loop(pool: PgPool, lease: Duration, stopped: CancellationToken) {
     let period = (lease / 4).clamp(Duration::from_millis(250), Duration::from_secs(5));
     loop {
@@ -241,6 +302,11 @@ async fn rescue_loop(pool: PgPool, lease: Duration, stopped: CancellationToken) 
         }
         if let Err(e) = engine::rescue_expired(&pool, 500).await {
             tracing::warn!(error = %e, "rescuing expired leases failed");
+        }
+        // An admission lost between a keyed run's end and its own (a crash, the
+        // database away) is made here: runs never wait on a free slot for long.
+        if let Err(e) = engine::admit_due(&pool, 100).await {
+            tracing::warn!(error = %e, "admitting runs waiting for a concurrency slot failed");
         }
     }
 }

@@ -29,6 +29,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(retry))
         .routes(routes!(replay))
         .routes(routes!(cancel))
+        .routes(routes!(terminate))
         .routes(routes!(pin))
         .routes(routes!(unpin))
         .routes(routes!(bulk))
@@ -149,8 +150,17 @@ async fn cancel(
     Operator(p): Operator,
     Path(id): Path<String>,
 ) -> Result<Json<TaskState>, ApiError> {
+    let stopped = engine::ops::cancel(&state.pool, &id, &by(&p)).await?;
+    stopped_state(id, stopped)
+}
+
+/// The answer to a cancel or a terminate.
+fn stopped_state(
+    id: String,
+    stopped: Option<crate::store::runs::Cancelled>,
+) -> Result<Json<TaskState>, ApiError> {
     use crate::store::runs::Cancelled;
-    match engine::ops::cancel(&state.pool, &id, &by(&p)).await? {
+    match stopped {
         None => Err(ApiError::NotFound(format!("no task with id `{id}`"))),
         Some(Cancelled::Now) => Ok(Json(TaskState {
             task_id: id,
@@ -167,6 +177,22 @@ async fn cancel(
             details: None,
         }),
     }
+}
+
+/// Terminates a run: queued and parked runs are cancelled at once; a running run's
+/// steps are stopped at once, not at the next step boundary (their attempts are recorded
+/// `terminated`), and it is `cancelled` as soon as its worker has stopped them. Child runs
+/// are terminated with it.
+#[utoipa::path(post, path = "/api/tasks/{id}/terminate", tag = "tasks", params(("id" = String, Path)),
+    responses((status = 200, body = TaskState), (status = 404, body = super::error::ErrorBody),
+              (status = 409, body = super::error::ErrorBody, description = "already finished")))]
+async fn terminate(
+    State(state): State<AppState>,
+    Operator(p): Operator,
+    Path(id): Path<String>,
+) -> Result<Json<TaskState>, ApiError> {
+    let stopped = engine::ops::terminate(&state.pool, &id, &by(&p)).await?;
+    stopped_state(id, stopped)
 }
 
 /// A run's pin, as pinning or unpinning left it.
@@ -450,6 +476,11 @@ pub struct TaskSummary {
     /// Kept by retention whatever its age (an operator's pin, or its workflow's
     /// `retain = "forever"`).
     pinned: bool,
+    /// The key of its workflow's `[concurrency]` limit, if it has one.
+    concurrency_key: Option<String>,
+    /// Queued, and waiting for a slot of its concurrency key (other runs of the key
+    /// hold them all); it starts, in submission order, once one frees up.
+    waiting_for_slot: bool,
 }
 
 impl From<&RunRow> for TaskSummary {
@@ -470,6 +501,8 @@ impl From<&RunRow> for TaskSummary {
             replay_of: r.replay_of.clone(),
             cancel_requested_at: r.cancel_requested_at,
             pinned: r.pinned,
+            concurrency_key: r.concurrency_key.clone(),
+            waiting_for_slot: !r.admitted && r.status == RunStatus::Queued,
         }
     }
 }

@@ -204,14 +204,18 @@ pub enum TaskCommand {
         #[command(flatten)]
         filter: ops::FilterArgs,
     },
-    /// Cancel runs: queued and parked at once, running at the next step boundary. Asks
-    /// first (or pass --yes).
+    /// Cancel runs: queued and parked at once, running at the next step boundary (with
+    /// --now: at once, stopping the running step). Asks first (or pass --yes).
     #[command(
-        after_help = "Examples:\n  ctl task cancel 01J…\n  ctl task cancel 01JAB7 --yes\n  ctl task cancel --status queued --workflow nightly --dry-run"
+        after_help = "Examples:\n  ctl task cancel 01J…\n  ctl task cancel 01JAB7 --yes\n  ctl task cancel 01JAB7 --now --yes\n  ctl task cancel --status queued --workflow nightly --dry-run"
     )]
     Cancel {
         /// Run id, or a unique prefix of it (at least 4 characters).
         id: Option<String>,
+        /// Terminate: stop the running step at once instead of at its end (its attempt
+        /// is recorded `terminated`); child runs are terminated too. One run id only.
+        #[arg(long)]
+        now: bool,
         #[command(flatten)]
         filter: ops::FilterArgs,
     },
@@ -558,8 +562,14 @@ async fn task(command: TaskCommand, client: &Client, out: &mut Out<'_>) -> Resul
         TaskCommand::Retry { id, filter } => {
             ops::run_action(client, out, "retry", id, &filter).await
         }
-        TaskCommand::Cancel { id, filter } => {
-            ops::run_action(client, out, "cancel", id, &filter).await
+        TaskCommand::Cancel { id, now, filter } => {
+            if now && id.is_none() {
+                anyhow::bail!(
+                    "--now terminates one run: give its id (a filter cancels at step boundaries)"
+                );
+            }
+            let action = if now { "terminate" } else { "cancel" };
+            ops::run_action(client, out, action, id, &filter).await
         }
         TaskCommand::Replay {
             id,

@@ -96,7 +96,7 @@ pub fn declined() -> u8 {
     1
 }
 
-/// A single-run action (`retry`, `cancel`) or its bulk form over a filter.
+/// A single-run action (`retry`, `cancel`, `terminate`) or its bulk form over a filter.
 pub async fn run_action(
     client: &Client,
     out: &mut Out<'_>,
@@ -113,7 +113,9 @@ pub async fn run_action(
                 bail!("--dry-run previews a filter; `ctl task show {id}` shows one run");
             }
             let id = run_id::resolve(client, &id).await?;
-            if action == "cancel" && !confirm_one(&format!("cancel run {id}"), filter.yes)? {
+            if matches!(action, "cancel" | "terminate")
+                && !confirm_one(&format!("{action} run {id}"), filter.yes)?
+            {
                 return Ok(declined());
             }
             let body = client

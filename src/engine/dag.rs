@@ -123,6 +123,9 @@ impl Engine {
         let mut pending: Option<Pending> = None;
 
         loop {
+            if cx.terminate.is_cancelled() {
+                return self.terminated(cx, &mut pending).await;
+            }
             let stopping = self.shutdown.is_cancelled();
             if stopping && grace_deadline.is_none() {
                 grace_deadline = Some(tokio::time::Instant::now() + self.config.shutdown_grace);
@@ -161,7 +164,10 @@ impl Engine {
             }
 
             let next = match grace_deadline {
-                Some(deadline) => match tokio::time::timeout_at(deadline, in_flight.next()).await {
+                Some(deadline) => match tokio::select! {
+                    next = tokio::time::timeout_at(deadline, in_flight.next()) => next,
+                    _ = cx.terminate.cancelled() => continue,
+                } {
                     Ok(next) => next,
                     Err(_) => {
                         drop(in_flight);
@@ -173,6 +179,7 @@ impl Engine {
                 None => tokio::select! {
                     next = in_flight.next() => next,
                     _ = self.shutdown.cancelled() => continue,
+                    _ = cx.terminate.cancelled() => continue,
                 },
             };
             let Some(Finished {
@@ -221,6 +228,21 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// An operator terminated the run: the attempts in flight are dropped (their tasks
+    /// abort) by the caller's return, what finished before is written, and the run is
+    /// finished as cancelled (`store::runs::run_cancel_finish` records the attempts
+    /// that were running as `terminated`).
+    async fn terminated(
+        &self,
+        cx: &RunCx<'_>,
+        pending: &mut Option<Pending>,
+    ) -> Result<Option<Outcome>> {
+        self.flush(cx, pending).await?;
+        Err(super::EngineError::Store(
+            store::StoreError::CancelRequested(cx.run_id.to_owned()),
+        ))
     }
 
     pub(super) fn is_ready(

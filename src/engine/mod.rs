@@ -32,7 +32,7 @@ mod start;
 mod submit;
 mod writer;
 
-pub use writer::{Delivered, deliver, release_held, rescue_expired};
+pub use writer::{Delivered, admit, admit_due, deliver, release_held, rescue_expired};
 
 pub use submit::{
     BATCH_MAX, BatchItem, BatchOutcome, BatchRejected, BatchSubmitted, ItemRejected, KEY_MAX_LEN,
@@ -155,8 +155,8 @@ pub struct Engine {
     egress: Arc<step::StepHttp>,
     shutdown: CancellationToken,
     definitions: Mutex<HashMap<String, Arc<Workflow>>>,
-    /// See [`Engine::unreleased`].
-    unreleased: Mutex<std::collections::HashSet<String>>,
+    /// The runs being advanced, each with the token that terminates it.
+    advancing: Mutex<HashMap<String, CancellationToken>>,
     /// Signalled whenever events were written; see [`Engine::announcements`].
     announce: Arc<tokio::sync::Notify>,
     /// Step transitions of all runs, group-committed.
@@ -177,7 +177,7 @@ impl Engine {
             http,
             shutdown,
             definitions: Mutex::new(HashMap::new()),
-            unreleased: Mutex::new(std::collections::HashSet::new()),
+            advancing: Mutex::new(HashMap::new()),
             announce: Arc::new(tokio::sync::Notify::new()),
         }
     }
@@ -224,15 +224,17 @@ impl Engine {
     /// heartbeat would keep its lease alive: a run whose definition cannot be read is
     /// dead, with the reason; after any other error (the database's, most likely) the run
     /// is handed back to the queue and tried again [`RETRY_AFTER_ERROR`] later. When even
-    /// that fails, the run is left out of the heartbeat ([`Engine::unreleased`]), so its
-    /// lease expires and the rescuer requeues it.
+    /// that fails, the run's lease is left to expire (the heartbeat extends only the
+    /// runs whose handler has not returned: `queue::Held`), and the rescuer requeues it.
     pub async fn advance(&self, acquired: Acquired) -> Result<Outcome> {
         self.announce.notify_one();
         let lease = acquired.lease.clone();
-        if let Ok(mut runs) = self.unreleased.lock() {
-            runs.remove(&lease.run_id);
-        }
         let parent = acquired.run.parent_run_id.clone();
+        let keyed = acquired
+            .run
+            .concurrency_key
+            .clone()
+            .map(|key| (acquired.run.workflow.clone(), key));
         let outcome = match self.advance_run(acquired).await {
             Err(e @ EngineError::Definition { .. }) => {
                 tracing::error!(run = %lease.run_id, error = %e, "the run cannot be advanced");
@@ -245,6 +247,18 @@ impl Engine {
             }
             ok => ok,
         };
+        if let (
+            Some((workflow, key)),
+            Ok(Outcome::Succeeded | Outcome::Dead | Outcome::Cancelled),
+        ) = (&keyed, &outcome)
+        {
+            // The run's slot is free: the next run of its key may start. Should this
+            // fail, the rescuers' periodic admission does it.
+            if let Err(e) = admit(&self.pool, workflow, key).await {
+                tracing::warn!(run = %lease.run_id, error = %e,
+                    "admitting the next run of the concurrency key failed");
+            }
+        }
         self.announce.notify_one();
         outcome
     }
@@ -260,7 +274,7 @@ impl Engine {
         match self.writer.dead(lease, "definition", &reason, parent).await {
             Ok(()) => Ok(Outcome::Dead),
             Err(e) => {
-                self.leave_unreleased(lease, &e);
+                self.let_lease_expire(lease, &e);
                 Err(e)
             }
         }
@@ -274,38 +288,53 @@ impl Engine {
             Ok(()) => Ok(Outcome::Released),
             // Someone else has the run now, or an operator cancelled it: theirs to finish.
             Err(EngineError::Store(StoreError::LeaseLost(_) | StoreError::CancelRequested(_))) => {
-                self.leave_unreleased(lease, why);
+                self.let_lease_expire(lease, why);
                 Ok(Outcome::LeaseLost)
             }
             Err(e) => {
                 tracing::error!(run = %lease.run_id, error = %e,
                     "handing the run back failed; its lease will expire");
-                self.leave_unreleased(lease, &e);
+                self.let_lease_expire(lease, &e);
                 Err(e)
             }
         }
     }
 
-    fn leave_unreleased(&self, lease: &Lease, why: &EngineError) {
-        tracing::debug!(run = %lease.run_id, error = %why, "no longer extending the run's lease");
-        if let Ok(mut runs) = self.unreleased.lock() {
-            runs.insert(lease.run_id.clone());
-        }
+    fn let_lease_expire(&self, lease: &Lease, why: &EngineError) {
+        tracing::debug!(run = %lease.run_id, error = %why, "leaving the run's lease to expire");
     }
 
-    /// Runs this worker gave up on but could not hand back: its heartbeat must not
-    /// extend their leases. A run leaves the set when this worker leases it again.
-    pub fn unreleased(&self) -> Vec<String> {
-        self.unreleased
+    /// Stops the running steps of `run_id` at once, if this worker is advancing it: an
+    /// operator terminated it (`store::runs::run_terminate`). The run then finishes
+    /// `cancelled`, its stopped attempts `terminated`. Whether the run was found here.
+    pub fn terminate(&self, run_id: &str) -> bool {
+        let token = self
+            .advancing
             .lock()
-            .map(|runs| runs.iter().cloned().collect())
-            .unwrap_or_default()
+            .ok()
+            .and_then(|runs| runs.get(run_id).cloned());
+        match token {
+            Some(token) => {
+                tracing::info!(run = run_id, "terminating the run's running steps");
+                token.cancel();
+                true
+            }
+            None => false,
+        }
     }
 
     async fn advance_run(&self, acquired: Acquired) -> Result<Outcome> {
         let lease = acquired.lease;
         let run = acquired.run;
         let run_id = run.id.as_str();
+        let terminate = CancellationToken::new();
+        if let Ok(mut runs) = self.advancing.lock() {
+            runs.insert(run_id.to_owned(), terminate.clone());
+        }
+        let _advancing = Advancing {
+            runs: &self.advancing,
+            run_id,
+        };
         let clock = Clock {
             base: acquired.db_now,
             at: Instant::now(),
@@ -324,6 +353,7 @@ impl Engine {
                 project_id: run.project_id,
                 parent: None,
             },
+            terminate,
         };
         let driven = if run.cancel_requested_at.is_some() {
             Err(EngineError::Store(StoreError::CancelRequested(
@@ -377,6 +407,20 @@ impl Engine {
     }
 }
 
+/// Takes a run out of [`Engine::advancing`] when its advance ends, however it ends.
+struct Advancing<'a> {
+    runs: &'a Mutex<HashMap<String, CancellationToken>>,
+    run_id: &'a str,
+}
+
+impl Drop for Advancing<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut runs) = self.runs.lock() {
+            runs.remove(self.run_id);
+        }
+    }
+}
+
 /// The run being advanced.
 struct RunCx<'a> {
     run_id: &'a str,
@@ -388,6 +432,8 @@ struct RunCx<'a> {
     parent: Option<&'a str>,
     /// Passed on to child runs.
     origin: store::runs::RunOrigin,
+    /// Cancelled when an operator terminates the run: its running steps stop at once.
+    terminate: CancellationToken,
 }
 
 /// The database's clock, read when the lease was taken, advanced by the local monotonic

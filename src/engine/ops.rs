@@ -7,7 +7,6 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use super::{EngineError, Result, writer};
-use crate::queue::{self, Wake};
 use crate::store::runs::{Cancelled, RunFilter, RunInsertParams, RunInserted, RunRow};
 use crate::store::{self};
 use crate::workflow::{Definition, InputError, Registry, Workflow, content_hash};
@@ -26,6 +25,12 @@ pub async fn retry(pool: &PgPool, run_id: &str, by: &str) -> Result<Option<RunRo
 /// Cancels a run (and the child runs it started); a parent waiting on it learns at once.
 pub async fn cancel(pool: &PgPool, run_id: &str, by: &str) -> Result<Option<Cancelled>> {
     writer::cancel(pool, run_id, by).await
+}
+
+/// Terminates a run: like [`cancel`], but a running run's steps are stopped at once
+/// (their attempts recorded `terminated`), and its child runs are terminated too.
+pub async fn terminate(pool: &PgPool, run_id: &str, by: &str) -> Result<Option<Cancelled>> {
+    writer::terminate(pool, run_id, by).await
 }
 
 /// What to replay.
@@ -89,6 +94,10 @@ pub async fn replay(
         Ok(v) => v,
         Err(e) => return Ok(Err(ReplayRejected::Input(e))),
     };
+    let concurrency = match workflow.concurrency_for(&input) {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(ReplayRejected::Input(vec![e]))),
+    };
     let copy: Vec<String> = match &p.from_step {
         None => Vec::new(),
         Some(s) => {
@@ -142,6 +151,9 @@ pub async fn replay(
                 parent: None,
             },
             pinned: workflow.pins_runs(),
+            concurrency: concurrency
+                .as_ref()
+                .map(|(key, limit)| (key.as_str(), *limit)),
         },
     )
     .await?;
@@ -157,7 +169,7 @@ pub async fn replay(
         serde_json::json!({ "replayOf": run_id, "fromStep": p.from_step, "copied": copied }),
     )
     .await?;
-    queue::enqueue(&mut tx, &[Wake::now(&id)]).await?;
+    super::submit::queue_first(&mut tx, &run).await?;
     tx.commit().await?;
     Ok(Ok(run))
 }

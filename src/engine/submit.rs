@@ -89,12 +89,14 @@ pub async fn submit_for(
             let mut tx = pool.begin().await?;
             store_definitions_missing(&mut tx, stored, &defs).await?;
             let submitted = insert_run(&mut tx, def, &input, idempotency_key, origin).await?;
-            tx.commit().await?;
+            if submitted.is_ok() {
+                tx.commit().await?;
+            }
             Ok(submitted)
         }
         .await;
         if let Some(submitted) = after_attempt(stored, &defs, attempt, &mut retried)? {
-            return Ok(Ok(submitted));
+            return Ok(submitted);
         }
     }
 }
@@ -155,9 +157,7 @@ pub async fn submit_with(
         Err(errors) => return Ok(Err(Rejected::Input(errors))),
     };
     store_definition(&mut *conn, def).await?;
-    Ok(Ok(
-        insert_run(conn, def, &input, idempotency_key, origin).await?
-    ))
+    insert_run(conn, def, &input, idempotency_key, origin).await
 }
 
 /// What an idempotency key promises: the same workflow and the same (validated) input.
@@ -166,15 +166,19 @@ fn request_hash(workflow: &str, input: &Value) -> String {
 }
 
 /// Inserts a run of a stored definition with its steps and first job; `input` is
-/// already validated.
+/// already validated. Refused when the input gives no usable concurrency key.
 async fn insert_run(
     conn: &mut PgConnection,
     def: &Definition,
     input: &Value,
     idempotency_key: Option<&str>,
     origin: &RunOrigin,
-) -> Result<Submitted> {
+) -> Result<Result<Submitted, Rejected>> {
     let request_hash = request_hash(&def.workflow.name, input);
+    let concurrency = match def.workflow.concurrency_for(input) {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(Rejected::Input(vec![e]))),
+    };
     let id = ulid::Ulid::generate().to_string();
     let step_ids: Vec<String> = def.workflow.steps.iter().map(|s| s.id.clone()).collect();
     let inserted = store::runs::run_insert(
@@ -190,19 +194,35 @@ async fn insert_run(
             replay_of: None,
             origin,
             pinned: def.workflow.pins_runs(),
+            concurrency: concurrency
+                .as_ref()
+                .map(|(key, limit)| (key.as_str(), *limit)),
         },
     )
     .await?;
-    Ok(match inserted {
+    Ok(Ok(match inserted {
         RunInserted::Created(run) => {
-            queue::enqueue(&mut *conn, &[Wake::now(&run.id)]).await?;
+            queue_first(&mut *conn, &run).await?;
             Submitted::Created(run)
         }
         RunInserted::Existing(run) if run.request_hash.as_deref() == Some(&request_hash) => {
             Submitted::Existing(run)
         }
         RunInserted::Existing(run) => Submitted::KeyConflict(run),
-    })
+    }))
+}
+
+/// Queues a new run's first wake-up in the caller's transaction; a run with a
+/// concurrency key is admitted instead, now if a slot is free, or later in its turn.
+pub(super) async fn queue_first(conn: &mut PgConnection, run: &RunRow) -> Result<()> {
+    match &run.concurrency_key {
+        None => queue::enqueue(&mut *conn, &[Wake::now(&run.id)]).await?,
+        Some(key) => {
+            store::concurrency::concurrency_admit(&mut *conn, &run.workflow, key, queue::QUEUE)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// Stores those of `defs` that `stored` does not remember.
@@ -297,11 +317,13 @@ pub enum BatchRejected {
 
 /// A valid item, ready to write: its input with defaults applied, and what its
 /// idempotency key promises.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Prepared {
     input: Value,
     request_hash: String,
     idempotency_key: Option<String>,
+    /// Its workflow's concurrency key for this input, if the workflow has a limit.
+    concurrency_key: Option<String>,
 }
 
 /// Validates one item (`index` names it in the rejection).
@@ -314,11 +336,18 @@ fn prepare(
         .idempotency_key
         .filter(|k| k.is_empty() || k.len() > KEY_MAX_LEN)
         .map(|_| format!("must be 1 to {KEY_MAX_LEN} characters"));
-    match def.workflow.validate_input(item.input) {
-        Ok(input) if key_error.is_none() => Ok(Prepared {
+    let validated = def.workflow.validate_input(item.input).and_then(|input| {
+        match def.workflow.concurrency_for(&input) {
+            Ok(concurrency) => Ok((input, concurrency.map(|c| c.0))),
+            Err(e) => Err(vec![e]),
+        }
+    });
+    match validated {
+        Ok((input, concurrency_key)) if key_error.is_none() => Ok(Prepared {
             request_hash: request_hash(&def.workflow.name, &input),
             input,
             idempotency_key: item.idempotency_key.map(str::to_owned),
+            concurrency_key,
         }),
         Ok(_) => Err(ItemRejected {
             index,
@@ -415,11 +444,15 @@ async fn write_prepared(
     let mut sent_inputs = Vec::with_capacity(sent.len());
     let mut sent_keys = Vec::with_capacity(sent.len());
     let mut sent_hashes = Vec::with_capacity(sent.len());
+    let mut sent_concurrency = Vec::new();
     for &i in &sent {
         sent_ids.push(ids[i].as_str());
         sent_inputs.push(&prepared[i].input);
         sent_keys.push(prepared[i].idempotency_key.as_deref());
         sent_hashes.push(hashes[i]);
+        if def.workflow.concurrency.is_some() {
+            sent_concurrency.push(prepared[i].concurrency_key.as_deref());
+        }
     }
     let step_ids: Vec<&str> = def.workflow.steps.iter().map(|s| s.id.as_str()).collect();
     let wake_ids = queue::wake_ids(sent_ids.len());
@@ -438,6 +471,8 @@ async fn write_prepared(
             job_ids: &job_ids,
         }),
         pinned: def.workflow.pins_runs(),
+        concurrency_keys: &sent_concurrency,
+        concurrency_limit: def.workflow.concurrency.as_ref().map(|c| c.limit),
     };
     let defs: Vec<&Definition> = std::iter::once(def)
         .chain(children.iter().copied())
@@ -466,6 +501,22 @@ async fn write_prepared(
     };
 
     let created: HashSet<&str> = inserted.created.iter().map(String::as_str).collect();
+    // Keyed runs were inserted waiting for a slot: admit what the limits allow, key by
+    // key in their order. Should this fail, the runs are queued all the same, and the
+    // workers' periodic admission starts them.
+    let mut keys: Vec<&str> = sent
+        .iter()
+        .filter(|&&i| created.contains(ids[i].as_str()))
+        .filter_map(|&i| prepared[i].concurrency_key.as_deref())
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    for key in keys {
+        if let Err(e) = super::writer::admit(pool, &def.workflow.name, key).await {
+            tracing::warn!(workflow = %def.workflow.name, error = %e,
+                "admitting submitted runs to their concurrency slots failed; the workers' periodic admission will");
+        }
+    }
     let existing: HashMap<&str, &RunRow> = inserted
         .existing
         .iter()
@@ -736,18 +787,7 @@ impl SubmitBatcher {
             batch.into_iter().map(|w| (w.prepared, w.reply)).unzip();
         let shared = prepared.len() > 1;
         // Kept to retry one by one should the shared transaction fail.
-        let alone: Vec<Prepared> = if shared {
-            prepared
-                .iter()
-                .map(|p| Prepared {
-                    input: p.input.clone(),
-                    request_hash: p.request_hash.clone(),
-                    idempotency_key: p.idempotency_key.clone(),
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let alone: Vec<Prepared> = if shared { prepared.clone() } else { Vec::new() };
         let written = match self.permit().await {
             Ok(_permit) => {
                 write_prepared(&self.pool, &self.stored, def, &children, prepared, &origin).await

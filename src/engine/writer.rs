@@ -231,6 +231,7 @@ impl Writer {
         let mut tx = self.pool.begin().await?;
         store::runs::run_cancel(&mut tx, child_id, by).await?;
         tx.commit().await?;
+        admit_after(&self.pool).await;
         Ok(())
     }
 
@@ -360,6 +361,39 @@ async fn wake(conn: &mut PgConnection, parent: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// Admits the runs of `workflow`'s concurrency `key` that wait for a slot, as far as
+/// slots are free (see [`store::concurrency`]); returns how many.
+pub async fn admit(pool: &PgPool, workflow: &str, key: &str) -> Result<usize> {
+    let mut tx = pool.begin().await?;
+    let admitted =
+        store::concurrency::concurrency_admit(&mut tx, workflow, key, queue::QUEUE).await?;
+    tx.commit().await?;
+    Ok(admitted.len())
+}
+
+/// Admits waiting runs of every key with a free slot, up to `max_keys` keys: after
+/// operations that may free slots of keys not known here (a cancel's cascade to child
+/// runs), and periodically, for an admission lost between a run's end and its own.
+pub async fn admit_due(pool: &PgPool, max_keys: i64) -> Result<usize> {
+    let mut admitted = 0;
+    for due in store::concurrency::concurrency_due(pool, max_keys).await? {
+        admitted += admit(pool, &due.workflow, &due.key).await?;
+    }
+    Ok(admitted)
+}
+
+/// Most keys [`admit_after`] looks at.
+const ADMIT_AFTER_KEYS: i64 = 100;
+
+/// [`admit_due`] after an operator's cancel or retry committed, which may have freed
+/// slots (or queued a run for one). A failure is logged, not returned: what the operator
+/// asked for is done, and the rescuers' periodic admission catches up.
+async fn admit_after(pool: &PgPool) {
+    if let Err(e) = admit_due(pool, ADMIT_AFTER_KEYS).await {
+        tracing::warn!(error = %e, "admitting runs waiting for a concurrency slot failed");
+    }
+}
+
 /// Hands back to the queue every run worker `owner` still leases — runs its fetch took
 /// but never started before it stopped — so they continue at once elsewhere rather than
 /// when their lease expires. Call only once no handler of `owner` is running.
@@ -400,6 +434,9 @@ pub(crate) async fn retry(pool: &PgPool, run_id: &str, by: &str) -> Result<Optio
         queue::enqueue(&mut tx, &[Wake::now(run_id)]).await?;
     }
     tx.commit().await?;
+    if run.as_ref().is_some_and(|r| r.concurrency_key.is_some()) {
+        admit_after(pool).await;
+    }
     Ok(run)
 }
 
@@ -415,19 +452,40 @@ pub(crate) async fn retry_many(pool: &PgPool, ids: &[String], by: &str) -> Resul
     }
     queue::enqueue(&mut tx, &wakes).await?;
     tx.commit().await?;
+    admit_after(pool).await;
     Ok(wakes.len())
 }
 
 /// Cancels a run (and the child runs it started); a parent waiting on it is woken.
 pub(crate) async fn cancel(pool: &PgPool, run_id: &str, by: &str) -> Result<Option<Cancelled>> {
+    stop(pool, run_id, by, store::runs::Stop::Cancel).await
+}
+
+/// [`cancel`], stopping the steps running now at once (see [`store::runs::Stop`]).
+pub(crate) async fn terminate(pool: &PgPool, run_id: &str, by: &str) -> Result<Option<Cancelled>> {
+    stop(pool, run_id, by, store::runs::Stop::Terminate).await
+}
+
+async fn stop(
+    pool: &PgPool,
+    run_id: &str,
+    by: &str,
+    how: store::runs::Stop,
+) -> Result<Option<Cancelled>> {
     let mut tx = pool.begin().await?;
-    let outcome = store::runs::run_cancel(&mut tx, run_id, by).await?;
+    let outcome = match how {
+        store::runs::Stop::Cancel => store::runs::run_cancel(&mut tx, run_id, by).await?,
+        store::runs::Stop::Terminate => store::runs::run_terminate(&mut tx, run_id, by).await?,
+    };
     if outcome == Some(Cancelled::Now)
         && let Some(parent) = store::runs::run_get_parent(&mut tx, run_id).await?
     {
         queue::enqueue(&mut tx, &[Wake::now(parent)]).await?;
     }
     tx.commit().await?;
+    if outcome.is_some() {
+        admit_after(pool).await;
+    }
     Ok(outcome)
 }
 
@@ -445,6 +503,7 @@ pub(crate) async fn cancel_many(pool: &PgPool, ids: &[String], by: &str) -> Resu
         }
     }
     tx.commit().await?;
+    admit_after(pool).await;
     Ok(cancelled)
 }
 

@@ -11,6 +11,7 @@
 //! A run may be woken twice, or woken while another worker holds it: the second wake-up
 //! leases nothing and is simply gone.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -152,12 +153,41 @@ pub struct ConsumerConfig {
     pub shutdown_timeout: Duration,
 }
 
+/// The runs a consumer holds: leased by its fetch and not yet done with (their handler
+/// has not returned, or they wait for a slot). The worker's heartbeat extends exactly
+/// these leases; a run leased to the worker but not in here — its fetch committed while
+/// the answer was lost, or its handler gave up on it — is left to expire.
+#[derive(Debug, Clone, Default)]
+pub struct Held(Arc<std::sync::Mutex<HashSet<String>>>);
+
+impl Held {
+    /// The run ids held now.
+    pub fn ids(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .map(|runs| runs.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn add(&self, run_id: &str) {
+        if let Ok(mut runs) = self.0.lock() {
+            runs.insert(run_id.to_owned());
+        }
+    }
+
+    fn remove(&self, run_id: &str) {
+        if let Ok(mut runs) = self.0.lock() {
+            runs.remove(run_id);
+        }
+    }
+}
+
 /// apalis' notification channel, on which inserts of jobs due at once are announced
 /// (once per statement: `store::jobs::jobs_notify_install`).
 const INSERTED: &str = "apalis::job::insert";
 
 /// Consumes wake-ups until `shutdown` is cancelled, calling `handle` with each run whose
-/// lease it took.
+/// lease it took. `held` names the runs taken and not yet handled to the end.
 ///
 /// apalis drives the workers (concurrency, shutdown, graceful draining); the fetch is
 /// Cairn's own ([`store::jobs::jobs_claim_runs`]): when slots are free it takes as many
@@ -170,6 +200,7 @@ const INSERTED: &str = "apalis::job::insert";
 pub async fn consume<H, F>(
     pool: &PgPool,
     config: ConsumerConfig,
+    held: Held,
     handle: H,
     shutdown: CancellationToken,
 ) -> Result<(), QueueError>
@@ -218,6 +249,7 @@ where
             lease: config.lease,
             concurrency,
             slots: slots.clone(),
+            held: held.clone(),
             inserted,
             poll_interval: config.poll_interval,
         }
@@ -248,12 +280,17 @@ where
         .register(move |_| {
             let handle = handle.clone();
             let slots = slots.clone();
+            let held = held.clone();
             WorkerBuilder::new(name.as_str())
                 .backend(backend.clone())
                 .concurrency(concurrency)
                 .build(move |run: Acquired| {
                     let handle = handle.clone();
-                    let slot = SlotGuard(slots.clone());
+                    let slot = SlotGuard {
+                        slots: slots.clone(),
+                        held: held.clone(),
+                        run_id: run.run.id.clone(),
+                    };
                     async move {
                         handle(run).await;
                         drop(slot);
@@ -337,13 +374,19 @@ struct Slots {
     freed: Notify,
 }
 
-/// Frees a run's slot when its handler is done (or dropped).
-struct SlotGuard(Arc<Slots>);
+/// Frees a run's slot, and lets its lease go from the heartbeat, when its handler is
+/// done (or dropped).
+struct SlotGuard {
+    slots: Arc<Slots>,
+    held: Held,
+    run_id: String,
+}
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
-        self.0.taken.fetch_sub(1, Ordering::SeqCst);
-        self.0.freed.notify_one();
+        self.held.remove(&self.run_id);
+        self.slots.taken.fetch_sub(1, Ordering::SeqCst);
+        self.slots.freed.notify_one();
     }
 }
 
@@ -359,6 +402,7 @@ struct Fetch {
     lease: Duration,
     concurrency: usize,
     slots: Arc<Slots>,
+    held: Held,
     inserted: Arc<Notify>,
     poll_interval: Duration,
 }
@@ -396,6 +440,9 @@ impl Fetch {
             match claimed {
                 Ok(runs) if !runs.is_empty() => {
                     self.slots.taken.fetch_add(runs.len(), Ordering::SeqCst);
+                    for run in &runs {
+                        self.held.add(&run.run.id);
+                    }
                     for run in runs {
                         tokio::select! {
                             // Not started: the caller hands it back with the others.

@@ -7,6 +7,7 @@
 //! still the current one and unexpired ([`Lease`]); otherwise it fails with
 //! [`StoreError::LeaseLost`] and the transaction commits nothing.
 
+pub mod concurrency;
 pub mod connect;
 pub mod dead_letters;
 pub mod definitions;
@@ -63,6 +64,15 @@ impl StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A pool of one connection to `pool`'s database, with `pool`'s settings, for a
+/// long-lived `LISTEN` (a `PgListener` holds its connection for good): so that a
+/// listener never takes one of the connections `pool` is sized for.
+pub fn listen_pool(pool: &PgPool) -> PgPool {
+    pool_options(1)
+        .min_connections(0)
+        .connect_lazy_with((*pool.connect_options()).clone())
+}
 
 /// Pool options shared by every pool: a connection that sat idle for a while is
 /// checked with a round trip before it is handed out (and replaced when it is dead); one

@@ -14,7 +14,7 @@ use crate::state::RunStatus;
 pub const RUN_COLUMNS: &str = "id, workflow, definition_hash, status, input, output, error, \
      idempotency_key, request_hash, lease_owner, lease_expires_at, wake_at, created_at, \
      started_at, finished_at, updated_at, replay_of, cancel_requested_at, user_id, project_id, \
-     parent_run_id, parent_step_id, pinned";
+     parent_run_id, parent_step_id, pinned, concurrency_key, admitted";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RunRow {
@@ -42,6 +42,10 @@ pub struct RunRow {
     pub parent_step_id: Option<String>,
     /// Never deleted by retention (see [`super::retention`]).
     pub pinned: bool,
+    /// The key of its workflow's concurrency limit (see [`super::concurrency`]).
+    pub concurrency_key: Option<String>,
+    /// Whether it may start: it holds a slot of its key, or has no key.
+    pub admitted: bool,
 }
 
 /// Who and what a run is for.
@@ -69,6 +73,9 @@ pub struct RunInsertParams<'a> {
     /// Pin the run (its workflow says `retain = "forever"`). A child run of a pinned
     /// parent is pinned whatever this says.
     pub pinned: bool,
+    /// Its concurrency key and limit: the run is inserted waiting for a slot, and
+    /// must be admitted ([`super::concurrency::concurrency_admit`]) to start.
+    pub concurrency: Option<(&'a str, i32)>,
 }
 
 pub enum RunInserted {
@@ -81,8 +88,11 @@ pub enum RunInserted {
 pub async fn run_insert(conn: &mut PgConnection, p: RunInsertParams<'_>) -> Result<RunInserted> {
     let sql = format!(
         "insert into runs (id, workflow, definition_hash, input, idempotency_key, request_hash, replay_of,
-                           user_id, project_id, parent_run_id, parent_step_id, pinned)
-         select $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
+                           user_id, project_id, parent_run_id, parent_step_id, pinned,
+                           concurrency_key, concurrency_limit, concurrency_seq, admitted)
+         select $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                case when $13::text is not null then nextval('runs_concurrency_seq') end,
+                $13::text is null
           where exists (select from workflow_definitions where hash = $3)
          on conflict (idempotency_key) where idempotency_key is not null do nothing
          returning {RUN_COLUMNS}"
@@ -100,6 +110,8 @@ pub async fn run_insert(conn: &mut PgConnection, p: RunInsertParams<'_>) -> Resu
         .bind(p.origin.parent.as_ref().map(|p| p.0.as_str()))
         .bind(p.origin.parent.as_ref().map(|p| p.1.as_str()))
         .bind(p.pinned || parent_pinned(conn, p.origin).await?)
+        .bind(p.concurrency.map(|c| c.0))
+        .bind(p.concurrency.map(|c| c.1))
         .fetch_optional(&mut *conn)
         .await?;
     let Some(run) = created else {
@@ -256,7 +268,7 @@ pub(super) fn lease_statement(wanted: &str) -> String {
         .join(", ");
     format!(
         "with wanted as ({wanted}),
-         old as (select id, status, lease_owner, lease_expires_at from runs
+         old as (select id, status, lease_owner, lease_expires_at, admitted from runs
                   where id = any (array(select run_id from wanted))
                   order by id
                     for update),
@@ -266,8 +278,9 @@ pub(super) fn lease_statement(wanted: &str) -> String {
          -- above, must lease it.
          eligible as materialized (
                select id, status, lease_owner from old
-                where status in ('queued', 'retrying', 'sleeping', 'waiting')
-                   or (status = 'running' and lease_expires_at <= clock_timestamp())),
+                where admitted  -- a run waiting for a concurrency slot is not taken
+                  and (status in ('queued', 'retrying', 'sleeping', 'waiting')
+                       or (status = 'running' and lease_expires_at <= clock_timestamp()))),
          -- Every write finds its rows by key alone (`= any (array(...))`, the only index
          -- condition it has), filtered by a hashed subplan at most, and joins nothing: with a join, the planner may read the
          -- table on either side, and one side is a whole read of the table, the other
@@ -574,7 +587,11 @@ pub async fn run_ids_matching(pool: &PgPool, f: &RunFilter, limit: i64) -> Resul
 pub async fn run_retry(conn: &mut PgConnection, run_id: &str, by: &str) -> Result<Option<RunRow>> {
     let sql = format!(
         "update runs set status = 'queued', error = null, finished_at = null, wake_at = null,
-                cancel_requested_at = null
+                cancel_requested_at = null,
+                -- A keyed run waits for a slot again, behind those already waiting.
+                admitted = concurrency_key is null,
+                concurrency_seq = case when concurrency_key is not null
+                                       then nextval('runs_concurrency_seq') end
           where id = $1 and status in ('dead', 'cancelled')
          returning {RUN_COLUMNS}"
     );
@@ -627,6 +644,49 @@ pub async fn run_cancel(
     run_id: &str,
     by: &str,
 ) -> Result<Option<Cancelled>> {
+    run_stop(conn, run_id, by, Stop::Cancel).await
+}
+
+/// How an operator stops a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// A running run stops at its next step boundary.
+    Cancel,
+    /// A running run's steps are stopped at once: its worker is told on
+    /// [`TERMINATE_CHANNEL`] (and finds it at its next heartbeat,
+    /// [`runs_terminating`]); their attempts are recorded `terminated`.
+    Terminate,
+}
+
+/// Where the worker advancing a run learns that an operator terminated it: the payload
+/// is the run's id.
+pub const TERMINATE_CHANNEL: &str = "cairn_terminate";
+
+/// [`run_cancel`], stopping a running run's steps at once; its child runs are
+/// terminated too.
+pub async fn run_terminate(
+    conn: &mut PgConnection,
+    run_id: &str,
+    by: &str,
+) -> Result<Option<Cancelled>> {
+    run_stop(conn, run_id, by, Stop::Terminate).await
+}
+
+fn run_stop<'a>(
+    conn: &'a mut PgConnection,
+    run_id: &'a str,
+    by: &'a str,
+    how: Stop,
+) -> futures::future::BoxFuture<'a, Result<Option<Cancelled>>> {
+    Box::pin(run_stop_inner(conn, run_id, by, how))
+}
+
+async fn run_stop_inner(
+    conn: &mut PgConnection,
+    run_id: &str,
+    by: &str,
+    how: Stop,
+) -> Result<Option<Cancelled>> {
     let status: Option<RunStatus> =
         sqlx::query_scalar("select status from runs where id = $1 for update")
             .bind(run_id)
@@ -647,8 +707,32 @@ pub async fn run_cancel(
             .await?;
             cancel_steps(conn, run_id).await?;
             event_append(conn, run_id, "run_cancelled", None, json!({ "by": by })).await?;
-            cancel_children(conn, run_id, by).await?;
+            cancel_children(conn, run_id, by, how).await?;
             Ok(Some(Cancelled::Now))
+        }
+        RunStatus::Running if how == Stop::Terminate => {
+            sqlx::query!(
+                "update runs set cancel_requested_at = coalesce(cancel_requested_at, now()),
+                        terminate_requested_at = coalesce(terminate_requested_at, now())
+                  where id = $1",
+                run_id
+            )
+            .execute(&mut *conn)
+            .await?;
+            event_append(
+                conn,
+                run_id,
+                "run_terminate_requested",
+                None,
+                json!({ "by": by }),
+            )
+            .await?;
+            // Sent when the transaction commits: the worker finds the request written.
+            sqlx::query!("select pg_notify($1, $2)", TERMINATE_CHANNEL, run_id)
+                .execute(&mut *conn)
+                .await?;
+            cancel_children(conn, run_id, by, how).await?;
+            Ok(Some(Cancelled::Requested))
         }
         RunStatus::Running => {
             sqlx::query(
@@ -665,7 +749,7 @@ pub async fn run_cancel(
                 json!({ "by": by }),
             )
             .await?;
-            cancel_children(conn, run_id, by).await?;
+            cancel_children(conn, run_id, by, how).await?;
             Ok(Some(Cancelled::Requested))
         }
         finished @ (RunStatus::Succeeded | RunStatus::Dead | RunStatus::Cancelled) => {
@@ -674,11 +758,13 @@ pub async fn run_cancel(
     }
 }
 
-/// Cancelling a run cancels the child runs its `workflow` steps started.
+/// Cancelling (terminating) a run cancels (terminates) the child runs its `workflow`
+/// steps started.
 fn cancel_children<'a>(
     conn: &'a mut PgConnection,
     run_id: &'a str,
     by: &'a str,
+    how: Stop,
 ) -> futures::future::BoxFuture<'a, Result<()>> {
     Box::pin(async move {
         let children: Vec<String> = sqlx::query_scalar(
@@ -690,19 +776,34 @@ fn cancel_children<'a>(
         .fetch_all(&mut *conn)
         .await?;
         for child in children {
-            run_cancel(conn, &child, &format!("{by} (parent {run_id} cancelled)")).await?;
+            let by = format!("{by} (parent {run_id} cancelled)");
+            run_stop(conn, &child, &by, how).await?;
         }
         Ok(())
     })
 }
 
+/// Closes a cancelled run's steps: attempts still running are `terminated` when an
+/// operator terminated the run (each with a `step_terminated` event), `abandoned`
+/// otherwise; unfinished steps are `cancelled`.
 async fn cancel_steps(conn: &mut PgConnection, run_id: &str) -> Result<()> {
-    sqlx::query(
-        "update step_attempts set status = 'abandoned', finished_at = clock_timestamp(),
-                error = 'abandoned: the run was cancelled'
-          where run_id = $1 and status = 'running'",
+    sqlx::query!(
+        "with run as (select terminate_requested_at is not null as terminated from runs where id = $1),
+              closed as (
+                update step_attempts
+                   set status = case when (select terminated from run) then 'terminated' else 'abandoned' end,
+                       finished_at = clock_timestamp(),
+                       error = case when (select terminated from run)
+                                    then 'terminated: an operator stopped the run'
+                                    else 'abandoned: the run was cancelled' end
+                 where run_id = $1 and status = 'running'
+                returning step_id, attempt, status)
+         insert into run_events (run_id, kind, step_id, data)
+         select $1, 'step_terminated', step_id, jsonb_build_object('attempt', attempt)
+           from closed where status = 'terminated'
+          order by step_id",
+        run_id
     )
-    .bind(run_id)
     .execute(&mut *conn)
     .await?;
     sqlx::query(
@@ -739,7 +840,21 @@ pub async fn run_cancel_finish(conn: &mut PgConnection, lease: &Lease) -> Result
         json!({ "worker": lease.owner }),
     )
     .await?;
-    cancel_children(conn, &lease.run_id, &lease.owner).await
+    cancel_children(conn, &lease.run_id, &lease.owner, Stop::Cancel).await
+}
+
+/// Those of `ids` an operator asked to terminate: a worker's check, at each heartbeat,
+/// for a request whose notification it missed.
+pub async fn runs_terminating(pool: &sqlx::PgPool, ids: &[String]) -> Result<Vec<String>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(sqlx::query_scalar!(
+        "select id from runs where id = any($1) and terminate_requested_at is not null",
+        ids
+    )
+    .fetch_all(pool)
+    .await?)
 }
 
 /// Makes the given steps of a new run into copies of another run's checkpoints.
@@ -783,14 +898,21 @@ fn insert_statement(more: &str) -> String {
         "with new as (
              insert into runs (id, workflow, definition_hash, input, idempotency_key,
                                request_hash, user_id, project_id, parent_run_id, parent_step_id,
-                               pinned)
+                               pinned, concurrency_key, concurrency_limit, concurrency_seq,
+                               admitted)
              select r.id, $5, $6, r.input, r.idempotency_key, r.request_hash, $7, $8, $9, $10,
-                    $15
-               from unnest($1::text[], $2::jsonb[], $3::text[], $4::text[])
-                    as r (id, input, idempotency_key, request_hash)
+                    $15, r.concurrency_key,
+                    case when r.concurrency_key is not null then $17::integer end,
+                    case when r.concurrency_key is not null
+                         then nextval('runs_concurrency_seq') end,
+                    r.concurrency_key is null
+               from unnest($1::text[], $2::jsonb[], $3::text[], $4::text[], $16::text[])
+                       with ordinality
+                    as r (id, input, idempotency_key, request_hash, concurrency_key, ord)
               where exists (select from workflow_definitions where hash = $6)
+              order by r.ord
              on conflict (idempotency_key) where idempotency_key is not null do nothing
-             returning id
+             returning id, concurrency_key
          ), new_steps as (
              insert into steps (run_id, step_id)
              select new.id, s.step_id from new cross join unnest($11::text[]) as s (step_id)
@@ -823,6 +945,12 @@ pub struct RunInsertManyParams<'a> {
     /// Pin the runs (their workflow says `retain = "forever"`); children of a pinned
     /// parent are pinned whatever this says.
     pub pinned: bool,
+    /// Each run's concurrency key, when its workflow has a limit (empty otherwise):
+    /// a keyed run gets no wake-up here, it waits to be admitted
+    /// ([`super::concurrency::concurrency_admit`]).
+    pub concurrency_keys: &'a [Option<&'a str>],
+    /// The workflow's concurrency limit, for the keyed runs.
+    pub concurrency_limit: Option<i32>,
 }
 
 /// Wake-ups [`run_insert_many`] queues with the runs it creates: an apalis job of
@@ -853,7 +981,7 @@ pub(super) static INSERT_MANY: LazyLock<String> = LazyLock::new(|| {
                 ''::hstore
            from new join unnest($1::text[], $14::text[]) as w (run_id, job_id)
                 on w.run_id = new.id
-          where $13::text is not null
+          where $13::text is not null and new.concurrency_key is null
      )",
     )
 });
@@ -905,6 +1033,8 @@ pub async fn run_insert_many(
     .bind(p.wakes.map(|w| w.queue))
     .bind(p.wakes.map(|w| w.job_ids))
     .bind(p.pinned || parent_pinned(conn, p.origin).await?)
+    .bind(p.concurrency_keys)
+    .bind(p.concurrency_limit)
     .fetch_all(&mut *conn)
     .await?;
     // A null id: the definition is not stored, and nothing was inserted.
@@ -955,6 +1085,8 @@ mod tests {
             request_hashes: hashes,
             wakes: None,
             pinned: false,
+            concurrency_keys: &[],
+            concurrency_limit: None,
         }
     }
 
@@ -990,6 +1122,7 @@ mod tests {
                 replay_of: None,
                 origin: &origin,
                 pinned: false,
+                concurrency: None,
             },
         )
         .await;
@@ -1040,6 +1173,7 @@ mod tests {
                 replay_of: Some("parent"),
                 origin: &child_origin,
                 pinned: false,
+                concurrency: None,
             },
         )
         .await

@@ -44,23 +44,29 @@ pub async fn worker_register(pool: &PgPool, p: WorkerRegisterParams<'_>) -> Resu
     Ok(())
 }
 
-/// The statement of [`worker_heartbeat`]: extends the leases `$1` holds.
+/// The statement of [`worker_heartbeat`]: extends the leases of the runs `$3` that
+/// `$1` still holds.
 pub(super) const HEARTBEAT: &str = "with mine as (
               select id from runs
-               where lease_owner = $1 and status = 'running'
-                 and lease_expires_at > clock_timestamp() and id <> all ($3)
+               where id = any ($3) and lease_owner = $1 and status = 'running'
+                 and lease_expires_at > clock_timestamp()
                order by id
                  for no key update)
          update runs r set lease_expires_at = clock_timestamp() + make_interval(secs => $2)
            where r.id = any (array(select id from mine))";
 
-/// Records a heartbeat and extends the unexpired leases this worker holds, except those
-/// of `except` (runs it gave up on); returns how many runs it holds.
+/// Records a heartbeat and extends the unexpired leases of `held`, the runs this worker
+/// knows it holds; returns how many it extended.
+///
+/// Only the runs named are extended, never every run leased to the worker: a lease
+/// the worker does not know of (its fetch committed but the answer was lost when the
+/// database went away) must expire so that the rescuer requeues the run. Extending it
+/// would keep the run `running`, untouched, for as long as the worker lives.
 pub async fn worker_heartbeat(
     pool: &PgPool,
     id: &str,
     ttl: std::time::Duration,
-    except: &[String],
+    held: &[String],
 ) -> Result<u64> {
     let mut tx = pool.begin().await?;
     sqlx::query!(
@@ -76,15 +82,19 @@ pub async fn worker_heartbeat(
     // skipping it (`skip locked`): those locks last one short statement or transaction,
     // while a skipped run keeps its old expiry until the next beat, and a run the writer
     // touches at every beat could be skipped until its live lease expired.
-    let held = sqlx::query(HEARTBEAT)
-        .bind(id)
-        .bind(ttl.as_secs_f64())
-        .bind(except)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let extended = if held.is_empty() {
+        0
+    } else {
+        sqlx::query(HEARTBEAT)
+            .bind(id)
+            .bind(ttl.as_secs_f64())
+            .bind(held)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+    };
     tx.commit().await?;
-    Ok(held)
+    Ok(extended)
 }
 
 pub async fn worker_stop(pool: &PgPool, id: &str) -> Result<()> {
@@ -125,6 +135,76 @@ mod tests {
     use crate::store::steps::{Transition, step_transitions};
     use crate::store::{Lease, StoreError, runs};
     use crate::workflow::Definition;
+
+    /// A run leased to the worker that the worker does not know it holds — its fetch
+    /// committed, but the answer was lost as the database restarted — is not extended:
+    /// its lease expires and the rescuer requeues it. Extending every lease of the owner
+    /// kept such runs `running` and untouched for as long as the worker lived.
+    #[sqlx::test(migrations = false)]
+    async fn a_heartbeat_extends_only_the_runs_the_worker_knows_it_holds(pool: PgPool) {
+        crate::queue::migrate(&pool).await.expect("migrate");
+        let def = Definition::parse(
+            "one",
+            "one.toml",
+            "[[steps]]\nid = \"s\"\nkind = \"pass\"\n",
+        )
+        .expect("valid");
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let Ok(Ok(Submitted::Created(run))) = submit(&pool, &def, &json!({}), None).await
+            else {
+                panic!("the run was not created");
+            };
+            runs::run_lease_acquire(&pool, &run.id, "w", Duration::from_secs(5))
+                .await
+                .expect("acquire")
+                .expect("the lease is free");
+            ids.push(run.id);
+        }
+        let (known, lost) = (&ids[0], &ids[1]);
+        worker_register(
+            &pool,
+            WorkerRegisterParams {
+                id: "w",
+                hostname: "h",
+                pid: 1,
+                version: "v",
+                concurrency: 1,
+            },
+        )
+        .await
+        .expect("register");
+        let extended = worker_heartbeat(
+            &pool,
+            "w",
+            Duration::from_secs(600),
+            std::slice::from_ref(known),
+        )
+        .await
+        .expect("heartbeat");
+        assert_eq!(extended, 1);
+        let left = |id: String| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, f64>(
+                    "select extract(epoch from lease_expires_at - clock_timestamp())::float8
+                       from runs where id = $1",
+                )
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .expect("lease")
+            }
+        };
+        assert!(
+            left(known.clone()).await > 500.0,
+            "the known run's lease is extended"
+        );
+        assert!(
+            left(lost.clone()).await < 6.0,
+            "the unknown run's lease is left to expire"
+        );
+    }
 
     /// A heartbeat and the writer's batched transitions lock the same runs at the same
     /// time, over and over: they must wait for each other, never deadlock. The runs are

@@ -76,6 +76,53 @@ pub struct Workflow {
     /// deletes it. Without it, runs go when the cluster's retention windows say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retain: Option<Retain>,
+    /// `[concurrency]`: at most `limit` runs with the same key at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
+}
+
+/// A workflow's concurrency limit: at most `limit` of its runs with the same key hold a
+/// slot at once (from their start until they finish); the others wait, queued, and
+/// start in submit order as slots free up. The key is a template of the input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Concurrency {
+    pub key: String,
+    pub limit: i32,
+}
+
+impl Concurrency {
+    /// The largest limit a workflow may set.
+    pub const LIMIT_MAX: i64 = 10_000;
+    /// The longest key a run may get, in bytes.
+    pub const KEY_MAX_LEN: usize = 200;
+
+    /// The key of a run with this (validated) input.
+    pub fn key_for(&self, input: &serde_json::Value) -> Result<String, InputError> {
+        let err = |message: String| InputError {
+            field: String::new(),
+            message,
+        };
+        let ctx = minijinja::Value::from(std::collections::BTreeMap::from([(
+            "input",
+            minijinja::Value::from(minijinja::value::Serde(input)),
+        )]));
+        let rendered = template::render_str(&self.key, &ctx)
+            .map_err(|e| err(format!("the concurrency key cannot be rendered: {e}")))?;
+        let key = match rendered {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        if key.len() > Self::KEY_MAX_LEN {
+            return Err(err(format!(
+                "the concurrency key is {} bytes long; at most {} are allowed",
+                key.len(),
+                Self::KEY_MAX_LEN
+            )));
+        }
+        Ok(key)
+    }
 }
 
 /// How long a workflow's runs are kept, when the workflow decides it.
@@ -345,6 +392,18 @@ impl Workflow {
             .iter()
             .filter(|s| !needed.contains(s.id.as_str()))
             .collect()
+    }
+
+    /// The concurrency key and limit of a run with this (validated) input, when the
+    /// workflow has a `[concurrency]` limit.
+    pub fn concurrency_for(
+        &self,
+        input: &serde_json::Value,
+    ) -> Result<Option<(String, i32)>, InputError> {
+        self.concurrency
+            .as_ref()
+            .map(|c| c.key_for(input).map(|key| (key, c.limit)))
+            .transpose()
     }
 
     /// Whether runs of this workflow are pinned when they are queued.

@@ -63,6 +63,14 @@ struct RawWorkflow {
     steps: Vec<Spanned<RawStep>>,
     #[serde(default)]
     schedules: Vec<Spanned<RawSchedule>>,
+    concurrency: Option<Spanned<RawConcurrency>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConcurrency {
+    key: Spanned<String>,
+    limit: Spanned<i64>,
 }
 
 #[derive(Deserialize)]
@@ -383,6 +391,11 @@ pub fn parse_workflow(name: &str, file: &str, source: &str) -> Result<Workflow, 
         }
     };
 
+    let concurrency = raw
+        .concurrency
+        .as_ref()
+        .and_then(|c| parse_concurrency(&mut cx, c.get_ref(), &input));
+
     if cx.diagnostics.is_empty() {
         Ok(Workflow {
             name: name.to_owned(),
@@ -392,6 +405,7 @@ pub fn parse_workflow(name: &str, file: &str, source: &str) -> Result<Workflow, 
             steps,
             schedules,
             retain,
+            concurrency,
         })
     } else {
         cx.diagnostics.sort_by_key(|d| (d.line, d.column));
@@ -1114,6 +1128,66 @@ fn parse_step(
     })
 }
 
+/// `[concurrency]`: the key is a template of the input alone (it is rendered when the run
+/// is submitted, before any step has run), the limit a positive count.
+fn parse_concurrency(
+    cx: &mut Ctx<'_>,
+    raw: &RawConcurrency,
+    input: &[InputField],
+) -> Option<super::Concurrency> {
+    let before = cx.diagnostics.len();
+    let key = raw.key.get_ref();
+    if key.trim().is_empty() {
+        cx.error(raw.key.span(), "[concurrency] key: give a template such as \"{{ input.project_id }}\", or a fixed name".to_owned());
+    } else if template::is_template(key) {
+        match template::check(key, false) {
+            Ok(vars) => {
+                let beyond: Vec<&String> = vars
+                    .iter()
+                    .filter(|v| v.split('.').next() != Some("input"))
+                    .collect();
+                for var in &beyond {
+                    cx.error(
+                        raw.key.span(),
+                        format!(
+                            "[concurrency] key reads `{var}`, but it is rendered when the run is submitted, from `input` alone"
+                        ),
+                    );
+                }
+                if beyond.is_empty() {
+                    check_template(
+                        cx,
+                        raw.key.span(),
+                        key,
+                        false,
+                        input,
+                        &BTreeSet::new(),
+                        "[concurrency] key",
+                    );
+                }
+            }
+            Err(e) => cx.error(
+                raw.key.span(),
+                format!("[concurrency] key: bad template: {e}"),
+            ),
+        }
+    }
+    let limit = *raw.limit.get_ref();
+    if !(1..=super::Concurrency::LIMIT_MAX).contains(&limit) {
+        cx.error(
+            raw.limit.span(),
+            format!(
+                "[concurrency] limit is how many runs of one key may hold a slot at once: 1 to {}, not {limit}",
+                super::Concurrency::LIMIT_MAX
+            ),
+        );
+    }
+    (cx.diagnostics.len() == before).then(|| super::Concurrency {
+        key: key.clone(),
+        limit: limit as i32,
+    })
+}
+
 /// `[[schedules]]`: each entry's expression, zone, policies and input are checked
 /// now, so a bad schedule is a load-time error like a bad step.
 fn parse_schedules(
@@ -1452,6 +1526,63 @@ needs = ["ask"]
                 && e[0].contains("`run.deliveries.ask`, but only `wait` steps have delivery keys"),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn concurrency_keys_come_from_the_input_and_limits_are_positive() {
+        let steps = "[[steps]]\nid = \"s\"\nkind = \"pass\"\n";
+        let input = "[input]\nproject = { type = \"string\" }\n\n";
+        let ok = parse_workflow(
+            "wf",
+            "wf.toml",
+            &format!(
+                "{input}[concurrency]\nkey = \"{{{{ input.project }}}}\"\nlimit = 2\n\n{steps}"
+            ),
+        )
+        .expect("a key of the input parses");
+        let c = ok.concurrency.clone().expect("a limit");
+        assert_eq!((c.key.as_str(), c.limit), ("{{ input.project }}", 2));
+        assert_eq!(
+            ok.concurrency_for(&serde_json::json!({ "project": "p7" }))
+                .expect("a key"),
+            Some(("p7".to_owned(), 2))
+        );
+        let fixed = parse_workflow(
+            "wf",
+            "wf.toml",
+            &format!("[concurrency]\nkey = \"openai\"\nlimit = 60\n\n{steps}"),
+        )
+        .expect("a fixed key parses");
+        assert_eq!(
+            fixed
+                .concurrency_for(&serde_json::json!({}))
+                .expect("a key"),
+            Some(("openai".to_owned(), 60))
+        );
+
+        let e = errors(&format!(
+            "{input}[concurrency]\nkey = \"{{{{ steps.s.output }}}}\"\nlimit = 2\n\n{steps}"
+        ));
+        assert!(
+            e.len() == 1
+                && e[0].starts_with("wf.toml:5:")
+                && e[0].contains("rendered when the run is submitted, from `input` alone"),
+            "{e:?}"
+        );
+        let e = errors(&format!(
+            "{input}[concurrency]\nkey = \"{{{{ input.nope }}}}\"\nlimit = 2\n\n{steps}"
+        ));
+        assert!(e.iter().any(|e| e.contains("`input.nope`")), "{e:?}");
+        let e = errors(&format!("[concurrency]\nkey = \"k\"\nlimit = 0\n\n{steps}"));
+        assert!(
+            e.iter()
+                .any(|e| e.starts_with("wf.toml:3:") && e.contains("1 to 10000, not 0")),
+            "{e:?}"
+        );
+        let e = errors(&format!(
+            "[concurrency]\nkey = \"k\"\nlimit = 1\nper = 3\n\n{steps}"
+        ));
+        assert!(e.iter().any(|e| e.contains("per")), "{e:?}");
     }
 
     #[test]
