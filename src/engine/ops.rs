@@ -10,6 +10,7 @@ use super::{EngineError, Result, writer};
 use crate::queue::{self, Wake};
 use crate::store::runs::{Cancelled, RunFilter, RunInsertParams, RunInserted, RunRow};
 use crate::store::{self};
+use crate::telemetry::metrics;
 use crate::workflow::{Definition, InputError, Registry, Workflow, content_hash};
 
 /// Bulk operations touch at most this many runs per transaction.
@@ -159,6 +160,7 @@ pub async fn replay(
     .await?;
     queue::enqueue(&mut tx, &[Wake::now(&id)]).await?;
     tx.commit().await?;
+    metrics::runs_submitted(&workflow.name, 1);
     Ok(Ok(run))
 }
 
