@@ -41,7 +41,7 @@ fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-/// A `cairn api` child process, killed when dropped.
+/// A `cairn api` (or `cairn scheduler`) child process, killed when dropped.
 struct ApiProcess {
     child: Child,
     dir: PathBuf,
@@ -458,4 +458,37 @@ async fn api_and_worker_export_every_metric_the_alerts_and_dashboard_use(pool: P
         }
     }
     drop(worker);
+}
+
+/// `cairn scheduler --metrics-listen` serves its own metrics (the runs its ticks
+/// submit are counted there).
+#[sqlx::test(migrations = false)]
+async fn a_scheduler_serves_its_own_metrics(pool: PgPool) {
+    migrate(&pool).await;
+    let dir = std::env::temp_dir().join(format!("cairn-metrics-{}", ulid::Ulid::generate()));
+    std::fs::create_dir_all(dir.join("workflows")).unwrap();
+    std::fs::write(dir.join("workflows/fine.toml"), FINE).unwrap();
+    let log = dir.join("scheduler.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["scheduler", "--metrics-listen", "127.0.0.1:0"])
+        .current_dir(&dir)
+        .env("DATABASE_URL", database_url(&pool))
+        .env("RUST_LOG", "info")
+        .env_remove("CAIRN_WORKFLOWS_DIR")
+        .env_remove("CAIRN_METRICS_LISTEN")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("cairn scheduler starts");
+    let addr = logged_addr(&log, "metrics listening", &mut child).await;
+    let scheduler = ApiProcess {
+        child,
+        dir,
+        base: String::new(),
+        metrics: format!("http://{addr}/metrics"),
+    };
+    let scraped = scrape(&scheduler.metrics).await;
+    for name in ["cairn_build_info", "process_resident_memory_bytes"] {
+        assert!(scraped.names.contains(name), "{:?}", scraped.names);
+    }
 }
