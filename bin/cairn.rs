@@ -4,7 +4,8 @@
 
 use anyhow::{Context, Result};
 use cairn::config::{
-    ApiArgs, DatabaseArgs, DevArgs, SchedulerArgs, WebhookArgs, WorkerArgs, WorkflowArgs,
+    ApiArgs, DatabaseArgs, DevArgs, MetricsArgs, SchedulerArgs, WebhookArgs, WorkerArgs,
+    WorkflowArgs,
 };
 use cairn::startup::{self, PoolKind, close};
 use clap::{Parser, Subcommand};
@@ -49,6 +50,8 @@ enum Command {
         db: DatabaseArgs,
         #[command(flatten)]
         worker: WorkerArgs,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// Start schedules' runs at their cron ticks: each tick once, however many
     /// schedulers run. Syncs the workflow files' `[[schedules]]` on start.
@@ -59,6 +62,8 @@ enum Command {
         workflows: WorkflowArgs,
         #[command(flatten)]
         scheduler: SchedulerArgs,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// Users and tokens, from the shell (e.g. the first admin).
     Admin {
@@ -218,12 +223,20 @@ async fn run(command: Command) -> Result<()> {
             close(pool).await;
             served?;
         }
-        Command::Worker { db, worker } => {
+        Command::Worker {
+            db,
+            worker,
+            metrics,
+        } => {
+            let metrics = startup::metrics_listener(&metrics).await?;
             let pool = startup::connect(&db, PoolKind::Quiet, true).await?;
             let settings = startup::worker_settings(&worker, &db).await?;
             let step_pool = settings.step_pool.clone();
-            let ran =
-                cairn::worker::run(pool.clone(), settings, cairn::shutdown::on_signal()).await;
+            let ran = startup::serving_metrics(
+                metrics,
+                cairn::worker::run(pool.clone(), settings, cairn::shutdown::on_signal()),
+            )
+            .await;
             if let Some(p) = step_pool {
                 close(p).await;
             }
@@ -234,14 +247,19 @@ async fn run(command: Command) -> Result<()> {
             db,
             workflows,
             scheduler,
+            metrics,
         } => {
             let registry = startup::load_workflows(&workflows)?;
+            let metrics = startup::metrics_listener(&metrics).await?;
             let pool = startup::connect(&db, PoolKind::Plain, true).await?;
-            let ran = startup::run_scheduler(
-                pool.clone(),
-                registry,
-                &scheduler,
-                cairn::shutdown::on_signal(),
+            let ran = startup::serving_metrics(
+                metrics,
+                startup::run_scheduler(
+                    pool.clone(),
+                    registry,
+                    &scheduler,
+                    cairn::shutdown::on_signal(),
+                ),
             )
             .await;
             close(pool).await;

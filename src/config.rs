@@ -238,6 +238,27 @@ impl WorkerArgs {
     }
 }
 
+/// `cairn worker`'s and `cairn scheduler`'s own metrics (the API serves its own at
+/// `/metrics`; `cairn dev` serves the one process's there).
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArgs {
+    /// Serve this process's metrics (Prometheus text at `/metrics`) on this address,
+    /// without authentication, e.g. `0.0.0.0:9090`. Keep it off the public network.
+    /// Without it the process records no metrics.
+    #[arg(long, env = "CAIRN_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+}
+
+impl MetricsArgs {
+    /// `--metrics-listen` unless unset or empty.
+    pub fn listen(&self) -> Option<&str> {
+        self.metrics_listen
+            .as_deref()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+    }
+}
+
 /// `cairn scheduler`.
 #[derive(Debug, Clone, Args)]
 pub struct SchedulerArgs {

@@ -29,8 +29,8 @@
 //!   database's `CHECK`s; pure.
 //! * [`delivery`] — the per-delivery keys that sign webhook results for `wait` steps;
 //!   pure.
-//! * [`telemetry`], [`shutdown`] — logging, process identity and signals, for every
-//!   process.
+//! * [`telemetry`], [`shutdown`] — logging, metrics, process identity and signals, for
+//!   every process.
 //!
 //! `docs/ARCHITECTURE.md` walks through a run's journey across these layers.
 

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::AppState;
-use crate::config::{ApiArgs, DatabaseArgs, SchedulerArgs, WorkerArgs, WorkflowArgs};
+use crate::config::{ApiArgs, DatabaseArgs, MetricsArgs, SchedulerArgs, WorkerArgs, WorkflowArgs};
 use crate::queue::{self, QueueError};
 use crate::scheduler::{self, SchedulerError, SchedulerSettings};
 use crate::store::{self, StoreError, connect::ConnectError};
@@ -219,6 +219,39 @@ pub async fn bind(addr: &str, flag: &'static str) -> Result<TcpListener> {
         })
 }
 
+/// A worker's or scheduler's `--metrics-listen` listener, bound (so a taken address
+/// fails the start), with recording started; `None` without the flag.
+pub async fn metrics_listener(args: &MetricsArgs) -> Result<Option<TcpListener>> {
+    match args.listen() {
+        Some(addr) => {
+            let listener = bind(addr, "--metrics-listen, CAIRN_METRICS_LISTEN").await?;
+            crate::telemetry::metrics::install();
+            Ok(Some(listener))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Runs `service` and, while it runs, serves this process's metrics on `listener`.
+pub async fn serving_metrics<T, E>(
+    listener: Option<TcpListener>,
+    service: impl std::future::Future<Output = std::result::Result<T, E>>,
+) -> std::result::Result<T, E> {
+    let Some(listener) = listener else {
+        return service.await;
+    };
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(crate::telemetry::metrics::serve(listener, stop.clone()));
+    let out = service.await;
+    stop.cancel();
+    match server.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "serving metrics failed"),
+        Err(e) => tracing::warn!(error = %e, "the metrics server stopped"),
+        Ok(Ok(())) => {}
+    }
+    out
+}
+
 /// The API, bound and configured, not yet serving: [`Api::build`] then [`Api::run`].
 /// Tests adjust [`Api::state`] in between.
 pub struct Api {
@@ -238,6 +271,7 @@ impl Api {
         api: &ApiArgs,
         webhook_secret: Option<String>,
     ) -> Result<Api> {
+        crate::telemetry::metrics::install();
         let mut state = AppState::new(pool, workflows);
         state.cookie_secure = api.cookie_secure;
         state.token_ttl = api.token_ttl.0;

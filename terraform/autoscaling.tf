@@ -1,13 +1,8 @@
 # Worker autoscaling on queue depth.
 #
-# NOT LIVE YET: nothing publishes the Cairn/QueueDepth metric today (see README.md).
-# Until a publisher exists, the queue-depth policy's alarms sit in INSUFFICIENT_DATA
-# and never scale; the CPU policy below still works, and the worker count otherwise
-# stays at worker_min_count.
-#
-# The publisher must put, at least once a minute:
+# The collector beside each api container (queue_metric.tf) publishes, every 30 s:
 #   namespace  Cairn
-#   metric     QueueDepth  (unit Count): runs ready to be claimed, all workflows
+#   metric     QueueDepth  (unit Count): queued runs, summed over workflows
 #   dimension  Deployment = "<name>-<environment>" (the queue_metric output)
 #
 # The policy tracks queued runs per running worker task:
@@ -46,8 +41,8 @@ resource "aws_appautoscaling_policy" "worker_queue_depth" {
         return_data = false
 
         metric_stat {
+          # No unit filter: a datapoint published without its unit still counts.
           stat = "Average"
-          unit = "Count"
 
           metric {
             namespace   = local.queue_metric_namespace
@@ -96,7 +91,7 @@ resource "aws_appautoscaling_policy" "worker_queue_depth" {
   }
 }
 
-# Fallback while the queue metric is missing, and a guard when steps are CPU-bound.
+# A guard when steps are CPU-bound, and the fallback should the queue metric stop.
 resource "aws_appautoscaling_policy" "worker_cpu" {
   name               = "${local.name}-worker-cpu"
   policy_type        = "TargetTrackingScaling"

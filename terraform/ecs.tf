@@ -61,6 +61,9 @@ locals {
       # The ALB appends the client's address to X-Forwarded-For: sign-in limits count
       # per client, not per load balancer node.
       { name = "CAIRN_TRUST_FORWARDED_FOR", value = "true" },
+      # /metrics on loopback, for the queue-depth collector beside it (queue_metric.tf);
+      # the load balancer's listener no longer serves it.
+      { name = "CAIRN_METRICS_LISTEN", value = local.api_metrics_addr },
     ],
     var.llm_prices == "" ? [] : [{ name = "CAIRN_LLM_PRICES", value = var.llm_prices }],
   )
@@ -168,8 +171,8 @@ resource "aws_iam_role_policy" "execution_secrets" {
   policy = data.aws_iam_policy_document.execution_secrets.json
 }
 
-# Used by the Cairn processes. They need no AWS API today; PutMetricData (only into
-# the Cairn namespace) is there for the queue-depth publisher (autoscaling.tf).
+# Used by the Cairn processes, which need no AWS API, and by the queue-depth collector
+# beside the api (queue_metric.tf), which writes to its own log group only.
 resource "aws_iam_role" "task" {
   name               = "${local.name}-ecs-task"
   assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
@@ -177,15 +180,9 @@ resource "aws_iam_role" "task" {
 
 data "aws_iam_policy_document" "task" {
   statement {
-    sid       = "PublishCairnMetrics"
-    actions   = ["cloudwatch:PutMetricData"]
-    resources = ["*"]
-
-    condition {
-      test     = "StringEquals"
-      variable = "cloudwatch:namespace"
-      values   = [local.queue_metric_namespace]
-    }
+    sid       = "PublishQueueDepth"
+    actions   = ["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"]
+    resources = [aws_cloudwatch_log_group.queue_metric.arn, "${aws_cloudwatch_log_group.queue_metric.arn}:*"]
   }
 
   dynamic "statement" {
@@ -265,6 +262,7 @@ resource "aws_ecs_task_definition" "api" {
         }
       }
     },
+    local.queue_metric_container,
   ])
 }
 

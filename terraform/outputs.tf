@@ -65,7 +65,7 @@ output "log_groups" {
 }
 
 output "queue_metric" {
-  description = "The metric the worker autoscaling policy expects someone to publish (nothing does yet)."
+  description = "The metric the worker autoscaling policy reads, published by the collector in the api task (queue_metric.tf)."
   value = {
     namespace  = local.queue_metric_namespace
     name       = local.queue_metric_name

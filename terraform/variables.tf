@@ -133,6 +133,12 @@ variable "rust_log" {
   default     = "info"
 }
 
+variable "otel_collector_image" {
+  description = "AWS Distro for OpenTelemetry collector image run beside each api container to publish the queue depth to CloudWatch (queue_metric.tf); pin a tag or digest you have vetted."
+  type        = string
+  default     = "public.ecr.aws/aws-observability/aws-otel-collector:v0.49.0"
+}
+
 variable "log_retention_days" {
   description = "How long CloudWatch keeps the services' logs."
   type        = number

@@ -475,7 +475,7 @@ async fn metrics_need_a_viewer_or_their_own_listener(pool: PgPool) {
         .unwrap();
     assert_eq!(scraped.status().as_u16(), 200);
     let text = scraped.text().await.unwrap();
-    assert!(text.contains("cairn_runs"), "{text}");
+    assert!(text.contains("cairn_build_info"), "{text}");
     // Within the cache's lifetime, a scrape reuses the rendering.
     submit(&pool, &definition("greet", GREET), json!({})).await;
     let again = api

@@ -1,26 +1,32 @@
-//! `/metrics`: Prometheus text exposition, computed from the database so every API
-//! replica reports the same numbers. Names are prefixed `cairn_`.
+//! `/metrics`: this API process's metrics in Prometheus' text format (see
+//! [`crate::telemetry::metrics`]) — its requests and submits, counted as they happen —
+//! with the gauges only the database knows: queue depth and oldest-queued age per
+//! workflow, live workers, stuck runs. Workers serve their own counters on their own
+//! listener (`cairn worker --metrics-listen`).
 //!
-//! The aggregates scan whole tables, so a scrape must not be something anyone can
-//! repeat at will: on the main listener it needs a viewer (or it is served on a
-//! listener of its own, `--metrics-listen`), one rendering serves every scrape for
-//! [`CACHE_FOR`] (concurrent scrapes wait for the one rendering), and its queries are
-//! cancelled past [`QUERY_TIMEOUT`].
+//! The gauges are read with indexed queries (queued runs by their status index, running
+//! runs by their lease index, the small `workers` table), never a scan of the run
+//! history, and still a scrape must not be something anyone can repeat at will: on the
+//! main listener it needs a viewer (or it is served on a listener of its own,
+//! `--metrics-listen`), one rendering serves every scrape for [`CACHE_FOR`] (concurrent
+//! scrapes wait for the one rendering), and its queries are cancelled past
+//! [`QUERY_TIMEOUT`].
 
-use std::fmt::Write;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sqlx::PgPool;
 use tokio::time::Instant;
 
 use super::auth::Viewer;
 use super::workers::HEARTBEAT_STALE;
 use super::{ApiError, AppState};
 use crate::store;
+use crate::telemetry::metrics;
 
 /// How long one rendering answers scrapes. Prometheus scrapes every 15 s or more, and
 /// several replicas of Prometheus (or a dashboard) share it.
@@ -28,19 +34,17 @@ const CACHE_FOR: Duration = Duration::from_secs(5);
 /// `statement_timeout` of a rendering's queries.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The last rendering and when it was made. The lock is held while rendering, so
-/// scrapes that arrive meanwhile wait for it instead of running the queries again.
+/// The last rendering and when it was made, and the workflows whose queue gauges were
+/// ever set (a workflow whose queue emptied reads 0, not its last depth). The lock is
+/// held while rendering, so scrapes that arrive meanwhile wait for it instead of
+/// running the queries again.
 #[derive(Debug, Default)]
-pub struct Cache(tokio::sync::Mutex<Option<(Instant, Bytes)>>);
+pub struct Cache(tokio::sync::Mutex<Rendered>);
 
-const DURATION_BOUNDS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-];
-
-fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+#[derive(Debug, Default)]
+pub struct Rendered {
+    last: Option<(Instant, Bytes)>,
+    workflows: BTreeSet<String>,
 }
 
 /// `/metrics` on the main listener: for viewers.
@@ -55,103 +59,60 @@ pub async fn metrics_open(State(state): State<AppState>) -> Result<Response, Api
 
 async fn scrape(state: &AppState) -> Result<Response, ApiError> {
     let mut cached = state.metrics.0.lock().await;
-    let text = match &*cached {
+    let text = match &cached.last {
         Some((at, text)) if at.elapsed() < CACHE_FOR => text.clone(),
         _ => {
-            let text = Bytes::from(render(&state.pool).await?);
-            *cached = Some((Instant::now(), text.clone()));
+            refresh_gauges(state, &mut cached.workflows).await?;
+            let text = Bytes::from(metrics::render());
+            cached.last = Some((Instant::now(), text.clone()));
             text
         }
     };
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+    Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
 }
 
-async fn render(pool: &PgPool) -> Result<String, ApiError> {
-    let mut tx = store::stats::stats_begin(pool, QUERY_TIMEOUT).await?;
-    let mut out = String::new();
-    let w = &mut out;
-    let fmt = |e: std::fmt::Error| ApiError::internal(e);
-
-    writeln!(
-        w,
-        "# HELP cairn_runs Runs by status.\n# TYPE cairn_runs gauge"
-    )
-    .map_err(fmt)?;
-    for (status, n) in store::stats::runs_by_status(&mut *tx).await? {
-        writeln!(w, "cairn_runs{{status=\"{}\"}} {n}", esc(status.as_str())).map_err(fmt)?;
-    }
-    writeln!(
-        w,
-        "# HELP cairn_queue_depth Queued runs per workflow.\n# TYPE cairn_queue_depth gauge"
-    )
-    .map_err(fmt)?;
+/// Sets the gauges the database knows; `seen` are the workflows whose queue gauges were
+/// set before.
+async fn refresh_gauges(state: &AppState, seen: &mut BTreeSet<String>) -> Result<(), ApiError> {
+    let mut tx = store::stats::stats_begin(&state.pool, QUERY_TIMEOUT).await?;
     let queue = store::stats::queue_depth(&mut *tx).await?;
-    for (wf, depth, _) in &queue {
-        writeln!(w, "cairn_queue_depth{{workflow=\"{}\"}} {depth}", esc(wf)).map_err(fmt)?;
-    }
-    writeln!(
-        w,
-        "# HELP cairn_queue_oldest_age_seconds Age of the oldest queued run per workflow.\n# TYPE cairn_queue_oldest_age_seconds gauge"
-    )
-    .map_err(fmt)?;
-    for (wf, _, age) in &queue {
-        writeln!(
-            w,
-            "cairn_queue_oldest_age_seconds{{workflow=\"{}\"}} {age:.3}",
-            esc(wf)
-        )
-        .map_err(fmt)?;
-    }
-    let steps = store::stats::step_stats(&mut tx, DURATION_BOUNDS).await?;
-    writeln!(w, "# HELP cairn_step_attempts_total Step attempts by outcome.\n# TYPE cairn_step_attempts_total counter").map_err(fmt)?;
-    for (status, n) in &steps.attempts_by_status {
-        writeln!(
-            w,
-            "cairn_step_attempts_total{{status=\"{}\"}} {n}",
-            esc(status.as_str())
-        )
-        .map_err(fmt)?;
-    }
-    writeln!(w, "# HELP cairn_step_retries_total Failed attempts that were scheduled for retry.\n# TYPE cairn_step_retries_total counter\ncairn_step_retries_total {}", steps.retries).map_err(fmt)?;
-    writeln!(w, "# HELP cairn_step_duration_seconds Duration of finished step attempts.\n# TYPE cairn_step_duration_seconds histogram").map_err(fmt)?;
-    for (bound, n) in DURATION_BOUNDS.iter().zip(&steps.duration_buckets) {
-        writeln!(
-            w,
-            "cairn_step_duration_seconds_bucket{{le=\"{bound}\"}} {n}"
-        )
-        .map_err(fmt)?;
-    }
-    writeln!(
-        w,
-        "cairn_step_duration_seconds_bucket{{le=\"+Inf\"}} {}",
-        steps.duration_count
-    )
-    .map_err(fmt)?;
-    writeln!(
-        w,
-        "cairn_step_duration_seconds_sum {:.6}",
-        steps.duration_sum
-    )
-    .map_err(fmt)?;
-    writeln!(
-        w,
-        "cairn_step_duration_seconds_count {}",
-        steps.duration_count
-    )
-    .map_err(fmt)?;
-    writeln!(
-        w,
-        "# HELP cairn_dead_letters Dead letters waiting for an operator.\n# TYPE cairn_dead_letters gauge\ncairn_dead_letters {}",
-        store::dead_letters::dead_letter_count(&mut *tx).await?
-    )
-    .map_err(fmt)?;
-    writeln!(
-        w,
-        "# HELP cairn_workers_alive Workers with a recent heartbeat.\n# TYPE cairn_workers_alive gauge\ncairn_workers_alive {}",
-        store::stats::workers_alive(&mut *tx, HEARTBEAT_STALE.as_secs_f64()).await?
-    )
-    .map_err(fmt)?;
+    let stale = HEARTBEAT_STALE.as_secs_f64();
+    let alive = store::stats::workers_alive(&mut *tx, stale).await?;
+    let stuck = store::stats::stuck_runs(&mut *tx, stale).await?.len();
     // Read-only: ending it either way changes nothing.
     tx.rollback().await.map_err(ApiError::internal)?;
-    Ok(out)
+
+    seen.extend(state.workflows.names().into_iter().map(str::to_owned));
+    let mut empty = seen.clone();
+    for (workflow, depth, age) in &queue {
+        metrics::set_queue(workflow, *depth, *age);
+        empty.remove(workflow);
+        seen.insert(workflow.clone());
+    }
+    for workflow in &empty {
+        metrics::set_queue(workflow, 0, 0.0);
+    }
+    metrics::set_fleet(alive, stuck as i64);
+    Ok(())
+}
+
+/// Counts every answer of the router it wraps by method, route (the matched path
+/// template, so `/api/tasks/{id}`, never a run id) and status.
+pub async fn count_requests(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        // Every path the router has no route for is the dashboard's.
+        .map_or("dashboard", |p| p.as_str())
+        .to_owned();
+    let method = req.method().clone();
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    metrics::http_request(
+        method.as_str(),
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
 }

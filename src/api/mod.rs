@@ -191,7 +191,8 @@ pub fn router(state: AppState) -> Router {
         }),
     )
     .layer(PropagateRequestIdLayer::new(request_id.clone()))
-    .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid));
+    .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+    .layer(axum::middleware::from_fn(metrics::count_requests));
     guard::security_headers(app, state.cookie_secure).with_state(state)
 }
 

@@ -22,9 +22,11 @@
 //! handing it back); [`dag`] the run loop; [`start`] how each kind of step starts;
 //! [`settle`] committing outcomes and ending, parking or releasing the run;
 //! [`writer`] every write of a transition (the only code here that opens a
-//! transaction); [`submit`] queuing new runs; [`ops`] the operator's actions.
+//! transaction); [`submit`] queuing new runs; [`ops`] the operator's actions;
+//! [`measure`] what the metrics hear of it.
 
 mod dag;
+mod measure;
 pub mod ops;
 pub mod retry;
 mod settle;
@@ -235,6 +237,7 @@ impl Engine {
             .concurrency_key
             .clone()
             .map(|key| (acquired.run.workflow.clone(), key));
+        let timer = measure::leased(&acquired);
         let outcome = match self.advance_run(acquired).await {
             Err(e @ EngineError::Definition { .. }) => {
                 tracing::error!(run = %lease.run_id, error = %e, "the run cannot be advanced");
@@ -259,6 +262,7 @@ impl Engine {
                     "admitting the next run of the concurrency key failed");
             }
         }
+        measure::advanced(timer, &outcome);
         self.announce.notify_one();
         outcome
     }

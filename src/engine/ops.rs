@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use super::{EngineError, Result, writer};
 use crate::store::runs::{Cancelled, RunFilter, RunInsertParams, RunInserted, RunRow};
 use crate::store::{self};
+use crate::telemetry::metrics;
 use crate::workflow::{Definition, InputError, Registry, Workflow, content_hash};
 
 /// Bulk operations touch at most this many runs per transaction.
@@ -171,6 +172,7 @@ pub async fn replay(
     .await?;
     super::submit::queue_first(&mut tx, &run).await?;
     tx.commit().await?;
+    metrics::runs_submitted(&workflow.name, 1);
     Ok(Ok(run))
 }
 

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::dag::{Finished, Pending, StepState, set};
-use super::{Engine, Outcome, Result, RunCx, retry};
+use super::{Engine, Outcome, Result, RunCx, measure, retry};
 use crate::state::{RunStatus, StepStatus};
 use crate::store;
 use crate::workflow::StepKind;
@@ -99,6 +99,7 @@ impl Engine {
                     .await?;
                 match next {
                     Some(at) => {
+                        measure::retry_scheduled(cx, step);
                         set(states, &step_id, |s| {
                             s.status = StepStatus::RetryScheduled;
                             s.next_attempt_at = Some(at);

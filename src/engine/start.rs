@@ -14,6 +14,7 @@ use super::{Engine, EngineError, Result, RunCx};
 use crate::state::{RunStatus, StepStatus};
 use crate::step::{self, StepContext, StepError};
 use crate::store;
+use crate::telemetry::metrics;
 use crate::workflow::template;
 use crate::workflow::{Step, StepKind, Workflow};
 
@@ -204,6 +205,7 @@ impl Engine {
             s.status = StepStatus::Running;
             s.attempts = attempt;
         });
+        let timer = metrics::AttemptTimer::started(&cx.workflow.name, step.kind.name());
         // Each attempt runs on its own task: the run loop may wait for a connection
         // to record one step's outcome while its other steps, holding connections in
         // the middle of their own transactions, keep going. Dropping the handle (the
@@ -251,6 +253,7 @@ impl Engine {
                 Err(e) if e.is_panic() => Err(StepError::fatal("the step panicked")),
                 Err(e) => Err(StepError::fatal(format!("the step's task stopped: {e}"))),
             };
+            timer.ended(result.is_ok());
             Finished {
                 step_id,
                 attempt,

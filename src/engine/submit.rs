@@ -16,6 +16,7 @@ use crate::state::RunStatus;
 use crate::store;
 use crate::store::definitions::DefinitionsStored;
 use crate::store::runs::{RunInsertManyParams, RunInsertParams, RunInserted, RunOrigin, RunRow};
+use crate::telemetry::metrics;
 use crate::workflow::{Definition, InputError, Registry, content_hash};
 
 /// What [`submit`] did.
@@ -46,6 +47,7 @@ pub async fn submit(
     let mut tx = pool.begin().await?;
     let submitted = submit_in(&mut tx, def, input, idempotency_key).await?;
     tx.commit().await?;
+    metrics::runs_submitted(&def.workflow.name, created(submitted.as_ref().ok()));
     Ok(submitted)
 }
 
@@ -96,6 +98,7 @@ pub async fn submit_for(
         }
         .await;
         if let Some(submitted) = after_attempt(stored, &defs, attempt, &mut retried)? {
+            metrics::runs_submitted(&def.workflow.name, created(submitted.as_ref().ok()));
             return Ok(submitted);
         }
     }
@@ -158,6 +161,11 @@ pub async fn submit_with(
     };
     store_definition(&mut *conn, def).await?;
     insert_run(conn, def, &input, idempotency_key, origin).await
+}
+
+/// How many runs a submit created (for [`metrics::runs_submitted`]).
+fn created(submitted: Option<&Submitted>) -> usize {
+    usize::from(matches!(submitted, Some(Submitted::Created(_))))
 }
 
 /// What an idempotency key promises: the same workflow and the same (validated) input.
@@ -499,6 +507,7 @@ async fn write_prepared(
             break inserted;
         }
     };
+    metrics::runs_submitted(&def.workflow.name, inserted.created.len());
 
     let created: HashSet<&str> = inserted.created.iter().map(String::as_str).collect();
     // Keyed runs were inserted waiting for a slot: admit what the limits allow, key by

@@ -37,6 +37,7 @@ use crate::state::RunStatus;
 use crate::store::runs::{Cancelled, RunOrigin, RunRow};
 use crate::store::steps::{Checkpoint, Delivery, DeliveryTarget, Transition};
 use crate::store::{self, Lease, StoreError};
+use crate::telemetry::metrics;
 use crate::workflow::{Definition, InputError};
 
 /// Transitions written in one statement, at most.
@@ -223,6 +224,7 @@ impl Writer {
             store::steps::step_wait(&mut tx, lease, step_id, attempt, timeout, Some(&created.id))
                 .await?;
         tx.commit().await?;
+        metrics::runs_submitted(&def.workflow.name, 1);
         Ok(Ok((created, wake_at)))
     }
 

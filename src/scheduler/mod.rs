@@ -61,6 +61,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::{self, Rejected, Submitted};
 use crate::store::schedules::{self as store, ScheduleRow, TickInsertParams};
 use crate::store::{StoreError, runs::RunRow};
+use crate::telemetry::metrics;
 use crate::workflow::schedule::ScheduleError;
 use crate::workflow::{CronSchedule, MisfirePolicy, OverlapPolicy, Registry};
 
@@ -397,6 +398,7 @@ pub async fn run_due(
         match handle(&mut tx, registry, &s, now, handler, &mut attempt).await {
             Ok(()) => {
                 tx.commit().await?;
+                metrics::runs_submitted(&s.workflow, attempt.fired);
                 report.schedules += attempt.schedules;
                 report.fired += attempt.fired;
                 report.skipped += attempt.skipped;
@@ -449,6 +451,9 @@ pub async fn trigger(
         }
     };
     tx.commit().await?;
+    if let Triggered::Run(run) = &result {
+        metrics::runs_submitted(&run.workflow, 1);
+    }
     Ok(result)
 }
 

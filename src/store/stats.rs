@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, Transaction};
+use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
 
 use super::Result;
 
@@ -102,7 +102,7 @@ pub struct StuckRow {
 }
 
 /// Running runs whose lease expired or whose worker's heartbeat is older than `secs`.
-pub async fn stuck_runs(pool: &PgPool, secs: f64) -> Result<Vec<StuckRow>> {
+pub async fn stuck_runs(db: impl PgExecutor<'_>, secs: f64) -> Result<Vec<StuckRow>> {
     Ok(sqlx::query_as!(
         StuckRow,
         r#"select r.id as run_id, r.workflow, r.lease_owner as worker, r.lease_expires_at,
@@ -116,54 +116,8 @@ pub async fn stuck_runs(pool: &PgPool, secs: f64) -> Result<Vec<StuckRow>> {
           order by r.lease_expires_at limit 500"#,
         secs
     )
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?)
-}
-
-/// Step attempts by outcome, retries scheduled, and finished attempts' durations per
-/// histogram bucket (cumulative counts for each upper bound in `bounds`, then the sum
-/// and count).
-pub struct StepStats {
-    pub attempts_by_status: Vec<(crate::state::AttemptStatus, i64)>,
-    pub retries: i64,
-    pub duration_buckets: Vec<i64>,
-    pub duration_sum: f64,
-    pub duration_count: i64,
-}
-
-pub async fn step_stats(conn: &mut PgConnection, bounds: &[f64]) -> Result<StepStats> {
-    let attempts_by_status = sqlx::query!(
-        r#"select status, count(*) as "count!" from step_attempts group by status order by status"#
-    )
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .map(|r| (r.status, r.count))
-    .collect();
-    let retries = sqlx::query_scalar!(
-        r#"select count(*) as "retries!" from step_attempts where retry_delay_ms is not null"#
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    let durations = sqlx::query!(
-        r#"with d as (select extract(epoch from finished_at - started_at)::float8 as s
-                      from step_attempts where finished_at is not null)
-         select array(select (select count(*) from d where s <= b) from unnest($1::float8[]) as b)
-                    as "buckets!",
-                coalesce((select sum(s) from d), 0)::float8 as "sum!",
-                (select count(*) from d) as "count!""#,
-        bounds
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    let (buckets, sum, count) = (durations.buckets, durations.sum, durations.count);
-    Ok(StepStats {
-        attempts_by_status,
-        retries,
-        duration_buckets: buckets,
-        duration_sum: sum,
-        duration_count: count,
-    })
 }
 
 /// Whether every migration Cairn ships has been applied.

@@ -184,7 +184,7 @@ run "defaults_create_a_vpc_and_the_services" {
   assert {
     condition = alltrue([
       for e in jsondecode(aws_ecs_task_definition.api.container_definitions)[0].environment :
-      contains(["RUST_LOG", "CAIRN_LOG_JSON", "CAIRN_DB_POOL", "CAIRN_NO_MIGRATE", "CAIRN_WORKFLOWS_DIR", "CAIRN_LISTEN", "CAIRN_LLM_PRICES", "CAIRN_COOKIE_SECURE"], e.name)
+      contains(["RUST_LOG", "CAIRN_LOG_JSON", "CAIRN_DB_POOL", "CAIRN_NO_MIGRATE", "CAIRN_WORKFLOWS_DIR", "CAIRN_LISTEN", "CAIRN_LLM_PRICES", "CAIRN_COOKIE_SECURE", "CAIRN_TRUST_FORWARDED_FOR", "CAIRN_METRICS_LISTEN"], e.name)
     ])
     error_message = "The api task sets only variables `cairn api --help` lists."
   }
@@ -229,6 +229,17 @@ run "defaults_create_a_vpc_and_the_services" {
       "${m.metric_stat[0].metric[0].namespace}/${m.metric_stat[0].metric[0].metric_name}" if length(m.metric_stat) > 0
     ], "Cairn/QueueDepth")
     error_message = "Workers scale on Cairn/QueueDepth."
+  }
+
+  assert {
+    condition = (
+      jsondecode(aws_ecs_task_definition.api.container_definitions)[1].name == "queue-metric" &&
+      !jsondecode(aws_ecs_task_definition.api.container_definitions)[1].essential &&
+      strcontains(jsondecode(aws_ecs_task_definition.api.container_definitions)[1].environment[0].value, "cairn_queue_depth") &&
+      strcontains(jsondecode(aws_ecs_task_definition.api.container_definitions)[1].environment[0].value, "\"namespace\": \"Cairn\"") &&
+      contains(jsondecode(aws_ecs_task_definition.api.container_definitions)[0].environment, { name = "CAIRN_METRICS_LISTEN", value = "127.0.0.1:9464" })
+    )
+    error_message = "A collector beside the api scrapes its metrics listener and publishes to the Cairn namespace."
   }
 
   assert {

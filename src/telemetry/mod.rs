@@ -1,8 +1,11 @@
-//! Logging and process identity: `tracing` to stderr, human-readable or JSON (`CAIRN_LOG_JSON=true`),
-//! filtered by `RUST_LOG` (default [`DEFAULT_FILTER`]).
+//! Logging, metrics and process identity: `tracing` to stderr, human-readable or JSON
+//! (`CAIRN_LOG_JSON=true`), filtered by `RUST_LOG` (default [`DEFAULT_FILTER`]); the
+//! Prometheus metrics each process counts for itself are in [`metrics`].
 //!
 //! Colours only on a terminal (and never with `NO_COLOR` set): logs written to a file or
 //! a pipe are read with tools that do not expect escape codes.
+
+pub mod metrics;
 
 use std::io::IsTerminal;
 
