@@ -250,6 +250,7 @@ async fn start(
         user_id: who.user_id,
         project_id,
         parent: None,
+        priority: 0,
     };
     match engine::submit_for(
         &state.pool,

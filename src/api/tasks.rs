@@ -445,6 +445,25 @@ pub struct SubmitRequest {
     #[serde(default)]
     #[schema(value_type = Object)]
     input: Value,
+    /// 0 (the default) to 1000: the run is queued as if that many minutes earlier, so
+    /// it is taken before the runs queued less than that before it.
+    #[schema(minimum = 0, maximum = 1000)]
+    priority: Option<i64>,
+}
+
+/// A submission's priority, checked.
+fn priority(p: Option<i64>) -> Result<i16, ApiError> {
+    let max = store::runs::PRIORITY_MAX;
+    match p {
+        None => Ok(0),
+        Some(p) if (0..=i64::from(max)).contains(&p) => Ok(p as i16),
+        Some(p) => Err(ApiError::Unprocessable {
+            message: format!(
+                "priority is 0 to {max} (minutes of head start in the queue), not {p}"
+            ),
+            details: None,
+        }),
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -481,6 +500,8 @@ pub struct TaskSummary {
     /// Queued, and waiting for a slot of its concurrency key (other runs of the key
     /// hold them all); it starts, in submission order, once one frees up.
     waiting_for_slot: bool,
+    /// Its head start in the queue, in minutes (0 to 1000).
+    priority: i16,
 }
 
 impl From<&RunRow> for TaskSummary {
@@ -503,6 +524,7 @@ impl From<&RunRow> for TaskSummary {
             pinned: r.pinned,
             concurrency_key: r.concurrency_key.clone(),
             waiting_for_slot: !r.admitted && r.status == RunStatus::Queued,
+            priority: r.priority,
         }
     }
 }
@@ -553,6 +575,7 @@ async fn submit(
         user_id: who.user_id,
         project_id: None,
         parent: None,
+        priority: priority(req.priority)?,
     };
     // Written together with other submissions arriving meanwhile (see SubmitBatcher).
     let submitted = match state
@@ -613,6 +636,9 @@ pub struct BatchSubmitRequest {
     /// 1 to 1,000 runs to queue, answered in this order.
     #[schema(min_items = 1, max_items = 1000)]
     tasks: Vec<BatchTask>,
+    /// Every run's priority, as in `POST /api/tasks`.
+    #[schema(minimum = 0, maximum = 1000)]
+    priority: Option<i64>,
 }
 
 /// One run of a batch.
@@ -691,6 +717,7 @@ async fn submit_batch(
         user_id: who.user_id,
         project_id: None,
         parent: None,
+        priority: priority(req.priority)?,
     };
     let items: Vec<BatchItem> = req
         .tasks

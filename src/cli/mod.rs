@@ -135,6 +135,10 @@ pub enum TaskCommand {
         /// Submitting again with the same key returns the same run.
         #[arg(long)]
         idempotency_key: Option<String>,
+        /// 0 to 1000: the run is queued as if that many minutes earlier, so it starts
+        /// before the runs queued less than that before it.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..=1000))]
+        priority: i64,
         /// Wait until the run finishes; exit 1 unless it succeeded.
         #[arg(long)]
         wait: bool,
@@ -482,6 +486,7 @@ async fn task(command: TaskCommand, client: &Client, out: &mut Out<'_>) -> Resul
             input,
             input_file,
             idempotency_key,
+            priority,
             wait,
             timeout,
         } => {
@@ -498,7 +503,7 @@ async fn task(command: TaskCommand, client: &Client, out: &mut Out<'_>) -> Resul
             let body = client
                 .post(
                     "/api/tasks",
-                    &json!({ "workflow": workflow, "input": input }),
+                    &json!({ "workflow": workflow, "input": input, "priority": priority }),
                     idempotency_key.as_deref(),
                 )
                 .await?;

@@ -356,6 +356,7 @@ impl Engine {
                 user_id: run.user_id,
                 project_id: run.project_id,
                 parent: None,
+                priority: run.priority,
             },
             terminate,
         };

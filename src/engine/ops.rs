@@ -150,6 +150,7 @@ pub async fn replay(
                 user_id: original.user_id,
                 project_id: original.project_id,
                 parent: None,
+                priority: original.priority,
             },
             pinned: workflow.pins_runs(),
             concurrency: concurrency

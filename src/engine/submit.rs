@@ -621,6 +621,7 @@ struct LaneKey {
     user_id: Option<i64>,
     project_id: Option<i64>,
     parent: Option<(String, String)>,
+    priority: i16,
 }
 
 impl LaneKey {
@@ -629,6 +630,7 @@ impl LaneKey {
             user_id: self.user_id,
             project_id: self.project_id,
             parent: self.parent.clone(),
+            priority: self.priority,
         }
     }
 }
@@ -693,6 +695,7 @@ impl SubmitBatcher {
             user_id: origin.user_id,
             project_id: origin.project_id,
             parent: origin.parent.clone(),
+            priority: origin.priority,
         };
         let (reply, answer) = oneshot::channel();
         let start_writer = {

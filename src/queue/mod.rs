@@ -23,7 +23,6 @@ use apalis::prelude::{
 use apalis_postgres::PostgresStorage;
 use chrono::{DateTime, Utc};
 use futures::{SinkExt, StreamExt, sink, stream};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
@@ -72,11 +71,6 @@ impl QueueError {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct RunJob {
-    run_id: String,
-}
-
 /// A wake-up for a run: now, or at a given time.
 #[derive(Debug, Clone)]
 pub struct Wake {
@@ -117,24 +111,13 @@ pub async fn migrate(pool: &PgPool) -> Result<(), QueueError> {
 }
 
 /// Queues wake-ups inside the caller's transaction, so a run and its job commit
-/// together or not at all.
+/// together or not at all. A wake-up due now is queued with its run's priority as a
+/// head start ([`store::jobs::jobs_push`]).
 pub async fn enqueue(conn: &mut PgConnection, wakes: &[Wake]) -> Result<(), QueueError> {
-    let mut tasks = Vec::with_capacity(wakes.len());
-    for wake in wakes {
-        let bytes = serde_json::to_vec(&RunJob {
-            run_id: wake.run_id.clone(),
-        })?;
-        let mut builder =
-            TaskBuilder::new(bytes).task_id(TaskId::from_ulid(ulid::Ulid::generate()));
-        if let Some(at) = wake.at {
-            // apalis stores whole seconds: rounding up means a job never arrives
-            // before its time.
-            let ms = at.timestamp_millis().max(0) as u64;
-            builder = builder.run_at_timestamp(ms.div_ceil(1000));
-        }
-        tasks.push(builder.build());
-    }
-    apalis_postgres::queries::push_tasks(conn, QUEUE, tasks).await?;
+    let job_ids = wake_ids(wakes.len());
+    let run_ids: Vec<String> = wakes.iter().map(|w| w.run_id.clone()).collect();
+    let at: Vec<Option<DateTime<Utc>>> = wakes.iter().map(|w| w.at).collect();
+    store::jobs::jobs_push(conn, QUEUE, &job_ids, &run_ids, &at).await?;
     Ok(())
 }
 

@@ -62,15 +62,16 @@ pub async fn concurrency_admit(
            taken as (
              update runs set admitted = true
               where id = any (array(select id from next)) and not admitted
-             returning id),
+             returning id, priority),
            events as (
              insert into run_events (run_id, kind, data)
              select id, 'run_admitted', jsonb_build_object('concurrencyKey', $2::text)
                from taken),
            jobs as (
-             insert into apalis.jobs (id, job_type, job, metadata)
+             insert into apalis.jobs (id, job_type, job, metadata, run_at)
              select gen_random_uuid()::text, $3,
-                    convert_to(json_build_object('run_id', id)::text, 'utf8'), ''::hstore
+                    convert_to(json_build_object('run_id', id)::text, 'utf8'), ''::hstore,
+                    now() - make_interval(mins => priority)
                from taken)
            select id as "id!" from taken order by id"#,
         workflow,

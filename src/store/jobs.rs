@@ -72,6 +72,47 @@ pub async fn jobs_claim_runs(
         .collect())
 }
 
+/// The statement of [`jobs_push`].
+pub(super) const PUSH: &str = "insert into apalis.jobs (id, job_type, job, metadata, run_at)
+     select w.job_id, $1, convert_to(json_build_object('run_id', w.run_id)::text, 'utf8'),
+            ''::hstore,
+            coalesce(w.at, now() - make_interval(mins => coalesce(
+                (select r.priority from runs r where r.id = w.run_id), 0)))
+       from unnest($2::text[], $3::text[], $4::timestamptz[]) as w (job_id, run_id, at)";
+
+/// Queues wake-ups of `queue`, as apalis' own insert would (payload `{"run_id": …}`,
+/// `Pending`, apalis' defaults), in the caller's transaction: the job `job_ids[i]` for
+/// the run `run_ids[i]`, due at `at[i]`. A wake-up due at once (`None`) is queued as if
+/// `priority` minutes earlier, its run's priority, so that workers, which take the
+/// earliest first, take it ahead of the runs queued less than that before it.
+pub async fn jobs_push(
+    conn: &mut sqlx::PgConnection,
+    queue: &str,
+    job_ids: &[String],
+    run_ids: &[String],
+    at: &[Option<chrono::DateTime<chrono::Utc>>],
+) -> Result<()> {
+    if job_ids.len() != run_ids.len() || job_ids.len() != at.len() {
+        return Err(super::StoreError::Invalid(format!(
+            "jobs_push: {} job ids, {} run ids, {} times",
+            job_ids.len(),
+            run_ids.len(),
+            at.len()
+        )));
+    }
+    if job_ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(PUSH)
+        .bind(queue)
+        .bind(job_ids)
+        .bind(run_ids)
+        .bind(at)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// Marks Cairn's version of apalis' insert notification (kept in the function's name).
 const NOTIFY_FUNCTION: &str = "apalis.cairn_notify_new_jobs";
 
@@ -204,6 +245,64 @@ mod tests {
 
     use super::*;
     use crate::queue::{self, Wake};
+
+    /// A wake-up due now is queued `priority` minutes early, and the claim takes the
+    /// earliest first: a high priority run goes ahead of runs queued just before it,
+    /// never ahead of a run that has waited longer than its head start.
+    #[sqlx::test(migrations = false)]
+    async fn priority_is_a_head_start_and_starves_nothing(pool: PgPool) {
+        crate::queue::migrate(&pool).await.expect("migrate");
+        let def = crate::workflow::Definition::parse(
+            "one",
+            "one.toml",
+            "[[steps]]\nid = \"s\"\nkind = \"pass\"\n",
+        )
+        .expect("valid");
+        let submit = |priority: i16| {
+            let (pool, def) = (pool.clone(), def.clone());
+            async move {
+                let mut conn = pool.acquire().await.expect("conn");
+                let origin = crate::store::runs::RunOrigin {
+                    priority,
+                    ..Default::default()
+                };
+                match crate::engine::submit_with(
+                    &mut conn,
+                    &def,
+                    &serde_json::json!({}),
+                    None,
+                    &origin,
+                )
+                .await
+                .expect("submit")
+                {
+                    Ok(crate::engine::Submitted::Created(run)) => run.id,
+                    _ => panic!("not created"),
+                }
+            }
+        };
+        let old = submit(0).await;
+        // `old` has waited 10 minutes.
+        sqlx::query(
+            "update apalis.jobs set run_at = run_at - interval '10 minutes'
+              where convert_from(job, 'utf8')::jsonb ->> 'run_id' = $1",
+        )
+        .bind(&old)
+        .execute(&pool)
+        .await
+        .expect("age the job");
+        let plain = submit(0).await;
+        let urgent = submit(5).await;
+        let later = submit(0).await;
+        let mut order = Vec::new();
+        for _ in 0..4 {
+            let claimed = jobs_claim_runs(&pool, queue::QUEUE, "w", Duration::from_secs(60), 1)
+                .await
+                .expect("claim");
+            order.extend(claimed.into_iter().map(|a| a.run.id));
+        }
+        assert_eq!(order, [old, urgent, plain, later]);
+    }
 
     /// After migrating (twice: the second changes nothing), `apalis.jobs` has one index
     /// per purpose, and the one by worker leaves out jobs no worker holds.

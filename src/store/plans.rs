@@ -57,6 +57,7 @@ pub(super) fn hot_statements() -> Vec<Hot> {
             &super::runs::INSERT_MANY,
             Submit,
         ),
+        hot("wake-ups (queue::enqueue)", super::jobs::PUSH, Worker),
         hot("claim (fetch and lease)", &super::jobs::CLAIM, Worker),
         hot("lease one run", &super::runs::ACQUIRE, Worker),
         hot("step transitions", super::steps::TRANSITIONS, Worker),

@@ -14,7 +14,7 @@ use crate::state::RunStatus;
 pub const RUN_COLUMNS: &str = "id, workflow, definition_hash, status, input, output, error, \
      idempotency_key, request_hash, lease_owner, lease_expires_at, wake_at, created_at, \
      started_at, finished_at, updated_at, replay_of, cancel_requested_at, user_id, project_id, \
-     parent_run_id, parent_step_id, pinned, concurrency_key, admitted";
+     parent_run_id, parent_step_id, pinned, concurrency_key, admitted, priority";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RunRow {
@@ -46,7 +46,12 @@ pub struct RunRow {
     pub concurrency_key: Option<String>,
     /// Whether it may start: it holds a slot of its key, or has no key.
     pub admitted: bool,
+    /// Its head start in the queue, in minutes ([`PRIORITY_MAX`]).
+    pub priority: i16,
 }
+
+/// The highest priority a run may have: queued as if `PRIORITY_MAX` minutes earlier.
+pub const PRIORITY_MAX: i16 = 1000;
 
 /// Who and what a run is for.
 #[derive(Debug, Clone, Default)]
@@ -57,6 +62,9 @@ pub struct RunOrigin {
     pub project_id: Option<i64>,
     /// The run and `workflow` step that started it.
     pub parent: Option<(String, String)>,
+    /// Its priority, 0 to [`PRIORITY_MAX`]: its wake-ups due at once are queued as if
+    /// that many minutes earlier. Child runs are given their parent's.
+    pub priority: i16,
 }
 
 pub struct RunInsertParams<'a> {
@@ -89,10 +97,11 @@ pub async fn run_insert(conn: &mut PgConnection, p: RunInsertParams<'_>) -> Resu
     let sql = format!(
         "insert into runs (id, workflow, definition_hash, input, idempotency_key, request_hash, replay_of,
                            user_id, project_id, parent_run_id, parent_step_id, pinned,
-                           concurrency_key, concurrency_limit, concurrency_seq, admitted)
+                           concurrency_key, concurrency_limit, concurrency_seq, admitted,
+                           priority)
          select $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
                 case when $13::text is not null then nextval('runs_concurrency_seq') end,
-                $13::text is null
+                $13::text is null, $15
           where exists (select from workflow_definitions where hash = $3)
          on conflict (idempotency_key) where idempotency_key is not null do nothing
          returning {RUN_COLUMNS}"
@@ -112,6 +121,7 @@ pub async fn run_insert(conn: &mut PgConnection, p: RunInsertParams<'_>) -> Resu
         .bind(p.pinned || parent_pinned(conn, p.origin).await?)
         .bind(p.concurrency.map(|c| c.0))
         .bind(p.concurrency.map(|c| c.1))
+        .bind(p.origin.priority)
         .fetch_optional(&mut *conn)
         .await?;
     let Some(run) = created else {
@@ -899,13 +909,13 @@ fn insert_statement(more: &str) -> String {
              insert into runs (id, workflow, definition_hash, input, idempotency_key,
                                request_hash, user_id, project_id, parent_run_id, parent_step_id,
                                pinned, concurrency_key, concurrency_limit, concurrency_seq,
-                               admitted)
+                               admitted, priority)
              select r.id, $5, $6, r.input, r.idempotency_key, r.request_hash, $7, $8, $9, $10,
                     $15, r.concurrency_key,
                     case when r.concurrency_key is not null then $17::integer end,
                     case when r.concurrency_key is not null
                          then nextval('runs_concurrency_seq') end,
-                    r.concurrency_key is null
+                    r.concurrency_key is null, $18
                from unnest($1::text[], $2::jsonb[], $3::text[], $4::text[], $16::text[])
                        with ordinality
                     as r (id, input, idempotency_key, request_hash, concurrency_key, ord)
@@ -976,9 +986,9 @@ pub struct RunsInserted {
 pub(super) static INSERT_MANY: LazyLock<String> = LazyLock::new(|| {
     insert_statement(
         ", new_jobs as (
-         insert into apalis.jobs (id, job_type, job, metadata)
+         insert into apalis.jobs (id, job_type, job, metadata, run_at)
          select w.job_id, $13, convert_to(json_build_object('run_id', new.id)::text, 'utf8'),
-                ''::hstore
+                ''::hstore, now() - make_interval(mins => $18::smallint)
            from new join unnest($1::text[], $14::text[]) as w (run_id, job_id)
                 on w.run_id = new.id
           where $13::text is not null and new.concurrency_key is null
@@ -1035,6 +1045,7 @@ pub async fn run_insert_many(
     .bind(p.pinned || parent_pinned(conn, p.origin).await?)
     .bind(p.concurrency_keys)
     .bind(p.concurrency_limit)
+    .bind(p.origin.priority)
     .fetch_all(&mut *conn)
     .await?;
     // A null id: the definition is not stored, and nothing was inserted.
@@ -1159,6 +1170,7 @@ mod tests {
             user_id: Some(user.id),
             project_id: Some(project.id),
             parent: Some(("parent".into(), "s".into())),
+            priority: 0,
         };
         let child = run_insert(
             &mut conn,
