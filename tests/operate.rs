@@ -37,6 +37,7 @@ const ACCESS: &[(&str, &str, Option<Role>)] = &[
     ("post", "/api/tasks/{id}/retry", Some(Role::Operator)),
     ("post", "/api/tasks/{id}/replay", Some(Role::Operator)),
     ("post", "/api/tasks/{id}/cancel", Some(Role::Operator)),
+    ("post", "/api/tasks/{id}/terminate", Some(Role::Operator)),
     ("post", "/api/tasks/{id}/pin", Some(Role::Operator)),
     ("post", "/api/tasks/{id}/unpin", Some(Role::Operator)),
     ("post", "/api/tasks/bulk/{action}", Some(Role::Operator)),

@@ -307,20 +307,24 @@ async fn a_worker_whose_connections_are_cut_reconnects_and_finishes_new_runs(poo
     wait_listening(&pool, "the worker to listen again").await;
 }
 
-/// Waits until one worker session of this database listens for new jobs.
+/// Waits until the worker session of this database listens for new jobs and for runs
+/// to terminate.
 async fn wait_listening(pool: &PgPool, what: &str) {
     wait_until(pool, Duration::from_secs(30), what, || {
         let pool = pool.clone();
         async move {
-            sqlx::query_scalar::<_, i64>(
-                "select count(*) from pg_stat_activity
+            // One connection listens for new jobs, one for runs to terminate.
+            let channels: Vec<String> = sqlx::query_scalar(
+                "select query from pg_stat_activity
                   where datname = current_database() and application_name = 'cairn'
-                    and query ilike 'listen%'",
+                    and query ilike 'listen%' order by query",
             )
-            .fetch_one(&pool)
+            .fetch_all(&pool)
             .await
-            .unwrap()
-                == 1
+            .unwrap();
+            channels.len() == 2
+                && channels[0].contains(r#""apalis::job::insert""#)
+                && channels[1].contains(r#""cairn_terminate""#)
         }
     })
     .await;

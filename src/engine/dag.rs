@@ -68,6 +68,8 @@ pub(super) enum Started<'a> {
     Attempt(futures::future::BoxFuture<'a, Finished>),
     /// Decided without running anything (skipped, timer set or fired).
     Settled,
+    /// Held back until then by its rate limit, without an attempt.
+    Delayed(DateTime<Utc>),
     /// Failed for good before running (a broken condition).
     Failed(String),
 }
@@ -147,6 +149,13 @@ impl Engine {
                             in_flight.push(fut);
                         }
                         Started::Settled => progressed = true,
+                        Started::Delayed(at) => {
+                            set(states, &step.id, |s| {
+                                s.status = StepStatus::RetryScheduled;
+                                s.next_attempt_at = Some(at);
+                            });
+                            progressed = true;
+                        }
                         Started::Failed(error) => {
                             dead = Some((step.id.clone(), error));
                             break;

@@ -11,6 +11,10 @@ use tokio_util::task::AbortOnDropHandle;
 
 use super::dag::{Finished, Pending, Started, StepState, set};
 use super::{Engine, EngineError, Result, RunCx};
+
+/// Longest wait for a rate limit's next call that a step waits out in the worker;
+/// longer, and the run parks until then.
+const RATE_WAIT_HERE: Duration = Duration::from_secs(2);
 use crate::state::{RunStatus, StepStatus};
 use crate::step::{self, StepContext, StepError};
 use crate::store;
@@ -124,6 +128,7 @@ impl Engine {
         // Only a plain attempt's start carries a pending checkpoint; anything else
         // writes it first, so events stay in the order things happened.
         let plain = step.condition.is_none()
+            && step.rate_limit.is_none()
             && !matches!(
                 step.kind,
                 StepKind::Sleep(_) | StepKind::Wait(_) | StepKind::Workflow(_)
@@ -193,6 +198,24 @@ impl Engine {
 
         // One statement, with the checkpoint that made this step ready if it is
         // still pending.
+        let rate_key = match &step.rate_limit {
+            None => None,
+            Some(limit) => {
+                let key = match template::render_str(&limit.key, &vars) {
+                    Ok(Value::String(key)) => key,
+                    Ok(other) => other.to_string(),
+                    Err(e) => {
+                        let error = format!("rate_limit.key: {e}");
+                        return self.fail_at_start(cx, step, attempt, states, error).await;
+                    }
+                };
+                match self.rate_take(cx, step, limit, &key).await? {
+                    Some(started) => return Ok(started),
+                    None => Some(key),
+                }
+            }
+        };
+
         let last = pending.take();
         let t = store::steps::Transition {
             checkpoint: last.as_ref().map(Pending::checkpoint),
@@ -237,13 +260,24 @@ impl Engine {
                     llm: llm.as_ref(),
                 };
                 let timeout = step.timeout();
-                match tokio::time::timeout(timeout, step::execute(&step, &scx)).await {
+                let result = match tokio::time::timeout(timeout, step::execute(&step, &scx)).await {
                     Ok(result) => result,
                     Err(_) => Err(StepError::retryable(format!(
                         "timed out after {}",
                         humantime::format_duration(timeout)
                     ))),
+                };
+                // The provider asked for a pause (429 or 503 with `Retry-After`): every
+                // step sharing the rate limit waits, not this run alone.
+                if let (Some(key), Some(wait)) = (
+                    &rate_key,
+                    result.as_ref().err().and_then(StepError::retry_after),
+                ) && let Err(e) = store::rate_limits::rate_hold(&pool, key, wait).await
+                {
+                    tracing::warn!(run = %run_id, key = %key, error = %e,
+                        "holding the rate limit back after Retry-After failed");
                 }
+                result
             }))
         };
         let step_id = step.id.clone();
@@ -266,6 +300,36 @@ impl Engine {
 
     /// Fails a step for good before it ran (a broken condition, template or child input):
     /// the attempt is recorded, with its error.
+    /// Takes a call of the step's rate limit `key`. `None`: the attempt may start now.
+    /// When the key's next call is due within [`RATE_WAIT_HERE`], this waits for it;
+    /// later than that, the step is held back until then without an attempt
+    /// (`retry_scheduled`), and the run parks, holding no worker.
+    async fn rate_take(
+        &self,
+        cx: &RunCx<'_>,
+        step: &Step,
+        limit: &crate::workflow::RateLimit,
+        key: &str,
+    ) -> Result<Option<Started<'static>>> {
+        loop {
+            let Some(at) = store::rate_limits::rate_take(&self.pool, key, limit.interval()).await?
+            else {
+                return Ok(None);
+            };
+            let wait = (at - cx.clock.now()).to_std().unwrap_or_default();
+            if wait > RATE_WAIT_HERE {
+                self.writer.delay(cx.lease, &step.id, at, key).await?;
+                return Ok(Some(Started::Delayed(at)));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                // Stopping: the step is still pending, and nothing was written.
+                _ = cx.terminate.cancelled() => return Ok(Some(Started::Settled)),
+                _ = self.shutdown.cancelled() => return Ok(Some(Started::Settled)),
+            }
+        }
+    }
+
     pub(super) async fn fail_at_start(
         &self,
         cx: &RunCx<'_>,

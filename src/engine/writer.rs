@@ -178,6 +178,20 @@ impl Writer {
         Ok(wake_at)
     }
 
+    /// A step held back by its rate limit until `until`, without an attempt.
+    pub(crate) async fn delay(
+        &self,
+        lease: &Lease,
+        step_id: &str,
+        until: DateTime<Utc>,
+        key: &str,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        store::steps::step_delay(&mut tx, lease, step_id, until, key).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// A `wait` step waiting for its delivery; when it times out.
     pub(crate) async fn wait(
         &self,

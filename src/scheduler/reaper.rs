@@ -198,6 +198,9 @@ pub enum Pass {
     Done(PassReport),
 }
 
+/// How long a rate limit key is kept after its last call.
+const RATE_KEY_IDLE: Duration = Duration::from_secs(3600);
+
 /// One pass at `now` (see the module docs), unless another reaper's pass is under way.
 /// `stop` ends it between two batches. An error part-way ends the pass too; what was
 /// deleted before it is reported and recorded with the error.
@@ -214,7 +217,18 @@ pub async fn pass(
     }
     let started = Instant::now();
     let mut report = PassReport::new(now);
-    let worked = work(&mut conn, settings, now, stop, &mut report).await;
+    let mut worked = work(&mut conn, settings, now, stop, &mut report).await;
+    if worked.is_ok() {
+        // Rate limit keys no step has used for a while (templated keys, one per tenant,
+        // would pile up); a key used again starts afresh.
+        match crate::store::rate_limits::rate_limits_forget_idle(pool, RATE_KEY_IDLE).await {
+            Ok(0) => {}
+            Ok(n) => {
+                report.deleted.insert("rate_limits".to_owned(), n);
+            }
+            Err(e) => worked = Err(e.into()),
+        }
+    }
     report.duration = started.elapsed();
     if let Err(e) = &worked {
         report.complete = false;

@@ -16,6 +16,7 @@ pub mod jobs;
 #[cfg(test)]
 mod plans;
 pub mod projects;
+pub mod rate_limits;
 pub mod retention;
 pub mod run_ids;
 pub mod runs;

@@ -389,6 +389,37 @@ pub async fn step_fail(
     Ok(next)
 }
 
+/// Holds a step back until `until` without an attempt: its rate limit's `key` has no
+/// call to spare before then. The step is `retry_scheduled` at `until` (so the run parks
+/// until then, holding no worker), with its attempts unchanged.
+pub async fn step_delay(
+    conn: &mut PgConnection,
+    lease: &Lease,
+    step_id: &str,
+    until: DateTime<Utc>,
+    key: &str,
+) -> Result<()> {
+    lease_fence(conn, lease).await?;
+    sqlx::query!(
+        "update steps set status = 'retry_scheduled', next_attempt_at = $3
+          where run_id = $1 and step_id = $2 and status in ('pending', 'retry_scheduled')",
+        lease.run_id,
+        step_id,
+        until
+    )
+    .execute(&mut *conn)
+    .await?;
+    event_append(
+        conn,
+        &lease.run_id,
+        "step_rate_limited",
+        Some(step_id),
+        json!({ "rateLimit": key, "until": until }),
+    )
+    .await?;
+    Ok(())
+}
+
 /// Starts a durable timer: the step waits until the returned time.
 pub async fn step_sleep(
     conn: &mut PgConnection,

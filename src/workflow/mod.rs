@@ -146,6 +146,30 @@ pub struct Step {
     pub condition: Option<String>,
     pub timeout_ms: u64,
     pub retry: RetryPolicy,
+    /// `rate_limit`: the calls of every step naming the same key, across all runs and
+    /// workers, are spaced to at most `per_minute`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A step's rate limit: its attempts start at most `per_minute` times a minute, evenly
+/// spaced, counted with every other step (of any workflow) that names the same key.
+/// The key is a template (rendered as the step's other templates are).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimit {
+    pub key: String,
+    pub per_minute: u32,
+}
+
+impl RateLimit {
+    /// The highest rate a step may declare: 1,000 a second.
+    pub const PER_MINUTE_MAX: i64 = 60_000;
+
+    /// The spacing between two calls.
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(60) / self.per_minute.max(1)
+    }
 }
 
 impl Step {

@@ -117,6 +117,13 @@ struct RawRetry {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    key: Spanned<String>,
+    per_minute: Spanned<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawStep {
     id: Spanned<String>,
     kind: Spanned<String>,
@@ -126,6 +133,7 @@ struct RawStep {
     condition: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     retry: Option<Spanned<RawRetry>>,
+    rate_limit: Option<Spanned<RawRateLimit>>,
     // http
     method: Option<Spanned<String>>,
     url: Option<Spanned<String>>,
@@ -1117,6 +1125,41 @@ fn parse_step(
         .retry
         .as_ref()
         .map_or_else(|| default_retry.clone(), |r| retry(cx, r, default_retry));
+    let rate_limit = s.rate_limit.as_ref().and_then(|r| {
+        let raw = r.get_ref();
+        let before = cx.diagnostics.len();
+        if raw.key.get_ref().trim().is_empty() {
+            cx.error(raw.key.span(), format!("{owner}: rate_limit.key is empty; name the limit (\"openai\"), or give a template"));
+        } else if template::is_template(raw.key.get_ref()) {
+            check_template(cx, raw.key.span(), raw.key.get_ref(), false, input, upstream, &owner);
+        }
+        let per_minute = *raw.per_minute.get_ref();
+        if !(1..=super::RateLimit::PER_MINUTE_MAX).contains(&per_minute) {
+            cx.error(
+                raw.per_minute.span(),
+                format!(
+                    "{owner}: rate_limit.per_minute is 1 to {}, not {per_minute}",
+                    super::RateLimit::PER_MINUTE_MAX
+                ),
+            );
+        }
+        (cx.diagnostics.len() == before).then(|| super::RateLimit {
+            key: raw.key.get_ref().clone(),
+            per_minute: per_minute as u32,
+        })
+    });
+    if rate_limit.is_some()
+        && matches!(
+            kind,
+            StepKind::Sleep(_) | StepKind::Wait(_) | StepKind::Workflow(_)
+        )
+        && let Some(r) = &s.rate_limit
+    {
+        cx.error(
+            r.span(),
+            format!("{owner}: rate_limit applies to steps that call something (http, llm, sql, analyze, summarize, pass), not to `{}` steps", kind.name()),
+        );
+    }
 
     Some(Step {
         id,
@@ -1125,6 +1168,7 @@ fn parse_step(
         condition: s.condition.as_ref().map(|c| c.get_ref().clone()),
         timeout_ms: timeout.as_millis() as u64,
         retry,
+        rate_limit,
     })
 }
 
@@ -1583,6 +1627,39 @@ needs = ["ask"]
             "[concurrency]\nkey = \"k\"\nlimit = 1\nper = 3\n\n{steps}"
         ));
         assert!(e.iter().any(|e| e.contains("per")), "{e:?}");
+    }
+
+    #[test]
+    fn rate_limits_are_checked_where_they_are_written() {
+        let ok = parse_workflow(
+            "wf",
+            "wf.toml",
+            "[[steps]]\nid = \"s\"\nkind = \"pass\"\nrate_limit = { key = \"openai\", per_minute = 60 }\n",
+        )
+        .expect("a rate limit parses");
+        let limit = ok.steps[0].rate_limit.clone().expect("a limit");
+        assert_eq!(limit.key, "openai");
+        assert_eq!(limit.interval(), std::time::Duration::from_secs(1));
+        let e = errors(
+            "[[steps]]\nid = \"s\"\nkind = \"pass\"\nrate_limit = { key = \"k\", per_minute = 0 }\n",
+        );
+        assert!(
+            e.iter()
+                .any(|e| e.starts_with("wf.toml:4:")
+                    && e.contains("per_minute is 1 to 60000, not 0")),
+            "{e:?}"
+        );
+        let e = errors(
+            "[[steps]]\nid = \"s\"\nkind = \"sleep\"\nduration = \"1s\"\nrate_limit = { key = \"k\", per_minute = 5 }\n",
+        );
+        assert!(
+            e.iter().any(|e| e.contains("not to `sleep` steps")),
+            "{e:?}"
+        );
+        let e = errors(
+            "[[steps]]\nid = \"s\"\nkind = \"pass\"\nrate_limit = { key = \"{{ steps.nope.output }}\", per_minute = 5 }\n",
+        );
+        assert!(e.iter().any(|e| e.contains("`steps.nope`")), "{e:?}");
     }
 
     #[test]
