@@ -100,6 +100,21 @@ export function summarizeEvent(e: RunEvent): string {
       const by = str(d.by);
       return `Cancelled${by ? ` by ${by}` : ''}`;
     }
+    case 'run_terminate_requested': {
+      const by = str(d.by);
+      return `Termination requested${by ? ` by ${by}` : ''}: running steps stop at once`;
+    }
+    case 'step_terminated':
+      return `${step} terminated${attemptOf(d)}: an operator stopped the run`;
+    case 'run_admitted': {
+      const key = str(d.concurrencyKey);
+      return `Admitted to a concurrency slot${key !== null ? ` of key ${key}` : ''}`;
+    }
+    case 'step_rate_limited': {
+      const key = str(d.rateLimit);
+      const until = str(d.until);
+      return `${step} waits its turn${key ? ` under rate limit ${key}` : ''}${until ? ` until ${formatTime(until)}` : ''}`;
+    }
     default: {
       const words = e.kind.replace(/_/g, ' ');
       return `${words.charAt(0).toUpperCase()}${words.slice(1)}${e.stepId ? ` (step ${e.stepId})` : ''}`;
@@ -111,7 +126,7 @@ export function summarizeEvent(e: RunEvent): string {
 export function eventTone(kind: string): Tone {
   if (/succeeded$/.test(kind)) return 'success';
   if (/(failed|dead)$/.test(kind)) return 'danger';
-  if (/(retry_scheduled|abandoned|lease_expired|released)$/.test(kind)) return 'warning';
+  if (/(retry_scheduled|abandoned|terminated|rate_limited|lease_expired|released)$/.test(kind)) return 'warning';
   if (/waiting$/.test(kind)) return 'waiting';
   if (/(cancelled|cancel_requested|skipped)$/.test(kind)) return 'muted';
   if (/(started|running)$/.test(kind)) return 'info';
