@@ -661,6 +661,7 @@ async fn sync_adds_changes_and_removes_file_schedules(pool: PgPool) {
             source: "api",
             spec_hash: None,
             next_fire_at: None,
+            priority: 0,
         },
     )
     .await
@@ -946,4 +947,63 @@ async fn ctl_schedule_commands(pool: PgPool) {
     assert_eq!(code, 1);
     assert!(err.contains("no schedule"), "{err}");
     api.stop.cancel();
+}
+
+/// A schedule's `priority` (from the workflow file, or set through the API) is the
+/// priority of every run it starts; out of range is refused where it is written.
+#[sqlx::test(migrations = false)]
+async fn scheduled_runs_get_their_schedules_priority(pool: PgPool) {
+    migrate(&pool).await;
+    let file = ONE_SCHEDULE.replace(
+        "input = { who = \"schedule\" }",
+        "input = { who = \"schedule\" }\npriority = 5",
+    );
+    let registry = Registry::from_definitions([definition("beat", &file)]);
+    let t0 = at("2026-06-01T12:00:00Z");
+    scheduler::sync(&pool, &registry, t0).await.unwrap();
+    assert_eq!(schedule(&pool, "beat").await.priority, 5);
+    let report = pass(&pool, &registry, secs(t0, 1.01)).await;
+    assert_eq!(report.fired, 1);
+    let priorities: Vec<i16> = sqlx::query_scalar("select priority from runs")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(priorities, [5]);
+
+    let bad = cairn::workflow::Definition::parse(
+        "beat",
+        "beat.toml",
+        &ONE_SCHEDULE.replace("input = { who = \"schedule\" }", "priority = 1001"),
+    )
+    .unwrap_err();
+    assert!(bad.to_string().contains("priority is 0 to 1000"), "{bad}");
+
+    let api = TestApi::builder(&pool)
+        .registry(Registry::from_definitions([definition("beat", &file)]))
+        .start()
+        .await;
+    let (code, body) = api
+        .call(
+            "POST",
+            "/api/schedules",
+            Some(
+                json!({ "name": "urgent", "workflow": "beat", "cron": "0 6 * * *", "priority": 9 }),
+            ),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["priority"], 9, "{body}");
+    let (code, body) = api
+        .call(
+            "PATCH",
+            "/api/schedules/urgent",
+            Some(json!({ "priority": 2000 })),
+        )
+        .await;
+    assert_eq!(code, 422, "{body}");
+    let (code, out, err) = api
+        .ctl(&["schedule", "update", "urgent", "--priority", "3"])
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(schedule(&pool, "urgent").await.priority, 3);
 }

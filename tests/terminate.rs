@@ -81,6 +81,21 @@ async fn long_step_running(pool: &PgPool, run: &str) {
     .await;
 }
 
+/// Submits a run of `slow` and waits until its long step is running.
+async fn slow_run_started(api: &TestApi, pool: &PgPool) -> String {
+    let (code, body) = api
+        .call(
+            "POST",
+            "/api/tasks",
+            Some(json!({ "workflow": "slow", "input": {} })),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let run = body["taskId"].as_str().unwrap().to_owned();
+    long_step_running(pool, &run).await;
+    run
+}
+
 /// The statuses of `run`'s attempts of `step`.
 async fn attempt_statuses(pool: &PgPool, run: &str, step: &str) -> Vec<String> {
     sqlx::query_scalar(
@@ -113,16 +128,7 @@ async fn terminating_stops_the_running_step_at_once(pool: PgPool) {
     let worker = TestWorker::start(&pool, fast_settings());
 
     // A running step, stopped at once.
-    let (code, body) = api
-        .call(
-            "POST",
-            "/api/tasks",
-            Some(json!({ "workflow": "slow", "input": {} })),
-        )
-        .await;
-    assert_eq!(code, 201, "{body}");
-    let run = body["taskId"].as_str().unwrap().to_owned();
-    long_step_running(&pool, &run).await;
+    let run = slow_run_started(&api, &pool).await;
     let asked = Instant::now();
     let (code, body) = api
         .call("POST", &format!("/api/tasks/{run}/terminate"), None)
@@ -213,16 +219,7 @@ async fn terminating_stops_the_running_step_at_once(pool: PgPool) {
     );
 
     // From the operator CLI.
-    let (code, body) = api
-        .call(
-            "POST",
-            "/api/tasks",
-            Some(json!({ "workflow": "slow", "input": {} })),
-        )
-        .await;
-    assert_eq!(code, 201, "{body}");
-    let third = body["taskId"].as_str().unwrap().to_owned();
-    long_step_running(&pool, &third).await;
+    let third = slow_run_started(&api, &pool).await;
     let (code, out, err) = api.ctl(&["task", "cancel", &third, "--now", "--yes"]).await;
     assert_eq!(code, 0, "{out}{err}");
     cancelled_within(&pool, &third, Instant::now()).await;

@@ -66,6 +66,8 @@ pub struct ScheduleView {
     source: String,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// The priority of the runs it starts (0 to 1000).
+    priority: i16,
 }
 
 impl ScheduleView {
@@ -90,6 +92,7 @@ impl ScheduleView {
             source: s.source,
             created_at: s.created_at,
             updated_at: s.updated_at,
+            priority: s.priority,
         }
     }
 }
@@ -182,6 +185,9 @@ pub struct CreateSchedule {
     overlap_policy: Option<String>,
     /// A duration such as `30s` or `5m`, at least `1s`; default `1m`.
     max_lateness: Option<String>,
+    /// The priority of the runs it starts: 0 (default) to 1000 minutes of head start.
+    #[schema(minimum = 0, maximum = 1000)]
+    priority: Option<i64>,
 }
 
 fn valid_name(name: &str) -> bool {
@@ -202,6 +208,7 @@ struct Settings {
     misfire: MisfirePolicy,
     overlap: OverlapPolicy,
     max_lateness: Duration,
+    priority: i16,
 }
 
 /// A schedule's settings as a request gives them, over `base` (the defaults when
@@ -216,6 +223,7 @@ struct Given<'a> {
     /// `None`: the base's, already checked.
     max_lateness: Option<&'a str>,
     base_max_lateness: Duration,
+    priority: i64,
     /// Whether to check that the workflow is loaded and the input matches it (on create,
     /// and when either changes: an edit of the timing alone does not trip on them).
     check_workflow: bool,
@@ -309,7 +317,22 @@ fn settings(state: &AppState, g: &Given<'_>, problems: &mut Problems) -> Option<
     if problems.0.len() > before {
         return None;
     }
+    let max = crate::store::runs::PRIORITY_MAX;
+    let priority = match i16::try_from(g.priority) {
+        Ok(p) if (0..=max).contains(&p) => Some(p),
+        _ => {
+            problems.add(
+                "priority",
+                format!(
+                    "priority is 0 to {max} (minutes of head start in the queue), not {}",
+                    g.priority
+                ),
+            );
+            None
+        }
+    };
     Some(Settings {
+        priority: priority?,
         workflow: g.workflow.to_owned(),
         cron_expr: g.cron.trim().to_owned(),
         cron: cron?,
@@ -336,6 +359,7 @@ impl Settings {
             source,
             spec_hash: None,
             next_fire_at: self.cron.next_after(Utc::now()),
+            priority: self.priority,
         }
     }
 }
@@ -374,6 +398,7 @@ async fn create(
             .unwrap_or(OverlapPolicy::Allow.as_str()),
         max_lateness: req.max_lateness.as_deref(),
         base_max_lateness: DEFAULT_MAX_LATENESS,
+        priority: req.priority.unwrap_or(0),
         check_workflow: true,
     };
     let checked = settings(&state, &given, &mut problems);
@@ -422,6 +447,9 @@ pub struct UpdateSchedule {
     overlap_policy: Option<String>,
     /// A duration such as `30s` or `5m`, at least `1s`.
     max_lateness: Option<String>,
+    /// The priority of the runs it starts, 0 to 1000.
+    #[schema(minimum = 0, maximum = 1000)]
+    priority: Option<i64>,
 }
 
 impl UpdateSchedule {
@@ -434,6 +462,7 @@ impl UpdateSchedule {
             || self.misfire_policy.is_some()
             || self.overlap_policy.is_some()
             || self.max_lateness.is_some()
+            || self.priority.is_some()
     }
 }
 
@@ -473,6 +502,7 @@ async fn update(
         overlap_policy: req.overlap_policy.as_deref().unwrap_or(&s.overlap_policy),
         max_lateness: req.max_lateness.as_deref(),
         base_max_lateness: Duration::from_millis(u64::try_from(s.max_lateness_ms).unwrap_or(0)),
+        priority: req.priority.unwrap_or(i64::from(s.priority)),
         check_workflow: req.input.is_some() || req.workflow.is_some(),
     };
     let mut problems = Problems::default();

@@ -56,6 +56,9 @@ pub enum ScheduleCommand {
         /// How late a tick may start and still be on time (e.g. 30s, 5m).
         #[arg(long, default_value = "1m")]
         max_lateness: String,
+        /// Priority of the runs it starts: 0 to 1000 minutes of head start in the queue.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..=1000))]
+        priority: i64,
         /// Create it paused.
         #[arg(long)]
         paused: bool,
@@ -88,6 +91,9 @@ pub enum ScheduleCommand {
         /// How late a tick may start and still be on time (e.g. 30s, 5m).
         #[arg(long)]
         max_lateness: Option<String>,
+        /// Priority of the runs it starts: 0 to 1000 minutes of head start in the queue.
+        #[arg(long, value_parser = clap::value_parser!(i64).range(0..=1000))]
+        priority: Option<i64>,
     },
     /// Start one run for every fire time in [--from, --to) not handled yet (at most
     /// 1,000); repeating it starts nothing twice.
@@ -145,6 +151,7 @@ pub async fn run(command: ScheduleCommand, client: &Client, out: &mut Out<'_>) -
             misfire_policy,
             overlap_policy,
             max_lateness,
+            priority,
             paused,
         } => {
             let input: Value = match input {
@@ -161,6 +168,7 @@ pub async fn run(command: ScheduleCommand, client: &Client, out: &mut Out<'_>) -
                 "misfirePolicy": misfire_policy,
                 "overlapPolicy": overlap_policy,
                 "maxLateness": max_lateness,
+                "priority": priority,
             });
             let created = client.post("/api/schedules", &body, None).await?;
             one(w, format, &created)?;
@@ -174,8 +182,12 @@ pub async fn run(command: ScheduleCommand, client: &Client, out: &mut Out<'_>) -
             misfire_policy,
             overlap_policy,
             max_lateness,
+            priority,
         } => {
             let mut body = serde_json::Map::new();
+            if let Some(p) = priority {
+                body.insert("priority".into(), json!(p));
+            }
             let mut set = |k: &str, v: Option<String>| {
                 if let Some(v) = v {
                     body.insert(k.to_owned(), Value::String(v));
@@ -193,7 +205,7 @@ pub async fn run(command: ScheduleCommand, client: &Client, out: &mut Out<'_>) -
             }
             if body.is_empty() {
                 bail!(
-                    "nothing to change: give at least one of --workflow, --cron, --timezone, --input, --misfire-policy, --overlap-policy, --max-lateness"
+                    "nothing to change: give at least one of --workflow, --cron, --timezone, --input, --misfire-policy, --overlap-policy, --max-lateness, --priority"
                 );
             }
             let updated = client.patch(&path(&schedule), &Value::Object(body)).await?;

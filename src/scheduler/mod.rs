@@ -272,7 +272,11 @@ pub async fn fire(
         );
         return tick_failed(conn, s, tick_id, tick_at, message).await;
     };
-    match engine::submit_in(conn, def, &s.input, None).await? {
+    let origin = crate::store::runs::RunOrigin {
+        priority: s.priority,
+        ..Default::default()
+    };
+    match engine::submit_with(conn, def, &s.input, None, &origin).await? {
         Ok(Submitted::Created(run)) => {
             store::run_schedule_link(conn, &run.id, &s.id, tick_at).await?;
             store::schedule_tick_finish(conn, tick_id, TickOutcome::Fired, Some(&run.id), None)

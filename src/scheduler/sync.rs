@@ -62,6 +62,7 @@ pub async fn sync(pool: &PgPool, registry: &Registry, now: DateTime<Utc>) -> Res
                 source: "file",
                 spec_hash: Some(&hash),
                 next_fire_at: cron.next_after(now),
+                priority: spec.priority,
             };
             match store::schedule_get_for_update(&mut tx, &spec.name).await? {
                 None => {

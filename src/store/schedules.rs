@@ -33,6 +33,8 @@ pub struct ScheduleRow {
     pub last_fired_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The priority of the runs it starts.
+    pub priority: i16,
 }
 
 /// The settings of a schedule, as written by [`schedule_insert`] and
@@ -52,6 +54,8 @@ pub struct ScheduleParams<'a> {
     pub source: &'a str,
     pub spec_hash: Option<&'a str>,
     pub next_fire_at: Option<DateTime<Utc>>,
+    /// The priority of the runs it starts (0 to 1000).
+    pub priority: i16,
 }
 
 /// Inserts a schedule. A taken name violates `schedules_name`.
@@ -63,11 +67,12 @@ pub async fn schedule_insert(
     Ok(sqlx::query_as!(
         ScheduleRow,
         "insert into schedules (id, name, workflow, cron, timezone, input, enabled, misfire_policy,
-                                max_lateness_ms, overlap_policy, source, spec_hash, next_fire_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                                max_lateness_ms, overlap_policy, source, spec_hash, next_fire_at,
+                                priority)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
          returning id, name, workflow, cron, timezone, input, enabled, misfire_policy, max_lateness_ms,
                 overlap_policy, source, spec_hash, next_fire_at, last_fired_at, created_at,
-                updated_at",
+                updated_at, priority",
         id,
         p.name,
         p.workflow,
@@ -80,7 +85,8 @@ pub async fn schedule_insert(
         p.overlap_policy,
         p.source,
         p.spec_hash,
-        p.next_fire_at
+        p.next_fire_at,
+        p.priority
     )
     .fetch_one(&mut *conn)
         .await?)
@@ -92,7 +98,7 @@ pub async fn schedule_get(pool: &PgPool, id_or_name: &str) -> Result<Option<Sche
         ScheduleRow,
         "select id, name, workflow, cron, timezone, input, enabled, misfire_policy, max_lateness_ms,
                 overlap_policy, source, spec_hash, next_fire_at, last_fired_at, created_at,
-                updated_at from schedules where id = $1 or name = $1",
+                updated_at, priority from schedules where id = $1 or name = $1",
         id_or_name
     )
     .fetch_optional(pool)
@@ -105,7 +111,7 @@ pub async fn schedule_list(pool: &PgPool) -> Result<Vec<ScheduleRow>> {
         ScheduleRow,
         "select id, name, workflow, cron, timezone, input, enabled, misfire_policy, max_lateness_ms,
                 overlap_policy, source, spec_hash, next_fire_at, last_fired_at, created_at,
-                updated_at from schedules order by name"
+                updated_at, priority from schedules order by name"
     )
     .fetch_all(pool)
     .await?)
@@ -128,7 +134,7 @@ pub async fn schedule_set_enabled(
           where id = $1
          returning id, name, workflow, cron, timezone, input, enabled, misfire_policy, max_lateness_ms,
                 overlap_policy, source, spec_hash, next_fire_at, last_fired_at, created_at,
-                updated_at",
+                updated_at, priority",
         id,
         enabled,
         resume_at
@@ -144,7 +150,7 @@ pub async fn schedule_lock(conn: &mut PgConnection, id: &str) -> Result<Option<S
         ScheduleRow,
         "select id, name, workflow, cron, timezone, input, enabled, misfire_policy, max_lateness_ms,
                 overlap_policy, source, spec_hash, next_fire_at, last_fired_at, created_at,
-                updated_at from schedules where id = $1 for update",
+                updated_at, priority from schedules where id = $1 for update",
         id
     )
     .fetch_optional(&mut *conn)
@@ -166,11 +172,11 @@ pub async fn schedule_update(
             set workflow = $2, cron = $3, timezone = $4, input = $5, enabled = $6,
                 misfire_policy = $7, max_lateness_ms = $8, overlap_policy = $9,
                 next_fire_at = case when $10 then $11 else next_fire_at end,
-                updated_at = now()
+                priority = $12, updated_at = now()
           where id = $1
          returning id, name, workflow, cron, timezone, input, enabled, misfire_policy, max_lateness_ms,
                 overlap_policy, source, spec_hash, next_fire_at, last_fired_at, created_at,
-                updated_at",
+                updated_at, priority",
         id,
         p.workflow,
         p.cron,
@@ -181,7 +187,8 @@ pub async fn schedule_update(
         p.max_lateness_ms,
         p.overlap_policy,
         move_cursor,
-        p.next_fire_at
+        p.next_fire_at,
+        p.priority
     )
     .fetch_optional(pool)
         .await?)
@@ -207,7 +214,7 @@ pub async fn schedule_claim_due(
         ScheduleRow,
         "select id, name, workflow, cron, timezone, input, enabled, misfire_policy, max_lateness_ms,
                 overlap_policy, source, spec_hash, next_fire_at, last_fired_at, created_at,
-                updated_at from schedules
+                updated_at, priority from schedules
           where enabled and next_fire_at <= $1 and id <> all($2)
           order by next_fire_at
           limit 1
@@ -454,7 +461,7 @@ pub async fn schedule_get_for_update(
         ScheduleRow,
         "select id, name, workflow, cron, timezone, input, enabled, misfire_policy, max_lateness_ms,
                 overlap_policy, source, spec_hash, next_fire_at, last_fired_at, created_at,
-                updated_at from schedules where name = $1 for update",
+                updated_at, priority from schedules where name = $1 for update",
         name
     )
     .fetch_optional(&mut *conn)
@@ -474,7 +481,7 @@ pub async fn schedule_file_update(
             set workflow = $2, cron = $3, timezone = $4, input = $5, enabled = $6,
                 misfire_policy = $7, max_lateness_ms = $8, overlap_policy = $9, spec_hash = $10,
                 next_fire_at = case when $11 then $12 else next_fire_at end,
-                updated_at = now()
+                priority = $13, updated_at = now()
           where id = $1",
         id,
         p.workflow,
@@ -487,7 +494,8 @@ pub async fn schedule_file_update(
         p.overlap_policy,
         p.spec_hash,
         move_cursor,
-        p.next_fire_at
+        p.next_fire_at,
+        p.priority
     )
     .execute(&mut *conn)
     .await?;

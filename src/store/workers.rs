@@ -136,13 +136,9 @@ mod tests {
     use crate::store::{Lease, StoreError, runs};
     use crate::workflow::Definition;
 
-    /// A run leased to the worker that the worker does not know it holds — its fetch
-    /// committed, but the answer was lost as the database restarted — is not extended:
-    /// its lease expires and the rescuer requeues it. Extending every lease of the owner
-    /// kept such runs `running` and untouched for as long as the worker lived.
-    #[sqlx::test(migrations = false)]
-    async fn a_heartbeat_extends_only_the_runs_the_worker_knows_it_holds(pool: PgPool) {
-        crate::queue::migrate(&pool).await.expect("migrate");
+    /// Migrates and queues `n` runs of a one-step workflow; their ids.
+    async fn one_step_runs(pool: &PgPool, n: usize) -> Vec<String> {
+        crate::queue::migrate(pool).await.expect("migrate");
         let def = Definition::parse(
             "one",
             "one.toml",
@@ -150,16 +146,27 @@ mod tests {
         )
         .expect("valid");
         let mut ids = Vec::new();
-        for _ in 0..2 {
-            let Ok(Ok(Submitted::Created(run))) = submit(&pool, &def, &json!({}), None).await
-            else {
+        for _ in 0..n {
+            let Ok(Ok(Submitted::Created(run))) = submit(pool, &def, &json!({}), None).await else {
                 panic!("the run was not created");
             };
-            runs::run_lease_acquire(&pool, &run.id, "w", Duration::from_secs(5))
+            ids.push(run.id);
+        }
+        ids
+    }
+
+    /// A run leased to the worker that the worker does not know it holds — its fetch
+    /// committed, but the answer was lost as the database restarted — is not extended:
+    /// its lease expires and the rescuer requeues it. Extending every lease of the owner
+    /// kept such runs `running` and untouched for as long as the worker lived.
+    #[sqlx::test(migrations = false)]
+    async fn a_heartbeat_extends_only_the_runs_the_worker_knows_it_holds(pool: PgPool) {
+        let ids = one_step_runs(&pool, 2).await;
+        for id in &ids {
+            runs::run_lease_acquire(&pool, id, "w", Duration::from_secs(5))
                 .await
                 .expect("acquire")
                 .expect("the lease is free");
-            ids.push(run.id);
         }
         let (known, lost) = (&ids[0], &ids[1]);
         worker_register(
@@ -212,21 +219,7 @@ mod tests {
     /// the writer locks them in (an unordered update visits them in table order).
     #[sqlx::test(migrations = false)]
     async fn heartbeats_and_batched_transitions_of_the_same_runs_never_deadlock(pool: PgPool) {
-        crate::queue::migrate(&pool).await.expect("migrate");
-        let def = Definition::parse(
-            "one",
-            "one.toml",
-            "[[steps]]\nid = \"s\"\nkind = \"pass\"\n",
-        )
-        .expect("valid");
-        let mut ids = Vec::new();
-        for _ in 0..40 {
-            let Ok(Ok(Submitted::Created(run))) = submit(&pool, &def, &json!({}), None).await
-            else {
-                panic!("the run was not created");
-            };
-            ids.push(run.id);
-        }
+        let mut ids = one_step_runs(&pool, 40).await;
         ids.sort();
         let ttl = Duration::from_secs(300);
         let mut leases: Vec<Lease> = Vec::new();

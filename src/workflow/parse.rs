@@ -84,6 +84,7 @@ struct RawSchedule {
     misfire_policy: Option<Spanned<String>>,
     max_lateness: Option<Spanned<String>>,
     overlap_policy: Option<Spanned<String>>,
+    priority: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -1323,6 +1324,20 @@ fn parse_schedules(
                 cx.error(span.clone(), format!("schedule `{name}`: input: {e}"));
             }
         }
+        let priority = match &s.priority {
+            None => 0,
+            Some(p) if (0..=1000).contains(p.get_ref()) => *p.get_ref() as i16,
+            Some(p) => {
+                cx.error(
+                    p.span(),
+                    format!(
+                        "schedule `{name}`: priority is 0 to 1000 (minutes of head start in the queue), not {}",
+                        p.get_ref()
+                    ),
+                );
+                0
+            }
+        };
         specs.push(ScheduleSpec {
             name,
             cron: s.cron.get_ref().trim().to_owned(),
@@ -1332,6 +1347,7 @@ fn parse_schedules(
             misfire_policy,
             max_lateness_ms: max_lateness.as_millis() as u64,
             overlap_policy,
+            priority,
         });
     }
     specs

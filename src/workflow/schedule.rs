@@ -134,6 +134,15 @@ pub struct ScheduleSpec {
     pub misfire_policy: MisfirePolicy,
     pub max_lateness_ms: u64,
     pub overlap_policy: OverlapPolicy,
+    /// The priority of the runs it starts (0 to 1000; see `store::runs::PRIORITY_MAX`).
+    /// Left out of the JSON when 0, so the stored hash of a schedule without one is
+    /// what it was before priorities existed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: i16,
+}
+
+fn is_zero(p: &i16) -> bool {
+    *p == 0
 }
 
 impl ScheduleSpec {
