@@ -258,6 +258,7 @@ async fn run(command: Command) -> Result<()> {
                     pool.clone(),
                     registry,
                     &scheduler,
+                    false,
                     cairn::shutdown::on_signal(),
                 ),
             )
@@ -380,7 +381,7 @@ async fn run_dev(
     let (a, w, s) = tokio::join!(
         server.run(shutdown.clone()),
         cairn::worker::run(pool.clone(), settings, shutdown.clone()),
-        startup::run_scheduler(pool.clone(), registry, &scheduler, shutdown.clone()),
+        startup::run_scheduler(pool.clone(), registry, &scheduler, true, shutdown.clone()),
     );
     // Every connection closed before the database stops: it logs nothing as lost.
     close(api_pool).await;

@@ -268,6 +268,100 @@ pub struct SchedulerArgs {
     pub scheduler_poll: Duration,
     #[command(flatten)]
     pub retention: RetentionArgs,
+    #[command(flatten)]
+    pub notify: NotifyArgs,
+}
+
+/// Alerts: where the notifier in `cairn scheduler` and `cairn dev` sends the events
+/// the database records when runs die (docs/OPERATIONS.md, "Alerts").
+#[derive(Debug, Clone, Args)]
+pub struct NotifyArgs {
+    /// Endpoint that gets a signed JSON POST (`run.dead`, with a Slack-compatible
+    /// `text`) when a run dies. A workflow's `[notify] url` replaces it for its runs.
+    /// Without either, nothing is sent (the events are recorded as skipped).
+    #[arg(long, env = "CAIRN_NOTIFY_URL", hide_env_values = true)]
+    pub notify_url: Option<String>,
+    /// Secret each POST is signed with: `X-Cairn-Signature: sha256=<hex
+    /// HMAC-SHA256(secret, "{X-Cairn-Timestamp}.{raw body}")>`. Without it, unsigned.
+    #[arg(long, env = "CAIRN_NOTIFY_SECRET", hide_env_values = true)]
+    pub notify_secret: Option<String>,
+    /// Send `schedule.tick_failed` too: a schedule's tick could not start its run.
+    #[arg(long, env = "CAIRN_NOTIFY_TICK_FAILURES")]
+    pub notify_tick_failures: bool,
+    /// Non-public hosts, addresses or CIDRs the notifier may reach (comma-separated,
+    /// as CAIRN_EGRESS_ALLOW): by default it reaches public addresses only. `cairn dev`
+    /// adds loopback.
+    #[arg(long, env = "CAIRN_NOTIFY_EGRESS_ALLOW", value_delimiter = ',')]
+    pub notify_egress_allow: Vec<String>,
+    /// The dashboard's public address (e.g. `https://cairn.example.com`): events link to
+    /// the run there (`url`). Without it, `url` is null.
+    #[arg(long, env = "CAIRN_DASHBOARD_URL")]
+    pub dashboard_url: Option<String>,
+    /// Longest one POST may take.
+    #[arg(long, env = "CAIRN_NOTIFY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub notify_timeout: Duration,
+    /// Delay before the first retry of a failed POST; each next one doubles, up to
+    /// --notify-retry-max.
+    #[arg(long, env = "CAIRN_NOTIFY_RETRY_MIN", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub notify_retry_min: Duration,
+    #[arg(long, env = "CAIRN_NOTIFY_RETRY_MAX", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub notify_retry_max: Duration,
+    /// POSTs of one event before it is given up (`failed`).
+    #[arg(long, env = "CAIRN_NOTIFY_MAX_ATTEMPTS", default_value_t = 25, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub notify_max_attempts: u32,
+    /// Longest sleep between looks for due events (new ones wake the notifier at once).
+    #[arg(long, env = "CAIRN_NOTIFY_POLL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub notify_poll: Duration,
+}
+
+impl NotifyArgs {
+    /// The notifier's settings these flags give; `Err` names the flag that is wrong.
+    pub fn settings(
+        &self,
+    ) -> Result<crate::scheduler::notifier::NotifySettings, (&'static str, String)> {
+        let some = |s: &Option<String>| {
+            s.as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        let url = match some(&self.notify_url) {
+            None => None,
+            Some(u) => match reqwest::Url::parse(&u) {
+                Ok(parsed)
+                    if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() =>
+                {
+                    Some(parsed)
+                }
+                // The URL itself stays out of the message: it may carry a credential.
+                _ => {
+                    return Err((
+                        "CAIRN_NOTIFY_URL (--notify-url)",
+                        "not an absolute http:// or https:// URL".to_owned(),
+                    ));
+                }
+            },
+        };
+        let egress_allow =
+            crate::step::EgressAllow::parse(&self.notify_egress_allow).map_err(|e| {
+                (
+                    "CAIRN_NOTIFY_EGRESS_ALLOW (--notify-egress-allow)",
+                    e.to_string(),
+                )
+            })?;
+        Ok(crate::scheduler::notifier::NotifySettings {
+            url,
+            secret: some(&self.notify_secret),
+            tick_failures: self.notify_tick_failures,
+            egress_allow,
+            dashboard_url: some(&self.dashboard_url),
+            timeout: self.notify_timeout,
+            retry_min: self.notify_retry_min,
+            retry_max: self.notify_retry_max.max(self.notify_retry_min),
+            max_deliveries: self.notify_max_attempts,
+            poll: self.notify_poll.max(Duration::from_millis(50)),
+        })
+    }
 }
 
 /// Retention: how long finished runs are kept, and the reaper that deletes them, which

@@ -185,16 +185,28 @@ pub async fn worker_settings(w: &WorkerArgs, db: &DatabaseArgs) -> Result<Worker
     })
 }
 
-/// Runs a scheduler with its flags until `shutdown`.
+/// Runs a scheduler with its flags until `shutdown`; `notify_loopback` lets its
+/// notifier reach loopback (`cairn dev`).
 pub async fn run_scheduler(
     pool: PgPool,
     workflows: Arc<Registry>,
     args: &SchedulerArgs,
+    notify_loopback: bool,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    let mut notify = args
+        .notify
+        .settings()
+        .map_err(|(flag, message)| StartupError::Setting { flag, message })?;
+    if notify_loopback {
+        for entry in crate::step::EgressAllow::loopback() {
+            notify.egress_allow.push(entry);
+        }
+    }
     let settings = SchedulerSettings {
         poll_interval: args.scheduler_poll,
         retention: Some(args.retention.settings()),
+        notify: Some(notify),
         ..Default::default()
     };
     scheduler::run(

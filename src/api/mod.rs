@@ -18,6 +18,7 @@ mod extract;
 pub mod guard;
 mod health;
 mod metrics;
+mod notifications;
 pub mod projects;
 mod retention;
 mod schedules;
@@ -143,6 +144,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(workers::routes())
         .merge(projects::routes())
         .merge(retention::routes())
+        .merge(notifications::routes())
         .merge(webhooks::routes())
 }
 

@@ -96,6 +96,11 @@ pub enum Command {
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: u32,
     },
+    /// Notifications: the alerts sent about dead runs, and how their delivery went.
+    Notify {
+        #[command(subcommand)]
+        command: NotifyCommand,
+    },
     /// Your API tokens: list and revoke them.
     Token {
         #[command(subcommand)]
@@ -114,6 +119,28 @@ pub enum Command {
     Completions {
         /// The shell to complete in.
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Recent notifications, newest first, with their delivery state.
+    #[command(
+        after_help = "Notifications are sent by the notifier in `cairn scheduler` (and `cairn dev`) to CAIRN_NOTIFY_URL or a workflow's [notify] url.\n\nExamples:\n  ctl notify list\n  ctl notify list --state failed\n  ctl notify list --task 01J... -o json"
+    )]
+    List {
+        /// Only this state.
+        #[arg(long, value_parser = ["pending", "delivered", "skipped", "failed"])]
+        state: Option<String>,
+        /// Only the notifications about this run.
+        #[arg(long)]
+        task: Option<String>,
+        /// Only this workflow's.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// At most this many (1 to 500).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=500))]
+        limit: u32,
     },
 }
 
@@ -402,6 +429,24 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
                 .get_query("/api/retention", &[("limit", limit.to_string())])
                 .await?;
             out.retention(&body)?;
+            Ok(0)
+        }
+        Command::Notify {
+            command:
+                NotifyCommand::List {
+                    state,
+                    task,
+                    workflow,
+                    limit,
+                },
+        } => {
+            let client = Client::new(&cli.global)?;
+            let mut query = vec![("limit", limit.to_string())];
+            query.extend(state.map(|s| ("state", s)));
+            query.extend(task.map(|t| ("taskId", t)));
+            query.extend(workflow.map(|w| ("workflow", w)));
+            let body = client.get_query("/api/notifications", &query).await?;
+            out.notifications(&body)?;
             Ok(0)
         }
         Command::Token {

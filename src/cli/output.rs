@@ -767,6 +767,59 @@ impl<'a> Out<'a> {
         Ok(())
     }
 
+    pub fn notifications(&mut self, body: &Value) -> Result<()> {
+        if self.format == Format::Json {
+            return self.json(body);
+        }
+        let items = body["items"].as_array().cloned().unwrap_or_default();
+        if items.is_empty() {
+            writeln!(self.w, "No notifications.")?;
+            return Ok(());
+        }
+        let now = Utc::now();
+        let mut t = table(
+            &[
+                "ID",
+                "CREATED",
+                "EVENT",
+                "TASK",
+                "WORKFLOW",
+                "STEP",
+                "STATE",
+                "TRIES",
+                "DELIVERED",
+                "LAST ERROR",
+            ],
+            true,
+        );
+        for n in &items {
+            let state = match text(&n["state"]).as_str() {
+                "pending" => format!("pending (next {})", relative(&n["nextAttemptAt"], now)),
+                s => s.to_owned(),
+            };
+            t.add_row(vec![
+                text(&n["id"]),
+                relative(&n["createdAt"], now),
+                text(&n["event"]),
+                text(&n["taskId"]),
+                text(&n["workflow"]),
+                text(&n["step"]),
+                state,
+                text(&n["deliveries"]),
+                match &n["deliveredAt"] {
+                    Value::Null => "-".to_owned(),
+                    d => relative(d, now),
+                },
+                match &n["lastError"] {
+                    Value::String(e) => truncate(e, 60),
+                    _ => "-".to_owned(),
+                },
+            ]);
+        }
+        writeln!(self.w, "{t}")?;
+        Ok(())
+    }
+
     pub fn workflow(&mut self, body: &Value) -> Result<()> {
         if self.format == Format::Json {
             return self.json(body);

@@ -43,9 +43,16 @@
 //! it), the process also runs the [reaper], which deletes finished runs past their
 //! retention window; one reaper works at a time however many schedulers run.
 //!
+//! # Notifications
+//!
+//! With [`SchedulerSettings::notify`] set (as `cairn scheduler` and `cairn dev` set
+//! it), the process also runs the [notifier], which delivers the alerts the database
+//! writes when runs die; any number of notifiers share the work.
+//!
 //! Time is injected: a pass takes `now`, and the loop reads a [`Clock`].
 
 pub mod backfill;
+pub mod notifier;
 pub mod plan;
 pub mod reaper;
 pub mod sync;
@@ -137,6 +144,9 @@ pub struct SchedulerSettings {
     /// Run the [reaper] beside the schedules, with these settings; `None`: no retention
     /// in this process.
     pub retention: Option<reaper::ReaperSettings>,
+    /// Run the [notifier] beside the schedules, with these settings; `None`: this
+    /// process delivers no notifications.
+    pub notify: Option<notifier::NotifySettings>,
 }
 
 impl Default for SchedulerSettings {
@@ -145,6 +155,7 @@ impl Default for SchedulerSettings {
             id: format!("scheduler-{}", crate::telemetry::process_id()),
             poll_interval: Duration::from_secs(10),
             retention: None,
+            notify: None,
         }
     }
 }
@@ -485,12 +496,27 @@ pub async fn run(
             stop_reaper.clone(),
         ))
     });
+    let notifier = settings.notify.clone().map(|notify| {
+        tokio::spawn(notifier::run(
+            pool.clone(),
+            notify,
+            clock.clone(),
+            stop_reaper.clone(),
+        ))
+    });
     let ran = run_schedules(pool, registry, settings, clock, shutdown).await;
     stop_reaper.cancel();
     if let Some(reaper) = reaper
         && let Err(e) = reaper.await
     {
         tracing::error!(error = %e, "the reaper task failed");
+    }
+    if let Some(notifier) = notifier {
+        match notifier.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the notifier stopped"),
+            Err(e) => tracing::error!(error = %e, "the notifier task failed"),
+        }
     }
     ran
 }

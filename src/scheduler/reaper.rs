@@ -14,6 +14,9 @@
 //!   window; none while any status is kept for ever.
 //! * Expired sessions, expired API tokens, and workers silent for
 //!   [`ReaperSettings::workers`].
+//! * Notifications ([`super::notifier`]) delivered or skipped longer ago than the
+//!   succeeded window, and those given up longer ago than the dead window; pending
+//!   ones stay.
 //!
 //! # Where it runs
 //!
@@ -320,6 +323,8 @@ async fn work(
         (Other::Sessions, Some(now)),
         (Other::Tokens, Some(now)),
         (Other::Workers, before(Some(s.workers))),
+        (Other::Notifications, before(s.succeeded)),
+        (Other::FailedNotifications, before(s.dead)),
     ];
     for (other, cutoff) in others {
         let Some(cutoff) = cutoff else { continue };
@@ -346,6 +351,10 @@ enum Other {
     Sessions,
     Tokens,
     Workers,
+    /// Delivered or skipped: kept as long as succeeded runs.
+    Notifications,
+    /// Given up: kept as long as dead runs.
+    FailedNotifications,
 }
 
 impl Other {
@@ -355,6 +364,7 @@ impl Other {
             Other::Sessions => "sessions",
             Other::Tokens => "api_tokens",
             Other::Workers => "workers",
+            Other::Notifications | Other::FailedNotifications => "notifications",
         }
     }
 
@@ -369,6 +379,10 @@ impl Other {
             Other::Sessions => store::sessions_reap_batch(conn, before, limit).await,
             Other::Tokens => store::tokens_reap_batch(conn, before, limit).await,
             Other::Workers => store::workers_reap_batch(conn, before, limit).await,
+            Other::Notifications => store::notifications_reap_batch(conn, before, limit).await,
+            Other::FailedNotifications => {
+                store::notifications_failed_reap_batch(conn, before, limit).await
+            }
         }
     }
 }

@@ -214,6 +214,43 @@ pub async fn workers_reap_batch(
     .await
 }
 
+/// Deletes up to `limit` notifications delivered (or skipped) before `before`, oldest
+/// first. Returns how many.
+pub async fn notifications_reap_batch(
+    conn: &mut PgConnection,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> Result<u64> {
+    reap(
+        conn,
+        "delete from notifications where id = any (array(
+             select id from notifications
+              where state in ('delivered', 'skipped') and finished_at < $1
+              order by finished_at limit $2 for update skip locked))",
+        before,
+        limit,
+    )
+    .await
+}
+
+/// Deletes up to `limit` notifications given up before `before`, oldest first.
+/// Returns how many.
+pub async fn notifications_failed_reap_batch(
+    conn: &mut PgConnection,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> Result<u64> {
+    reap(
+        conn,
+        "delete from notifications where id = any (array(
+             select id from notifications where state = 'failed' and finished_at < $1
+              order by finished_at limit $2 for update skip locked))",
+        before,
+        limit,
+    )
+    .await
+}
+
 async fn reap(
     conn: &mut PgConnection,
     sql: &'static str,

@@ -79,6 +79,23 @@ pub struct Workflow {
     /// `[concurrency]`: at most `limit` runs with the same key at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<Concurrency>,
+    /// `[notify]`: where the alerts about this workflow's runs go (docs/OPERATIONS.md,
+    /// "Alerts"); absent: the cluster's `CAIRN_NOTIFY_URL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Notify>,
+}
+
+/// A workflow's own alert settings. The stored definition carries them, and the
+/// database reads them when one of its runs dies (the `notifications` triggers), so a
+/// run is told about as the definition it started with says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Notify {
+    /// Send to this URL instead of the cluster's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// `false`: send nothing about this workflow's runs.
+    pub enabled: bool,
 }
 
 /// A workflow's concurrency limit: at most `limit` of its runs with the same key hold a

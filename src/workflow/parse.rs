@@ -64,6 +64,14 @@ struct RawWorkflow {
     #[serde(default)]
     schedules: Vec<Spanned<RawSchedule>>,
     concurrency: Option<Spanned<RawConcurrency>>,
+    notify: Option<Spanned<RawNotify>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    url: Option<Spanned<String>>,
+    enabled: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -405,6 +413,11 @@ pub fn parse_workflow(name: &str, file: &str, source: &str) -> Result<Workflow, 
         .as_ref()
         .and_then(|c| parse_concurrency(&mut cx, c.get_ref(), &input));
 
+    let notify = raw
+        .notify
+        .as_ref()
+        .map(|n| parse_notify(&mut cx, n.get_ref()));
+
     if cx.diagnostics.is_empty() {
         Ok(Workflow {
             name: name.to_owned(),
@@ -415,6 +428,7 @@ pub fn parse_workflow(name: &str, file: &str, source: &str) -> Result<Workflow, 
             schedules,
             retain,
             concurrency,
+            notify,
         })
     } else {
         cx.diagnostics.sort_by_key(|d| (d.line, d.column));
@@ -1175,6 +1189,30 @@ fn parse_step(
 
 /// `[concurrency]`: the key is a template of the input alone (it is rendered when the run
 /// is submitted, before any step has run), the limit a positive count.
+/// `[notify]`: `url` (an absolute http(s) URL, no template) and `enabled`.
+fn parse_notify(cx: &mut Ctx<'_>, raw: &RawNotify) -> super::Notify {
+    let enabled = raw.enabled.as_ref().is_none_or(|e| *e.get_ref());
+    let url = raw.url.as_ref().and_then(|u| {
+        let text = u.get_ref().trim();
+        let ok = reqwest::Url::parse(text)
+            .ok()
+            .filter(|p| matches!(p.scheme(), "http" | "https") && p.host().is_some());
+        if ok.is_none() {
+            cx.error(
+                u.span(),
+                format!("[notify] url `{text}` is not an absolute http:// or https:// URL"),
+            );
+        } else if !enabled && let Some(e) = &raw.enabled {
+            cx.error(
+                e.span(),
+                "[notify] sets a url and `enabled = false`: nothing would be sent there; drop one",
+            );
+        }
+        ok.map(|_| text.to_owned())
+    });
+    super::Notify { url, enabled }
+}
+
 fn parse_concurrency(
     cx: &mut Ctx<'_>,
     raw: &RawConcurrency,

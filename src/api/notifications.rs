@@ -1,0 +1,151 @@
+//! `/api/notifications`: the alerts Cairn sent (or is sending) about dead runs, with
+//! their delivery state, so an operator can see that the pager was told, or why not.
+//! The notifier runs in the schedulers (see [`crate::scheduler::notifier`]); this only
+//! reads the outbox. A workflow's own target URL is never served: such URLs often
+//! carry a credential.
+
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::auth::Viewer;
+use super::extract::AppQuery;
+use super::{ApiError, AppState};
+use crate::store::notifications::{self as store, NotificationFilter, NotificationRow};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(notification_list))
+}
+
+/// Notifications listed at most per page.
+pub const LIST_MAX: i64 = 500;
+
+/// One notification and where its delivery stands.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Notification {
+    /// Also the `Idempotency-Key` of its POSTs.
+    id: String,
+    /// `run.dead` or `schedule.tick_failed`.
+    event: String,
+    task_id: Option<String>,
+    workflow: String,
+    step: Option<String>,
+    schedule_id: Option<String>,
+    error: String,
+    /// Attempts of the step that failed (`run.dead`).
+    attempts: i32,
+    /// True when the workflow's `[notify] url` is the target, not the cluster's.
+    workflow_url: bool,
+    /// `pending` (to be delivered at `nextAttemptAt`), `delivered`, `skipped`
+    /// (nothing to send it to, or the event is not sent), `failed` (given up).
+    state: String,
+    /// POSTs made so far.
+    deliveries: i32,
+    next_attempt_at: Option<DateTime<Utc>>,
+    last_error: Option<String>,
+    /// The HTTP status of the last answer, if there was one.
+    last_status: Option<i32>,
+    created_at: DateTime<Utc>,
+    delivered_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<NotificationRow> for Notification {
+    fn from(n: NotificationRow) -> Self {
+        Notification {
+            id: n.id.to_string(),
+            next_attempt_at: (n.state == "pending").then_some(n.next_attempt_at),
+            event: n.event,
+            task_id: n.run_id,
+            workflow: n.workflow,
+            step: n.step_id,
+            schedule_id: n.schedule_id,
+            error: n.error,
+            attempts: n.step_attempts,
+            workflow_url: n.url.is_some(),
+            state: n.state,
+            deliveries: n.deliveries,
+            last_error: n.last_error,
+            last_status: n.last_status,
+            created_at: n.created_at,
+            delivered_at: n.delivered_at,
+            finished_at: n.finished_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationPage {
+    /// Newest first.
+    items: Vec<Notification>,
+    /// Pass as `before` for the next page; null on the last.
+    next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct NotificationQuery {
+    /// Only this state: `pending`, `delivered`, `skipped` or `failed`.
+    state: Option<String>,
+    /// Only this run's.
+    task_id: Option<String>,
+    workflow: Option<String>,
+    /// The `nextCursor` of the previous page.
+    before: Option<String>,
+    /// At most this many (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<i64>,
+}
+
+const STATES: [&str; 4] = ["pending", "delivered", "skipped", "failed"];
+
+/// Recent notifications (alerts about dead runs and failed schedule ticks) with their
+/// delivery state: attempts, last error, when delivered.
+#[utoipa::path(get, path = "/api/notifications", tag = "notifications", params(NotificationQuery),
+    responses((status = 200, body = NotificationPage), (status = 400, body = super::error::ErrorBody)))]
+async fn notification_list(
+    State(state): State<AppState>,
+    _: Viewer,
+    AppQuery(q): AppQuery<NotificationQuery>,
+) -> Result<Json<NotificationPage>, ApiError> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=LIST_MAX).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {LIST_MAX}"
+        )));
+    }
+    if let Some(s) = &q.state
+        && !STATES.contains(&s.as_str())
+    {
+        return Err(ApiError::bad_request(format!(
+            "state must be one of {}",
+            STATES.join(", ")
+        )));
+    }
+    let before = match &q.before {
+        None => None,
+        Some(c) => Some(c.parse::<i64>().map_err(|_| {
+            ApiError::bad_request("before must be the nextCursor of a previous page")
+        })?),
+    };
+    let filter = NotificationFilter {
+        state: q.state,
+        run_id: q.task_id,
+        workflow: q.workflow,
+    };
+    let rows = store::notification_list(&state.pool, &filter, before, limit + 1).await?;
+    let more = rows.len() as i64 > limit;
+    let items: Vec<Notification> = rows
+        .into_iter()
+        .take(limit as usize)
+        .map(Notification::from)
+        .collect();
+    let next_cursor = more.then(|| items.last().map(|n| n.id.clone())).flatten();
+    Ok(Json(NotificationPage { items, next_cursor }))
+}
