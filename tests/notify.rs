@@ -503,3 +503,105 @@ fn notify_table_mistakes_are_located() {
     assert_eq!(n.url.as_deref(), Some("https://hooks.example.com/T0/B0"));
     assert!(n.enabled);
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_failed_schedule_tick_is_sent_only_when_asked(pool: PgPool) {
+    migrate(&pool).await;
+    let (rx, addr, _stop) = receiver(200).await;
+    sqlx::query(
+        "insert into schedules (id, name, workflow, cron, source)
+         values ('01SCHED', 'nightly', 'gone', '0 3 * * *', 'api')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let registry = cairn::workflow::Registry::default();
+    let tick = || async {
+        match cairn::scheduler::trigger(&pool, &registry, "nightly", "test", chrono::Utc::now())
+            .await
+            .unwrap()
+        {
+            cairn::scheduler::Triggered::Failed(_) => {}
+            other => panic!("the tick should fail: {other:?}"),
+        }
+    };
+    let states = || async {
+        sqlx::query_scalar::<_, String>(
+            "select state from notifications where event = 'schedule.tick_failed' order by id",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    let mut s = settings(Some(format!("http://{addr}/hook")), &["127.0.0.1"]);
+
+    tick().await;
+    assert_eq!(deliver_now(&pool, &s).await, 1);
+    assert_eq!(states().await, ["skipped"]);
+    assert!(rx.hits().is_empty());
+
+    s.tick_failures = true;
+    tick().await;
+    assert_eq!(deliver_now(&pool, &s).await, 1);
+    assert_eq!(states().await, ["skipped", "delivered"]);
+    let hit = &rx.delivered()[0];
+    verify(hit, SECRET);
+    let body: Value = serde_json::from_slice(&hit.body).unwrap();
+    assert_eq!(body["event"], "schedule.tick_failed");
+    assert_eq!(body["scheduleId"], "01SCHED");
+    assert_eq!(body["workflow"], "gone");
+    assert!(body["text"].as_str().unwrap().contains("could not start"));
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_reaper_deletes_finished_notifications_past_their_window(pool: PgPool) {
+    migrate(&pool).await;
+    let (_rx, addr, _stop) = receiver(200).await;
+    let def = doomed("doomed", "");
+    let delivered = die(&pool, &def).await;
+    deliver_now(
+        &pool,
+        &settings(Some(format!("http://{addr}/hook")), &["127.0.0.1"]),
+    )
+    .await;
+    let failed = die(&pool, &def).await;
+    deliver_now(&pool, &settings(Some(format!("http://{addr}/hook")), &[])).await;
+    let pending = die(&pool, &def).await;
+    // Forty days on, all three are past the succeeded window (7 days) and the failed
+    // one is past the dead window (30 days); pending ones always stay.
+    sqlx::query(
+        "update notifications set created_at = created_at - interval '40 days',
+                finished_at = finished_at - interval '40 days',
+                delivered_at = delivered_at - interval '40 days'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let now = chrono::Utc::now();
+    let settings = cairn::scheduler::reaper::ReaperSettings {
+        dead: None,
+        ..Default::default()
+    };
+    let pass =
+        cairn::scheduler::reaper::pass(&pool, &settings, now, "test", &CancellationToken::new())
+            .await
+            .unwrap();
+    let cairn::scheduler::reaper::Pass::Done(report) = pass else {
+        panic!("the pass ran")
+    };
+    assert_eq!(report.deleted.get("notifications"), Some(&1), "{report:?}");
+    assert_eq!(count(&pool, &delivered).await, 0);
+    assert_eq!(
+        count(&pool, &failed).await,
+        1,
+        "failed ones follow the dead window (kept)"
+    );
+    assert_eq!(count(&pool, &pending).await, 1);
+
+    let settings = cairn::scheduler::reaper::ReaperSettings::default();
+    cairn::scheduler::reaper::pass(&pool, &settings, now, "test", &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(count(&pool, &failed).await, 0);
+    assert_eq!(count(&pool, &pending).await, 1);
+}

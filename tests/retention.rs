@@ -300,8 +300,9 @@ async fn retention_works_in_batches_and_skips_what_others_hold(pool: PgPool) {
     assert_eq!(report.deleted["runs"], 24);
     assert_eq!(report.deleted["run_events"], 24 * 5);
     // Succeeded: batches of 10, 10 and 4; then one batch each that finds nothing:
-    // cancelled, dead, ticks, sessions, tokens, workers.
-    assert_eq!(report.batches, 3 + 6);
+    // cancelled, dead, ticks, sessions, tokens, workers, and notifications (delivered
+    // or skipped, then given up).
+    assert_eq!(report.batches, 3 + 8);
     assert_eq!(rows_of(&pool, &ids).await.get("runs"), Some(&1));
     assert_eq!(status_of(&pool, &held).await.as_deref(), Some("succeeded"));
 
