@@ -79,6 +79,7 @@ const ACCESS: &[(&str, &str, Option<Role>)] = &[
     ("post", "/api/agents/workflow", Some(Role::Operator)),
     ("get", "/api/billing/usage", Some(Role::Viewer)),
     ("get", "/api/retention", Some(Role::Viewer)),
+    ("get", "/api/notifications", Some(Role::Viewer)),
     ("post", "/api/webhooks/agent-result", None),
 ];
 
