@@ -13,8 +13,9 @@
 //! * [`api`] — the axum HTTP API (the dashboard's backend-for-frontend).
 //! * [`worker`] — a worker process: the queue consumer, lease keeper and rescuer.
 //! * [`scheduler`] — a scheduler process: syncs `[[schedules]]` and turns cron ticks
-//!   into runs, each tick exactly once however many schedulers run; and the reaper,
-//!   which deletes finished runs past their retention window, one pass at a time.
+//!   into runs, each tick exactly once however many schedulers run; the reaper,
+//!   which deletes finished runs past their retention window, one pass at a time; and
+//!   the notifier, which delivers the alerts the database writes when runs die.
 //! * [`engine`] — advances one run: leases it, runs its ready steps, checkpoints,
 //!   retries with backoff, parks, finishes or dead-letters it.
 //! * [`step`] — executes one attempt of one step (`http`, `sql`, `llm`, built-ins).
