@@ -605,3 +605,26 @@ async fn the_reaper_deletes_finished_notifications_past_their_window(pool: PgPoo
     assert_eq!(count(&pool, &failed).await, 0);
     assert_eq!(count(&pool, &pending).await, 1);
 }
+
+/// The list's filters are documented as exactly what they accept: an empty `state` or
+/// `before` (`?state=&before=`) is refused with a 400, so the OpenAPI document must not
+/// offer it as valid (the API fuzzer sent it and was refused).
+#[test]
+fn the_list_filters_are_documented_as_what_they_accept() {
+    let doc = serde_json::to_value(cairn::api::openapi()).expect("the OpenAPI document");
+    let params = doc["paths"]["/api/notifications"]["get"]["parameters"]
+        .as_array()
+        .expect("parameters");
+    let pattern = |name: &str| {
+        params
+            .iter()
+            .find(|p| p["name"] == name)
+            .and_then(|p| p["schema"]["pattern"].as_str())
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        pattern("state").as_deref(),
+        Some("^(pending|delivered|skipped|failed)$")
+    );
+    assert_eq!(pattern("before").as_deref(), Some("^[0-9]{1,18}$"));
+}

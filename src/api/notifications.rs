@@ -92,11 +92,13 @@ pub struct NotificationPage {
 #[into_params(parameter_in = Query)]
 pub struct NotificationQuery {
     /// Only this state: `pending`, `delivered`, `skipped` or `failed`.
+    #[param(pattern = "^(pending|delivered|skipped|failed)$")]
     state: Option<String>,
     /// Only this run's.
     task_id: Option<String>,
     workflow: Option<String>,
     /// The `nextCursor` of the previous page.
+    #[param(pattern = "^[0-9]{1,18}$")]
     before: Option<String>,
     /// At most this many (default 50).
     #[param(minimum = 1, maximum = 500)]
