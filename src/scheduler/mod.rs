@@ -546,7 +546,7 @@ async fn run_schedules(
         removed = ?synced.removed, unchanged = synced.unchanged, conflicts = ?synced.conflicts,
         "scheduler started; workflow schedules synced");
 
-    let mut listener = listen(&pool).await;
+    let mut listener = listen(&pool, CHANNEL, "schedule changes").await;
     while !shutdown.is_cancelled() {
         let report = match run_due(&pool, &registry, clock.now(), &settings.id).await {
             Ok(r) => r,
@@ -586,22 +586,25 @@ async fn run_schedules(
     Ok(())
 }
 
-async fn listen(pool: &PgPool) -> Option<PgListener> {
+/// A listener on `channel`, or `None` (with a warning naming `what`) when it cannot be
+/// opened: the caller then polls only. Shared by the scheduler's loops.
+pub(super) async fn listen(pool: &PgPool, channel: &str, what: &str) -> Option<PgListener> {
     let connected = async {
         let mut l = PgListener::connect_with(pool).await?;
-        l.listen(CHANNEL).await?;
+        l.listen(channel).await?;
         Ok::<_, sqlx::Error>(l)
     };
     match connected.await {
         Ok(l) => Some(l),
         Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for schedule changes; polling only");
+            tracing::warn!(error = %e, "cannot listen for {what}; polling only");
             None
         }
     }
 }
 
-async fn notification(listener: &mut Option<PgListener>) -> Result<(), sqlx::Error> {
+/// The next notification of `listener`; never, without one.
+pub(super) async fn notification(listener: &mut Option<PgListener>) -> Result<(), sqlx::Error> {
     match listener {
         Some(l) => l.recv().await.map(|_| ()),
         None => std::future::pending().await,

@@ -48,10 +48,9 @@ use chrono::{DateTime, Utc};
 use reqwest::Url;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 
-use super::Clock;
+use super::{Clock, listen, notification};
 use crate::step::egress::{EgressAllow, EgressError, StepClient, StepHttp, find_egress_error};
 use crate::store::StoreError;
 use crate::store::notifications::{self as store, NotificationRow};
@@ -364,7 +363,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), NotifierError> {
     let client = StepHttp::new(settings.egress_allow.clone()).client(&[])?;
-    let mut listener = listen(&pool).await;
+    let mut listener = listen(&pool, CHANNEL, "notifications").await;
     tracing::info!(
         cluster_url = settings.url.is_some(),
         signed = settings.secret.is_some(),
@@ -401,28 +400,6 @@ pub async fn run(
         }
     }
     Ok(())
-}
-
-async fn listen(pool: &PgPool) -> Option<PgListener> {
-    let connected = async {
-        let mut l = PgListener::connect_with(pool).await?;
-        l.listen(CHANNEL).await?;
-        Ok::<_, sqlx::Error>(l)
-    };
-    match connected.await {
-        Ok(l) => Some(l),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for notifications; polling only");
-            None
-        }
-    }
-}
-
-async fn notification(listener: &mut Option<PgListener>) -> Result<(), sqlx::Error> {
-    match listener {
-        Some(l) => l.recv().await.map(|_| ()),
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]
