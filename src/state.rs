@@ -219,6 +219,20 @@ status! {
 }
 
 status! {
+    /// Where one item of a `map` step stands (`map_items.status`).
+    MapItemStatus, "map item" {
+        /// Not started yet.
+        Pending = "pending",
+        /// Its child run is started and not finished.
+        Running = "running",
+        /// Its child run succeeded; its output is the item's.
+        Succeeded = "succeeded",
+        /// Its child run died or was cancelled, or its input could not be made.
+        Failed = "failed",
+    }
+}
+
+status! {
     /// How one cron tick of a schedule ended (`schedule_ticks.outcome`).
     TickOutcome, "tick outcome" {
         /// Its run was started (`run_id`).

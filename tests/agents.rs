@@ -566,17 +566,25 @@ async fn analyzing_a_project_lands_the_analysis_on_it_without_a_model(pool: PgPo
     assert_eq!(status, 422);
 }
 
+/// The nightly report over 25 projects: every project gets its own analyze_project run
+/// (a child of the report, through its `map` step), no more than five at once, and the
+/// report lists every analysis in project order.
 #[sqlx::test(migrations = false)]
-async fn the_nightly_portfolio_report_covers_every_project_with_a_child_analysis(pool: PgPool) {
+async fn the_nightly_portfolio_report_analyses_every_project(pool: PgPool) {
     migrate(&pool).await;
     let api = spawn_api(&pool, examples()).await;
-    let worker = TestWorker::start(&pool, fast_settings());
-    for name in ["Apollo", "Gemini"] {
+    let mut names = Vec::new();
+    for n in 0..25 {
+        let name = format!("Project {n:02}");
         let (status, _) = api
             .call("POST", "/api/projects", Some(json!({ "name": name })))
             .await;
         assert_eq!(status, 201);
+        names.push(name);
     }
+    let workers: Vec<TestWorker> = (0..2)
+        .map(|_| TestWorker::start(&pool, fast_settings()))
+        .collect();
     let (status, body) = api
         .call(
             "POST",
@@ -587,33 +595,55 @@ async fn the_nightly_portfolio_report_covers_every_project_with_a_child_analysis
     assert_eq!(status, 202, "{body}");
     let id = body["taskId"].as_str().unwrap().to_owned();
     assert_eq!(
-        wait_finished(&pool, std::slice::from_ref(&id), Duration::from_secs(60)).await[&id],
+        wait_finished(&pool, std::slice::from_ref(&id), Duration::from_secs(120)).await[&id],
         "succeeded"
     );
-    worker.shutdown().await;
+    for w in workers {
+        w.shutdown().await;
+    }
     let (_, run) = api.call("GET", &format!("/api/tasks/{id}"), None).await;
     let projects = run["output"]["projects"].as_array().unwrap();
-    assert_eq!(projects.len(), 2, "{run}");
-    assert!(
-        projects.iter().all(|p| p["health"].is_string()),
-        "{projects:?}"
+    assert_eq!(projects.len(), 25, "{run}");
+    assert_eq!(run["output"]["report"]["projects"], 25);
+    assert_eq!(run["output"]["report"]["failed_analyses"], 0, "{run}");
+    let analyses = run["output"]["analyses"].as_array().unwrap();
+    assert_eq!(analyses.len(), 25);
+    for (analysis, (project, name)) in analyses.iter().zip(projects.iter().zip(&names)) {
+        assert_eq!(analysis["projectId"], project["id"], "{analysis}");
+        assert!(
+            analysis["summary"]
+                .as_str()
+                .unwrap()
+                .starts_with(name.as_str()),
+            "{analysis}"
+        );
+    }
+    let children: Vec<(String, i64)> = sqlx::query_as(
+        "select status, count(distinct input->>'project_id') from runs
+          where parent_run_id = $1 and workflow = 'analyze_project' group by status",
+    )
+    .bind(&id)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        children,
+        [("succeeded".to_owned(), 25)],
+        "one analysis per project"
     );
-    assert_eq!(run["output"]["report"]["projects"], 2);
-    assert!(
-        run["output"]["analyses"]["summary"]
-            .as_str()
-            .unwrap()
-            .starts_with("Gemini:"),
-        "{run}"
-    );
-    let children: i64 = sqlx::query_scalar(
-        "select count(*) from runs where parent_run_id = $1 and status = 'succeeded'",
+    // Never more than `max_parallel` analyses started and not yet finished.
+    let most: i64 = sqlx::query_scalar(
+        "with edges as (
+             select started_at as at, 1 as d from runs where parent_run_id = $1
+             union all
+             select finished_at, -1 from runs where parent_run_id = $1)
+         select max(n) from (select sum(d) over (order by at, d) as n from edges) e",
     )
     .bind(&id)
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!(children, 1);
+    assert!(most <= 5, "{most} analyses at once");
 }
 
 /// A fake external agent: hands every job it is sent to the test, and answers 202.

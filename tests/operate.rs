@@ -80,6 +80,11 @@ const ACCESS: &[(&str, &str, Option<Role>)] = &[
     ("get", "/api/billing/usage", Some(Role::Viewer)),
     ("get", "/api/retention", Some(Role::Viewer)),
     ("get", "/api/notifications", Some(Role::Viewer)),
+    (
+        "get",
+        "/api/tasks/{id}/steps/{step}/items",
+        Some(Role::Viewer),
+    ),
     ("post", "/api/webhooks/agent-result", None),
 ];
 
@@ -120,6 +125,7 @@ async fn every_endpoint_checks_every_role(pool: PgPool) {
             path.replace("{id}", "1")
                 .replace("{name}", "none")
                 .replace("{action}", "retry")
+                .replace("{step}", "s")
         );
         for (role, tok) in &tokens {
             let mut r = api

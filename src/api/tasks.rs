@@ -26,6 +26,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list, submit))
         .routes(routes!(show))
         .routes(routes!(events))
+        .routes(routes!(map_items))
         .routes(routes!(retry))
         .routes(routes!(replay))
         .routes(routes!(cancel))
@@ -283,6 +284,65 @@ async fn events(
     Ok(Json(EventList { items }))
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct MapItemsQuery {
+    /// Only items after this index (`next` of the previous page).
+    #[param(minimum = -1, maximum = 2147483647)]
+    after: Option<i64>,
+    /// At most this many (default 100).
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MapItemList {
+    items: Vec<store::maps::MapItemRow>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<i32>,
+}
+
+/// The items of a run's `map` step in item order, each with its state and its child run.
+#[utoipa::path(get, path = "/api/tasks/{id}/steps/{step}/items", tag = "tasks",
+    params(("id" = String, Path), ("step" = String, Path), MapItemsQuery),
+    responses((status = 200, body = MapItemList), (status = 400, body = super::error::ErrorBody),
+              (status = 404, body = super::error::ErrorBody)))]
+async fn map_items(
+    State(state): State<AppState>,
+    _: Viewer,
+    Path((id, step)): Path<(String, String)>,
+    AppQuery(q): AppQuery<MapItemsQuery>,
+) -> Result<Json<MapItemList>, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 500"));
+    }
+    let after = q.after.unwrap_or(-1);
+    let after = i32::try_from(after)
+        .ok()
+        .filter(|a| *a >= -1)
+        .ok_or_else(|| ApiError::bad_request("after must be an item index (-1 or more)"))?;
+    let is_map = store::steps::step_list(&state.pool, &id)
+        .await?
+        .iter()
+        .any(|s| s.step_id == step && s.map_total.is_some());
+    if !is_map {
+        return Err(ApiError::NotFound(format!(
+            "task `{id}` has no map step `{step}` with items"
+        )));
+    }
+    let mut items = store::maps::map_item_list(&state.pool, &id, &step, after, limit + 1).await?;
+    let next = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|i| i.index)
+    } else {
+        None
+    };
+    Ok(Json(MapItemList { items, next }))
+}
+
 /// Which runs a bulk action applies to.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -502,6 +562,8 @@ pub struct TaskSummary {
     waiting_for_slot: bool,
     /// Its head start in the queue, in minutes (0 to 1000).
     priority: i16,
+    /// The run whose `workflow` or `map` step started it.
+    parent_run_id: Option<String>,
 }
 
 impl From<&RunRow> for TaskSummary {
@@ -525,6 +587,7 @@ impl From<&RunRow> for TaskSummary {
             concurrency_key: r.concurrency_key.clone(),
             waiting_for_slot: !r.admitted && r.status == RunStatus::Queued,
             priority: r.priority,
+            parent_run_id: r.parent_run_id.clone(),
         }
     }
 }
@@ -1030,6 +1093,13 @@ async fn show(
                     "wakeAt": s.wake_at,
                     "startedAt": s.started_at,
                     "finishedAt": s.finished_at,
+                    "childRunId": s.child_run_id,
+                    "map": s.map_total.map(|_| json!({
+                        "total": s.map_total,
+                        "done": s.map_done,
+                        "failed": s.map_failed,
+                        "running": s.map_running,
+                    })),
                 }),
             )
         })

@@ -28,6 +28,10 @@ pub(super) struct StepState {
     pub(super) child_status: Option<RunStatus>,
     pub(super) child_output: Option<Value>,
     pub(super) child_error: Option<String>,
+    /// A `map` step's progress.
+    pub(super) map: store::maps::MapCounts,
+    /// A `map` step has items whose child runs finished.
+    pub(super) map_news: bool,
 }
 
 impl StepState {
@@ -91,6 +95,13 @@ pub(super) fn step_states(rows: Vec<store::steps::StepRow>) -> HashMap<String, S
                     child_status: s.child_status,
                     child_output: s.child_output,
                     child_error: s.child_error,
+                    map: store::maps::MapCounts {
+                        total: s.map_total,
+                        done: s.map_done,
+                        failed: s.map_failed,
+                        running: s.map_running,
+                    },
+                    map_news: s.map_news,
                 },
             )
         })
@@ -266,9 +277,10 @@ impl Engine {
         let due = match state.status {
             StepStatus::Pending => true,
             StepStatus::RetryScheduled => state.next_attempt_at.is_none_or(|t| t <= now),
-            // Timers fire, waits time out; a child's end is news at once.
+            // Timers fire, waits time out; a child's end is news at once, and so is
+            // the end of a map item's.
             StepStatus::Waiting => {
-                state.wake_at.is_some_and(|t| t <= now) || state.child_finished()
+                state.wake_at.is_some_and(|t| t <= now) || state.child_finished() || state.map_news
             }
             _ => false,
         };

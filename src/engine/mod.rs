@@ -20,12 +20,13 @@
 //!
 //! The rooms: this file holds the lease's lifecycle (taking a run, giving it up or
 //! handing it back); [`dag`] the run loop; [`start`] how each kind of step starts;
-//! [`settle`] committing outcomes and ending, parking or releasing the run;
+//! [`map`] the turns of a `map` step; [`settle`] committing outcomes and ending, parking or releasing the run;
 //! [`writer`] every write of a transition (the only code here that opens a
 //! transaction); [`submit`] queuing new runs; [`ops`] the operator's actions;
 //! [`measure`] what the metrics hear of it.
 
 mod dag;
+mod map;
 mod measure;
 pub mod ops;
 pub mod retry;

@@ -131,7 +131,7 @@ impl Engine {
             && step.rate_limit.is_none()
             && !matches!(
                 step.kind,
-                StepKind::Sleep(_) | StepKind::Wait(_) | StepKind::Workflow(_)
+                StepKind::Sleep(_) | StepKind::Wait(_) | StepKind::Workflow(_) | StepKind::Map(_)
             );
         if !plain {
             self.flush(cx, pending).await?;
@@ -165,6 +165,9 @@ impl Engine {
 
         if let StepKind::Wait(_) = &step.kind {
             return self.start_wait(cx, step, &state, states).await;
+        }
+        if let StepKind::Map(map) = &step.kind {
+            return self.start_map(cx, step, map, &state, states, vars).await;
         }
         if let StepKind::Workflow(child) = &step.kind {
             return self
@@ -398,6 +401,33 @@ impl Engine {
         Ok(Started::Settled)
     }
 
+    /// The latest stored definition of `workflow`, which child runs pin; `Err` says why
+    /// there is none.
+    pub(super) async fn child_definition(
+        &self,
+        cx: &RunCx<'_>,
+        workflow: &str,
+    ) -> Result<Result<crate::workflow::Definition, String>> {
+        let Some((hash, definition)) =
+            store::definitions::definition_latest(&self.pool, workflow).await?
+        else {
+            return Ok(Err(format!(
+                "workflow `{workflow}` has never been stored; submit it once through the API"
+            )));
+        };
+        let workflow: Workflow =
+            serde_json::from_value(definition).map_err(|e| EngineError::Definition {
+                run: cx.run_id.to_owned(),
+                hash: hash.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(Ok(crate::workflow::Definition {
+            workflow,
+            source: String::new(),
+            hash,
+        }))
+    }
+
     /// `workflow` steps: start the child run, or take its result, or time out.
     pub(super) async fn start_child(
         &self,
@@ -450,25 +480,9 @@ impl Engine {
                     .await;
             }
         };
-        let Some((hash, definition)) =
-            store::definitions::definition_latest(&self.pool, &child.workflow).await?
-        else {
-            let error = format!(
-                "workflow `{}` has never been stored; submit it once through the API",
-                child.workflow
-            );
-            return self.fail_at_start(cx, step, attempt, states, error).await;
-        };
-        let workflow: Workflow =
-            serde_json::from_value(definition).map_err(|e| EngineError::Definition {
-                run: cx.run_id.to_owned(),
-                hash: hash.clone(),
-                reason: e.to_string(),
-            })?;
-        let def = crate::workflow::Definition {
-            workflow,
-            source: String::new(),
-            hash,
+        let def = match self.child_definition(cx, &child.workflow).await? {
+            Ok(def) => def,
+            Err(error) => return self.fail_at_start(cx, step, attempt, states, error).await,
         };
         let origin = store::runs::RunOrigin {
             parent: Some((cx.run_id.to_owned(), step.id.clone())),

@@ -242,6 +242,139 @@ impl Writer {
         Ok(Ok((created, wake_at)))
     }
 
+    /// Writes a `map` step's list, [`store::maps::CHUNK`] items per transaction; items
+    /// already written (by an attempt a crash cut short) are skipped.
+    pub(crate) async fn map_items(
+        &self,
+        lease: &Lease,
+        step_id: &str,
+        items: &[Value],
+    ) -> Result<()> {
+        for (n, chunk) in items.chunks(store::maps::CHUNK).enumerate() {
+            let first = i32::try_from(n * store::maps::CHUNK).unwrap_or(i32::MAX);
+            let mut tx = self.pool.begin().await?;
+            store::maps::map_items_insert(&mut tx, lease, step_id, first, chunk).await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// One turn of a `map` step, in one transaction (see [`MapTurn`]): takes in the items
+    /// whose child runs ended, then fails the step (`fail_fast` and an item failed),
+    /// succeeds it (every item ended), or starts the next items while there is room,
+    /// each child's input made by `input` (an `Err` fails the item).
+    pub(crate) async fn map_turn(
+        &self,
+        lease: &Lease,
+        turn: MapTurn<'_>,
+        input: &mut (dyn FnMut(i32, &Value) -> Result<Value, String> + Send),
+    ) -> Result<MapTurned> {
+        let step_id = turn.step_id;
+        let mut tx = self.pool.begin().await?;
+        let mut wake_at = None;
+        if let Some((timeout, total)) = turn.begin {
+            wake_at = Some(
+                store::steps::step_wait(&mut tx, lease, step_id, turn.attempt, timeout, None)
+                    .await?,
+            );
+            store::maps::map_ready(&mut tx, lease, step_id, total).await?;
+        }
+        let mut counts = store::maps::map_collect(&mut tx, lease, step_id).await?;
+        let mut submitted = 0;
+        loop {
+            if turn.fail_fast && counts.failed > 0 {
+                let (index, error) = store::maps::map_first_failure(&mut tx, lease, step_id)
+                    .await?
+                    .unwrap_or((-1, "failed".into()));
+                let why = format!("item {index} failed: {error}");
+                let children = store::maps::map_stop(
+                    &mut tx,
+                    lease,
+                    step_id,
+                    "cancelled: another item failed and the map fails fast",
+                )
+                .await?;
+                for child in &children {
+                    store::runs::run_cancel(
+                        &mut tx,
+                        child,
+                        &format!("map {} of run {} failed", step_id, lease.run_id),
+                    )
+                    .await?;
+                }
+                store::steps::step_fail(&mut tx, lease, step_id, turn.attempt, &why, None).await?;
+                tx.commit().await?;
+                metrics::runs_submitted(&turn.child.workflow.name, submitted);
+                if !children.is_empty() {
+                    admit_after(&self.pool).await;
+                }
+                return Ok(MapTurned::Failed(why));
+            }
+            if counts.finished() {
+                let output = store::maps::map_output(&mut tx, lease, step_id).await?;
+                store::steps::step_succeed(&mut tx, lease, step_id, turn.attempt, &output, None)
+                    .await?;
+                tx.commit().await?;
+                metrics::runs_submitted(&turn.child.workflow.name, submitted);
+                return Ok(MapTurned::Succeeded(output));
+            }
+            let room = i64::from(turn.max_parallel) - i64::from(counts.running);
+            if room <= 0 {
+                break;
+            }
+            let next = store::maps::map_next(&mut tx, lease, step_id, room).await?;
+            if next.is_empty() {
+                break;
+            }
+            let mut started = Vec::new();
+            let mut refused = Vec::new();
+            for (index, item) in next {
+                let input = match input(index, &item) {
+                    Ok(input) => input,
+                    Err(e) => {
+                        refused.push((index, e));
+                        continue;
+                    }
+                };
+                match submit_with(&mut tx, turn.child, &input, None, turn.origin).await? {
+                    Ok(Submitted::Created(run)) => started.push((index, run.id)),
+                    Ok(_) => refused.push((index, "the child run was not created".into())),
+                    Err(Rejected::Input(errors)) => {
+                        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                        refused.push((
+                            index,
+                            format!(
+                                "input for workflow `{}` is invalid: {}",
+                                turn.child.workflow.name,
+                                text.join("; ")
+                            ),
+                        ));
+                    }
+                }
+            }
+            submitted += started.len();
+            counts = store::maps::map_started(&mut tx, lease, step_id, &started, &refused).await?;
+        }
+        tx.commit().await?;
+        metrics::runs_submitted(&turn.child.workflow.name, submitted);
+        Ok(MapTurned::Waiting { counts, wake_at })
+    }
+
+    /// Stops a `map` step whose time ran out: its items in flight fail and their child
+    /// runs are cancelled.
+    pub(crate) async fn map_stop(&self, lease: &Lease, step_id: &str, why: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let children = store::maps::map_stop(&mut tx, lease, step_id, why).await?;
+        for child in &children {
+            store::runs::run_cancel(&mut tx, child, why).await?;
+        }
+        tx.commit().await?;
+        if !children.is_empty() {
+            admit_after(&self.pool).await;
+        }
+        Ok(())
+    }
+
     /// Cancels a child run whose parent stopped waiting for it.
     pub(crate) async fn cancel_child(&self, child_id: &str, by: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
@@ -367,6 +500,33 @@ impl Writer {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// One turn of a `map` step ([`Writer::map_turn`]).
+pub(crate) struct MapTurn<'a> {
+    pub(crate) step_id: &'a str,
+    /// The step's attempt: the one that begins now when `begin` is set.
+    pub(crate) attempt: i32,
+    /// A new attempt: how long it may take, and the list's size.
+    pub(crate) begin: Option<(Duration, i32)>,
+    pub(crate) max_parallel: u32,
+    pub(crate) fail_fast: bool,
+    /// The items' workflow, and where their runs come from.
+    pub(crate) child: &'a Definition,
+    pub(crate) origin: &'a RunOrigin,
+}
+
+/// How a turn of a `map` step left it.
+pub(crate) enum MapTurned {
+    /// Items are running: the step waits for them (until `wake_at`, set when the attempt
+    /// began now).
+    Waiting {
+        counts: store::maps::MapCounts,
+        wake_at: Option<DateTime<Utc>>,
+    },
+    Succeeded(Value),
+    /// An item failed and the map fails fast; the step has failed for good.
+    Failed(String),
 }
 
 /// Queues a wake-up for the parent run, in the transaction that finishes its child.

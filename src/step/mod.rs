@@ -171,8 +171,8 @@ async fn execute_kind(step: &Step, cx: &StepContext<'_>) -> Result<Value, StepEr
         StepKind::Analyze(a) => builtin::analyze(a, cx).await,
         StepKind::Summarize(s) => builtin::summarize(s, cx).await,
         StepKind::Pass(p) => cx.render(&p.output),
-        StepKind::Sleep(_) | StepKind::Wait(_) | StepKind::Workflow(_) => Err(StepError::fatal(
-            "sleep, wait and workflow steps are handled by the engine",
-        )),
+        StepKind::Sleep(_) | StepKind::Wait(_) | StepKind::Workflow(_) | StepKind::Map(_) => Err(
+            StepError::fatal("sleep, wait, workflow and map steps are handled by the engine"),
+        ),
     }
 }

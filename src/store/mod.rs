@@ -13,6 +13,7 @@ pub mod dead_letters;
 pub mod definitions;
 pub mod events;
 pub mod jobs;
+pub mod maps;
 pub mod notifications;
 #[cfg(test)]
 mod plans;

@@ -336,14 +336,16 @@ pub(super) fn lease_statement(wanted: &str) -> String {
                             s.attempts, s.attempt_floor, s.output, s.error, s.next_attempt_at,
                             s.wake_at, s.started_at, s.finished_at, s.child_run_id,
                             c.status as child_status, c.output as child_output,
-                            c.error as child_error
+                            c.error as child_error, s.map_total, s.map_done, s.map_failed,
+                            s.map_running, {map_news} as map_news
                        from steps s
                             -- `limit 1` keeps this a lookup by key for each step,
                             -- never flattened into a join the planner may order badly.
                             left join lateral (select c.status, c.output, c.error from runs c
                                                 where c.id = s.child_run_id limit 1) c on true
                       where s.run_id = r.id) st) as steps
-           from r"
+           from r",
+        map_news = super::steps::map_news!(),
     )
 }
 

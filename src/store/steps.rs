@@ -28,7 +28,30 @@ pub struct StepRow {
     pub child_status: Option<RunStatus>,
     pub child_output: Option<Value>,
     pub child_error: Option<String>,
+    /// A `map` step's progress (see [`super::maps`]); `map_total` is null until its list
+    /// is written.
+    pub map_total: Option<i32>,
+    pub map_done: i32,
+    pub map_failed: i32,
+    pub map_running: i32,
+    /// A `map` step has items whose child runs finished and that it has not taken in.
+    pub map_news: bool,
 }
+
+/// The `map_news` column of a step row `s`: a lookup of the step's items in flight (a
+/// partial index of at most `max_parallel` rows), each child by key.
+macro_rules! map_news {
+    () => {
+        "case when s.map_running > 0 then exists (
+             select 1 from map_items m
+                  -- `limit 1`: a lookup by key for each item, never a join to order.
+                  cross join lateral (select c.status from runs c
+                                       where c.id = m.child_run_id limit 1) c
+              where m.run_id = s.run_id and m.step_id = s.step_id and m.status = 'running'
+                and c.status in ('succeeded', 'dead', 'cancelled')) else false end"
+    };
+}
+pub(super) use map_news;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AttemptRow {
@@ -43,12 +66,16 @@ pub struct AttemptRow {
 }
 
 /// The statement of [`step_list`].
-pub(super) const STEP_LIST: &str =
+pub(super) const STEP_LIST: &str = concat!(
     "select s.run_id, s.step_id, s.status, s.attempts, s.attempt_floor, s.output, s.error,
                 s.next_attempt_at, s.wake_at, s.started_at, s.finished_at, s.child_run_id,
-                c.status as child_status, c.output as child_output, c.error as child_error
+                c.status as child_status, c.output as child_output, c.error as child_error,
+                s.map_total, s.map_done, s.map_failed, s.map_running, ",
+    map_news!(),
+    " as map_news
            from steps s left join runs c on c.id = s.child_run_id
-          where s.run_id = $1";
+          where s.run_id = $1"
+);
 
 pub async fn step_list(pool: &PgPool, run_id: &str) -> Result<Vec<StepRow>> {
     Ok(sqlx::query_as(STEP_LIST)
@@ -513,12 +540,17 @@ pub async fn step_wait(
 }
 
 /// The statement of [`steps_have_news`].
-pub(super) const STEPS_HAVE_NEWS: &str = "select exists (select 1 from steps s
+pub(super) const STEPS_HAVE_NEWS: &str = concat!(
+    "select exists (select 1 from steps s
                          -- By key for each step, never a join the planner may order badly.
                          left join lateral (select c.status from runs c
                                              where c.id = s.child_run_id limit 1) c on true
                          where s.run_id = $1 and s.step_id = any($2)
-                           and (s.status <> 'waiting' or c.status in ('succeeded', 'dead', 'cancelled')))";
+                           and (s.status <> 'waiting' or c.status in ('succeeded', 'dead', 'cancelled')
+                                or ",
+    map_news!(),
+    "))"
+);
 
 /// Whether any of `steps` (waiting for a callback or a child) has news: delivered, or its
 /// child finished. Called under the run's lock before parking it.

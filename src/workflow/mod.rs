@@ -205,6 +205,7 @@ pub enum StepKind {
     Llm(LlmStep),
     Wait(WaitStep),
     Workflow(ChildStep),
+    Map(MapStep),
     Analyze(AnalyzeStep),
     Summarize(SummarizeStep),
     Pass(PassStep),
@@ -218,6 +219,7 @@ impl StepKind {
         "llm",
         "wait",
         "workflow",
+        "map",
         "analyze",
         "summarize",
         "pass",
@@ -231,9 +233,19 @@ impl StepKind {
             StepKind::Llm(_) => "llm",
             StepKind::Wait(_) => "wait",
             StepKind::Workflow(_) => "workflow",
+            StepKind::Map(_) => "map",
             StepKind::Analyze(_) => "analyze",
             StepKind::Summarize(_) => "summarize",
             StepKind::Pass(_) => "pass",
+        }
+    }
+
+    /// The workflow whose runs this step starts (`workflow` and `map` steps).
+    pub fn child_workflow(&self) -> Option<&str> {
+        match self {
+            StepKind::Workflow(c) => Some(&c.workflow),
+            StepKind::Map(m) => Some(&m.workflow),
+            _ => None,
         }
     }
 }
@@ -318,6 +330,40 @@ pub struct ChildStep {
     pub workflow: String,
     /// The child's input; strings inside may be templates.
     pub input: serde_json::Value,
+}
+
+/// Runs a child run of `workflow` for each item of a list known only at run time, at
+/// most `max_parallel` at once; its output is the children's outputs in item order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MapStep {
+    /// A template that yields the list.
+    pub items: String,
+    pub workflow: String,
+    /// Each child's input; strings inside may be templates, which also see `item` and
+    /// `index`. `None`: `{ "item": …, "index": … }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<serde_json::Value>,
+    pub max_parallel: u32,
+    pub on_failure: MapFailure,
+}
+
+impl MapStep {
+    /// The most items a map step takes.
+    pub const ITEMS_MAX: usize = 100_000;
+    /// The highest `max_parallel`.
+    pub const PARALLEL_MAX: i64 = 1_000;
+    pub const PARALLEL_DEFAULT: u32 = 10;
+}
+
+/// What a `map` step does when one of its items fails for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MapFailure {
+    /// The step fails at once; the items still running are cancelled.
+    FailFast,
+    /// The failure takes the item's place in the output, and the other items go on.
+    Collect,
 }
 
 /// Built-in: a project's facts from the database, with findings.
@@ -414,7 +460,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a `wait` step waits for its callback unless it says.
 pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(3600);
-/// How long a `workflow` step waits for its child unless it says.
+/// How long a `workflow` step waits for its child, and a `map` step for all its items,
+/// unless it says.
 pub const DEFAULT_CHILD_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 impl Workflow {
@@ -534,8 +581,8 @@ impl Registry {
         // `workflow` steps must name a workflow loaded beside them.
         for def in definitions.values() {
             for step in &def.workflow.steps {
-                if let StepKind::Workflow(child) = &step.kind
-                    && !definitions.contains_key(&child.workflow)
+                if let Some(child) = step.kind.child_workflow()
+                    && !definitions.contains_key(child)
                 {
                     let file = files
                         .iter()
@@ -549,7 +596,7 @@ impl Registry {
                         &file,
                         format!(
                             "step `{}` starts workflow `{}`, which is not among the loaded workflows",
-                            step.id, child.workflow
+                            step.id, child
                         ),
                     ));
                 }
@@ -587,8 +634,8 @@ impl Registry {
                 continue;
             }
             for step in &def.workflow.steps {
-                if let StepKind::Workflow(child) = &step.kind {
-                    todo.push(child.workflow.clone());
+                if let Some(child) = step.kind.child_workflow() {
+                    todo.push(child.to_owned());
                 }
             }
             out.push(def);

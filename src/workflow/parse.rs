@@ -16,8 +16,8 @@ use super::input::{InputField, InputType};
 use super::schedule::{self, CronSchedule, ScheduleSpec};
 use super::template;
 use super::{
-    AnalyzeStep, ChildStep, DEFAULT_TIMEOUT, HttpStep, LlmStep, PassStep, RetryPolicy, SleepStep,
-    SqlMode, SqlStep, Step, StepKind, SummarizeStep, WaitStep, Workflow,
+    AnalyzeStep, ChildStep, DEFAULT_TIMEOUT, HttpStep, LlmStep, MapFailure, MapStep, PassStep,
+    RetryPolicy, SleepStep, SqlMode, SqlStep, Step, StepKind, SummarizeStep, WaitStep, Workflow,
 };
 
 /// One located problem in a workflow file.
@@ -167,6 +167,10 @@ struct RawStep {
     // workflow
     workflow: Option<Spanned<String>>,
     input: Option<Spanned<toml::Value>>,
+    // map (with workflow and input)
+    items: Option<Spanned<String>>,
+    max_parallel: Option<Spanned<i64>>,
+    on_failure: Option<Spanned<String>>,
     // analyze
     project: Option<Spanned<String>>,
     // summarize
@@ -191,6 +195,8 @@ struct Ctx<'a> {
     diagnostics: Vec<Diagnostic>,
     /// Ids of the `wait` steps: the only ones `run.deliveries.<id>` has a key for.
     wait_steps: BTreeSet<String>,
+    /// Checking a `map` step's child input, whose templates see `item` and `index`.
+    in_map_input: bool,
 }
 
 impl Ctx<'_> {
@@ -264,6 +270,7 @@ pub fn parse_workflow(name: &str, file: &str, source: &str) -> Result<Workflow, 
         source,
         diagnostics: Vec::new(),
         wait_steps: BTreeSet::new(),
+        in_map_input: false,
     };
     let raw: RawWorkflow = match toml::from_str(source) {
         Ok(raw) => raw,
@@ -677,6 +684,7 @@ fn check_template(
                 }
             }
             "env" | "llm" => {}
+            "item" | "index" if cx.in_map_input => {}
             other => cx.error(
                 span.clone(),
                 format!(
@@ -747,7 +755,7 @@ fn parse_step(
     let kind_name = s.kind.get_ref().as_str();
 
     // Fields that belong to another kind.
-    let present: [(&str, Option<Range<usize>>); 22] = [
+    let present: [(&str, Option<Range<usize>>); 25] = [
         ("allowed_hosts", s.allowed_hosts.as_ref().map(Spanned::span)),
         (
             "max_response_bytes",
@@ -769,6 +777,9 @@ fn parse_step(
         ("output_schema", s.output_schema.as_ref().map(Spanned::span)),
         ("workflow", s.workflow.as_ref().map(Spanned::span)),
         ("input", s.input.as_ref().map(Spanned::span)),
+        ("items", s.items.as_ref().map(Spanned::span)),
+        ("max_parallel", s.max_parallel.as_ref().map(Spanned::span)),
+        ("on_failure", s.on_failure.as_ref().map(Spanned::span)),
         ("project", s.project.as_ref().map(Spanned::span)),
         ("text", s.text.as_ref().map(Spanned::span)),
         ("sentences", s.sentences.as_ref().map(Spanned::span)),
@@ -796,6 +807,7 @@ fn parse_step(
         ],
         "wait" => &[],
         "workflow" => &["workflow", "input"],
+        "map" => &["items", "workflow", "input", "max_parallel", "on_failure"],
         "analyze" => &["project"],
         "summarize" => &["text", "sentences"],
         "pass" => &["output"],
@@ -1051,6 +1063,7 @@ fn parse_step(
                 input: child_input.unwrap_or_else(|| Value::Object(Default::default())),
             })
         }
+        "map" => parse_map(cx, s, input, upstream, &owner, &missing),
         "analyze" => {
             let project = match &s.project {
                 Some(p) => {
@@ -1128,7 +1141,7 @@ fn parse_step(
     // may take: [defaults].timeout does not apply to them.
     let fallback = match &kind {
         StepKind::Wait(_) => super::DEFAULT_WAIT_TIMEOUT,
-        StepKind::Workflow(_) => super::DEFAULT_CHILD_TIMEOUT,
+        StepKind::Workflow(_) | StepKind::Map(_) => super::DEFAULT_CHILD_TIMEOUT,
         _ => default_timeout,
     };
     let timeout = s
@@ -1166,7 +1179,7 @@ fn parse_step(
     if rate_limit.is_some()
         && matches!(
             kind,
-            StepKind::Sleep(_) | StepKind::Wait(_) | StepKind::Workflow(_)
+            StepKind::Sleep(_) | StepKind::Wait(_) | StepKind::Workflow(_) | StepKind::Map(_)
         )
         && let Some(r) = &s.rate_limit
     {
@@ -1184,6 +1197,90 @@ fn parse_step(
         timeout_ms: timeout.as_millis() as u64,
         retry,
         rate_limit,
+    })
+}
+
+/// A `map` step's fields: `items` a template of the run (a list when rendered),
+/// `workflow` the child's, `input` the child's input whose templates also see `item` and
+/// `index`, `max_parallel` and `on_failure` (`fail_fast` or `collect`).
+fn parse_map(
+    cx: &mut Ctx<'_>,
+    s: &RawStep,
+    input: &[InputField],
+    upstream: &BTreeSet<String>,
+    owner: &str,
+    missing: &dyn Fn(&mut Ctx<'_>, &str),
+) -> StepKind {
+    let items = match &s.items {
+        Some(i) if template::is_template(i.get_ref()) => {
+            check_template(cx, i.span(), i.get_ref(), false, input, upstream, owner);
+            i.get_ref().clone()
+        }
+        Some(i) => {
+            cx.error(
+                i.span(),
+                format!("{owner}: items must be a template that yields a list, such as \"{{{{ steps.list.output.rows }}}}\""),
+            );
+            String::new()
+        }
+        None => {
+            missing(cx, "items");
+            String::new()
+        }
+    };
+    let workflow = match &s.workflow {
+        Some(w) if is_identifier(w.get_ref()) => w.get_ref().clone(),
+        Some(w) => {
+            cx.error(
+                w.span(),
+                format!("{owner}: `{}` is not a workflow name", w.get_ref()),
+            );
+            String::new()
+        }
+        None => {
+            missing(cx, "workflow");
+            String::new()
+        }
+    };
+    let child_input = s.input.as_ref().map(|i| {
+        let v = to_json(i.get_ref());
+        cx.in_map_input = true;
+        check_templates(cx, i.span(), &v, input, upstream, owner);
+        cx.in_map_input = false;
+        v
+    });
+    let max_parallel = match &s.max_parallel {
+        None => MapStep::PARALLEL_DEFAULT,
+        Some(n) if (1..=MapStep::PARALLEL_MAX).contains(n.get_ref()) => *n.get_ref() as u32,
+        Some(n) => {
+            cx.error(
+                n.span(),
+                format!(
+                    "{owner}: max_parallel is 1 to {}, not {}",
+                    MapStep::PARALLEL_MAX,
+                    n.get_ref()
+                ),
+            );
+            MapStep::PARALLEL_DEFAULT
+        }
+    };
+    let on_failure = match s.on_failure.as_ref().map(|f| (f, f.get_ref().as_str())) {
+        None | Some((_, "fail_fast")) => MapFailure::FailFast,
+        Some((_, "collect")) => MapFailure::Collect,
+        Some((f, other)) => {
+            cx.error(
+                f.span(),
+                format!("{owner}: on_failure is `fail_fast` or `collect`, not `{other}`"),
+            );
+            MapFailure::FailFast
+        }
+    };
+    StepKind::Map(MapStep {
+        items,
+        workflow,
+        input: child_input,
+        max_parallel,
+        on_failure,
     })
 }
 
@@ -1402,6 +1499,67 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect()
+    }
+
+    /// A `map` step: `items` must be a template, `max_parallel` and `on_failure` are
+    /// checked, and only its `input` may read `item` and `index`.
+    #[test]
+    fn map_steps_check_their_fields() {
+        let wf = parse_workflow(
+            "wf",
+            "wf.toml",
+            r#"
+[[steps]]
+id = "list"
+kind = "pass"
+
+[[steps]]
+id = "each"
+kind = "map"
+needs = ["list"]
+items = "{{ steps.list.output.rows }}"
+workflow = "child"
+input = { id = "{{ item.id }}", at = "{{ index }}" }
+"#,
+        )
+        .expect("valid");
+        let StepKind::Map(m) = &wf.steps[1].kind else {
+            panic!("not a map step");
+        };
+        assert_eq!(m.max_parallel, MapStep::PARALLEL_DEFAULT);
+        assert_eq!(m.on_failure, MapFailure::FailFast);
+        assert_eq!(
+            wf.steps[1].timeout(),
+            crate::workflow::DEFAULT_CHILD_TIMEOUT
+        );
+
+        let errs = errors(
+            r#"
+[[steps]]
+id = "each"
+kind = "map"
+items = "not a template"
+workflow = "child"
+max_parallel = 0
+on_failure = "ignore"
+
+[[steps]]
+id = "other"
+kind = "pass"
+output = { x = "{{ item }}" }
+"#,
+        );
+        for expected in [
+            "items must be a template",
+            "max_parallel is 1 to 1000, not 0",
+            "on_failure is `fail_fast` or `collect`, not `ignore`",
+            "step `other`: template reads unknown variable `item`",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.contains(expected)),
+                "{expected}: {errs:?}"
+            );
+        }
     }
 
     #[test]

@@ -81,7 +81,14 @@ pub fn check(s: &str, expression: bool) -> Result<BTreeSet<String>, String> {
             .map_err(|e| describe(&e))?
             .undeclared_variables(true)
     };
-    Ok(vars.into_iter().collect())
+    // Functions such as `range` are globals of the environment, not variables to check.
+    Ok(vars
+        .into_iter()
+        .filter(|v| {
+            let root = v.split('.').next().unwrap_or_default();
+            !env.globals().any(|(name, _)| name == root)
+        })
+        .collect())
 }
 
 /// Every template string inside a JSON value (object keys are not templates).
@@ -208,5 +215,17 @@ mod tests {
         assert!(vars.iter().any(|v| v.starts_with("steps.load")));
         assert!(vars.contains("input.x"));
         assert!(check("{{ unclosed", false).is_err());
+    }
+
+    /// `range` and the environment's other functions are no variables: a template may
+    /// call them (a `map` step over `range(10)`), and they render.
+    #[test]
+    fn functions_are_not_reported_as_variables() {
+        let vars = check("{{ range(input.n) | list }}", false).unwrap();
+        assert_eq!(vars.into_iter().collect::<Vec<_>>(), ["input.n"]);
+        assert_eq!(
+            render_str("{{ range(3) | list }}", &ctx()).unwrap(),
+            json!([0, 1, 2])
+        );
     }
 }
