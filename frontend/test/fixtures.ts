@@ -1,5 +1,5 @@
 // Realistic API answers, shaped like docs/API.md, for page tests.
-import type { DeadLetter, TaskDetail, TaskSummary, TokenView } from '../src/api/types';
+import type { DeadLetter, MapItem, MapProgress, TaskDetail, TaskStep, TaskSummary, TokenView } from '../src/api/types';
 
 export function taskSummary(over: Partial<TaskSummary> = {}): TaskSummary {
   return {
@@ -51,6 +51,8 @@ export function deadRun(): TaskDetail {
         wakeAt: null,
         startedAt: '2026-01-01T12:00:01Z',
         finishedAt: '2026-01-01T12:00:01.250Z',
+        childRunId: null,
+        map: null,
       },
       {
         id: 'pause',
@@ -76,6 +78,8 @@ export function deadRun(): TaskDetail {
         wakeAt: null,
         startedAt: '2026-01-01T12:00:01.300Z',
         finishedAt: '2026-01-01T12:00:02.300Z',
+        childRunId: null,
+        map: null,
       },
       {
         id: 'confirm',
@@ -111,6 +115,8 @@ export function deadRun(): TaskDetail {
         wakeAt: null,
         startedAt: '2026-01-01T12:00:02.400Z',
         finishedAt: '2026-01-01T12:00:03.600Z',
+        childRunId: null,
+        map: null,
       },
     ],
     events: [
@@ -119,6 +125,85 @@ export function deadRun(): TaskDetail {
     ],
     deadLetter: { id: 77, stepId: 'confirm', error: 'connection refused again', attempts: 2, createdAt: '2026-01-01T12:00:03.600Z' },
   };
+}
+
+function step(over: Partial<TaskStep> & Pick<TaskStep, 'id'>): TaskStep {
+  return {
+    kind: 'sql',
+    needs: [],
+    status: 'succeeded',
+    attemptCount: 1,
+    attempts: [
+      {
+        attempt: 1,
+        status: 'succeeded',
+        worker: 'worker-1',
+        startedAt: '2026-01-01T12:00:01Z',
+        finishedAt: '2026-01-01T12:00:02Z',
+        durationMs: 1000,
+        error: null,
+        retryDelayMs: null,
+      },
+    ],
+    output: null,
+    error: null,
+    nextAttemptAt: null,
+    wakeAt: null,
+    startedAt: '2026-01-01T12:00:01Z',
+    finishedAt: '2026-01-01T12:00:02Z',
+    childRunId: null,
+    map: null,
+    ...over,
+  };
+}
+
+/**
+ * A run fanning out: `split` wrote a list, `fanout` (a map) runs a child per item,
+ * `announce` (a workflow step) ran one child run, `collect` waits for the map.
+ */
+export function mapRun(map: MapProgress = { total: 150, done: 37, failed: 1, running: 5 }, fanoutStatus: TaskStep['status'] = 'waiting'): TaskDetail {
+  const finished = fanoutStatus !== 'waiting';
+  return {
+    ...taskSummary({ id: '01JMAP00000000000000000000', workflow: 'fan', status: finished ? 'running' : 'waiting', finishedAt: null }),
+    definitionHash: 'fedcba9876543210',
+    input: { batch: 7 },
+    output: null,
+    steps: [
+      step({ id: 'split', output: { items: 150 } }),
+      step({ id: 'announce', kind: 'workflow', needs: ['split'], childRunId: '01JCHILDANNOUNCE0000000000' }),
+      step({
+        id: 'fanout',
+        kind: 'map',
+        needs: ['split'],
+        status: fanoutStatus,
+        attempts: [
+          {
+            attempt: 1,
+            status: finished ? 'succeeded' : 'running',
+            worker: 'worker-1',
+            startedAt: '2026-01-01T12:00:02Z',
+            finishedAt: finished ? '2026-01-01T12:05:00Z' : null,
+            durationMs: null,
+            error: null,
+            retryDelayMs: null,
+          },
+        ],
+        finishedAt: finished ? '2026-01-01T12:05:00Z' : null,
+        map,
+      }),
+      step({ id: 'collect', needs: ['fanout'], status: finished ? 'running' : 'pending', attemptCount: 0, attempts: [], startedAt: null, finishedAt: null }),
+    ],
+    events: [{ id: 1, at: '2026-01-01T12:00:00Z', kind: 'run_submitted', stepId: null, data: null }],
+    deadLetter: null,
+  };
+}
+
+/** Item `index` of `mapRun`'s `fanout`: 0–36 succeeded, 37 failed, 38–42 running, the rest pending. */
+export function mapItem(index: number): MapItem {
+  if (index < 37) return { index, status: 'succeeded', childRunId: `01JITEM${String(index).padStart(3, '0')}`, error: null };
+  if (index === 37) return { index, status: 'failed', childRunId: '01JITEM037', error: 'child run died: no such user' };
+  if (index < 43) return { index, status: 'running', childRunId: `01JITEM${String(index).padStart(3, '0')}`, error: null };
+  return { index, status: 'pending', childRunId: null, error: null };
 }
 
 export function deadLetter(over: Partial<DeadLetter> = {}): DeadLetter {

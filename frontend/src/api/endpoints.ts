@@ -27,6 +27,7 @@ import type {
   WorkflowDetail,
   WorkflowSummary,
   Json,
+  MapItemsPage,
   RunEvent,
   BackfillRequest,
   BackfillResult,
@@ -121,6 +122,23 @@ export function getTask(id: string, signal?: AbortSignal): Promise<TaskDetail> {
 
 export function getTaskEvents(id: string, after?: number | string): Promise<{ items: RunEvent[] }> {
   return request(`/api/tasks/${enc(id)}/events${queryString({ after })}`);
+}
+
+export interface MapItemsParams {
+  /** Only items with an index above this one (the previous page's `next`). */
+  after?: number;
+  /** 1 to 500; the server's default is 100. */
+  limit?: number;
+}
+
+/** The items of a `map` step, a page at a time; 404 when the step is no map. */
+export function listMapItems(
+  id: string,
+  stepId: string,
+  params: MapItemsParams = {},
+  signal?: AbortSignal,
+): Promise<MapItemsPage> {
+  return request(`/api/tasks/${enc(id)}/steps/${enc(stepId)}/items${queryString({ ...params })}`, { signal });
 }
 
 export function submitTask(workflow: string, input: Json, idempotencyKey?: string): Promise<TaskAccepted> {

@@ -121,6 +121,39 @@ export interface TaskStep {
   wakeAt: string | null;
   startedAt: string | null;
   finishedAt: string | null;
+  /** The child run of a `workflow` step; null for other steps and before it starts one. */
+  childRunId: string | null;
+  /** A `map` step's progress once it started; null for other steps. */
+  map: MapProgress | null;
+}
+
+/** How far a `map` step got through its list: one child run per item. */
+export interface MapProgress {
+  /** Null while the step is still writing its list. */
+  total: number | null;
+  /** Items whose child run succeeded. */
+  done: number;
+  failed: number;
+  running: number;
+}
+
+export const MAP_ITEM_STATUSES = ['pending', 'running', 'succeeded', 'failed'] as const;
+export type MapItemStatus = (typeof MAP_ITEM_STATUSES)[number];
+
+/** One item of a `map` step, as `GET /api/tasks/{id}/steps/{step}/items` lists it. */
+export interface MapItem {
+  index: number;
+  status: MapItemStatus;
+  /** Null until the item's child run was started. */
+  childRunId: string | null;
+  error: string | null;
+}
+
+export interface MapItemsPage {
+  /** Items with an index above the request's `after`, in index order. */
+  items: MapItem[];
+  /** The `after` of the next page; null (or absent) on the last page. */
+  next: number | null;
 }
 
 export interface RunEvent {

@@ -92,6 +92,23 @@ describe('layoutDag', () => {
     expect(layout.edges).toHaveLength(2);
   });
 
+  it('gives a taller node its own height, keeping columns centred and apart', () => {
+    const layout = layoutDag(
+      [{ id: 'split' }, { id: 'fanout', needs: ['split'], height: 80 }, { id: 'announce', needs: ['split'] }, { id: 'collect', needs: ['fanout'] }],
+      { nodeHeight: 56, rowGap: 20, padding: 0 },
+    );
+    const n = byId(layout.nodes);
+    expect(n.fanout!.height).toBe(80);
+    expect(n.announce!.height).toBe(56);
+    expect(n.announce!.y).toBe(n.fanout!.y + 80 + 20);
+    expect(layout.height).toBe(80 + 20 + 56);
+    for (const x of layout.nodes) for (const y of layout.nodes) if (x !== y) expect(overlaps(x, y)).toBe(false);
+    // a single node is centred on the taller column, and edges meet each node at its middle
+    expect(n.split!.y + n.split!.height / 2).toBeCloseTo(layout.height / 2);
+    const edge = layout.edges.find((e) => e.from === 'fanout' && e.to === 'collect')!;
+    expect(edge.path.startsWith(`M${n.fanout!.x + n.fanout!.width},${n.fanout!.y + 40} `)).toBe(true);
+  });
+
   it('handles no steps', () => {
     const layout = layoutDag([]);
     expect(layout.nodes).toEqual([]);

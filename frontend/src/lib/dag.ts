@@ -11,6 +11,8 @@
 export interface DagInput {
   id: string;
   needs?: readonly string[] | null;
+  /** This node's height, when it draws more than the others (a map step's progress). */
+  height?: number;
 }
 
 export interface DagNode {
@@ -56,10 +58,12 @@ export function layoutDag(steps: readonly DagInput[], options: DagOptions = {}):
 
   const ids = new Set<string>();
   const unique: DagInput[] = [];
+  const heightOf = new Map<string, number>();
   for (const s of steps) {
     if (ids.has(s.id)) continue;
     ids.add(s.id);
     unique.push(s);
+    heightOf.set(s.id, s.height ?? nodeHeight);
   }
   const missing: string[] = [];
   const parents = new Map<string, string[]>();
@@ -122,25 +126,28 @@ export function layoutDag(steps: readonly DagInput[], options: DagOptions = {}):
   // picture keeps room for them at the top.
   const spans = (from: string, to: string) => (rank.get(to) ?? 0) - (rank.get(from) ?? 0) > 1;
   const hasLongEdges = unique.some((s) => (parents.get(s.id) ?? []).some((p) => !dropped.has(`${p}\u0000${s.id}`) && spans(p, s.id)));
-  const lift = (nodeHeight / 2 + 12) / 0.75; // a cubic with both controls at -lift peaks at 0.75·lift
-  const top = padding + (hasLongEdges ? Math.ceil(0.75 * lift - nodeHeight / 2) : 0);
-  const tallest = Math.max(1, ...layers.map((l) => l?.length ?? 0));
-  const columnHeight = (n: number) => n * nodeHeight + Math.max(0, n - 1) * rowGap;
-  const fullHeight = columnHeight(tallest);
+  const maxNode = Math.max(nodeHeight, ...heightOf.values());
+  const lift = (maxNode / 2 + 12) / 0.75; // a cubic with both controls at -lift peaks at 0.75·lift
+  const top = padding + (hasLongEdges ? Math.ceil(0.75 * lift - maxNode / 2) : 0);
+  const columnHeight = (layer: readonly string[]) =>
+    layer.reduce((sum, id) => sum + (heightOf.get(id) ?? nodeHeight), 0) + Math.max(0, layer.length - 1) * rowGap;
+  const fullHeight = Math.max(nodeHeight, ...layers.map((l) => columnHeight(l ?? [])));
   const nodes: DagNode[] = [];
   const byId = new Map<string, DagNode>();
   layers.forEach((layer, r) => {
-    const offset = (fullHeight - columnHeight(layer.length)) / 2;
+    let y = top + (fullHeight - columnHeight(layer)) / 2;
     layer.forEach((id, i) => {
+      const height = heightOf.get(id) ?? nodeHeight;
       const node: DagNode = {
         id,
         rank: r,
         order: i,
         x: padding + r * (nodeWidth + columnGap),
-        y: top + offset + i * (nodeHeight + rowGap),
+        y,
         width: nodeWidth,
-        height: nodeHeight,
+        height,
       };
+      y += height + rowGap;
       nodes.push(node);
       byId.set(id, node);
     });

@@ -2,15 +2,18 @@ import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { useEffect, useMemo, useRef, useState } from 'react';
 import { Link, useNavigate, useParams } from 'react-router';
 import { cancelTask, getTask, retryTask } from '../api/endpoints';
+import type { LiveState } from '../api/events';
 import type { TaskDetail, TaskStep } from '../api/types';
 import { RequireRole } from '../auth/auth';
 import { AttemptTimeline } from '../components/AttemptTimeline';
 import { ConfirmDialog } from '../components/ConfirmDialog';
 import { DagView } from '../components/DagView';
 import { EventTimeline } from '../components/EventTimeline';
+import { MapItems } from '../components/MapItems';
 import { ReplayDialog } from '../components/ReplayDialog';
 import { copiedSteps } from '../lib/events';
 import { elapsedMs, formatDuration } from '../lib/format';
+import { isMapInProgress } from '../lib/mapStep';
 import { attemptLabel, isTerminalRun } from '../lib/status';
 import { throttle, useLiveEvents } from '../lib/useLiveEvents';
 import { useTitle } from '../lib/useTitle';
@@ -33,8 +36,8 @@ import {
 /** How much of a long run error shows before "Show the whole error". */
 const ERROR_PREVIEW = 300;
 
-/** Steps whose wake time is a deadline (a callback or a child run), not an alarm. */
-const DEADLINE_KINDS = new Set(['wait', 'workflow']);
+/** Steps whose wake time is a deadline (a callback, a child run, a map's items), not an alarm. */
+const DEADLINE_KINDS = new Set(['wait', 'workflow', 'map']);
 
 /** The label and time of a step's `wakeAt`: when a sleep ends, or when a wait times out. */
 export function wakeLabel(step: Pick<TaskStep, 'kind'>): { term: string; verb: string } {
@@ -61,6 +64,22 @@ export function defaultStep(steps: TaskStep[]): string | null {
   return pick?.id ?? null;
 }
 
+/** How often a map step's progress is reloaded while its items run. */
+export const MAP_POLL_MS = 2000;
+/** How often the run is reloaded while the live stream is down. */
+export const FALLBACK_POLL_MS = 3000;
+
+/**
+ * When to reload the run by itself. Live events cover most changes, but a map step's
+ * items are child runs: the parent records next to nothing while they run, so its
+ * progress is polled, and only then.
+ */
+export function runRefetchInterval(run: Pick<TaskDetail, 'status' | 'steps'> | undefined, live: LiveState): number | false {
+  if (isTerminalRun(run?.status)) return false;
+  if (run?.steps.some(isMapInProgress)) return MAP_POLL_MS;
+  return live !== 'open' ? FALLBACK_POLL_MS : false;
+}
+
 function StepPanel({ run, step, now }: { run: TaskDetail; step: TaskStep; now: number }) {
   const upstream = Object.fromEntries(
     step.needs.map((n) => [n, run.steps.find((s) => s.id === n)?.output ?? null]),
@@ -85,6 +104,16 @@ function StepPanel({ run, step, now }: { run: TaskDetail; step: TaskStep; now: n
           <dd>{step.kind ?? '—'}</dd>
           <dt>Needs</dt>
           <dd>{step.needs.length ? step.needs.join(', ') : 'nothing (a first step)'}</dd>
+          {step.childRunId && (
+            <>
+              <dt>Child run</dt>
+              <dd>
+                <Link className="mono" to={`/runs/${encodeURIComponent(step.childRunId)}`}>
+                  {step.childRunId}
+                </Link>
+              </dd>
+            </>
+          )}
           <dt>Attempts</dt>
           <dd>{copied ? <>none in this run (copied from run {source})</> : step.attemptCount}</dd>
           <dt>{copied ? 'Started (source run)' : 'Started'}</dt>
@@ -120,6 +149,7 @@ function StepPanel({ run, step, now }: { run: TaskDetail; step: TaskStep; now: n
             <JsonView value={step.error} label={`Error of step ${step.id}`} wrap />
           </div>
         )}
+        {(step.kind === 'map' || step.map) && <MapItems key={step.id} runId={run.id} step={step} />}
         <div>
           <h3>Inputs</h3>
           <p className="muted">The run input, and the outputs of the steps it needs.</p>
@@ -217,7 +247,7 @@ function RunView({ id }: { id: string }) {
   const run = useQuery({
     queryKey: ['task', id],
     queryFn: ({ signal }) => getTask(id, signal),
-    refetchInterval: (q) => (live !== 'open' && !isTerminalRun(q.state.data?.status) ? 3000 : false),
+    refetchInterval: (q) => runRefetchInterval(q.state.data, live),
   });
 
   const afterAction = (verb: string) => (res: { taskId: string; status: string }) => {
