@@ -1039,20 +1039,7 @@ fn parse_step(
         }
         "wait" => StepKind::Wait(WaitStep {}),
         "workflow" => {
-            let workflow = match &s.workflow {
-                Some(w) if is_identifier(w.get_ref()) => w.get_ref().clone(),
-                Some(w) => {
-                    cx.error(
-                        w.span(),
-                        format!("{owner}: `{}` is not a workflow name", w.get_ref()),
-                    );
-                    String::new()
-                }
-                None => {
-                    missing(cx, "workflow");
-                    String::new()
-                }
-            };
+            let workflow = child_workflow(cx, s, &owner, &missing);
             let child_input = s.input.as_ref().map(|i| {
                 let v = to_json(i.get_ref());
                 check_templates(cx, i.span(), &v, input, upstream, &owner);
@@ -1200,6 +1187,29 @@ fn parse_step(
     })
 }
 
+/// The `workflow` a `workflow` or `map` step starts runs of: a workflow name.
+fn child_workflow(
+    cx: &mut Ctx<'_>,
+    s: &RawStep,
+    owner: &str,
+    missing: &dyn Fn(&mut Ctx<'_>, &str),
+) -> String {
+    match &s.workflow {
+        Some(w) if is_identifier(w.get_ref()) => w.get_ref().clone(),
+        Some(w) => {
+            cx.error(
+                w.span(),
+                format!("{owner}: `{}` is not a workflow name", w.get_ref()),
+            );
+            String::new()
+        }
+        None => {
+            missing(cx, "workflow");
+            String::new()
+        }
+    }
+}
+
 /// A `map` step's fields: `items` a template of the run (a list when rendered),
 /// `workflow` the child's, `input` the child's input whose templates also see `item` and
 /// `index`, `max_parallel` and `on_failure` (`fail_fast` or `collect`).
@@ -1228,20 +1238,7 @@ fn parse_map(
             String::new()
         }
     };
-    let workflow = match &s.workflow {
-        Some(w) if is_identifier(w.get_ref()) => w.get_ref().clone(),
-        Some(w) => {
-            cx.error(
-                w.span(),
-                format!("{owner}: `{}` is not a workflow name", w.get_ref()),
-            );
-            String::new()
-        }
-        None => {
-            missing(cx, "workflow");
-            String::new()
-        }
-    };
+    let workflow = child_workflow(cx, s, owner, missing);
     let child_input = s.input.as_ref().map(|i| {
         let v = to_json(i.get_ref());
         cx.in_map_input = true;
