@@ -416,6 +416,77 @@ async fn terminating_a_map_terminates_its_items(pool: PgPool) {
     );
 }
 
+/// An inline step: each item runs that one step as a child run of its own, whose
+/// templates read `item` and `index`; the output is each step's output in item order.
+#[sqlx::test(migrations = false)]
+async fn an_inline_step_runs_once_per_item(pool: PgPool) {
+    migrate(&pool).await;
+    let (addr, load) = spawn_service().await;
+    let inline = definition(
+        "pages",
+        &format!(
+            r#"
+[input]
+names = {{ type = "array" }}
+
+[[steps]]
+id = "fetch"
+kind = "map"
+items = "{{{{ input.names }}}}"
+max_parallel = 2
+
+[steps.step]
+kind = "http"
+method = "POST"
+url = "http://{addr}/item?n={{{{ index }}}}&ms=50&name={{{{ item }}}}"
+retry = {{ max_attempts = 1 }}
+"#
+        ),
+    );
+    let api = TestApi::start(&pool, [inline]).await;
+    let worker = TestWorker::start(&pool, fast_settings());
+    let names: Vec<String> = (0..8).map(|n| format!("page-{n}")).collect();
+    let (status, body) = api
+        .call(
+            "POST",
+            "/api/tasks",
+            Some(json!({ "workflow": "pages", "input": { "names": names } })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["taskId"].as_str().unwrap().to_owned();
+    let statuses = wait_finished(&pool, std::slice::from_ref(&id), Duration::from_secs(60)).await;
+    worker.shutdown().await;
+    assert_eq!(statuses[&id], "succeeded");
+    let output: Value =
+        sqlx::query_scalar("select output from steps where run_id = $1 and step_id = 'fetch'")
+            .bind(&id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let statuses: Vec<i64> = output
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["status"].as_i64().unwrap())
+        .collect();
+    assert_eq!(statuses, [200; 8], "{output}");
+    let (calls, most) = {
+        let load = load.lock().unwrap();
+        (load.calls.clone(), load.most)
+    };
+    assert_eq!(calls.len(), 8);
+    assert!(calls.values().all(|c| *c == 1), "{calls:?}");
+    assert!(most <= 2, "most item calls at once: {most}");
+    let workflows: Vec<String> =
+        sqlx::query_scalar("select distinct workflow from runs where parent_run_id = $1")
+            .bind(&id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(workflows, ["pages.fetch"]);
+}
+
 /// 10,000 items: the list is written in chunks and the map completes, every item's
 /// output in its place.
 #[sqlx::test(migrations = false)]

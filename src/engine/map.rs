@@ -90,9 +90,22 @@ impl Engine {
                 Some((step.timeout(), items.len() as i32))
             }
         };
-        let child = match self.child_definition(cx, &map.workflow).await? {
-            Ok(def) => def,
-            Err(error) => return self.map_fail(cx, step, state, states, error).await,
+        let child = match (&map.workflow, map.item_definition(cx.workflow, &step.id)) {
+            (_, Some(inline)) => {
+                // Stored when the attempt begins; a later turn's children pin it too.
+                if begin.is_some() {
+                    self.writer.store_definition(&inline).await?;
+                }
+                inline
+            }
+            (Some(workflow), None) => match self.child_definition(cx, workflow).await? {
+                Ok(def) => def,
+                Err(error) => return self.map_fail(cx, step, state, states, error).await,
+            },
+            (None, None) => {
+                let error = "the map step names no workflow and no step".to_owned();
+                return self.map_fail(cx, step, state, states, error).await;
+            }
         };
         let origin = crate::store::runs::RunOrigin {
             parent: Some((cx.run_id.to_owned(), step.id.clone())),

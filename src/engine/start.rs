@@ -52,7 +52,7 @@ impl Engine {
             "configured": self.config.llm.is_some(),
             "model": self.config.llm.as_ref().map(|l| l.model.clone()),
         });
-        minijinja::Value::from(BTreeMap::from([
+        let mut vars = BTreeMap::from([
             (
                 "input",
                 minijinja::Value::from(minijinja::value::Serde(cx.input)),
@@ -67,7 +67,15 @@ impl Engine {
                 "env",
                 minijinja::Value::from(minijinja::value::Serde(&self.config.env)),
             ),
-        ]))
+        ]);
+        // An inline map step's item: its input's `item` and `index`, by name.
+        if cx.workflow.map_item {
+            for key in ["item", "index"] {
+                let value = cx.input.get(key).cloned().unwrap_or(Value::Null);
+                vars.insert(key, minijinja::Value::from(minijinja::value::Serde(value)));
+            }
+        }
+        minijinja::Value::from(vars)
     }
 
     /// `run.deliveries.<wait step>`: `{ key, attempt }`, the credential an external agent

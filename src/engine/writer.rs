@@ -35,7 +35,7 @@ use super::{EngineError, Result};
 use crate::queue::{self, Wake};
 use crate::state::RunStatus;
 use crate::store::runs::{Cancelled, RunOrigin, RunRow};
-use crate::store::steps::{Checkpoint, Delivery, DeliveryTarget, Transition};
+use crate::store::steps::{Awaiting, Checkpoint, Delivery, DeliveryTarget, Transition};
 use crate::store::{self, Lease, StoreError};
 use crate::telemetry::metrics;
 use crate::workflow::{Definition, InputError};
@@ -201,8 +201,15 @@ impl Writer {
         timeout: Duration,
     ) -> Result<DateTime<Utc>> {
         let mut tx = self.pool.begin().await?;
-        let wake_at =
-            store::steps::step_wait(&mut tx, lease, step_id, attempt, timeout, None).await?;
+        let wake_at = store::steps::step_wait(
+            &mut tx,
+            lease,
+            step_id,
+            attempt,
+            timeout,
+            Awaiting::Callback,
+        )
+        .await?;
         tx.commit().await?;
         Ok(wake_at)
     }
@@ -234,9 +241,15 @@ impl Writer {
             }
             Err(Rejected::Input(errors)) => return Ok(Err(errors)),
         };
-        let wake_at =
-            store::steps::step_wait(&mut tx, lease, step_id, attempt, timeout, Some(&created.id))
-                .await?;
+        let wake_at = store::steps::step_wait(
+            &mut tx,
+            lease,
+            step_id,
+            attempt,
+            timeout,
+            Awaiting::Child(&created.id),
+        )
+        .await?;
         tx.commit().await?;
         metrics::runs_submitted(&def.workflow.name, 1);
         Ok(Ok((created, wake_at)))
@@ -274,8 +287,15 @@ impl Writer {
         let mut wake_at = None;
         if let Some((timeout, total)) = turn.begin {
             wake_at = Some(
-                store::steps::step_wait(&mut tx, lease, step_id, turn.attempt, timeout, None)
-                    .await?,
+                store::steps::step_wait(
+                    &mut tx,
+                    lease,
+                    step_id,
+                    turn.attempt,
+                    timeout,
+                    Awaiting::Items(total),
+                )
+                .await?,
             );
             store::maps::map_ready(&mut tx, lease, step_id, total).await?;
         }
@@ -373,6 +393,12 @@ impl Writer {
             admit_after(&self.pool).await;
         }
         Ok(())
+    }
+
+    /// Stores a definition runs are about to pin (an inline map step's items').
+    pub(crate) async fn store_definition(&self, def: &Definition) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        super::submit::store_definition(&mut conn, def).await
     }
 
     /// Cancels a child run whose parent stopped waiting for it.

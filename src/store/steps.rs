@@ -510,9 +510,13 @@ pub async fn step_wait(
     step_id: &str,
     attempt: i32,
     timeout: Duration,
-    child_run_id: Option<&str>,
+    awaiting: Awaiting<'_>,
 ) -> Result<DateTime<Utc>> {
     lease_fence(conn, lease).await?;
+    let child_run_id = match awaiting {
+        Awaiting::Child(id) => Some(id),
+        _ => None,
+    };
     let wake_at: DateTime<Utc> = sqlx::query_scalar(
         "update steps set status = 'waiting', attempts = $3, next_attempt_at = null, child_run_id = $5,
                 wake_at = clock_timestamp() + make_interval(secs => $4::float8 / 1000),
@@ -533,10 +537,26 @@ pub async fn step_wait(
         &lease.run_id,
         "step_waiting",
         Some(step_id),
-        json!({ "attempt": attempt, "timeoutAt": wake_at, "childRunId": child_run_id }),
+        match awaiting {
+            Awaiting::Items(items) => {
+                json!({ "attempt": attempt, "timeoutAt": wake_at, "items": items })
+            }
+            _ => json!({ "attempt": attempt, "timeoutAt": wake_at, "childRunId": child_run_id }),
+        },
     )
     .await?;
     Ok(wake_at)
+}
+
+/// What a step waits for ([`step_wait`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Awaiting<'a> {
+    /// A delivery through the webhook (`wait` steps).
+    Callback,
+    /// Its child run (`workflow` steps).
+    Child(&'a str),
+    /// Its items, this many (`map` steps).
+    Items(i32),
 }
 
 /// The statement of [`steps_have_news`].

@@ -83,6 +83,10 @@ pub struct Workflow {
     /// "Alerts"); absent: the cluster's `CAIRN_NOTIFY_URL`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<Notify>,
+    /// The workflow of an inline `map` step's items ([`MapStep::item_definition`]): its
+    /// input is `{ item, index }`, which its templates read as `item` and `index`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub map_item: bool,
 }
 
 /// A workflow's own alert settings. The stored definition carries them, and the
@@ -244,7 +248,7 @@ impl StepKind {
     pub fn child_workflow(&self) -> Option<&str> {
         match self {
             StepKind::Workflow(c) => Some(&c.workflow),
-            StepKind::Map(m) => Some(&m.workflow),
+            StepKind::Map(m) => m.workflow.as_deref(),
             _ => None,
         }
     }
@@ -332,14 +336,20 @@ pub struct ChildStep {
     pub input: serde_json::Value,
 }
 
-/// Runs a child run of `workflow` for each item of a list known only at run time, at
-/// most `max_parallel` at once; its output is the children's outputs in item order.
+/// Runs a child run for each item of a list known only at run time — of `workflow`, or
+/// of the one inline `step` — at most `max_parallel` at once; its output is the
+/// children's outputs in item order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MapStep {
     /// A template that yields the list.
     pub items: String,
-    pub workflow: String,
+    /// The workflow each item runs; `None` with an inline `step`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    /// The step each item runs, as a one-step workflow of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<Box<Step>>,
     /// Each child's input; strings inside may be templates, which also see `item` and
     /// `index`. `None`: `{ "item": …, "index": … }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -354,6 +364,36 @@ impl MapStep {
     /// The highest `max_parallel`.
     pub const PARALLEL_MAX: i64 = 1_000;
     pub const PARALLEL_DEFAULT: u32 = 10;
+
+    /// The one-step workflow an inline `step`'s items run as, named after the map step
+    /// (`parent.step`, a name no file can take): its output is the step's output.
+    pub fn item_definition(&self, parent: &Workflow, step_id: &str) -> Option<Definition> {
+        let step = self.step.as_deref()?;
+        let workflow = Workflow {
+            name: format!("{}.{step_id}", parent.name),
+            description: Some(format!(
+                "Each item of step `{step_id}` of workflow `{}`.",
+                parent.name
+            )),
+            input: Vec::new(),
+            output: Some(serde_json::Value::String(format!(
+                "{{{{ steps.{}.output }}}}",
+                step.id
+            ))),
+            steps: vec![step.clone()],
+            schedules: Vec::new(),
+            retain: parent.retain,
+            concurrency: None,
+            notify: parent.notify.clone(),
+            map_item: true,
+        };
+        let source = serde_json::to_string(&workflow).ok()?;
+        Some(Definition {
+            hash: content_hash(&source),
+            source,
+            workflow,
+        })
+    }
 }
 
 /// What a `map` step does when one of its items fails for good.
@@ -504,6 +544,11 @@ impl Workflow {
         &self,
         input: &serde_json::Value,
     ) -> Result<serde_json::Value, Vec<InputError>> {
+        // An inline map step's items: the engine makes their input, `{ item, index }`,
+        // and an item may be any value.
+        if self.map_item {
+            return Ok(input.clone());
+        }
         input::validate(&self.input, input)
     }
 }

@@ -169,6 +169,7 @@ struct RawStep {
     input: Option<Spanned<toml::Value>>,
     // map (with workflow and input)
     items: Option<Spanned<String>>,
+    step: Option<Spanned<toml::Table>>,
     max_parallel: Option<Spanned<i64>>,
     on_failure: Option<Spanned<String>>,
     // analyze
@@ -436,6 +437,7 @@ pub fn parse_workflow(name: &str, file: &str, source: &str) -> Result<Workflow, 
             retain,
             concurrency,
             notify,
+            map_item: false,
         })
     } else {
         cx.diagnostics.sort_by_key(|d| (d.line, d.column));
@@ -755,7 +757,7 @@ fn parse_step(
     let kind_name = s.kind.get_ref().as_str();
 
     // Fields that belong to another kind.
-    let present: [(&str, Option<Range<usize>>); 25] = [
+    let present: [(&str, Option<Range<usize>>); 26] = [
         ("allowed_hosts", s.allowed_hosts.as_ref().map(Spanned::span)),
         (
             "max_response_bytes",
@@ -778,6 +780,7 @@ fn parse_step(
         ("workflow", s.workflow.as_ref().map(Spanned::span)),
         ("input", s.input.as_ref().map(Spanned::span)),
         ("items", s.items.as_ref().map(Spanned::span)),
+        ("step", s.step.as_ref().map(Spanned::span)),
         ("max_parallel", s.max_parallel.as_ref().map(Spanned::span)),
         ("on_failure", s.on_failure.as_ref().map(Spanned::span)),
         ("project", s.project.as_ref().map(Spanned::span)),
@@ -807,7 +810,14 @@ fn parse_step(
         ],
         "wait" => &[],
         "workflow" => &["workflow", "input"],
-        "map" => &["items", "workflow", "input", "max_parallel", "on_failure"],
+        "map" => &[
+            "items",
+            "workflow",
+            "step",
+            "input",
+            "max_parallel",
+            "on_failure",
+        ],
         "analyze" => &["project"],
         "summarize" => &["text", "sentences"],
         "pass" => &["output"],
@@ -1050,7 +1060,12 @@ fn parse_step(
                 input: child_input.unwrap_or_else(|| Value::Object(Default::default())),
             })
         }
-        "map" => parse_map(cx, s, input, upstream, &owner, &missing),
+        "map" => {
+            let inline = s.step.as_ref().and_then(|t| {
+                parse_inline_step(cx, t, &id, &owner, default_timeout, default_retry)
+            });
+            parse_map(cx, s, input, upstream, &owner, &missing, inline)
+        }
         "analyze" => {
             let project = match &s.project {
                 Some(p) => {
@@ -1187,6 +1202,82 @@ fn parse_step(
     })
 }
 
+/// A `map` step's inline `step`: a step table without `id`, `needs` or `if`, whose
+/// templates read `item`, `index`, `run`, `env` and `llm`. It is parsed as a step of its
+/// own (from the table written out again), so its mistakes are found as any step's are;
+/// they are reported at the table.
+fn parse_inline_step(
+    cx: &mut Ctx<'_>,
+    table: &Spanned<toml::Table>,
+    map_id: &str,
+    owner: &str,
+    default_timeout: Duration,
+    default_retry: &RetryPolicy,
+) -> Option<Box<Step>> {
+    let span = table.span();
+    let mut fields = table.get_ref().clone();
+    for key in ["id", "needs", "if"] {
+        if fields.contains_key(key) {
+            cx.error(
+                span.clone(),
+                format!("{owner}: the inline step takes no `{key}`: the map step's applies"),
+            );
+        }
+    }
+    if let Some(toml::Value::String(kind)) = fields.get("kind")
+        && matches!(kind.as_str(), "map" | "workflow" | "wait" | "sleep")
+    {
+        cx.error(
+            span.clone(),
+            format!("{owner}: an inline step calls something (http, llm, sql, analyze, summarize, pass), not `{kind}`; to map a workflow, give `workflow`"),
+        );
+        return None;
+    }
+    fields.insert("id".into(), toml::Value::String(map_id.to_owned()));
+    let text = match toml::to_string(&fields) {
+        Ok(text) => text,
+        Err(e) => {
+            cx.error(span, format!("{owner}: step: {e}"));
+            return None;
+        }
+    };
+    let raw: RawStep = match toml::from_str(&text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            cx.error(span, format!("{owner}: step: {}", e.message().trim()));
+            return None;
+        }
+    };
+    let mut inner = Ctx {
+        file: cx.file,
+        source: &text,
+        diagnostics: Vec::new(),
+        wait_steps: BTreeSet::new(),
+        in_map_input: true,
+    };
+    let step = parse_step(
+        &mut inner,
+        &Spanned::new(0..text.len(), raw),
+        &[],
+        &BTreeSet::new(),
+        default_timeout,
+        default_retry,
+    );
+    let (line, column) = line_col(cx.source, span.start);
+    let found = !inner.diagnostics.is_empty();
+    for d in inner.diagnostics {
+        cx.diagnostics.push(Diagnostic {
+            file: d.file,
+            line,
+            column,
+            message: d
+                .message
+                .replacen(owner, &format!("{owner}, its inline step",), 1),
+        });
+    }
+    if found { None } else { step.map(Box::new) }
+}
+
 /// The `workflow` a `workflow` or `map` step starts runs of: a workflow name.
 fn child_workflow(
     cx: &mut Ctx<'_>,
@@ -1220,6 +1311,7 @@ fn parse_map(
     upstream: &BTreeSet<String>,
     owner: &str,
     missing: &dyn Fn(&mut Ctx<'_>, &str),
+    inline: Option<Box<Step>>,
 ) -> StepKind {
     let items = match &s.items {
         Some(i) if template::is_template(i.get_ref()) => {
@@ -1238,7 +1330,23 @@ fn parse_map(
             String::new()
         }
     };
-    let workflow = child_workflow(cx, s, owner, missing);
+    let workflow = match (&s.workflow, &s.step) {
+        (Some(w), Some(_)) => {
+            cx.error(
+                w.span(),
+                format!("{owner}: give either `workflow` (each item runs it) or `step` (each item runs that one step), not both"),
+            );
+            None
+        }
+        (None, Some(_)) => None,
+        (_, None) => Some(child_workflow(cx, s, owner, missing)),
+    };
+    if let (Some(i), Some(_)) = (&s.input, &s.step) {
+        cx.error(
+            i.span(),
+            format!("{owner}: `input` is for a mapped workflow; an inline `step` reads `item` and `index` itself"),
+        );
+    }
     let child_input = s.input.as_ref().map(|i| {
         let v = to_json(i.get_ref());
         cx.in_map_input = true;
@@ -1275,6 +1383,7 @@ fn parse_map(
     StepKind::Map(MapStep {
         items,
         workflow,
+        step: inline,
         input: child_input,
         max_parallel,
         on_failure,
@@ -1557,6 +1666,83 @@ output = { x = "{{ item }}" }
                 "{expected}: {errs:?}"
             );
         }
+    }
+
+    /// An inline `step`: a step table without `id`, whose templates read `item`; its
+    /// mistakes are found and reported at the table; not with `workflow` or `input`.
+    #[test]
+    fn map_steps_take_an_inline_step() {
+        let wf = parse_workflow(
+            "wf",
+            "wf.toml",
+            r#"
+[[steps]]
+id = "each"
+kind = "map"
+items = "{{ [1, 2] }}"
+
+[steps.step]
+kind = "pass"
+output = { double = "{{ item * 2 }}", at = "{{ index }}" }
+"#,
+        )
+        .expect("valid");
+        let StepKind::Map(m) = &wf.steps[0].kind else {
+            panic!("not a map step");
+        };
+        assert_eq!(m.workflow, None);
+        let inline = m.step.as_deref().expect("the inline step");
+        assert_eq!(inline.id, "each");
+        let def = m.item_definition(&wf, "each").expect("a definition");
+        assert_eq!(def.workflow.name, "wf.each");
+        assert!(def.workflow.map_item);
+        assert_eq!(
+            def.workflow
+                .validate_input(&serde_json::json!({ "item": [1], "index": 0 })),
+            Ok(serde_json::json!({ "item": [1], "index": 0 }))
+        );
+
+        let errs = errors(
+            r#"
+[[steps]]
+id = "each"
+kind = "map"
+items = "{{ [1] }}"
+workflow = "child"
+
+[steps.step]
+id = "x"
+kind = "http"
+url = "{{ input.nope }}"
+"#,
+        );
+        for expected in [
+            "give either `workflow`",
+            "the inline step takes no `id`",
+            "its inline step: template reads `input.nope`",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.contains(expected)),
+                "{expected}: {errs:?}"
+            );
+        }
+        let errs = errors(
+            r#"
+[[steps]]
+id = "each"
+kind = "map"
+items = "{{ [1] }}"
+
+[steps.step]
+kind = "sleep"
+duration = "1s"
+"#,
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("an inline step calls something")),
+            "{errs:?}"
+        );
     }
 
     #[test]

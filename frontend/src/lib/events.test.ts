@@ -26,6 +26,16 @@ describe('event lines', () => {
     );
   });
 
+  it('say what a waiting step waits for: a callback, a child run or its items', () => {
+    expect(summarizeEvent(event('step_waiting', { attempt: 1 }, 'hook'))).toBe('Step hook waits for a callback');
+    expect(summarizeEvent(event('step_waiting', { attempt: 1, childRunId: 'R1' }, 'child'))).toBe(
+      'Step child waits for child run R1',
+    );
+    expect(summarizeEvent(event('step_waiting', { attempt: 1, items: 40 }, 'squares'))).toBe(
+      'Step squares runs its 40 items',
+    );
+  });
+
   it('colours stopped and held-back steps as warnings', () => {
     expect(eventTone('step_terminated')).toBe('warning');
     expect(eventTone('step_rate_limited')).toBe('warning');

@@ -59,6 +59,7 @@ export function summarizeEvent(e: RunEvent): string {
       if (str(d.wakeAt)) return `${step} sleeps until ${formatTime(str(d.wakeAt))}`;
       const timeout = str(d.timeoutAt) ? ` (times out at ${formatTime(str(d.timeoutAt))})` : '';
       if (str(d.childRunId)) return `${step} waits for child run ${str(d.childRunId)}${timeout}`;
+      if (typeof d.items === 'number') return `${step} runs its ${d.items} items${timeout}`;
       return `${step} waits for a callback${timeout}`;
     }
     case 'step_skipped':
