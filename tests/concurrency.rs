@@ -386,3 +386,83 @@ async fn slots_held_by_a_killed_worker_come_back_with_its_leases(pool: PgPool) {
     .unwrap();
     assert_eq!(rescued, 2, "both runs of the dead worker were taken over");
 }
+
+/// A step's `concurrency`: 10 runs over two workers, each with a step that may run at most
+/// twice at once across all of them. Never more than 2 calls of the key in flight, every
+/// run succeeds with one attempt of the step (waiting in line is no attempt), and the
+/// steps that found no free slot said so.
+#[sqlx::test(migrations = false)]
+async fn a_step_concurrency_key_runs_at_most_its_limit(pool: PgPool) {
+    migrate(&pool).await;
+    let (addr, load) = spawn_load_service().await;
+    let def = definition(
+        "crawl",
+        &format!(
+            r#"
+[input]
+n = {{ type = "integer" }}
+
+[[steps]]
+id = "prepare"
+kind = "pass"
+
+[[steps]]
+id = "call"
+kind = "http"
+needs = ["prepare"]
+method = "POST"
+url = "http://{addr}/hold?key=svc&n={{{{ input.n }}}}&ms=150"
+concurrency = {{ key = "svc", limit = 2 }}
+"#
+        ),
+    );
+    let api = TestApi::start(&pool, [def]).await;
+    let tasks: Vec<Value> = (0..10).map(|n| json!({ "input": { "n": n } })).collect();
+    let (status, body) = api
+        .call(
+            "POST",
+            "/api/tasks/batch",
+            Some(json!({ "workflow": "crawl", "tasks": tasks })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let ids: Vec<String> = body["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["taskId"].as_str().unwrap().to_owned())
+        .collect();
+    let workers: Vec<TestWorker> = (0..2)
+        .map(|_| TestWorker::start(&pool, fast_settings()))
+        .collect();
+    let statuses = wait_finished(&pool, &ids, Duration::from_secs(90)).await;
+    for w in workers {
+        w.shutdown().await;
+    }
+    assert!(statuses.values().all(|s| s == "succeeded"), "{statuses:?}");
+    {
+        let load = load.lock().unwrap();
+        assert_eq!(load.most["svc"], 2, "most calls of the key at once");
+        assert_eq!(load.arrivals["svc"].len(), 10, "each run called once");
+    }
+    let attempts: Vec<i32> =
+        sqlx::query_scalar("select attempts from steps where step_id = 'call'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(attempts, [1; 10], "waiting in line is no attempt");
+    let waited: i64 = sqlx::query_scalar(
+        "select count(distinct run_id) from run_events where kind = 'step_waiting_for_slot'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(waited > 0, "no step had to wait for a slot");
+    let left: i64 = sqlx::query_scalar(
+        "select (select count(*) from step_slots) + (select count(*) from step_slot_waiters)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(left, 0, "every slot released, nobody left in line");
+}

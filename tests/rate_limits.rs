@@ -127,9 +127,11 @@ async fn calls_sharing_a_key_stay_within_its_rate_across_workers(pool: PgPool) {
     let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
     // The turns are one second apart; a call arrives some moment after its turn (the
     // worker's HTTP request, a parked run's wake-up), so between any two calls k places
-    // apart lie at least k seconds less that moment: no window holds more calls than
-    // the rate allows, plus one.
-    const LATE: Duration = Duration::from_millis(500);
+    // apart lie at least k seconds less that moment. On a loaded machine (every test at
+    // once on two cores) that moment reached 0.5 s, so it is given 1.5 s: no window
+    // holds more than two calls beyond what the rate allows — where without the limit
+    // the twelve calls would come within a fraction of a second.
+    const LATE: Duration = Duration::from_millis(1500);
     for i in 0..at.len() {
         for j in i + 1..at.len() {
             let turns = Duration::from_secs((j - i) as u64);

@@ -15,6 +15,12 @@ use super::{Engine, EngineError, Result, RunCx};
 /// Longest wait for a rate limit's next call that a step waits out in the worker;
 /// longer, and the run parks until then.
 const RATE_WAIT_HERE: Duration = Duration::from_secs(2);
+/// How long past its timeout a step's concurrency slot is held, should its worker die
+/// without releasing it.
+const SLOT_MARGIN: Duration = Duration::from_secs(30);
+/// When a step waiting in line for a slot looks again, should the wake-up of a release
+/// be missed (a release wakes the first in line at once).
+const SLOT_RECHECK: chrono::Duration = chrono::Duration::seconds(30);
 use crate::state::{RunStatus, StepStatus};
 use crate::step::{self, StepContext, StepError};
 use crate::store;
@@ -137,6 +143,7 @@ impl Engine {
         // writes it first, so events stay in the order things happened.
         let plain = step.condition.is_none()
             && step.rate_limit.is_none()
+            && step.concurrency.is_none()
             && !matches!(
                 step.kind,
                 StepKind::Sleep(_) | StepKind::Wait(_) | StepKind::Workflow(_) | StepKind::Map(_)
@@ -206,6 +213,40 @@ impl Engine {
             }
             return Ok(Started::Settled);
         }
+
+        // A slot of the step's concurrency key, held until the attempt ends (or, should
+        // this worker die, until it expires).
+        let slot_key = match &step.concurrency {
+            None => None,
+            Some(limit) => {
+                let key = match template::render_str(&limit.key, &vars) {
+                    Ok(Value::String(key)) => key,
+                    Ok(other) => other.to_string(),
+                    Err(e) => {
+                        let error = format!("concurrency.key: {e}");
+                        return self.fail_at_start(cx, step, attempt, states, error).await;
+                    }
+                };
+                let hold = step.timeout() + SLOT_MARGIN;
+                if !super::writer::slot_take(
+                    &self.pool,
+                    cx.lease,
+                    &step.id,
+                    &key,
+                    limit.limit,
+                    hold,
+                )
+                .await?
+                {
+                    let at = cx.clock.now() + SLOT_RECHECK;
+                    self.writer
+                        .delay(cx.lease, &step.id, at, store::steps::Delay::Slot(&key))
+                        .await?;
+                    return Ok(Started::Delayed(at));
+                }
+                Some(key)
+            }
+        };
 
         // One statement, with the checkpoint that made this step ready if it is
         // still pending.
@@ -288,6 +329,14 @@ impl Engine {
                     tracing::warn!(run = %run_id, key = %key, error = %e,
                         "holding the rate limit back after Retry-After failed");
                 }
+                // The slot is free for the next step in line; should this fail, the
+                // slot expires.
+                if let Some(key) = &slot_key
+                    && let Err(e) = super::writer::slot_release(&pool, key, &run_id, &step.id).await
+                {
+                    tracing::warn!(run = %run_id, key = %key, error = %e,
+                        "releasing the step's concurrency slot failed");
+                }
                 result
             }))
         };
@@ -309,8 +358,6 @@ impl Engine {
         Ok(Started::Attempt(fut))
     }
 
-    /// Fails a step for good before it ran (a broken condition, template or child input):
-    /// the attempt is recorded, with its error.
     /// Takes a call of the step's rate limit `key`. `None`: the attempt may start now.
     /// When the key's next call is due within [`RATE_WAIT_HERE`], this waits for it;
     /// later than that, the step is held back until then without an attempt
@@ -329,7 +376,9 @@ impl Engine {
             };
             let wait = (at - cx.clock.now()).to_std().unwrap_or_default();
             if wait > RATE_WAIT_HERE {
-                self.writer.delay(cx.lease, &step.id, at, key).await?;
+                self.writer
+                    .delay(cx.lease, &step.id, at, store::steps::Delay::RateLimit(key))
+                    .await?;
                 return Ok(Some(Started::Delayed(at)));
             }
             tokio::select! {
@@ -341,6 +390,8 @@ impl Engine {
         }
     }
 
+    /// Fails a step for good before it ran (a broken condition, template or child input):
+    /// the attempt is recorded, with its error.
     pub(super) async fn fail_at_start(
         &self,
         cx: &RunCx<'_>,

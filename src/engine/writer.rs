@@ -178,16 +178,17 @@ impl Writer {
         Ok(wake_at)
     }
 
-    /// A step held back by its rate limit until `until`, without an attempt.
+    /// A step held back until `until` (its rate limit, or no free slot), without an
+    /// attempt.
     pub(crate) async fn delay(
         &self,
         lease: &Lease,
         step_id: &str,
         until: DateTime<Utc>,
-        key: &str,
+        why: store::steps::Delay<'_>,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        store::steps::step_delay(&mut tx, lease, step_id, until, key).await?;
+        store::steps::step_delay(&mut tx, lease, step_id, until, why).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -594,6 +595,43 @@ async fn admit_after(pool: &PgPool) {
     if let Err(e) = admit_due(pool, ADMIT_AFTER_KEYS).await {
         tracing::warn!(error = %e, "admitting runs waiting for a concurrency slot failed");
     }
+}
+
+/// Takes a slot of the step concurrency `key` for step `step_id` of the run `lease`
+/// holds (see [`store::step_slots`]); `false`: the step waits in line.
+pub(crate) async fn slot_take(
+    pool: &PgPool,
+    lease: &Lease,
+    step_id: &str,
+    key: &str,
+    limit: i32,
+    hold: Duration,
+) -> Result<bool> {
+    let mut tx = pool.begin().await?;
+    store::lease_fence(&mut tx, lease).await?;
+    let taken =
+        store::step_slots::slot_take(&mut tx, key, limit, &lease.run_id, step_id, hold).await?;
+    tx.commit().await?;
+    Ok(taken)
+}
+
+/// Releases the slot of `key` that step `step_id` of run `run_id` held, and wakes the
+/// step first in line for one, if any.
+pub(crate) async fn slot_release(
+    pool: &PgPool,
+    key: &str,
+    run_id: &str,
+    step_id: &str,
+) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    if let Some((run, step)) =
+        store::step_slots::slot_release(&mut tx, key, run_id, step_id).await?
+    {
+        store::steps::step_slot_free(&mut tx, &run, &step).await?;
+        queue::enqueue(&mut tx, &[Wake::now(run)]).await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Hands back to the queue every run worker `owner` still leases — runs its fetch took

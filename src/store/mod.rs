@@ -24,6 +24,7 @@ pub mod run_ids;
 pub mod runs;
 pub mod schedules;
 pub mod stats;
+pub mod step_slots;
 pub mod step_sql;
 pub mod steps;
 pub mod usage;

@@ -424,7 +424,7 @@ pub async fn step_delay(
     lease: &Lease,
     step_id: &str,
     until: DateTime<Utc>,
-    key: &str,
+    why: Delay<'_>,
 ) -> Result<()> {
     lease_fence(conn, lease).await?;
     sqlx::query!(
@@ -436,13 +436,39 @@ pub async fn step_delay(
     )
     .execute(&mut *conn)
     .await?;
-    event_append(
-        conn,
-        &lease.run_id,
-        "step_rate_limited",
-        Some(step_id),
-        json!({ "rateLimit": key, "until": until }),
+    let (kind, data) = match why {
+        Delay::RateLimit(key) => (
+            "step_rate_limited",
+            json!({ "rateLimit": key, "until": until }),
+        ),
+        Delay::Slot(key) => (
+            "step_waiting_for_slot",
+            json!({ "concurrencyKey": key, "until": until }),
+        ),
+    };
+    event_append(conn, &lease.run_id, kind, Some(step_id), data).await?;
+    Ok(())
+}
+
+/// Why a step is held back without an attempt ([`step_delay`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Delay<'a> {
+    /// Its rate limit's next call is later (the key).
+    RateLimit(&'a str),
+    /// Every slot of its concurrency key is taken (the key); it waits in line.
+    Slot(&'a str),
+}
+
+/// Brings forward a step held back for a slot: its turn has come. The run is woken
+/// with it, in the caller's transaction.
+pub async fn step_slot_free(conn: &mut PgConnection, run_id: &str, step_id: &str) -> Result<()> {
+    sqlx::query!(
+        "update steps set next_attempt_at = clock_timestamp()
+          where run_id = $1 and step_id = $2 and status = 'retry_scheduled'",
+        run_id,
+        step_id
     )
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }

@@ -171,6 +171,10 @@ pub struct Step {
     /// workers, are spaced to at most `per_minute`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// `concurrency`: at most `limit` attempts of the steps naming the same key (a
+    /// template, rendered as the step's others are) run at once, across all runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
 }
 
 /// A step's rate limit: its attempts start at most `per_minute` times a minute, evenly

@@ -143,6 +143,7 @@ struct RawStep {
     timeout: Option<Spanned<String>>,
     retry: Option<Spanned<RawRetry>>,
     rate_limit: Option<Spanned<RawRateLimit>>,
+    concurrency: Option<Spanned<RawConcurrency>>,
     // http
     method: Option<Spanned<String>>,
     url: Option<Spanned<String>>,
@@ -1178,6 +1179,41 @@ fn parse_step(
             per_minute: per_minute as u32,
         })
     });
+    let concurrency = s.concurrency.as_ref().and_then(|c| {
+        let raw = c.get_ref();
+        let before = cx.diagnostics.len();
+        if raw.key.get_ref().trim().is_empty() {
+            cx.error(raw.key.span(), format!("{owner}: concurrency.key is empty; name the limit (\"crawler\"), or give a template"));
+        } else if template::is_template(raw.key.get_ref()) {
+            check_template(cx, raw.key.span(), raw.key.get_ref(), false, input, upstream, &owner);
+        }
+        let limit = *raw.limit.get_ref();
+        if !(1..=super::Concurrency::LIMIT_MAX).contains(&limit) {
+            cx.error(
+                raw.limit.span(),
+                format!(
+                    "{owner}: concurrency.limit is how many attempts of the key may run at once: 1 to {}, not {limit}",
+                    super::Concurrency::LIMIT_MAX
+                ),
+            );
+        }
+        (cx.diagnostics.len() == before).then(|| super::Concurrency {
+            key: raw.key.get_ref().clone(),
+            limit: limit as i32,
+        })
+    });
+    if concurrency.is_some()
+        && matches!(
+            kind,
+            StepKind::Sleep(_) | StepKind::Wait(_) | StepKind::Workflow(_) | StepKind::Map(_)
+        )
+        && let Some(c) = &s.concurrency
+    {
+        cx.error(
+            c.span(),
+            format!("{owner}: concurrency applies to steps that call something (http, llm, sql, analyze, summarize, pass), not to `{}` steps; a workflow's [concurrency] limits its runs", kind.name()),
+        );
+    }
     if rate_limit.is_some()
         && matches!(
             kind,
@@ -1199,6 +1235,7 @@ fn parse_step(
         timeout_ms: timeout.as_millis() as u64,
         retry,
         rate_limit,
+        concurrency,
     })
 }
 
@@ -1743,6 +1780,38 @@ duration = "1s"
                 .any(|e| e.contains("an inline step calls something")),
             "{errs:?}"
         );
+    }
+
+    /// A step's `concurrency`: a key (a template) and a limit, on steps that call
+    /// something.
+    #[test]
+    fn step_concurrency_is_checked() {
+        let wf = parse_workflow(
+            "wf",
+            "wf.toml",
+            "[[steps]]\nid = \"s\"\nkind = \"pass\"\nconcurrency = { key = \"k-{{ run.id }}\", limit = 3 }\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            wf.steps[0].concurrency,
+            Some(crate::workflow::Concurrency {
+                key: "k-{{ run.id }}".into(),
+                limit: 3
+            })
+        );
+        let errs = errors(
+            "[[steps]]\nid = \"a\"\nkind = \"sleep\"\nduration = \"1s\"\nconcurrency = { key = \"k\", limit = 1 }\n\n[[steps]]\nid = \"b\"\nkind = \"pass\"\nconcurrency = { key = \"\", limit = 0 }\n",
+        );
+        for expected in [
+            "concurrency applies to steps that call something",
+            "concurrency.key is empty",
+            "concurrency.limit is how many attempts of the key may run at once: 1 to 10000, not 0",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.contains(expected)),
+                "{expected}: {errs:?}"
+            );
+        }
     }
 
     #[test]

@@ -24,6 +24,9 @@ describe('event lines', () => {
     expect(summarizeEvent(event('step_rate_limited', { rateLimit: 'openai' }, 'ask'))).toBe(
       'Step ask waits its turn under rate limit openai',
     );
+    expect(summarizeEvent(event('step_waiting_for_slot', { concurrencyKey: 'crawler' }, 'fetch'))).toBe(
+      'Step fetch waits in line for a slot of concurrency key crawler',
+    );
   });
 
   it('say what a waiting step waits for: a callback, a child run or its items', () => {
@@ -39,5 +42,6 @@ describe('event lines', () => {
   it('colours stopped and held-back steps as warnings', () => {
     expect(eventTone('step_terminated')).toBe('warning');
     expect(eventTone('step_rate_limited')).toBe('warning');
+    expect(eventTone('step_waiting_for_slot')).toBe('warning');
   });
 });

@@ -116,6 +116,10 @@ export function summarizeEvent(e: RunEvent): string {
       const until = str(d.until);
       return `${step} waits its turn${key ? ` under rate limit ${key}` : ''}${until ? ` until ${formatTime(until)}` : ''}`;
     }
+    case 'step_waiting_for_slot': {
+      const key = str(d.concurrencyKey);
+      return `${step} waits in line for a slot${key ? ` of concurrency key ${key}` : ''}`;
+    }
     default: {
       const words = e.kind.replace(/_/g, ' ');
       return `${words.charAt(0).toUpperCase()}${words.slice(1)}${e.stepId ? ` (step ${e.stepId})` : ''}`;
@@ -127,7 +131,7 @@ export function summarizeEvent(e: RunEvent): string {
 export function eventTone(kind: string): Tone {
   if (/succeeded$/.test(kind)) return 'success';
   if (/(failed|dead)$/.test(kind)) return 'danger';
-  if (/(retry_scheduled|abandoned|terminated|rate_limited|lease_expired|released)$/.test(kind)) return 'warning';
+  if (/(retry_scheduled|abandoned|terminated|rate_limited|waiting_for_slot|lease_expired|released)$/.test(kind)) return 'warning';
   if (/waiting$/.test(kind)) return 'waiting';
   if (/(cancelled|cancel_requested|skipped)$/.test(kind)) return 'muted';
   if (/(started|running)$/.test(kind)) return 'info';
