@@ -221,6 +221,25 @@ async fn a_map_runs_at_most_max_parallel_items_and_keeps_item_order(pool: PgPool
         .call("GET", &format!("/api/tasks/{id}/steps/list/items"), None)
         .await;
     assert_eq!(status, 404, "a step that is no map has no items");
+    // `after` is an item index: the schema offers 0 and up, and the API refuses the rest.
+    let (status, body) = api
+        .call(
+            "GET",
+            &format!("/api/tasks/{id}/steps/each/items?after=-7478"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let doc = serde_json::to_value(cairn::api::openapi()).unwrap();
+    let params = &doc["paths"]["/api/tasks/{id}/steps/{step}/items"]["get"]["parameters"];
+    let after = params
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "after")
+        .unwrap();
+    let pattern = after["schema"]["pattern"].as_str().unwrap();
+    assert!(pattern.starts_with("^(0|[1-9]"), "{pattern}");
 }
 
 /// A worker SIGKILLed mid-map: no finished item runs again (each has one child run and

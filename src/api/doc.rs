@@ -156,6 +156,7 @@ fn digits_only(param: &mut Value) {
     );
     let pattern = match range {
         (Some(1), Some(max)) if max >= 1 => one_to(max),
+        (Some(0), Some(max)) if max >= 1 => one_to(max).replacen("^(", "^(0|", 1),
         _ => "^-?[0-9]{1,18}$".to_owned(),
     };
     let description = schema.get("description").cloned();

@@ -288,8 +288,9 @@ async fn events(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct MapItemsQuery {
-    /// Only items after this index (`next` of the previous page).
-    #[param(minimum = -1, maximum = 2147483647)]
+    /// Only items after this index (`next` of the previous page); from the first
+    /// when absent.
+    #[param(minimum = 0, maximum = 2147483647)]
     after: Option<i64>,
     /// At most this many (default 100).
     #[param(minimum = 1, maximum = 500)]
@@ -319,11 +320,13 @@ async fn map_items(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request("limit must be between 1 and 500"));
     }
-    let after = q.after.unwrap_or(-1);
-    let after = i32::try_from(after)
-        .ok()
-        .filter(|a| *a >= -1)
-        .ok_or_else(|| ApiError::bad_request("after must be an item index (-1 or more)"))?;
+    let after = match q.after {
+        None => -1,
+        Some(after) => i32::try_from(after)
+            .ok()
+            .filter(|a| *a >= 0)
+            .ok_or_else(|| ApiError::bad_request("after must be an item index (0 or more)"))?,
+    };
     let is_map = store::steps::step_list(&state.pool, &id)
         .await?
         .iter()
