@@ -129,7 +129,7 @@ const LISTEN_FLAG: &str = "--listen, CAIRN_LISTEN";
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    cairn::telemetry::init(cli.log_json);
+    let _traces = cairn::telemetry::init(cli.log_json);
     match run(cli.command).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -30,7 +30,7 @@
 //!   database's `CHECK`s; pure.
 //! * [`delivery`] — the per-delivery keys that sign webhook results for `wait` steps;
 //!   pure.
-//! * [`telemetry`], [`shutdown`] — logging, metrics, process identity and signals, for
+//! * [`telemetry`], [`shutdown`] — logging, metrics, traces, process identity and signals, for
 //!   every process.
 //!
 //! `docs/ARCHITECTURE.md` walks through a run's journey across these layers.

@@ -51,6 +51,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::queue::QueueError;
 use crate::step::{self};
@@ -239,7 +240,14 @@ impl Engine {
             .clone()
             .map(|key| (acquired.run.workflow.clone(), key));
         let timer = measure::leased(&acquired);
-        let outcome = match self.advance_run(acquired).await {
+        // Every advance of the run, on any worker, is a span of the run's one trace.
+        let span = tracing::info_span!(
+            "run.advance",
+            run = %lease.run_id,
+            workflow = %acquired.run.workflow
+        );
+        crate::telemetry::traces::join_run(&span, &lease.run_id);
+        let outcome = match self.advance_run(acquired).instrument(span).await {
             Err(e @ EngineError::Definition { .. }) => {
                 tracing::error!(run = %lease.run_id, error = %e, "the run cannot be advanced");
                 self.give_up(&lease, parent.as_deref(), &e).await

@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use serde_json::{Map, Value, json};
 use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
 
 use super::dag::{Finished, Pending, Started, StepState, set};
 use super::{Engine, EngineError, Result, RunCx};
@@ -298,7 +299,17 @@ impl Engine {
             let egress = self.egress.clone();
             let limits = self.config.limits;
             let llm = self.config.llm.clone();
-            AbortOnDropHandle::new(tokio::spawn(async move {
+            // The attempt's span, a child of the run's advance (the current span).
+            let span = tracing::info_span!(
+                "step.attempt",
+                run = %cx.run_id,
+                step = %step.id,
+                attempt,
+                kind = step.kind.name()
+            );
+            let traceparent =
+                crate::telemetry::traces::traceparent(&span, cx.run_id, &step.id, attempt as u32);
+            let attempt_run = async move {
                 let scx = StepContext {
                     run_id: &run_id,
                     step_id: &step.id,
@@ -310,6 +321,7 @@ impl Engine {
                     egress: &egress,
                     limits,
                     llm: llm.as_ref(),
+                    traceparent: &traceparent,
                 };
                 let timeout = step.timeout();
                 let result = match tokio::time::timeout(timeout, step::execute(&step, &scx)).await {
@@ -337,8 +349,12 @@ impl Engine {
                     tracing::warn!(run = %run_id, key = %key, error = %e,
                         "releasing the step's concurrency slot failed");
                 }
+                if let Err(e) = &result {
+                    tracing::info!(error = %e, "the attempt failed");
+                }
                 result
-            }))
+            };
+            AbortOnDropHandle::new(tokio::spawn(attempt_run.instrument(span)))
         };
         let step_id = step.id.clone();
         let fut = async move {

@@ -65,6 +65,12 @@ pub(super) async fn execute(
     let key = HeaderValue::from_str(&cx.idempotency_key())
         .map_err(|e| StepError::fatal(format!("bad idempotency key: {e}")))?;
     headers.insert("idempotency-key", key);
+    // The step's own `traceparent` header, if it sets one, wins.
+    if !headers.contains_key("traceparent")
+        && let Ok(parent) = HeaderValue::from_str(cx.traceparent)
+    {
+        headers.insert("traceparent", parent);
+    }
 
     let mut request = client
         .client

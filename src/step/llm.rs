@@ -82,7 +82,8 @@ pub(super) async fn execute(
         .post(&url)
         .json(&body)
         .timeout(timeout)
-        .header("idempotency-key", cx.idempotency_key());
+        .header("idempotency-key", cx.idempotency_key())
+        .header("traceparent", cx.traceparent);
     if let Some(key) = &config.api_key {
         request = request.bearer_auth(key);
     }

@@ -112,6 +112,9 @@ pub struct StepContext<'a> {
     pub limits: Limits,
     /// The model `llm` steps call, when one is configured.
     pub llm: Option<&'a LlmConfig>,
+    /// The attempt's W3C `traceparent`, which `http` and `llm` steps send so that the
+    /// services they call join the run's trace (see `telemetry::traces`).
+    pub traceparent: &'a str,
 }
 
 impl StepContext<'_> {
