@@ -117,6 +117,7 @@ describe('Every page, with 100 long errors', { skip: skip ?? false }, () => {
     ['run-waiting', `/runs/${ids.waiting}`],
     ['dead-letters', '/dead-letters'],
     ...(ids.deadLetter ? [/** @type {[string, string]} */ (['dead-letter', `/dead-letters/${ids.deadLetter}`])] : []),
+    ['notifications', '/notifications'],
     ['schedules', '/schedules'],
     ['workflows', '/workflows'],
     ['workflow', '/workflows/e2e_long_error'],

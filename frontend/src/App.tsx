@@ -7,6 +7,7 @@ import { AppShell } from './components/AppShell';
 import { DeadLetterPage } from './pages/DeadLetterPage';
 import { DeadLettersPage } from './pages/DeadLettersPage';
 import { NotFoundPage } from './pages/NotFoundPage';
+import { NotificationsPage } from './pages/NotificationsPage';
 import { OverviewPage } from './pages/OverviewPage';
 import { ProjectPage } from './pages/ProjectPage';
 import { ProjectsPage } from './pages/ProjectsPage';
@@ -37,6 +38,7 @@ export function AppRoutes() {
             <Route path="runs/:id" element={<RunPage />} />
             <Route path="dead-letters" element={<DeadLettersPage />} />
             <Route path="dead-letters/:id" element={<DeadLetterPage />} />
+            <Route path="notifications" element={<NotificationsPage />} />
             <Route path="schedules" element={<SchedulesPage />} />
             <Route path="workflows" element={<WorkflowsPage />} />
             <Route path="workflows/:name" element={<WorkflowPage />} />

@@ -1,5 +1,5 @@
 // Realistic API answers, shaped like docs/API.md, for page tests.
-import type { DeadLetter, MapItem, MapProgress, TaskDetail, TaskStep, TaskSummary, TokenView } from '../src/api/types';
+import type { DeadLetter, MapItem, MapProgress, Notification, TaskDetail, TaskStep, TaskSummary, TokenView } from '../src/api/types';
 
 export function taskSummary(over: Partial<TaskSummary> = {}): TaskSummary {
   return {
@@ -237,6 +237,30 @@ export function tokenView(over: Partial<TokenView> = {}, { createdDaysAgo = 10, 
     lastUsedAt: new Date(now - 2 * 3_600_000).toISOString(),
     expiresAt: expiresInDays === null ? null : new Date(now + expiresInDays * DAY).toISOString(),
     revoked: false,
+    ...over,
+  };
+}
+
+/** A `run.dead` alert still being retried: the endpoint answered 502 twice. */
+export function notification(over: Partial<Notification> = {}): Notification {
+  return {
+    id: '42',
+    event: 'run.dead',
+    taskId: '01JDEAD000000000000000000B',
+    workflow: 'hello',
+    step: 'confirm',
+    scheduleId: null,
+    error: 'connection refused again',
+    attempts: 2,
+    workflowUrl: false,
+    state: 'pending',
+    deliveries: 2,
+    nextAttemptAt: new Date(Date.now() + 5 * 60_000).toISOString(),
+    lastError: 'the endpoint answered 502',
+    lastStatus: 502,
+    createdAt: new Date(Date.now() - 10 * 60_000).toISOString(),
+    deliveredAt: null,
+    finishedAt: null,
     ...over,
   };
 }

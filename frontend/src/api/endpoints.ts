@@ -7,6 +7,8 @@ import type {
   DeadLetter,
   MeResponse,
   NewPersonalToken,
+  Notification,
+  NotificationState,
   NewProject,
   NewSchedule,
   NewServiceToken,
@@ -196,6 +198,23 @@ export type DeadLetterBulkVerb = 'redrive' | 'purge';
 
 export function bulkDeadLetters(verb: DeadLetterBulkVerb, filter: BulkFilter, dryRun: boolean): Promise<BulkResult> {
   return request(`/api/dead-letters/bulk/${verb}`, { method: 'POST', body: { filter, dryRun } });
+}
+
+// ── notifications ───────────────────────────────────────────────────────────────────
+
+export interface NotificationListParams {
+  state?: NotificationState | '';
+  taskId?: string;
+  workflow?: string;
+  /** The previous page's `nextCursor`. */
+  before?: string | null;
+  /** 1 to 500; the server's default is 50. */
+  limit?: number;
+}
+
+/** The alerts the notifier sends, newest first. */
+export function listNotifications(params: NotificationListParams, signal?: AbortSignal): Promise<Page<Notification>> {
+  return request(`/api/notifications${queryString({ ...params })}`, { signal });
 }
 
 // ── workflows, workers, overview ────────────────────────────────────────────────────

@@ -455,3 +455,37 @@ export interface BackfillResult {
   runs?: (string | { taskId?: string; id?: string })[];
   [more: string]: Json | undefined | (string | { taskId?: string; id?: string })[];
 }
+
+export const NOTIFICATION_STATES = ['pending', 'delivered', 'skipped', 'failed'] as const;
+/** `skipped`: there was no URL to send it to; `failed`: every POST was refused or went unanswered. */
+export type NotificationState = (typeof NOTIFICATION_STATES)[number];
+
+export type NotificationEvent = 'run.dead' | 'schedule.tick_failed';
+
+/** An alert the notifier sends (or sent) to a webhook, as `GET /api/notifications` lists it. */
+export interface Notification {
+  /** Also the `Idempotency-Key` of every POST of it. */
+  id: string;
+  event: NotificationEvent;
+  taskId: string | null;
+  workflow: string;
+  step: string | null;
+  scheduleId: string | null;
+  /** The failed step's (or tick's) error: what the alert reports. */
+  error: string;
+  /** The failed step's attempts. */
+  attempts: number;
+  /** True when the workflow's own `[notify] url` is the target rather than the cluster's; the URL is never served. */
+  workflowUrl: boolean;
+  state: NotificationState;
+  /** POSTs made so far. */
+  deliveries: number;
+  /** Set while pending. */
+  nextAttemptAt: string | null;
+  lastError: string | null;
+  /** The HTTP status of the last answer. */
+  lastStatus: number | null;
+  createdAt: string;
+  deliveredAt: string | null;
+  finishedAt: string | null;
+}

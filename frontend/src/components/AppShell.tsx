@@ -10,6 +10,7 @@ const NAV: { to: string; label: string; end?: boolean; admin?: boolean }[] = [
   { to: '/projects', label: 'Projects' },
   { to: '/runs', label: 'Runs' },
   { to: '/dead-letters', label: 'Dead letters' },
+  { to: '/notifications', label: 'Notifications' },
   { to: '/schedules', label: 'Schedules' },
   { to: '/workflows', label: 'Workflows' },
   { to: '/workers', label: 'Workers' },

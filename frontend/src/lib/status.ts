@@ -1,6 +1,6 @@
 // How run and step statuses look: a tone (colour family) and a label. Colour is never
 // the only signal: pills and DAG nodes always print the label too.
-import type { Attempt, RunStatus, StepStatus, TaskStep } from '../api/types';
+import type { Attempt, NotificationState, RunStatus, StepStatus, TaskStep } from '../api/types';
 
 export type Tone = 'neutral' | 'info' | 'waiting' | 'warning' | 'success' | 'danger' | 'muted';
 
@@ -27,6 +27,19 @@ export function statusTone(status: string | null | undefined): Tone {
 export function statusLabel(status: string | null | undefined): string {
   if (!status) return 'unknown';
   return status.replace(/_/g, ' ');
+}
+
+// Not the step tones: a pending alert is still being retried (worth a look), and a
+// skipped one was never meant to go anywhere.
+const NOTIFICATION_TONES: Record<NotificationState, Tone> = {
+  pending: 'warning',
+  delivered: 'success',
+  skipped: 'neutral',
+  failed: 'danger',
+};
+
+export function notificationTone(state: string | null | undefined): Tone {
+  return NOTIFICATION_TONES[state as NotificationState] ?? 'neutral';
 }
 
 /** Statuses whose work is under way, shown with a moving indicator. */

@@ -1,13 +1,13 @@
 import { useQuery } from '@tanstack/react-query';
 import { Link, useSearchParams } from 'react-router';
-import { getOverview } from '../api/endpoints';
+import { getOverview, listNotifications } from '../api/endpoints';
 import { RUN_STATUSES, statusCounts, type Overview, type QueueDepth, type ThroughputPoint } from '../api/types';
 import { ThroughputChart } from '../components/ThroughputChart';
 import { fillBuckets, trimLeading, windowMs } from '../lib/chart';
 import { formatCount, formatDuration } from '../lib/format';
 import { statusLabel, statusTone } from '../lib/status';
 import { useTitle } from '../lib/useTitle';
-import { EmptyState, ErrorState, Field, Loading, PageHeader, Panel, Table } from '../ui';
+import { EmptyState, ErrorState, Field, Loading, PageHeader, Panel, RelativeTime, Table } from '../ui';
 
 const WINDOWS = [
   { value: '1h', label: 'Last hour' },
@@ -46,6 +46,27 @@ function Chart({ overview, window, auto }: { overview: Overview; window: string;
         </p>
       )}
     </div>
+  );
+}
+
+/**
+ * A failed alert is a dead run (or a failed tick) nobody was told about, and nothing else
+ * on this page would show it. The newest one says enough: that there is one, and how recent.
+ */
+function FailedAlertsNotice() {
+  const failed = useQuery({
+    queryKey: ['notifications', 'latest-failed'],
+    queryFn: ({ signal }) => listNotifications({ state: 'failed', limit: 1 }, signal),
+    refetchInterval: 60_000,
+  });
+  const latest = failed.data?.items[0];
+  if (!latest) return null;
+  return (
+    <p className="callout tone-warning" style={{ margin: 0 }}>
+      At least one alert could not be delivered to its webhook (the latest gave up{' '}
+      <RelativeTime iso={latest.finishedAt ?? latest.createdAt} />).{' '}
+      <Link to="/notifications?state=failed">See failed notifications</Link>
+    </p>
   );
 }
 
@@ -95,6 +116,7 @@ export function OverviewPage() {
         <ErrorState error={overview.error} onRetry={() => void overview.refetch()} />
       ) : (
         <div className="stack">
+          <FailedAlertsNotice />
           <section aria-label="Totals" className="grid grid--tiles">
             <Link className="stat" to="/dead-letters">
               <span className="stat__value" style={{ color: overview.data.deadLetters ? 'var(--danger)' : undefined }}>
