@@ -215,14 +215,31 @@ impl Engine {
             return Ok(Started::Settled);
         }
 
+        let rate_key = match &step.rate_limit {
+            None => None,
+            Some(limit) => {
+                let key = match limit_key(&limit.key, &vars) {
+                    Ok(key) => key,
+                    Err(e) => {
+                        let error = format!("rate_limit.key: {e}");
+                        return self.fail_at_start(cx, step, attempt, states, error).await;
+                    }
+                };
+                match self.rate_take(cx, step, limit, &key).await? {
+                    Some(started) => return Ok(started),
+                    None => Some(key),
+                }
+            }
+        };
+
         // A slot of the step's concurrency key, held until the attempt ends (or, should
-        // this worker die, until it expires).
+        // this worker die, until it expires). Taken after the rate limit's call, which
+        // may park the run: a parked run holds no slot.
         let slot_key = match &step.concurrency {
             None => None,
             Some(limit) => {
-                let key = match template::render_str(&limit.key, &vars) {
-                    Ok(Value::String(key)) => key,
-                    Ok(other) => other.to_string(),
+                let key = match limit_key(&limit.key, &vars) {
+                    Ok(key) => key,
                     Err(e) => {
                         let error = format!("concurrency.key: {e}");
                         return self.fail_at_start(cx, step, attempt, states, error).await;
@@ -251,24 +268,6 @@ impl Engine {
 
         // One statement, with the checkpoint that made this step ready if it is
         // still pending.
-        let rate_key = match &step.rate_limit {
-            None => None,
-            Some(limit) => {
-                let key = match template::render_str(&limit.key, &vars) {
-                    Ok(Value::String(key)) => key,
-                    Ok(other) => other.to_string(),
-                    Err(e) => {
-                        let error = format!("rate_limit.key: {e}");
-                        return self.fail_at_start(cx, step, attempt, states, error).await;
-                    }
-                };
-                match self.rate_take(cx, step, limit, &key).await? {
-                    Some(started) => return Ok(started),
-                    None => Some(key),
-                }
-            }
-        };
-
         let last = pending.take();
         let t = store::steps::Transition {
             checkpoint: last.as_ref().map(Pending::checkpoint),
@@ -596,4 +595,16 @@ impl Engine {
         });
         Ok(Started::Settled)
     }
+}
+
+/// The key of a step's rate limit or concurrency limit, rendered: a string as it is,
+/// any other value as its JSON text.
+fn limit_key(
+    key: &str,
+    vars: &minijinja::Value,
+) -> std::result::Result<String, template::TemplateError> {
+    Ok(match template::render_str(key, vars)? {
+        Value::String(key) => key,
+        other => other.to_string(),
+    })
 }

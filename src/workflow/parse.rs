@@ -1159,11 +1159,15 @@ fn parse_step(
     let rate_limit = s.rate_limit.as_ref().and_then(|r| {
         let raw = r.get_ref();
         let before = cx.diagnostics.len();
-        if raw.key.get_ref().trim().is_empty() {
-            cx.error(raw.key.span(), format!("{owner}: rate_limit.key is empty; name the limit (\"openai\"), or give a template"));
-        } else if template::is_template(raw.key.get_ref()) {
-            check_template(cx, raw.key.span(), raw.key.get_ref(), false, input, upstream, &owner);
-        }
+        check_limit_key(
+            cx,
+            &raw.key,
+            "rate_limit",
+            "openai",
+            input,
+            upstream,
+            &owner,
+        );
         let per_minute = *raw.per_minute.get_ref();
         if !(1..=super::RateLimit::PER_MINUTE_MAX).contains(&per_minute) {
             cx.error(
@@ -1182,11 +1186,7 @@ fn parse_step(
     let concurrency = s.concurrency.as_ref().and_then(|c| {
         let raw = c.get_ref();
         let before = cx.diagnostics.len();
-        if raw.key.get_ref().trim().is_empty() {
-            cx.error(raw.key.span(), format!("{owner}: concurrency.key is empty; name the limit (\"crawler\"), or give a template"));
-        } else if template::is_template(raw.key.get_ref()) {
-            check_template(cx, raw.key.span(), raw.key.get_ref(), false, input, upstream, &owner);
-        }
+        check_limit_key(cx, &raw.key, "concurrency", "crawler", input, upstream, &owner);
         let limit = *raw.limit.get_ref();
         if !(1..=super::Concurrency::LIMIT_MAX).contains(&limit) {
             cx.error(
@@ -1202,29 +1202,35 @@ fn parse_step(
             limit: limit as i32,
         })
     });
-    if concurrency.is_some()
-        && matches!(
-            kind,
-            StepKind::Sleep(_) | StepKind::Wait(_) | StepKind::Workflow(_) | StepKind::Map(_)
-        )
-        && let Some(c) = &s.concurrency
-    {
-        cx.error(
-            c.span(),
-            format!("{owner}: concurrency applies to steps that call something (http, llm, sql, analyze, summarize, pass), not to `{}` steps; a workflow's [concurrency] limits its runs", kind.name()),
-        );
-    }
-    if rate_limit.is_some()
-        && matches!(
-            kind,
-            StepKind::Sleep(_) | StepKind::Wait(_) | StepKind::Workflow(_) | StepKind::Map(_)
-        )
-        && let Some(r) = &s.rate_limit
-    {
-        cx.error(
-            r.span(),
-            format!("{owner}: rate_limit applies to steps that call something (http, llm, sql, analyze, summarize, pass), not to `{}` steps", kind.name()),
-        );
+    // Limits on calls apply to the steps that make them.
+    let calls = !matches!(
+        kind,
+        StepKind::Sleep(_) | StepKind::Wait(_) | StepKind::Workflow(_) | StepKind::Map(_)
+    );
+    for (field, span, more) in [
+        (
+            "concurrency",
+            s.concurrency
+                .as_ref()
+                .filter(|_| concurrency.is_some())
+                .map(Spanned::span),
+            "; a workflow's [concurrency] limits its runs",
+        ),
+        (
+            "rate_limit",
+            s.rate_limit
+                .as_ref()
+                .filter(|_| rate_limit.is_some())
+                .map(Spanned::span),
+            "",
+        ),
+    ] {
+        if let Some(span) = span.filter(|_| !calls) {
+            cx.error(
+                span,
+                format!("{owner}: {field} applies to steps that call something (http, llm, sql, analyze, summarize, pass), not to `{}` steps{more}", kind.name()),
+            );
+        }
     }
 
     Some(Step {
@@ -1425,6 +1431,29 @@ fn parse_map(
         max_parallel,
         on_failure,
     })
+}
+
+/// The `key` of a step's `rate_limit` or `concurrency` (`field`): a name, or a template
+/// read as the step's others are.
+fn check_limit_key(
+    cx: &mut Ctx<'_>,
+    key: &Spanned<String>,
+    field: &str,
+    example: &str,
+    input: &[InputField],
+    upstream: &BTreeSet<String>,
+    owner: &str,
+) {
+    if key.get_ref().trim().is_empty() {
+        cx.error(
+            key.span(),
+            format!(
+                "{owner}: {field}.key is empty; name the limit (\"{example}\"), or give a template"
+            ),
+        );
+    } else if template::is_template(key.get_ref()) {
+        check_template(cx, key.span(), key.get_ref(), false, input, upstream, owner);
+    }
 }
 
 /// `[concurrency]`: the key is a template of the input alone (it is rendered when the run
