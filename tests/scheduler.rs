@@ -403,8 +403,13 @@ async fn paused_schedules_fire_nothing_and_trigger_fires_now(pool: PgPool) {
     else {
         panic!("trigger did not start a run");
     };
-    assert_eq!(run.input, json!({ "who": "schedule" }));
-    let linked = store::run_schedule_get(&pool, &run.id)
+    let input: serde_json::Value = sqlx::query_scalar("select input from runs where id = $1")
+        .bind(&run.run_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(input, json!({ "who": "schedule" }));
+    let linked = store::run_schedule_get(&pool, &run.run_id)
         .await
         .unwrap()
         .unwrap();

@@ -41,7 +41,7 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::engine::SubmitBatcher;
+use crate::engine::Submitter;
 use crate::store::definitions::DefinitionsStored;
 use crate::workflow::Registry;
 
@@ -71,8 +71,8 @@ pub struct AppState {
     pub definitions: Arc<DefinitionsStored>,
     /// Recently authenticated tokens and sessions (see [`auth::PRINCIPAL_TTL`]).
     pub principals: Arc<auth::Principals>,
-    /// Writes concurrent `POST /api/tasks` together (see [`SubmitBatcher`]).
-    pub submits: Arc<SubmitBatcher>,
+    /// Writes concurrent `POST /api/tasks` together (see [`Submitter`]).
+    pub submits: Arc<Submitter>,
     /// Sign-in attempts left per client address and account.
     pub login: Arc<auth::LoginGuard>,
     /// How long tokens made through the API live unless asked for less (`None`: never).
@@ -87,7 +87,7 @@ impl AppState {
     pub fn new(pool: PgPool, workflows: Arc<Registry>) -> AppState {
         let definitions = Arc::new(DefinitionsStored::default());
         AppState {
-            submits: Arc::new(SubmitBatcher::new(pool.clone(), definitions.clone())),
+            submits: Arc::new(Submitter::new(pool.clone(), definitions.clone())),
             definitions,
             pool,
             workflows,

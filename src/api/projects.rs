@@ -17,7 +17,8 @@ use super::extract::{AppJson, AppQuery};
 use super::tasks::ago;
 use super::{ApiError, AppState};
 use crate::auth::Principal;
-use crate::engine::{self, Rejected, Submitted};
+use crate::engine::Submission;
+use crate::engine::submit::Item;
 use crate::state::RunStatus;
 use crate::store;
 use crate::store::projects::ProjectRow;
@@ -240,40 +241,30 @@ async fn start(
             state.workflows.names().join(", ")
         ))
     })?;
-    let children: Vec<&crate::workflow::Definition> = state
-        .workflows
-        .with_children(workflow)
-        .into_iter()
-        .filter(|d| d.workflow.name != workflow)
-        .collect();
     let origin = RunOrigin {
         user_id: who.user_id,
         project_id,
         parent: None,
         priority: 0,
     };
-    match engine::submit_for(
-        &state.pool,
-        &state.definitions,
-        def,
-        &children,
-        input,
-        None,
-        &origin,
-    )
-    .await?
-    {
-        Ok(Submitted::Created(run) | Submitted::Existing(run) | Submitted::KeyConflict(run)) => {
+    let one = [Item::input(input)];
+    let submission = Submission::of(def, &one).from(&origin);
+    match state.submits.submit(&state.workflows, submission).await? {
+        Ok(mut submitted) => {
+            let run = submitted
+                .pop()
+                .ok_or_else(|| ApiError::Internal("a submit of one run answered nothing".into()))?;
             Ok((
                 StatusCode::ACCEPTED,
                 Json(Started {
-                    task_id: run.id,
+                    task_id: run.run_id,
                     status: run.status,
-                    workflow: run.workflow,
+                    workflow: def.workflow.name.clone(),
                 }),
             ))
         }
-        Err(Rejected::Input(errors)) => {
+        Err(rejected) => {
+            let errors = rejected.input_errors();
             let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
             Err(ApiError::Unprocessable {
                 message: format!(

@@ -615,12 +615,12 @@ async fn trigger(
     let mut response = (
         StatusCode::CREATED,
         Json(TriggerResponse {
-            task_id: run.id.clone(),
+            task_id: run.run_id.clone(),
             status: run.status,
         }),
     )
         .into_response();
-    if let Ok(location) = HeaderValue::from_str(&format!("/api/tasks/{}", run.id)) {
+    if let Ok(location) = HeaderValue::from_str(&format!("/api/tasks/{}", run.run_id)) {
         response.headers_mut().insert(header::LOCATION, location);
     }
     Ok(response)

@@ -15,7 +15,8 @@ use super::auth::{Operator, Viewer};
 use super::extract::{AppJson, AppQuery, OptionalJson};
 use super::{ApiError, AppState};
 use crate::engine;
-use crate::engine::{BATCH_MAX, BatchItem, BatchOutcome, BatchRejected, ItemRejected, KEY_MAX_LEN};
+use crate::engine::Submission;
+use crate::engine::submit::{BATCH_MAX, Item, ItemRejected, KEY_MAX_LEN, Outcome, Rejected};
 use crate::state::RunStatus;
 use crate::store;
 use crate::store::runs::{RunListParams, RunRow};
@@ -643,35 +644,34 @@ async fn submit(
         parent: None,
         priority: priority(req.priority)?,
     };
-    // Written together with other submissions arriving meanwhile (see SubmitBatcher).
-    let submitted = match state
-        .submits
-        .submit(&state.workflows, def, &req.input, key, &origin)
-        .await?
-    {
-        Ok(submitted) => submitted,
-        Err(rejected) if rejected.input.is_empty() => {
-            return Err(ApiError::bad_request(format!(
-                "Idempotency-Key {}",
-                rejected.idempotency_key.unwrap_or_default()
-            )));
-        }
+    // Written together with other submissions arriving meanwhile (see Submitter).
+    let one = [Item {
+        input: &req.input,
+        idempotency_key: key,
+    }];
+    let submission = Submission::of(def, &one).from(&origin);
+    let submitted = match state.submits.submit(&state.workflows, submission).await? {
+        Ok(mut submitted) => submitted
+            .pop()
+            .ok_or_else(|| ApiError::Internal("a submit of one run answered nothing".into()))?,
         Err(rejected) => {
-            let text: Vec<String> = rejected.input.iter().map(ToString::to_string).collect();
+            // The key was checked above: what is left is the input's problems.
+            let errors = rejected.input_errors();
+            let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
             return Err(ApiError::Unprocessable {
                 message: format!(
                     "input does not match workflow `{}`: {}",
                     req.workflow,
                     text.join("; ")
                 ),
-                details: Some(json!(rejected.input)),
+                details: Some(json!(errors)),
             });
         }
     };
     let status = match submitted.outcome {
-        BatchOutcome::Created => StatusCode::CREATED,
-        BatchOutcome::Existing => StatusCode::OK,
-        BatchOutcome::KeyConflict => {
+        Outcome::Created => StatusCode::CREATED,
+        Outcome::Existing => StatusCode::OK,
+        Outcome::KeyConflict => {
             return Err(ApiError::Conflict {
                 message: "this Idempotency-Key was already used for a different request".into(),
                 details: Some(json!({ "taskId": submitted.run_id })),
@@ -772,58 +772,49 @@ async fn submit_batch(
     AppJson(req): AppJson<BatchSubmitRequest>,
 ) -> Result<Response, ApiError> {
     let def = workflow_named(&state, &req.workflow)?;
-    // The definitions its `workflow` steps start, stored with it for the workers.
-    let children: Vec<&Definition> = state
-        .workflows
-        .with_children(&req.workflow)
-        .into_iter()
-        .filter(|d| d.workflow.name != req.workflow)
-        .collect();
     let origin = store::runs::RunOrigin {
         user_id: who.user_id,
         project_id: None,
         parent: None,
         priority: priority(req.priority)?,
     };
-    let items: Vec<BatchItem> = req
+    let items: Vec<Item> = req
         .tasks
         .iter()
-        .map(|t| BatchItem {
+        .map(|t| Item {
             input: &t.input,
             idempotency_key: t.idempotency_key.as_deref().map(str::trim),
         })
         .collect();
-    let submitted = match state
-        .submits
-        .submit_many(def, &children, &items, &origin)
-        .await?
-    {
+    // The definitions its `workflow` steps start are stored with it for the workers.
+    let submission = Submission::of(def, &items).from(&origin);
+    let submitted = match state.submits.submit(&state.workflows, submission).await? {
         Ok(submitted) => submitted,
-        Err(BatchRejected::Empty) => {
+        Err(Rejected::Empty) => {
             return Err(ApiError::Unprocessable {
                 message: format!("`tasks` is empty: send 1 to {BATCH_MAX} tasks"),
                 details: None,
             });
         }
-        Err(BatchRejected::TooMany(n)) => {
+        Err(Rejected::TooMany(n)) => {
             return Err(ApiError::PayloadTooLarge(format!(
                 "a batch holds at most {BATCH_MAX} tasks; this one has {n}: split it"
             )));
         }
-        Err(BatchRejected::Items(rejected)) => {
+        Err(Rejected::Items(rejected)) => {
             return Err(batch_invalid(&req.workflow, items.len(), &rejected));
         }
     };
-    let created = submitted.iter().any(|s| s.outcome == BatchOutcome::Created);
+    let created = submitted.iter().any(|s| s.outcome == Outcome::Created);
     let tasks = submitted
         .into_iter()
         .map(|s| BatchTaskResult {
             task_id: s.run_id,
             status: s.status,
             outcome: match s.outcome {
-                BatchOutcome::Created => BatchTaskOutcome::Created,
-                BatchOutcome::Existing => BatchTaskOutcome::Existing,
-                BatchOutcome::KeyConflict => BatchTaskOutcome::Conflict,
+                Outcome::Created => BatchTaskOutcome::Created,
+                Outcome::Existing => BatchTaskOutcome::Existing,
+                Outcome::KeyConflict => BatchTaskOutcome::Conflict,
             },
         })
         .collect();

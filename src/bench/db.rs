@@ -10,10 +10,9 @@ use sqlx::{Connection, Executor, PgConnection, PgPool};
 
 use super::Stats;
 use super::{BenchError, Result};
-use crate::engine::{self, BatchItem};
+use crate::engine::submit::Item;
+use crate::engine::{self, Submission};
 use crate::queue;
-use crate::store::definitions::DefinitionsStored;
-use crate::store::runs::RunOrigin;
 use crate::workflow::Definition;
 
 /// The bench's own database, created through an admin connection.
@@ -148,15 +147,6 @@ impl BenchDb {
         Ok(rows as f64 / elapsed.max(1e-9))
     }
 
-    /// Queues `n` runs of `def` with input `{}`, as fast as the database takes them.
-    ///
-    /// This is the bench's own seeding, not the product's submit path: it writes what
-    /// [`crate::engine::submit`] writes for each run — the `runs` row, its `steps` rows,
-    /// the `run_queued` event and the apalis wake-up (through [`queue::enqueue`]) — but
-    /// for a thousand runs per statement and per transaction, from two connections.
-    /// Submitting one run per transaction (~1k runs/s here) would make a 1M backlog
-    /// take most of an hour. The `pickup` and `submit_http` scenarios time the real
-    /// submit paths.
     /// The keep-history floor: `rows` jobs in a plain table, worked by the loop every
     /// durable queue runs — claim a batch of 100 (`FOR UPDATE SKIP LOCKED`), handle it
     /// (nothing), mark it done — with the finished rows kept, as Cairn keeps its runs,
@@ -276,7 +266,7 @@ impl BenchDb {
             }
         };
         let mut tx = self.pool.begin().await?;
-        engine::store_definition(&mut tx, def).await?;
+        engine::submit::store_definition(&mut tx, def).await?;
         tx.commit().await?;
         let started = Instant::now();
         let mut from = 0u64;
@@ -356,12 +346,11 @@ impl BenchDb {
     /// Queues `n` runs of `def` as users do (see [`seed_batch`]), two connections at a
     /// time, then leaves the tables' statistics as `stats` says.
     pub(super) async fn seed(&self, def: &Definition, n: u64, stats: Stats) -> Result<()> {
-        const BATCH: u64 = engine::BATCH_MAX as u64;
+        const BATCH: u64 = engine::submit::BATCH_MAX as u64;
         let input = def
             .workflow
             .validate_input(&json!({}))
             .map_err(|e| BenchError::Workflow(format!("{e:?}")))?;
-        let stored = DefinitionsStored::default();
         let started = Instant::now();
         let batches: Vec<u64> = (0..n.div_ceil(BATCH))
             .map(|i| BATCH.min(n - i * BATCH))
@@ -373,10 +362,9 @@ impl BenchDb {
         futures::future::try_join_all(halves.into_iter().map(|sizes| {
             let pool = self.pool.clone();
             let input = input.clone();
-            let stored = &stored;
             async move {
                 for size in sizes {
-                    seed_batch(&pool, stored, def, &input, size).await?;
+                    seed_batch(&pool, def, &input, size).await?;
                 }
                 Ok::<_, BenchError>(())
             }
@@ -722,25 +710,16 @@ struct Counts {
     orphans: i64,
 }
 
-/// One seeding transaction: `size` runs with their steps, events and wake-ups.
-/// Queues `size` runs of `def` through [`engine::submit_many`], what
-/// `POST /api/tasks/batch` calls: the rows are the ones a user's submit writes.
-async fn seed_batch(
-    pool: &PgPool,
-    stored: &DefinitionsStored,
-    def: &Definition,
-    input: &Value,
-    size: u64,
-) -> Result<()> {
-    let items: Vec<BatchItem<'_>> = (0..size)
-        .map(|_| BatchItem {
-            input,
-            idempotency_key: None,
-        })
-        .collect();
-    engine::submit_many(pool, stored, def, &[], &items, &RunOrigin::default())
+/// One seeding transaction: `size` runs of `def` queued through
+/// [`engine::submit_in`], what `POST /api/tasks/batch` writes: the rows are the ones a
+/// user's submit writes.
+async fn seed_batch(pool: &PgPool, def: &Definition, input: &Value, size: u64) -> Result<()> {
+    let items: Vec<Item<'_>> = (0..size).map(|_| Item::input(input)).collect();
+    let mut tx = pool.begin().await?;
+    engine::submit_in(&mut tx, Submission::of(def, &items))
         .await?
         .map_err(|rejected| BenchError::Workflow(format!("the bench's batch: {rejected:?}")))?;
+    tx.commit().await?;
     Ok(())
 }
 

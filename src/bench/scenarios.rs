@@ -763,9 +763,18 @@ impl Bench<'_> {
         let mut answered = Vec::with_capacity(n as usize);
         for _ in 0..n {
             tick.tick().await;
-            match crate::engine::submit(&self.db.pool, &self.defs.noop, &json!({}), None).await? {
-                Ok(crate::engine::Submitted::Created(run)) => {
-                    answered.push((run.id, chrono::Utc::now() + offset));
+            let input = json!({});
+            let one = [crate::engine::submit::Item::input(&input)];
+            let mut tx = self.db.pool.begin().await?;
+            let submitted = crate::engine::submit_in(
+                &mut tx,
+                crate::engine::Submission::of(&self.defs.noop, &one),
+            )
+            .await?;
+            tx.commit().await?;
+            match submitted.ok().and_then(|mut runs| runs.pop()) {
+                Some(run) if run.outcome == crate::engine::submit::Outcome::Created => {
+                    answered.push((run.run_id, chrono::Utc::now() + offset));
                 }
                 _ => {
                     return Err(BenchError::Incorrect {

@@ -32,16 +32,12 @@ pub mod ops;
 pub mod retry;
 mod settle;
 mod start;
-mod submit;
+pub mod submit;
 mod writer;
 
 pub use writer::{Delivered, admit, admit_due, deliver, release_held, rescue_expired};
 
-pub use submit::{
-    BATCH_MAX, BatchItem, BatchOutcome, BatchRejected, BatchSubmitted, ItemRejected, KEY_MAX_LEN,
-    Rejected, SubmitBatcher, Submitted, store_definition, submit, submit_for, submit_in,
-    submit_many, submit_with,
-};
+pub use submit::{Submission, Submitter, submit_in};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

@@ -590,7 +590,7 @@ impl Engine {
             s.status = StepStatus::Waiting;
             s.attempts = attempt;
             s.wake_at = Some(wake_at);
-            s.child_run_id = Some(created.id.clone());
+            s.child_run_id = Some(created.run_id.clone());
             s.child_status = Some(created.status);
         });
         Ok(Started::Settled)

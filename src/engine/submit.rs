@@ -1,6 +1,12 @@
-//! Submitting runs: each run row, its steps, its `run_queued` event and its first queue
-//! job in one transaction — one run at a time ([`submit`] and friends) or a batch of
-//! up to [`BATCH_MAX`] in a single transaction ([`submit_many`]).
+//! Submitting runs: each run row, its steps, its `run_queued` event and its first
+//! wake-up commit together. Every submission is a batch of one or many runs of one
+//! workflow ([`Submission`]), validated as a whole before anything is written, and
+//! written by one statement ([`store::runs::run_insert_many`]). Two ways to write it:
+//!
+//! - [`submit_in`]: in the caller's transaction, so the runs commit or roll back with
+//!   what the caller writes beside them (a scheduler's tick, a parent's step);
+//! - [`Submitter::submit`]: in transactions of its own, for the API, where one-run
+//!   submissions arriving together share a transaction and its commit.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -15,117 +21,142 @@ use crate::queue::{self, Wake};
 use crate::state::RunStatus;
 use crate::store;
 use crate::store::definitions::DefinitionsStored;
-use crate::store::runs::{RunInsertManyParams, RunInsertParams, RunInserted, RunOrigin, RunRow};
+use crate::store::runs::{RunInsertManyParams, RunOrigin, RunRow, RunsInserted};
 use crate::telemetry::metrics;
 use crate::workflow::{Definition, InputError, Registry, content_hash};
 
-/// What [`submit`] did.
-pub enum Submitted {
-    Created(RunRow),
-    /// The idempotency key was used before, for the same request.
-    Existing(RunRow),
-    /// The idempotency key was used before, for a different request.
-    KeyConflict(RunRow),
+/// Most runs one submission queues.
+pub const BATCH_MAX: usize = 1_000;
+/// Longest idempotency key.
+pub const KEY_MAX_LEN: usize = 255;
+
+/// Runs of one workflow to queue, from one origin: one item or up to [`BATCH_MAX`].
+#[derive(Debug, Clone, Copy)]
+pub struct Submission<'a> {
+    pub def: &'a Definition,
+    pub items: &'a [Item<'a>],
+    pub origin: &'a RunOrigin,
+}
+
+impl<'a> Submission<'a> {
+    /// Runs of `def` with no origin (no user, project or parent; priority 0).
+    pub fn of(def: &'a Definition, items: &'a [Item<'a>]) -> Submission<'a> {
+        const NONE: &RunOrigin = &RunOrigin {
+            user_id: None,
+            project_id: None,
+            parent: None,
+            priority: 0,
+        };
+        Submission {
+            def,
+            items,
+            origin: NONE,
+        }
+    }
+
+    /// The same runs from `origin`.
+    pub fn from(self, origin: &'a RunOrigin) -> Submission<'a> {
+        Submission { origin, ..self }
+    }
+}
+
+/// One run of a [`Submission`].
+#[derive(Debug, Clone, Copy)]
+pub struct Item<'a> {
+    pub input: &'a Value,
+    pub idempotency_key: Option<&'a str>,
+}
+
+impl<'a> Item<'a> {
+    /// A run of `input` without an idempotency key.
+    pub fn input(input: &'a Value) -> Item<'a> {
+        Item {
+            input,
+            idempotency_key: None,
+        }
+    }
+}
+
+/// What became of one item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new run, queued by this call.
+    Created,
+    /// The item's idempotency key was used before (earlier, or by an earlier item of
+    /// the same submission) for the same request: `run_id` is that run.
+    Existing,
+    /// The key was used before for a different request: `run_id` is the run it made.
+    KeyConflict,
+}
+
+/// One item's answer, in the order of the items.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub run_id: String,
+    /// The run's status when the submission committed (`queued` for created runs).
+    pub status: RunStatus,
+    pub outcome: Outcome,
+}
+
+/// What is wrong with one item.
+#[derive(Debug, Clone)]
+pub struct ItemRejected {
+    /// The item's position in the submission, from 0.
+    pub index: usize,
+    /// The input's problems (fields relative to the input).
+    pub input: Vec<InputError>,
+    /// The idempotency key's problem.
+    pub idempotency_key: Option<String>,
 }
 
 /// Why a submission was refused before anything was written.
+#[derive(Debug, Clone)]
 pub enum Rejected {
-    Input(Vec<InputError>),
+    Empty,
+    /// More than [`BATCH_MAX`] items (how many there were).
+    TooMany(usize),
+    /// Every invalid item, in order.
+    Items(Vec<ItemRejected>),
 }
 
-/// Validates `input` against the definition and queues a run. Nothing is written when
-/// the input is refused; the run and its job commit together.
-pub async fn submit(
-    pool: &PgPool,
-    def: &Definition,
-    input: &Value,
-    idempotency_key: Option<&str>,
-) -> Result<Result<Submitted, Rejected>> {
-    if let Err(errors) = def.workflow.validate_input(input) {
-        return Ok(Err(Rejected::Input(errors)));
+impl Rejected {
+    /// The input's problems, for a submission of one run.
+    pub fn input_errors(self) -> Vec<InputError> {
+        match self {
+            Rejected::Items(items) => items.into_iter().flat_map(|i| i.input).collect(),
+            Rejected::Empty | Rejected::TooMany(_) => Vec::new(),
+        }
     }
-    let mut tx = pool.begin().await?;
-    let submitted = submit_in(&mut tx, def, input, idempotency_key).await?;
-    tx.commit().await?;
-    metrics::runs_submitted(&def.workflow.name, created(submitted.as_ref().ok()));
-    Ok(submitted)
 }
 
-/// [`submit`] inside the caller's transaction, so the run, its steps and its queue job
-/// commit or roll back with what the caller writes beside them (the scheduler's tick
-/// record). Validates first and writes nothing when the input is refused.
+/// Queues `s`'s runs in the caller's transaction: they commit or roll back with what
+/// the caller writes beside them. Every item is validated first; if any is invalid
+/// nothing is written and every invalid item is named. The workflow's definition is
+/// stored (once per content hash); a run with a concurrency key is admitted in the
+/// same transaction if its key has a free slot.
+///
+/// Idempotency keys are per item: a key used before for the same request answers
+/// with that run ([`Outcome::Existing`]), for a different one with a conflict that
+/// leaves the other items queued. A key repeated inside the submission is the same:
+/// the first item decides, later ones refer to its run.
+///
+/// The caller counts the runs in [`metrics::runs_submitted`] once it commits.
 pub async fn submit_in(
     conn: &mut PgConnection,
-    def: &Definition,
-    input: &Value,
-    idempotency_key: Option<&str>,
-) -> Result<Result<Submitted, Rejected>> {
-    submit_with(conn, def, input, idempotency_key, &RunOrigin::default()).await
-}
-
-/// [`submit`] for a user and/or a project, with the definitions of the child workflows
-/// its `workflow` steps start (stored so workers can start them). Definitions `stored`
-/// remembers are not written again; those this call writes are remembered once it
-/// commits.
-pub async fn submit_for(
-    pool: &PgPool,
-    stored: &DefinitionsStored,
-    def: &Definition,
-    children: &[&Definition],
-    input: &Value,
-    idempotency_key: Option<&str>,
-    origin: &RunOrigin,
-) -> Result<Result<Submitted, Rejected>> {
-    let input = match def.workflow.validate_input(input) {
-        Ok(v) => v,
-        Err(errors) => return Ok(Err(Rejected::Input(errors))),
+    s: Submission<'_>,
+) -> Result<std::result::Result<Vec<Submitted>, Rejected>> {
+    let prepared = match prepare_all(s.def, s.items) {
+        Ok(p) => p,
+        Err(rejected) => return Ok(Err(rejected)),
     };
-    let defs: Vec<&Definition> = std::iter::once(def)
-        .chain(children.iter().copied())
-        .collect();
-    // A remembered definition may be missing after all (inserting the run says
-    // so): forget it, and try once more, storing it.
-    let mut retried = false;
-    loop {
-        let attempt = async {
-            let mut tx = pool.begin().await?;
-            store_definitions_missing(&mut tx, stored, &defs).await?;
-            let submitted = insert_run(&mut tx, def, &input, idempotency_key, origin).await?;
-            if submitted.is_ok() {
-                tx.commit().await?;
-            }
-            Ok(submitted)
-        }
-        .await;
-        if let Some(submitted) = after_attempt(stored, &defs, attempt, &mut retried)? {
-            metrics::runs_submitted(&def.workflow.name, created(submitted.as_ref().ok()));
-            return Ok(submitted);
-        }
-    }
-}
-
-/// Decides after a transaction that stored missing `defs` and wrote runs: committed
-/// → the definitions are remembered, `Some`; a remembered definition was missing after
-/// all (inserting the run says so) → forgotten, `None` to try once more; otherwise
-/// the error.
-fn after_attempt<T>(
-    stored: &DefinitionsStored,
-    defs: &[&Definition],
-    attempt: Result<T>,
-    retried: &mut bool,
-) -> Result<Option<T>> {
-    match attempt {
-        Err(e) if !*retried && definition_missing(&e) => {
-            forget_definitions(stored, defs);
-            *retried = true;
-            Ok(None)
-        }
-        Err(e) => Err(e),
-        Ok(written) => {
-            remember_definitions(stored, defs);
-            Ok(Some(written))
-        }
-    }
+    Ok(Ok(write(
+        Target::Within(conn),
+        s.def,
+        &[],
+        &prepared,
+        s.origin,
+    )
+    .await?))
 }
 
 /// Stores a definition (once per content hash).
@@ -147,81 +178,14 @@ pub async fn store_definition(conn: &mut PgConnection, def: &Definition) -> Resu
     Ok(())
 }
 
-/// [`submit_in`] with the run's origin.
-pub async fn submit_with(
-    conn: &mut PgConnection,
-    def: &Definition,
-    input: &Value,
-    idempotency_key: Option<&str>,
-    origin: &RunOrigin,
-) -> Result<Result<Submitted, Rejected>> {
-    let input = match def.workflow.validate_input(input) {
-        Ok(v) => v,
-        Err(errors) => return Ok(Err(Rejected::Input(errors))),
-    };
-    store_definition(&mut *conn, def).await?;
-    insert_run(conn, def, &input, idempotency_key, origin).await
-}
-
-/// How many runs a submit created (for [`metrics::runs_submitted`]).
-fn created(submitted: Option<&Submitted>) -> usize {
-    usize::from(matches!(submitted, Some(Submitted::Created(_))))
-}
-
 /// What an idempotency key promises: the same workflow and the same (validated) input.
 fn request_hash(workflow: &str, input: &Value) -> String {
     content_hash(&format!("{workflow}\n{input}"))
 }
 
-/// Inserts a run of a stored definition with its steps and first job; `input` is
-/// already validated. Refused when the input gives no usable concurrency key.
-async fn insert_run(
-    conn: &mut PgConnection,
-    def: &Definition,
-    input: &Value,
-    idempotency_key: Option<&str>,
-    origin: &RunOrigin,
-) -> Result<Result<Submitted, Rejected>> {
-    let request_hash = request_hash(&def.workflow.name, input);
-    let concurrency = match def.workflow.concurrency_for(input) {
-        Ok(c) => c,
-        Err(e) => return Ok(Err(Rejected::Input(vec![e]))),
-    };
-    let id = ulid::Ulid::generate().to_string();
-    let step_ids: Vec<String> = def.workflow.steps.iter().map(|s| s.id.clone()).collect();
-    let inserted = store::runs::run_insert(
-        &mut *conn,
-        RunInsertParams {
-            id: &id,
-            workflow: &def.workflow.name,
-            definition_hash: &def.hash,
-            input,
-            idempotency_key,
-            request_hash: &request_hash,
-            step_ids: &step_ids,
-            replay_of: None,
-            origin,
-            pinned: def.workflow.pins_runs(),
-            concurrency: concurrency
-                .as_ref()
-                .map(|(key, limit)| (key.as_str(), *limit)),
-        },
-    )
-    .await?;
-    Ok(Ok(match inserted {
-        RunInserted::Created(run) => {
-            queue_first(&mut *conn, &run).await?;
-            Submitted::Created(run)
-        }
-        RunInserted::Existing(run) if run.request_hash.as_deref() == Some(&request_hash) => {
-            Submitted::Existing(run)
-        }
-        RunInserted::Existing(run) => Submitted::KeyConflict(run),
-    }))
-}
-
 /// Queues a new run's first wake-up in the caller's transaction; a run with a
 /// concurrency key is admitted instead, now if a slot is free, or later in its turn.
+/// For runs written one by one (a replay); submissions queue theirs as they insert.
 pub(super) async fn queue_first(conn: &mut PgConnection, run: &RunRow) -> Result<()> {
     match &run.concurrency_key {
         None => queue::enqueue(&mut *conn, &[Wake::now(&run.id)]).await?,
@@ -247,19 +211,6 @@ async fn store_definitions_missing(
     Ok(())
 }
 
-/// After the commit: every one of `defs` is stored.
-fn remember_definitions(stored: &DefinitionsStored, defs: &[&Definition]) {
-    for def in defs {
-        stored.remember(&def.hash);
-    }
-}
-
-fn forget_definitions(stored: &DefinitionsStored, defs: &[&Definition]) {
-    for def in defs {
-        stored.forget(&def.hash);
-    }
-}
-
 /// A run was refused because its definition row is missing although `stored`
 /// remembered it (see [`DefinitionsStored`]).
 fn definition_missing(e: &EngineError) -> bool {
@@ -269,64 +220,13 @@ fn definition_missing(e: &EngineError) -> bool {
     )
 }
 
-/// Most runs one [`submit_many`] call queues.
-pub const BATCH_MAX: usize = 1_000;
-/// Longest idempotency key.
-pub const KEY_MAX_LEN: usize = 255;
-
-/// One run of a [`submit_many`] batch.
-#[derive(Debug, Clone, Copy)]
-pub struct BatchItem<'a> {
-    pub input: &'a Value,
-    pub idempotency_key: Option<&'a str>,
-}
-
-/// What became of one item of a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BatchOutcome {
-    /// A new run, queued by this call.
-    Created,
-    /// The item's idempotency key was used before (earlier, or by an earlier item of
-    /// the same batch) for the same request: `run_id` is that run.
-    Existing,
-    /// The key was used before for a different request: `run_id` is the run it made.
-    KeyConflict,
-}
-
-/// One item's answer, in the order of the items.
-#[derive(Debug, Clone)]
-pub struct BatchSubmitted {
-    pub run_id: String,
-    /// The run's status when the batch committed (`queued` for created runs).
-    pub status: RunStatus,
-    pub outcome: BatchOutcome,
-}
-
-/// What is wrong with one item of a batch.
-#[derive(Debug, Clone)]
-pub struct ItemRejected {
-    /// The item's position in the batch, from 0.
-    pub index: usize,
-    /// The input's problems (fields relative to the input).
-    pub input: Vec<InputError>,
-    /// The idempotency key's problem.
-    pub idempotency_key: Option<String>,
-}
-
-/// Why a batch was refused before anything was written.
-#[derive(Debug, Clone)]
-pub enum BatchRejected {
-    Empty,
-    /// More than [`BATCH_MAX`] items (how many there were).
-    TooMany(usize),
-    /// Every invalid item, in order.
-    Items(Vec<ItemRejected>),
-}
-
 /// A valid item, ready to write: its input with defaults applied, and what its
 /// idempotency key promises.
 #[derive(Debug, Clone)]
 struct Prepared {
+    /// The run's id, born when the item is accepted: a run written by a lane's writer
+    /// has the id its submitter chose.
+    id: String,
     input: Value,
     request_hash: String,
     idempotency_key: Option<String>,
@@ -338,7 +238,7 @@ struct Prepared {
 fn prepare(
     def: &Definition,
     index: usize,
-    item: BatchItem<'_>,
+    item: Item<'_>,
 ) -> std::result::Result<Prepared, ItemRejected> {
     let key_error = item
         .idempotency_key
@@ -352,6 +252,7 @@ fn prepare(
     });
     match validated {
         Ok((input, concurrency_key)) if key_error.is_none() => Ok(Prepared {
+            id: ulid::Ulid::generate().to_string(),
             request_hash: request_hash(&def.workflow.name, &input),
             input,
             idempotency_key: item.idempotency_key.map(str::to_owned),
@@ -370,44 +271,16 @@ fn prepare(
     }
 }
 
-/// Queues many runs of one workflow at once: all of them, their steps, `run_queued`
-/// events and queue jobs commit in one transaction, a few multi-row statements in all
-/// (see [`store::runs::run_insert_many`]). Every item is validated first; if any is
-/// invalid nothing is written and every invalid item is named.
-///
-/// Idempotency keys behave as in [`submit`], item by item: a key used before for the
-/// same request answers with that run ([`BatchOutcome::Existing`]), for a different
-/// one with a conflict that leaves the other items queued. A key repeated inside the
-/// batch is the same: the first item decides, later ones refer to its run. Definitions
-/// are stored as in [`submit_for`].
-pub async fn submit_many(
-    pool: &PgPool,
-    stored: &DefinitionsStored,
-    def: &Definition,
-    children: &[&Definition],
-    items: &[BatchItem<'_>],
-    origin: &RunOrigin,
-) -> Result<Result<Vec<BatchSubmitted>, BatchRejected>> {
-    let prepared = match prepare_all(def, items) {
-        Ok(p) => p,
-        Err(rejected) => return Ok(Err(rejected)),
-    };
-    Ok(Ok(write_prepared(
-        pool, stored, def, children, prepared, origin,
-    )
-    .await?))
-}
-
-/// Validates a whole batch: every item, or why not.
+/// Validates a whole submission: every item, or why not.
 fn prepare_all(
     def: &Definition,
-    items: &[BatchItem<'_>],
-) -> std::result::Result<Vec<Prepared>, BatchRejected> {
+    items: &[Item<'_>],
+) -> std::result::Result<Vec<Prepared>, Rejected> {
     if items.is_empty() {
-        return Err(BatchRejected::Empty);
+        return Err(Rejected::Empty);
     }
     if items.len() > BATCH_MAX {
-        return Err(BatchRejected::TooMany(items.len()));
+        return Err(Rejected::TooMany(items.len()));
     }
     let mut prepared = Vec::with_capacity(items.len());
     let mut rejected = Vec::new();
@@ -420,21 +293,33 @@ fn prepare_all(
     if rejected.is_empty() {
         Ok(prepared)
     } else {
-        Err(BatchRejected::Items(rejected))
+        Err(Rejected::Items(rejected))
     }
 }
 
-/// Writes validated items in one transaction; answers in their order.
-async fn write_prepared(
-    pool: &PgPool,
-    stored: &DefinitionsStored,
+/// Where a submission's statements go.
+enum Target<'c> {
+    /// The caller's transaction: definitions are upserted, keyed runs admitted in it.
+    Within(&'c mut PgConnection),
+    /// Transactions of its own on `pool`: definitions `stored` remembers are not
+    /// written again, and keyed runs are admitted once their runs have committed.
+    Own {
+        pool: &'c PgPool,
+        stored: &'c DefinitionsStored,
+    },
+}
+
+/// Writes validated items; answers in their order. `children` are the definitions of
+/// the child workflows `def`'s runs may start, stored beside it.
+async fn write(
+    target: Target<'_>,
     def: &Definition,
     children: &[&Definition],
-    prepared: Vec<Prepared>,
+    prepared: &[Prepared],
     origin: &RunOrigin,
-) -> Result<Vec<BatchSubmitted>> {
+) -> Result<Vec<Submitted>> {
     let n = prepared.len();
-    let ids: Vec<String> = (0..n).map(|_| ulid::Ulid::generate().to_string()).collect();
+    let ids: Vec<&str> = prepared.iter().map(|p| p.id.as_str()).collect();
     // A key repeated in the batch is inserted once, by its first item; `lead[i]` is the
     // item whose run item `i` stands for.
     let mut first: HashMap<&str, usize> = HashMap::new();
@@ -454,7 +339,7 @@ async fn write_prepared(
     let mut sent_hashes = Vec::with_capacity(sent.len());
     let mut sent_concurrency = Vec::new();
     for &i in &sent {
-        sent_ids.push(ids[i].as_str());
+        sent_ids.push(ids[i]);
         sent_inputs.push(&prepared[i].input);
         sent_keys.push(prepared[i].idempotency_key.as_deref());
         sent_hashes.push(hashes[i]);
@@ -485,57 +370,115 @@ async fn write_prepared(
     let defs: Vec<&Definition> = std::iter::once(def)
         .chain(children.iter().copied())
         .collect();
-    // As in `submit_for`: one more try should a remembered definition be missing. The
-    // runs, their steps, events and wake-ups are one statement; once every definition
-    // is stored, it runs on its own (one round trip, committed as a whole or not at
-    // all), and in a transaction with the definitions' inserts until then.
+    let created_keys = |inserted: &RunsInserted| -> Vec<String> {
+        let created: HashSet<&str> = inserted.created.iter().map(String::as_str).collect();
+        let mut keys: Vec<String> = sent
+            .iter()
+            .filter(|&&i| created.contains(ids[i]))
+            .filter_map(|&i| prepared[i].concurrency_key.clone())
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    };
+    let inserted = match target {
+        Target::Within(conn) => {
+            for d in &defs {
+                store_definition(&mut *conn, d).await?;
+            }
+            let inserted = store::runs::run_insert_many(&mut *conn, params).await?;
+            // Keyed runs were inserted waiting for a slot: admit what the limits allow.
+            for key in created_keys(&inserted) {
+                store::concurrency::concurrency_admit(
+                    &mut *conn,
+                    &def.workflow.name,
+                    &key,
+                    queue::QUEUE,
+                )
+                .await?;
+            }
+            inserted
+        }
+        Target::Own { pool, stored } => {
+            let inserted = insert_own(pool, stored, &defs, params).await?;
+            metrics::runs_submitted(&def.workflow.name, inserted.created.len());
+            // Keyed runs were inserted waiting for a slot: admit what the limits allow,
+            // key by key in their order. Should this fail, the runs are queued all the
+            // same, and the workers' periodic admission starts them.
+            for key in created_keys(&inserted) {
+                if let Err(e) = super::writer::admit(pool, &def.workflow.name, &key).await {
+                    tracing::warn!(workflow = %def.workflow.name, error = %e,
+                        "admitting submitted runs to their concurrency slots failed; the workers' periodic admission will");
+                }
+            }
+            inserted
+        }
+    };
+    answers(&ids, &lead, &hashes, prepared, &inserted)
+}
+
+/// Inserts in a transaction of its own, storing the definitions `stored` does not
+/// remember. Once every definition is stored, the runs, their steps, events and
+/// wake-ups are one statement that runs on its own (one round trip, committed as a
+/// whole or not at all). Should a remembered definition be missing after all
+/// (inserting the runs says so), it is forgotten and the insert tried once more.
+async fn insert_own(
+    pool: &PgPool,
+    stored: &DefinitionsStored,
+    defs: &[&Definition],
+    params: RunInsertManyParams<'_>,
+) -> Result<RunsInserted> {
     let mut retried = false;
-    let inserted = loop {
+    loop {
         let attempt = async {
             if defs.iter().all(|d| stored.contains(&d.hash)) {
                 let mut conn = pool.acquire().await?;
                 return Ok(store::runs::run_insert_many(&mut conn, params).await?);
             }
             let mut tx = pool.begin().await?;
-            store_definitions_missing(&mut tx, stored, &defs).await?;
+            store_definitions_missing(&mut tx, stored, defs).await?;
             let inserted = store::runs::run_insert_many(&mut tx, params).await?;
             tx.commit().await?;
             Ok::<_, EngineError>(inserted)
         }
         .await;
-        if let Some(inserted) = after_attempt(stored, &defs, attempt, &mut retried)? {
-            break inserted;
-        }
-    };
-    metrics::runs_submitted(&def.workflow.name, inserted.created.len());
-
-    let created: HashSet<&str> = inserted.created.iter().map(String::as_str).collect();
-    // Keyed runs were inserted waiting for a slot: admit what the limits allow, key by
-    // key in their order. Should this fail, the runs are queued all the same, and the
-    // workers' periodic admission starts them.
-    let mut keys: Vec<&str> = sent
-        .iter()
-        .filter(|&&i| created.contains(ids[i].as_str()))
-        .filter_map(|&i| prepared[i].concurrency_key.as_deref())
-        .collect();
-    keys.sort_unstable();
-    keys.dedup();
-    for key in keys {
-        if let Err(e) = super::writer::admit(pool, &def.workflow.name, key).await {
-            tracing::warn!(workflow = %def.workflow.name, error = %e,
-                "admitting submitted runs to their concurrency slots failed; the workers' periodic admission will");
+        match attempt {
+            Err(e) if !retried && definition_missing(&e) => {
+                for d in defs {
+                    stored.forget(&d.hash);
+                }
+                retried = true;
+            }
+            Err(e) => return Err(e),
+            Ok(inserted) => {
+                for d in defs {
+                    stored.remember(&d.hash);
+                }
+                return Ok(inserted);
+            }
         }
     }
+}
+
+/// Each item's answer: the run it created, or the one its idempotency key names.
+fn answers(
+    ids: &[&str],
+    lead: &[usize],
+    hashes: &[&str],
+    prepared: &[Prepared],
+    inserted: &RunsInserted,
+) -> Result<Vec<Submitted>> {
+    let created: HashSet<&str> = inserted.created.iter().map(String::as_str).collect();
     let existing: HashMap<&str, &RunRow> = inserted
         .existing
         .iter()
         .filter_map(|r| r.idempotency_key.as_deref().map(|k| (k, r)))
         .collect();
-    let mut out = Vec::with_capacity(n);
+    let mut out = Vec::with_capacity(lead.len());
     for (i, &l) in lead.iter().enumerate() {
         // The run item `i` refers to: (id, status, request hash).
-        let (run_id, status, promised) = if created.contains(ids[l].as_str()) {
-            (ids[l].as_str(), RunStatus::Queued, Some(hashes[l]))
+        let (run_id, status, promised) = if created.contains(ids[l]) {
+            (ids[l], RunStatus::Queued, Some(hashes[l]))
         } else {
             let run = prepared[l]
                 .idempotency_key
@@ -543,19 +486,19 @@ async fn write_prepared(
                 .and_then(|k| existing.get(k))
                 .ok_or_else(|| {
                     EngineError::Store(store::StoreError::Invalid(format!(
-                        "item {l} of a batch was neither inserted nor found by its idempotency key"
+                        "item {l} of a submission was neither inserted nor found by its idempotency key"
                     )))
                 })?;
             (run.id.as_str(), run.status, run.request_hash.as_deref())
         };
         let outcome = if i == l && created.contains(run_id) {
-            BatchOutcome::Created
+            Outcome::Created
         } else if promised == Some(hashes[i]) {
-            BatchOutcome::Existing
+            Outcome::Existing
         } else {
-            BatchOutcome::KeyConflict
+            Outcome::KeyConflict
         };
-        out.push(BatchSubmitted {
+        out.push(Submitted {
             run_id: run_id.to_owned(),
             status,
             outcome,
@@ -564,11 +507,12 @@ async fn write_prepared(
     Ok(out)
 }
 
-/// How many shared transactions one [`SubmitBatcher`] lane may have open at once: a
+/// How many shared transactions one [`Submitter`] lane may have open at once: a
 /// second one prepares its statements while the first waits for its commit.
 const WRITERS_PER_LANE: usize = 2;
 
-/// Writes concurrent single submissions together: one transaction — one commit, one
+/// Submits in transactions of its own ([`Submitter::submit`]), and writes concurrent
+/// one-run submissions together: one transaction — one commit, one
 /// WAL flush — for all the runs that arrived while the previous transaction of their
 /// lane was being written.
 ///
@@ -594,12 +538,12 @@ const WRITERS_PER_LANE: usize = 2;
 /// A lane is a workflow and an origin (user, project): the runs of one batch share
 /// those. Writers are tasks spawned on demand; a lane with nothing waiting has none.
 ///
-/// It also writes whole batches ([`SubmitBatcher::submit_many`]). Every write, of a
-/// lane or a batch, holds a write permit, one per connection of its own, and queues
+/// A submission of many runs is written as it comes, in one transaction. Every write,
+/// of a lane or a batch, holds a write permit, one per connection of its own, and queues
 /// for one (fairly, in arrival order) rather than time out waiting for a connection.
 /// The process's pool stays free for everything else.
 #[derive(Debug)]
-pub struct SubmitBatcher {
+pub struct Submitter {
     /// As many connections as the process's pool, that do not notify.
     pool: PgPool,
     /// Shared with the process's other submitters to this database.
@@ -649,16 +593,16 @@ struct Waiting {
     prepared: Prepared,
     /// The submitting request awaits the other end; dropped unanswered only if the
     /// writer panicked (the request then fails).
-    reply: oneshot::Sender<Result<BatchSubmitted>>,
+    reply: oneshot::Sender<Result<Submitted>>,
 }
 
-impl SubmitBatcher {
+impl Submitter {
     /// Submissions to `pool`'s database, through as many connections again as `pool`
     /// has (opened as needed); `stored` is shared with other submitters of that
     /// database.
-    pub fn new(pool: PgPool, stored: Arc<DefinitionsStored>) -> SubmitBatcher {
+    pub fn new(pool: PgPool, stored: Arc<DefinitionsStored>) -> Submitter {
         let connections = pool.options().get_max_connections().max(1);
-        SubmitBatcher {
+        Submitter {
             write_permits: Semaphore::new(connections as usize),
             announcer: Arc::new(Announcer {
                 pool: pool.clone(),
@@ -671,25 +615,50 @@ impl SubmitBatcher {
         }
     }
 
-    /// Queues a run of `def` (a workflow of `registry`, which supplies its children)
-    /// and answers once it is committed; see [`SubmitBatcher`]. An invalid input or key
-    /// is refused at once (`index` 0) and writes nothing.
+    /// Queues `s`'s runs and answers once they are committed; `registry` holds their
+    /// workflow and supplies the child workflows it may start, whose definitions are
+    /// stored beside it. Every item is validated first; if any is invalid nothing is
+    /// written and every invalid item is named. Idempotency keys behave as in
+    /// [`submit_in`].
+    ///
+    /// A submission of one run joins its lane and shares a transaction with the runs
+    /// that arrive meanwhile (see [`Submitter`]); a larger one is a transaction of its
+    /// own. Either holds a write permit while it writes.
     pub async fn submit(
         self: &Arc<Self>,
         registry: &Arc<Registry>,
-        def: &Definition,
-        input: &Value,
-        idempotency_key: Option<&str>,
-        origin: &RunOrigin,
-    ) -> Result<Result<BatchSubmitted, ItemRejected>> {
-        let item = BatchItem {
-            input,
-            idempotency_key,
-        };
-        let prepared = match prepare(def, 0, item) {
+        s: Submission<'_>,
+    ) -> Result<std::result::Result<Vec<Submitted>, Rejected>> {
+        let mut prepared = match prepare_all(s.def, s.items) {
             Ok(p) => p,
             Err(rejected) => return Ok(Err(rejected)),
         };
+        if prepared.len() == 1
+            && let Some(one) = prepared.pop()
+        {
+            return Ok(Ok(vec![
+                self.join_lane(registry, s.def, one, s.origin).await?,
+            ]));
+        }
+        let children = children_of(registry, &s.def.workflow.name);
+        let _permit = self.permit().await?;
+        let target = Target::Own {
+            pool: &self.pool,
+            stored: &self.stored,
+        };
+        let written = write(target, s.def, &children, &prepared, s.origin).await?;
+        self.announcer.announce();
+        Ok(Ok(written))
+    }
+
+    /// Hands one valid run to its lane's writer and waits for its answer.
+    async fn join_lane(
+        self: &Arc<Self>,
+        registry: &Arc<Registry>,
+        def: &Definition,
+        prepared: Prepared,
+        origin: &RunOrigin,
+    ) -> Result<Submitted> {
         let key = LaneKey {
             workflow: def.workflow.name.clone(),
             user_id: origin.user_id,
@@ -717,30 +686,11 @@ impl SubmitBatcher {
             tokio::spawn(async move { this.write_lane(registry, key, epoch).await });
         }
         match answer.await {
-            Ok(submitted) => Ok(Ok(submitted?)),
+            Ok(submitted) => submitted,
             Err(_) => Err(EngineError::Store(store::StoreError::Invalid(
                 "the submit writer stopped before answering".into(),
             ))),
         }
-    }
-
-    /// [`submit_many`], its transaction holding a write permit (see [`SubmitBatcher`]).
-    pub async fn submit_many(
-        &self,
-        def: &Definition,
-        children: &[&Definition],
-        items: &[BatchItem<'_>],
-        origin: &RunOrigin,
-    ) -> Result<Result<Vec<BatchSubmitted>, BatchRejected>> {
-        let prepared = match prepare_all(def, items) {
-            Ok(p) => p,
-            Err(rejected) => return Ok(Err(rejected)),
-        };
-        let _permit = self.permit().await?;
-        let written =
-            write_prepared(&self.pool, &self.stored, def, children, prepared, origin).await?;
-        self.announcer.announce();
-        Ok(Ok(written))
     }
 
     async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
@@ -789,11 +739,7 @@ impl SubmitBatcher {
             }
             return;
         };
-        let children: Vec<&Definition> = registry
-            .with_children(&key.workflow)
-            .into_iter()
-            .filter(|d| d.workflow.name != key.workflow)
-            .collect();
+        let children = children_of(registry, &key.workflow);
         let origin = key.origin();
         let (prepared, replies): (Vec<Prepared>, Vec<_>) =
             batch.into_iter().map(|w| (w.prepared, w.reply)).unzip();
@@ -801,9 +747,7 @@ impl SubmitBatcher {
         // Kept to retry one by one should the shared transaction fail.
         let alone: Vec<Prepared> = if shared { prepared.clone() } else { Vec::new() };
         let written = match self.permit().await {
-            Ok(_permit) => {
-                write_prepared(&self.pool, &self.stored, def, &children, prepared, &origin).await
-            }
+            Ok(_permit) => write(self.own(), def, &children, &prepared, &origin).await,
             Err(e) => Err(e),
         };
         match written {
@@ -823,16 +767,21 @@ impl SubmitBatcher {
                     "a shared submit transaction failed; writing its runs one by one");
                 for (reply, p) in replies.into_iter().zip(alone) {
                     let _permit = self.permit().await;
-                    let one =
-                        write_prepared(&self.pool, &self.stored, def, &children, vec![p], &origin)
-                            .await
-                            .and_then(|mut answers| {
-                                answers.pop().ok_or_else(|| {
-                                    EngineError::Store(store::StoreError::Invalid(
-                                        "a submit of one run answered nothing".into(),
-                                    ))
-                                })
-                            });
+                    let one = write(
+                        self.own(),
+                        def,
+                        &children,
+                        std::slice::from_ref(&p),
+                        &origin,
+                    )
+                    .await
+                    .and_then(|mut answers| {
+                        answers.pop().ok_or_else(|| {
+                            EngineError::Store(store::StoreError::Invalid(
+                                "a submit of one run answered nothing".into(),
+                            ))
+                        })
+                    });
                     if one.is_ok() {
                         self.announcer.announce();
                     }
@@ -842,10 +791,27 @@ impl SubmitBatcher {
         }
     }
 
+    /// Writes in transactions of its own through the submitter's connections.
+    fn own(&self) -> Target<'_> {
+        Target::Own {
+            pool: &self.pool,
+            stored: &self.stored,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LaneKey, Lane>> {
         // Every change under the lock is a few map and vector operations.
         self.lanes.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The workflows a run of `workflow` may start, itself left out.
+fn children_of<'r>(registry: &'r Registry, workflow: &str) -> Vec<&'r Definition> {
+    registry
+        .with_children(workflow)
+        .into_iter()
+        .filter(|d| d.workflow.name != workflow)
+        .collect()
 }
 
 /// Wakes workers and event listeners once submits have committed, with
@@ -888,7 +854,7 @@ impl Announcer {
 /// writer stops at its next look (the epoch tells it the lane is gone); the next
 /// submission starts a new lane.
 struct WriterGuard<'a> {
-    batcher: &'a SubmitBatcher,
+    batcher: &'a Submitter,
     key: &'a LaneKey,
     epoch: u64,
 }
@@ -901,6 +867,23 @@ impl Drop for WriterGuard<'_> {
                 lanes.remove(self.key);
             }
         }
+    }
+}
+
+/// Queues one run of `def` with input `{}` from `origin` in a transaction of its own;
+/// its id. For unit tests that need runs to work on.
+#[cfg(test)]
+pub(crate) async fn queue_one(pool: &PgPool, def: &Definition, origin: &RunOrigin) -> String {
+    let input = serde_json::json!({});
+    let one = [Item::input(&input)];
+    let mut tx = pool.begin().await.expect("begin");
+    let submitted = submit_in(&mut tx, Submission::of(def, &one).from(origin))
+        .await
+        .expect("submit");
+    tx.commit().await.expect("commit");
+    match submitted.ok().and_then(|mut runs| runs.pop()) {
+        Some(run) if run.outcome == Outcome::Created => run.run_id,
+        _ => panic!("the run was not created"),
     }
 }
 
@@ -928,14 +911,12 @@ mod tests {
             "[[steps]]\nid = \"s\"\nkind = \"pass\"\n",
         )
         .expect("valid");
-        let batcher = SubmitBatcher::new(pool.clone(), Arc::default());
+        let batcher = Arc::new(Submitter::new(pool.clone(), Arc::default()));
+        let registry = Arc::new(Registry::from_definitions([def.clone()]));
         let input = json!({});
-        let items = [BatchItem {
-            input: &input,
-            idempotency_key: None,
-        }; 3];
+        let items = [Item::input(&input); 3];
         let Ok(Ok(written)) = batcher
-            .submit_many(&def, &[], &items, &RunOrigin::default())
+            .submit(&registry, Submission::of(&def, &items))
             .await
         else {
             panic!("the batch was not written");

@@ -30,7 +30,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::submit::{Rejected, Submitted, submit_with};
+use super::submit::{self, Item, Outcome, Submission, Submitted, submit_in};
 use super::{EngineError, Result};
 use crate::queue::{self, Wake};
 use crate::state::RunStatus;
@@ -228,19 +228,22 @@ impl Writer {
         def: &Definition,
         input: &Value,
         origin: &RunOrigin,
-    ) -> Result<Result<(RunRow, DateTime<Utc>), Vec<InputError>>> {
+    ) -> Result<Result<(Submitted, DateTime<Utc>), Vec<InputError>>> {
         let mut tx = self.pool.begin().await?;
         store::lease_fence(&mut tx, lease).await?;
-        let created = match submit_with(&mut tx, def, input, None, origin).await? {
-            Ok(Submitted::Created(run)) => run,
-            Ok(_) => {
-                return Err(EngineError::Definition {
-                    run: lease.run_id.clone(),
-                    hash: def.hash.clone(),
-                    reason: "child run not created".into(),
-                });
-            }
-            Err(Rejected::Input(errors)) => return Ok(Err(errors)),
+        let one = [Item::input(input)];
+        let created = match submit_in(&mut tx, Submission::of(def, &one).from(origin)).await? {
+            Ok(mut created) => match created.pop() {
+                Some(run) if run.outcome == Outcome::Created => run,
+                _ => {
+                    return Err(EngineError::Definition {
+                        run: lease.run_id.clone(),
+                        hash: def.hash.clone(),
+                        reason: "child run not created".into(),
+                    });
+                }
+            },
+            Err(rejected) => return Ok(Err(rejected.input_errors())),
         };
         let wake_at = store::steps::step_wait(
             &mut tx,
@@ -248,7 +251,7 @@ impl Writer {
             step_id,
             attempt,
             timeout,
-            Awaiting::Child(&created.id),
+            Awaiting::Child(&created.run_id),
         )
         .await?;
         tx.commit().await?;
@@ -357,10 +360,17 @@ impl Writer {
                         continue;
                     }
                 };
-                match submit_with(&mut tx, turn.child, &input, None, turn.origin).await? {
-                    Ok(Submitted::Created(run)) => started.push((index, run.id)),
-                    Ok(_) => refused.push((index, "the child run was not created".into())),
-                    Err(Rejected::Input(errors)) => {
+                let one = [Item::input(&input)];
+                let child = Submission::of(turn.child, &one).from(turn.origin);
+                match submit_in(&mut tx, child).await? {
+                    Ok(mut created) => match created.pop() {
+                        Some(run) if run.outcome == Outcome::Created => {
+                            started.push((index, run.run_id))
+                        }
+                        _ => refused.push((index, "the child run was not created".into())),
+                    },
+                    Err(rejected) => {
+                        let errors = rejected.input_errors();
                         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
                         refused.push((
                             index,
@@ -399,7 +409,7 @@ impl Writer {
     /// Stores a definition runs are about to pin (an inline map step's items').
     pub(crate) async fn store_definition(&self, def: &Definition) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
-        super::submit::store_definition(&mut conn, def).await
+        submit::store_definition(&mut conn, def).await
     }
 
     /// Cancels a child run whose parent stopped waiting for it.
@@ -863,14 +873,12 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::engine::{Submitted, submit};
+    use crate::engine::submit::queue_one;
     use crate::workflow::Definition;
 
     async fn leased_run(pool: &PgPool, def: &Definition, owner: &str) -> Lease {
-        let Ok(Ok(Submitted::Created(run))) = submit(pool, def, &json!({}), None).await else {
-            panic!("the run was not created");
-        };
-        store::runs::run_lease_acquire(pool, &run.id, owner, Duration::from_secs(30))
+        let run = queue_one(pool, def, &RunOrigin::default()).await;
+        store::runs::run_lease_acquire(pool, &run, owner, Duration::from_secs(30))
             .await
             .expect("acquire")
             .expect("the lease is free")

@@ -93,7 +93,7 @@ pub async fn backfill(
     };
     for t in times {
         match fire(&mut tx, registry, &s, t, TickKind::Backfill, 0, by).await? {
-            Fired::Run(run) => report.runs.push(run.id),
+            Fired::Run(run) => report.runs.push(run.run_id),
             Fired::AlreadyHandled => report.already_handled += 1,
             // The transaction is dropped: the failed tick is not recorded either, and
             // the operator is told why at once.

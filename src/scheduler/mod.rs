@@ -65,9 +65,10 @@ use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{self, Rejected, Submitted};
+use crate::engine::submit::{Item, Outcome, Submitted};
+use crate::engine::{self, Submission};
+use crate::store::StoreError;
 use crate::store::schedules::{self as store, ScheduleRow, TickInsertParams};
-use crate::store::{StoreError, runs::RunRow};
 use crate::telemetry::metrics;
 use crate::workflow::schedule::ScheduleError;
 use crate::workflow::{CronSchedule, MisfirePolicy, OverlapPolicy, Registry};
@@ -165,7 +166,7 @@ pub use crate::state::{TickKind, TickOutcome};
 /// What firing one tick did.
 #[derive(Debug)]
 pub enum Fired {
-    Run(Box<RunRow>),
+    Run(Submitted),
     /// Another scheduler handled this tick already.
     AlreadyHandled,
     /// The previous run was still active (`overlap_policy = skip`).
@@ -287,23 +288,25 @@ pub async fn fire(
         priority: s.priority,
         ..Default::default()
     };
-    match engine::submit_with(conn, def, &s.input, None, &origin).await? {
-        Ok(Submitted::Created(run)) => {
-            store::run_schedule_link(conn, &run.id, &s.id, tick_at).await?;
-            store::schedule_tick_finish(conn, tick_id, TickOutcome::Fired, Some(&run.id), None)
+    let one = [Item::input(&s.input)];
+    match engine::submit_in(conn, Submission::of(def, &one).from(&origin)).await? {
+        Ok(mut submitted) => {
+            let Some(run) = submitted.pop().filter(|r| r.outcome == Outcome::Created) else {
+                return Err(SchedulerError::NotCreated(s.name.clone()));
+            };
+            store::run_schedule_link(conn, &run.run_id, &s.id, tick_at).await?;
+            store::schedule_tick_finish(conn, tick_id, TickOutcome::Fired, Some(&run.run_id), None)
                 .await?;
             if matches!(kind, TickKind::OnTime | TickKind::Backfill) {
-                tracing::debug!(schedule = %s.name, tick = %tick_at, run = %run.id, "tick fired");
+                tracing::debug!(schedule = %s.name, tick = %tick_at, run = %run.run_id, "tick fired");
             } else {
                 tracing::info!(schedule = %s.name, tick = %tick_at, kind = kind.as_str(),
-                    missed, run = %run.id, "tick fired");
+                    missed, run = %run.run_id, "tick fired");
             }
-            Ok(Fired::Run(Box::new(run)))
+            Ok(Fired::Run(run))
         }
-        Ok(Submitted::Existing(_) | Submitted::KeyConflict(_)) => {
-            Err(SchedulerError::NotCreated(s.name.clone()))
-        }
-        Err(Rejected::Input(errors)) => {
+        Err(rejected) => {
+            let errors = rejected.input_errors();
             let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
             let message = format!(
                 "the schedule's input does not match workflow `{}`: {}",
@@ -435,7 +438,7 @@ pub async fn run_due(
 #[derive(Debug)]
 pub enum Triggered {
     NotFound,
-    Run(Box<RunRow>),
+    Run(Submitted),
     /// The run could not start (see [`Fired::Failed`]); the attempt is recorded.
     Failed(String),
 }
@@ -466,8 +469,8 @@ pub async fn trigger(
         }
     };
     tx.commit().await?;
-    if let Triggered::Run(run) = &result {
-        metrics::runs_submitted(&run.workflow, 1);
+    if let Triggered::Run(_) = &result {
+        metrics::runs_submitted(&s.workflow, 1);
     }
     Ok(result)
 }

@@ -261,24 +261,11 @@ mod tests {
         let submit = |priority: i16| {
             let (pool, def) = (pool.clone(), def.clone());
             async move {
-                let mut conn = pool.acquire().await.expect("conn");
                 let origin = crate::store::runs::RunOrigin {
                     priority,
                     ..Default::default()
                 };
-                match crate::engine::submit_with(
-                    &mut conn,
-                    &def,
-                    &serde_json::json!({}),
-                    None,
-                    &origin,
-                )
-                .await
-                .expect("submit")
-                {
-                    Ok(crate::engine::Submitted::Created(run)) => run.id,
-                    _ => panic!("not created"),
-                }
+                crate::engine::submit::queue_one(&pool, &def, &origin).await
             }
         };
         let old = submit(0).await;

@@ -128,10 +128,8 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use serde_json::json;
-
     use super::*;
-    use crate::engine::{Submitted, submit};
+    use crate::engine::submit::queue_one;
     use crate::store::steps::{Transition, step_transitions};
     use crate::store::{Lease, StoreError, runs};
     use crate::workflow::Definition;
@@ -147,10 +145,7 @@ mod tests {
         .expect("valid");
         let mut ids = Vec::new();
         for _ in 0..n {
-            let Ok(Ok(Submitted::Created(run))) = submit(pool, &def, &json!({}), None).await else {
-                panic!("the run was not created");
-            };
-            ids.push(run.id);
+            ids.push(queue_one(pool, &def, &runs::RunOrigin::default()).await);
         }
         ids
     }

@@ -250,11 +250,14 @@ pub fn definition(name: &str, toml: &str) -> Definition {
 
 /// Submits a run directly through the engine (what the API does).
 pub async fn submit(pool: &PgPool, def: &Definition, input: Value) -> String {
-    match cairn::engine::submit(pool, def, &input, None)
+    let one = [cairn::engine::submit::Item::input(&input)];
+    let mut tx = pool.begin().await.expect("begin");
+    let submitted = cairn::engine::submit_in(&mut tx, cairn::engine::Submission::of(def, &one))
         .await
-        .expect("submit")
-    {
-        Ok(cairn::engine::Submitted::Created(run)) => run.id,
+        .expect("submit");
+    tx.commit().await.expect("commit");
+    match submitted.ok().and_then(|mut runs| runs.pop()) {
+        Some(run) if run.outcome == cairn::engine::submit::Outcome::Created => run.run_id,
         _ => panic!("submission was not created"),
     }
 }
