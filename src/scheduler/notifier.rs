@@ -54,6 +54,7 @@ use super::{Clock, listen, notification};
 use crate::step::egress::{EgressAllow, EgressError, StepClient, StepHttp, find_egress_error};
 use crate::store::StoreError;
 use crate::store::notifications::{self as store, NotificationRow};
+use crate::telemetry::metrics;
 
 /// The channel the `notifications` triggers notify.
 pub const CHANNEL: &str = "cairn_notifications";
@@ -285,11 +286,13 @@ async fn record(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let status = |s: Option<u16>| s.map(i32::from);
-    match outcome {
+    let counted = match outcome {
         Outcome::Delivered(code) => {
             tracing::info!(notification = n.id, event = %n.event, run = ?n.run_id,
                 attempt = n.deliveries, "notification delivered");
-            store::notification_delivered(pool, n.id, i32::from(*code), now).await
+            store::notification_delivered(pool, n.id, i32::from(*code), now)
+                .await
+                .map(|()| "delivered")
         }
         Outcome::Retry {
             status: code,
@@ -309,18 +312,33 @@ async fn record(
             }
             store::notification_failed(pool, n.id, status(*code), error, retry_at, "failed", now)
                 .await
+                .map(|()| {
+                    if retry_at.is_some() {
+                        "retried"
+                    } else {
+                        "failed"
+                    }
+                })
         }
         Outcome::Failed(error) => {
             tracing::error!(notification = n.id, event = %n.event, error = %error,
                 "notification cannot be delivered");
-            store::notification_failed(pool, n.id, None, error, None, "failed", now).await
+            store::notification_failed(pool, n.id, None, error, None, "failed", now)
+                .await
+                .map(|()| "failed")
         }
         Outcome::Skipped(why) => {
             tracing::debug!(notification = n.id, event = %n.event, why = %why,
                 "notification skipped");
-            store::notification_failed(pool, n.id, None, why, None, "skipped", now).await
+            store::notification_failed(pool, n.id, None, why, None, "skipped", now)
+                .await
+                .map(|()| "skipped")
         }
-    }
+    };
+    // Counted once the outcome is recorded: a notifier that dies before recording it
+    // hands the notification to the next one, which counts it.
+    metrics::notification_handled(&n.event, counted?);
+    Ok(())
 }
 
 /// One round: claims the due notifications (a batch at a time) and delivers them, side

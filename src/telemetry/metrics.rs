@@ -53,6 +53,7 @@ pub const QUEUE_OLDEST_AGE: &str = "cairn_queue_oldest_age_seconds";
 pub const WORKERS_ALIVE: &str = "cairn_workers_alive";
 pub const RUNS_STUCK: &str = "cairn_runs_stuck";
 pub const BUILD_INFO: &str = "cairn_build_info";
+pub const NOTIFICATION_DELIVERIES: &str = "cairn_notification_deliveries_total";
 
 /// The recorder's handle once [`install`]ed.
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -167,6 +168,10 @@ fn describe() {
         "Running runs whose lease expired or whose worker stopped heartbeating (at most 500 counted)."
     );
     describe_gauge!(BUILD_INFO, "Always 1; the version this process runs.");
+    describe_counter!(
+        NOTIFICATION_DELIVERIES,
+        "Notifications the notifier handled, by event and outcome (delivered; retried: not delivered, tried again later; failed: given up; skipped: nothing to send it to)."
+    );
 }
 
 /// `n` runs of `workflow` were queued (their transaction committed).
@@ -256,6 +261,16 @@ impl AttemptTimer {
 /// A failed attempt of a `kind` step of `workflow` was scheduled to be tried again.
 pub fn step_retry_scheduled(workflow: &str, kind: &'static str) {
     counter!(STEP_RETRIES, "workflow" => workflow.to_owned(), "kind" => kind).increment(1);
+}
+
+/// The notifier handled a notification of `event` (`run.dead`, …): `outcome` is
+/// `delivered`, `retried`, `failed` or `skipped`.
+pub fn notification_handled(event: &str, outcome: &'static str) {
+    let event = match event {
+        "run.dead" | "schedule.tick_failed" => event.to_owned(),
+        _ => "other".to_owned(),
+    };
+    counter!(NOTIFICATION_DELIVERIES, "event" => event, "outcome" => outcome).increment(1);
 }
 
 /// The API answered a request to `route` (the router's path template) with `status`.
