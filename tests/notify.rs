@@ -628,3 +628,77 @@ fn the_list_filters_are_documented_as_what_they_accept() {
     );
     assert_eq!(pattern("before").as_deref(), Some("^[0-9]{1,18}$"));
 }
+
+/// A notification given up while its target answered 500 is sent again by one operator
+/// command once the target is fixed: pending again with a fresh round of attempts, then
+/// delivered under the same idempotency key. Only failed or skipped ones can be resent,
+/// and only by an operator.
+#[sqlx::test(migrations = false)]
+async fn an_operator_resends_a_notification_that_was_given_up(pool: PgPool) {
+    migrate(&pool).await;
+    let (rx, addr, _stop) = receiver(500).await;
+    let mut s = settings(Some(format!("http://{addr}/hook")), &["127.0.0.1"]);
+    s.max_deliveries = 2;
+    let id = die(&pool, &doomed("doomed", "")).await;
+    // Two 500s, the round's maximum: given up.
+    assert_eq!(deliver_now(&pool, &s).await, 1);
+    sqlx::query("update notifications set next_attempt_at = now() where run_id = $1")
+        .bind(&id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(deliver_now(&pool, &s).await, 1);
+    let (state, deliveries, _) = notification_state(&pool, &id).await.unwrap();
+    assert_eq!((state.as_str(), deliveries), ("failed", 2));
+    assert_eq!(
+        deliver_now(&pool, &s).await,
+        0,
+        "a failed one is not retried"
+    );
+
+    let api = TestApi::start(&pool, []).await;
+    let (_, page) = api
+        .call("GET", "/api/notifications?state=failed", None)
+        .await;
+    let nid = page["items"][0]["id"].as_str().unwrap().to_owned();
+    let resend = format!("/api/notifications/{nid}/resend");
+    let (status, _) = api
+        .call_as(&api.viewer, "POST", &resend, Some(json!({})))
+        .await;
+    assert_eq!(status, 403, "a viewer cannot resend");
+
+    // The target is fixed; the operator's one command.
+    rx.status.store(200, Ordering::SeqCst);
+    let (code, out, err) = api.ctl(&["notify", "resend", &nid]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("pending again"), "{out}");
+    let (state, deliveries, _) = notification_state(&pool, &id).await.unwrap();
+    assert_eq!((state.as_str(), deliveries), ("pending", 2));
+    assert_eq!(deliver_now(&pool, &s).await, 1);
+    let (state, deliveries, error) = notification_state(&pool, &id).await.unwrap();
+    assert_eq!((state.as_str(), deliveries, error), ("delivered", 3, None));
+    let hits = rx.hits();
+    assert_eq!(hits.len(), 3);
+    let keys: std::collections::HashSet<_> = hits
+        .iter()
+        .map(|h| h.headers["idempotency-key"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        keys.len(),
+        1,
+        "one event, one key, however often it is sent"
+    );
+    let (_, page) = api
+        .call("GET", &format!("/api/notifications?taskId={id}"), None)
+        .await;
+    assert_eq!(page["items"][0]["resends"], 1);
+    assert_eq!(page["items"][0]["deliveries"], 3);
+
+    // Delivered: nothing to resend. Unknown: not found.
+    let (status, body) = api.call("POST", &resend, Some(json!({}))).await;
+    assert_eq!(status, 409, "{body}");
+    let (status, _) = api
+        .call("POST", "/api/notifications/999999/resend", Some(json!({})))
+        .await;
+    assert_eq!(status, 404);
+}

@@ -255,6 +255,7 @@ export function notification(over: Partial<Notification> = {}): Notification {
     workflowUrl: false,
     state: 'pending',
     deliveries: 2,
+    resends: 0,
     nextAttemptAt: new Date(Date.now() + 5 * 60_000).toISOString(),
     lastError: 'the endpoint answered 502',
     lastStatus: 502,

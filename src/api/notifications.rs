@@ -1,23 +1,26 @@
 //! `/api/notifications`: the alerts Cairn sent (or is sending) about dead runs, with
-//! their delivery state, so an operator can see that the pager was told, or why not.
-//! The notifier runs in the schedulers (see [`crate::scheduler::notifier`]); this only
-//! reads the outbox. A workflow's own target URL is never served: such URLs often
+//! their delivery state, so an operator can see that the pager was told, or why not,
+//! and send one that was given up again once its target is fixed. The notifier runs in
+//! the schedulers (see [`crate::scheduler::notifier`]); this reads the outbox and puts
+//! a resent notification back in it. A workflow's own target URL is never served: such URLs often
 //! carry a credential.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::auth::Viewer;
+use super::auth::{Operator, Viewer};
 use super::extract::AppQuery;
 use super::{ApiError, AppState};
-use crate::store::notifications::{self as store, NotificationFilter, NotificationRow};
+use crate::store::notifications::{self as store, NotificationFilter, NotificationRow, Resent};
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(notification_list))
+    OpenApiRouter::new()
+        .routes(routes!(notification_list))
+        .routes(routes!(notification_resend))
 }
 
 /// Notifications listed at most per page.
@@ -43,8 +46,10 @@ pub struct Notification {
     /// `pending` (to be delivered at `nextAttemptAt`), `delivered`, `skipped`
     /// (nothing to send it to, or the event is not sent), `failed` (given up).
     state: String,
-    /// POSTs made so far.
+    /// POSTs made so far, over every round.
     deliveries: i32,
+    /// Times an operator sent it again (each starts a new round of attempts).
+    resends: i32,
     next_attempt_at: Option<DateTime<Utc>>,
     last_error: Option<String>,
     /// The HTTP status of the last answer, if there was one.
@@ -69,6 +74,7 @@ impl From<NotificationRow> for Notification {
             workflow_url: n.url.is_some(),
             state: n.state,
             deliveries: n.deliveries,
+            resends: n.resends,
             last_error: n.last_error,
             last_status: n.last_status,
             created_at: n.created_at,
@@ -150,4 +156,39 @@ async fn notification_list(
         .collect();
     let next_cursor = more.then(|| items.last().map(|n| n.id.clone())).flatten();
     Ok(Json(NotificationPage { items, next_cursor }))
+}
+
+/// Sends a notification that was given up (`failed`) or `skipped` again: it is
+/// `pending` once more, due at once, with a fresh round of attempts. For after its
+/// target was fixed (the endpoint is back, the egress policy allows it, a URL is set).
+#[utoipa::path(post, path = "/api/notifications/{id}/resend", tag = "notifications",
+    params(("id" = String, Path, pattern = "^[0-9]{1,18}$", description = "The notification's id")),
+    responses(
+        (status = 200, body = Notification, description = "pending again"),
+        (status = 404, body = super::error::ErrorBody),
+        (status = 409, body = super::error::ErrorBody, description = "it is pending or was delivered")))]
+async fn notification_resend(
+    State(state): State<AppState>,
+    Operator(who): Operator,
+    Path(id): Path<String>,
+) -> Result<Json<Notification>, ApiError> {
+    let not_found = || ApiError::NotFound(format!("no notification {id}"));
+    let Ok(number) = id.parse::<i64>() else {
+        return Err(not_found());
+    };
+    match store::notification_resend(&state.pool, number, Utc::now()).await? {
+        Resent::Pending(n) => {
+            tracing::info!(notification = n.id, event = %n.event, by = %who.name,
+                "notification sent again");
+            Ok(Json(Notification::from(n)))
+        }
+        Resent::Not(n) => Err(ApiError::Conflict {
+            message: format!(
+                "notification {id} is {}: only failed or skipped ones are sent again",
+                n.state
+            ),
+            details: None,
+        }),
+        Resent::NotFound => Err(not_found()),
+    }
 }

@@ -142,6 +142,13 @@ pub enum NotifyCommand {
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=500))]
         limit: u32,
     },
+    /// Send a notification that was given up (failed) or skipped again, with a fresh
+    /// round of attempts: after its target was fixed.
+    #[command(after_help = "Examples:\n  ctl notify list --state failed\n  ctl notify resend 42")]
+    Resend {
+        /// The notification's id (the ID column of `ctl notify list`).
+        id: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -447,6 +454,16 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             query.extend(workflow.map(|w| ("workflow", w)));
             let body = client.get_query("/api/notifications", &query).await?;
             out.notifications(&body)?;
+            Ok(0)
+        }
+        Command::Notify {
+            command: NotifyCommand::Resend { id },
+        } => {
+            let client = Client::new(&cli.global)?;
+            let body = client
+                .post(&format!("/api/notifications/{id}/resend"), &json!({}), None)
+                .await?;
+            out.notification_resent(&body)?;
             Ok(0)
         }
         Command::Token {

@@ -820,6 +820,23 @@ impl<'a> Out<'a> {
         Ok(())
     }
 
+    /// A notification an operator sent again.
+    pub fn notification_resent(&mut self, body: &Value) -> Result<()> {
+        if self.format == Format::Json {
+            return self.json(body);
+        }
+        writeln!(
+            self.w,
+            "notification {} ({}, task {}) is pending again: the notifier sends it now (resent {} time(s), {} POST(s) so far)",
+            text(&body["id"]),
+            text(&body["event"]),
+            text(&body["taskId"]),
+            text(&body["resends"]),
+            text(&body["deliveries"]),
+        )?;
+        Ok(())
+    }
+
     pub fn workflow(&mut self, body: &Value) -> Result<()> {
         if self.format == Format::Json {
             return self.json(body);

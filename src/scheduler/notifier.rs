@@ -57,7 +57,7 @@ use crate::store::notifications::{self as store, NotificationRow};
 use crate::telemetry::metrics;
 
 /// The channel the `notifications` triggers notify.
-pub const CHANNEL: &str = "cairn_notifications";
+pub use crate::store::notifications::CHANNEL;
 
 /// Notifications claimed per round.
 const CLAIM_BATCH: i64 = 32;
@@ -298,7 +298,8 @@ async fn record(
             status: code,
             error,
         } => {
-            let attempts = u32::try_from(n.deliveries).unwrap_or(u32::MAX);
+            // Attempts in this round: an operator's resend starts a new one.
+            let attempts = u32::try_from(n.deliveries - n.round_start).unwrap_or(u32::MAX);
             let retry_at = (attempts < settings.max_deliveries).then(|| {
                 now + chrono::Duration::from_std(settings.backoff(attempts))
                     .unwrap_or(chrono::Duration::MAX)

@@ -7,6 +7,9 @@ use sqlx::PgPool;
 
 use super::Result;
 
+/// Where new notifications are announced (the dead letter's trigger, a resend).
+pub const CHANNEL: &str = "cairn_notifications";
+
 /// One notification as the notifier and the API read it. `url` (a workflow's own
 /// target) is for delivery only: the API never serves it.
 #[derive(Debug, Clone)]
@@ -22,6 +25,10 @@ pub struct NotificationRow {
     pub url: Option<String>,
     pub state: String,
     pub deliveries: i32,
+    /// `deliveries` when the current round of attempts began (0, or at the last resend).
+    pub round_start: i32,
+    /// Times an operator sent it again.
+    pub resends: i32,
     pub next_attempt_at: DateTime<Utc>,
     pub last_error: Option<String>,
     pub last_status: Option<i32>,
@@ -50,7 +57,8 @@ pub async fn notification_claim_due(
                  where state = 'pending' and next_attempt_at <= $1
                  order by next_attempt_at, id limit $3 for update skip locked))
         returning n.id, n.event, n.run_id, n.workflow, n.step_id, n.schedule_id, n.error,
-                  n.step_attempts, n.url, n.state, n.deliveries, n.next_attempt_at,
+                  n.step_attempts, n.url, n.state, n.deliveries, n.round_start, n.resends,
+                  n.next_attempt_at,
                   n.last_error, n.last_status, n.created_at, n.delivered_at, n.finished_at",
         now,
         hold_secs,
@@ -120,6 +128,61 @@ pub async fn notification_next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>
     .await?)
 }
 
+/// What [`notification_resend`] found.
+#[derive(Debug)]
+pub enum Resent {
+    /// Pending again, due at once.
+    Pending(NotificationRow),
+    /// Still pending, or delivered: there is nothing to send again.
+    Not(NotificationRow),
+    NotFound,
+}
+
+/// Makes a `failed` or `skipped` notification pending again, due at `now`, with a fresh
+/// round of attempts, and wakes the notifiers.
+pub async fn notification_resend(pool: &PgPool, id: i64, now: DateTime<Utc>) -> Result<Resent> {
+    let mut tx = pool.begin().await?;
+    let Some(state) = sqlx::query_scalar!(
+        "select state from notifications where id = $1 for update",
+        id
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(Resent::NotFound);
+    };
+    let resend = state == "failed" || state == "skipped";
+    let row = sqlx::query_as!(
+        NotificationRow,
+        "update notifications
+            set state = case when $2 then 'pending' else state end,
+                finished_at = case when $2 then null else finished_at end,
+                next_attempt_at = case when $2 then $3 else next_attempt_at end,
+                round_start = case when $2 then deliveries else round_start end,
+                resends = resends + $2::boolean::int
+          where id = $1
+        returning id, event, run_id, workflow, step_id, schedule_id, error, step_attempts, url,
+                  state, deliveries, round_start, resends, next_attempt_at, last_error,
+                  last_status, created_at, delivered_at, finished_at",
+        id,
+        resend,
+        now
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if resend {
+        sqlx::query!("select pg_notify($1, '')", CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(if resend {
+        Resent::Pending(row)
+    } else {
+        Resent::Not(row)
+    })
+}
+
 /// Filters for [`notification_list`].
 #[derive(Debug, Clone, Default)]
 pub struct NotificationFilter {
@@ -138,8 +201,8 @@ pub async fn notification_list(
     Ok(sqlx::query_as!(
         NotificationRow,
         "select id, event, run_id, workflow, step_id, schedule_id, error, step_attempts, url,
-                state, deliveries, next_attempt_at, last_error, last_status, created_at,
-                delivered_at, finished_at
+                state, deliveries, round_start, resends, next_attempt_at, last_error,
+                last_status, created_at, delivered_at, finished_at
            from notifications
           where ($1::text is null or state = $1)
             and ($2::text is null or run_id = $2)

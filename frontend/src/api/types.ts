@@ -478,8 +478,10 @@ export interface Notification {
   /** True when the workflow's own `[notify] url` is the target rather than the cluster's; the URL is never served. */
   workflowUrl: boolean;
   state: NotificationState;
-  /** POSTs made so far. */
+  /** POSTs made so far, over every round. */
   deliveries: number;
+  /** Times an operator sent it again (each starts a new round of attempts). */
+  resends: number;
   /** Set while pending. */
   nextAttemptAt: string | null;
   lastError: string | null;
