@@ -566,3 +566,57 @@ max_parallel = 500
         "outputs out of place"
     );
 }
+
+/// Items whose input the child workflow's schema refuses fail on their own, with the
+/// schema's reason, and the items of the same turn around them start all the same.
+#[sqlx::test(migrations = false)]
+async fn an_item_the_child_schema_refuses_fails_alone(pool: PgPool) {
+    migrate(&pool).await;
+    let double = definition(
+        "double",
+        r#"
+output = "{{ input.n * 2 }}"
+
+[input]
+n = { type = "integer" }
+
+[[steps]]
+id = "s"
+kind = "pass"
+"#,
+    );
+    let mixed = definition(
+        "mixed",
+        r#"
+[[steps]]
+id = "each"
+kind = "map"
+items = '{{ [1, "two", 3, "four", 5] }}'
+workflow = "double"
+input = { n = "{{ item }}" }
+max_parallel = 5
+on_failure = "collect"
+"#,
+    );
+    let api = TestApi::start(&pool, [mixed, double]).await;
+    let worker = TestWorker::start(&pool, fast_settings());
+    let id = submit(&api, "mixed").await;
+    wait_finished(&pool, std::slice::from_ref(&id), Duration::from_secs(60)).await;
+    worker.shutdown().await;
+    let (_, run) = api.call("GET", &format!("/api/tasks/{id}"), None).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let output = run["steps"][0]["output"].as_array().unwrap().clone();
+    assert_eq!(output.len(), 5, "{output:?}");
+    for (i, n) in [(0, 1), (2, 3), (4, 5)] {
+        assert_eq!(output[i], json!(n * 2), "{output:?}");
+    }
+    for i in [1, 3] {
+        let error = output[i]["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("input for workflow `double` is invalid"),
+            "{output:?}"
+        );
+    }
+    assert_eq!(run["steps"][0]["map"]["failed"], 2, "{run}");
+    assert_eq!(children(&pool, &id).await, 3, "refused items start no run");
+}

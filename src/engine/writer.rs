@@ -30,7 +30,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::submit::{self, Item, Outcome, Submission, Submitted, submit_in};
+use super::submit::{self, Item, Outcome, Rejected, Submission, Submitted, submit_in};
 use super::{EngineError, Result};
 use crate::queue::{self, Wake};
 use crate::state::RunStatus;
@@ -352,34 +352,52 @@ impl Writer {
             }
             let mut started = Vec::new();
             let mut refused = Vec::new();
+            let mut inputs: Vec<(i32, Value)> = Vec::with_capacity(next.len());
             for (index, item) in next {
-                let input = match input(index, &item) {
-                    Ok(input) => input,
-                    Err(e) => {
-                        refused.push((index, e));
-                        continue;
-                    }
-                };
-                let one = [Item::input(&input)];
-                let child = Submission::of(turn.child, &one).from(turn.origin);
-                match submit_in(&mut tx, child).await? {
-                    Ok(mut created) => match created.pop() {
-                        Some(run) if run.outcome == Outcome::Created => {
-                            started.push((index, run.run_id))
+                match input(index, &item) {
+                    Ok(v) => inputs.push((index, v)),
+                    Err(e) => refused.push((index, e)),
+                }
+            }
+            // The turn's items are one submission. Should the child's input schema
+            // refuse some, they are named, and the others submitted without them.
+            while !inputs.is_empty() {
+                let items: Vec<Item> = inputs.iter().map(|(_, v)| Item::input(v)).collect();
+                let children = Submission::of(turn.child, &items).from(turn.origin);
+                match submit_in(&mut tx, children).await? {
+                    Ok(created) => {
+                        for ((index, _), run) in inputs.iter().zip(created) {
+                            if run.outcome == Outcome::Created {
+                                started.push((*index, run.run_id));
+                            } else {
+                                refused.push((*index, "the child run was not created".into()));
+                            }
                         }
-                        _ => refused.push((index, "the child run was not created".into())),
-                    },
-                    Err(rejected) => {
-                        let errors = rejected.input_errors();
-                        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                        refused.push((
-                            index,
-                            format!(
-                                "input for workflow `{}` is invalid: {}",
-                                turn.child.workflow.name,
-                                text.join("; ")
-                            ),
-                        ));
+                        inputs.clear();
+                    }
+                    Err(Rejected::Items(bad)) => {
+                        let mut out = vec![false; inputs.len()];
+                        for r in &bad {
+                            let text: Vec<String> =
+                                r.input.iter().map(ToString::to_string).collect();
+                            out[r.index] = true;
+                            refused.push((
+                                inputs[r.index].0,
+                                format!(
+                                    "input for workflow `{}` is invalid: {}",
+                                    turn.child.workflow.name,
+                                    text.join("; ")
+                                ),
+                            ));
+                        }
+                        let mut keep = out.iter().map(|o| !o);
+                        inputs.retain(|_| keep.next().unwrap_or(false));
+                    }
+                    // A turn starts at most `max_parallel` (≤ 1,000) items.
+                    Err(other) => {
+                        for (index, _) in inputs.drain(..) {
+                            refused.push((index, format!("the child run was refused: {other:?}")));
+                        }
                     }
                 }
             }
