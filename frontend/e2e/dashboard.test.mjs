@@ -181,6 +181,102 @@ describe('Cairn dashboard', { skip: skip ?? false }, () => {
     noProblems();
   });
 
+  it('shows a map step in progress, its items linked to their child runs, until it completes', { timeout: 60_000 }, async () => {
+    const { page, context } = admin;
+    // e2e/workflows/e2e_slow_map.toml: 12 items, 3 at a time, each about 2.5 s.
+    const submitted = await api(context, 'POST', '/api/tasks', { workflow: 'e2e_slow_map', input: {} });
+    const runId = submitted.taskId;
+    await page.goto(`/runs/${runId}`);
+    await page.getByRole('heading', { name: runId, level: 1 }).waitFor();
+    const dag = page.getByRole('group', { name: /Steps of run/ });
+    await dag.waitFor();
+
+    // Polls the DOM until the map node shows partial progress: some items done, some
+    // running, not all done. Everything is read in one go, so the numbers agree.
+    const progress = await (
+      await page.waitForFunction(
+        () => {
+          const node = document.querySelector('[data-step="crawl"]');
+          const text = node?.querySelector('.dag__progress')?.textContent ?? '';
+          const m = text.match(/^(\d+)\/(\d+)(?: · (\d+) running)?/);
+          if (!node || !m) return null;
+          const [done, total, running] = [Number(m[1]), Number(m[2]), Number(m[3] ?? 0)];
+          if (!(done >= 1 && running >= 1 && done < total)) return null;
+          const width = (/** @type {Element | null} */ el) => Number(el?.getAttribute('d')?.match(/h(-?[\d.]+)/)?.[1] ?? NaN);
+          return {
+            text,
+            done,
+            total,
+            running,
+            status: node.getAttribute('data-status'),
+            label: node.getAttribute('aria-label') ?? '',
+            track: width(node.querySelector('.dag__bar-track')),
+            bar: width(node.querySelector('.dag__bar-done')),
+          };
+        },
+        null,
+        { timeout: 30_000, polling: 100 },
+      )
+    ).jsonValue();
+    assert.ok(progress, 'the map node shows its progress');
+    assert.equal(progress.total, 12, `the map counts its 12 items: ${progress.text}`);
+    assert.ok(progress.running <= 3, `at most max_parallel = 3 items run at once: ${progress.text}`);
+    assert.equal(progress.status, 'waiting', 'the map step waits for its items');
+    assert.ok(progress.label.startsWith(`crawl map · waiting ${progress.text}`), `the node's name carries its progress: ${progress.label}`);
+    assert.ok(progress.track > 0, 'the node draws a progress track');
+    assert.ok(
+      Math.abs(progress.bar / progress.track - progress.done / progress.total) < 0.01,
+      `the bar shows ${progress.done}/${progress.total} done: ${progress.bar} of ${progress.track}`,
+    );
+
+    // The step's detail (the waiting map step is shown first): its progress line and its
+    // items, those started linking to their child runs.
+    const panel = page.getByRole('region', { name: 'Step crawl' });
+    await panel.locator('strong', { hasText: /^\d+\/12( · \d+ running)?$/ }).waitFor();
+    const table = panel.getByRole('table', { name: 'Items of step crawl' });
+    const itemRows = table.locator('tbody tr');
+    await eventually(
+      'the item list to show 12 items, a finished one linking to its child run',
+      async () =>
+        (await itemRows.count()) === 12 &&
+        (await itemRows.filter({ has: page.locator('.pill[data-status="succeeded"]') }).getByRole('link').count()) >= 1,
+      20_000,
+      100,
+    );
+    await screenshot(page, '03-map-in-progress');
+    const items = await itemRows.evaluateAll((rows) =>
+      rows.map((r) => ({
+        status: r.querySelector('.pill')?.getAttribute('data-status') ?? '',
+        href: r.querySelector('a')?.getAttribute('href') ?? null,
+        run: r.querySelector('a')?.textContent?.trim() ?? null,
+      })),
+    );
+    assert.ok(items.some((i) => i.status !== 'succeeded'), `when shown, not every item had finished: ${JSON.stringify(items)}`);
+    for (const i of items) {
+      if (i.status === 'pending') assert.equal(i.href, null, 'an item not started has no child run');
+      else assert.equal(i.href, `/runs/${i.run}`, `a started item links to its child run: ${JSON.stringify(i)}`);
+    }
+    const child = await api(context, 'GET', `/api/tasks/${items.find((i) => i.status === 'succeeded')?.run}`);
+    assert.equal(child.workflow, 'e2e_slow_map.crawl', 'the child run runs the inline step');
+    assert.equal(child.status, 'succeeded');
+
+    // The map completes on the page by itself, all 12 items done.
+    const node = dag.locator('[data-step="crawl"]');
+    await dag.locator('[data-step="crawl"][data-status="succeeded"]').waitFor({ timeout: 40_000 });
+    assert.equal(((await node.locator('.dag__progress').textContent()) ?? '').trim(), '12/12');
+    await eventually(
+      'every item to be shown succeeded',
+      async () => (await itemRows.locator('.pill[data-status="succeeded"]').count()) === 12,
+      10_000,
+      100,
+    );
+    assert.equal(await itemRows.getByRole('link').count(), 12, 'every item links to its child run');
+    await screenshot(page, '03-map-done');
+    const run = await api(context, 'GET', `/api/tasks/${runId}`);
+    assert.equal(run.status, 'succeeded');
+    noProblems();
+  });
+
   it('creates a project', async (t) => {
     if (!(await projectsScenario(t))) return;
     const { page } = admin;
