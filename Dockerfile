@@ -59,33 +59,45 @@ ENV SQLX_OFFLINE=true \
     CARGO_INCREMENTAL=0 \
     CARGO_TERM_COLOR=never
 
-# 1) Dependencies only. A dummy crate with the real manifest, lockfile and cargo
-#    config compiles every dependency into a layer that is reused until Cargo.toml
+# 1) Dependencies only. Dummy crates with the real manifests, lockfile and cargo
+#    config compile every dependency into a layer that is reused until a manifest
 #    or Cargo.lock change. (No OpenSSL: TLS is rustls; aws-lc-sys builds with the
 #    C compiler that the rust image ships.)
 COPY Cargo.toml Cargo.lock ./
+COPY crates/cairn-workflow/Cargo.toml crates/cairn-workflow/Cargo.toml
+COPY crates/cairn-ctl/Cargo.toml crates/cairn-ctl/Cargo.toml
 COPY .cargo/config.toml .cargo/config.toml
-RUN mkdir -p src bin \
+RUN mkdir -p src bin crates/cairn-workflow/src crates/cairn-ctl/src \
     && printf '// dependency-cache placeholder\n' > src/lib.rs \
     && printf 'fn main() {}\n' > bin/cairn.rs \
-    && printf 'fn main() {}\n' > bin/ctl.rs \
-    && cargo build --release --locked --bins \
-    && rm -rf src bin \
+    && printf '// dependency-cache placeholder\n' > crates/cairn-workflow/src/lib.rs \
+    && printf '// dependency-cache placeholder\n' > crates/cairn-ctl/src/lib.rs \
+    && printf 'fn main() {}\n' > crates/cairn-ctl/src/main.rs \
+    && cargo build --release --locked --workspace --bins \
+    && rm -rf src bin crates/cairn-workflow/src crates/cairn-ctl/src \
         target/release/cairn target/release/ctl \
         target/release/.fingerprint/cairn-* \
         target/release/deps/cairn-* \
         target/release/deps/libcairn-* \
+        target/release/deps/cairn_* \
+        target/release/deps/libcairn_* \
         target/release/deps/ctl-*
 
-# 2) The crate itself. `sqlx::migrate!("./migrations")` embeds the migrations at
-#    compile time, so they are part of the build context here. The placeholder's
-#    artifacts were removed above and the sources touched, so cargo rebuilds the
-#    crate even when COPY keeps file times older than the placeholder build.
+# 2) The crates themselves. `sqlx::migrate!("./migrations")` embeds the migrations at
+#    compile time, and the checked queries read their prepared data from `.sqlx/`
+#    (sqlx.toml maps the state columns to their enums), so all of these are part of
+#    the build context here. The placeholders' artifacts were removed above and the
+#    sources touched, so cargo rebuilds the crates even when COPY keeps file times
+#    older than the placeholder build.
+COPY build.rs sqlx.toml ./
+COPY .sqlx/ .sqlx/
 COPY src/ src/
 COPY bin/ bin/
+COPY crates/ crates/
 COPY migrations/ migrations/
-RUN touch src/lib.rs bin/cairn.rs bin/ctl.rs \
-    && cargo build --release --locked --bins \
+RUN touch src/lib.rs bin/cairn.rs crates/cairn-workflow/src/lib.rs \
+        crates/cairn-ctl/src/lib.rs crates/cairn-ctl/src/main.rs \
+    && cargo build --release --locked --workspace --bins \
     && mkdir -p /out \
     && cp target/release/cairn target/release/ctl /out/ \
     && /out/cairn --version \

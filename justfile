@@ -12,6 +12,7 @@ target := env_var_or_default("CARGO_TARGET_DIR", "target")
 install:
     if command -v npm >/dev/null 2>&1; then cd frontend && npm ci --prefer-offline && npm run build; else echo "npm not found: cairn is installed without the dashboard (it serves a page saying how to add it)"; fi
     cargo install --locked --path . --bins
+    cargo install --locked --path crates/cairn-ctl
 
 # Cairn in one process with the dashboard (no DATABASE_URL: a private PostgreSQL in --data-dir)
 [group('run')]
@@ -51,7 +52,7 @@ test-frontend:
 [group('check')]
 lint:
     cargo fmt --all -- --check
-    cargo clippy --locked --all-targets -- -D warnings
+    cargo clippy --locked --workspace --all-targets -- -D warnings
     cd frontend && npm run lint
 
 # Browser tests against a real `cairn dev` with a private PostgreSQL (needs /usr/bin/chromium)

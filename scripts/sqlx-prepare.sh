@@ -46,7 +46,7 @@ for f in "$apalis_dir"/migrations/*.sql; do apply "$f"; done
 # Every file with a checked statement is compiled again, so each macro writes its data.
 touch src/lib.rs bin/*.rs tests/*.rs
 CAIRN_SQLX_DATABASE_URL="$scratch_url" SQLX_OFFLINE=false SQLX_OFFLINE_DIR="$out" \
-  cargo check --locked --all-targets --quiet
+  cargo check --locked --workspace --all-targets --quiet
 
 if $check; then
   if ! diff -r .sqlx "$out" >/dev/null 2>&1; then

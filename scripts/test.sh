@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 if cargo nextest --version >/dev/null 2>&1; then
-  exec cargo nextest run --locked --profile "${NEXTEST_PROFILE:-default}" "$@"
+  exec cargo nextest run --workspace --locked --profile "${NEXTEST_PROFILE:-default}" "$@"
 else
-  exec cargo test --locked "$@"
+  exec cargo test --workspace --locked "$@"
 fi

@@ -2,14 +2,16 @@
 //!
 //! # Layout
 //!
-//! Dependencies point down this list, never up (a module may use the ones below it):
+//! This crate sits between two others of the workspace: `cairn-workflow` below it, and
+//! `cairn-ctl` (the `ctl` operator CLI, which talks to the API over HTTP only) beside
+//! it, depending on `cairn-workflow` alone. Inside this crate, dependencies point down
+//! this list, never up (a module may use the ones below it):
 //!
 //! * [`startup`] and [`config`] — the wiring every process shares, from flags to
 //!   connected pools and a served API; the binaries and the tests start Cairn through
 //!   it. [`devdb`] — `cairn dev`'s private PostgreSQL.
 //! * [`bench`] — `cairn bench`: real worker and API processes on a fresh database,
 //!   measured next to a raw-SQL floor.
-//! * [`cli`] — the `ctl` operator CLI; talks to the API over HTTP only.
 //! * [`api`] — the axum HTTP API (the dashboard's backend-for-frontend).
 //! * [`worker`] — a worker process: the queue consumer, lease keeper and rescuer.
 //! * [`scheduler`] — a scheduler process: syncs `[[schedules]]` and turns cron ticks
@@ -24,10 +26,9 @@
 //! * [`auth`] — users, tokens and sessions.
 //! * [`store`] — every SQL statement Cairn runs, one file per aggregate, and Cairn's
 //!   own migrations.
-//! * [`workflow`] — definitions parsed from `workflows/*.toml`; pure, no I/O but reading
-//!   files.
-//! * [`state`] — the run, step, attempt and tick states as enums that mirror the
-//!   database's `CHECK`s; pure.
+//! * [`workflow`] and [`state`] — the `cairn-workflow` crate, re-exported: definitions
+//!   parsed from `workflows/*.toml`, and the run, step, attempt and tick states as
+//!   enums that mirror the database's `CHECK`s; pure, no I/O but reading files.
 //! * [`delivery`] — the per-delivery keys that sign webhook results for `wait` steps;
 //!   pure.
 //! * [`telemetry`], [`shutdown`] — logging, metrics, traces, process identity and signals, for
@@ -38,7 +39,6 @@
 pub mod api;
 pub mod auth;
 pub mod bench;
-pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod devdb;
@@ -47,12 +47,12 @@ pub mod queue;
 pub mod scheduler;
 pub mod shutdown;
 pub mod startup;
-pub mod state;
 pub mod step;
 pub mod store;
 pub mod telemetry;
 pub mod worker;
-pub mod workflow;
+
+pub use cairn_workflow::{self as workflow, state};
 
 /// The version every process reports (workers record it with their heartbeat).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -320,58 +320,6 @@ async fn ctl_submits_lists_and_shows_runs(pool: PgPool) {
     api.stop.cancel();
 }
 
-#[tokio::test]
-async fn ctl_validate_reports_located_errors_without_a_database() {
-    let dir = std::env::temp_dir().join(format!("cairn-validate-{}", ulid::Ulid::generate()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("good.toml"), GREET).unwrap();
-    std::fs::write(
-        dir.join("bad.toml"),
-        "[[steps]]\nid = \"a\"\nkind = \"sql\"\nquery = \"select 1\"\nneeds = [\"ghost\"]\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("broken.toml"), "[[steps]\nid = 1\n").unwrap();
-    let (code, out, _) = ctl_at(
-        "http://127.0.0.1:1",
-        "",
-        &["workflow", "validate", dir.to_str().unwrap()],
-    )
-    .await;
-    assert_eq!(code, 1, "{out}");
-    assert!(
-        out.contains("bad.toml:5:10: step `a` needs unknown step `ghost`"),
-        "{out}"
-    );
-    assert!(out.contains("broken.toml:1:"), "{out}");
-    assert!(!out.contains("good.toml"), "{out}");
-
-    let (code, out, _) = ctl_at(
-        "http://127.0.0.1:1",
-        "",
-        &[
-            "workflow",
-            "validate",
-            dir.join("good.toml").to_str().unwrap(),
-            "-o",
-            "json",
-        ],
-    )
-    .await;
-    assert_eq!(code, 0);
-    let v: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["valid"], true);
-
-    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows");
-    let (code, out, _) = ctl_at(
-        "http://127.0.0.1:1",
-        "",
-        &["workflow", "validate", examples],
-    )
-    .await;
-    assert_eq!(code, 0, "the shipped examples are valid: {out}");
-    std::fs::remove_dir_all(&dir).ok();
-}
-
 /// Tasks for a batch: `{ input: { name: "n<i>" } }` for each i.
 fn named_tasks(n: usize) -> Vec<Value> {
     (0..n)

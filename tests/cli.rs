@@ -257,7 +257,7 @@ async fn deleting_or_stopping_one_thing_asks_on_a_terminal_and_needs_yes_without
 /// code, what the terminal showed).
 async fn on_a_terminal(api: &TestApi, args: &str, answer: &str) -> (i32, String) {
     use tokio::io::AsyncWriteExt;
-    let command = format!("'{}' {args}", env!("CARGO_BIN_EXE_ctl"));
+    let command = format!("'{}' {args}", common::ctl_bin().display());
     let mut child = tokio::process::Command::new("script")
         .args(["-qec", &command, "/dev/null"])
         .env("CAIRN_API_URL", &api.base)
@@ -444,7 +444,7 @@ struct Follower {
 
 impl Follower {
     fn start(base: &str, token: &str, run: &str, extra: &[&str]) -> Follower {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ctl"))
+        let mut child = tokio::process::Command::new(common::ctl_bin())
             .args(["task", "logs", run, "--follow", "-o", "json"])
             .args(extra)
             .env("CAIRN_API_URL", base)
@@ -613,7 +613,7 @@ async fn logs_follow_is_quiet_when_its_reader_goes_away(pool: PgPool) {
     // event's write fails, and ctl ends quietly.
     let script = format!(
         "'{}' task logs {run} --follow | head -n 1",
-        env!("CARGO_BIN_EXE_ctl")
+        common::ctl_bin().display()
     );
     let child = tokio::process::Command::new("sh")
         .args(["-c", &script])

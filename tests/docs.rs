@@ -7,6 +7,8 @@
 //! The checker is itself checked on a made-up snippet: it must refuse an unknown flag
 //! and an unknown subcommand.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -58,7 +60,7 @@ impl Binaries {
         Binaries {
             paths: HashMap::from([
                 ("cairn", PathBuf::from(env!("CARGO_BIN_EXE_cairn"))),
-                ("ctl", PathBuf::from(env!("CARGO_BIN_EXE_ctl"))),
+                ("ctl", common::ctl_bin()),
             ]),
             cache: HashMap::new(),
         }

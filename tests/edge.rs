@@ -693,7 +693,7 @@ async fn ctl_logs_follow_reconnects_across_stream_ends(pool: PgPool) {
     let run = submit(&pool, &def, json!({})).await;
     let worker = TestWorker::start(&pool, fast_settings());
     let viewer = token(&pool, Role::Viewer).await;
-    let follow = tokio::process::Command::new(env!("CARGO_BIN_EXE_ctl"))
+    let follow = tokio::process::Command::new(common::ctl_bin())
         .args(["task", "logs", &run, "--follow"])
         .env("CAIRN_API_URL", &api.base)
         .env("CAIRN_TOKEN", &viewer)

@@ -851,7 +851,7 @@ async fn ctl_login_saves_a_personal_token_used_afterwards(pool: PgPool) {
         let (base, home) = (api.base.clone(), home.clone());
         async move {
             use tokio::io::AsyncWriteExt;
-            let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ctl"))
+            let mut child = tokio::process::Command::new(common::ctl_bin())
                 .args(&args)
                 .env("CAIRN_API_URL", &base)
                 .env_remove("CAIRN_TOKEN")
@@ -946,7 +946,7 @@ async fn ctl_says_how_to_authenticate_and_is_quiet_on_a_closed_pipe(pool: PgPool
     let api = TestApi::start(&pool, vec![]).await;
     let home = tempfile_dir();
     let run = async |token: Option<&str>| {
-        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_ctl"));
+        let mut c = tokio::process::Command::new(common::ctl_bin());
         c.args(["task", "list"])
             .env("CAIRN_API_URL", &api.base)
             .env("HOME", &home)
@@ -979,7 +979,7 @@ async fn ctl_says_how_to_authenticate_and_is_quiet_on_a_closed_pipe(pool: PgPool
     let stderr = home.join("stderr");
     let script = format!(
         "{} completions bash 2>{} | head -c 10 >/dev/null; exit ${{PIPESTATUS[0]}}",
-        env!("CARGO_BIN_EXE_ctl"),
+        common::ctl_bin().display(),
         stderr.display()
     );
     let status = tokio::process::Command::new("bash")

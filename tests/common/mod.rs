@@ -212,10 +212,24 @@ impl TestApi {
     }
 }
 
+/// The `ctl` binary. It belongs to the workspace's `cairn-ctl` crate, so Cargo gives
+/// this crate's tests no `CARGO_BIN_EXE_ctl`; it is built beside `cairn`, in the same
+/// target folder, by `cargo test` or `cargo nextest run` at the workspace root.
+pub fn ctl_bin() -> std::path::PathBuf {
+    let ctl = std::path::Path::new(env!("CARGO_BIN_EXE_cairn"))
+        .with_file_name(format!("ctl{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        ctl.is_file(),
+        "{} is missing: build the workspace (`cargo build`), or `cargo build -p cairn-ctl`",
+        ctl.display()
+    );
+    ctl
+}
+
 /// Runs the `ctl` binary against `base` with `token`, in an empty home with standard
 /// input not a terminal: (exit code, stdout, stderr).
 pub async fn ctl_at(base: &str, token: &str, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ctl"))
+    let out = tokio::process::Command::new(ctl_bin())
         .args(args)
         .env("CAIRN_API_URL", base)
         .env("CAIRN_TOKEN", token)

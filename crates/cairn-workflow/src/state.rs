@@ -5,8 +5,8 @@
 //! exactly, so a misspelt or impossible state is a compile error in Rust rather than a
 //! constraint violation at run time. Every layer speaks them: the store reads and binds
 //! them, the engine decides on them, the API and `ctl` show them (as the same
-//! lowercase words the database stores). This module is pure and sits at the bottom
-//! of the house.
+//! lowercase words the database stores). Pure: the database mapping is the `sqlx`
+//! feature, which `ctl` leaves off.
 
 use std::fmt;
 use std::str::FromStr;
@@ -23,8 +23,9 @@ pub struct UnknownStatus {
 }
 
 /// Declares a status enum: its words (what the database stores and the API shows),
-/// `as_str`, `ALL` in lifecycle order, `Display`/`FromStr`, serde and a text-backed
-/// `sqlx::Type` (binding one, or a slice of them, sends `text`/`text[]`).
+/// `as_str`, `ALL` in lifecycle order, `Display`/`FromStr`, serde and,
+/// with the `sqlx` feature, a text-backed `sqlx::Type` (binding one, or a slice of
+/// them, sends `text`/`text[]`); with `openapi`, a `utoipa` schema.
 macro_rules! status {
     (
         $(#[$meta:meta])*
@@ -33,7 +34,8 @@ macro_rules! status {
         }
     ) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         #[serde(rename_all = "snake_case")]
         pub enum $name {
             $( $(#[$vmeta])* $variant ),+
@@ -82,6 +84,7 @@ macro_rules! status {
             }
         }
 
+        #[cfg(feature = "sqlx")]
         impl sqlx::Type<sqlx::Postgres> for $name {
             fn type_info() -> sqlx::postgres::PgTypeInfo {
                 <&str as sqlx::Type<sqlx::Postgres>>::type_info()
@@ -91,6 +94,7 @@ macro_rules! status {
             }
         }
 
+        #[cfg(feature = "sqlx")]
         impl sqlx::postgres::PgHasArrayType for $name {
             fn array_type_info() -> sqlx::postgres::PgTypeInfo {
                 <&str as sqlx::postgres::PgHasArrayType>::array_type_info()
@@ -100,6 +104,7 @@ macro_rules! status {
             }
         }
 
+        #[cfg(feature = "sqlx")]
         impl sqlx::Encode<'_, sqlx::Postgres> for $name {
             fn encode_by_ref(
                 &self,
@@ -109,6 +114,7 @@ macro_rules! status {
             }
         }
 
+        #[cfg(feature = "sqlx")]
         impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $name {
             fn decode(
                 value: sqlx::postgres::PgValueRef<'r>,

@@ -1,7 +1,7 @@
 //! Schedules: recurring runs of a workflow, declared as `[[schedules]]` in its file or
 //! created through the API. This is the pure part — a cron expression read in an IANA
 //! time zone ([`CronSchedule`]) and the policies a schedule carries ([`ScheduleSpec`]);
-//! [`crate::scheduler`] turns due ticks into runs, once each.
+//! The scheduler (`cairn::scheduler`) turns due ticks into runs, once each.
 //!
 //! # Expressions
 //!
@@ -134,7 +134,7 @@ pub struct ScheduleSpec {
     pub misfire_policy: MisfirePolicy,
     pub max_lateness_ms: u64,
     pub overlap_policy: OverlapPolicy,
-    /// The priority of the runs it starts (0 to 1000; see `store::runs::PRIORITY_MAX`).
+    /// The priority of the runs it starts (0 to 1000; see `cairn::store::runs::PRIORITY_MAX`).
     /// Left out of the JSON when 0, so the stored hash of a schedule without one is
     /// what it was before priorities existed.
     #[serde(default, skip_serializing_if = "is_zero")]

@@ -876,8 +876,7 @@ fn parse_step(
             let url = match &s.url {
                 Some(u) => {
                     check_template(cx, u.span(), u.get_ref(), false, input, upstream, &owner);
-                    if !template::is_template(u.get_ref())
-                        && reqwest::Url::parse(u.get_ref()).is_err()
+                    if !template::is_template(u.get_ref()) && url::Url::parse(u.get_ref()).is_err()
                     {
                         cx.error(u.span(), format!("{owner}: `{}` is not a URL", u.get_ref()));
                     }
@@ -891,7 +890,7 @@ fn parse_step(
             let mut headers = BTreeMap::new();
             if let Some(h) = &s.headers {
                 for (k, v) in h.get_ref() {
-                    if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                    if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
                         cx.error(
                             h.span(),
                             format!("{owner}: `{k}` is not a valid header name"),
@@ -1463,7 +1462,7 @@ fn parse_notify(cx: &mut Ctx<'_>, raw: &RawNotify) -> super::Notify {
     let enabled = raw.enabled.as_ref().is_none_or(|e| *e.get_ref());
     let url = raw.url.as_ref().and_then(|u| {
         let text = u.get_ref().trim();
-        let ok = reqwest::Url::parse(text)
+        let ok = url::Url::parse(text)
             .ok()
             .filter(|p| matches!(p.scheme(), "http" | "https") && p.host().is_some());
         if ok.is_none() {
@@ -1700,10 +1699,7 @@ input = { id = "{{ item.id }}", at = "{{ index }}" }
         };
         assert_eq!(m.max_parallel, MapStep::PARALLEL_DEFAULT);
         assert_eq!(m.on_failure, MapFailure::FailFast);
-        assert_eq!(
-            wf.steps[1].timeout(),
-            crate::workflow::DEFAULT_CHILD_TIMEOUT
-        );
+        assert_eq!(wf.steps[1].timeout(), crate::DEFAULT_CHILD_TIMEOUT);
 
         let errs = errors(
             r#"
@@ -1823,7 +1819,7 @@ duration = "1s"
         .expect("valid");
         assert_eq!(
             wf.steps[0].concurrency,
-            Some(crate::workflow::Concurrency {
+            Some(crate::Concurrency {
                 key: "k-{{ run.id }}".into(),
                 limit: 3
             })

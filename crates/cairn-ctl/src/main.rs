@@ -1,12 +1,12 @@
-//! `ctl`: see `cairn::cli`.
+//! `ctl`, Cairn's operator CLI: see the `cairn_ctl` library for its commands.
 
 use clap::Parser;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = cairn::cli::Cli::parse();
+    let cli = cairn_ctl::Cli::parse();
     let mut stdout = std::io::stdout();
-    match cairn::cli::run(cli, &mut stdout).await {
+    match cairn_ctl::run(cli, &mut stdout).await {
         Ok(code) => std::process::ExitCode::from(code),
         // Whoever reads the output stopped reading (`ctl task list | head`): nothing
         // went wrong that is worth saying.

@@ -1,6 +1,8 @@
 //! `ctl`: the operator CLI. Every command but `workflow validate` talks to the API
 //! (`--api-url` / `CAIRN_API_URL`, bearer token from `CAIRN_TOKEN`); output goes to an
-//! injected writer as a table or, with `-o json`, one JSON document.
+//! injected writer as a table or, with `-o json`, one JSON document. A crate of its own,
+//! on `cairn-workflow` alone, so that it builds without the server's database, HTTP
+//! server and queue stacks.
 //!
 //! Run ids may be shortened to any unique prefix of at least four characters, as git
 //! takes commit hashes. Commands that delete or stop one thing ask first on a terminal
@@ -23,8 +25,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 
-use crate::state::RunStatus;
-use crate::workflow::{Registry, WorkflowError, toml_files};
+use cairn_workflow::state::RunStatus;
+use cairn_workflow::{Registry, WorkflowError, toml_files};
 use client::Client;
 pub use output::Format;
 use output::{List, Out, Page};

@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use comfy_table::{Table, presets};
 use serde_json::Value;
 
-use crate::state::{RunStatus, StepStatus};
-use crate::workflow::Diagnostic;
+use cairn_workflow::Diagnostic;
+use cairn_workflow::state::{RunStatus, StepStatus};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::client::{Client, SseError};
 use super::output::Out;
 use super::run_id;
-use crate::state::RunStatus;
+use cairn_workflow::state::RunStatus;
 
 /// `--status`: one of the run states, listed in `--help` and completions.
 pub fn run_status_parser() -> impl clap::builder::TypedValueParser<Value = RunStatus> {

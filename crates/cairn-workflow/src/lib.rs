@@ -1,18 +1,25 @@
-//! Workflow definitions: what to run, as declared in `workflows/*.toml`.
+//! The workflow language: definitions as declared in `workflows/*.toml`, and the names
+//! of the state machines their runs go through.
 //!
-//! A file is parsed into a raw, span-carrying mirror of the TOML ([`parse`]), then
-//! validated into a [`Workflow`]: a DAG of [`Step`]s with their retry policies, timeouts,
-//! conditions and templates already compiled once, so every mistake is reported at load
-//! time with its file, line and column. Nothing here touches the network or a database;
-//! the engine runs what this module accepts.
+//! A file is parsed into a raw, span-carrying mirror of the TOML ([`parse_workflow`]),
+//! then validated into a [`Workflow`]: a DAG of [`Step`]s with their retry policies,
+//! timeouts, conditions and templates already compiled once, so every mistake is
+//! reported at load time with its file, line and column. Nothing here touches the
+//! network or a database; the engine runs what this crate accepts, and `ctl` checks
+//! files with it before they are deployed, which is why it is a crate of its own: the
+//! operator CLI builds without the server's database, HTTP and queue stacks.
 //!
 //! A validated workflow serialises to JSON and is stored once per content hash: a run pins
 //! the hash it started with, so editing a file never changes runs in flight.
+//!
+//! Features: `sqlx` maps the [`state`] enums to their text columns; `openapi` gives them
+//! `utoipa` schemas. The server turns both on.
 
 mod input;
 mod parse;
 pub mod schedule;
 pub mod schema;
+pub mod state;
 pub mod template;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -468,7 +475,7 @@ pub fn normalize_host(s: &str) -> Option<String> {
     if s.is_empty() || s.contains(['/', '@', '?', '#', ':', '*']) {
         return None;
     }
-    let url = reqwest::Url::parse(&format!("http://{s}/")).ok()?;
+    let url = url::Url::parse(&format!("http://{s}/")).ok()?;
     match url.host()? {
         url::Host::Domain(d) => Some(d.to_owned()),
         // An address spelled oddly (`2130706433`): keep the canonical spelling.
