@@ -60,21 +60,25 @@ ENV SQLX_OFFLINE=true \
     CARGO_TERM_COLOR=never
 
 # 1) Dependencies only. Dummy crates with the real manifests, lockfile and cargo
-#    config compile every dependency into a layer that is reused until a manifest
-#    or Cargo.lock change. (No OpenSSL: TLS is rustls; aws-lc-sys builds with the
-#    C compiler that the rust image ships.)
+#    config compile every dependency into a layer that is reused until a manifest or
+#    Cargo.lock change. Every member of the workspace must be there, the bench's too,
+#    though the image does not build it. (No OpenSSL: TLS is rustls; aws-lc-sys
+#    builds with the C compiler that the rust image ships.)
 COPY Cargo.toml Cargo.lock ./
 COPY crates/cairn-workflow/Cargo.toml crates/cairn-workflow/Cargo.toml
 COPY crates/cairn-ctl/Cargo.toml crates/cairn-ctl/Cargo.toml
+COPY crates/cairn-bench/Cargo.toml crates/cairn-bench/Cargo.toml
 COPY .cargo/config.toml .cargo/config.toml
-RUN mkdir -p src bin crates/cairn-workflow/src crates/cairn-ctl/src \
+RUN mkdir -p src bin crates/cairn-workflow/src crates/cairn-ctl/src crates/cairn-bench/src \
     && printf '// dependency-cache placeholder\n' > src/lib.rs \
     && printf 'fn main() {}\n' > bin/cairn.rs \
     && printf '// dependency-cache placeholder\n' > crates/cairn-workflow/src/lib.rs \
     && printf '// dependency-cache placeholder\n' > crates/cairn-ctl/src/lib.rs \
     && printf 'fn main() {}\n' > crates/cairn-ctl/src/main.rs \
-    && cargo build --release --locked --workspace --bins \
-    && rm -rf src bin crates/cairn-workflow/src crates/cairn-ctl/src \
+    && printf '// dependency-cache placeholder\n' > crates/cairn-bench/src/lib.rs \
+    && printf 'fn main() {}\n' > crates/cairn-bench/src/main.rs \
+    && cargo build --release --locked --package cairn --package cairn-ctl --bins \
+    && rm -rf src bin crates/cairn-workflow/src crates/cairn-ctl/src crates/cairn-bench/src \
         target/release/cairn target/release/ctl \
         target/release/.fingerprint/cairn-* \
         target/release/deps/cairn-* \
@@ -97,7 +101,7 @@ COPY crates/ crates/
 COPY migrations/ migrations/
 RUN touch src/lib.rs bin/cairn.rs crates/cairn-workflow/src/lib.rs \
         crates/cairn-ctl/src/lib.rs crates/cairn-ctl/src/main.rs \
-    && cargo build --release --locked --workspace --bins \
+    && cargo build --release --locked --package cairn --package cairn-ctl --bins \
     && mkdir -p /out \
     && cp target/release/cairn target/release/ctl /out/ \
     && /out/cairn --version \

@@ -32,7 +32,8 @@ migrate:
 # Benchmarks against a raw-SQL floor (docs/BENCHMARKS.md); creates and drops its own database
 [group('run')]
 bench *args:
-    DATABASE_URL={{ db }} cargo run --release --bin cairn -- bench {{ args }}
+    cargo build --release --locked --bins
+    DATABASE_URL={{ db }} {{ target }}/release/cairn-bench {{ args }}
 
 # Every test: Rust (each test gets its own database) and the dashboard's unit tests
 [group('check')]

@@ -89,9 +89,6 @@ enum Command {
         #[command(flatten)]
         scheduler: SchedulerArgs,
     },
-    /// Measure throughput, latency and memory on a fresh database with real worker
-    /// and API processes, next to a raw-SQL floor (docs/BENCHMARKS.md).
-    Bench(cairn::bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,9 +139,6 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(command: Command) -> Result<()> {
     match command {
-        Command::Bench(args) => {
-            cairn::bench::run(args).await?;
-        }
         Command::Migrate { db } => {
             let pool = startup::connect(&db, PoolKind::Plain, false).await?;
             cairn::queue::migrate(&pool)

@@ -2,16 +2,15 @@
 //!
 //! # Layout
 //!
-//! This crate sits between two others of the workspace: `cairn-workflow` below it, and
+//! This crate sits among three others of the workspace: `cairn-workflow` below it;
 //! `cairn-ctl` (the `ctl` operator CLI, which talks to the API over HTTP only) beside
-//! it, depending on `cairn-workflow` alone. Inside this crate, dependencies point down
-//! this list, never up (a module may use the ones below it):
+//! it, depending on `cairn-workflow` alone; and `cairn-bench` above it, which measures
+//! the `cairn` binary. Inside this crate, dependencies point down this list, never up
+//! (a module may use the ones below it):
 //!
 //! * [`startup`] and [`config`] — the wiring every process shares, from flags to
 //!   connected pools and a served API; the binaries and the tests start Cairn through
 //!   it. [`devdb`] — `cairn dev`'s private PostgreSQL.
-//! * [`bench`] — `cairn bench`: real worker and API processes on a fresh database,
-//!   measured next to a raw-SQL floor.
 //! * [`api`] — the axum HTTP API (the dashboard's backend-for-frontend).
 //! * [`worker`] — a worker process: the queue consumer, lease keeper and rescuer.
 //! * [`scheduler`] — a scheduler process: syncs `[[schedules]]` and turns cron ticks
@@ -38,7 +37,6 @@
 
 pub mod api;
 pub mod auth;
-pub mod bench;
 pub mod config;
 pub mod delivery;
 pub mod devdb;

@@ -13,6 +13,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The workspace's binaries whose command lines the docs may show.
+const BINARIES: [&str; 3] = ["cairn", "ctl", "cairn-bench"];
+
 /// What `--help` says of one subcommand path.
 #[derive(Debug, Default, Clone)]
 struct Help {
@@ -61,6 +64,7 @@ impl Binaries {
             paths: HashMap::from([
                 ("cairn", PathBuf::from(env!("CARGO_BIN_EXE_cairn"))),
                 ("ctl", common::ctl_bin()),
+                ("cairn-bench", common::workspace_bin("cairn-bench")),
             ]),
             cache: HashMap::new(),
         }
@@ -178,7 +182,7 @@ fn commands(line: &str) -> Vec<Vec<String>> {
         if w.first().map(String::as_str) == Some("cargo") {
             if let Some(i) = w.iter().position(|x| x == "--bin")
                 && let Some(bin) = w.get(i + 1)
-                && (bin == "cairn" || bin == "ctl")
+                && BINARIES.contains(&bin.as_str())
             {
                 let rest = w
                     .iter()
@@ -193,7 +197,7 @@ fn commands(line: &str) -> Vec<Vec<String>> {
         // After wrappers such as `docker compose exec -T api`.
         if let Some(i) = w.iter().position(|x| {
             let base = x.rsplit('/').next().unwrap_or(x);
-            base == "cairn" || base == "ctl"
+            BINARIES.contains(&base)
         }) {
             let leading_ok = w[..i].iter().all(|x| {
                 x.contains('=')
@@ -241,7 +245,7 @@ fn command_lines(markdown: &str) -> Vec<String> {
             Some(false) => {}
             None => {
                 for (i, span) in line.split('`').enumerate() {
-                    if i % 2 == 1 && (span.starts_with("cairn ") || span.starts_with("ctl ")) {
+                    if i % 2 == 1 && BINARIES.iter().any(|b| span.starts_with(&format!("{b} "))) {
                         lines.push(span.to_owned());
                     }
                 }

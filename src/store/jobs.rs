@@ -202,7 +202,7 @@ pub async fn jobs_announce(pool: &PgPool, queue: &str) -> Result<()> {
 ///   serves.
 ///
 /// That is three of a new job's six index insertions, about a tenth of the database's
-/// CPU per run for batches of submitted runs in `cairn bench`. Changes only what is
+/// CPU per run for batches of submitted runs in `cairn-bench`. Changes only what is
 /// still to change (nothing, the second time), serialised like [`jobs_notify_install`].
 pub async fn jobs_indexes_trim(pool: &PgPool) -> Result<()> {
     let mut tx = pool.begin().await?;

@@ -212,18 +212,23 @@ impl TestApi {
     }
 }
 
-/// The `ctl` binary. It belongs to the workspace's `cairn-ctl` crate, so Cargo gives
-/// this crate's tests no `CARGO_BIN_EXE_ctl`; it is built beside `cairn`, in the same
-/// target folder, by `cargo test` or `cargo nextest run` at the workspace root.
+/// The `ctl` binary (see [`workspace_bin`]).
 pub fn ctl_bin() -> std::path::PathBuf {
-    let ctl = std::path::Path::new(env!("CARGO_BIN_EXE_cairn"))
-        .with_file_name(format!("ctl{}", std::env::consts::EXE_SUFFIX));
+    workspace_bin("ctl")
+}
+
+/// A binary of another crate of the workspace (`ctl`, `cairn-bench`). Cargo gives this
+/// crate's tests no `CARGO_BIN_EXE_` for it; it is built beside `cairn`, in the same
+/// target folder, by `cargo test` or `cargo nextest run` at the workspace root.
+pub fn workspace_bin(name: &str) -> std::path::PathBuf {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_cairn"))
+        .with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
-        ctl.is_file(),
-        "{} is missing: build the workspace (`cargo build`), or `cargo build -p cairn-ctl`",
-        ctl.display()
+        bin.is_file(),
+        "{} is missing: build the workspace (`cargo build`)",
+        bin.display()
     );
-    ctl
+    bin
 }
 
 /// Runs the `ctl` binary against `base` with `token`, in an empty home with standard

@@ -1,4 +1,5 @@
-//! A smoke run of `cairn bench`: the scenarios, small, through the real binary. It
+//! A smoke run of `cairn-bench`: the scenarios, small, through the real binaries (the
+//! bench's, which starts the workspace's `cairn` from beside it). It
 //! checks that each figure is produced with a positive number and that the bench's own
 //! correctness checks passed (it exits non-zero otherwise) — never that Cairn is fast.
 
@@ -159,18 +160,17 @@ const NON_NEGATIVE: &[(&str, &str)] = &[
     ("memory", "dead_tuples_apalis_jobs"),
 ];
 
-/// `cairn bench ARGS -o json` against `DATABASE_URL` (the admin connection).
+/// `cairn-bench ARGS -o json` against `DATABASE_URL` (the admin connection).
 fn bench(args: &[&str]) -> Output {
     let url = std::env::var("DATABASE_URL")
         .expect("DATABASE_URL must point at a PostgreSQL superuser connection");
-    Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .arg("bench")
+    Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
         .args(args)
         .args(["--floor-rows", "5000", "-o", "json"])
         .env("DATABASE_URL", &url)
         .env("RUST_LOG", "warn")
         .output()
-        .expect("cairn bench runs")
+        .expect("cairn-bench runs")
 }
 
 /// The JSON lines by (scenario, figure); panics on anything else or a repeat.
@@ -219,10 +219,10 @@ fn bench_runs_every_scenario_and_verifies_its_runs() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "cairn bench failed ({}):\n{stderr}\n{stdout}",
+        "cairn-bench failed ({}):\n{stderr}\n{stdout}",
         out.status
     );
-    eprintln!("cairn bench took {:?}", started.elapsed());
+    eprintln!("cairn-bench took {:?}", started.elapsed());
 
     let figures = figures(&stdout);
     let get = |scenario: &str, figure: &str| -> &Value {
@@ -295,7 +295,7 @@ fn fanout_finishes_with_default_settings() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "cairn bench failed ({}):\n{stderr}\n{stdout}",
+        "cairn-bench failed ({}):\n{stderr}\n{stdout}",
         out.status
     );
     let figures = figures(&stdout);

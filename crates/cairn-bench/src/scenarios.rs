@@ -12,7 +12,7 @@ use super::db::BenchDb;
 use super::procs::{self, Service};
 use super::report::{Figure, Output, round};
 use super::{BenchError, BenchStep, Result, STALL, Scenario, Settings};
-use crate::workflow::Definition;
+use cairn::workflow::Definition;
 
 /// Steps of a `chain` run, one after the other.
 const CHAIN_STEPS: u64 = 10;
@@ -54,10 +54,10 @@ impl Defs {
             format!("[[steps]]\nid = \"{id}\"\n{what}\n{needs}\n")
         };
         let noop = format!(
-            "description = \"cairn bench: one no-op step\"\n\n{}",
+            "description = \"cairn-bench: one no-op step\"\n\n{}",
             step("only", &[])
         );
-        let mut chain = String::from("description = \"cairn bench: ten no-op steps in a row\"\n\n");
+        let mut chain = String::from("description = \"cairn-bench: ten no-op steps in a row\"\n\n");
         for i in 1..=CHAIN_STEPS {
             let needs: Vec<String> = if i == 1 {
                 vec![]
@@ -67,7 +67,7 @@ impl Defs {
             chain.push_str(&step(&format!("s{i:02}"), &needs));
         }
         let mut fanout =
-            String::from("description = \"cairn bench: 1 → 50 parallel → 1 no-op steps\"\n\n");
+            String::from("description = \"cairn-bench: 1 → 50 parallel → 1 no-op steps\"\n\n");
         fanout.push_str(&step("first", &[]));
         let branches: Vec<String> = (1..=FAN_WIDTH).map(|i| format!("b{i:02}")).collect();
         for b in &branches {
@@ -764,16 +764,16 @@ impl Bench<'_> {
         for _ in 0..n {
             tick.tick().await;
             let input = json!({});
-            let one = [crate::engine::submit::Item::input(&input)];
+            let one = [cairn::engine::submit::Item::input(&input)];
             let mut tx = self.db.pool.begin().await?;
-            let submitted = crate::engine::submit_in(
+            let submitted = cairn::engine::submit_in(
                 &mut tx,
-                crate::engine::Submission::of(&self.defs.noop, &one),
+                cairn::engine::Submission::of(&self.defs.noop, &one),
             )
             .await?;
             tx.commit().await?;
             match submitted.ok().and_then(|mut runs| runs.pop()) {
-                Some(run) if run.outcome == crate::engine::submit::Outcome::Created => {
+                Some(run) if run.outcome == cairn::engine::submit::Outcome::Created => {
                     answered.push((run.run_id, chrono::Utc::now() + offset));
                 }
                 _ => {
@@ -845,10 +845,10 @@ impl Bench<'_> {
     /// Returns seconds and the API's peak RSS (KiB); verifies every run was queued
     /// with its job.
     async fn http_load(&self, scenario: &'static str, n: u64, how: HttpSubmit) -> Result<HttpLoad> {
-        let token = crate::auth::create_token(
+        let token = cairn::auth::create_token(
             &self.db.pool,
-            "cairn bench",
-            crate::auth::Role::Operator,
+            "cairn-bench",
+            cairn::auth::Role::Operator,
             None,
         )
         .await?;
@@ -1326,10 +1326,10 @@ impl Bench<'_> {
     /// Times `GET /api/tasks` (first page) against a fresh API process: the first
     /// request, then the median of 20. Returns (first, median) in ms.
     async fn list_first_page(&self, runs: u64) -> Result<(f64, f64)> {
-        let token = crate::auth::create_token(
+        let token = cairn::auth::create_token(
             &self.db.pool,
-            "cairn bench",
-            crate::auth::Role::Viewer,
+            "cairn-bench",
+            cairn::auth::Role::Viewer,
             None,
         )
         .await?;

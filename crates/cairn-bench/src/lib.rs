@@ -1,10 +1,12 @@
-//! `cairn bench`: measures Cairn on a fresh database with real `cairn worker` and
-//! `cairn api` processes, next to a raw-SQL floor measured in the same run.
+//! `cairn-bench`: measures Cairn on a fresh database with real `cairn worker` and
+//! `cairn api` processes, next to a raw-SQL floor measured in the same run. A tool
+//! beside the product, not part of it: the `cairn` binary and library ship without it.
 //!
 //! The bench creates its own database (`cairn_bench_<ulid>`) through the admin
 //! connection in `DATABASE_URL`, applies the migrations, and drops it at the end
-//! (unless `--keep`). Workers and the API are this very executable started as child
-//! processes (`cairn worker`, `cairn api`), so what is measured is what ships.
+//! (unless `--keep`). Workers and the API are the shipped `cairn` binary (`--cairn`, by
+//! default the one beside this executable) started as child processes (`cairn worker`,
+//! `cairn api`), so what is measured is what ships.
 //!
 //! Before any scenario it measures the **floor**: a plain table drained by a minimal
 //! batched claim-and-delete loop (`delete … where id in (select … for update skip
@@ -14,7 +16,7 @@
 //! Scenarios (see [`Scenario`]) each start from empty tables, measure, and then verify
 //! that every run did what it should (all succeeded, every step checkpointed exactly
 //! once). A scenario that fails (a failed check, runs that stop finishing, a process
-//! that dies) is reported as an `error` line; the others still run, and `cairn bench`
+//! that dies) is reported as an `error` line; the others still run, and `cairn-bench`
 //! exits non-zero at the end.
 //!
 //! Timings come from the database's clock wherever the database records them (a run's
@@ -46,11 +48,11 @@ pub enum BenchError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] cairn::store::StoreError),
     #[error(transparent)]
-    Engine(#[from] crate::engine::EngineError),
+    Engine(#[from] cairn::engine::EngineError),
     #[error(transparent)]
-    Queue(#[from] crate::queue::QueueError),
+    Queue(#[from] cairn::queue::QueueError),
     #[error("a bench workflow is invalid: {0}")]
     Workflow(String),
     #[error("{what}: {source}")]
@@ -170,9 +172,13 @@ impl Scenario {
     }
 }
 
-/// `cairn bench` flags.
+/// `cairn-bench` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
+    /// The `cairn` binary to measure; by default the one beside this executable (a
+    /// workspace build puts both in the same target folder).
+    #[arg(long, env = "CAIRN_BIN")]
+    pub cairn: Option<PathBuf>,
     /// Admin connection (a superuser's): the bench creates its own database through it
     /// and drops it at the end.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
@@ -269,7 +275,7 @@ struct Settings {
     memory_concurrency: usize,
     connections: u32,
     floor_rows: u64,
-    /// This executable: started as `cairn worker` / `cairn api`.
+    /// The `cairn` binary: started as `cairn worker` / `cairn api`.
     exe: PathBuf,
     /// Workflow files for the API, and the children's logs.
     dir: PathBuf,
@@ -278,6 +284,25 @@ struct Settings {
 impl Settings {
     fn size(&self, scenario: Scenario) -> u64 {
         self.runs.unwrap_or_else(|| scenario.default_size())
+    }
+}
+
+/// The `cairn` binary to start: `given`, or `cairn` beside this executable.
+fn cairn_binary(given: Option<&std::path::Path>) -> Result<PathBuf> {
+    let exe = match given {
+        Some(path) => path.to_path_buf(),
+        None => std::env::current_exe()
+            .map_err(BenchError::io("finding this executable"))?
+            .with_file_name(format!("cairn{}", std::env::consts::EXE_SUFFIX)),
+    };
+    if exe.is_file() {
+        Ok(exe)
+    } else {
+        Err(BenchError::Process(format!(
+            "no cairn binary at {}: build the workspace's binaries \
+             (`cargo build --release --bins`) or name one with --cairn",
+            exe.display()
+        )))
     }
 }
 
@@ -292,7 +317,7 @@ pub async fn run(args: BenchArgs) -> Result<Vec<Figure>> {
         .clone()
         .filter(|u| !u.trim().is_empty())
         .ok_or(BenchError::NoDatabaseUrl)?;
-    let exe = std::env::current_exe().map_err(BenchError::io("finding this executable"))?;
+    let exe = cairn_binary(args.cairn.as_deref())?;
     let name = format!(
         "cairn_bench_{}",
         ulid::Ulid::generate().to_string().to_lowercase()

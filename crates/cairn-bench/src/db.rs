@@ -10,10 +10,10 @@ use sqlx::{Connection, Executor, PgConnection, PgPool};
 
 use super::Stats;
 use super::{BenchError, Result};
-use crate::engine::submit::Item;
-use crate::engine::{self, Submission};
-use crate::queue;
-use crate::workflow::Definition;
+use cairn::engine::submit::Item;
+use cairn::engine::{self, Submission};
+use cairn::queue;
+use cairn::workflow::Definition;
 
 /// The bench's own database, created through an admin connection.
 pub(super) struct BenchDb {
@@ -45,7 +45,7 @@ impl BenchDb {
                         .options([("client_min_messages", "warning")]),
                 )
                 .await?;
-            crate::queue::migrate(&pool).await?;
+            cairn::queue::migrate(&pool).await?;
             Ok::<_, BenchError>(pool)
         }
         .await;
