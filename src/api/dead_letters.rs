@@ -182,9 +182,7 @@ async fn purge(
     _: Operator,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
-    let mut tx = state.pool.begin().await?;
-    let n = store::dead_letters::dead_letter_purge(&mut tx, &[id]).await?;
-    tx.commit().await?;
+    let n = store::dead_letters::dead_letter_purge(&state.pool, &[id]).await?;
     if n == 0 {
         return Err(ApiError::NotFound(format!("no dead letter {id}")));
     }
@@ -257,10 +255,8 @@ async fn bulk(
                 }
             }
         } else {
-            let mut tx = state.pool.begin().await?;
             outcome.processed +=
-                store::dead_letters::dead_letter_purge(&mut tx, batch).await? as usize;
-            tx.commit().await?;
+                store::dead_letters::dead_letter_purge(&state.pool, batch).await? as usize;
         }
     }
     Ok(Json(outcome))

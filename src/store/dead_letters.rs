@@ -96,10 +96,10 @@ pub async fn dead_letter_ids_matching(
 }
 
 /// Removes dead letters (the runs stay `dead`); returns how many were removed.
-pub async fn dead_letter_purge(conn: &mut sqlx::PgConnection, ids: &[i64]) -> Result<u64> {
+pub async fn dead_letter_purge(db: impl sqlx::PgExecutor<'_>, ids: &[i64]) -> Result<u64> {
     Ok(
         sqlx::query!("delete from dead_letters where id = any($1)", ids)
-            .execute(conn)
+            .execute(db)
             .await?
             .rows_affected(),
     )
