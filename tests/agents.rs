@@ -137,9 +137,7 @@ async fn fake_model() -> (String, Arc<AtomicU32>) {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let base = format!("http://{}/v1", common::serve(app).await);
     (base, calls)
 }
 
@@ -659,9 +657,7 @@ async fn fake_agent() -> (String, tokio::sync::mpsc::UnboundedReceiver<Value>) {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/jobs", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = format!("http://{}/jobs", common::serve(app).await);
     (url, rx)
 }
 

@@ -78,11 +78,7 @@ async fn spawn_load_service() -> (SocketAddr, Shared) {
     let app = Router::new()
         .route("/hold", post(hold))
         .with_state(load.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
+    let addr = common::serve(app).await;
     (addr, load)
 }
 

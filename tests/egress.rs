@@ -63,10 +63,7 @@ async fn allowed_service(target: String) -> SocketAddr {
                 async move { (StatusCode::SEE_OTHER, [(header::LOCATION, target)], "") }
             }),
         );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
+    common::serve(app).await
 }
 
 const CALL: &str = r#"
@@ -429,10 +426,7 @@ async fn failing_service() -> SocketAddr {
             },
         ),
     );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
+    common::serve(app).await
 }
 
 #[sqlx::test(migrations = false)]
@@ -738,10 +732,7 @@ async fn echoing_service() -> SocketAddr {
             )
         }),
     );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
+    common::serve(app).await
 }
 
 #[sqlx::test(migrations = false)]

@@ -51,11 +51,7 @@ async fn spawn_provider() -> (SocketAddr, Shared) {
         .route("/call", post(call))
         .route("/throttle", post(throttle))
         .with_state(calls.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
+    let addr = common::serve(app).await;
     (addr, calls)
 }
 

@@ -99,9 +99,7 @@ async fn a_runs_spans_reach_the_otlp_receiver_and_the_services_it_calls(pool: Pg
         .route("/v1/traces", post(receive))
         .route("/agent", post(agent))
         .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = common::serve(app).await;
 
     let def = definition(
         "traced",

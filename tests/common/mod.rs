@@ -231,6 +231,16 @@ pub fn workspace_bin(name: &str) -> std::path::PathBuf {
     bin
 }
 
+/// Serves `app` on a free loopback port for the rest of the test; its address.
+pub async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free loopback port");
+    let addr = listener.local_addr().expect("the listener's address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
 /// Runs the `ctl` binary against `base` with `token`, in an empty home with standard
 /// input not a terminal: (exit code, stdout, stderr).
 pub async fn ctl_at(base: &str, token: &str, args: &[&str]) -> (i32, String, String) {
@@ -426,11 +436,7 @@ pub async fn spawn_service(pool: &PgPool, barrier_parties: usize) -> (SocketAddr
         .route("/gate", post(gate))
         .route("/health", get(|| async { "ok" }))
         .with_state(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
+    let addr = serve(app).await;
     (addr, seen)
 }
 
