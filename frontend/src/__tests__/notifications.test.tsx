@@ -3,7 +3,7 @@ import userEvent from '@testing-library/user-event';
 import { MemoryRouter } from 'react-router';
 import { describe, expect, it } from 'vitest';
 import { notification } from '../../test/fixtures';
-import { json, mockApi, renderPage, testQueryClient, user } from '../../test/utils';
+import { apiError, json, mockApi, renderPage, testQueryClient, user } from '../../test/utils';
 import { AppProviders, AppRoutes } from '../App';
 import { NotificationsPage } from '../pages/NotificationsPage';
 import { OverviewPage } from '../pages/OverviewPage';
@@ -173,6 +173,104 @@ describe('Notifications page', () => {
     expect(within(nav).getByRole('link', { name: 'Notifications' })).toHaveAttribute('href', '/notifications');
     expect(await screen.findByRole('heading', { level: 1, name: 'Notifications' })).toBeInTheDocument();
     expect(await screen.findByText('pending', { selector: '.pill' })).toBeInTheDocument();
+  });
+});
+
+const posts = (requests: { method: string; path: string }[]) => requests.filter((r) => r.method === 'POST').map((r) => r.path);
+
+/** The failed tick after a resend: pending again with a fresh round, resent once. */
+const resentTick = {
+  ...failedTick,
+  state: 'pending' as const,
+  resends: 1,
+  nextAttemptAt: new Date(Date.now() + 60_000).toISOString(),
+  finishedAt: null,
+};
+
+describe('Sending a notification again', () => {
+  it('offers Send again to operators on failed and skipped alerts only, named after what it resends', async () => {
+    const { requests } = mockApi([
+      ['GET', '/api/notifications', () => json({ items: [pendingAlert, failedTick, delivered, skipped], nextCursor: null })],
+    ]);
+    renderPage(<NotificationsPage />, { route: '/notifications', path: '/notifications', me: user('operator') });
+    const table = await screen.findByRole('table', { name: 'Notifications, newest first' });
+    const [pending, failed, ok, skip] = within(table).getAllByRole('row').slice(1) as [Row, Row, Row, Row];
+    expect(within(failed).getByRole('button', { name: 'Send again: schedule.tick_failed for schedule 4 (notification 41)' })).toHaveTextContent(
+      'Send again',
+    );
+    expect(within(skip).getByRole('button', { name: 'Send again: run.dead for run 01JDEAD000000000000000000B (notification 39)' })).toBeEnabled();
+    expect(within(pending).queryByRole('button', { name: /Send again/ })).not.toBeInTheDocument();
+    expect(within(ok).queryByRole('button', { name: /Send again/ })).not.toBeInTheDocument();
+    expect(screen.getAllByRole('button', { name: /Send again/ })).toHaveLength(2);
+    expect(posts(requests)).toEqual([]);
+  });
+
+  it('shows viewers no Send again button', async () => {
+    mockApi([['GET', '/api/notifications', () => json({ items: [failedTick, skipped], nextCursor: null })]]);
+    renderPage(<NotificationsPage />, { route: '/notifications', path: '/notifications', me: user('viewer') });
+    const table = await screen.findByRole('table', { name: 'Notifications, newest first' });
+    expect(within(table).getAllByRole('row')).toHaveLength(3);
+    expect(within(table).getByText('failed', { selector: '.pill' })).toBeInTheDocument();
+    expect(screen.queryByRole('button', { name: /Send again/ })).not.toBeInTheDocument();
+    expect(screen.queryByText('Send again')).not.toBeInTheDocument();
+  });
+
+  it('POSTs the resend and then shows the row pending, resent once', async () => {
+    let resent = false;
+    const { requests } = mockApi([
+      ['GET', '/api/notifications', () => json({ items: [resent ? resentTick : failedTick], nextCursor: null })],
+      [
+        'POST',
+        '/api/notifications/41/resend',
+        () => {
+          resent = true;
+          return json(resentTick);
+        },
+      ],
+    ]);
+    renderPage(<NotificationsPage />, { route: '/notifications', path: '/notifications', me: user('operator') });
+    const table = await screen.findByRole('table', { name: 'Notifications, newest first' });
+    expect(within(table).queryByText(/resent/)).not.toBeInTheDocument();
+    await userEvent.click(within(table).getByRole('button', { name: /^Send again: schedule\.tick_failed for schedule 4/ }));
+
+    expect(await screen.findByText('Sending schedule.tick_failed for schedule 4 again.')).toBeInTheDocument();
+    expect(posts(requests)).toEqual(['/api/notifications/41/resend']);
+    const row = within(table).getAllByRole('row')[1] as Row;
+    expect(await within(row).findByText('pending', { selector: '.pill' })).toHaveClass('tone-warning');
+    expect(within(row).queryByText('failed', { selector: '.pill' })).not.toBeInTheDocument();
+    expect(row.cells[5]).toHaveTextContent('25resent 1×');
+    expect(within(row.cells[5]!).getByText('resent 1×')).toHaveClass('muted');
+    expect(within(row).queryByRole('button', { name: /Send again/ })).not.toBeInTheDocument();
+    // The list was fetched again after the resend, not patched by hand.
+    expect(listRequests(requests)).toHaveLength(2);
+  });
+
+  it('shows the API’s message when the resend answers 409, and refreshes the row', async () => {
+    let answered = false;
+    const { requests } = mockApi([
+      ['GET', '/api/notifications', () => json({ items: [answered ? resentTick : failedTick], nextCursor: null })],
+      [
+        'POST',
+        '/api/notifications/41/resend',
+        () => {
+          answered = true;
+          return apiError(409, 'conflict', 'notification 41 is pending, not failed or skipped');
+        },
+      ],
+    ]);
+    renderPage(<NotificationsPage />, { route: '/notifications', path: '/notifications', me: user('operator') });
+    await userEvent.click(await screen.findByRole('button', { name: /^Send again: schedule\.tick_failed for schedule 4/ }));
+
+    const message = await screen.findByText(/^Could not send/);
+    expect(message).toHaveTextContent(
+      'Could not send schedule.tick_failed for schedule 4 again: notification 41 is pending, not failed or skipped',
+    );
+    expect(message.closest('.toast')).toHaveClass('tone-danger');
+    expect(screen.queryByText(/^Sending .* again\.$/)).not.toBeInTheDocument();
+    expect(posts(requests)).toEqual(['/api/notifications/41/resend']);
+    // Someone else resent it: the row catches up with where it stands.
+    expect(await screen.findByText('pending', { selector: '.pill' })).toBeInTheDocument();
+    expect(screen.getByText('resent 1×')).toBeInTheDocument();
   });
 });
 

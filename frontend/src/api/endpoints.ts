@@ -217,6 +217,14 @@ export function listNotifications(params: NotificationListParams, signal?: Abort
   return request(`/api/notifications${queryString({ ...params })}`, { signal });
 }
 
+/**
+ * Sends a given-up (`failed` or `skipped`) notification again: it answers the
+ * notification, `pending` with a fresh round of attempts. 409 for any other state.
+ */
+export function resendNotification(id: string): Promise<Notification> {
+  return request(`/api/notifications/${enc(id)}/resend`, { method: 'POST' });
+}
+
 // ── workflows, workers, overview ────────────────────────────────────────────────────
 
 export function listWorkflows(signal?: AbortSignal): Promise<{ items: WorkflowSummary[] }> {

@@ -1,8 +1,10 @@
-import { useInfiniteQuery } from '@tanstack/react-query';
+import { useInfiniteQuery, useMutation, useQueryClient } from '@tanstack/react-query';
 import { Fragment, type ReactNode } from 'react';
 import { Link, useSearchParams } from 'react-router';
-import { listNotifications } from '../api/endpoints';
+import { ApiError } from '../api/client';
+import { listNotifications, resendNotification } from '../api/endpoints';
 import { NOTIFICATION_STATES, type Notification, type NotificationState } from '../api/types';
+import { useCan } from '../auth/auth';
 import { formatCount } from '../lib/format';
 import { notificationTone } from '../lib/status';
 import { useTitle } from '../lib/useTitle';
@@ -18,6 +20,7 @@ import {
   RelativeTime,
   Table,
   useNow,
+  useToast,
   type Column,
 } from '../ui';
 
@@ -28,6 +31,17 @@ const STATE_FILTERS: { value: NotificationState | ''; label: string }[] = [
   { value: 'failed', label: 'Failed' },
   { value: 'skipped', label: 'Skipped' },
 ];
+
+/** States an operator can send a notification again from: the notifier gave up on it. */
+function canResend(n: Notification): boolean {
+  return n.state === 'failed' || n.state === 'skipped';
+}
+
+/** What a notification is about, in words: "run.dead for run 01J…", "schedule.tick_failed for schedule 4". */
+function about(n: Notification): string {
+  const subject = n.taskId ? `run ${n.taskId}` : n.scheduleId ? `schedule ${n.scheduleId}` : `workflow ${n.workflow}`;
+  return `${n.event} for ${subject}`;
+}
 
 function isNotificationState(value: string | null): value is NotificationState {
   return !!value && (NOTIFICATION_STATES as readonly string[]).includes(value);
@@ -103,6 +117,9 @@ export function NotificationsPage() {
     setSearch(next, { replace: true });
   };
   const now = useNow(10_000);
+  const queryClient = useQueryClient();
+  const toast = useToast();
+  const canOperate = useCan('operator');
 
   const notifications = useInfiniteQuery({
     queryKey: ['notifications', 'list', { state }],
@@ -112,6 +129,21 @@ export function NotificationsPage() {
     refetchInterval: 15_000,
   });
   const items = notifications.data?.pages.flatMap((p) => p.items) ?? [];
+
+  // Every notifications query: this list under any filter, and the Overview's notice of failed alerts.
+  const refresh = () => void queryClient.invalidateQueries({ queryKey: ['notifications'] });
+  const resend = useMutation({
+    mutationFn: (n: Notification) => resendNotification(n.id),
+    onSuccess: (_res, n) => {
+      toast.notify(`Sending ${about(n)} again.`);
+      refresh();
+    },
+    onError: (e, n) => {
+      toast.notify(`Could not send ${about(n)} again: ${(e as Error).message}`, 'danger');
+      // 409: someone else resent it already, or it is no longer given up. Show where it stands now.
+      if (e instanceof ApiError && e.status === 409) refresh();
+    },
+  });
 
   const columns: Column<Notification>[] = [
     { key: 'at', header: 'When', className: 'nowrap', render: (n) => <RelativeTime iso={n.createdAt} now={now} /> },
@@ -151,7 +183,17 @@ export function NotificationsPage() {
         </>
       ),
     },
-    { key: 'deliveries', header: 'POSTs', className: 'num', render: (n) => formatCount(n.deliveries) },
+    {
+      key: 'deliveries',
+      header: 'POSTs',
+      className: 'num',
+      render: (n) => (
+        <>
+          {formatCount(n.deliveries)}
+          {n.resends > 0 && <div className="muted">resent {formatCount(n.resends)}×</div>}
+        </>
+      ),
+    },
     {
       key: 'answer',
       header: 'Last answer',
@@ -166,6 +208,23 @@ export function NotificationsPage() {
       },
     },
   ];
+  if (canOperate) {
+    columns.push({
+      key: 'actions',
+      header: <span className="sr-only">Actions</span>,
+      render: (n) =>
+        canResend(n) ? (
+          <Button
+            size="small"
+            busy={resend.isPending && resend.variables?.id === n.id}
+            onClick={() => resend.mutate(n)}
+            aria-label={`Send again: ${about(n)} (notification ${n.id})`}
+          >
+            Send again
+          </Button>
+        ) : null,
+    });
+  }
 
   return (
     <>
