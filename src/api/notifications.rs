@@ -15,6 +15,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::auth::{Operator, Viewer};
 use super::extract::AppQuery;
 use super::{ApiError, AppState};
+use crate::state::NotificationState;
 use crate::store::notifications::{self as store, NotificationFilter, NotificationRow, Resent};
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -45,7 +46,7 @@ pub struct Notification {
     workflow_url: bool,
     /// `pending` (to be delivered at `nextAttemptAt`), `delivered`, `skipped`
     /// (nothing to send it to, or the event is not sent), `failed` (given up).
-    state: String,
+    state: NotificationState,
     /// POSTs made so far, over every round.
     deliveries: i32,
     /// Times an operator sent it again (each starts a new round of attempts).
@@ -63,7 +64,7 @@ impl From<NotificationRow> for Notification {
     fn from(n: NotificationRow) -> Self {
         Notification {
             id: n.id.to_string(),
-            next_attempt_at: (n.state == "pending").then_some(n.next_attempt_at),
+            next_attempt_at: (n.state == NotificationState::Pending).then_some(n.next_attempt_at),
             event: n.event,
             task_id: n.run_id,
             workflow: n.workflow,
@@ -111,8 +112,6 @@ pub struct NotificationQuery {
     limit: Option<i64>,
 }
 
-const STATES: [&str; 4] = ["pending", "delivered", "skipped", "failed"];
-
 /// Recent notifications (alerts about dead runs and failed schedule ticks) with their
 /// delivery state: attempts, last error, when delivered.
 #[utoipa::path(get, path = "/api/notifications", tag = "notifications", params(NotificationQuery),
@@ -128,14 +127,15 @@ async fn notification_list(
             "limit must be between 1 and {LIST_MAX}"
         )));
     }
-    if let Some(s) = &q.state
-        && !STATES.contains(&s.as_str())
-    {
-        return Err(ApiError::bad_request(format!(
-            "state must be one of {}",
-            STATES.join(", ")
-        )));
-    }
+    let only = match q.state.as_deref() {
+        None => None,
+        Some(s) => Some(s.parse::<NotificationState>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "state must be one of {}",
+                NotificationState::expected()
+            ))
+        })?),
+    };
     let before = match &q.before {
         None => None,
         Some(c) => Some(c.parse::<i64>().map_err(|_| {
@@ -143,7 +143,7 @@ async fn notification_list(
         })?),
     };
     let filter = NotificationFilter {
-        state: q.state,
+        state: only,
         run_id: q.task_id,
         workflow: q.workflow,
     };

@@ -202,7 +202,7 @@ async fn terminate(
 #[serde(rename_all = "camelCase")]
 pub struct PinState {
     task_id: String,
-    status: String,
+    status: RunStatus,
     pinned: bool,
     /// The runs whose pin this request changed: the run and its child runs,
     /// transitively (empty when they already were as asked).

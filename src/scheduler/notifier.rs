@@ -51,6 +51,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::{Clock, listen, notification};
+use crate::state::NotificationState;
 use crate::step::egress::{EgressAllow, EgressError, StepClient, StepHttp, find_egress_error};
 use crate::store::StoreError;
 use crate::store::notifications::{self as store, NotificationRow};
@@ -311,27 +312,43 @@ async fn record(
                 tracing::error!(notification = n.id, event = %n.event, attempt = n.deliveries,
                     error = %error, "notification not delivered; giving up");
             }
-            store::notification_failed(pool, n.id, status(*code), error, retry_at, "failed", now)
-                .await
-                .map(|()| {
-                    if retry_at.is_some() {
-                        "retried"
-                    } else {
-                        "failed"
-                    }
-                })
+            store::notification_failed(
+                pool,
+                n.id,
+                status(*code),
+                error,
+                retry_at,
+                NotificationState::Failed,
+                now,
+            )
+            .await
+            .map(|()| {
+                if retry_at.is_some() {
+                    "retried"
+                } else {
+                    "failed"
+                }
+            })
         }
         Outcome::Failed(error) => {
             tracing::error!(notification = n.id, event = %n.event, error = %error,
                 "notification cannot be delivered");
-            store::notification_failed(pool, n.id, None, error, None, "failed", now)
-                .await
-                .map(|()| "failed")
+            store::notification_failed(
+                pool,
+                n.id,
+                None,
+                error,
+                None,
+                NotificationState::Failed,
+                now,
+            )
+            .await
+            .map(|()| "failed")
         }
         Outcome::Skipped(why) => {
             tracing::debug!(notification = n.id, event = %n.event, why = %why,
                 "notification skipped");
-            store::notification_failed(pool, n.id, None, why, None, "skipped", now)
+            store::notification_failed(pool, n.id, None, why, None, NotificationState::Skipped, now)
                 .await
                 .map(|()| "skipped")
         }

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use super::Result;
+use crate::state::NotificationState;
 
 /// Where new notifications are announced (the dead letter's trigger, a resend).
 pub const CHANNEL: &str = "cairn_notifications";
@@ -23,7 +24,7 @@ pub struct NotificationRow {
     pub error: String,
     pub step_attempts: i32,
     pub url: Option<String>,
-    pub state: String,
+    pub state: NotificationState,
     pub deliveries: i32,
     /// `deliveries` when the current round of attempts began (0, or at the last resend).
     pub round_start: i32,
@@ -89,15 +90,15 @@ pub async fn notification_delivered(
     Ok(())
 }
 
-/// A delivery failed: due again at `retry_at`, or, without one, given up as `state`
-/// (`failed`, or `skipped` when there was nothing to deliver to).
+/// A delivery failed: due again at `retry_at`, or, without one, given up as
+/// `final_state` (`Failed`, or `Skipped` when there was nothing to deliver to).
 pub async fn notification_failed(
     pool: &PgPool,
     id: i64,
     status: Option<i32>,
     error: &str,
     retry_at: Option<DateTime<Utc>>,
-    final_state: &str,
+    final_state: NotificationState,
     now: DateTime<Utc>,
 ) -> Result<()> {
     sqlx::query!(
@@ -111,7 +112,7 @@ pub async fn notification_failed(
         status,
         error,
         retry_at,
-        final_state,
+        final_state as NotificationState,
         now
     )
     .execute(pool)
@@ -143,7 +144,7 @@ pub enum Resent {
 pub async fn notification_resend(pool: &PgPool, id: i64, now: DateTime<Utc>) -> Result<Resent> {
     let mut tx = pool.begin().await?;
     let Some(state) = sqlx::query_scalar!(
-        "select state from notifications where id = $1 for update",
+        r#"select state as "state: NotificationState" from notifications where id = $1 for update"#,
         id
     )
     .fetch_optional(&mut *tx)
@@ -151,7 +152,7 @@ pub async fn notification_resend(pool: &PgPool, id: i64, now: DateTime<Utc>) -> 
     else {
         return Ok(Resent::NotFound);
     };
-    let resend = state == "failed" || state == "skipped";
+    let resend = state.can_resend();
     let row = sqlx::query_as!(
         NotificationRow,
         "update notifications
@@ -186,7 +187,7 @@ pub async fn notification_resend(pool: &PgPool, id: i64, now: DateTime<Utc>) -> 
 /// Filters for [`notification_list`].
 #[derive(Debug, Clone, Default)]
 pub struct NotificationFilter {
-    pub state: Option<String>,
+    pub state: Option<NotificationState>,
     pub run_id: Option<String>,
     pub workflow: Option<String>,
 }
@@ -209,7 +210,7 @@ pub async fn notification_list(
             and ($3::text is null or workflow = $3)
             and ($4::bigint is null or id < $4)
           order by id desc limit $5",
-        f.state.as_deref(),
+        f.state as Option<NotificationState>,
         f.run_id.as_deref(),
         f.workflow.as_deref(),
         before,

@@ -350,7 +350,7 @@ pub async fn pass_list(pool: &PgPool, limit: i64) -> Result<Vec<PassRow>> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PinOutcome {
     /// The run's status.
-    pub status: String,
+    pub status: RunStatus,
     /// The runs whose pin changed: the run and its child runs, transitively (each gets
     /// a `run_pinned` or `run_unpinned` event). Empty when nothing changed.
     pub changed: Vec<String>,
@@ -365,7 +365,7 @@ pub async fn run_pin(
     by: &str,
 ) -> Result<Option<PinOutcome>> {
     let kind = if pinned { "run_pinned" } else { "run_unpinned" };
-    let row: (Option<String>, Vec<String>) = sqlx::query_as(
+    let row: (Option<RunStatus>, Vec<String>) = sqlx::query_as(
         "with recursive tree as (
              select id from runs where id = $1
              union

@@ -25,7 +25,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
 
-use cairn_workflow::state::RunStatus;
+use cairn_workflow::state::{NotificationState, RunStatus};
 use cairn_workflow::{Registry, WorkflowError, toml_files};
 use client::Client;
 pub use output::Format;
@@ -132,8 +132,8 @@ pub enum NotifyCommand {
     )]
     List {
         /// Only this state.
-        #[arg(long, value_parser = ["pending", "delivered", "skipped", "failed"])]
-        state: Option<String>,
+        #[arg(long, value_parser = ops::notification_state_parser())]
+        state: Option<NotificationState>,
         /// Only the notifications about this run.
         #[arg(long)]
         task: Option<String>,
@@ -451,7 +451,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
         } => {
             let client = Client::new(&cli.global)?;
             let mut query = vec![("limit", limit.to_string())];
-            query.extend(state.map(|s| ("state", s)));
+            query.extend(state.map(|s| ("state", s.to_string())));
             query.extend(task.map(|t| ("taskId", t)));
             query.extend(workflow.map(|w| ("workflow", w)));
             let body = client.get_query("/api/notifications", &query).await?;

@@ -10,13 +10,21 @@ use serde_json::{Value, json};
 use super::client::{Client, SseError};
 use super::output::Out;
 use super::run_id;
-use cairn_workflow::state::RunStatus;
+use cairn_workflow::state::{NotificationState, RunStatus};
 
 /// `--status`: one of the run states, listed in `--help` and completions.
 pub fn run_status_parser() -> impl clap::builder::TypedValueParser<Value = RunStatus> {
     use clap::builder::TypedValueParser;
     clap::builder::PossibleValuesParser::new(RunStatus::ALL.iter().map(|s| s.as_str()))
         .try_map(|s| s.parse::<RunStatus>())
+}
+
+/// `ctl notify list --state`: one of the notification states, listed the same way.
+pub fn notification_state_parser() -> impl clap::builder::TypedValueParser<Value = NotificationState>
+{
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(NotificationState::ALL.iter().map(|s| s.as_str()))
+        .try_map(|s| s.parse::<NotificationState>())
 }
 
 /// Which runs (or dead letters) a bulk command applies to.

@@ -239,6 +239,28 @@ status! {
 }
 
 status! {
+    /// Where one alert stands (`notifications.state`; `notifications_state_valid` in
+    /// `migrations/`).
+    NotificationState, "notification" {
+        /// Due, being delivered, or waiting for its next attempt.
+        Pending = "pending",
+        /// Its target accepted it.
+        Delivered = "delivered",
+        /// There was nothing to deliver it to (no URL): recorded, not sent.
+        Skipped = "skipped",
+        /// Given up on after its last attempt.
+        Failed = "failed",
+    }
+}
+
+impl NotificationState {
+    /// Whether an operator can send it again: the notifier has given up on it.
+    pub fn can_resend(self) -> bool {
+        matches!(self, NotificationState::Failed | NotificationState::Skipped)
+    }
+}
+
+status! {
     /// How one cron tick of a schedule ended (`schedule_ticks.outcome`).
     TickOutcome, "tick outcome" {
         /// Its run was started (`run_id`).
