@@ -135,11 +135,13 @@ pub async fn run_insert(conn: &mut PgConnection, p: RunInsertParams<'_>) -> Resu
             .await?;
         return Ok(RunInserted::Existing(existing));
     };
-    sqlx::query("insert into steps (run_id, step_id) select $1, unnest($2::text[])")
-        .bind(p.id)
-        .bind(p.step_ids)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query!(
+        "insert into steps (run_id, step_id) select $1, unnest($2::text[])",
+        p.id,
+        p.step_ids
+    )
+    .execute(&mut *conn)
+    .await?;
     event_append(
         conn,
         p.id,
@@ -158,8 +160,7 @@ async fn parent_pinned(conn: &mut PgConnection, origin: &RunOrigin) -> Result<bo
         return Ok(false);
     };
     Ok(
-        sqlx::query_scalar::<_, bool>("select pinned from runs where id = $1")
-            .bind(parent)
+        sqlx::query_scalar!("select pinned from runs where id = $1", parent)
             .fetch_optional(conn)
             .await?
             .unwrap_or(false),
@@ -169,12 +170,12 @@ async fn parent_pinned(conn: &mut PgConnection, origin: &RunOrigin) -> Result<bo
 /// Whether definition `hash` is stored. (Runs have no foreign key to it: the statements
 /// inserting them check it once, not once per run; see migration 0009.)
 async fn definition_stored(conn: &mut PgConnection, hash: &str) -> Result<bool> {
-    Ok(
-        sqlx::query_scalar("select exists (select from workflow_definitions where hash = $1)")
-            .bind(hash)
-            .fetch_one(conn)
-            .await?,
+    Ok(sqlx::query_scalar!(
+        r#"select exists (select from workflow_definitions where hash = $1) as "stored!""#,
+        hash
     )
+    .fetch_one(conn)
+    .await?)
 }
 
 pub async fn run_get(pool: &PgPool, id: &str) -> Result<Option<RunRow>> {
@@ -379,13 +380,13 @@ pub async fn run_park(
     wake_at: DateTime<Utc>,
 ) -> Result<()> {
     lease_fence(conn, lease).await?;
-    sqlx::query(
+    sqlx::query!(
         "update runs set status = $2, wake_at = $3, lease_owner = null, lease_expires_at = null
           where id = $1",
+        &lease.run_id,
+        status as RunStatus,
+        wake_at
     )
-    .bind(&lease.run_id)
-    .bind(status)
-    .bind(wake_at)
     .execute(&mut *conn)
     .await?;
     event_append(
@@ -401,25 +402,27 @@ pub async fn run_park(
 /// Gives a run back to the queue (graceful shutdown); the caller enqueues it again.
 pub async fn run_release(conn: &mut PgConnection, lease: &Lease, reason: &str) -> Result<()> {
     lease_fence(conn, lease).await?;
-    sqlx::query(
+    sqlx::query!(
         "update runs set status = 'queued', lease_owner = null, lease_expires_at = null where id = $1",
+        &lease.run_id
     )
-    .bind(&lease.run_id)
     .execute(&mut *conn)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "update step_attempts set status = 'abandoned', finished_at = clock_timestamp(), error = $2
           where run_id = $1 and status = 'running'
             and step_id in (select step_id from steps where run_id = $1 and status = 'running')",
+        &lease.run_id,
+        format!("abandoned: {reason}")
     )
-    .bind(&lease.run_id)
-    .bind(format!("abandoned: {reason}"))
     .execute(&mut *conn)
     .await?;
-    sqlx::query("update steps set status = 'pending' where run_id = $1 and status = 'running'")
-        .bind(&lease.run_id)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query!(
+        "update steps set status = 'pending' where run_id = $1 and status = 'running'",
+        &lease.run_id
+    )
+    .execute(&mut *conn)
+    .await?;
     event_append(
         conn,
         &lease.run_id,
@@ -474,13 +477,13 @@ pub async fn run_release_held(
 
 pub async fn run_succeed(conn: &mut PgConnection, lease: &Lease, output: &Value) -> Result<()> {
     lease_fence(conn, lease).await?;
-    sqlx::query(
+    sqlx::query!(
         "update runs set status = 'succeeded', output = $2, finished_at = clock_timestamp(),
                 lease_owner = null, lease_expires_at = null
           where id = $1",
+        &lease.run_id,
+        output
     )
-    .bind(&lease.run_id)
-    .bind(output)
     .execute(&mut *conn)
     .await?;
     event_append(conn, &lease.run_id, "run_succeeded", None, json!({})).await
@@ -495,16 +498,16 @@ pub async fn run_dead(
     error: &str,
 ) -> Result<()> {
     lease_fence(conn, lease).await?;
-    sqlx::query(
+    sqlx::query!(
         "update runs set status = 'dead', error = $2, finished_at = clock_timestamp(),
                 lease_owner = null, lease_expires_at = null
           where id = $1",
+        &lease.run_id,
+        format!("step {step_id}: {error}")
     )
-    .bind(&lease.run_id)
-    .bind(format!("step {step_id}: {error}"))
     .execute(&mut *conn)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "insert into dead_letters (run_id, workflow, step_id, error, attempts, input)
          select r.id, r.workflow, $2, $3,
                 coalesce((select jsonb_agg(jsonb_build_object(
@@ -516,10 +519,10 @@ pub async fn run_dead(
                          '[]'::jsonb),
                 r.input
            from runs r where r.id = $1",
+        &lease.run_id,
+        step_id,
+        error
     )
-    .bind(&lease.run_id)
-    .bind(step_id)
-    .bind(error)
     .execute(&mut *conn)
     .await?;
     event_append(
@@ -575,7 +578,7 @@ pub struct RunFilter {
 
 /// Ids of runs matching `f`, oldest first, at most `limit`.
 pub async fn run_ids_matching(pool: &PgPool, f: &RunFilter, limit: i64) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar(
+    Ok(sqlx::query_scalar!(
         "select id from runs
           where ($1::text is null or status = $1)
             and ($2::text is null or workflow = $2)
@@ -583,12 +586,12 @@ pub async fn run_ids_matching(pool: &PgPool, f: &RunFilter, limit: i64) -> Resul
             and ($4::timestamptz is null or created_at < $4)
           order by created_at, id
           limit $5",
+        f.status as Option<RunStatus>,
+        f.workflow.as_deref(),
+        f.created_after,
+        f.created_before,
+        limit
     )
-    .bind(f.status)
-    .bind(&f.workflow)
-    .bind(f.created_after)
-    .bind(f.created_before)
-    .bind(limit)
     .fetch_all(pool)
     .await?)
 }
@@ -614,17 +617,16 @@ pub async fn run_retry(conn: &mut PgConnection, run_id: &str, by: &str) -> Resul
     let Some(run) = run else {
         return Ok(None);
     };
-    let reset: Vec<String> = sqlx::query_scalar(
+    let reset: Vec<String> = sqlx::query_scalar!(
         "update steps set status = 'pending', attempt_floor = attempts, error = null,
                 finished_at = null, next_attempt_at = null, wake_at = null
           where run_id = $1 and status in ('failed', 'cancelled', 'running', 'retry_scheduled', 'waiting')
          returning step_id",
+        run_id
     )
-    .bind(run_id)
     .fetch_all(&mut *conn)
     .await?;
-    sqlx::query("delete from dead_letters where run_id = $1")
-        .bind(run_id)
+    sqlx::query!("delete from dead_letters where run_id = $1", run_id)
         .execute(&mut *conn)
         .await?;
     event_append(
