@@ -330,15 +330,15 @@ async fn attempt_insert(
     attempt: i32,
 ) -> Result<()> {
     // The step must exist (`step_attempts` has no foreign key: see migration 0007).
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         "insert into step_attempts (run_id, step_id, attempt, worker_id)
          select $1, $2, $3, $4
           where exists (select from steps where run_id = $1 and step_id = $2)",
+        &lease.run_id,
+        step_id,
+        attempt,
+        &lease.owner
     )
-    .bind(&lease.run_id)
-    .bind(step_id)
-    .bind(attempt)
-    .bind(&lease.owner)
     .execute(conn)
     .await?;
     if inserted.rows_affected() == 0 {
@@ -378,28 +378,28 @@ pub async fn step_fail(
         .await?;
     let next: Option<DateTime<Utc>> = match delay_ms {
         Some(ms) => {
-            let at: DateTime<Utc> = sqlx::query_scalar(
-                "update steps set status = 'retry_scheduled', error = $3,
+            let at = sqlx::query_scalar!(
+                r#"update steps set status = 'retry_scheduled', error = $3,
                         next_attempt_at = clock_timestamp() + make_interval(secs => $4::float8 / 1000)
                   where run_id = $1 and step_id = $2
-                 returning next_attempt_at",
+                 returning next_attempt_at as "next_attempt_at!""#,
+                &lease.run_id,
+                step_id,
+                error,
+                ms as f64
             )
-            .bind(&lease.run_id)
-            .bind(step_id)
-            .bind(error)
-            .bind(ms)
             .fetch_one(&mut *conn)
             .await?;
             Some(at)
         }
         None => {
-            sqlx::query(
+            sqlx::query!(
                 "update steps set status = 'failed', error = $3, finished_at = clock_timestamp()
                   where run_id = $1 and step_id = $2",
+                &lease.run_id,
+                step_id,
+                error
             )
-            .bind(&lease.run_id)
-            .bind(step_id)
-            .bind(error)
             .execute(&mut *conn)
             .await?;
             None
@@ -482,17 +482,17 @@ pub async fn step_sleep(
     duration: Duration,
 ) -> Result<DateTime<Utc>> {
     lease_fence(conn, lease).await?;
-    let wake_at: DateTime<Utc> = sqlx::query_scalar(
-        "update steps set status = 'waiting', attempts = $3, next_attempt_at = null,
+    let wake_at = sqlx::query_scalar!(
+        r#"update steps set status = 'waiting', attempts = $3, next_attempt_at = null,
                 wake_at = clock_timestamp() + make_interval(secs => $4::float8 / 1000),
                 started_at = coalesce(started_at, clock_timestamp())
           where run_id = $1 and step_id = $2
-         returning wake_at",
+         returning wake_at as "wake_at!""#,
+        &lease.run_id,
+        step_id,
+        attempt,
+        duration.as_millis() as f64
     )
-    .bind(&lease.run_id)
-    .bind(step_id)
-    .bind(attempt)
-    .bind(duration.as_millis() as i64)
     .fetch_one(&mut *conn)
     .await?;
     attempt_insert(conn, lease, step_id, attempt).await?;
@@ -510,12 +510,12 @@ pub async fn step_sleep(
 /// Skips a step whose `if` was false.
 pub async fn step_skip(conn: &mut PgConnection, lease: &Lease, step_id: &str) -> Result<()> {
     lease_fence(conn, lease).await?;
-    sqlx::query(
+    sqlx::query!(
         "update steps set status = 'skipped', output = 'null'::jsonb, finished_at = clock_timestamp()
           where run_id = $1 and step_id = $2",
+        &lease.run_id,
+        step_id
     )
-    .bind(&lease.run_id)
-    .bind(step_id)
     .execute(&mut *conn)
     .await?;
     event_append(
@@ -543,18 +543,18 @@ pub async fn step_wait(
         Awaiting::Child(id) => Some(id),
         _ => None,
     };
-    let wake_at: DateTime<Utc> = sqlx::query_scalar(
-        "update steps set status = 'waiting', attempts = $3, next_attempt_at = null, child_run_id = $5,
+    let wake_at = sqlx::query_scalar!(
+        r#"update steps set status = 'waiting', attempts = $3, next_attempt_at = null, child_run_id = $5,
                 wake_at = clock_timestamp() + make_interval(secs => $4::float8 / 1000),
                 started_at = coalesce(started_at, clock_timestamp())
           where run_id = $1 and step_id = $2
-         returning wake_at",
+         returning wake_at as "wake_at!""#,
+        &lease.run_id,
+        step_id,
+        attempt,
+        timeout.as_millis() as f64,
+        child_run_id
     )
-    .bind(&lease.run_id)
-    .bind(step_id)
-    .bind(attempt)
-    .bind(timeout.as_millis() as i64)
-    .bind(child_run_id)
     .fetch_one(&mut *conn)
     .await?;
     attempt_insert(conn, lease, step_id, attempt).await?;
@@ -645,26 +645,28 @@ pub async fn step_lock_for_delivery(
     run_id: &str,
     step_id: &str,
 ) -> Result<Option<DeliveryTarget>> {
-    let run_status: Option<RunStatus> =
-        sqlx::query_scalar("select status from runs where id = $1 for update")
-            .bind(run_id)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let run_status = sqlx::query_scalar!(
+        r#"select status as "status: RunStatus" from runs where id = $1 for update"#,
+        run_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
     let Some(run_status) = run_status else {
         return Ok(None);
     };
-    let step: Option<(StepStatus, Option<String>, i32)> = sqlx::query_as(
-        "select status, child_run_id, attempts from steps where run_id = $1 and step_id = $2 for update",
+    let step = sqlx::query!(
+        r#"select status as "status: StepStatus", child_run_id, attempts
+             from steps where run_id = $1 and step_id = $2 for update"#,
+        run_id,
+        step_id
     )
-    .bind(run_id)
-    .bind(step_id)
     .fetch_optional(&mut *conn)
     .await?;
-    Ok(step.map(|(status, child_run_id, attempts)| DeliveryTarget {
+    Ok(step.map(|s| DeliveryTarget {
         run_status,
-        status,
-        child_run_id,
-        attempts,
+        status: s.status,
+        child_run_id: s.child_run_id,
+        attempts: s.attempts,
     }))
 }
 
@@ -684,29 +686,31 @@ pub async fn step_deliver(
     if target.status != StepStatus::Waiting || target.child_run_id.is_some() {
         return Ok(Delivery::NotWaiting(target.status));
     }
-    sqlx::query(
+    sqlx::query!(
         "update steps set status = 'succeeded', output = $3, error = null, finished_at = clock_timestamp()
           where run_id = $1 and step_id = $2",
+        run_id,
+        step_id,
+        result
     )
-    .bind(run_id)
-    .bind(step_id)
-    .bind(result)
     .execute(&mut *conn)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "update step_attempts set status = 'succeeded', finished_at = clock_timestamp()
           where run_id = $1 and step_id = $2 and attempt = $3 and status = 'running'",
+        run_id,
+        step_id,
+        attempt
     )
-    .bind(run_id)
-    .bind(step_id)
-    .bind(attempt)
     .execute(&mut *conn)
     .await?;
     if target.run_status == RunStatus::Waiting {
-        sqlx::query("update runs set status = 'queued', wake_at = null where id = $1")
-            .bind(run_id)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query!(
+            "update runs set status = 'queued', wake_at = null where id = $1",
+            run_id
+        )
+        .execute(&mut *conn)
+        .await?;
     }
     event_append(
         conn,
