@@ -132,7 +132,7 @@ pub enum NotifyCommand {
     )]
     List {
         /// Only this state.
-        #[arg(long, value_parser = ops::notification_state_parser())]
+        #[arg(long, value_parser = ops::status_parser::<NotificationState>())]
         state: Option<NotificationState>,
         /// Only the notifications about this run.
         #[arg(long)]
@@ -189,7 +189,7 @@ pub enum TaskCommand {
     )]
     List {
         /// Only runs in this state.
-        #[arg(long, value_parser = ops::run_status_parser())]
+        #[arg(long, value_parser = ops::status_parser::<RunStatus>())]
         status: Option<RunStatus>,
         /// Only runs of this workflow (`ctl workflow list` names them).
         #[arg(long)]

@@ -10,28 +10,21 @@ use serde_json::{Value, json};
 use super::client::{Client, SseError};
 use super::output::Out;
 use super::run_id;
-use cairn_workflow::state::{NotificationState, RunStatus};
+use cairn_workflow::state::{RunStatus, Status};
 
-/// `--status`: one of the run states, listed in `--help` and completions.
-pub fn run_status_parser() -> impl clap::builder::TypedValueParser<Value = RunStatus> {
+/// A flag that takes one state of a machine (`--status`, `--state`): its words are
+/// listed in `--help` and completions.
+pub fn status_parser<S: Status>() -> impl clap::builder::TypedValueParser<Value = S> {
     use clap::builder::TypedValueParser;
-    clap::builder::PossibleValuesParser::new(RunStatus::ALL.iter().map(|s| s.as_str()))
-        .try_map(|s| s.parse::<RunStatus>())
-}
-
-/// `ctl notify list --state`: one of the notification states, listed the same way.
-pub fn notification_state_parser() -> impl clap::builder::TypedValueParser<Value = NotificationState>
-{
-    use clap::builder::TypedValueParser;
-    clap::builder::PossibleValuesParser::new(NotificationState::ALL.iter().map(|s| s.as_str()))
-        .try_map(|s| s.parse::<NotificationState>())
+    clap::builder::PossibleValuesParser::new(S::ALL.iter().map(|s| s.as_str()))
+        .try_map(|s| s.parse::<S>())
 }
 
 /// Which runs (or dead letters) a bulk command applies to.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct FilterArgs {
     /// Runs with this status.
-    #[arg(long, value_parser = run_status_parser())]
+    #[arg(long, value_parser = status_parser::<RunStatus>())]
     pub status: Option<RunStatus>,
     /// Runs of this workflow.
     #[arg(long)]

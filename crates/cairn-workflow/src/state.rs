@@ -22,6 +22,15 @@ pub struct UnknownStatus {
     pub expected: String,
 }
 
+/// What every state enum here offers, for code that takes any of them (e.g. a CLI flag
+/// that accepts one state of a machine).
+pub trait Status: Copy + Send + Sync + 'static + FromStr<Err = UnknownStatus> {
+    /// Every state, in lifecycle order.
+    const ALL: &'static [Self];
+    /// The word the database stores and the API shows.
+    fn as_str(self) -> &'static str;
+}
+
 /// Declares a status enum: its words (what the database stores and the API shows),
 /// `as_str`, `ALL` in lifecycle order, `Display`/`FromStr`, serde and,
 /// with the `sqlx` feature, a text-backed `sqlx::Type` (binding one, or a slice of
@@ -55,6 +64,13 @@ macro_rules! status {
             /// The words of [`Self::ALL`], comma-separated (for error messages).
             pub fn expected() -> String {
                 Self::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            }
+        }
+
+        impl Status for $name {
+            const ALL: &'static [$name] = $name::ALL;
+            fn as_str(self) -> &'static str {
+                $name::as_str(self)
             }
         }
 
