@@ -66,19 +66,23 @@ ENV SQLX_OFFLINE=true \
 #    builds with the C compiler that the rust image ships.)
 COPY Cargo.toml Cargo.lock ./
 COPY crates/cairn-workflow/Cargo.toml crates/cairn-workflow/Cargo.toml
+COPY crates/cairn-core/Cargo.toml crates/cairn-core/Cargo.toml
 COPY crates/cairn-ctl/Cargo.toml crates/cairn-ctl/Cargo.toml
 COPY crates/cairn-bench/Cargo.toml crates/cairn-bench/Cargo.toml
 COPY .cargo/config.toml .cargo/config.toml
-RUN mkdir -p src bin crates/cairn-workflow/src crates/cairn-ctl/src crates/cairn-bench/src \
+RUN mkdir -p src bin crates/cairn-workflow/src crates/cairn-core/src crates/cairn-ctl/src \
+        crates/cairn-bench/src \
     && printf '// dependency-cache placeholder\n' > src/lib.rs \
     && printf 'fn main() {}\n' > bin/cairn.rs \
     && printf '// dependency-cache placeholder\n' > crates/cairn-workflow/src/lib.rs \
+    && printf '// dependency-cache placeholder\n' > crates/cairn-core/src/lib.rs \
     && printf '// dependency-cache placeholder\n' > crates/cairn-ctl/src/lib.rs \
     && printf 'fn main() {}\n' > crates/cairn-ctl/src/main.rs \
     && printf '// dependency-cache placeholder\n' > crates/cairn-bench/src/lib.rs \
     && printf 'fn main() {}\n' > crates/cairn-bench/src/main.rs \
     && cargo build --release --locked --package cairn --package cairn-ctl --bins \
-    && rm -rf src bin crates/cairn-workflow/src crates/cairn-ctl/src crates/cairn-bench/src \
+    && rm -rf src bin crates/cairn-workflow/src crates/cairn-core/src crates/cairn-ctl/src \
+        crates/cairn-bench/src \
         target/release/cairn target/release/ctl \
         target/release/.fingerprint/cairn-* \
         target/release/deps/cairn-* \
@@ -87,19 +91,18 @@ RUN mkdir -p src bin crates/cairn-workflow/src crates/cairn-ctl/src crates/cairn
         target/release/deps/libcairn_* \
         target/release/deps/ctl-*
 
-# 2) The crates themselves. `sqlx::migrate!("./migrations")` embeds the migrations at
-#    compile time, and the checked queries read their prepared data from `.sqlx/`
-#    (sqlx.toml maps the state columns to their enums), so all of these are part of
-#    the build context here. The placeholders' artifacts were removed above and the
-#    sources touched, so cargo rebuilds the crates even when COPY keeps file times
-#    older than the placeholder build.
-COPY build.rs sqlx.toml ./
-COPY .sqlx/ .sqlx/
+# 2) The crates themselves. cairn-core's `sqlx::migrate!("./migrations")` embeds its
+#    migrations at compile time, and its checked queries read their prepared data from
+#    its `.sqlx/` (its sqlx.toml maps the state columns to their enums), so all of
+#    these, under crates/cairn-core/, are part of the build context here. The
+#    placeholders' artifacts were removed above and the sources touched, so cargo
+#    rebuilds the crates even when COPY keeps file times older than the placeholder
+#    build.
+COPY build.rs ./
 COPY src/ src/
 COPY bin/ bin/
 COPY crates/ crates/
-COPY migrations/ migrations/
-RUN touch src/lib.rs bin/cairn.rs crates/cairn-workflow/src/lib.rs \
+RUN touch src/lib.rs bin/cairn.rs crates/cairn-workflow/src/lib.rs crates/cairn-core/src/lib.rs \
         crates/cairn-ctl/src/lib.rs crates/cairn-ctl/src/main.rs \
     && cargo build --release --locked --package cairn --package cairn-ctl --bins \
     && mkdir -p /out \

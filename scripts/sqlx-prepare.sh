@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Prepares the query data of sqlx's compile-time-checked statements (`query!`,
-# `query_as!`, `query_scalar!`) in `.sqlx/`, which every build reads, so no build needs
-# a database. With --check, changes nothing and fails when `.sqlx/` is stale: a
+# `query_as!`, `query_scalar!`) in `crates/cairn-core/.sqlx/` (beside the `sqlx.toml`
+# that configures them: every checked statement is in cairn-core's store), which every
+# build reads, so no build needs a database. With --check, changes nothing and fails
+# when `.sqlx/` is stale: a
 # statement added, changed or removed without running this, or a migration that
 # changes what a statement returns.
 #
@@ -29,7 +31,7 @@ trap cleanup EXIT
 
 psql "$base" -q -v ON_ERROR_STOP=1 -c "create database $db" >/dev/null
 apply() { PGOPTIONS=--client-min-messages=warning psql "$scratch_url" -q -v ON_ERROR_STOP=1 -f "$1" >/dev/null; }
-for f in migrations/*.sql; do apply "$f"; done
+for f in crates/cairn-core/migrations/*.sql; do apply "$f"; done
 # apalis' tables, from the apalis-postgres the lock file names (its own migrations).
 apalis_dir=$(cargo metadata --format-version 1 --locked 2>/dev/null | python3 -c '
 import json, os, sys
@@ -44,20 +46,21 @@ psql "$scratch_url" -q -v ON_ERROR_STOP=1 -c "create schema if not exists apalis
 for f in "$apalis_dir"/migrations/*.sql; do apply "$f"; done
 
 # Every file with a checked statement is compiled again, so each macro writes its data.
-touch src/lib.rs bin/*.rs tests/*.rs
+prepared=crates/cairn-core/.sqlx
+touch crates/cairn-core/src/lib.rs
 CAIRN_SQLX_DATABASE_URL="$scratch_url" SQLX_OFFLINE=false SQLX_OFFLINE_DIR="$out" \
   cargo check --locked --workspace --all-targets --quiet
 
 if $check; then
-  if ! diff -r .sqlx "$out" >/dev/null 2>&1; then
-    echo ".sqlx/ is stale: run scripts/sqlx-prepare.sh and commit .sqlx/" >&2
-    diff -r --brief .sqlx "$out" >&2 || true
+  if ! diff -r "$prepared" "$out" >/dev/null 2>&1; then
+    echo "$prepared/ is stale: run scripts/sqlx-prepare.sh and commit it" >&2
+    diff -r --brief "$prepared" "$out" >&2 || true
     exit 1
   fi
-  echo ".sqlx/ is up to date ($(ls "$out" | wc -l) statements)"
+  echo "$prepared/ is up to date ($(ls "$out" | wc -l) statements)"
 else
-  rm -rf .sqlx
-  mkdir -p .sqlx
-  cp "$out"/*.json .sqlx/ 2>/dev/null || true
-  echo ".sqlx/ prepared ($(ls .sqlx | wc -l) statements)"
+  rm -rf "$prepared"
+  mkdir -p "$prepared"
+  cp "$out"/*.json "$prepared"/ 2>/dev/null || true
+  echo "$prepared/ prepared ($(ls "$prepared" | wc -l) statements)"
 fi

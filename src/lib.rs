@@ -2,11 +2,12 @@
 //!
 //! # Layout
 //!
-//! This crate sits among three others of the workspace: `cairn-workflow` below it;
-//! `cairn-ctl` (the `ctl` operator CLI, which talks to the API over HTTP only) beside
-//! it, depending on `cairn-workflow` alone; and `cairn-bench` above it, which measures
-//! the `cairn` binary. Inside this crate, dependencies point down this list, never up
-//! (a module may use the ones below it):
+//! This crate is the server: the processes Cairn runs and their wiring, over
+//! `cairn-core` (store, queue, steps, engine), which it re-exports under the same
+//! names, and `cairn-workflow` below that. Beside it in the workspace, `cairn-ctl` (the
+//! `ctl` operator CLI, which talks to the API over HTTP only) and `cairn-bench` (which
+//! measures the `cairn` binary). Inside this crate, dependencies point down this list,
+//! never up (a module may use the ones below it, and all of `cairn-core`):
 //!
 //! * [`startup`] and [`config`] — the wiring every process shares, from flags to
 //!   connected pools and a served API; the binaries and the tests start Cairn through
@@ -17,40 +18,27 @@
 //!   into runs, each tick exactly once however many schedulers run; the reaper,
 //!   which deletes finished runs past their retention window, one pass at a time; and
 //!   the notifier, which delivers the alerts the database writes when runs die.
-//! * [`engine`] — advances one run: leases it, runs its ready steps, checkpoints,
-//!   retries with backoff, parks, finishes or dead-letters it.
-//! * [`step`] — executes one attempt of one step (`http`, `sql`, `llm`, built-ins).
-//! * [`queue`] — the seam to apalis: the job that says "advance run X", and
-//!   [`queue::migrate`], which brings a database up to date; no apalis type leaves it.
 //! * [`auth`] — users, tokens and sessions.
-//! * [`store`] — every SQL statement Cairn runs, one file per aggregate, and Cairn's
-//!   own migrations.
-//! * [`workflow`] and [`state`] — the `cairn-workflow` crate, re-exported: definitions
-//!   parsed from `workflows/*.toml`, and the run, step, attempt and tick states as
-//!   enums that mirror the database's `CHECK`s; pure, no I/O but reading files.
-//! * [`delivery`] — the per-delivery keys that sign webhook results for `wait` steps;
-//!   pure.
-//! * [`telemetry`], [`shutdown`] — logging, metrics, traces, process identity and signals, for
-//!   every process.
+//! * [`telemetry`], [`shutdown`] — logging, the metrics exporter, trace export, process
+//!   identity and signals, for every process.
+//! * From `cairn-core`: [`engine`] (advances one run), [`step`] (one attempt of one
+//!   step), [`queue`] (the seam to apalis), [`store`] (every SQL statement and the
+//!   migrations), [`delivery`] (webhook result keys); and from `cairn-workflow`,
+//!   [`workflow`] and [`state`].
 //!
 //! `docs/ARCHITECTURE.md` walks through a run's journey across these layers.
 
 pub mod api;
 pub mod auth;
 pub mod config;
-pub mod delivery;
 pub mod devdb;
-pub mod engine;
-pub mod queue;
 pub mod scheduler;
 pub mod shutdown;
 pub mod startup;
-pub mod step;
-pub mod store;
 pub mod telemetry;
 pub mod worker;
 
-pub use cairn_workflow::{self as workflow, state};
+pub use cairn_core::{delivery, engine, queue, state, step, store, workflow};
 
 /// The version every process reports (workers record it with their heartbeat).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -131,7 +131,7 @@ async fn snapshot(pool: &PgPool) -> Vec<(String, i64)> {
     counts
 }
 
-#[sqlx::test]
+#[sqlx::test(migrator = "cairn::store::MIGRATOR")]
 async fn nul_characters_anywhere_are_refused_and_change_nothing(pool: PgPool) {
     migrate(&pool).await;
     let api = spawn(&pool).await;
@@ -273,7 +273,7 @@ async fn nul_characters_anywhere_are_refused_and_change_nothing(pool: PgPool) {
     );
 }
 
-#[sqlx::test]
+#[sqlx::test(migrator = "cairn::store::MIGRATOR")]
 async fn arrays_where_objects_are_documented_are_refused_and_change_nothing(pool: PgPool) {
     migrate(&pool).await;
     let api = spawn(&pool).await;
@@ -336,7 +336,7 @@ async fn arrays_where_objects_are_documented_are_refused_and_change_nothing(pool
     );
 }
 
-#[sqlx::test]
+#[sqlx::test(migrator = "cairn::store::MIGRATOR")]
 async fn durations_are_range_checked(pool: PgPool) {
     migrate(&pool).await;
     let api = spawn(&pool).await;
@@ -391,7 +391,7 @@ async fn durations_are_range_checked(pool: PgPool) {
     assert_eq!(snapshot(&pool).await, before);
 }
 
-#[sqlx::test]
+#[sqlx::test(migrator = "cairn::store::MIGRATOR")]
 async fn a_flood_of_problems_is_answered_briefly(pool: PgPool) {
     migrate(&pool).await;
     let api = spawn(&pool).await;
@@ -422,7 +422,7 @@ async fn a_flood_of_problems_is_answered_briefly(pool: PgPool) {
     assert_eq!(snapshot(&pool).await, before);
 }
 
-#[sqlx::test]
+#[sqlx::test(migrator = "cairn::store::MIGRATOR")]
 async fn what_the_router_refuses_is_answered_in_the_error_shape(pool: PgPool) {
     migrate(&pool).await;
     let api = spawn(&pool).await;

@@ -120,7 +120,7 @@ async fn user(pool: &PgPool, email: &str, role: Role) -> i64 {
         .id
 }
 
-#[sqlx::test]
+#[sqlx::test(migrator = "cairn::store::MIGRATOR")]
 async fn a_token_acts_with_its_users_current_role_and_stops_with_the_user(pool: PgPool) {
     migrate(&pool).await;
     let api = spawn(&pool, &[]).await;
@@ -233,7 +233,7 @@ async fn a_token_acts_with_its_users_current_role_and_stops_with_the_user(pool: 
     assert_eq!(status, 401);
 }
 
-#[sqlx::test]
+#[sqlx::test(migrator = "cairn::store::MIGRATOR")]
 async fn tokens_expire_and_owners_list_and_revoke_their_own(pool: PgPool) {
     migrate(&pool).await;
     let api = spawn(&pool, &[]).await;
@@ -351,7 +351,7 @@ async fn tokens_expire_and_owners_list_and_revoke_their_own(pool: PgPool) {
     assert_eq!(all["items"].as_array().unwrap().len(), 4);
 }
 
-#[sqlx::test]
+#[sqlx::test(migrator = "cairn::store::MIGRATOR")]
 async fn a_password_change_ends_the_users_other_sessions(pool: PgPool) {
     migrate(&pool).await;
     let api = spawn(&pool, &[]).await;
@@ -439,7 +439,7 @@ async fn a_password_change_ends_the_users_other_sessions(pool: PgPool) {
     }
 }
 
-#[sqlx::test]
+#[sqlx::test(migrator = "cairn::store::MIGRATOR")]
 async fn sign_in_is_throttled_per_address_and_per_account(pool: PgPool) {
     migrate(&pool).await;
     let api = spawn(&pool, &[]).await;
@@ -514,7 +514,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-#[sqlx::test]
+#[sqlx::test(migrator = "cairn::store::MIGRATOR")]
 async fn unknown_and_known_emails_cost_the_same(pool: PgPool) {
     migrate(&pool).await;
     let api = spawn(&pool, &["--login-rate", "1000"]).await;
@@ -549,7 +549,7 @@ async fn unknown_and_known_emails_cost_the_same(pool: PgPool) {
     );
 }
 
-#[sqlx::test]
+#[sqlx::test(migrator = "cairn::store::MIGRATOR")]
 async fn a_sign_in_flood_does_not_stall_other_requests(pool: PgPool) {
     migrate(&pool).await;
     let api = spawn(&pool, &["--login-rate", "100000"]).await;

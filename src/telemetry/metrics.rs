@@ -7,23 +7,25 @@
 //! serves its own `/metrics` (`cairn worker --metrics-listen`, the API's `/metrics`),
 //! and Prometheus adds them up across processes.
 //!
-//! The rest of Cairn calls the one-line functions below, named after what happened;
-//! the metric names and labels live here alone. Nothing is recorded until [`install`]
-//! is called (by a process that serves its metrics): without a recorder every call is a
-//! no-op, so a worker nobody scrapes keeps no histograms in memory.
+//! The rest of Cairn calls one-line functions named after what happened: the engine's
+//! (and every metric's name) are `cairn_core::telemetry::metrics`, re-exported here; the
+//! server's own (requests, the queue and fleet gauges, notifications) are below, with
+//! the exporter. Nothing is recorded until [`install`] is called (by a process that
+//! serves its metrics): without a recorder every call is a no-op, so a worker nobody
+//! scrapes keeps no histograms in memory.
 //!
 //! Labels are bounded: workflow names come from definitions, step kinds and statuses
 //! from fixed lists, HTTP routes from the router's path templates (never raw paths).
 
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
-
-use chrono::{DateTime, Utc};
+use std::time::Duration;
 
 use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+pub use cairn_core::telemetry::metrics::*;
 
 /// Upper bounds of the duration histograms' buckets, in seconds: from a fast built-in
 /// step to a run that waited on the outside world for an hour.
@@ -36,24 +38,6 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
 /// How often histograms are folded in although nobody scrapes.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
-
-// Every metric's name, one place.
-pub const RUNS_SUBMITTED: &str = "cairn_runs_submitted_total";
-pub const RUNS_FINISHED: &str = "cairn_runs_finished_total";
-pub const DEAD_LETTERS: &str = "cairn_dead_letters_total";
-pub const STEP_ATTEMPTS: &str = "cairn_step_attempts_total";
-pub const STEP_RETRIES: &str = "cairn_step_retries_total";
-pub const STEP_DURATION: &str = "cairn_step_duration_seconds";
-pub const RUN_DURATION: &str = "cairn_run_duration_seconds";
-pub const PICKUP_LATENCY: &str = "cairn_run_pickup_latency_seconds";
-pub const HTTP_REQUESTS: &str = "cairn_http_requests_total";
-pub const HTTP_DURATION: &str = "cairn_http_request_duration_seconds";
-pub const QUEUE_DEPTH: &str = "cairn_queue_depth";
-pub const QUEUE_OLDEST_AGE: &str = "cairn_queue_oldest_age_seconds";
-pub const WORKERS_ALIVE: &str = "cairn_workers_alive";
-pub const RUNS_STUCK: &str = "cairn_runs_stuck";
-pub const BUILD_INFO: &str = "cairn_build_info";
-pub const NOTIFICATION_DELIVERIES: &str = "cairn_notification_deliveries_total";
 
 /// The recorder's handle once [`install`]ed.
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -172,95 +156,6 @@ fn describe() {
         NOTIFICATION_DELIVERIES,
         "Notifications the notifier handled, by event and outcome (delivered; retried: not delivered, tried again later; failed: given up; skipped: nothing to send it to)."
     );
-}
-
-/// `n` runs of `workflow` were queued (their transaction committed).
-pub fn runs_submitted(workflow: &str, n: usize) {
-    if n > 0 {
-        counter!(RUNS_SUBMITTED, "workflow" => workflow.to_owned()).increment(n as u64);
-    }
-}
-
-/// One advance of a run, from the moment a worker leased it: records the pickup when
-/// this is the run's first lease, and the run's end if the advance finished it.
-#[derive(Debug)]
-pub struct RunTimer {
-    workflow: String,
-    /// How long before the lease the run was submitted.
-    age_at_lease: Duration,
-    leased: Instant,
-}
-
-impl RunTimer {
-    /// A run of `workflow`, submitted at `created_at`, leased at `db_now` (the database's
-    /// clock, as `created_at`); `started_at` is when it first ran, which is `db_now` on
-    /// its first lease.
-    pub fn leased(
-        workflow: &str,
-        created_at: DateTime<Utc>,
-        started_at: Option<DateTime<Utc>>,
-        db_now: DateTime<Utc>,
-    ) -> RunTimer {
-        let age_at_lease = (db_now - created_at).to_std().unwrap_or_default();
-        if started_at == Some(db_now) {
-            histogram!(PICKUP_LATENCY, "workflow" => workflow.to_owned())
-                .record(age_at_lease.as_secs_f64());
-        }
-        RunTimer {
-            workflow: workflow.to_owned(),
-            age_at_lease,
-            leased: Instant::now(),
-        }
-    }
-
-    /// The advance committed the run's end as `status` (`succeeded`, `dead`,
-    /// `cancelled`), or did not finish it (`None`). A dead run wrote a dead letter.
-    pub fn ended(self, status: Option<&'static str>) {
-        let Some(status) = status else { return };
-        let took = self.age_at_lease + self.leased.elapsed();
-        counter!(RUNS_FINISHED, "workflow" => self.workflow.clone(), "status" => status)
-            .increment(1);
-        histogram!(RUN_DURATION, "workflow" => self.workflow.clone(), "status" => status)
-            .record(took.as_secs_f64());
-        if status == "dead" {
-            counter!(DEAD_LETTERS, "workflow" => self.workflow).increment(1);
-        }
-    }
-}
-
-/// One attempt of a step that runs in the worker (every kind but `sleep`, `wait` and
-/// `workflow`, which wait rather than run).
-#[derive(Debug)]
-pub struct AttemptTimer {
-    workflow: String,
-    kind: &'static str,
-    started: Instant,
-}
-
-impl AttemptTimer {
-    /// An attempt of a `kind` step of `workflow` starts now.
-    pub fn started(workflow: &str, kind: &'static str) -> AttemptTimer {
-        AttemptTimer {
-            workflow: workflow.to_owned(),
-            kind,
-            started: Instant::now(),
-        }
-    }
-
-    /// It ended, successfully or not.
-    pub fn ended(self, succeeded: bool) {
-        let outcome = if succeeded { "succeeded" } else { "failed" };
-        let kind = self.kind;
-        counter!(STEP_ATTEMPTS, "workflow" => self.workflow.clone(), "kind" => kind, "outcome" => outcome)
-            .increment(1);
-        histogram!(STEP_DURATION, "workflow" => self.workflow, "kind" => kind)
-            .record(self.started.elapsed().as_secs_f64());
-    }
-}
-
-/// A failed attempt of a `kind` step of `workflow` was scheduled to be tried again.
-pub fn step_retry_scheduled(workflow: &str, kind: &'static str) {
-    counter!(STEP_RETRIES, "workflow" => workflow.to_owned(), "kind" => kind).increment(1);
 }
 
 /// The notifier handled a notification of `event` (`run.dead`, …): `outcome` is

@@ -10,10 +10,10 @@ use sqlx::{Connection, Executor, PgConnection, PgPool};
 
 use super::Stats;
 use super::{BenchError, Result};
-use cairn::engine::submit::Item;
-use cairn::engine::{self, Submission};
-use cairn::queue;
-use cairn::workflow::Definition;
+use cairn_core::engine::submit::Item;
+use cairn_core::engine::{self, Submission};
+use cairn_core::queue;
+use cairn_core::workflow::Definition;
 
 /// The bench's own database, created through an admin connection.
 pub(super) struct BenchDb {
@@ -45,7 +45,7 @@ impl BenchDb {
                         .options([("client_min_messages", "warning")]),
                 )
                 .await?;
-            cairn::queue::migrate(&pool).await?;
+            cairn_core::queue::migrate(&pool).await?;
             Ok::<_, BenchError>(pool)
         }
         .await;

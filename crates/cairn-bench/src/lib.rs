@@ -48,11 +48,11 @@ pub enum BenchError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
-    Store(#[from] cairn::store::StoreError),
+    Store(#[from] cairn_core::store::StoreError),
     #[error(transparent)]
-    Engine(#[from] cairn::engine::EngineError),
+    Engine(#[from] cairn_core::engine::EngineError),
     #[error(transparent)]
-    Queue(#[from] cairn::queue::QueueError),
+    Queue(#[from] cairn_core::queue::QueueError),
     #[error("a bench workflow is invalid: {0}")]
     Workflow(String),
     #[error("{what}: {source}")]

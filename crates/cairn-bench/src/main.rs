@@ -14,10 +14,24 @@ struct Cli {
     log_json: bool,
 }
 
+/// The bench's progress on stderr, filtered by `RUST_LOG` (default `info`).
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let _traces = cairn::telemetry::init(cli.log_json);
+    init_logs(cli.log_json);
     match cairn_bench::run(cli.args).await {
         Ok(_) => std::process::ExitCode::SUCCESS,
         Err(e) => {

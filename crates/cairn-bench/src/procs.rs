@@ -1,7 +1,7 @@
 //! The processes the bench drives: `cairn worker`, `cairn api` and `cairn scheduler`
-//! (for its reaper), started from this
-//! very executable against the bench database, stopped with SIGTERM (SIGKILL when they
-//! do not stop, and always when dropped).
+//! (for its reaper), started from the `cairn` executable against the bench database,
+//! stopped with SIGTERM (SIGKILL when they do not stop, and always when dropped); and
+//! `cairn admin create-token`, the API's tokens made as an operator makes them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -68,6 +68,41 @@ impl Service {
         .map(str::to_owned)
         .collect();
         Service::spawn(s, url, "scheduler".to_owned(), &args)
+    }
+
+    /// A new API token with `role` (`operator`, `viewer`), from `cairn admin
+    /// create-token` against `url`.
+    pub(super) fn create_token(s: &Settings, url: &str, role: &str) -> Result<String> {
+        let args = [
+            "admin",
+            "create-token",
+            "--role",
+            role,
+            "--name",
+            "cairn-bench",
+        ];
+        let out = Command::new(&s.exe)
+            .args(args)
+            .env("DATABASE_URL", url)
+            .env("CAIRN_NO_MIGRATE", "true")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(BenchError::io(format!(
+                "starting `{} {}`",
+                s.exe.display(),
+                args.join(" ")
+            )))?;
+        let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if !out.status.success() || token.is_empty() {
+            return Err(BenchError::Process(format!(
+                "`cairn {}` failed ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(token)
     }
 
     fn spawn(s: &Settings, url: &str, what: String, args: &[String]) -> Result<Service> {

@@ -12,7 +12,7 @@ use super::db::BenchDb;
 use super::procs::{self, Service};
 use super::report::{Figure, Output, round};
 use super::{BenchError, BenchStep, Result, STALL, Scenario, Settings};
-use cairn::workflow::Definition;
+use cairn_core::workflow::Definition;
 
 /// Steps of a `chain` run, one after the other.
 const CHAIN_STEPS: u64 = 10;
@@ -764,16 +764,16 @@ impl Bench<'_> {
         for _ in 0..n {
             tick.tick().await;
             let input = json!({});
-            let one = [cairn::engine::submit::Item::input(&input)];
+            let one = [cairn_core::engine::submit::Item::input(&input)];
             let mut tx = self.db.pool.begin().await?;
-            let submitted = cairn::engine::submit_in(
+            let submitted = cairn_core::engine::submit_in(
                 &mut tx,
-                cairn::engine::Submission::of(&self.defs.noop, &one),
+                cairn_core::engine::Submission::of(&self.defs.noop, &one),
             )
             .await?;
             tx.commit().await?;
             match submitted.ok().and_then(|mut runs| runs.pop()) {
-                Some(run) if run.outcome == cairn::engine::submit::Outcome::Created => {
+                Some(run) if run.outcome == cairn_core::engine::submit::Outcome::Created => {
                     answered.push((run.run_id, chrono::Utc::now() + offset));
                 }
                 _ => {
@@ -845,13 +845,7 @@ impl Bench<'_> {
     /// Returns seconds and the API's peak RSS (KiB); verifies every run was queued
     /// with its job.
     async fn http_load(&self, scenario: &'static str, n: u64, how: HttpSubmit) -> Result<HttpLoad> {
-        let token = cairn::auth::create_token(
-            &self.db.pool,
-            "cairn-bench",
-            cairn::auth::Role::Operator,
-            None,
-        )
-        .await?;
+        let token = Service::create_token(self.s, &self.db.url, "operator")?;
         let listen = format!("127.0.0.1:{}", procs::free_port()?);
         let mut api = Service::api(self.s, &self.db.url, &listen)?;
         let base = format!("http://{listen}");
@@ -1326,13 +1320,7 @@ impl Bench<'_> {
     /// Times `GET /api/tasks` (first page) against a fresh API process: the first
     /// request, then the median of 20. Returns (first, median) in ms.
     async fn list_first_page(&self, runs: u64) -> Result<(f64, f64)> {
-        let token = cairn::auth::create_token(
-            &self.db.pool,
-            "cairn-bench",
-            cairn::auth::Role::Viewer,
-            None,
-        )
-        .await?;
+        let token = Service::create_token(self.s, &self.db.url, "viewer")?;
         let listen = format!("127.0.0.1:{}", procs::free_port()?);
         let mut api = Service::api(self.s, &self.db.url, &listen)?;
         let base = format!("http://{listen}");

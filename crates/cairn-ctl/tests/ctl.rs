@@ -133,6 +133,7 @@ fn ctl_builds_without_the_servers_stacks() {
         "apalis-postgres",
         "utoipa",
         "cairn",
+        "cairn-core",
     ] {
         assert!(
             !crates.contains(&server_only),
