@@ -4,14 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 
 use super::Stats;
 use super::{BenchError, Result};
-use cairn_core::engine::submit::Item;
-use cairn_core::engine::{self, Submission};
+use cairn_core::engine;
 use cairn_core::queue;
 use cairn_core::workflow::Definition;
 
@@ -341,39 +339,6 @@ impl BenchDb {
             scenario: "pickup",
             what: "no attempt started".into(),
         })
-    }
-
-    /// Queues `n` runs of `def` as users do (see [`seed_batch`]), two connections at a
-    /// time, then leaves the tables' statistics as `stats` says.
-    pub(super) async fn seed(&self, def: &Definition, n: u64, stats: Stats) -> Result<()> {
-        const BATCH: u64 = engine::submit::BATCH_MAX as u64;
-        let input = def
-            .workflow
-            .validate_input(&json!({}))
-            .map_err(|e| BenchError::Workflow(format!("{e:?}")))?;
-        let started = Instant::now();
-        let batches: Vec<u64> = (0..n.div_ceil(BATCH))
-            .map(|i| BATCH.min(n - i * BATCH))
-            .collect();
-        let halves: Vec<Vec<u64>> = vec![
-            batches.iter().copied().step_by(2).collect(),
-            batches.iter().copied().skip(1).step_by(2).collect(),
-        ];
-        futures::future::try_join_all(halves.into_iter().map(|sizes| {
-            let pool = self.pool.clone();
-            let input = input.clone();
-            async move {
-                for size in sizes {
-                    seed_batch(&pool, def, &input, size).await?;
-                }
-                Ok::<_, BenchError>(())
-            }
-        }))
-        .await?;
-        self.settle(stats).await?;
-        let secs = started.elapsed().as_secs_f64();
-        tracing::info!(runs = n, secs, per_s = n as f64 / secs.max(1e-9), "seeded");
-        Ok(())
     }
 
     /// What a deployment's tables look like to the planner when its workers start:
@@ -708,19 +673,6 @@ struct Counts {
     duplicates: i64,
     /// Steps, attempts and events whose run or step does not exist.
     orphans: i64,
-}
-
-/// One seeding transaction: `size` runs of `def` queued through
-/// [`engine::submit_in`], what `POST /api/tasks/batch` writes: the rows are the ones a
-/// user's submit writes.
-async fn seed_batch(pool: &PgPool, def: &Definition, input: &Value, size: u64) -> Result<()> {
-    let items: Vec<Item<'_>> = (0..size).map(|_| Item::input(input)).collect();
-    let mut tx = pool.begin().await?;
-    engine::submit_in(&mut tx, Submission::of(def, &items))
-        .await?
-        .map_err(|rejected| BenchError::Workflow(format!("the bench's batch: {rejected:?}")))?;
-    tx.commit().await?;
-    Ok(())
 }
 
 /// `url` with its database replaced by `name`.

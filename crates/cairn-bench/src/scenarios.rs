@@ -256,6 +256,9 @@ enum HttpSubmit {
 
 /// Runs a `POST /api/tasks/batch` request carries in `submit_http`.
 const BATCH_SIZE: u64 = 500;
+
+/// Runs a seeding request carries: the most a batch takes.
+const SEED_BATCH: u64 = cairn_core::engine::submit::BATCH_MAX as u64;
 /// `submit_http` submits this many times more runs through the batch endpoint than one
 /// at a time, so that every connection sends several batches.
 const BATCH_RUNS_FACTOR: u64 = 10;
@@ -437,7 +440,7 @@ impl Bench<'_> {
         until: u64,
         concurrency: usize,
     ) -> Result<Drained> {
-        self.db.seed(def, n, self.s.stats).await?;
+        self.seed(def, n).await?;
         let before = self.snapshot().await?;
         let activity = Activity::start(self.db.pool.clone());
         let mut workers = self.start_workers(concurrency)?;
@@ -740,7 +743,7 @@ impl Bench<'_> {
         let offset = self.db.clock_offset().await?;
         // How soon a worker works after its process starts: one run queued, then the
         // workers started; from the spawn to that run's first attempt.
-        self.db.seed(&self.defs.noop, 1, self.s.stats).await?;
+        self.seed(&self.defs.noop, 1).await?;
         let spawned = chrono::Utc::now() + offset;
         let mut workers = self.start_workers(c)?;
         self.wait_finished("pickup", 1, &mut workers).await?;
@@ -840,6 +843,38 @@ impl Bench<'_> {
         Ok(())
     }
 
+    /// Queues `n` runs of `def` as users do: `POST /api/tasks/batch` to a `cairn api`
+    /// process started for it, [`SEED_BATCH`] runs a request over two connections;
+    /// then leaves the tables' statistics as `--stats` says. (The history's finished
+    /// runs are written in SQL instead: no public path makes a million finished runs in
+    /// seconds.)
+    async fn seed(&self, def: &Definition, n: u64) -> Result<()> {
+        let started = Instant::now();
+        let token = Service::create_token(self.s, &self.db.url, "operator")?;
+        let listen = format!("127.0.0.1:{}", procs::free_port()?);
+        let mut api = Service::api(self.s, &self.db.url, &listen)?;
+        let base = format!("http://{listen}");
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()?;
+        wait_ready(&client, &base, &mut api).await?;
+        let posts = Posts {
+            client: &client,
+            base: &base,
+            token: &token,
+            connections: 2,
+        };
+        let submitted = posts
+            .submit("seed", &def.workflow.name, n, HttpSubmit::Batch(SEED_BATCH))
+            .await;
+        api.stop(GRACE).await;
+        submitted?;
+        self.db.settle(self.s.stats).await?;
+        let secs = started.elapsed().as_secs_f64();
+        tracing::info!(runs = n, secs, per_s = n as f64 / secs.max(1e-9), "seeded");
+        Ok(())
+    }
+
     /// `n` runs submitted over HTTP to a `cairn api` process (no workers running), one
     /// per request or `per_request` a request through `POST /api/tasks/batch`.
     /// Returns seconds and the API's peak RSS (KiB); verifies every run was queued
@@ -856,72 +891,18 @@ impl Bench<'_> {
             .build()?;
         wait_ready(&client, &base, &mut api).await?;
 
-        let workflow = self.defs.noop.workflow.name.as_str();
-        let (url, per_request) = match how {
-            HttpSubmit::One => (format!("{base}/api/tasks"), 1),
-            HttpSubmit::Batch(size) => (format!("{base}/api/tasks/batch"), size.max(1)),
-        };
-        // The bodies, made once: a full request, and the last, shorter one.
-        let body = |runs: u64| -> Arc<String> {
-            Arc::new(match how {
-                HttpSubmit::One => json!({ "workflow": workflow, "input": {} }).to_string(),
-                HttpSubmit::Batch(_) => {
-                    let tasks = vec![json!({ "input": {} }); runs as usize];
-                    json!({ "workflow": workflow, "tasks": tasks }).to_string()
-                }
-            })
-        };
-        let (full, last) = (body(per_request), body(n % per_request));
-        let next = Arc::new(AtomicU64::new(0));
         let activity = Activity::start(self.db.pool.clone());
         let before = self.snapshot().await?;
         let (api_before, client_before) = (api.cpu_ms()?, procs::own_cpu_ms()?);
         let started = Instant::now();
-        let tasks: Vec<_> = (0..connections)
-            .map(|_| {
-                let (client, url, token, next) =
-                    (client.clone(), url.clone(), token.clone(), next.clone());
-                let (full, last) = (full.clone(), last.clone());
-                tokio::spawn(async move {
-                    loop {
-                        let first = next.fetch_add(per_request, Ordering::Relaxed);
-                        if first >= n {
-                            return Ok(());
-                        }
-                        let runs = per_request.min(n - first);
-                        let body = if runs == per_request { &full } else { &last };
-                        let resp = client
-                            .post(&url)
-                            .bearer_auth(&token)
-                            .header(reqwest::header::CONTENT_TYPE, "application/json")
-                            .body(body.as_str().to_owned())
-                            .send()
-                            .await?;
-                        let status = resp.status();
-                        let text = resp.text().await?;
-                        let created = match how {
-                            HttpSubmit::One => 1,
-                            HttpSubmit::Batch(_) => {
-                                text.matches(r#""outcome":"created""#).count() as u64
-                            }
-                        };
-                        if status != reqwest::StatusCode::CREATED || created != runs {
-                            let text: String = text.chars().take(500).collect();
-                            return Err(BenchError::Incorrect {
-                                scenario,
-                                what: format!(
-                                    "POST {url} of {runs} runs answered {status}, {created} created: {text}"
-                                ),
-                            });
-                        }
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await
-                .map_err(|e| BenchError::Process(format!("a submitting task failed: {e}")))??;
-        }
+        let workflow = self.defs.noop.workflow.name.as_str();
+        let posts = Posts {
+            client: &client,
+            base: &base,
+            token: &token,
+            connections,
+        };
+        posts.submit(scenario, workflow, n, how).await?;
         let secs = started.elapsed().as_secs_f64();
         let (busy_ms, total_ms) = procs::machine_cpu_ms()?;
         let (api_cpu_ms, client_cpu_ms) = (
@@ -1034,7 +1015,7 @@ impl Bench<'_> {
 
         // …then as the first m of a large backlog.
         self.db.reset().await?;
-        self.db.seed(&self.defs.noop, backlog, self.s.stats).await?;
+        self.seed(&self.defs.noop, backlog).await?;
         let (cold_ms, page_ms) = self.list_first_page(backlog).await?;
         let mut workers = self.start_workers(c)?;
         self.wait_finished("backlog", m, &mut workers).await?;
@@ -1199,7 +1180,7 @@ impl Bench<'_> {
         self.db
             .seed_history(&self.defs.noop, h, self.s.stats)
             .await?;
-        self.db.seed(&self.defs.noop, n, self.s.stats).await?;
+        self.seed(&self.defs.noop, n).await?;
         let mut all = vec![Service::reaper(self.s, &self.db.url)?];
         all.extend(self.start_workers(c)?);
         self.wait_finished(SCENARIO, n, &mut all).await?;
@@ -1427,6 +1408,94 @@ impl Bench<'_> {
             );
         }
         self.verified("memory", n);
+        Ok(())
+    }
+}
+
+/// Submits runs to a `cairn api` over `connections` keep-alive connections, as users
+/// do: the bench's load (`submit_http`) and its seeding alike.
+struct Posts<'a> {
+    client: &'a reqwest::Client,
+    base: &'a str,
+    token: &'a str,
+    connections: usize,
+}
+
+impl Posts<'_> {
+    /// `n` runs of `workflow`, each created (`201`, every run's outcome `created`), or
+    /// an error naming `scenario`.
+    async fn submit(
+        &self,
+        scenario: &'static str,
+        workflow: &str,
+        n: u64,
+        how: HttpSubmit,
+    ) -> Result<()> {
+        let (url, per_request) = match how {
+            HttpSubmit::One => (format!("{}/api/tasks", self.base), 1),
+            HttpSubmit::Batch(size) => (format!("{}/api/tasks/batch", self.base), size.max(1)),
+        };
+        // The bodies, made once: a full request, and the last, shorter one.
+        let body = |runs: u64| -> Arc<String> {
+            Arc::new(match how {
+                HttpSubmit::One => json!({ "workflow": workflow, "input": {} }).to_string(),
+                HttpSubmit::Batch(_) => {
+                    let tasks = vec![json!({ "input": {} }); runs as usize];
+                    json!({ "workflow": workflow, "tasks": tasks }).to_string()
+                }
+            })
+        };
+        let (full, last) = (body(per_request), body(n % per_request));
+        let next = Arc::new(AtomicU64::new(0));
+        let tasks: Vec<_> = (0..self.connections)
+            .map(|_| {
+                let (client, url, token, next) = (
+                    self.client.clone(),
+                    url.clone(),
+                    self.token.to_owned(),
+                    next.clone(),
+                );
+                let (full, last) = (full.clone(), last.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let first = next.fetch_add(per_request, Ordering::Relaxed);
+                        if first >= n {
+                            return Ok(());
+                        }
+                        let runs = per_request.min(n - first);
+                        let body = if runs == per_request { &full } else { &last };
+                        let resp = client
+                            .post(&url)
+                            .bearer_auth(&token)
+                            .header(reqwest::header::CONTENT_TYPE, "application/json")
+                            .body(body.as_str().to_owned())
+                            .send()
+                            .await?;
+                        let status = resp.status();
+                        let text = resp.text().await?;
+                        let created = match how {
+                            HttpSubmit::One => 1,
+                            HttpSubmit::Batch(_) => {
+                                text.matches(r#""outcome":"created""#).count() as u64
+                            }
+                        };
+                        if status != reqwest::StatusCode::CREATED || created != runs {
+                            let text: String = text.chars().take(500).collect();
+                            return Err(BenchError::Incorrect {
+                                scenario,
+                                what: format!(
+                                    "POST {url} of {runs} runs answered {status}, {created} created: {text}"
+                                ),
+                            });
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await
+                .map_err(|e| BenchError::Process(format!("a submitting task failed: {e}")))??;
+        }
         Ok(())
     }
 }

@@ -28,7 +28,7 @@ pub(super) fn advanced(timer: RunTimer, outcome: &Result<Outcome>) {
         Ok(Outcome::Cancelled) => Some(RunStatus::Cancelled),
         _ => None,
     };
-    timer.ended(status.map(RunStatus::as_str));
+    timer.ended(status);
 }
 
 /// A failed attempt of `step` was scheduled to be tried again.

@@ -18,6 +18,8 @@ use chrono::{DateTime, Utc};
 
 use ::metrics::{counter, histogram};
 
+use crate::state::RunStatus;
+
 // Every metric's name, one place.
 pub const RUNS_SUBMITTED: &str = "cairn_runs_submitted_total";
 pub const RUNS_FINISHED: &str = "cairn_runs_finished_total";
@@ -75,16 +77,17 @@ impl RunTimer {
         }
     }
 
-    /// The advance committed the run's end as `status` (`succeeded`, `dead`,
-    /// `cancelled`), or did not finish it (`None`). A dead run wrote a dead letter.
-    pub fn ended(self, status: Option<&'static str>) {
+    /// The advance committed the run's end as `status` (succeeded, dead, cancelled),
+    /// or did not finish it (`None`). A dead run wrote a dead letter.
+    pub fn ended(self, status: Option<RunStatus>) {
         let Some(status) = status else { return };
         let took = self.age_at_lease + self.leased.elapsed();
-        counter!(RUNS_FINISHED, "workflow" => self.workflow.clone(), "status" => status)
+        let label = status.as_str();
+        counter!(RUNS_FINISHED, "workflow" => self.workflow.clone(), "status" => label)
             .increment(1);
-        histogram!(RUN_DURATION, "workflow" => self.workflow.clone(), "status" => status)
+        histogram!(RUN_DURATION, "workflow" => self.workflow.clone(), "status" => label)
             .record(took.as_secs_f64());
-        if status == "dead" {
+        if status == RunStatus::Dead {
             counter!(DEAD_LETTERS, "workflow" => self.workflow).increment(1);
         }
     }
