@@ -85,11 +85,12 @@ pub async fn step_list(pool: &PgPool, run_id: &str) -> Result<Vec<StepRow>> {
 }
 
 pub async fn attempt_list(pool: &PgPool, run_id: &str) -> Result<Vec<AttemptRow>> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as!(
+        AttemptRow,
         "select step_id, attempt, worker_id, status, started_at, finished_at, error, retry_delay_ms
            from step_attempts where run_id = $1 order by started_at, step_id, attempt",
+        run_id
     )
-    .bind(run_id)
     .fetch_all(pool)
     .await?)
 }
