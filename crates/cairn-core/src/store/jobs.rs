@@ -128,17 +128,17 @@ const NOTIFY_FUNCTION: &str = "apalis.cairn_notify_new_jobs";
 /// alone.
 pub async fn jobs_notify_install(pool: &PgPool) -> Result<()> {
     let mut tx = pool.begin().await?;
-    sqlx::query("select pg_advisory_xact_lock(hashtext('cairn.jobs_notify_install'))")
+    sqlx::query!("select pg_advisory_xact_lock(hashtext('cairn.jobs_notify_install'))")
         .execute(&mut *tx)
         .await?;
-    let installed: bool = sqlx::query_scalar(
-        "select exists (select from pg_trigger t join pg_proc p on p.oid = t.tgfoid
+    let installed = sqlx::query_scalar!(
+        r#"select exists (select from pg_trigger t join pg_proc p on p.oid = t.tgfoid
                          where t.tgrelid = 'apalis.jobs'::regclass
                            and t.tgname = 'notify_workers'
                            and p.oid = to_regproc($1)
-                           and pg_get_triggerdef(t.oid) like '%cairn.notify_jobs%')",
+                           and pg_get_triggerdef(t.oid) like '%cairn.notify_jobs%') as "installed!""#,
+        NOTIFY_FUNCTION
     )
-    .bind(NOTIFY_FUNCTION)
     .fetch_one(&mut *tx)
     .await?;
     if installed {
@@ -164,6 +164,7 @@ pub async fn jobs_notify_install(pool: &PgPool) -> Result<()> {
              execute function {NOTIFY_FUNCTION}()"
         ),
     ];
+    // DDL naming the function, its name a constant: assembled, so not checked.
     for sql in statements {
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .execute(&mut *tx)
@@ -179,12 +180,12 @@ pub async fn jobs_notify_install(pool: &PgPool) -> Result<()> {
 /// notifying transactions one at a time, WAL flush included; this statement writes
 /// nothing, so its commit has nothing to flush.
 pub async fn jobs_announce(pool: &PgPool, queue: &str) -> Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "select pg_notify('apalis::job::insert', json_build_object('job_type', $1::text)::text),
                 pg_notify($2, '{\"id\": 0}')",
+        queue,
+        super::events::CHANNEL
     )
-    .bind(queue)
-    .bind(super::events::CHANNEL)
     .execute(pool)
     .await?;
     Ok(())
@@ -206,18 +207,19 @@ pub async fn jobs_announce(pool: &PgPool, queue: &str) -> Result<()> {
 /// still to change (nothing, the second time), serialised like [`jobs_notify_install`].
 pub async fn jobs_indexes_trim(pool: &PgPool) -> Result<()> {
     let mut tx = pool.begin().await?;
-    sqlx::query("select pg_advisory_xact_lock(hashtext('cairn.jobs_indexes_trim'))")
+    sqlx::query!("select pg_advisory_xact_lock(hashtext('cairn.jobs_indexes_trim'))")
         .execute(&mut *tx)
         .await?;
-    let (unique_id, lidx, lock_by_full): (bool, bool, bool) = sqlx::query_as(
-        "select to_regclass('apalis.unique_job_id') is not null,
-                to_regclass('apalis.lidx') is not null,
+    let found = sqlx::query!(
+        r#"select to_regclass('apalis.unique_job_id') is not null as "unique_id!",
+                to_regclass('apalis.lidx') is not null as "lidx!",
                 exists (select from pg_index
                          where indexrelid = to_regclass('apalis.idx_apalis_jobs_lock_by')
-                           and indpred is null)",
+                           and indpred is null) as "lock_by_full!""#
     )
     .fetch_one(&mut *tx)
     .await?;
+    let (unique_id, lidx, lock_by_full) = (found.unique_id, found.lidx, found.lock_by_full);
     let mut statements = Vec::new();
     if unique_id {
         statements.push("drop index apalis.unique_job_id");
@@ -232,6 +234,7 @@ pub async fn jobs_indexes_trim(pool: &PgPool) -> Result<()> {
               where lock_by is not null",
         ]);
     }
+    // DDL, chosen by what is found: a list of statements, so not checked.
     for sql in statements {
         sqlx::query(sql).execute(&mut *tx).await?;
     }

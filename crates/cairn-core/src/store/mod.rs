@@ -248,6 +248,6 @@ async fn fence_failure(conn: &mut PgConnection, lease: &Lease) -> StoreError {
 
 /// A readiness probe: the database answers.
 pub async fn ping(pool: &PgPool) -> Result<()> {
-    sqlx::query("select 1").execute(pool).await?;
+    sqlx::query_scalar!("select 1").fetch_one(pool).await?;
     Ok(())
 }
