@@ -73,12 +73,8 @@ pub async fn jobs_claim_runs(
 }
 
 /// The statement of [`jobs_push`].
-pub(super) const PUSH: &str = "insert into apalis.jobs (id, job_type, job, metadata, run_at)
-     select w.job_id, $1, convert_to(json_build_object('run_id', w.run_id)::text, 'utf8'),
-            ''::hstore,
-            coalesce(w.at, now() - make_interval(mins => coalesce(
-                (select r.priority from runs r where r.id = w.run_id), 0)))
-       from unnest($2::text[], $3::text[], $4::timestamptz[]) as w (job_id, run_id, at)";
+#[cfg(test)] // Read by the plan test (`plans.rs`); the statement runs from the file.
+pub(super) const PUSH: &str = include_str!("sql/push.sql");
 
 /// Queues wake-ups of `queue`, as apalis' own insert would (payload `{"run_id": …}`,
 /// `Pending`, apalis' defaults), in the caller's transaction: the job `job_ids[i]` for
@@ -103,13 +99,16 @@ pub async fn jobs_push(
     if job_ids.is_empty() {
         return Ok(());
     }
-    sqlx::query(PUSH)
-        .bind(queue)
-        .bind(job_ids)
-        .bind(run_ids)
-        .bind(at)
-        .execute(&mut *conn)
-        .await?;
+    // The times are nullable elements, which the statement's `timestamptz[]` allows.
+    sqlx::query_file!(
+        "src/store/sql/push.sql",
+        queue,
+        job_ids,
+        run_ids,
+        at as &[Option<chrono::DateTime<chrono::Utc>>]
+    )
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

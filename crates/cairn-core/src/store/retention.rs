@@ -33,6 +33,8 @@ use crate::state::RunStatus;
 ///   workers' do, whatever the statistics were when a statement was planned: the
 ///   scheduler's connections keep a generic plan after a few executions, and one made
 ///   while a table was analyzed empty would read it whole on every batch as it grows.
+///
+/// Not checked: its two columns share a name, which the macros cannot read.
 const BATCH_SETTINGS: &str =
     "select set_config('lock_timeout', '5s', true), set_config('enable_seqscan', 'off', true)";
 
@@ -77,6 +79,9 @@ pub const RUN_TABLES: &[&str] = &[
 /// children are deleted here rather than by the runs' trigger and foreign keys, which
 /// then find nothing left, so that their rows can be counted; every delete finds its
 /// rows by key alone.
+///
+/// Not checked: its counts are unnamed scalar subqueries, which the macros cannot
+/// name, nor read as not null, without the text changing.
 pub(super) const REAP_RUNS: &str = "with doomed as materialized (
              select id from runs r
               where status = $1 and finished_at < $2 and not pinned

@@ -459,29 +459,8 @@ pub async fn run_release(conn: &mut PgConnection, lease: &Lease, reason: &str) -
 
 /// The statement of [`run_release_held`]. Runs are locked in id order, as the heartbeat
 /// (still beating) locks the same runs.
-pub(super) const RELEASE_HELD: &str =
-    "with held as (select id from runs where lease_owner = $1 and status = 'running'
-                        order by id
-                          for no key update),
-              r as (update runs u set status = 'queued', lease_owner = null, lease_expires_at = null
-                     where u.id = any (array(select id from held))
-                    returning u.id),
-              abandoned as (
-                    update step_attempts a
-                       set status = 'abandoned', finished_at = clock_timestamp(),
-                           error = 'abandoned: ' || $2
-                     where a.run_id = any (array(select id from r)) and a.status = 'running'
-                       and ((a.run_id, a.step_id) in (
-                               select s.run_id, s.step_id from steps s
-                                where s.run_id = any (array(select id from r))
-                                  and s.status = 'running')) is true),
-              pending as (update steps set status = 'pending'
-                           where run_id = any (array(select id from r)) and status = 'running'),
-              events as (insert into run_events (run_id, kind, data)
-                         select id, 'run_released',
-                                jsonb_build_object('worker', $1::text, 'reason', $2::text)
-                           from r order by id)
-         select id from r order by id";
+#[cfg(test)] // Read by the plan test (`plans.rs`); the statement runs from the file.
+pub(super) const RELEASE_HELD: &str = include_str!("sql/release_held.sql");
 
 /// Hands back every run `owner` still leases, as [`run_release`] does one: a worker
 /// calls it once its consumer has stopped and no handler is left, for runs it claimed
@@ -492,11 +471,11 @@ pub async fn run_release_held(
     owner: &str,
     reason: &str,
 ) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar(RELEASE_HELD)
-        .bind(owner)
-        .bind(reason)
-        .fetch_all(&mut *conn)
-        .await?)
+    Ok(
+        sqlx::query_file_scalar!("src/store/sql/release_held.sql", owner, reason)
+            .fetch_all(&mut *conn)
+            .await?,
+    )
 }
 
 pub async fn run_succeed(conn: &mut PgConnection, lease: &Lease, output: &Value) -> Result<()> {
@@ -560,24 +539,19 @@ pub async fn run_dead(
 }
 
 /// The statement of [`runs_rescue_expired`].
-pub(super) const RESCUE: &str = "with expired as (
-             select id, lease_owner from runs
-              where status = 'running' and lease_expires_at < now()
-              order by lease_expires_at
-              limit $1
-              for update skip locked),
-         r as (update runs r set status = 'queued', lease_owner = null, lease_expires_at = null
-                where r.id = any (array(select id from expired))
-               returning r.id)
-         select r.id, e.lease_owner from r join expired e on e.id = r.id";
+#[cfg(test)] // Read by the plan test (`plans.rs`); the statement runs from the file.
+pub(super) const RESCUE: &str = include_str!("sql/rescue.sql");
 
 /// Requeues runs whose lease expired (their worker died or stalled); returns their ids
 /// so the caller can enqueue them in the same transaction.
 pub async fn runs_rescue_expired(conn: &mut PgConnection, limit: i64) -> Result<Vec<String>> {
-    let rescued: Vec<(String, Option<String>)> = sqlx::query_as(RESCUE)
-        .bind(limit)
-        .fetch_all(&mut *conn)
-        .await?;
+    let rescued: Vec<(String, Option<String>)> =
+        sqlx::query_file!("src/store/sql/rescue.sql", limit)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|row| (row.id, row.lease_owner))
+            .collect();
     for (id, owner) in &rescued {
         event_append(
             conn,
