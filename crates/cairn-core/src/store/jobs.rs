@@ -59,6 +59,7 @@ pub async fn jobs_claim_runs(
     ttl: Duration,
     limit: i64,
 ) -> Result<Vec<Acquired>> {
+    // Assembled at start-up by `lease_statement`, shared with leasing: not checked.
     let rows: Vec<AcquireRow> = sqlx::query_as(sqlx::AssertSqlSafe(CLAIM.as_str()))
         .bind(queue)
         .bind(owner)

@@ -386,6 +386,7 @@ pub async fn run_lease_acquire(
     owner: &str,
     ttl: std::time::Duration,
 ) -> Result<Option<Acquired>> {
+    // Assembled at start-up by `lease_statement`, shared with the fetch: not checked.
     let row: Option<AcquireRow> = sqlx::query_as(sqlx::AssertSqlSafe(ACQUIRE.as_str()))
         .bind(run_id)
         .bind(owner)
@@ -1031,6 +1032,7 @@ pub async fn run_insert_many(
             "run_insert_many: {n} ids, but job ids of another length"
         )));
     }
+    // Assembled at start-up by `insert_statement` (macros take only literal text).
     let created: Vec<Option<String>> = sqlx::query_scalar(sqlx::AssertSqlSafe(
         INSERT_MANY.as_str(),
     ))
