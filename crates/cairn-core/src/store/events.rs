@@ -17,8 +17,8 @@ pub struct EventRow {
 }
 
 /// The statement of [`event_append`].
-pub(super) const EVENT_APPEND: &str = "insert into run_events (run_id, kind, step_id, data)
-         select $1, $2, $3, $4 where exists (select from runs where id = $1)";
+#[cfg(test)] // Read by the plan test (`plans.rs`); the statement runs from the file.
+pub(super) const EVENT_APPEND: &str = include_str!("sql/event_append.sql");
 
 pub async fn event_append(
     conn: &mut PgConnection,
@@ -28,13 +28,15 @@ pub async fn event_append(
     data: Value,
 ) -> Result<()> {
     // The run must exist (`run_events` has no foreign key: see migration 0007).
-    let appended = sqlx::query(EVENT_APPEND)
-        .bind(run_id)
-        .bind(kind)
-        .bind(step_id)
-        .bind(data)
-        .execute(conn)
-        .await?;
+    let appended = sqlx::query_file!(
+        "src/store/sql/event_append.sql",
+        run_id,
+        kind,
+        step_id,
+        data
+    )
+    .execute(conn)
+    .await?;
     if appended.rows_affected() == 0 {
         return Err(StoreError::Missing(format!("run {run_id}")));
     }
@@ -42,16 +44,16 @@ pub async fn event_append(
 }
 
 /// The statement of [`event_list`].
-pub(super) const EVENT_LIST: &str = "select id, run_id, at, kind, step_id, data from run_events
-          where run_id = $1 and id > $2 order by id";
+#[cfg(test)] // Read by the plan test (`plans.rs`); the statement runs from the file.
+pub(super) const EVENT_LIST: &str = include_str!("sql/event_list.sql");
 
 /// A run's events in order, after `after_id` (0 for all).
 pub async fn event_list(pool: &PgPool, run_id: &str, after_id: i64) -> Result<Vec<EventRow>> {
-    Ok(sqlx::query_as(EVENT_LIST)
-        .bind(run_id)
-        .bind(after_id)
-        .fetch_all(pool)
-        .await?)
+    Ok(
+        sqlx::query_file_as!(EventRow, "src/store/sql/event_list.sql", run_id, after_id)
+            .fetch_all(pool)
+            .await?,
+    )
 }
 
 /// An event with its run's workflow, for live feeds.

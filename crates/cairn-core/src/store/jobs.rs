@@ -59,6 +59,7 @@ pub async fn jobs_claim_runs(
     ttl: Duration,
     limit: i64,
 ) -> Result<Vec<Acquired>> {
+    // Assembled at start-up by `lease_statement`, shared with leasing: not checked.
     let rows: Vec<AcquireRow> = sqlx::query_as(sqlx::AssertSqlSafe(CLAIM.as_str()))
         .bind(queue)
         .bind(owner)
@@ -73,12 +74,8 @@ pub async fn jobs_claim_runs(
 }
 
 /// The statement of [`jobs_push`].
-pub(super) const PUSH: &str = "insert into apalis.jobs (id, job_type, job, metadata, run_at)
-     select w.job_id, $1, convert_to(json_build_object('run_id', w.run_id)::text, 'utf8'),
-            ''::hstore,
-            coalesce(w.at, now() - make_interval(mins => coalesce(
-                (select r.priority from runs r where r.id = w.run_id), 0)))
-       from unnest($2::text[], $3::text[], $4::timestamptz[]) as w (job_id, run_id, at)";
+#[cfg(test)] // Read by the plan test (`plans.rs`); the statement runs from the file.
+pub(super) const PUSH: &str = include_str!("sql/push.sql");
 
 /// Queues wake-ups of `queue`, as apalis' own insert would (payload `{"run_id": …}`,
 /// `Pending`, apalis' defaults), in the caller's transaction: the job `job_ids[i]` for
@@ -103,13 +100,16 @@ pub async fn jobs_push(
     if job_ids.is_empty() {
         return Ok(());
     }
-    sqlx::query(PUSH)
-        .bind(queue)
-        .bind(job_ids)
-        .bind(run_ids)
-        .bind(at)
-        .execute(&mut *conn)
-        .await?;
+    // The times are nullable elements, which the statement's `timestamptz[]` allows.
+    sqlx::query_file!(
+        "src/store/sql/push.sql",
+        queue,
+        job_ids,
+        run_ids,
+        at as &[Option<chrono::DateTime<chrono::Utc>>]
+    )
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -128,17 +128,17 @@ const NOTIFY_FUNCTION: &str = "apalis.cairn_notify_new_jobs";
 /// alone.
 pub async fn jobs_notify_install(pool: &PgPool) -> Result<()> {
     let mut tx = pool.begin().await?;
-    sqlx::query("select pg_advisory_xact_lock(hashtext('cairn.jobs_notify_install'))")
+    sqlx::query!("select pg_advisory_xact_lock(hashtext('cairn.jobs_notify_install'))")
         .execute(&mut *tx)
         .await?;
-    let installed: bool = sqlx::query_scalar(
-        "select exists (select from pg_trigger t join pg_proc p on p.oid = t.tgfoid
+    let installed = sqlx::query_scalar!(
+        r#"select exists (select from pg_trigger t join pg_proc p on p.oid = t.tgfoid
                          where t.tgrelid = 'apalis.jobs'::regclass
                            and t.tgname = 'notify_workers'
                            and p.oid = to_regproc($1)
-                           and pg_get_triggerdef(t.oid) like '%cairn.notify_jobs%')",
+                           and pg_get_triggerdef(t.oid) like '%cairn.notify_jobs%') as "installed!""#,
+        NOTIFY_FUNCTION
     )
-    .bind(NOTIFY_FUNCTION)
     .fetch_one(&mut *tx)
     .await?;
     if installed {
@@ -164,6 +164,7 @@ pub async fn jobs_notify_install(pool: &PgPool) -> Result<()> {
              execute function {NOTIFY_FUNCTION}()"
         ),
     ];
+    // DDL naming the function, its name a constant: assembled, so not checked.
     for sql in statements {
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .execute(&mut *tx)
@@ -179,12 +180,12 @@ pub async fn jobs_notify_install(pool: &PgPool) -> Result<()> {
 /// notifying transactions one at a time, WAL flush included; this statement writes
 /// nothing, so its commit has nothing to flush.
 pub async fn jobs_announce(pool: &PgPool, queue: &str) -> Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "select pg_notify('apalis::job::insert', json_build_object('job_type', $1::text)::text),
                 pg_notify($2, '{\"id\": 0}')",
+        queue,
+        super::events::CHANNEL
     )
-    .bind(queue)
-    .bind(super::events::CHANNEL)
     .execute(pool)
     .await?;
     Ok(())
@@ -206,18 +207,19 @@ pub async fn jobs_announce(pool: &PgPool, queue: &str) -> Result<()> {
 /// still to change (nothing, the second time), serialised like [`jobs_notify_install`].
 pub async fn jobs_indexes_trim(pool: &PgPool) -> Result<()> {
     let mut tx = pool.begin().await?;
-    sqlx::query("select pg_advisory_xact_lock(hashtext('cairn.jobs_indexes_trim'))")
+    sqlx::query!("select pg_advisory_xact_lock(hashtext('cairn.jobs_indexes_trim'))")
         .execute(&mut *tx)
         .await?;
-    let (unique_id, lidx, lock_by_full): (bool, bool, bool) = sqlx::query_as(
-        "select to_regclass('apalis.unique_job_id') is not null,
-                to_regclass('apalis.lidx') is not null,
+    let found = sqlx::query!(
+        r#"select to_regclass('apalis.unique_job_id') is not null as "unique_id!",
+                to_regclass('apalis.lidx') is not null as "lidx!",
                 exists (select from pg_index
                          where indexrelid = to_regclass('apalis.idx_apalis_jobs_lock_by')
-                           and indpred is null)",
+                           and indpred is null) as "lock_by_full!""#
     )
     .fetch_one(&mut *tx)
     .await?;
+    let (unique_id, lidx, lock_by_full) = (found.unique_id, found.lidx, found.lock_by_full);
     let mut statements = Vec::new();
     if unique_id {
         statements.push("drop index apalis.unique_job_id");
@@ -232,6 +234,7 @@ pub async fn jobs_indexes_trim(pool: &PgPool) -> Result<()> {
               where lock_by is not null",
         ]);
     }
+    // DDL, chosen by what is found: a list of statements, so not checked.
     for sql in statements {
         sqlx::query(sql).execute(&mut *tx).await?;
     }

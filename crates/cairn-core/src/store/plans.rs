@@ -107,9 +107,9 @@ pub(super) async fn plan(
     sqlx::query(sqlx::AssertSqlSafe(format!("prepare hot as {sql}")))
         .execute(&mut *conn)
         .await?;
-    let params: i32 = sqlx::query_scalar(
-        "select coalesce(cardinality(parameter_types), 0) from pg_prepared_statements
-          where name = 'hot'",
+    let params = sqlx::query_scalar!(
+        r#"select coalesce(cardinality(parameter_types), 0) as "params!" from pg_prepared_statements
+          where name = 'hot'"#
     )
     .fetch_one(&mut *conn)
     .await?;

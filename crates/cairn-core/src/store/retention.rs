@@ -33,6 +33,8 @@ use crate::state::RunStatus;
 ///   workers' do, whatever the statistics were when a statement was planned: the
 ///   scheduler's connections keep a generic plan after a few executions, and one made
 ///   while a table was analyzed empty would read it whole on every batch as it grows.
+///
+/// Not checked: its two columns share a name, which the macros cannot read.
 const BATCH_SETTINGS: &str =
     "select set_config('lock_timeout', '5s', true), set_config('enable_seqscan', 'off', true)";
 
@@ -77,6 +79,9 @@ pub const RUN_TABLES: &[&str] = &[
 /// children are deleted here rather than by the runs' trigger and foreign keys, which
 /// then find nothing left, so that their rows can be counted; every delete finds its
 /// rows by key alone.
+///
+/// Not checked: its counts are unnamed scalar subqueries, which the macros cannot
+/// name, nor read as not null, without the text changing.
 pub(super) const REAP_RUNS: &str = "with doomed as materialized (
              select id from runs r
               where status = $1 and finished_at < $2 and not pinned
@@ -152,11 +157,13 @@ pub async fn ticks_reap_batch(
 ) -> Result<u64> {
     reap(
         conn,
-        "delete from schedule_ticks where id = any (array(
-             select id from schedule_ticks where run_id is null and handled_at < $1
-              order by handled_at limit $2 for update skip locked))",
-        before,
-        limit,
+        sqlx::query!(
+            "delete from schedule_ticks where id = any (array(
+                 select id from schedule_ticks where run_id is null and handled_at < $1
+                  order by handled_at limit $2 for update skip locked))",
+            before,
+            limit
+        ),
     )
     .await
 }
@@ -169,11 +176,13 @@ pub async fn sessions_reap_batch(
 ) -> Result<u64> {
     reap(
         conn,
-        "delete from sessions where token_hash = any (array(
-             select token_hash from sessions where expires_at < $1
-              order by expires_at limit $2 for update skip locked))",
-        now,
-        limit,
+        sqlx::query!(
+            "delete from sessions where token_hash = any (array(
+                 select token_hash from sessions where expires_at < $1
+                  order by expires_at limit $2 for update skip locked))",
+            now,
+            limit
+        ),
     )
     .await
 }
@@ -187,11 +196,13 @@ pub async fn tokens_reap_batch(
 ) -> Result<u64> {
     reap(
         conn,
-        "delete from api_tokens where id = any (array(
-             select id from api_tokens where expires_at < $1
-              order by expires_at limit $2 for update skip locked))",
-        now,
-        limit,
+        sqlx::query!(
+            "delete from api_tokens where id = any (array(
+                 select id from api_tokens where expires_at < $1
+                  order by expires_at limit $2 for update skip locked))",
+            now,
+            limit
+        ),
     )
     .await
 }
@@ -205,11 +216,13 @@ pub async fn workers_reap_batch(
 ) -> Result<u64> {
     reap(
         conn,
-        "delete from workers where id = any (array(
-             select id from workers where last_heartbeat_at < $1
-              order by last_heartbeat_at limit $2 for update skip locked))",
-        before,
-        limit,
+        sqlx::query!(
+            "delete from workers where id = any (array(
+                 select id from workers where last_heartbeat_at < $1
+                  order by last_heartbeat_at limit $2 for update skip locked))",
+            before,
+            limit
+        ),
     )
     .await
 }
@@ -223,12 +236,14 @@ pub async fn notifications_reap_batch(
 ) -> Result<u64> {
     reap(
         conn,
-        "delete from notifications where id = any (array(
-             select id from notifications
-              where state in ('delivered', 'skipped') and finished_at < $1
-              order by finished_at limit $2 for update skip locked))",
-        before,
-        limit,
+        sqlx::query!(
+            "delete from notifications where id = any (array(
+                 select id from notifications
+                  where state in ('delivered', 'skipped') and finished_at < $1
+                  order by finished_at limit $2 for update skip locked))",
+            before,
+            limit
+        ),
     )
     .await
 }
@@ -242,29 +257,26 @@ pub async fn notifications_failed_reap_batch(
 ) -> Result<u64> {
     reap(
         conn,
-        "delete from notifications where id = any (array(
-             select id from notifications where state = 'failed' and finished_at < $1
-              order by finished_at limit $2 for update skip locked))",
-        before,
-        limit,
+        sqlx::query!(
+            "delete from notifications where id = any (array(
+                 select id from notifications where state = 'failed' and finished_at < $1
+                  order by finished_at limit $2 for update skip locked))",
+            before,
+            limit
+        ),
     )
     .await
 }
 
+/// Runs one batch's `delete` (its parameters bound) in a transaction of its own, with
+/// [`BATCH_SETTINGS`].
 async fn reap(
     conn: &mut PgConnection,
-    sql: &'static str,
-    before: DateTime<Utc>,
-    limit: i64,
+    delete: sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments>,
 ) -> Result<u64> {
     let mut tx = conn.begin().await?;
     sqlx::query(BATCH_SETTINGS).execute(&mut *tx).await?;
-    let n = sqlx::query(sql)
-        .bind(before)
-        .bind(limit)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let n = delete.execute(&mut *tx).await?.rows_affected();
     tx.commit().await?;
     Ok(n)
 }
@@ -336,12 +348,13 @@ pub struct PassRow {
 
 /// The latest `limit` passes, newest first.
 pub async fn pass_list(pool: &PgPool, limit: i64) -> Result<Vec<PassRow>> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as!(
+        PassRow,
         "select id, reaper, started_at, finished_at, duration_ms, settings, runs, deleted,
                 batches, complete, error
            from retention_passes order by id desc limit $1",
+        limit
     )
-    .bind(limit)
     .fetch_all(pool)
     .await?)
 }
@@ -365,8 +378,8 @@ pub async fn run_pin(
     by: &str,
 ) -> Result<Option<PinOutcome>> {
     let kind = if pinned { "run_pinned" } else { "run_unpinned" };
-    let row: (Option<RunStatus>, Vec<String>) = sqlx::query_as(
-        "with recursive tree as (
+    let row = sqlx::query!(
+        r#"with recursive tree as (
              select id from runs where id = $1
              union
              select r.id from runs r join tree t on r.parent_run_id = t.id),
@@ -378,17 +391,17 @@ pub async fn run_pin(
              insert into run_events (run_id, kind, data)
              select id, $3, jsonb_build_object('by', $4::text, 'run', $1::text)
                from changed order by id)
-         select (select status from runs where id = $1),
-                array(select id from changed order by id)",
+         select (select status from runs where id = $1) as "status?: RunStatus",
+                array(select id from changed order by id) as "changed!""#,
+        id,
+        pinned,
+        kind,
+        by
     )
-    .bind(id)
-    .bind(pinned)
-    .bind(kind)
-    .bind(by)
     .fetch_one(pool)
     .await?;
-    Ok(row.0.map(|status| PinOutcome {
+    Ok(row.status.map(|status| PinOutcome {
         status,
-        changed: row.1,
+        changed: row.changed,
     }))
 }

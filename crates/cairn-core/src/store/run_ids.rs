@@ -10,13 +10,14 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use super::Result;
-use super::runs::{RUN_COLUMNS, RunRow};
+use super::runs::RunRow;
+use crate::state::RunStatus;
 
 /// Filters for [`run_list_by_id_prefix`]; results are newest (highest id) first.
 #[derive(Debug, Clone, Default)]
 pub struct RunPrefixParams<'a> {
     pub prefix: &'a str,
-    pub status: Option<crate::state::RunStatus>,
+    pub status: Option<RunStatus>,
     pub workflow: Option<&'a str>,
     pub created_after: Option<DateTime<Utc>>,
     /// Only ids below this one (the last id of the previous page).
@@ -26,23 +27,28 @@ pub struct RunPrefixParams<'a> {
 
 /// Runs whose id starts with `p.prefix`, by a range scan of the primary key.
 pub async fn run_list_by_id_prefix(pool: &PgPool, p: &RunPrefixParams<'_>) -> Result<Vec<RunRow>> {
-    let sql = format!(
-        "select {RUN_COLUMNS} from runs
+    Ok(sqlx::query_as!(
+        RunRow,
+        "select id, workflow, definition_hash, status, input, output, error,
+                idempotency_key, request_hash, lease_owner, lease_expires_at, wake_at, created_at,
+                started_at, finished_at, updated_at, replay_of, cancel_requested_at, user_id,
+                project_id, parent_run_id, parent_step_id, pinned, concurrency_key, admitted,
+                priority
+           from runs
           where id >= $1 and id < $1 || chr(1114111) and starts_with(id, $1)
             and ($2::text is null or status = $2)
             and ($3::text is null or workflow = $3)
             and ($4::timestamptz is null or created_at >= $4)
             and ($5::text is null or id < $5)
           order by id desc
-          limit $6"
-    );
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(p.prefix)
-        .bind(p.status)
-        .bind(p.workflow)
-        .bind(p.created_after)
-        .bind(p.before_id)
-        .bind(p.limit)
-        .fetch_all(pool)
-        .await?)
+          limit $6",
+        p.prefix,
+        p.status as Option<RunStatus>,
+        p.workflow,
+        p.created_after,
+        p.before_id,
+        p.limit
+    )
+    .fetch_all(pool)
+    .await?)
 }

@@ -94,7 +94,9 @@ pub enum RunInserted {
 
 /// Inserts a queued run and its pending steps, unless its idempotency key exists.
 pub async fn run_insert(conn: &mut PgConnection, p: RunInsertParams<'_>) -> Result<RunInserted> {
-    let sql = format!(
+    let pinned = p.pinned || parent_pinned(conn, p.origin).await?;
+    let created = sqlx::query_as!(
+        RunRow,
         "insert into runs (id, workflow, definition_hash, input, idempotency_key, request_hash, replay_of,
                            user_id, project_id, parent_run_id, parent_step_id, pinned,
                            concurrency_key, concurrency_limit, concurrency_seq, admitted,
@@ -104,35 +106,45 @@ pub async fn run_insert(conn: &mut PgConnection, p: RunInsertParams<'_>) -> Resu
                 $13::text is null, $15
           where exists (select from workflow_definitions where hash = $3)
          on conflict (idempotency_key) where idempotency_key is not null do nothing
-         returning {RUN_COLUMNS}"
-    );
-    let created: Option<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(p.id)
-        .bind(p.workflow)
-        .bind(p.definition_hash)
-        .bind(p.input)
-        .bind(p.idempotency_key)
-        .bind(p.request_hash)
-        .bind(p.replay_of)
-        .bind(p.origin.user_id)
-        .bind(p.origin.project_id)
-        .bind(p.origin.parent.as_ref().map(|p| p.0.as_str()))
-        .bind(p.origin.parent.as_ref().map(|p| p.1.as_str()))
-        .bind(p.pinned || parent_pinned(conn, p.origin).await?)
-        .bind(p.concurrency.map(|c| c.0))
-        .bind(p.concurrency.map(|c| c.1))
-        .bind(p.origin.priority)
+         returning id, workflow, definition_hash, status, input, output, error,
+                idempotency_key, request_hash, lease_owner, lease_expires_at, wake_at, created_at,
+                started_at, finished_at, updated_at, replay_of, cancel_requested_at, user_id,
+                project_id, parent_run_id, parent_step_id, pinned, concurrency_key, admitted,
+                priority",
+        p.id,
+        p.workflow,
+        p.definition_hash,
+        p.input,
+        p.idempotency_key,
+        p.request_hash,
+        p.replay_of,
+        p.origin.user_id,
+        p.origin.project_id,
+        p.origin.parent.as_ref().map(|p| p.0.as_str()),
+        p.origin.parent.as_ref().map(|p| p.1.as_str()),
+        pinned,
+        p.concurrency.map(|c| c.0),
+        p.concurrency.map(|c| c.1),
+        p.origin.priority
+    )
         .fetch_optional(&mut *conn)
         .await?;
     let Some(run) = created else {
         if !definition_stored(conn, p.definition_hash).await? {
             return Err(StoreError::DefinitionMissing(p.definition_hash.to_owned()));
         }
-        let sql = format!("select {RUN_COLUMNS} from runs where idempotency_key = $1");
-        let existing: RunRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(p.idempotency_key)
-            .fetch_one(&mut *conn)
-            .await?;
+        let existing = sqlx::query_as!(
+            RunRow,
+            "select id, workflow, definition_hash, status, input, output, error,
+                idempotency_key, request_hash, lease_owner, lease_expires_at, wake_at, created_at,
+                started_at, finished_at, updated_at, replay_of, cancel_requested_at, user_id,
+                project_id, parent_run_id, parent_step_id, pinned, concurrency_key, admitted,
+                priority
+               from runs where idempotency_key = $1",
+            p.idempotency_key
+        )
+        .fetch_one(&mut *conn)
+        .await?;
         return Ok(RunInserted::Existing(existing));
     };
     sqlx::query!(
@@ -179,11 +191,18 @@ async fn definition_stored(conn: &mut PgConnection, hash: &str) -> Result<bool> 
 }
 
 pub async fn run_get(pool: &PgPool, id: &str) -> Result<Option<RunRow>> {
-    let sql = format!("select {RUN_COLUMNS} from runs where id = $1");
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .fetch_optional(pool)
-        .await?)
+    Ok(sqlx::query_as!(
+        RunRow,
+        "select id, workflow, definition_hash, status, input, output, error,
+                idempotency_key, request_hash, lease_owner, lease_expires_at, wake_at, created_at,
+                started_at, finished_at, updated_at, replay_of, cancel_requested_at, user_id,
+                project_id, parent_run_id, parent_step_id, pinned, concurrency_key, admitted,
+                priority
+           from runs where id = $1",
+        id
+    )
+    .fetch_optional(pool)
+    .await?)
 }
 
 /// Filters for [`run_list`]; results are newest first.
@@ -204,26 +223,31 @@ pub async fn run_list(pool: &PgPool, p: &RunListParams) -> Result<Vec<RunRow>> {
         Some((at, id)) => (Some(*at), Some(id.as_str())),
         None => (None, None),
     };
-    let sql = format!(
-        "select {RUN_COLUMNS} from runs
+    Ok(sqlx::query_as!(
+        RunRow,
+        "select id, workflow, definition_hash, status, input, output, error,
+                idempotency_key, request_hash, lease_owner, lease_expires_at, wake_at, created_at,
+                started_at, finished_at, updated_at, replay_of, cancel_requested_at, user_id,
+                project_id, parent_run_id, parent_step_id, pinned, concurrency_key, admitted,
+                priority
+           from runs
           where ($1::text is null or status = $1)
             and ($2::text is null or workflow = $2)
             and ($3::timestamptz is null or created_at >= $3)
             and ($4::timestamptz is null or (created_at, id) < ($4, $5))
             and ($7::text is null or strpos(lower(id || ' ' || workflow || ' ' || coalesce(error, '')), lower($7)) > 0)
           order by created_at desc, id desc
-          limit $6"
-    );
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(p.status)
-        .bind(&p.workflow)
-        .bind(p.created_after)
-        .bind(before_at)
-        .bind(before_id)
-        .bind(p.limit)
-        .bind(&p.text)
-        .fetch_all(pool)
-        .await?)
+          limit $6",
+        p.status as Option<RunStatus>,
+        p.workflow.as_deref(),
+        p.created_after,
+        before_at,
+        before_id,
+        p.limit,
+        p.text.as_deref()
+    )
+    .fetch_all(pool)
+    .await?)
 }
 
 /// A freshly acquired lease and what the run looked like.
@@ -362,6 +386,7 @@ pub async fn run_lease_acquire(
     owner: &str,
     ttl: std::time::Duration,
 ) -> Result<Option<Acquired>> {
+    // Assembled at start-up by `lease_statement`, shared with the fetch: not checked.
     let row: Option<AcquireRow> = sqlx::query_as(sqlx::AssertSqlSafe(ACQUIRE.as_str()))
         .bind(run_id)
         .bind(owner)
@@ -435,29 +460,8 @@ pub async fn run_release(conn: &mut PgConnection, lease: &Lease, reason: &str) -
 
 /// The statement of [`run_release_held`]. Runs are locked in id order, as the heartbeat
 /// (still beating) locks the same runs.
-pub(super) const RELEASE_HELD: &str =
-    "with held as (select id from runs where lease_owner = $1 and status = 'running'
-                        order by id
-                          for no key update),
-              r as (update runs u set status = 'queued', lease_owner = null, lease_expires_at = null
-                     where u.id = any (array(select id from held))
-                    returning u.id),
-              abandoned as (
-                    update step_attempts a
-                       set status = 'abandoned', finished_at = clock_timestamp(),
-                           error = 'abandoned: ' || $2
-                     where a.run_id = any (array(select id from r)) and a.status = 'running'
-                       and ((a.run_id, a.step_id) in (
-                               select s.run_id, s.step_id from steps s
-                                where s.run_id = any (array(select id from r))
-                                  and s.status = 'running')) is true),
-              pending as (update steps set status = 'pending'
-                           where run_id = any (array(select id from r)) and status = 'running'),
-              events as (insert into run_events (run_id, kind, data)
-                         select id, 'run_released',
-                                jsonb_build_object('worker', $1::text, 'reason', $2::text)
-                           from r order by id)
-         select id from r order by id";
+#[cfg(test)] // Read by the plan test (`plans.rs`); the statement runs from the file.
+pub(super) const RELEASE_HELD: &str = include_str!("sql/release_held.sql");
 
 /// Hands back every run `owner` still leases, as [`run_release`] does one: a worker
 /// calls it once its consumer has stopped and no handler is left, for runs it claimed
@@ -468,11 +472,11 @@ pub async fn run_release_held(
     owner: &str,
     reason: &str,
 ) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar(RELEASE_HELD)
-        .bind(owner)
-        .bind(reason)
-        .fetch_all(&mut *conn)
-        .await?)
+    Ok(
+        sqlx::query_file_scalar!("src/store/sql/release_held.sql", owner, reason)
+            .fetch_all(&mut *conn)
+            .await?,
+    )
 }
 
 pub async fn run_succeed(conn: &mut PgConnection, lease: &Lease, output: &Value) -> Result<()> {
@@ -536,24 +540,19 @@ pub async fn run_dead(
 }
 
 /// The statement of [`runs_rescue_expired`].
-pub(super) const RESCUE: &str = "with expired as (
-             select id, lease_owner from runs
-              where status = 'running' and lease_expires_at < now()
-              order by lease_expires_at
-              limit $1
-              for update skip locked),
-         r as (update runs r set status = 'queued', lease_owner = null, lease_expires_at = null
-                where r.id = any (array(select id from expired))
-               returning r.id)
-         select r.id, e.lease_owner from r join expired e on e.id = r.id";
+#[cfg(test)] // Read by the plan test (`plans.rs`); the statement runs from the file.
+pub(super) const RESCUE: &str = include_str!("sql/rescue.sql");
 
 /// Requeues runs whose lease expired (their worker died or stalled); returns their ids
 /// so the caller can enqueue them in the same transaction.
 pub async fn runs_rescue_expired(conn: &mut PgConnection, limit: i64) -> Result<Vec<String>> {
-    let rescued: Vec<(String, Option<String>)> = sqlx::query_as(RESCUE)
-        .bind(limit)
-        .fetch_all(&mut *conn)
-        .await?;
+    let rescued: Vec<(String, Option<String>)> =
+        sqlx::query_file!("src/store/sql/rescue.sql", limit)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|row| (row.id, row.lease_owner))
+            .collect();
     for (id, owner) in &rescued {
         event_append(
             conn,
@@ -600,7 +599,8 @@ pub async fn run_ids_matching(pool: &PgPool, f: &RunFilter, limit: i64) -> Resul
 /// attempt budget, checkpoints stay, its dead letters are cleared. `None` when the run
 /// is not dead or cancelled. The caller enqueues the wake-up.
 pub async fn run_retry(conn: &mut PgConnection, run_id: &str, by: &str) -> Result<Option<RunRow>> {
-    let sql = format!(
+    let run = sqlx::query_as!(
+        RunRow,
         "update runs set status = 'queued', error = null, finished_at = null, wake_at = null,
                 cancel_requested_at = null,
                 -- A keyed run waits for a slot again, behind those already waiting.
@@ -608,12 +608,15 @@ pub async fn run_retry(conn: &mut PgConnection, run_id: &str, by: &str) -> Resul
                 concurrency_seq = case when concurrency_key is not null
                                        then nextval('runs_concurrency_seq') end
           where id = $1 and status in ('dead', 'cancelled')
-         returning {RUN_COLUMNS}"
-    );
-    let run: Option<RunRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(run_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+         returning id, workflow, definition_hash, status, input, output, error,
+                idempotency_key, request_hash, lease_owner, lease_expires_at, wake_at, created_at,
+                started_at, finished_at, updated_at, replay_of, cancel_requested_at, user_id,
+                project_id, parent_run_id, parent_step_id, pinned, concurrency_key, admitted,
+                priority",
+        run_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
     let Some(run) = run else {
         return Ok(None);
     };
@@ -701,22 +704,23 @@ async fn run_stop_inner(
     by: &str,
     how: Stop,
 ) -> Result<Option<Cancelled>> {
-    let status: Option<RunStatus> =
-        sqlx::query_scalar("select status from runs where id = $1 for update")
-            .bind(run_id)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let status = sqlx::query_scalar!(
+        r#"select status as "status: RunStatus" from runs where id = $1 for update"#,
+        run_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
     let Some(status) = status else {
         return Ok(None);
     };
     match status {
         RunStatus::Queued | RunStatus::Retrying | RunStatus::Sleeping | RunStatus::Waiting => {
-            sqlx::query(
+            sqlx::query!(
                 "update runs set status = 'cancelled', finished_at = clock_timestamp(), wake_at = null,
                         cancel_requested_at = coalesce(cancel_requested_at, now())
                   where id = $1",
+                run_id
             )
-            .bind(run_id)
             .execute(&mut *conn)
             .await?;
             cancel_steps(conn, run_id).await?;
@@ -749,10 +753,10 @@ async fn run_stop_inner(
             Ok(Some(Cancelled::Requested))
         }
         RunStatus::Running => {
-            sqlx::query(
+            sqlx::query!(
                 "update runs set cancel_requested_at = coalesce(cancel_requested_at, now()) where id = $1",
+                run_id
             )
-            .bind(run_id)
             .execute(&mut *conn)
             .await?;
             event_append(
@@ -781,12 +785,12 @@ fn cancel_children<'a>(
     how: Stop,
 ) -> futures::future::BoxFuture<'a, Result<()>> {
     Box::pin(async move {
-        let children: Vec<String> = sqlx::query_scalar(
-            // In id order, as every statement that locks several runs takes them.
+        // In id order, as every statement that locks several runs takes them.
+        let children = sqlx::query_scalar!(
             "select id from runs where parent_run_id = $1 and status not in ('succeeded', 'dead', 'cancelled')
               order by id",
+            run_id
         )
-        .bind(run_id)
         .fetch_all(&mut *conn)
         .await?;
         for child in children {
@@ -820,11 +824,11 @@ async fn cancel_steps(conn: &mut PgConnection, run_id: &str) -> Result<()> {
     )
     .execute(&mut *conn)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "update steps set status = 'cancelled', finished_at = clock_timestamp(), next_attempt_at = null
           where run_id = $1 and status in ('pending', 'running', 'retry_scheduled', 'waiting')",
+        run_id
     )
-    .bind(run_id)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -833,13 +837,13 @@ async fn cancel_steps(conn: &mut PgConnection, run_id: &str) -> Result<()> {
 /// Completes a cancellation the lease holder observed: the run becomes `cancelled` and
 /// nothing of it runs again.
 pub async fn run_cancel_finish(conn: &mut PgConnection, lease: &Lease) -> Result<()> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update runs set status = 'cancelled', finished_at = clock_timestamp(),
                 lease_owner = null, lease_expires_at = null
           where id = $1 and lease_token = $2 and status = 'running'",
+        lease.run_id,
+        lease.token
     )
-    .bind(&lease.run_id)
-    .bind(lease.token)
     .execute(&mut *conn)
     .await?;
     if done.rows_affected() != 1 {
@@ -878,17 +882,17 @@ pub async fn steps_copy_checkpoints(
     to_run: &str,
     step_ids: &[String],
 ) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar(
+    Ok(sqlx::query_scalar!(
         "update steps t set status = o.status, output = o.output, started_at = o.started_at,
                 finished_at = o.finished_at
            from steps o
           where o.run_id = $1 and t.run_id = $2 and t.step_id = o.step_id
             and o.step_id = any($3) and o.status in ('succeeded', 'skipped')
          returning t.step_id",
+        from_run,
+        to_run,
+        step_ids
     )
-    .bind(from_run)
-    .bind(to_run)
-    .bind(step_ids)
     .fetch_all(conn)
     .await?)
 }
@@ -896,8 +900,7 @@ pub async fn steps_copy_checkpoints(
 /// The run whose `workflow` step started this one.
 pub async fn run_get_parent(conn: &mut PgConnection, run_id: &str) -> Result<Option<String>> {
     Ok(
-        sqlx::query_scalar::<_, Option<String>>("select parent_run_id from runs where id = $1")
-            .bind(run_id)
+        sqlx::query_scalar!("select parent_run_id from runs where id = $1", run_id)
             .fetch_optional(conn)
             .await?
             .flatten(),
@@ -1029,6 +1032,7 @@ pub async fn run_insert_many(
             "run_insert_many: {n} ids, but job ids of another length"
         )));
     }
+    // Assembled at start-up by `insert_statement` (macros take only literal text).
     let created: Vec<Option<String>> = sqlx::query_scalar(sqlx::AssertSqlSafe(
         INSERT_MANY.as_str(),
     ))
@@ -1068,11 +1072,18 @@ pub async fn run_insert_many(
             .filter(|(id, _)| !created_ids.contains(**id))
             .filter_map(|(_, key)| *key)
             .collect();
-        let sql = format!("select {RUN_COLUMNS} from runs where idempotency_key = any($1)");
-        existing = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(&taken)
-            .fetch_all(&mut *conn)
-            .await?;
+        existing = sqlx::query_as!(
+            RunRow,
+            "select id, workflow, definition_hash, status, input, output, error,
+                idempotency_key, request_hash, lease_owner, lease_expires_at, wake_at, created_at,
+                started_at, finished_at, updated_at, replay_of, cancel_requested_at, user_id,
+                project_id, parent_run_id, parent_step_id, pinned, concurrency_key, admitted,
+                priority
+               from runs where idempotency_key = any($1)",
+            &taken as &[&str]
+        )
+        .fetch_all(&mut *conn)
+        .await?;
     }
     Ok(RunsInserted { created, existing })
 }

@@ -338,13 +338,14 @@ pub async fn schedule_ticks_recent(
     schedule_id: &str,
     limit: i64,
 ) -> Result<Vec<TickRow>> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as!(
+        TickRow,
         "select id, schedule_id, tick_at, kind, outcome, run_id, missed, error, scheduler, handled_at
            from schedule_ticks where schedule_id = $1
           order by id desc limit $2",
+        schedule_id,
+        limit
     )
-    .bind(schedule_id)
-    .bind(limit)
     .fetch_all(pool)
     .await?)
 }
@@ -379,14 +380,17 @@ pub struct RunScheduleRow {
 }
 
 pub async fn run_schedule_get(pool: &PgPool, run_id: &str) -> Result<Option<RunScheduleRow>> {
-    Ok(sqlx::query_as(
-        "select r.schedule_id, r.schedule_tick_at as tick_at, s.name, t.kind
+    // `kind` reads as text (the kind's name), not as `TickKind`.
+    Ok(sqlx::query_as!(
+        RunScheduleRow,
+        r#"select r.schedule_id as "schedule_id!", r.schedule_tick_at as "tick_at!",
+                  s.name as "name?", t.kind as "kind?: String"
            from runs r
            left join schedules s on s.id = r.schedule_id
            left join schedule_ticks t on t.run_id = r.id
-          where r.id = $1 and r.schedule_id is not null and r.schedule_tick_at is not null",
+          where r.id = $1 and r.schedule_id is not null and r.schedule_tick_at is not null"#,
+        run_id
     )
-    .bind(run_id)
     .fetch_optional(pool)
     .await?)
 }

@@ -46,14 +46,8 @@ pub async fn worker_register(pool: &PgPool, p: WorkerRegisterParams<'_>) -> Resu
 
 /// The statement of [`worker_heartbeat`]: extends the leases of the runs `$3` that
 /// `$1` still holds.
-pub(super) const HEARTBEAT: &str = "with mine as (
-              select id from runs
-               where id = any ($3) and lease_owner = $1 and status = 'running'
-                 and lease_expires_at > clock_timestamp()
-               order by id
-                 for no key update)
-         update runs r set lease_expires_at = clock_timestamp() + make_interval(secs => $2)
-           where r.id = any (array(select id from mine))";
+#[cfg(test)] // Read by the plan test (`plans.rs`); the statement runs from the file.
+pub(super) const HEARTBEAT: &str = include_str!("sql/heartbeat.sql");
 
 /// Records a heartbeat and extends the unexpired leases of `held`, the runs this worker
 /// knows it holds; returns how many it extended.
@@ -85,10 +79,7 @@ pub async fn worker_heartbeat(
     let extended = if held.is_empty() {
         0
     } else {
-        sqlx::query(HEARTBEAT)
-            .bind(id)
-            .bind(ttl.as_secs_f64())
-            .bind(held)
+        sqlx::query_file!("src/store/sql/heartbeat.sql", id, ttl.as_secs_f64(), held)
             .execute(&mut *tx)
             .await?
             .rows_affected()
