@@ -843,6 +843,26 @@ impl Bench<'_> {
         Ok(())
     }
 
+    /// A `cairn api` started for a scenario and answering, with a new token of `role`
+    /// and a client keeping up to `connections` connections to it: (the process, its
+    /// base URL, the token, the client).
+    async fn start_api(
+        &self,
+        role: &str,
+        connections: usize,
+    ) -> Result<(Service, String, String, reqwest::Client)> {
+        let token = Service::create_token(self.s, &self.db.url, role)?;
+        let listen = format!("127.0.0.1:{}", procs::free_port()?);
+        let mut api = Service::api(self.s, &self.db.url, &listen)?;
+        let base = format!("http://{listen}");
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(connections)
+            .timeout(Duration::from_secs(120))
+            .build()?;
+        wait_ready(&client, &base, &mut api).await?;
+        Ok((api, base, token, client))
+    }
+
     /// Queues `n` runs of `def` as users do: `POST /api/tasks/batch` to a `cairn api`
     /// process started for it, [`SEED_BATCH`] runs a request over two connections;
     /// then leaves the tables' statistics as `--stats` says. (The history's finished
@@ -850,14 +870,7 @@ impl Bench<'_> {
     /// seconds.)
     async fn seed(&self, def: &Definition, n: u64) -> Result<()> {
         let started = Instant::now();
-        let token = Service::create_token(self.s, &self.db.url, "operator")?;
-        let listen = format!("127.0.0.1:{}", procs::free_port()?);
-        let mut api = Service::api(self.s, &self.db.url, &listen)?;
-        let base = format!("http://{listen}");
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .build()?;
-        wait_ready(&client, &base, &mut api).await?;
+        let (api, base, token, client) = self.start_api("operator", 2).await?;
         let posts = Posts {
             client: &client,
             base: &base,
@@ -880,16 +893,8 @@ impl Bench<'_> {
     /// Returns seconds and the API's peak RSS (KiB); verifies every run was queued
     /// with its job.
     async fn http_load(&self, scenario: &'static str, n: u64, how: HttpSubmit) -> Result<HttpLoad> {
-        let token = Service::create_token(self.s, &self.db.url, "operator")?;
-        let listen = format!("127.0.0.1:{}", procs::free_port()?);
-        let mut api = Service::api(self.s, &self.db.url, &listen)?;
-        let base = format!("http://{listen}");
         let connections = self.s.connections as usize;
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(connections)
-            .timeout(Duration::from_secs(60))
-            .build()?;
-        wait_ready(&client, &base, &mut api).await?;
+        let (mut api, base, token, client) = self.start_api("operator", connections).await?;
 
         let activity = Activity::start(self.db.pool.clone());
         let before = self.snapshot().await?;
@@ -1301,14 +1306,7 @@ impl Bench<'_> {
     /// Times `GET /api/tasks` (first page) against a fresh API process: the first
     /// request, then the median of 20. Returns (first, median) in ms.
     async fn list_first_page(&self, runs: u64) -> Result<(f64, f64)> {
-        let token = Service::create_token(self.s, &self.db.url, "viewer")?;
-        let listen = format!("127.0.0.1:{}", procs::free_port()?);
-        let mut api = Service::api(self.s, &self.db.url, &listen)?;
-        let base = format!("http://{listen}");
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()?;
-        wait_ready(&client, &base, &mut api).await?;
+        let (api, base, token, client) = self.start_api("viewer", 1).await?;
         let url = format!("{base}/api/tasks");
         let mut times = Vec::with_capacity(21);
         for _ in 0..21 {
