@@ -91,7 +91,8 @@ pub type Result<T, E = BenchError> = std::result::Result<T, E>;
 /// What `--scenario` selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
-    /// Queued one-step no-op runs drained by the workers → runs/s.
+    /// Queued one-step no-op runs drained by the workers → runs/s; then a fifth as many
+    /// by one worker at concurrency 10 (a small deployment) → runs/s.
     Drain,
     /// Ten-step sequential no-op runs → steps/s.
     Chain,
@@ -100,7 +101,8 @@ pub enum Scenario {
     /// Idle workers, submissions 10 ms apart → ms from submit to the step's start.
     Pickup,
     /// `POST /api/tasks` over 64 keep-alive connections → runs/s; then ten times as
-    /// many runs through `POST /api/tasks/batch`, 500 a request → runs/s.
+    /// many runs through `POST /api/tasks/batch`, 500 a request → runs/s; then as many
+    /// again, 1,000 a request over one connection → runs/s.
     #[value(name = "submit_http")]
     SubmitHttp,
     /// Drain rate with a large backlog queued vs an empty one; the run list's first page.

@@ -22,7 +22,7 @@ const FAN_WIDTH: u64 = 50;
 const GRACE: Duration = Duration::from_secs(30);
 /// How often the bench looks at progress (timings come from the database's clock, so
 /// this only bounds how late the bench notices the end).
-const POLL: Duration = Duration::from_millis(250);
+pub(super) const POLL: Duration = Duration::from_millis(250);
 /// Runs `pickup` submits, and how far apart.
 const PICKUP_GAP: Duration = Duration::from_millis(10);
 
@@ -254,6 +254,11 @@ enum HttpSubmit {
     Batch(u64),
 }
 
+/// The drain scenario's second drain: a small deployment's one worker at concurrency 10.
+const SMALL_SHAPE: (u32, usize) = (1, 10);
+/// That drain takes this share of the scenario's runs (`n / SMALL_SHARE`).
+const SMALL_SHARE: u64 = 5;
+
 /// Runs a `POST /api/tasks/batch` request carries in `submit_http`.
 const BATCH_SIZE: u64 = 500;
 
@@ -360,7 +365,11 @@ impl Bench<'_> {
     }
 
     fn start_workers(&self, concurrency: usize) -> Result<Vec<Service>> {
-        (0..self.s.workers)
+        self.start_n_workers(self.s.workers, concurrency)
+    }
+
+    fn start_n_workers(&self, workers: u32, concurrency: usize) -> Result<Vec<Service>> {
+        (0..workers)
             .map(|i| Service::worker(self.s, &self.db.url, concurrency, i))
             .collect()
     }
@@ -440,10 +449,23 @@ impl Bench<'_> {
         until: u64,
         concurrency: usize,
     ) -> Result<Drained> {
+        self.drain_runs_on(scenario, def, n, until, (self.s.workers, concurrency))
+            .await
+    }
+
+    /// [`Self::drain_runs`] with `shape.0` workers at concurrency `shape.1`.
+    async fn drain_runs_on(
+        &self,
+        scenario: &'static str,
+        def: &Definition,
+        n: u64,
+        until: u64,
+        shape: (u32, usize),
+    ) -> Result<Drained> {
         self.seed(def, n).await?;
         let before = self.snapshot().await?;
         let activity = Activity::start(self.db.pool.clone());
-        let mut workers = self.start_workers(concurrency)?;
+        let mut workers = self.start_n_workers(shape.0, shape.1)?;
         self.wait_finished(scenario, until, &mut workers).await?;
         let secs = self
             .db
@@ -678,6 +700,32 @@ impl Bench<'_> {
         );
         self.emit_costs("drain", &costs, n, false);
         self.verified("drain", n);
+
+        // A small deployment: one worker at concurrency 10, on emptied tables.
+        self.db.reset().await?;
+        let m = (n / SMALL_SHARE).max(1);
+        let (workers, c) = SMALL_SHAPE;
+        let d = self
+            .drain_runs_on("drain", &self.defs.noop, m, m, SMALL_SHAPE)
+            .await?;
+        let secs = d.secs;
+        self.stop_drained(d).await?;
+        self.db.verify_all("drain", m, 1).await?;
+        self.out.emit(
+            Figure::new(
+                "drain",
+                "one_worker_runs_per_s",
+                round(m as f64 / secs, 1),
+                "runs/s",
+            )
+            .ratio(self.floor)
+            .history_ratio(self.history_floor)
+            .target("≥ 0.2× keep-history floor")
+            .n(m)
+            .note(format!(
+                "{workers} worker × concurrency {c}, as a small deployment runs; the same runs, emptied tables"
+            )),
+        );
         Ok(())
     }
 
@@ -893,7 +941,18 @@ impl Bench<'_> {
     /// Returns seconds and the API's peak RSS (KiB); verifies every run was queued
     /// with its job.
     async fn http_load(&self, scenario: &'static str, n: u64, how: HttpSubmit) -> Result<HttpLoad> {
-        let connections = self.s.connections as usize;
+        self.http_load_over(scenario, n, how, self.s.connections as usize)
+            .await
+    }
+
+    /// [`Self::http_load`] over `connections` connections.
+    async fn http_load_over(
+        &self,
+        scenario: &'static str,
+        n: u64,
+        how: HttpSubmit,
+        connections: usize,
+    ) -> Result<HttpLoad> {
         let (mut api, base, token, client) = self.start_api("operator", connections).await?;
 
         let activity = Activity::start(self.db.pool.clone());
@@ -1002,6 +1061,29 @@ impl Bench<'_> {
                 "runs",
             )
             .note("every batch answered 201 with every task created; each run queued with its job"),
+        );
+
+        // One client sending the largest batches one after another, on emptied tables
+        // and a fresh API process: what one importing script gets.
+        self.db.reset().await?;
+        let load = self
+            .http_load_over("submit_http", batch_runs, HttpSubmit::Batch(SEED_BATCH), 1)
+            .await?;
+        self.out.emit(
+            Figure::new(
+                "submit_http",
+                "batch_one_connection_runs_per_s",
+                round(batch_runs as f64 / load.secs, 1),
+                "runs/s",
+            )
+            .ratio(self.floor)
+            .history_ratio(self.history_floor)
+            .target("≥ 40,000 runs/s")
+            .n(batch_runs)
+            .note(format!(
+                "POST /api/tasks/batch, {} runs a request, one connection, one cairn api process, no workers; every run verified queued with its job",
+                crate::report::thousands(SEED_BATCH)
+            )),
         );
         Ok(())
     }

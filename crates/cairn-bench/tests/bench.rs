@@ -24,6 +24,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
             "wal_bytes_per_run",
             "machine_cpu_busy_pct",
             "verified_runs",
+            "one_worker_runs_per_s",
         ],
     ),
     (
@@ -63,6 +64,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
             "verified_runs",
             "batch_runs_per_s",
             "batch_verified_runs",
+            "batch_one_connection_runs_per_s",
         ],
     ),
     (
@@ -122,6 +124,8 @@ const RATIOS: &[(&str, &str)] = &[
     ("chain", "steps_per_s"),
     ("submit_http", "runs_per_s"),
     ("submit_http", "batch_runs_per_s"),
+    ("submit_http", "batch_one_connection_runs_per_s"),
+    ("drain", "one_worker_runs_per_s"),
     ("backlog", "drain_empty_runs_per_s"),
     ("backlog", "drain_backlog_runs_per_s"),
     ("memory", "drain_runs_per_s"),
@@ -130,6 +134,7 @@ const RATIOS: &[(&str, &str)] = &[
 /// Throughput figures that also carry a ratio to the keep-history floor.
 const HISTORY_RATIOS: &[(&str, &str)] = &[
     ("drain", "runs_per_s"),
+    ("drain", "one_worker_runs_per_s"),
     ("chain", "steps_per_s"),
     ("history", "drain_empty_runs_per_s"),
     ("history", "drain_history_runs_per_s"),
