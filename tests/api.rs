@@ -623,6 +623,38 @@ async fn a_failed_submit_does_not_mark_its_definition_stored(pool: PgPool) {
     api.stop.cancel();
 }
 
+/// A token not remembered yet (or no longer) met by a burst of requests is looked up
+/// once: the others wait for that lookup instead of each writing the token's
+/// `last_used_at`, one after another behind the row's lock.
+#[sqlx::test(migrations = false)]
+async fn a_burst_of_requests_looks_a_token_up_once(pool: PgPool) {
+    migrate(&pool).await;
+    let api = spawn_api(&pool).await;
+    let secret = token(&pool, cairn::auth::Role::Viewer).await;
+    sqlx::raw_sql(
+        "create table token_lookups (at timestamptz not null default clock_timestamp());
+         create function count_lookup() returns trigger language plpgsql as
+           $$ begin insert into token_lookups default values; return new; end $$;
+         create trigger count_lookup after update on api_tokens
+           for each row execute function count_lookup();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let burst = (0..32).map(|_| api.call_as(&secret, "GET", "/api/tasks", None));
+    let answers = futures::future::join_all(burst).await;
+    assert!(
+        answers.iter().all(|(status, _)| *status == 200),
+        "{answers:?}"
+    );
+    let lookups: i64 = sqlx::query_scalar("select count(*) from token_lookups")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(lookups, 1, "32 requests at once with one new token");
+    api.stop.cancel();
+}
+
 #[sqlx::test(migrations = false)]
 async fn revoking_a_token_or_logging_out_takes_effect_at_once(pool: PgPool) {
     migrate(&pool).await;

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -56,15 +56,25 @@ pub const PRINCIPAL_TTL: Duration = Duration::from_secs(5);
 /// everything.
 const PRINCIPALS_MAX: usize = 10_000;
 
+/// Secrets being looked up at which [`Principals`] forgets those nobody waits for.
+const LOOKUPS_PRUNE_AT: usize = 1_024;
+
 /// Recently authenticated secrets (bearer tokens and session cookies, by their stored
 /// hash) and who they belong to, so a busy client does not cost a database round trip
 /// — and for tokens a `last_used_at` write — on every request. Only successful lookups
 /// are remembered, each for [`PRINCIPAL_TTL`]; so a token's `last_used_at` is updated
 /// at most once per TTL per API process. Handlers that revoke tokens, end sessions or
 /// change users evict the affected entries.
+/// Requests that find a secret not remembered look it up one at a time, and those that
+/// waited use what the first remembered: when a secret's entry expires under load,
+/// every request in flight misses at once, and for a token each lookup also writes its
+/// `last_used_at` — on the same row, so they queued behind each other's row lock (64
+/// requests at once, 25 ms each).
 #[derive(Debug)]
 pub struct Principals {
     entries: Mutex<HashMap<String, Remembered>>,
+    /// Per secret (by hash), the turn to look it up; gone when no request holds it.
+    lookups: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Bumped whenever a token, session or user is evicted: long-lived requests (event
     /// streams) subscribe and re-check their caller at once.
     changes: tokio::sync::watch::Sender<u64>,
@@ -74,6 +84,7 @@ impl Default for Principals {
     fn default() -> Self {
         Principals {
             entries: Mutex::default(),
+            lookups: Mutex::default(),
             changes: tokio::sync::watch::channel(0).0,
         }
     }
@@ -142,9 +153,52 @@ impl Principals {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// Waits for the turn to look `hash` up; the turn passes on when the guard drops.
+    async fn lookup_turn<'p>(&'p self, hash: &str) -> LookupTurn<'p> {
+        let turn = {
+            let mut lookups = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
+            // A request dropped while it waited leaves its secret's entry behind.
+            if lookups.len() >= LOOKUPS_PRUNE_AT {
+                lookups.retain(|_, turn| Arc::strong_count(turn) > 1);
+            }
+            lookups.entry(hash.to_owned()).or_default().clone()
+        };
+        LookupTurn {
+            principals: self,
+            hash: hash.to_owned(),
+            guard: Some(turn.lock_owned().await),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Remembered>> {
         // Every change is a single map operation: a panic cannot leave one half done.
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One request's turn to look a secret up ([`Principals::lookup_turn`]).
+struct LookupTurn<'p> {
+    principals: &'p Principals,
+    hash: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for LookupTurn<'_> {
+    fn drop(&mut self) {
+        let mut lookups = self
+            .principals
+            .lookups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        self.guard = None;
+        // Taken under the map's lock, as every waiter's clone is: none but the map's
+        // own means no request waits for this secret any more.
+        if lookups
+            .get(&self.hash)
+            .is_some_and(|turn| Arc::strong_count(turn) == 1)
+        {
+            lookups.remove(&self.hash);
+        }
     }
 }
 
@@ -258,6 +312,10 @@ pub async fn authenticate(
         if let Some(p) = state.principals.get(&hash) {
             return Ok(Some(p));
         }
+        let _turn = state.principals.lookup_turn(&hash).await;
+        if let Some(p) = state.principals.get(&hash) {
+            return Ok(Some(p));
+        }
         let Some(row) = users::token_use(&state.pool, &hash).await? else {
             return Err(ApiError::Unauthorized("unknown or revoked token".into()));
         };
@@ -273,6 +331,10 @@ pub async fn authenticate(
     }
     if let Some(session) = session_cookie(headers) {
         let hash = auth::secret_hash(session);
+        if let Some(p) = state.principals.get(&hash) {
+            return Ok(Some(p));
+        }
+        let _turn = state.principals.lookup_turn(&hash).await;
         if let Some(p) = state.principals.get(&hash) {
             return Ok(Some(p));
         }
