@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use super::Result;
-use super::runs::RunRow;
+use super::runs::{RunRow, query_runs};
 use crate::state::RunStatus;
 
 /// Filters for [`run_list_by_id_prefix`]; results are newest (highest id) first.
@@ -27,14 +27,9 @@ pub struct RunPrefixParams<'a> {
 
 /// Runs whose id starts with `p.prefix`, by a range scan of the primary key.
 pub async fn run_list_by_id_prefix(pool: &PgPool, p: &RunPrefixParams<'_>) -> Result<Vec<RunRow>> {
-    Ok(sqlx::query_as!(
-        RunRow,
-        "select id, workflow, definition_hash, status, input, output, error,
-                idempotency_key, request_hash, lease_owner, lease_expires_at, wake_at, created_at,
-                started_at, finished_at, updated_at, replay_of, cancel_requested_at, user_id,
-                project_id, parent_run_id, parent_step_id, pinned, concurrency_key, admitted,
-                priority
-           from runs
+    Ok(query_runs!(
+        "select",
+        "from runs
           where id >= $1 and id < $1 || chr(1114111) and starts_with(id, $1)
             and ($2::text is null or status = $2)
             and ($3::text is null or workflow = $3)

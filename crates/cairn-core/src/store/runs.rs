@@ -11,6 +11,28 @@ use super::steps::StepRow;
 use super::{Lease, Result, StoreError, lease_fence};
 use crate::state::RunStatus;
 
+/// `sqlx::query_as!` into [`RunRow`]s of `$before <every RunRow column> $after` — a
+/// `select` or a `returning` — checked when compiling like any query. The column list
+/// lives here, once, for the checked statements; [`RUN_COLUMNS`] is its copy for the
+/// statements assembled at start-up (the macros take only literal text). Both are read
+/// into `RunRow`: this one when compiling, that one by every lease.
+macro_rules! query_runs {
+    ($before:literal, $after:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            $crate::store::runs::RunRow,
+            $before
+                + " id, workflow, definition_hash, status, input, output, error,
+                    idempotency_key, request_hash, lease_owner, lease_expires_at, wake_at,
+                    created_at, started_at, finished_at, updated_at, replay_of,
+                    cancel_requested_at, user_id, project_id, parent_run_id, parent_step_id,
+                    pinned, concurrency_key, admitted, priority "
+                + $after
+            $(, $arg)*
+        )
+    };
+}
+pub(super) use query_runs;
+
 pub const RUN_COLUMNS: &str = "id, workflow, definition_hash, status, input, output, error, \
      idempotency_key, request_hash, lease_owner, lease_expires_at, wake_at, created_at, \
      started_at, finished_at, updated_at, replay_of, cancel_requested_at, user_id, project_id, \
@@ -95,8 +117,7 @@ pub enum RunInserted {
 /// Inserts a queued run and its pending steps, unless its idempotency key exists.
 pub async fn run_insert(conn: &mut PgConnection, p: RunInsertParams<'_>) -> Result<RunInserted> {
     let pinned = p.pinned || parent_pinned(conn, p.origin).await?;
-    let created = sqlx::query_as!(
-        RunRow,
+    let created = query_runs!(
         "insert into runs (id, workflow, definition_hash, input, idempotency_key, request_hash, replay_of,
                            user_id, project_id, parent_run_id, parent_step_id, pinned,
                            concurrency_key, concurrency_limit, concurrency_seq, admitted,
@@ -106,11 +127,8 @@ pub async fn run_insert(conn: &mut PgConnection, p: RunInsertParams<'_>) -> Resu
                 $13::text is null, $15
           where exists (select from workflow_definitions where hash = $3)
          on conflict (idempotency_key) where idempotency_key is not null do nothing
-         returning id, workflow, definition_hash, status, input, output, error,
-                idempotency_key, request_hash, lease_owner, lease_expires_at, wake_at, created_at,
-                started_at, finished_at, updated_at, replay_of, cancel_requested_at, user_id,
-                project_id, parent_run_id, parent_step_id, pinned, concurrency_key, admitted,
-                priority",
+         returning",
+        "",
         p.id,
         p.workflow,
         p.definition_hash,
@@ -133,14 +151,9 @@ pub async fn run_insert(conn: &mut PgConnection, p: RunInsertParams<'_>) -> Resu
         if !definition_stored(conn, p.definition_hash).await? {
             return Err(StoreError::DefinitionMissing(p.definition_hash.to_owned()));
         }
-        let existing = sqlx::query_as!(
-            RunRow,
-            "select id, workflow, definition_hash, status, input, output, error,
-                idempotency_key, request_hash, lease_owner, lease_expires_at, wake_at, created_at,
-                started_at, finished_at, updated_at, replay_of, cancel_requested_at, user_id,
-                project_id, parent_run_id, parent_step_id, pinned, concurrency_key, admitted,
-                priority
-               from runs where idempotency_key = $1",
+        let existing = query_runs!(
+            "select",
+            "from runs where idempotency_key = $1",
             p.idempotency_key
         )
         .fetch_one(&mut *conn)
@@ -191,18 +204,9 @@ async fn definition_stored(conn: &mut PgConnection, hash: &str) -> Result<bool> 
 }
 
 pub async fn run_get(pool: &PgPool, id: &str) -> Result<Option<RunRow>> {
-    Ok(sqlx::query_as!(
-        RunRow,
-        "select id, workflow, definition_hash, status, input, output, error,
-                idempotency_key, request_hash, lease_owner, lease_expires_at, wake_at, created_at,
-                started_at, finished_at, updated_at, replay_of, cancel_requested_at, user_id,
-                project_id, parent_run_id, parent_step_id, pinned, concurrency_key, admitted,
-                priority
-           from runs where id = $1",
-        id
-    )
-    .fetch_optional(pool)
-    .await?)
+    Ok(query_runs!("select", "from runs where id = $1", id)
+        .fetch_optional(pool)
+        .await?)
 }
 
 /// Filters for [`run_list`]; results are newest first.
@@ -223,14 +227,9 @@ pub async fn run_list(pool: &PgPool, p: &RunListParams) -> Result<Vec<RunRow>> {
         Some((at, id)) => (Some(*at), Some(id.as_str())),
         None => (None, None),
     };
-    Ok(sqlx::query_as!(
-        RunRow,
-        "select id, workflow, definition_hash, status, input, output, error,
-                idempotency_key, request_hash, lease_owner, lease_expires_at, wake_at, created_at,
-                started_at, finished_at, updated_at, replay_of, cancel_requested_at, user_id,
-                project_id, parent_run_id, parent_step_id, pinned, concurrency_key, admitted,
-                priority
-           from runs
+    Ok(query_runs!(
+        "select",
+        "from runs
           where ($1::text is null or status = $1)
             and ($2::text is null or workflow = $2)
             and ($3::timestamptz is null or created_at >= $3)
@@ -599,8 +598,7 @@ pub async fn run_ids_matching(pool: &PgPool, f: &RunFilter, limit: i64) -> Resul
 /// attempt budget, checkpoints stay, its dead letters are cleared. `None` when the run
 /// is not dead or cancelled. The caller enqueues the wake-up.
 pub async fn run_retry(conn: &mut PgConnection, run_id: &str, by: &str) -> Result<Option<RunRow>> {
-    let run = sqlx::query_as!(
-        RunRow,
+    let run = query_runs!(
         "update runs set status = 'queued', error = null, finished_at = null, wake_at = null,
                 cancel_requested_at = null,
                 -- A keyed run waits for a slot again, behind those already waiting.
@@ -608,11 +606,8 @@ pub async fn run_retry(conn: &mut PgConnection, run_id: &str, by: &str) -> Resul
                 concurrency_seq = case when concurrency_key is not null
                                        then nextval('runs_concurrency_seq') end
           where id = $1 and status in ('dead', 'cancelled')
-         returning id, workflow, definition_hash, status, input, output, error,
-                idempotency_key, request_hash, lease_owner, lease_expires_at, wake_at, created_at,
-                started_at, finished_at, updated_at, replay_of, cancel_requested_at, user_id,
-                project_id, parent_run_id, parent_step_id, pinned, concurrency_key, admitted,
-                priority",
+         returning",
+        "",
         run_id
     )
     .fetch_optional(&mut *conn)
@@ -1072,14 +1067,9 @@ pub async fn run_insert_many(
             .filter(|(id, _)| !created_ids.contains(**id))
             .filter_map(|(_, key)| *key)
             .collect();
-        existing = sqlx::query_as!(
-            RunRow,
-            "select id, workflow, definition_hash, status, input, output, error,
-                idempotency_key, request_hash, lease_owner, lease_expires_at, wake_at, created_at,
-                started_at, finished_at, updated_at, replay_of, cancel_requested_at, user_id,
-                project_id, parent_run_id, parent_step_id, pinned, concurrency_key, admitted,
-                priority
-               from runs where idempotency_key = any($1)",
+        existing = query_runs!(
+            "select",
+            "from runs where idempotency_key = any($1)",
             &taken as &[&str]
         )
         .fetch_all(&mut *conn)
