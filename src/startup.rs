@@ -328,6 +328,7 @@ impl Api {
     /// Serves until `shutdown` is cancelled and the open requests are answered.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         tracing::info!(addr = %self.addr()?, "API listening");
+        let submits = self.state.submits.clone();
         match self.metrics {
             Some(metrics) => {
                 if let Ok(addr) = metrics.local_addr() {
@@ -343,6 +344,9 @@ impl Api {
                 .await
                 .map_err(StartupError::Serve)?,
         }
+        // Every request is answered: the submitter's connections close before the
+        // caller closes the API's pool (and `cairn dev` stops its database).
+        let _ = tokio::time::timeout(Duration::from_secs(5), submits.close()).await;
         Ok(())
     }
 }

@@ -253,9 +253,17 @@ async fn heartbeat_loop(
 /// pass.
 async fn terminate_loop(pool: PgPool, engine: Arc<Engine>, stopped: CancellationToken) {
     let pool = store::listen_pool(&pool);
+    listen_for_terminations(&pool, &engine, &stopped).await;
+    // The listener, dropped, hands its connection back from a task of its own; closing
+    // the pool waits for that, so the connection is closed before the worker returns
+    // (and before `cairn dev` stops its database), not while the database goes away.
+    pool.close().await;
+}
+
+async fn listen_for_terminations(pool: &PgPool, engine: &Engine, stopped: &CancellationToken) {
     let mut listener = loop {
         let opened = async {
-            let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+            let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
             listener.listen(store::runs::TERMINATE_CHANNEL).await?;
             Ok::<_, sqlx::Error>(listener)
         };

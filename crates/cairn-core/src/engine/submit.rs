@@ -615,6 +615,13 @@ impl Submitter {
         }
     }
 
+    /// Closes the submitter's own connections, once its writes are done: on the way
+    /// out, so that the database sees them closed rather than lost. A submission after
+    /// this fails.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
     /// Queues `s`'s runs and answers once they are committed; `registry` holds their
     /// workflow and supplies the child workflows it may start, whose definitions are
     /// stored beside it. Every item is validated first; if any is invalid nothing is
