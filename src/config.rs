@@ -12,9 +12,9 @@ pub struct DatabaseArgs {
     /// PostgreSQL connection URL (`cairn dev` starts a private PostgreSQL without one).
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
-    /// Connections in this process's pool (a worker holds two more of its own; `cairn
-    /// api` up to as many again, for writing submitted runs).
-    #[arg(long, env = "CAIRN_DB_POOL", default_value_t = 10)]
+    /// Connections in this process's pool, at least 1 (a worker holds three more of its
+    /// own; `cairn api` up to as many again, for writing submitted runs).
+    #[arg(long, env = "CAIRN_DB_POOL", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub db_pool: u32,
     /// Do not apply migrations on start (run `cairn migrate` yourself).
     #[arg(long, env = "CAIRN_NO_MIGRATE")]

@@ -263,6 +263,59 @@ async fn sigterm_hands_unfinished_runs_back_and_another_worker_finishes_them(poo
     );
 }
 
+/// Every connection of a worker's `--db-pool` is the engine's: its listeners and its
+/// fetch have connections of their own. With a pool of one, `sql` steps (which hold a
+/// connection while their query runs) and the transitions around them still take
+/// turns on it, and the worker holds exactly three more.
+#[sqlx::test(migrations = false)]
+async fn a_worker_with_a_pool_of_one_connection_runs_its_runs(pool: PgPool) {
+    migrate(&pool).await;
+    let def = definition(
+        "one",
+        "[[steps]]\nid = \"a\"\nkind = \"sql\"\nquery = \"select 1\"\n\n\
+         [[steps]]\nid = \"b\"\nkind = \"sql\"\nquery = \"select 2\"\n",
+    );
+    let url = database_url(&pool);
+    // No pool at all is a usage error, said before anything connects.
+    let none = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["worker", "--db-pool", "0"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&none.stderr);
+    assert_eq!(none.status.code(), Some(2), "{said}");
+    assert!(said.contains("--db-pool"), "{said}");
+
+    let mut worker = WorkerProcess::spawn(&url, &["--db-pool", "1", "--poll-interval", "200ms"]);
+    worker.id(&pool).await;
+    wait_listening(&pool, "the worker to listen").await;
+
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(submit(&pool, &def, json!({})).await);
+    }
+    let statuses = wait_finished(&pool, &ids, Duration::from_secs(60)).await;
+    assert!(
+        ids.iter().all(|id| statuses[id] == "succeeded"),
+        "{statuses:?}"
+    );
+    let held: i64 = sqlx::query_scalar(
+        "select count(*) from pg_stat_activity
+          where datname = current_database() and application_name = 'cairn'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        held, 4,
+        "the pool's one connection and three of the worker's own"
+    );
+    assert!(
+        worker.child.try_wait().unwrap().is_none(),
+        "the worker kept running"
+    );
+}
+
 /// A worker whose database connections are all cut (a failover, a restarted pooler)
 /// keeps running: it reconnects, hears of new runs again, and finishes them.
 #[sqlx::test(migrations = false)]

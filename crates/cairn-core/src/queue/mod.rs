@@ -202,15 +202,19 @@ where
         tracing::warn!(error = %e, "preparing the fetch failed");
     }
     let inserted = Arc::new(Notify::new());
-    let listener = match listen(pool).await {
+    // The listener holds its connection for good: one of its own, so that every
+    // connection of `pool` stays the engine's (with `--db-pool 1`, the listener held the
+    // only one and no run could advance).
+    let listen_pool = store::listen_pool(pool);
+    let listener = match listen(&listen_pool).await {
         Ok(listener) => Some(listener),
         Err(e) => {
             tracing::warn!(error = %e, "listening for new jobs failed; polling meanwhile");
             None
         }
     };
-    let _listening = AbortOnDropHandle::new(tokio::spawn(relay_notifications(
-        pool.clone(),
+    let listening = AbortOnDropHandle::new(tokio::spawn(relay_notifications(
+        listen_pool.clone(),
         listener,
         inserted.clone(),
     )));
@@ -293,6 +297,13 @@ where
     fetch_stop.cancel();
     let _ = fetching.await;
     claim_pool.close().await;
+    // The relay is stopped before its pool closes (a listener whose pool closes under it
+    // reports an error), and the pool is closed, not dropped: its connection is then
+    // closed before the caller returns. Bounded, as a database that is away may not
+    // answer the listener's goodbye.
+    listening.abort();
+    let _ = listening.await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), listen_pool.close()).await;
     monitored?;
     if asked_to_stop.is_cancelled() {
         Ok(())
