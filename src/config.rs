@@ -13,7 +13,8 @@ pub struct DatabaseArgs {
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
     /// Connections in this process's pool, at least 1 (a worker holds three more of its
-    /// own; `cairn api` up to as many again, for writing submitted runs).
+    /// own, a scheduler two; `cairn api` one for live event streams, and up to as many
+    /// again as the pool, for writing submitted runs).
     #[arg(long, env = "CAIRN_DB_POOL", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub db_pool: u32,
     /// Do not apply migrations on start (run `cairn migrate` yourself).

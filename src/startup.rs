@@ -329,6 +329,7 @@ impl Api {
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         tracing::info!(addr = %self.addr()?, "API listening");
         let submits = self.state.submits.clone();
+        let events = self.state.events.clone();
         match self.metrics {
             Some(metrics) => {
                 if let Ok(addr) = metrics.local_addr() {
@@ -344,9 +345,11 @@ impl Api {
                 .await
                 .map_err(StartupError::Serve)?,
         }
-        // Every request is answered: the submitter's connections close before the
-        // caller closes the API's pool (and `cairn dev` stops its database).
+        // Every request is answered: the submitter's and the event listener's
+        // connections close before the caller closes the API's pool (and `cairn dev`
+        // stops its database).
         let _ = tokio::time::timeout(Duration::from_secs(5), submits.close()).await;
+        events.closed().await;
         Ok(())
     }
 }

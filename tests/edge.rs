@@ -3,7 +3,8 @@
 //! end when their token is revoked and at their maximum lifetime, and are limited per
 //! principal; `/metrics` needs a viewer or its own listener; every answer carries the
 //! security headers; a request past its time limit, or a statement past the pool's,
-//! answers in the error shape.
+//! answers in the error shape; the streams' listener never takes a connection of the
+//! pool the requests need.
 
 mod common;
 
@@ -336,6 +337,61 @@ async fn bearer_tokens_are_not_subject_to_the_origin_check(pool: PgPool) {
     )
     .await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// The event streams' listener holds a connection of its own: an API whose pool has a
+/// single connection still answers while a stream is open, and the stream still hears
+/// of new events.
+#[sqlx::test(migrations = false)]
+async fn an_api_with_a_pool_of_one_connection_answers_while_a_stream_is_open(pool: PgPool) {
+    migrate(&pool).await;
+    let one = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with((*pool.connect_options()).clone())
+        .await
+        .unwrap();
+    let api = greet_api(&one).start().await;
+    let mut stream = api.events(&api.viewer, "").await;
+    assert_eq!(stream.status().as_u16(), 200);
+    // The listener is connected once its session listens (the test's own listener,
+    // on the test's pool, is not one of the API's).
+    wait_until(&pool, Duration::from_secs(10), "the API to listen", || {
+        let pool = pool.clone();
+        async move {
+            count(
+                &pool,
+                "select count(*) from pg_stat_activity
+                  where datname = current_database() and query ilike 'listen%cairn_events%'
+                    and pid <> pg_backend_pid()",
+            )
+            .await
+                >= 2
+        }
+    })
+    .await;
+    let (status, created) = answer(
+        api.http
+            .post(api.url("/api/tasks"))
+            .bearer_auth(&api.admin)
+            .json(&json!({ "workflow": "greet", "input": {} })),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let task = created["taskId"].as_str().unwrap().to_owned();
+    let heard = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut text = String::new();
+        while let Some(chunk) = stream.chunk().await.unwrap() {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.contains(&task) {
+                return text;
+            }
+        }
+        text
+    })
+    .await
+    .expect("the stream heard of the new run");
+    assert!(heard.contains("run_queued"), "{heard}");
 }
 
 #[sqlx::test(migrations = false)]

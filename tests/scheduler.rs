@@ -130,6 +130,14 @@ struct SchedulerProcess {
 
 impl SchedulerProcess {
     fn spawn(database_url: &str, workflows: &std::path::Path) -> SchedulerProcess {
+        SchedulerProcess::spawn_with(database_url, workflows, &[])
+    }
+
+    fn spawn_with(
+        database_url: &str,
+        workflows: &std::path::Path,
+        args: &[&str],
+    ) -> SchedulerProcess {
         let log = std::env::temp_dir().join(format!(
             "cairn-test-scheduler-{}.log",
             ulid::Ulid::generate()
@@ -140,6 +148,7 @@ impl SchedulerProcess {
             .arg("--workflows-dir")
             .arg(workflows)
             .args(["--scheduler-poll", "1s"])
+            .args(args)
             .env("DATABASE_URL", database_url)
             .env("CAIRN_NO_MIGRATE", "true")
             .env("RUST_LOG", "warn")
@@ -181,6 +190,34 @@ query = "select 1 as n"
 cron = "* * * * * *"
 max_lateness = "5s"
 "#;
+
+/// The scheduler's two listeners (schedule changes, notifications to deliver) hold
+/// connections of their own: a scheduler whose pool has a single connection still
+/// fires its ticks.
+#[sqlx::test(migrations = false)]
+async fn a_scheduler_with_a_pool_of_one_connection_fires_its_ticks(pool: PgPool) {
+    migrate(&pool).await;
+    let dir = workflow_dir(&[("tick", EVERY_SECOND)]);
+    let url = database_url(&pool);
+    let mut scheduler = SchedulerProcess::spawn_with(&url, &dir, &["--db-pool", "1"]);
+    wait_count(
+        &pool,
+        "select count(*) from pg_stat_activity
+          where datname = current_database()
+            and (query ilike 'listen%cairn_schedules%' or query ilike 'listen%cairn_notifications%')",
+        2,
+        Duration::from_secs(60),
+    )
+    .await;
+    wait_count(
+        &pool,
+        "select count(*) from schedule_ticks",
+        2,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(scheduler.alive(), "the scheduler kept running");
+}
 
 #[sqlx::test(migrations = false)]
 async fn three_scheduler_processes_fire_each_tick_exactly_once(pool: PgPool) {

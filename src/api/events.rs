@@ -53,6 +53,8 @@ pub struct EventHub {
     open: Mutex<Open>,
     /// Cancelled when the server shuts down: streams end, the listener stops.
     closing: CancellationToken,
+    /// The listener's task, once started: awaited by [`EventHub::closed`].
+    listening: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 #[derive(Debug, Default)]
@@ -113,6 +115,20 @@ impl EventHub {
         self.closing.cancel();
     }
 
+    /// Once [`EventHub::close`] was called: waits until the listener has closed its
+    /// connection (at most a few seconds), so that it is closed before the process
+    /// closes its pools and exits.
+    pub async fn closed(&self) {
+        let task = self
+            .listening
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = task {
+            let _ = tokio::time::timeout(Duration::from_secs(6), task).await;
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
         // Every change is a few integer updates: a panic cannot leave one half done.
         self.open.lock().unwrap_or_else(|e| e.into_inner())
@@ -123,7 +139,8 @@ impl EventHub {
             .tx
             .get_or_init(|| async {
                 let (tx, _) = broadcast::channel(1024);
-                tokio::spawn(listen(pool.clone(), tx.clone(), self.closing.clone()));
+                let task = tokio::spawn(listen(pool.clone(), tx.clone(), self.closing.clone()));
+                *self.listening.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
                 tx
             })
             .await;
@@ -131,10 +148,20 @@ impl EventHub {
     }
 }
 
-/// Relays notifications until the server shuts down, reconnecting with backoff.
+/// Relays notifications until the server shuts down, reconnecting with backoff, on a
+/// connection of its own ([`store::listen_pool`]): one of the API's pool would be held
+/// for good (with `--db-pool 1`, no request could be served once a stream opened).
 async fn listen(pool: PgPool, tx: broadcast::Sender<i64>, closing: CancellationToken) {
+    let pool = store::listen_pool(&pool);
+    relay(&pool, &tx, &closing).await;
+    // The listener, dropped, hands its connection back from a task of its own; closing
+    // the pool waits for that. Bounded: a database that is away may not answer.
+    let _ = tokio::time::timeout(Duration::from_secs(5), pool.close()).await;
+}
+
+async fn relay(pool: &PgPool, tx: &broadcast::Sender<i64>, closing: &CancellationToken) {
     loop {
-        let connect = || async { store::events::event_listener(&pool).await };
+        let connect = || async { store::events::event_listener(pool).await };
         let connected = connect
             .retry(
                 ExponentialBuilder::default()

@@ -549,7 +549,7 @@ async fn run_schedules(
         removed = ?synced.removed, unchanged = synced.unchanged, conflicts = ?synced.conflicts,
         "scheduler started; workflow schedules synced");
 
-    let mut listener = listen(&pool, CHANNEL, "schedule changes").await;
+    let mut listener = Listener::open(&pool, CHANNEL, "schedule changes").await;
     while !shutdown.is_cancelled() {
         let report = match run_due(&pool, &registry, clock.now(), &settings.id).await {
             Ok(r) => r,
@@ -577,39 +577,65 @@ async fn run_schedules(
         tokio::select! {
             _ = shutdown.cancelled() => {}
             _ = tokio::time::sleep(wait) => {}
-            notified = notification(&mut listener) => {
+            notified = listener.notification() => {
                 if let Err(e) = notified {
                     tracing::warn!(error = %e, "schedule notifications lost; polling every {:?}", settings.poll_interval);
-                    listener = None;
                 }
             }
         }
     }
+    listener.close().await;
     tracing::info!(scheduler = %settings.id, "scheduler stopped");
     Ok(())
 }
 
-/// A listener on `channel`, or `None` (with a warning naming `what`) when it cannot be
-/// opened: the caller then polls only. Shared by the scheduler's loops.
-pub(super) async fn listen(pool: &PgPool, channel: &str, what: &str) -> Option<PgListener> {
-    let connected = async {
-        let mut l = PgListener::connect_with(pool).await?;
-        l.listen(channel).await?;
-        Ok::<_, sqlx::Error>(l)
-    };
-    match connected.await {
-        Ok(l) => Some(l),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for {what}; polling only");
-            None
-        }
-    }
+/// A `LISTEN` on `channel` on a connection of its own ([`crate::store::listen_pool`]), so that
+/// it never holds one of the connections `--db-pool` sizes (with `--db-pool 1`, a
+/// listener on the pool held its only connection and nothing else could run). Without
+/// it (it could not be opened, or it failed), the caller polls only. Shared by the
+/// scheduler's loops.
+pub(super) struct Listener {
+    pool: PgPool,
+    listener: Option<PgListener>,
 }
 
-/// The next notification of `listener`; never, without one.
-pub(super) async fn notification(listener: &mut Option<PgListener>) -> Result<(), sqlx::Error> {
-    match listener {
-        Some(l) => l.recv().await.map(|_| ()),
-        None => std::future::pending().await,
+impl Listener {
+    /// Listens on `channel`, or warns (naming `what`) that the caller polls only.
+    pub(super) async fn open(pool: &PgPool, channel: &str, what: &str) -> Listener {
+        let pool = crate::store::listen_pool(pool);
+        let connected = async {
+            let mut l = PgListener::connect_with(&pool).await?;
+            l.listen(channel).await?;
+            Ok::<_, sqlx::Error>(l)
+        };
+        let listener = match connected.await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for {what}; polling only");
+                None
+            }
+        };
+        Listener { pool, listener }
+    }
+
+    /// The next notification; never, without a listener. After an error there is none.
+    pub(super) async fn notification(&mut self) -> Result<(), sqlx::Error> {
+        let Some(listener) = self.listener.as_mut() else {
+            return std::future::pending().await;
+        };
+        let received = listener.recv().await;
+        if received.is_err() {
+            self.listener = None;
+        }
+        received.map(|_| ())
+    }
+
+    /// Closes its connection before the caller returns, rather than leaving it to be
+    /// dropped; bounded, as a database that is away may not answer.
+    pub(super) async fn close(mut self) {
+        // The listener hands its connection back from a task of its own; closing the
+        // pool waits for that.
+        drop(self.listener.take());
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.pool.close()).await;
     }
 }

@@ -50,7 +50,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use super::{Clock, listen, notification};
+use super::{Clock, Listener};
 use crate::state::NotificationState;
 use crate::step::egress::{EgressAllow, EgressError, StepClient, StepHttp, find_egress_error};
 use crate::store::StoreError;
@@ -399,7 +399,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), NotifierError> {
     let client = StepHttp::new(settings.egress_allow.clone()).client(&[])?;
-    let mut listener = listen(&pool, CHANNEL, "notifications").await;
+    let mut listener = Listener::open(&pool, CHANNEL, "notifications").await;
     tracing::info!(
         cluster_url = settings.url.is_some(),
         signed = settings.secret.is_some(),
@@ -427,14 +427,14 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => {}
             _ = tokio::time::sleep(wait) => {}
-            notified = notification(&mut listener) => {
+            notified = listener.notification() => {
                 if let Err(e) = notified {
                     tracing::warn!(error = %e, "notification wake-ups lost; polling every {:?}", settings.poll);
-                    listener = None;
                 }
             }
         }
     }
+    listener.close().await;
     Ok(())
 }
 
