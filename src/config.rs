@@ -70,11 +70,12 @@ pub struct ApiArgs {
     #[arg(long, env = "CAIRN_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
     /// Longest an API request may take; past it the request is answered with 503.
-    /// Live event streams are exempt.
-    #[arg(long, env = "CAIRN_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    /// Live event streams are exempt. At least 100ms.
+    #[arg(long, env = "CAIRN_REQUEST_TIMEOUT", default_value = "30s", value_parser = at_least::<100>)]
     pub request_timeout: Duration,
     /// Longest one SQL statement of the API may run (`statement_timeout` on its pool).
-    #[arg(long, env = "CAIRN_STATEMENT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    /// At least 100ms (to Postgres, 0 would mean no limit at all).
+    #[arg(long, env = "CAIRN_STATEMENT_TIMEOUT", default_value = "30s", value_parser = at_least::<100>)]
     pub statement_timeout: Duration,
     /// Open live event streams (`/api/events`) one user or service token may hold.
     #[arg(long, env = "CAIRN_EVENTS_PER_PRINCIPAL", default_value_t = 8)]
@@ -83,7 +84,8 @@ pub struct ApiArgs {
     #[arg(long, env = "CAIRN_EVENTS_MAX", default_value_t = 1000)]
     pub events_max: usize,
     /// A live event stream ends after this long; clients reconnect with `Last-Event-ID`.
-    #[arg(long, env = "CAIRN_EVENTS_LIFETIME", default_value = "15m", value_parser = humantime::parse_duration)]
+    /// At least 1s.
+    #[arg(long, env = "CAIRN_EVENTS_LIFETIME", default_value = "15m", value_parser = at_least::<1000>)]
     pub events_lifetime: Duration,
 }
 
@@ -165,13 +167,15 @@ pub struct WorkerArgs {
     #[arg(long, env = "CAIRN_CONCURRENCY", default_value_t = 128)]
     pub concurrency: usize,
     /// How long a worker owns a run without renewing; a killed worker's runs resume
-    /// elsewhere after at most this long.
-    #[arg(long, env = "CAIRN_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
+    /// elsewhere after at most this long. At least 1s: a shorter lease expires between
+    /// the heartbeats that renew it, and the run would pass from worker to worker.
+    #[arg(long, env = "CAIRN_LEASE", default_value = "30s", value_parser = at_least::<1000>)]
     pub lease: Duration,
     /// Fallback poll interval for wake-ups. New runs are announced and picked up at once;
     /// timers and retries are not announced, and this bounds how late they (and anything
-    /// announced while the worker's listening connection was down) are picked up.
-    #[arg(long, env = "CAIRN_POLL_INTERVAL", default_value = "200ms", value_parser = humantime::parse_duration)]
+    /// announced while the worker's listening connection was down) are picked up. At
+    /// least 10ms.
+    #[arg(long, env = "CAIRN_POLL_INTERVAL", default_value = "200ms", value_parser = at_least::<10>)]
     pub poll_interval: Duration,
     /// On SIGTERM, how long running steps may take to finish before their runs are
     /// handed back to the queue.
@@ -384,7 +388,7 @@ pub struct RetentionArgs {
     pub retain_dead: RetainFor,
     /// Time between two passes of the reaper (at least 1s). Each pass deletes
     /// everything due, in batches.
-    #[arg(long, env = "CAIRN_REAPER_INTERVAL", default_value = "1m", value_parser = reaper_interval)]
+    #[arg(long, env = "CAIRN_REAPER_INTERVAL", default_value = "1m", value_parser = at_least::<1000>)]
     pub reaper_interval: Duration,
     /// Runs (or other rows) the reaper deletes per transaction.
     #[arg(long, env = "CAIRN_REAPER_BATCH", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -420,10 +424,17 @@ fn reaper_share(s: &str) -> Result<f64, String> {
     }
 }
 
-fn reaper_interval(s: &str) -> Result<Duration, String> {
+/// A duration of at least `MIN_MS` milliseconds. A shorter one is a usage error that
+/// names the least allowed: a zero lease, poll or timeout starts a process that spins,
+/// refuses everything or has no limit at all, rather than one that says why.
+fn at_least<const MIN_MS: u64>(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s.trim()).map_err(|e| format!("`{s}`: {e}"))?;
-    if d < Duration::from_secs(1) {
-        return Err(format!("`{s}` is shorter than 1s"));
+    let min = Duration::from_millis(MIN_MS);
+    if d < min {
+        return Err(format!(
+            "`{s}` is shorter than {}",
+            humantime::format_duration(min)
+        ));
     }
     Ok(d)
 }
@@ -461,4 +472,64 @@ pub struct DevArgs {
     /// Revoke the token kept from earlier starts and print a new one.
     #[arg(long)]
     pub new_token: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Worker {
+        #[command(flatten)]
+        worker: WorkerArgs,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    }
+
+    #[derive(Debug, Parser)]
+    struct Api {
+        #[command(flatten)]
+        api: ApiArgs,
+    }
+
+    /// Values that would start a process that spins, refuses everything or has no
+    /// limit are refused before anything starts, naming the least allowed.
+    #[test]
+    fn zero_durations_and_an_empty_pool_are_usage_errors() {
+        for (flag, value, least) in [
+            ("--lease", "0s", "1s"),
+            ("--lease", "500ms", "1s"),
+            ("--poll-interval", "0s", "10ms"),
+            ("--db-pool", "0", "1"),
+        ] {
+            let e = Worker::try_parse_from(["worker", flag, value]).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{flag} {value}"
+            );
+            let said = e.to_string();
+            assert!(said.contains(flag) && said.contains(least), "{said}");
+        }
+        for (flag, value, least) in [
+            ("--request-timeout", "0s", "100ms"),
+            ("--statement-timeout", "0s", "100ms"),
+            ("--events-lifetime", "0s", "1s"),
+        ] {
+            let e = Api::try_parse_from(["api", flag, value]).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{flag} {value}"
+            );
+            let said = e.to_string();
+            assert!(said.contains(flag) && said.contains(least), "{said}");
+        }
+        let ok =
+            Worker::try_parse_from(["worker", "--lease", "1s", "--poll-interval", "10ms"]).unwrap();
+        assert_eq!(ok.worker.lease, Duration::from_secs(1));
+        assert_eq!(ok.worker.poll_interval, Duration::from_millis(10));
+    }
 }
