@@ -494,39 +494,30 @@ mod tests {
         api: ApiArgs,
     }
 
+    /// `args` (a command, a flag, a value) refused as an invalid value, with an error
+    /// that names the flag and `least`.
+    fn refused<P: Parser + std::fmt::Debug>(args: [&str; 3], least: &str) {
+        let e = P::try_parse_from(args).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            clap::error::ErrorKind::ValueValidation,
+            "{args:?}"
+        );
+        let said = e.to_string();
+        assert!(said.contains(args[1]) && said.contains(least), "{said}");
+    }
+
     /// Values that would start a process that spins, refuses everything or has no
     /// limit are refused before anything starts, naming the least allowed.
     #[test]
     fn zero_durations_and_an_empty_pool_are_usage_errors() {
-        for (flag, value, least) in [
-            ("--lease", "0s", "1s"),
-            ("--lease", "500ms", "1s"),
-            ("--poll-interval", "0s", "10ms"),
-            ("--db-pool", "0", "1"),
-        ] {
-            let e = Worker::try_parse_from(["worker", flag, value]).unwrap_err();
-            assert_eq!(
-                e.kind(),
-                clap::error::ErrorKind::ValueValidation,
-                "{flag} {value}"
-            );
-            let said = e.to_string();
-            assert!(said.contains(flag) && said.contains(least), "{said}");
-        }
-        for (flag, value, least) in [
-            ("--request-timeout", "0s", "100ms"),
-            ("--statement-timeout", "0s", "100ms"),
-            ("--events-lifetime", "0s", "1s"),
-        ] {
-            let e = Api::try_parse_from(["api", flag, value]).unwrap_err();
-            assert_eq!(
-                e.kind(),
-                clap::error::ErrorKind::ValueValidation,
-                "{flag} {value}"
-            );
-            let said = e.to_string();
-            assert!(said.contains(flag) && said.contains(least), "{said}");
-        }
+        refused::<Worker>(["worker", "--lease", "0s"], "1s");
+        refused::<Worker>(["worker", "--lease", "500ms"], "1s");
+        refused::<Worker>(["worker", "--poll-interval", "0s"], "10ms");
+        refused::<Worker>(["worker", "--db-pool", "0"], "1");
+        refused::<Api>(["api", "--request-timeout", "0s"], "100ms");
+        refused::<Api>(["api", "--statement-timeout", "0s"], "100ms");
+        refused::<Api>(["api", "--events-lifetime", "0s"], "1s");
         let ok =
             Worker::try_parse_from(["worker", "--lease", "1s", "--poll-interval", "10ms"]).unwrap();
         assert_eq!(ok.worker.lease, Duration::from_secs(1));
