@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -120,11 +119,7 @@ fn database_url(db: &DatabaseArgs) -> Result<&str> {
         .ok_or(StartupError::NoDatabase)
 }
 
-/// Closes a service's connections properly on the way out (the server otherwise logs
-/// each as reset by its client), waiting a few seconds at most.
-pub async fn close(pool: PgPool) {
-    let _ = tokio::time::timeout(Duration::from_secs(5), pool.close()).await;
-}
+pub use crate::store::close;
 
 /// The workflow definitions in `--workflows-dir`, checked.
 pub fn load_workflows(args: &WorkflowArgs) -> Result<Arc<Registry>> {
@@ -348,7 +343,7 @@ impl Api {
         // Every request is answered: the submitter's and the event listener's
         // connections close before the caller closes the API's pool (and `cairn dev`
         // stops its database).
-        let _ = tokio::time::timeout(Duration::from_secs(5), submits.close()).await;
+        submits.close().await;
         events.closed().await;
         Ok(())
     }

@@ -254,11 +254,9 @@ async fn heartbeat_loop(
 async fn terminate_loop(pool: PgPool, engine: Arc<Engine>, stopped: CancellationToken) {
     let pool = store::listen_pool(&pool);
     listen_for_terminations(&pool, &engine, &stopped).await;
-    // The listener, dropped, hands its connection back from a task of its own; closing
-    // the pool waits for that, so the connection is closed before the worker returns
-    // (and before `cairn dev` stops its database), not while the database goes away.
-    // Bounded: a connection to an unreachable database must not hold the worker's exit.
-    let _ = tokio::time::timeout(Duration::from_secs(5), pool.close()).await;
+    // Closed before the worker returns (and before `cairn dev` stops its database), not
+    // while the database goes away.
+    store::close(pool).await;
 }
 
 async fn listen_for_terminations(pool: &PgPool, engine: &Engine, stopped: &CancellationToken) {

@@ -154,9 +154,7 @@ impl EventHub {
 async fn listen(pool: PgPool, tx: broadcast::Sender<i64>, closing: CancellationToken) {
     let pool = store::listen_pool(&pool);
     relay(&pool, &tx, &closing).await;
-    // The listener, dropped, hands its connection back from a task of its own; closing
-    // the pool waits for that. Bounded: a database that is away may not answer.
-    let _ = tokio::time::timeout(Duration::from_secs(5), pool.close()).await;
+    store::close(pool).await;
 }
 
 async fn relay(pool: &PgPool, tx: &broadcast::Sender<i64>, closing: &CancellationToken) {

@@ -631,11 +631,10 @@ impl Listener {
     }
 
     /// Closes its connection before the caller returns, rather than leaving it to be
-    /// dropped; bounded, as a database that is away may not answer.
-    pub(super) async fn close(mut self) {
-        // The listener hands its connection back from a task of its own; closing the
-        // pool waits for that.
-        drop(self.listener.take());
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.pool.close()).await;
+    /// dropped ([`crate::store::close`]).
+    pub(super) async fn close(self) {
+        let Listener { pool, listener } = self;
+        drop(listener);
+        crate::store::close(pool).await;
     }
 }

@@ -616,10 +616,10 @@ impl Submitter {
     }
 
     /// Closes the submitter's own connections, once its writes are done: on the way
-    /// out, so that the database sees them closed rather than lost. A submission after
-    /// this fails.
+    /// out, so that the database sees them closed rather than lost ([`store::close`]).
+    /// A submission after this fails.
     pub async fn close(&self) {
-        self.pool.close().await;
+        store::close(self.pool.clone()).await;
     }
 
     /// Queues `s`'s runs and answers once they are committed; `registry` holds their

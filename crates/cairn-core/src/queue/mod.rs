@@ -299,11 +299,10 @@ where
     claim_pool.close().await;
     // The relay is stopped before its pool closes (a listener whose pool closes under it
     // reports an error), and the pool is closed, not dropped: its connection is then
-    // closed before the caller returns. Bounded, as a database that is away may not
-    // answer the listener's goodbye.
+    // closed before the caller returns.
     listening.abort();
     let _ = listening.await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), listen_pool.close()).await;
+    store::close(listen_pool).await;
     monitored?;
     if asked_to_stop.is_cancelled() {
         Ok(())

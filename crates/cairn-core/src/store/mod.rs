@@ -78,6 +78,14 @@ pub fn listen_pool(pool: &PgPool) -> PgPool {
         .connect_lazy_with((*pool.connect_options()).clone())
 }
 
+/// Closes `pool` on the way out, waiting a few seconds at most: its connections are
+/// closed rather than dropped (the server otherwise logs each as lost), including one a
+/// dropped `PgListener` is still handing back from a task of its own, and a database
+/// that is away cannot hold the exit.
+pub async fn close(pool: PgPool) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), pool.close()).await;
+}
+
 /// Pool options shared by every pool: a connection that sat idle for a while is
 /// checked with a round trip before it is handed out (and replaced when it is dead); one
 /// in steady use is not, which saves a round trip on every acquire. A connection that
