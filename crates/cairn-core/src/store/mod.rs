@@ -221,10 +221,15 @@ pub struct Lease {
 }
 
 /// The statement of [`lease_fence`]. Not checked: its columns are unnamed expressions,
-/// which the macros cannot name without the text changing.
+/// which the macros cannot name without the text changing. The run is found by its key
+/// alone and its status tested in the answer: with `status = 'running'` among the
+/// conditions, the partial indexes on running runs (`runs_lease_expiry`,
+/// `runs_lease_owner`) are as cheap to a generic plan as the primary key, and a
+/// worker whose plan took one read every running run for each fence.
 pub(super) const LEASE_FENCE: &str =
-    "select lease_expires_at > clock_timestamp(), cancel_requested_at is not null
-           from runs where id = $1 and lease_token = $2 and status = 'running'
+    "select coalesce(status = 'running' and lease_expires_at > clock_timestamp(), false),
+            status = 'running' and cancel_requested_at is not null
+           from runs where id = $1 and lease_token = $2
             for no key update";
 
 /// Checks that `lease` is current and unexpired; locks the run row for the rest of the

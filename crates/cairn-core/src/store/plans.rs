@@ -327,6 +327,76 @@ mod tests {
         assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 
+    /// The database's default collation is a deployment's choice (`en_US.UTF-8` in the
+    /// `postgres` image), so identifiers and states are byte-ordered (`collate "C"`)
+    /// in every table: compared under a locale, each index entry the hot path adds
+    /// costs `strcoll` calls. And a run id in one table must be reachable by index from
+    /// another's: a column left in the default collation is compared in `C`, its
+    /// index cannot serve that comparison, and the join reads it whole.
+    #[sqlx::test(migrations = false)]
+    async fn identifiers_are_byte_ordered_and_reached_by_index_from_every_table(pool: PgPool) {
+        crate::queue::migrate(&pool).await.expect("migrate");
+        let columns: Vec<(String, String, Option<String>)> = sqlx::query_as(
+            "select table_name::text, column_name::text, collation_name::text
+               from information_schema.columns
+              where table_schema = 'public' and data_type = 'text'
+                and (column_name in ('run_id', 'child_run_id', 'parent_run_id', 'replay_of',
+                                     'step_id', 'parent_step_id', 'worker_id', 'lease_owner')
+                     or (table_name, column_name) in (
+                         ('runs', 'id'), ('runs', 'status'), ('runs', 'workflow'),
+                         ('steps', 'status'), ('step_attempts', 'status'),
+                         ('map_items', 'status'), ('run_events', 'kind'), ('workers', 'id')))
+              order by 1, 2",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("columns");
+        assert!(columns.len() > 30, "{columns:?}");
+        let not_c: Vec<String> = columns
+            .iter()
+            .filter(|(_, _, collation)| collation.as_deref() != Some("C"))
+            .map(|(table, column, collation)| format!("{table}.{column} ({collation:?})"))
+            .collect();
+        assert!(not_c.is_empty(), "not byte-ordered: {not_c:?}");
+
+        // Every indexed run id, found from `runs` by a lookup in its index.
+        let indexed: Vec<(String, String)> = sqlx::query_as(
+            "select distinct c.relname::text, a.attname::text
+               from pg_index i
+               join pg_class c on c.oid = i.indrelid
+               join pg_namespace n on n.oid = c.relnamespace and n.nspname = 'public'
+               join pg_attribute a on a.attrelid = i.indrelid and a.attnum = i.indkey[0]
+              where a.attname in ('run_id', 'child_run_id', 'parent_run_id', 'replay_of')
+              order by 1, 2",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("indexes");
+        assert!(indexed.len() >= 8, "{indexed:?}");
+        let mut conn = pool.acquire().await.expect("connection");
+        sqlx::raw_sql(
+            "set enable_seqscan = off; set enable_hashjoin = off; set enable_mergejoin = off",
+        )
+        .execute(&mut *conn)
+        .await
+        .expect("settings");
+        let mut failures = Vec::new();
+        for (table, column) in &indexed {
+            let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "explain select 1 from runs r join {table} x on x.{column} = r.id
+                  where r.id = any ('{{a,b}}'::text[])"
+            )))
+            .fetch_all(&mut *conn)
+            .await
+            .expect("explain");
+            let plan = plan.join("\n");
+            if !plan.contains(&format!("Index Cond: ({column} = r.id)")) {
+                failures.push(format!("{table}.{column}:\n{plan}"));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
     #[test]
     fn the_rule_flags_full_reads_and_allows_limited_ordered_ones() {
         let plan = serde_json::json!([{ "Plan": { "Node Type": "Nested Loop", "Plans": [
